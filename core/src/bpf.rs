@@ -1,0 +1,255 @@
+//! Loading the (one) BPF object, configuring it, and attaching its two generic programs at every
+//! planned attach point, with the attach id as BPF cookie.
+
+use std::path::PathBuf;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use aya::programs::UProbe;
+use aya::{Ebpf, EbpfLoader};
+use probectl_common::{stat, ProbeSpec};
+
+use crate::plan::Plan;
+
+/// The BPF programs built from `ebpf/` by build.rs.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probectl"));
+
+const ENTRY_PROGRAM: &str = "probectl_entry";
+const RETURN_PROGRAM: &str = "probectl_return";
+/// Capacity of the attach table (`PROBE_SPECS`).
+pub const MAX_ATTACH_POINTS: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error(
+        "not privileged enough to load BPF programs: run as root, or with CAP_BPF and CAP_PERFMON \
+         (missing: {missing})"
+    )]
+    NotPrivileged { missing: String },
+    #[error("loading the BPF programs failed: {0}")]
+    Load(String),
+    #[error("BPF map {name}: {message}")]
+    Map { name: &'static str, message: String },
+    #[error("too many attach points ({count}); at most {MAX_ATTACH_POINTS}")]
+    TooManyAttachPoints { count: usize },
+    #[error("updating the traced process list: {0}")]
+    PidFilter(String),
+}
+
+/// Linux capability numbers (linux/capability.h).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Fails with a clear error unless this process may load BPF programs and uprobes.
+pub fn check_privileges() -> Result<(), BpfError> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+        .into_iter()
+        .filter(|(cap, _)| !has(*cap))
+        .map(|(_, name)| name)
+        .collect();
+    Err(BpfError::NotPrivileged {
+        missing: missing.join(", "),
+    })
+}
+
+pub struct LoadOptions {
+    /// Bytes captured per call at most; the rest is counted as truncated.
+    pub max_capture_bytes: u64,
+    /// Ring buffer size (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// Trace only the pids added with `Tracer::trace_pid`.
+    pub filter_by_pid: bool,
+}
+
+/// An attach point that could not be attached.
+#[derive(Debug, Clone)]
+pub struct AttachFailure {
+    pub path: PathBuf,
+    pub symbol: String,
+    pub message: String,
+}
+
+/// Counters the BPF programs keep (summed over CPUs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    pub chunks_lost: u64,
+    pub bytes_lost: u64,
+    pub read_faults: u64,
+    pub length_faults: u64,
+    pub nested_calls: u64,
+}
+
+/// The loaded programs and the maps user space talks to. Dropping it detaches every probe.
+pub struct Tracer {
+    ebpf: Ebpf,
+    traced_pids: HashMap<MapData, u32, u8>,
+    stats: PerCpuArray<MapData, u64>,
+    events: Option<RingBuf<MapData>>,
+    attached: usize,
+}
+
+fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
+    move |error| BpfError::Map {
+        name,
+        message: error.to_string(),
+    }
+}
+
+impl Tracer {
+    pub fn load(options: &LoadOptions) -> Result<Tracer, BpfError> {
+        check_privileges()?;
+        let filter = u8::from(options.filter_by_pid);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("MAX_CAPTURE_BYTES", &options.max_capture_bytes, true)
+            .override_global("FILTER_BY_PID", &filter, true)
+            .map_max_entries("EVENTS", options.ring_bytes)
+            .load(BPF_OBJECT)
+            .map_err(|error| load_error(&error))?;
+        for name in [ENTRY_PROGRAM, RETURN_PROGRAM] {
+            let program: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or_else(|| BpfError::Load(format!("program {name} missing from the object")))?
+                .try_into()
+                .map_err(|error: aya::programs::ProgramError| BpfError::Load(error.to_string()))?;
+            program.load().map_err(|error| load_error(&error))?;
+        }
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name).ok_or(BpfError::Map {
+                name,
+                message: "missing from the object".into(),
+            })
+        };
+        let traced_pids = HashMap::try_from(take("TRACED_PIDS")?).map_err(map_error("TRACED_PIDS"))?;
+        let stats = PerCpuArray::try_from(take("STATS")?).map_err(map_error("STATS"))?;
+        let events = RingBuf::try_from(take("EVENTS")?).map_err(map_error("EVENTS"))?;
+        Ok(Tracer {
+            ebpf,
+            traced_pids,
+            stats,
+            events: Some(events),
+            attached: 0,
+        })
+    }
+
+    /// Adds a process to the kernel-side pid filter.
+    pub fn trace_pid(&mut self, pid: u32) -> Result<(), BpfError> {
+        self.traced_pids
+            .insert(pid, 1, 0)
+            .map_err(|error| BpfError::PidFilter(error.to_string()))
+    }
+
+    /// Attaches the entry and return programs at every attach point of the plan. Points that
+    /// fail are returned, not fatal: the caller reports them.
+    pub fn attach(&mut self, plan: &Plan) -> Result<Vec<AttachFailure>, BpfError> {
+        if plan.probes.len() > MAX_ATTACH_POINTS {
+            return Err(BpfError::TooManyAttachPoints {
+                count: plan.probes.len(),
+            });
+        }
+        {
+            let map = self.ebpf.map_mut("PROBE_SPECS").ok_or(BpfError::Map {
+                name: "PROBE_SPECS",
+                message: "missing from the object".into(),
+            })?;
+            let mut specs: Array<&mut MapData, ProbeSpec> =
+                Array::try_from(map).map_err(map_error("PROBE_SPECS"))?;
+            for (attach_id, planned) in plan.probes.iter().enumerate() {
+                specs
+                    .set(attach_id as u32, planned.probe.bpf_spec(), 0)
+                    .map_err(map_error("PROBE_SPECS"))?;
+            }
+        }
+        let mut failures = Vec::new();
+        for (attach_id, planned) in plan.probes.iter().enumerate() {
+            let file = plan.file_of(planned);
+            let mut result = Ok(());
+            for name in [ENTRY_PROGRAM, RETURN_PROGRAM] {
+                let Some(program) = self.ebpf.program_mut(name) else {
+                    continue;
+                };
+                let program: &mut UProbe = match program.try_into() {
+                    Ok(program) => program,
+                    Err(error) => {
+                        result = Err(format!("{error}"));
+                        break;
+                    }
+                };
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(planned.offset),
+                    cookie: Some(attach_id as u64),
+                };
+                if let Err(error) = program.attach(point, &file.file.host_path, UProbeScope::AllProcesses) {
+                    result = Err(error_chain(&error));
+                    break;
+                }
+            }
+            match result {
+                Ok(()) => self.attached += 1,
+                Err(message) => failures.push(AttachFailure {
+                    path: file.file.path.clone(),
+                    symbol: planned.probe.symbol.clone(),
+                    message,
+                }),
+            }
+        }
+        Ok(failures)
+    }
+
+    /// Attach points whose both programs are attached.
+    pub fn attached(&self) -> usize {
+        self.attached
+    }
+
+    /// The ring buffer of chunks (taken once, by the event loop).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    pub fn kernel_stats(&self) -> KernelStats {
+        let read = |index: u32| -> u64 {
+            self.stats
+                .get(&index, 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        KernelStats {
+            chunks_lost: read(stat::CHUNKS_LOST),
+            bytes_lost: read(stat::BYTES_LOST),
+            read_faults: read(stat::READ_FAULTS),
+            length_faults: read(stat::LENGTH_FAULTS),
+            nested_calls: read(stat::NESTED_CALLS),
+        }
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn load_error(error: &dyn std::error::Error) -> BpfError {
+    let text = error_chain(error);
+    if text.contains("Operation not permitted") || text.contains("EPERM") {
+        return BpfError::NotPrivileged {
+            missing: "the kernel refused (EPERM)".into(),
+        };
+    }
+    BpfError::Load(text)
+}

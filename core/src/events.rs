@@ -1,0 +1,158 @@
+//! Event decoding: ring buffer chunks back into one event per TLS call.
+//!
+//! The BPF side cuts a call into chunks at increasing offsets, all written by one program run
+//! on one CPU, so a call's chunks arrive in order; a thread's calls are sequential. A call that
+//! fits one chunk (the common case) is passed on straight from ring buffer memory, without a
+//! copy. A chunk that never arrived (ring buffer full) leaves a gap: the call is delivered with
+//! the bytes before the gap and the rest is counted as not captured.
+
+use std::collections::HashMap;
+
+use probectl_common::{chunk_flags, ChunkHeader};
+
+/// A whole call as reassembled: its first chunk's header, and the captured bytes (a prefix of
+/// what the call moved).
+pub struct Call<'a> {
+    pub header: &'a ChunkHeader,
+    pub data: &'a [u8],
+}
+
+impl Call<'_> {
+    /// Bytes of the call that are not in `data` (over the capture limit, lost, or unreadable).
+    pub fn missing(&self) -> u64 {
+        self.header.call_len.saturating_sub(self.data.len() as u64)
+    }
+}
+
+struct Pending {
+    header: ChunkHeader,
+    data: Vec<u8>,
+    /// A chunk went missing: later chunks are not appended (they would not be contiguous).
+    gap: bool,
+}
+
+/// Reassembles chunks into calls, keyed by thread.
+#[derive(Default)]
+pub struct Reassembler {
+    pending: HashMap<u32, Pending>,
+}
+
+impl Reassembler {
+    /// Feeds one ring buffer record; calls `emit` for every call it completes.
+    pub fn push(&mut self, record: &[u8], emit: &mut dyn FnMut(Call<'_>)) {
+        let Some((header, data)) = ChunkHeader::read_from(record) else {
+            return;
+        };
+        let last = header.flags & chunk_flags::LAST != 0;
+        // A new call on a thread means its previous call will get no more chunks.
+        if let Some(previous) = self.pending.get(&header.tid) {
+            if previous.header.call_start_ns != header.call_start_ns {
+                self.flush_thread(header.tid, emit);
+            }
+        }
+        if last && header.offset == 0 {
+            return emit(Call {
+                header: &header,
+                data,
+            });
+        }
+        let pending = self.pending.entry(header.tid).or_insert_with(|| Pending {
+            header,
+            data: Vec::with_capacity(header.call_len.min(1 << 26) as usize),
+            gap: header.offset != 0,
+        });
+        if !pending.gap && header.offset == pending.data.len() as u64 && header.flags & chunk_flags::READ_FAULT == 0 {
+            pending.data.extend_from_slice(data);
+        } else {
+            pending.gap = true;
+        }
+        if last {
+            self.flush_thread(header.tid, emit);
+        }
+    }
+
+    fn flush_thread(&mut self, tid: u32, emit: &mut dyn FnMut(Call<'_>)) {
+        if let Some(pending) = self.pending.remove(&tid) {
+            emit(Call {
+                header: &pending.header,
+                data: &pending.data,
+            });
+        }
+    }
+
+    /// Delivers every call still waiting for chunks (at shutdown).
+    pub fn flush(&mut self, emit: &mut dyn FnMut(Call<'_>)) {
+        let tids: Vec<u32> = self.pending.keys().copied().collect();
+        for tid in tids {
+            self.flush_thread(tid, emit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(tid: u32, start: u64, call_len: u64, offset: u64, data: &[u8], last: bool) -> Vec<u8> {
+        let header = ChunkHeader {
+            call_start_ns: start,
+            call_len,
+            offset,
+            tid,
+            pid: tid,
+            data_len: data.len() as u32,
+            flags: if last { chunk_flags::LAST } else { 0 },
+            ..ChunkHeader::default()
+        };
+        // SAFETY: ChunkHeader is repr(C) plain old data; viewing it as bytes is sound.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&header as *const ChunkHeader).cast::<u8>(), size_of::<ChunkHeader>())
+        };
+        let mut out = bytes.to_vec();
+        out.extend_from_slice(data);
+        out
+    }
+
+    fn run(records: &[Vec<u8>]) -> Vec<(u32, Vec<u8>, u64)> {
+        let mut reassembler = Reassembler::default();
+        let mut calls = Vec::new();
+        let mut emit = |call: Call<'_>| calls.push((call.header.tid, call.data.to_vec(), call.missing()));
+        for record in records {
+            reassembler.push(record, &mut emit);
+        }
+        reassembler.flush(&mut emit);
+        calls
+    }
+
+    #[test]
+    fn interleaved_threads_are_reassembled() {
+        let calls = run(&[
+            record(1, 10, 6, 0, b"abc", false),
+            record(2, 11, 2, 0, b"xy", true),
+            record(1, 10, 6, 3, b"def", true),
+        ]);
+        assert_eq!(calls, vec![(2, b"xy".to_vec(), 0), (1, b"abcdef".to_vec(), 0)]);
+    }
+
+    #[test]
+    fn a_lost_chunk_leaves_the_prefix_and_counts_the_rest() {
+        let calls = run(&[
+            record(1, 10, 9, 0, b"abc", false),
+            record(1, 10, 9, 6, b"ghi", true),
+            record(1, 20, 2, 0, b"zz", true),
+        ]);
+        assert_eq!(calls, vec![(1, b"abc".to_vec(), 6), (1, b"zz".to_vec(), 0)]);
+    }
+
+    #[test]
+    fn a_lost_last_chunk_is_flushed_by_the_next_call() {
+        let calls = run(&[record(1, 10, 6, 0, b"abc", false), record(1, 20, 1, 0, b"q", true)]);
+        assert_eq!(calls, vec![(1, b"abc".to_vec(), 3), (1, b"q".to_vec(), 0)]);
+    }
+
+    #[test]
+    fn truncated_call_reports_missing_bytes() {
+        let calls = run(&[record(1, 10, 100, 0, b"abc", true)]);
+        assert_eq!(calls, vec![(1, b"abc".to_vec(), 97)]);
+    }
+}

@@ -1,0 +1,12 @@
+//! probectl's generic core: nothing here knows about a particular TLS library. Libraries are
+//! described by `probes.toml` specs; plugins add what a spec cannot express.
+
+pub mod bpf;
+pub mod discovery;
+pub mod events;
+pub mod output;
+pub mod plan;
+pub mod plugin;
+pub mod session;
+pub mod spec;
+pub mod symbols;

@@ -1,0 +1,315 @@
+//! Output formats: human text (escaped or hexdump) and lossless JSON lines; files are created
+//! 0600 because captured plaintext is sensitive.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::Serialize;
+
+use crate::spec::Direction;
+
+/// What one attach point is, for output: looked up by the chunk's attach id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachInfo {
+    pub plugin: String,
+    pub library: PathBuf,
+    pub function: String,
+    pub direction: Direction,
+}
+
+/// One TLS call, ready to print.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    /// Wall-clock time of the call's return, ns since the Unix epoch.
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: &'a str,
+    pub attach: &'a AttachInfo,
+    /// The connection-handle argument (e.g. `SSL*`).
+    pub connection: u64,
+    /// Bytes the call really moved.
+    pub len: u64,
+    /// The captured bytes: a prefix of what the call moved.
+    pub data: &'a [u8],
+    /// Bytes not captured (`len - data.len()`).
+    pub truncated: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Header line, then the data with non-printable bytes escaped.
+    Text,
+    /// Header line, then a hexdump.
+    Hex,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("cannot create output file {path}: {source}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Opens the output: a file created (or truncated) with mode 0600, or stdout.
+pub fn open_output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, OutputError> {
+    let Some(path) = path else {
+        return Ok(Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout())));
+    };
+    let create_error = |source| OutputError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(create_error)?;
+    // An existing file keeps its mode on open: tighten it too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(create_error)?;
+    Ok(Box::new(io::BufWriter::with_capacity(1 << 16, file)))
+}
+
+/// Renders events; keeps its scratch buffers between events.
+pub struct Renderer {
+    format: Format,
+    base64: String,
+}
+
+#[derive(Serialize)]
+struct JsonEvent<'a> {
+    ts_ns: u64,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    plugin: &'a str,
+    library: &'a Path,
+    function: &'a str,
+    direction: &'static str,
+    len: u64,
+    truncated: u64,
+    conn: JsonConnection,
+    data_b64: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonConnection {
+    /// The connection handle the library passes around (e.g. `SSL*`), as hex.
+    handle: String,
+}
+
+impl Renderer {
+    pub fn new(format: Format) -> Renderer {
+        Renderer {
+            format,
+            base64: String::new(),
+        }
+    }
+
+    pub fn render(&mut self, event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
+        match self.format {
+            Format::Json => self.render_json(event, out),
+            Format::Text => {
+                write_header(event, out)?;
+                write_escaped(event.data, out)
+            }
+            Format::Hex => {
+                write_header(event, out)?;
+                write_hexdump(event.data, out)
+            }
+        }
+    }
+
+    fn render_json(&mut self, event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
+        self.base64.clear();
+        base64::engine::general_purpose::STANDARD.encode_string(event.data, &mut self.base64);
+        let json = JsonEvent {
+            ts_ns: event.ts_ns,
+            pid: event.pid,
+            tid: event.tid,
+            comm: event.comm,
+            plugin: &event.attach.plugin,
+            library: &event.attach.library,
+            function: &event.attach.function,
+            direction: event.attach.direction.as_str(),
+            len: event.len,
+            truncated: event.truncated,
+            conn: JsonConnection {
+                handle: format!("{:#x}", event.connection),
+            },
+            data_b64: &self.base64,
+        };
+        serde_json::to_writer(&mut *out, &json)?;
+        out.write_all(b"\n")
+    }
+}
+
+/// `HH:MM:SS.micros` (UTC) of a wall-clock time in ns.
+pub fn format_time(ts_ns: u64) -> String {
+    let seconds = ts_ns / 1_000_000_000;
+    let micros = (ts_ns % 1_000_000_000) / 1000;
+    let day_seconds = seconds % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:06}",
+        day_seconds / 3600,
+        (day_seconds / 60) % 60,
+        day_seconds % 60,
+        micros
+    )
+}
+
+fn write_header(event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
+    write!(
+        out,
+        "--- {} {}[{}/{}] {} {} {} {} {} bytes conn={:#x}",
+        format_time(event.ts_ns),
+        event.comm,
+        event.pid,
+        event.tid,
+        event.attach.plugin,
+        event.attach.library.display(),
+        event.attach.function,
+        event.attach.direction.as_str(),
+        event.len,
+        event.connection,
+    )?;
+    if event.truncated > 0 {
+        write!(out, " ({} bytes not captured)", event.truncated)?;
+    }
+    out.write_all(b"\n")
+}
+
+/// Printable ASCII as is; `\n` shown and kept as a line break; everything else escaped.
+fn write_escaped(data: &[u8], out: &mut dyn Write) -> io::Result<()> {
+    let mut start = 0;
+    for (index, &byte) in data.iter().enumerate() {
+        let escape: Option<&[u8]> = match byte {
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0x20..=0x7e => None,
+            _ => Some(b""),
+        };
+        let Some(escape) = escape else {
+            continue;
+        };
+        out.write_all(&data[start..index])?;
+        if escape.is_empty() {
+            write!(out, "\\x{byte:02x}")?;
+        } else {
+            out.write_all(escape)?;
+        }
+        start = index + 1;
+    }
+    out.write_all(&data[start..])?;
+    if data.last() != Some(&b'\n') {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+fn write_hexdump(data: &[u8], out: &mut dyn Write) -> io::Result<()> {
+    for (line, bytes) in data.chunks(16).enumerate() {
+        write!(out, "{:08x} ", line * 16)?;
+        for column in 0..16 {
+            if column == 8 {
+                out.write_all(b" ")?;
+            }
+            match bytes.get(column) {
+                Some(byte) => write!(out, " {byte:02x}")?,
+                None => out.write_all(b"   ")?,
+            }
+        }
+        out.write_all(b"  |")?;
+        for &byte in bytes {
+            let shown = if (0x20..0x7f).contains(&byte) { byte } else { b'.' };
+            out.write_all(&[shown])?;
+        }
+        out.write_all(b"|\n")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attach() -> AttachInfo {
+        AttachInfo {
+            plugin: "openssl".into(),
+            library: "/usr/lib/x86_64-linux-gnu/libssl.so.3".into(),
+            function: "SSL_write_ex".into(),
+            direction: Direction::Write,
+        }
+    }
+
+    fn render(format: Format, data: &[u8], truncated: u64) -> String {
+        let attach = attach();
+        let event = Event {
+            ts_ns: 1_732_480_496_123_456_789,
+            pid: 4242,
+            tid: 4243,
+            comm: "curl",
+            attach: &attach,
+            connection: 0x55d0_1234_5678,
+            len: data.len() as u64 + truncated,
+            data,
+            truncated,
+        };
+        let mut out = Vec::new();
+        Renderer::new(format).render(&event, &mut out).expect("render");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n\x00\x01\xff\tend\\";
+
+    #[test]
+    fn text() {
+        insta::assert_snapshot!(render(Format::Text, REQUEST, 0));
+    }
+
+    #[test]
+    fn text_truncated() {
+        insta::assert_snapshot!(render(Format::Text, b"partial", 100));
+    }
+
+    #[test]
+    fn hex() {
+        insta::assert_snapshot!(render(Format::Hex, REQUEST, 0));
+    }
+
+    #[test]
+    fn json() {
+        let line = render(Format::Json, REQUEST, 0);
+        assert!(line.ends_with('\n'));
+        let value: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value["data_b64"].as_str().expect("data_b64"))
+            .expect("base64");
+        assert_eq!(decoded, REQUEST);
+        insta::assert_snapshot!(line);
+    }
+
+    #[test]
+    fn output_file_is_private() {
+        let path = std::env::temp_dir().join(format!("probectl-output-{}", std::process::id()));
+        std::fs::write(&path, b"old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        drop(open_output(Some(&path)).expect("open"));
+        let mode = std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
+        std::fs::remove_file(&path).expect("remove");
+        assert_eq!(mode, 0o600);
+    }
+}

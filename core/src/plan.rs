@@ -1,0 +1,268 @@
+//! Attach planning: from specs and a scope (one process, a command to start, the whole host) to
+//! the list of (file, symbol, offset) attach points, and the list of what was skipped and why.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::discovery::{self, DiscoveryError, TargetFile};
+use crate::plugin::{plugin_for, Verdict};
+use crate::spec::{Group, Probe};
+use crate::symbols::{ElfFile, FileId, SymbolCache};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error(
+        "process {pid} ({comm}) maps no library probectl can trace with {groups}: {looked_for}"
+    )]
+    NothingToTrace {
+        pid: u32,
+        comm: String,
+        groups: String,
+        looked_for: String,
+    },
+    #[error("no file on this host matches {groups}: {looked_for}")]
+    NothingOnHost { groups: String, looked_for: String },
+}
+
+/// What to trace.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// One running process (and, in the kernel, nothing else).
+    Process(u32),
+    /// A command probectl starts: its executable and the host's libraries it may load.
+    Command { executable: PathBuf },
+    /// Every process on the host, now and later.
+    Host,
+}
+
+/// How a file came to be probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Library,
+    Path,
+    Executable,
+}
+
+/// A file that will be probed for a group.
+#[derive(Debug, Clone)]
+pub struct PlannedFile {
+    pub group: String,
+    pub file: TargetFile,
+    pub via: Via,
+    pub version: Option<String>,
+}
+
+/// One attach point: a probe of a group at an offset in a file. Its index in
+/// `Plan::probes` is its attach id (the BPF cookie).
+#[derive(Debug, Clone)]
+pub struct PlannedProbe {
+    pub file_index: usize,
+    pub probe: Probe,
+    pub offset: u64,
+}
+
+/// Something that was looked at and not probed, with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub group: String,
+    pub path: PathBuf,
+    pub symbol: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub files: Vec<PlannedFile>,
+    pub probes: Vec<PlannedProbe>,
+    pub skipped: Vec<Skipped>,
+}
+
+impl Plan {
+    pub fn file_of(&self, probe: &PlannedProbe) -> &PlannedFile {
+        &self.files[probe.file_index]
+    }
+}
+
+/// A file considered for a group, before its symbols are checked.
+struct Candidate {
+    file: TargetFile,
+    via: Via,
+}
+
+/// Plans the attach points of `groups` for `scope`.
+pub fn plan(groups: &[&Group], scope: &Scope, cache: &mut SymbolCache) -> Result<Plan, PlanError> {
+    let mut plan = Plan::default();
+    for group in groups {
+        let candidates = candidates(group, scope, cache)?;
+        for candidate in candidates {
+            add_file(&mut plan, group, candidate, cache);
+        }
+    }
+    if plan.probes.is_empty() {
+        let names: Vec<&str> = groups.iter().map(|group| group.name.as_str()).collect();
+        let groups_text = names.join(", ");
+        let mut looked_for = groups.iter().map(|group| describe_search(group)).collect::<Vec<_>>().join("; ");
+        if let Some(reasons) = skip_summary(&plan.skipped) {
+            looked_for.push_str(&format!("; found but not probed: {reasons}"));
+        }
+        return Err(match scope {
+            Scope::Process(pid) => {
+                let file_list = format!("/proc/{pid}/maps and /proc/{pid}/exe");
+                PlanError::NothingToTrace {
+                    pid: *pid,
+                    comm: discovery::comm(*pid),
+                    groups: groups_text,
+                    looked_for: format!("looked in {file_list} for {looked_for}"),
+                }
+            }
+            _ => PlanError::NothingOnHost {
+                groups: groups_text,
+                looked_for: format!("looked for {looked_for}"),
+            },
+        });
+    }
+    Ok(plan)
+}
+
+fn describe_search(group: &Group) -> String {
+    let mut parts = Vec::new();
+    if !group.libraries.is_empty() {
+        parts.push(format!("libraries named {}", group.libraries.join(" or ")));
+    }
+    if !group.paths.is_empty() {
+        let paths: Vec<String> = group.paths.iter().map(|path| path.display().to_string()).collect();
+        parts.push(format!("files {}", paths.join(", ")));
+    }
+    if group.executables {
+        let required: Vec<&str> = group.required_symbols().collect();
+        parts.push(format!("an executable defining {}", required.join(" and ")));
+    }
+    format!("[{}] {}", group.name, parts.join(", or "))
+}
+
+fn skip_summary(skipped: &[Skipped]) -> Option<String> {
+    let whole_files: Vec<String> = skipped
+        .iter()
+        .filter(|skip| skip.symbol.is_none())
+        .map(|skip| format!("{} ({})", skip.path.display(), skip.reason))
+        .collect();
+    (!whole_files.is_empty()).then(|| whole_files.join("; "))
+}
+
+fn candidates(group: &Group, scope: &Scope, cache: &mut SymbolCache) -> Result<Vec<Candidate>, PlanError> {
+    let mut found: Vec<Candidate> = Vec::new();
+    let mut seen: BTreeSet<FileId> = BTreeSet::new();
+    let mut push = |found: &mut Vec<Candidate>, file: TargetFile, via: Via| {
+        if seen.insert(file.id) {
+            found.push(Candidate { file, via });
+        }
+    };
+    let from_process = |pid: u32, found: &mut Vec<Candidate>, push: &mut dyn FnMut(&mut Vec<Candidate>, TargetFile, Via), cache: &mut SymbolCache| -> Result<(), DiscoveryError> {
+        for file in discovery::mapped_files(pid)? {
+            if let Some(via) = library_match(group, &file.path) {
+                push(found, file, via);
+            }
+        }
+        if group.executables {
+            let executable = discovery::executable(pid)?;
+            if defines_required(group, &executable, cache) {
+                push(found, executable, Via::Executable);
+            }
+        }
+        Ok(())
+    };
+    match scope {
+        Scope::Process(pid) => from_process(*pid, &mut found, &mut push, cache)?,
+        Scope::Host | Scope::Command { .. } => {
+            for file in discovery::host_libraries(&|name| group.matches_library_name(name)) {
+                push(&mut found, file, Via::Library);
+            }
+            for path in &group.paths {
+                if let Ok(id) = FileId::of(path) {
+                    let file = TargetFile { path: path.clone(), host_path: path.clone(), id };
+                    push(&mut found, file, Via::Path);
+                }
+            }
+            match scope {
+                Scope::Command { executable } => {
+                    if group.executables {
+                        if let Ok(id) = FileId::of(executable) {
+                            let file = TargetFile { path: executable.clone(), host_path: executable.clone(), id };
+                            if defines_required(group, &file, cache) {
+                                push(&mut found, file, Via::Executable);
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    for pid in discovery::all_pids() {
+                        if pid == std::process::id() {
+                            continue;
+                        }
+                        // Processes come and go while we look: one that vanished is no error.
+                        let _ = from_process(pid, &mut found, &mut push, cache);
+                    }
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn library_match(group: &Group, path: &Path) -> Option<Via> {
+    if group.paths.iter().any(|wanted| wanted == path) {
+        return Some(Via::Path);
+    }
+    let name = path.file_name()?.to_str()?;
+    group.matches_library_name(name).then_some(Via::Library)
+}
+
+fn defines_required(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -> bool {
+    let required: Vec<&str> = group.required_symbols().collect();
+    cache
+        .resolve(file.id, &file.host_path, &required)
+        .is_ok_and(|offsets| offsets.iter().all(Option::is_some))
+}
+
+fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut SymbolCache) {
+    let Candidate { file, via } = candidate;
+    let skip = |plan: &mut Plan, symbol: Option<&str>, reason: String| {
+        plan.skipped.push(Skipped {
+            group: group.name.clone(),
+            path: file.path.clone(),
+            symbol: symbol.map(str::to_string),
+            reason,
+        });
+    };
+    let symbols: Vec<&str> = group.probes.iter().map(|probe| probe.symbol.as_str()).collect();
+    let offsets = match cache.resolve(file.id, &file.host_path, &symbols) {
+        Ok(offsets) => offsets,
+        Err(error) => return skip(plan, None, error.to_string()),
+    };
+    let missing_required: Vec<&str> = group
+        .probes
+        .iter()
+        .zip(&offsets)
+        .filter(|(probe, offset)| !probe.optional && offset.is_none())
+        .map(|(probe, _)| probe.symbol.as_str())
+        .collect();
+    if !missing_required.is_empty() {
+        return skip(plan, None, format!("does not define {}", missing_required.join(", ")));
+    }
+    let version = match plugin_for(&group.name).map(|plugin| ElfFile::open(&file.host_path).map(|elf| plugin.inspect(&elf))) {
+        None => None,
+        Some(Err(error)) => return skip(plan, None, error.to_string()),
+        Some(Ok(Verdict::Reject { reason })) => return skip(plan, None, reason),
+        Some(Ok(Verdict::Accept { version })) => version,
+    };
+    let file_index = plan.files.len();
+    for (probe, offset) in group.probes.iter().zip(offsets) {
+        match offset {
+            Some(offset) => plan.probes.push(PlannedProbe { file_index, probe: probe.clone(), offset }),
+            None => skip(plan, Some(&probe.symbol), "optional symbol not defined in this file".to_string()),
+        }
+    }
+    plan.files.push(PlannedFile { group: group.name.clone(), file, via, version });
+}

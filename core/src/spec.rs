@@ -1,0 +1,400 @@
+//! Declarative probe specs (`probes.toml`): what gets probed, where, and how to read it.
+//!
+//! A spec file holds groups (`openssl`, ...). A group says which files it applies to (library
+//! file name patterns, exact paths, executables that export its symbols) and lists probes: a
+//! symbol, its direction, and which argument registers hold the connection, the buffer and the
+//! length. The same two BPF programs serve every probe; a probe's spec becomes their per-attach
+//! configuration.
+
+use std::path::{Path, PathBuf};
+
+use probectl_common::{direction, length_source, return_width, ProbeSpec, ARG_NONE};
+use serde::Deserialize;
+
+/// The specs compiled into the binary; `--probes FILE` replaces them.
+pub const DEFAULT_SPECS: &str = include_str!("../../probes.toml");
+/// The name the embedded specs are reported under.
+pub const DEFAULT_SPECS_NAME: &str = "probes.toml (built in)";
+
+/// Argument registers a probe may name: the System V x86-64 integer argument registers.
+const MAX_ARGS: u8 = 6;
+
+/// Errors in reading or validating a spec file.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read probe specs {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+/// A whole spec file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecFile {
+    #[serde(rename = "group", default)]
+    pub groups: Vec<Group>,
+}
+
+/// A library (or family of libraries) and its probes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// What users type: `probectl run <name>`.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// File name patterns (`*` and `?` wildcards) matched against the files a process maps,
+    /// e.g. `libssl.so*`.
+    #[serde(default)]
+    pub libraries: Vec<String>,
+    /// Exact paths of files to probe (as seen inside the target's mount namespace).
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// Also probe a process's executable when it defines the group's required symbols
+    /// (static linking, e.g. node).
+    #[serde(default)]
+    pub executables: bool,
+    #[serde(rename = "probe", default)]
+    pub probes: Vec<Probe>,
+}
+
+/// One probed function.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    pub symbol: String,
+    pub direction: Direction,
+    /// Register holding the connection handle (`arg0`...), if any.
+    #[serde(default)]
+    pub connection: Option<ArgRef>,
+    /// Register holding the plaintext buffer pointer.
+    pub buffer: ArgRef,
+    /// `"return"` or `"*argN"` (a `size_t*` filled on success).
+    pub length: LengthRef,
+    /// C type of the return value: `"int"` (default) or `"ssize_t"`.
+    #[serde(default)]
+    pub returns: ReturnType,
+    /// A library without this symbol is fine: the probe is skipped and reported.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Read,
+    Write,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Read => "read",
+            Direction::Write => "write",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum ReturnType {
+    #[default]
+    #[serde(rename = "int")]
+    Int,
+    #[serde(rename = "ssize_t")]
+    Ssize,
+}
+
+/// An argument register, written `argN` (0-based) in the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArgRef(pub u8);
+
+impl<'de> Deserialize<'de> for ArgRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_arg(&text).map(ArgRef).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "expected an argument register \"arg0\" to \"arg{}\", found \"{text}\"",
+                MAX_ARGS - 1
+            ))
+        })
+    }
+}
+
+fn parse_arg(text: &str) -> Option<u8> {
+    let index: u8 = text.strip_prefix("arg")?.parse().ok()?;
+    (index < MAX_ARGS).then_some(index)
+}
+
+/// Where a call's length comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LengthRef {
+    /// The positive return value.
+    Return,
+    /// The `size_t` an out-pointer argument points at, when the call returns a positive value.
+    OutPointer(u8),
+}
+
+impl<'de> Deserialize<'de> for LengthRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == "return" {
+            return Ok(LengthRef::Return);
+        }
+        text.strip_prefix('*')
+            .and_then(parse_arg)
+            .map(LengthRef::OutPointer)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "expected \"return\" or an out-pointer \"*argN\", found \"{text}\""
+                ))
+            })
+    }
+}
+
+impl Probe {
+    /// The configuration the BPF programs read for this probe.
+    pub fn bpf_spec(&self) -> ProbeSpec {
+        let (source, length_arg) = match self.length {
+            LengthRef::Return => (length_source::RETURN, ARG_NONE),
+            LengthRef::OutPointer(arg) => (length_source::OUT_POINTER, arg),
+        };
+        ProbeSpec {
+            connection_arg: self.connection.map_or(ARG_NONE, |arg| arg.0),
+            buffer_arg: self.buffer.0,
+            length_source: source,
+            length_arg,
+            direction: match self.direction {
+                Direction::Read => direction::READ,
+                Direction::Write => direction::WRITE,
+            },
+            return_width: match self.returns {
+                ReturnType::Int => return_width::INT32,
+                ReturnType::Ssize => return_width::INT64,
+            },
+            _padding: [0; 2],
+        }
+    }
+}
+
+impl SpecFile {
+    /// Parses and validates spec text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<SpecFile, SpecError> {
+        let specs: SpecFile = toml::from_str(text).map_err(|error| {
+            let (line, column) = error
+                .span()
+                .map(|span| line_column(text, span.start))
+                .unwrap_or((1, 1));
+            SpecError::Syntax {
+                file: file.to_string(),
+                line,
+                column,
+                message: error.message().trim_end().to_string(),
+            }
+        })?;
+        specs.validate(file)?;
+        Ok(specs)
+    }
+
+    /// Reads `path`, or the built-in specs when `None`.
+    pub fn load(path: Option<&Path>) -> Result<SpecFile, SpecError> {
+        match path {
+            None => SpecFile::parse(DEFAULT_SPECS, DEFAULT_SPECS_NAME),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                SpecFile::parse(&text, &path.display().to_string())
+            }
+        }
+    }
+
+    fn validate(&self, file: &str) -> Result<(), SpecError> {
+        let invalid = |message: String| SpecError::Invalid {
+            file: file.to_string(),
+            message,
+        };
+        if self.groups.is_empty() {
+            return Err(invalid("no [[group]] defined".into()));
+        }
+        for (index, group) in self.groups.iter().enumerate() {
+            if group.name.is_empty() || !group.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(format!(
+                    "group name \"{}\" must be non-empty and use only letters, digits, '-' and '_'",
+                    group.name
+                )));
+            }
+            if group.name == "all" {
+                return Err(invalid("group name \"all\" is reserved (it means every group)".into()));
+            }
+            if self.groups[..index].iter().any(|other| other.name == group.name) {
+                return Err(invalid(format!("group \"{}\" is defined twice", group.name)));
+            }
+            if group.libraries.is_empty() && group.paths.is_empty() && !group.executables {
+                return Err(invalid(format!(
+                    "group \"{}\" names no files to probe: give libraries, paths or executables = true",
+                    group.name
+                )));
+            }
+            if let Some(path) = group.paths.iter().find(|path| !path.is_absolute()) {
+                return Err(invalid(format!(
+                    "group \"{}\": path \"{}\" must be absolute",
+                    group.name,
+                    path.display()
+                )));
+            }
+            if group.probes.is_empty() {
+                return Err(invalid(format!("group \"{}\" has no [[group.probe]]", group.name)));
+            }
+            if !group.probes.iter().any(|probe| !probe.optional) {
+                return Err(invalid(format!(
+                    "group \"{}\" has only optional probes: at least one must be required, it is how a file is recognised",
+                    group.name
+                )));
+            }
+            for probe in &group.probes {
+                if probe.symbol.is_empty() {
+                    return Err(invalid(format!("group \"{}\": a probe has an empty symbol", group.name)));
+                }
+                if let LengthRef::OutPointer(arg) = probe.length {
+                    if arg == probe.buffer.0 {
+                        return Err(invalid(format!(
+                            "group \"{}\", probe {}: the length pointer and the buffer are the same argument",
+                            group.name, probe.symbol
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The group called `name`.
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|group| group.name == name)
+    }
+
+    pub fn group_names(&self) -> Vec<&str> {
+        self.groups.iter().map(|group| group.name.as_str()).collect()
+    }
+}
+
+impl Group {
+    /// Whether a file name matches one of the group's library patterns.
+    pub fn matches_library_name(&self, file_name: &str) -> bool {
+        self.libraries.iter().any(|pattern| glob_match(pattern, file_name))
+    }
+
+    /// The symbols a file must define to count as this group's library.
+    pub fn required_symbols(&self) -> impl Iterator<Item = &str> {
+        self.probes.iter().filter(|probe| !probe.optional).map(|probe| probe.symbol.as_str())
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |index| index + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Shell-style matching with `*` (any run) and `?` (one character).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (pattern, text): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut p, mut t) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            backtrack = Some((p, t));
+            p += 1;
+        } else if let Some((star, matched)) = backtrack {
+            p = star + 1;
+            t = matched + 1;
+            backtrack = Some((star, matched + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_specs_parse() {
+        let specs = SpecFile::load(None).expect("built-in specs");
+        let openssl = specs.group("openssl").expect("openssl group");
+        let symbols: Vec<_> = openssl.probes.iter().map(|p| p.symbol.as_str()).collect();
+        assert_eq!(symbols, ["SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex"]);
+        let ex = &openssl.probes[3];
+        assert_eq!(ex.length, LengthRef::OutPointer(3));
+        assert_eq!(ex.direction, Direction::Read);
+        insta::assert_debug_snapshot!("openssl_bpf_specs", openssl.probes.iter().map(|p| (p.symbol.as_str(), p.bpf_spec())).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("libssl.so*", "libssl.so.3"));
+        assert!(glob_match("libssl.so*", "libssl.so"));
+        assert!(!glob_match("libssl.so*", "libssl3.so"));
+        assert!(glob_match("lib?ssl*.so", "libXssl-1.so"));
+        assert!(!glob_match("libssl.so", "libssl.so.3"));
+    }
+
+    fn error_of(text: &str) -> String {
+        SpecFile::parse(text, "probes.toml").expect_err("must be rejected").to_string()
+    }
+
+    const GOOD_PROBE: &str = "[[group.probe]]\nsymbol = \"f\"\ndirection = \"write\"\nbuffer = \"arg1\"\nlength = \"return\"\n";
+
+    #[test]
+    fn invalid_specs_are_reported_with_position() {
+        let cases = [
+            ("syntax", "[[group]\nname = \"x\"\n".to_string()),
+            ("unknown_field", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}symbl = \"g\"\n")),
+            ("bad_register", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{}", GOOD_PROBE.replace("arg1", "rdi"))),
+            ("bad_length", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{}", GOOD_PROBE.replace("\"return\"", "\"arg9\""))),
+            ("bad_direction", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{}", GOOD_PROBE.replace("write", "both"))),
+            ("missing_symbol", "[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n[[group.probe]]\ndirection = \"read\"\nbuffer = \"arg1\"\nlength = \"return\"\n".to_string()),
+            ("wrong_type", "[[group]]\nname = 7\n".to_string()),
+            ("no_groups", "".to_string()),
+            ("no_files", format!("[[group]]\nname = \"x\"\n{GOOD_PROBE}")),
+            ("duplicate_group", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}")),
+            ("reserved_name", format!("[[group]]\nname = \"all\"\nlibraries = [\"a\"]\n{GOOD_PROBE}")),
+            ("only_optional", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}optional = true\n")),
+            ("relative_path", format!("[[group]]\nname = \"x\"\npaths = [\"lib/a.so\"]\n{GOOD_PROBE}")),
+        ];
+        let rendered: Vec<String> = cases
+            .iter()
+            .map(|(name, text)| format!("{name}: {}", error_of(text)))
+            .collect();
+        insta::assert_snapshot!("invalid_specs", rendered.join("\n"));
+    }
+
+    #[test]
+    fn line_and_column_point_at_the_fault() {
+        let text = format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}symbl = \"g\"\n");
+        match SpecFile::parse(&text, "f.toml") {
+            Err(SpecError::Syntax { line, column, .. }) => assert_eq!((line, column), (9, 1)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
