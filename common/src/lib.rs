@@ -118,10 +118,8 @@ pub mod stat {
     pub const READ_FAULTS: u32 = 2;
     /// Calls whose length out-pointer could not be read.
     pub const LENGTH_FAULTS: u32 = 3;
-    /// Entries that found this thread's slot taken by an unfinished outer traced call.
-    pub const NESTED_CALLS: u32 = 4;
     /// Number of counters.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 4;
 }
 
 const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 8);

@@ -87,7 +87,6 @@ pub struct KernelStats {
     pub bytes_lost: u64,
     pub read_faults: u64,
     pub length_faults: u64,
-    pub nested_calls: u64,
 }
 
 /// The loaded programs and the maps user space talks to. Dropping it detaches every probe.
@@ -228,7 +227,6 @@ impl Tracer {
             bytes_lost: read(stat::BYTES_LOST),
             read_faults: read(stat::READ_FAULTS),
             length_faults: read(stat::LENGTH_FAULTS),
-            nested_calls: read(stat::NESTED_CALLS),
         }
     }
 }

@@ -175,10 +175,14 @@ fn scan_directory(
             continue;
         }
         if let Ok(id) = FileId::of(&path) {
-            found.entry(id).or_insert(TargetFile {
-                host_path: path.clone(),
-                path,
-                id,
+            found.entry(id).or_insert_with(|| {
+                // Name the file by its real path, not by whichever link was met first.
+                let path = std::fs::canonicalize(&path).unwrap_or(path);
+                TargetFile {
+                    host_path: path.clone(),
+                    path,
+                    id,
+                }
             });
         }
     }

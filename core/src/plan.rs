@@ -108,6 +108,9 @@ pub fn plan(groups: &[&Group], scope: &Scope, cache: &mut SymbolCache) -> Result
             looked_for.push_str(&format!("; found but not probed: {reasons}"));
         }
         return Err(match scope {
+            Scope::Process(pid) if !discovery::process_exists(*pid) => {
+                DiscoveryError::NoSuchProcess { pid: *pid }.into()
+            }
             Scope::Process(pid) => {
                 let file_list = format!("/proc/{pid}/maps and /proc/{pid}/exe");
                 PlanError::NothingToTrace {

@@ -34,20 +34,28 @@ pub fn plugin_for(group: &str) -> Option<&'static dyn Plugin> {
         .find(|plugin| plugin.group() == group)
 }
 
-/// Finds the first printable string starting with `prefix` followed by a digit (e.g. a
-/// version banner in `.rodata`), up to 64 bytes.
-pub fn find_version_string(bytes: &[u8], prefix: &[u8]) -> Option<String> {
+/// Printable strings that start with `prefix` followed by a digit (version banners in
+/// `.rodata`), at most 64 bytes each, in file order.
+pub fn version_strings<'a>(bytes: &'a [u8], prefix: &'a [u8]) -> impl Iterator<Item = String> + 'a {
     let mut start = 0;
-    while let Some(position) = find(&bytes[start..], prefix) {
-        let at = start + position;
-        let tail = &bytes[at..bytes.len().min(at + 64)];
-        if tail.get(prefix.len()).is_some_and(u8::is_ascii_digit) {
-            let end = tail.iter().position(|&b| b == 0 || !(0x20..0x7f).contains(&b)).unwrap_or(tail.len());
-            return std::str::from_utf8(&tail[..end]).ok().map(str::to_string);
+    std::iter::from_fn(move || {
+        while let Some(position) = find(&bytes[start..], prefix) {
+            let at = start + position;
+            start = at + 1;
+            let tail = &bytes[at..bytes.len().min(at + 64)];
+            if !tail.get(prefix.len()).is_some_and(u8::is_ascii_digit) {
+                continue;
+            }
+            let end = tail
+                .iter()
+                .position(|&b| b == 0 || !(0x20..0x7f).contains(&b))
+                .unwrap_or(tail.len());
+            if let Ok(text) = std::str::from_utf8(&tail[..end]) {
+                return Some(text.to_string());
+            }
         }
-        start = at + 1;
-    }
-    None
+        None
+    })
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

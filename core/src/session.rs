@@ -282,6 +282,16 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Registers an owned descriptor with the runtime, for readiness.
+fn watch_readable<T: AsRawFd>(inner: T, context: &'static str) -> Result<AsyncFd<T>, RunError> {
+    // SAFETY: `inner` owns its descriptor (a ring buffer map or a pidfd) and keeps it open,
+    // unchanged, for as long as the AsyncFd that takes ownership of it lives.
+    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }.map_err(|error| RunError::Io {
+        context,
+        source: std::io::Error::other(error.to_string()),
+    })
+}
+
 /// Offset from CLOCK_MONOTONIC (what BPF timestamps use) to wall-clock time.
 fn monotonic_to_realtime_ns() -> u64 {
     let now = |clock| {
@@ -425,7 +435,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         write_error: None,
     };
     let ring = tracer.take_events().ok_or(BpfError::Load("ring buffer already taken".into()))?;
-    let mut ring = AsyncFd::new(ring).map_err(|source| RunError::Io { context: "polling the ring buffer", source })?;
+    let mut ring = watch_readable(ring, "polling the ring buffer")?;
     let mut reassembler = Reassembler::default();
 
     let mut command_status = None;
@@ -438,10 +448,11 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         None => None,
     };
     let pidfd = match watched_pid {
-        Some(pid) => Some(
-            AsyncFd::new(pidfd_open(pid).map_err(|source| RunError::Io { context: "watching the traced process", source })?)
-                .map_err(|source| RunError::Io { context: "watching the traced process", source })?,
-        ),
+        Some(pid) => {
+            let context = "watching the traced process";
+            let pidfd = pidfd_open(pid).map_err(|source| RunError::Io { context, source })?;
+            Some(watch_readable(pidfd, context)?)
+        }
         None => None,
     };
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|source| RunError::Io { context: "installing signal handlers", source })?;
@@ -462,7 +473,6 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             }
             status = async { child_status.as_mut().expect("guarded").await }, if child_status.is_some() => {
                 command_status = status.ok().and_then(Result::ok);
-                child_status = None;
                 break;
             }
             _ = async { pidfd.as_ref().expect("guarded").readable().await }, if pidfd.is_some() => {

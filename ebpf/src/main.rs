@@ -37,7 +37,18 @@ static PROBE_SPECS: Array<ProbeSpec> = Array::with_max_entries(4096, 0);
 #[map]
 static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 
-/// A traced call between its entry and its return, keyed by pid_tgid.
+/// Identifies a call in flight: the thread and its stack pointer at entry. On x86-64 the
+/// return leaves the stack pointer 8 bytes above the entry's (the return address is popped), so
+/// the return finds its own entry even when traced calls nest (node calls SSL_write from inside
+/// SSL_read, in a callback).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CallKey {
+    pid_tgid: u64,
+    stack_pointer: u64,
+}
+
+/// A traced call between its entry and its return.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ActiveCall {
@@ -45,12 +56,11 @@ struct ActiveCall {
     connection: u64,
     buffer: u64,
     length_pointer: u64,
-    /// Stack pointer at entry: tells a nested traced call from a stale entry.
-    stack_pointer: u64,
 }
 
+/// Entries whose return never comes (a thread killed mid-call) age out of the LRU.
 #[map]
-static ACTIVE_CALLS: LruHashMap<u64, ActiveCall> = LruHashMap::with_max_entries(65536, 0);
+static ACTIVE_CALLS: LruHashMap<CallKey, ActiveCall> = LruHashMap::with_max_entries(65536, 0);
 
 /// The chunks of every call; user space reassembles them. Size set by user space.
 #[map]
@@ -129,17 +139,10 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
         return 0;
     };
     // SAFETY: ctx.regs points at the probed thread's saved registers.
-    let stack_pointer = unsafe { (*ctx.regs).rsp };
-    if let Some(outer) = ACTIVE_CALLS.get_ptr(pid_tgid) {
-        // SAFETY: pointer from a successful map lookup.
-        let outer_sp = unsafe { (*outer).stack_pointer };
-        // The outer call's frame is above ours: this traced call runs inside another one
-        // (e.g. a send wrapper calling a traced send); the outer call reports the data.
-        if outer_sp > stack_pointer {
-            count(stat::NESTED_CALLS, 1);
-            return 0;
-        }
-    }
+    let key = CallKey {
+        pid_tgid,
+        stack_pointer: unsafe { (*ctx.regs).rsp },
+    };
     let registers = argument_registers(&ctx);
     let length_pointer = if spec.length_source == length_source::OUT_POINTER {
         select_arg(&registers, spec.length_arg)
@@ -152,27 +155,26 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
         connection: select_arg(&registers, spec.connection_arg),
         buffer: select_arg(&registers, spec.buffer_arg),
         length_pointer,
-        stack_pointer,
     };
-    let _ = ACTIVE_CALLS.insert(pid_tgid, call, 0);
+    let _ = ACTIVE_CALLS.insert(key, call, 0);
     0
 }
 
 #[uretprobe]
 pub fn probectl_return(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(call_ptr) = ACTIVE_CALLS.get_ptr(pid_tgid) else {
+    // SAFETY: ctx.regs points at the thread's registers after the return.
+    let return_sp = unsafe { (*ctx.regs).rsp };
+    let key = CallKey {
+        pid_tgid,
+        stack_pointer: return_sp.wrapping_sub(8),
+    };
+    let Some(call_ptr) = ACTIVE_CALLS.get_ptr(key) else {
         return 0;
     };
     // SAFETY: pointer from a successful map lookup; copied out before the entry is removed.
     let call = unsafe { *call_ptr };
-    // SAFETY: ctx.regs points at the thread's registers after the return.
-    let stack_pointer = unsafe { (*ctx.regs).rsp };
-    if stack_pointer <= call.stack_pointer {
-        // The return of a traced call nested inside the recorded one: keep waiting.
-        return 0;
-    }
-    let _ = ACTIVE_CALLS.remove(pid_tgid);
+    let _ = ACTIVE_CALLS.remove(key);
     let Some(spec) = spec_for(&ctx) else {
         return 0;
     };

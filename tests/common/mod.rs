@@ -1,0 +1,333 @@
+//! Shared parts of the integration tests: real TLS peers, probectl runs, JSON event parsing.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+pub const PROBECTL: &str = env!("CARGO_BIN_EXE_probectl");
+
+/// A scratch directory for this test binary.
+pub fn scratch() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probectl-tests");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A unique file path in the scratch directory.
+pub fn scratch_file(name: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    scratch().join(format!("{}-{n}-{name}", std::process::id()))
+}
+
+pub fn peer(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(name)
+}
+
+/// A self-signed certificate and key (made once per test binary).
+pub fn cert_and_key() -> &'static (PathBuf, PathBuf) {
+    static CERT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    CERT.get_or_init(|| {
+        let cert = scratch_file("cert.pem");
+        let key = scratch_file("key.pem");
+        let status = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl req");
+        assert!(status.success());
+        (cert, key)
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A child process killed when dropped.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Guard {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `openssl s_server -www` on a free port: answers any GET with a status page.
+pub fn s_server() -> (Guard, u16) {
+    let (cert, key) = cert_and_key();
+    let port = free_port();
+    let child = Command::new("openssl")
+        .args(["s_server", "-www", "-quiet", "-accept"])
+        .arg(port.to_string())
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let guard = Guard(child);
+    wait_for_port(port);
+    (guard, port)
+}
+
+/// The Python TLS server (Debian's python3: OpenSSL 3 `_ex` functions). `openssl s_server -www`
+/// is no good as a traced server: its SSL BIO calls OpenSSL's internal functions, not the
+/// exported ones.
+pub fn python_server(fork: bool) -> (Guard, u16) {
+    let (cert, key) = cert_and_key();
+    let port = free_port();
+    let mut command = Command::new("/usr/bin/python3");
+    command.arg(peer("tls_server.py")).arg(port.to_string()).arg(cert).arg(key);
+    if fork {
+        command.arg("--fork");
+    }
+    let child = command.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("python3 server");
+    let guard = Guard(child);
+    wait_for_port(port);
+    (guard, port)
+}
+
+/// An HTTP request that s_server -www answers; unique per call so that concurrent tests'
+/// traffic cannot be mistaken for each other's.
+pub fn unique_request(tag: &str) -> Vec<u8> {
+    let file = scratch_file(tag);
+    format!(
+        "GET /{tag}/{} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: probectl-test\r\n\r\n",
+        file.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+    )
+    .into_bytes()
+}
+
+/// One event of `--format json` output, with its data decoded.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub plugin: String,
+    pub library: String,
+    pub function: String,
+    pub direction: String,
+    pub len: u64,
+    pub truncated: u64,
+    pub data: Vec<u8>,
+    pub json: serde_json::Value,
+}
+
+pub fn parse_events(path: &Path) -> Vec<Event> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let json: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+            let field = |name: &str| json[name].as_str().unwrap_or_else(|| panic!("no {name} in {line}")).to_string();
+            let number = |name: &str| json[name].as_u64().unwrap_or_else(|| panic!("no {name} in {line}"));
+            Event {
+                pid: number("pid") as u32,
+                tid: number("tid") as u32,
+                comm: field("comm"),
+                plugin: field("plugin"),
+                library: field("library"),
+                function: field("function"),
+                direction: field("direction"),
+                len: number("len"),
+                truncated: number("truncated"),
+                data: base64::engine::general_purpose::STANDARD
+                    .decode(field("data_b64"))
+                    .expect("base64"),
+                json,
+            }
+        })
+        .collect()
+}
+
+/// The concatenated data of one process's events in one direction, in output order.
+pub fn stream(events: &[Event], pid: u32, direction: &str) -> Vec<u8> {
+    events
+        .iter()
+        .filter(|event| event.pid == pid && event.direction == direction)
+        .flat_map(|event| event.data.iter().copied())
+        .collect()
+}
+
+/// A running probectl.
+pub struct Trace {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    stderr_thread: Option<std::thread::JoinHandle<()>>,
+    pub output: PathBuf,
+}
+
+/// A finished probectl run.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stderr: String,
+    pub events: Vec<Event>,
+}
+
+impl Finished {
+    /// A number of the summary line: the one before `label`, e.g. "bytes truncated".
+    pub fn summary_number(&self, label: &str) -> u64 {
+        let line = self
+            .stderr
+            .lines()
+            .rev()
+            .find(|line| line.contains(" events, "))
+            .unwrap_or_else(|| panic!("no summary in stderr:\n{}", self.stderr));
+        let at = line.find(&format!(" {label}")).unwrap_or_else(|| panic!("no {label} in {line}"));
+        let number = line[..at].rsplit(' ').next().expect("word");
+        number.parse().unwrap_or_else(|_| panic!("no number before {label} in {line}"))
+    }
+}
+
+impl Trace {
+    /// Starts `probectl run <args> --format json --output <file>` and waits until its probes are
+    /// attached. `command` (after `--`) is optional.
+    pub fn start(args: &[&str], command: &[&str]) -> Trace {
+        let output = scratch_file("events.json");
+        let mut cmd = Command::new(PROBECTL);
+        cmd.arg("run").args(args).arg("--format").arg("json").arg("--output").arg(&output);
+        if !command.is_empty() {
+            cmd.arg("--").args(command);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn probectl");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        let stderr_thread = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut text = sink.lock().expect("lock");
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        let mut trace = Trace {
+            child,
+            stderr,
+            stderr_thread: Some(stderr_thread),
+            output,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if trace.stderr_text().contains("probectl: tracing ") {
+                break;
+            }
+            if let Ok(Some(status)) = trace.child.try_wait() {
+                // A command may finish before we look: that is fine for `--` runs.
+                if !command.is_empty() && status.success() {
+                    break;
+                }
+                panic!("probectl exited early ({status}):\n{}", trace.stderr_text());
+            }
+            assert!(Instant::now() < deadline, "probectl did not attach:\n{}", trace.stderr_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        trace
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// Sends SIGINT (Ctrl-C) and collects the run.
+    pub fn stop(mut self) -> Finished {
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.wait()
+    }
+
+    /// Waits (at most 60 s) for probectl to exit by itself and collects the run.
+    pub fn wait(mut self) -> Finished {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("probectl did not exit:\n{}", self.stderr_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(thread) = self.stderr_thread.take() {
+            let _ = thread.join();
+        }
+        let finished = Finished {
+            status,
+            stderr: self.stderr_text(),
+            events: parse_events(&self.output),
+        };
+        let _ = std::fs::remove_file(&self.output);
+        finished
+    }
+}
+
+/// Runs `probectl <args>` to completion; returns (exit code, stdout, stderr).
+pub fn probectl(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(PROBECTL).args(args).stdin(Stdio::null()).output().expect("probectl");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs the Python TLS client (Debian's python3, OpenSSL 3 `_ex` functions) to completion.
+pub fn python_client(port: u16, request: &[u8]) -> (u32, Vec<u8>) {
+    let request_file = scratch_file("request");
+    let out_file = scratch_file("response");
+    std::fs::write(&request_file, request).expect("write request");
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(peer("tls_client.py"))
+        .args(["127.0.0.1", &port.to_string()])
+        .arg(&request_file)
+        .arg(&out_file)
+        .spawn()
+        .expect("python3");
+    let pid = child.id();
+    assert!(child.wait().expect("wait").success(), "python client failed");
+    (pid, std::fs::read(&out_file).expect("response"))
+}
