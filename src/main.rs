@@ -9,7 +9,11 @@ use probectl_core::output::Format;
 use probectl_core::session::{run, RunOptions, Target};
 
 #[derive(Parser)]
-#[command(name = "probectl", version, about = "Shows the plaintext of TLS traffic of running programs (eBPF uprobes; no keys, restarts or recompiles)")]
+#[command(
+    name = "probectl",
+    version,
+    about = "Shows the plaintext of TLS traffic of running programs (eBPF uprobes; no keys, restarts or recompiles)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,7 +62,17 @@ enum Command {
 fn main() -> ExitCode {
     probectl_openssl::register();
     let cli = Cli::parse();
-    let Command::Run { plugin, pid, format, hex, output, probes, max_bytes, ring_bytes, command } = cli.command;
+    let Command::Run {
+        plugin,
+        pid,
+        format,
+        hex,
+        output,
+        probes,
+        max_bytes,
+        ring_bytes,
+        command,
+    } = cli.command;
     let target = match (pid, command.is_empty()) {
         (Some(pid), _) => Target::Pid(pid),
         (None, false) => Target::Command(command),
@@ -69,8 +83,19 @@ fn main() -> ExitCode {
         (FormatArg::Text, true) => Format::Hex,
         (FormatArg::Text, false) => Format::Text,
     };
-    let options = RunOptions { plugin, target, specs: probes, format, output, max_capture_bytes: max_bytes, ring_bytes };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let options = RunOptions {
+        plugin,
+        target,
+        specs: probes,
+        format,
+        output,
+        max_capture_bytes: max_bytes,
+        ring_bytes,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("probectl: error: starting the runtime: {error}");

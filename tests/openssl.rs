@@ -20,18 +20,37 @@ fn curl_to_s_server_command_mode_is_byte_exact() {
     let body_arg = body.to_string_lossy().into_owned();
     let trace = Trace::start(
         &["openssl"],
-        &["curl", "-sk", "-i", "--raw", "-H", "User-Agent: probectl-test", &url, "-o", &body_arg],
+        &[
+            "curl",
+            "-sk",
+            "-i",
+            "--raw",
+            "-H",
+            "User-Agent: probectl-test",
+            &url,
+            "-o",
+            &body_arg,
+        ],
     );
     let run = trace.wait();
     assert!(run.status.success(), "{}", run.stderr);
     let curl_pid = run.events.first().expect("events").pid;
-    assert!(run.events.iter().all(|e| e.pid == curl_pid), "only the command is traced");
-    assert_eq!(stream(&run.events, curl_pid, "write"), curl_request(port, "/curl-test"));
+    assert!(
+        run.events.iter().all(|e| e.pid == curl_pid),
+        "only the command is traced"
+    );
+    assert_eq!(
+        stream(&run.events, curl_pid, "write"),
+        curl_request(port, "/curl-test")
+    );
     let received = std::fs::read(&body).expect("curl output");
     assert!(received.starts_with(b"HTTP/1.0 200 ok\r\n"));
     assert_eq!(stream(&run.events, curl_pid, "read"), received);
     let event = &run.events[0];
-    assert_eq!((event.comm.as_str(), event.plugin.as_str()), ("curl", "openssl"));
+    assert_eq!(
+        (event.comm.as_str(), event.plugin.as_str()),
+        ("curl", "openssl")
+    );
     assert!(event.library.ends_with("libssl.so.3"), "{}", event.library);
     assert_eq!(run.summary_number("events,"), run.events.len() as u64);
     assert_eq!(run.summary_number("events lost"), 0);
@@ -60,9 +79,17 @@ fn python_client_is_captured_through_the_ex_functions() {
     assert!(run.status.success(), "{}", run.stderr);
     let pid = run.events.first().expect("events").pid;
     assert_eq!(stream(&run.events, pid, "write"), request);
-    assert_eq!(stream(&run.events, pid, "read"), std::fs::read(&out_file).expect("response"));
-    let functions: std::collections::BTreeSet<&str> = run.events.iter().map(|e| e.function.as_str()).collect();
-    assert_eq!(functions, ["SSL_read_ex", "SSL_write_ex"].into(), "Python 3.10+ uses the _ex forms");
+    assert_eq!(
+        stream(&run.events, pid, "read"),
+        std::fs::read(&out_file).expect("response")
+    );
+    let functions: std::collections::BTreeSet<&str> =
+        run.events.iter().map(|e| e.function.as_str()).collect();
+    assert_eq!(
+        functions,
+        ["SSL_read_ex", "SSL_write_ex"].into(),
+        "Python 3.10+ uses the _ex forms"
+    );
 }
 
 #[test]
@@ -88,17 +115,25 @@ fn node_static_openssl_is_captured_from_the_executable() {
     assert!(run.status.success(), "{}", run.stderr);
     let pid = run.events.first().expect("events").pid;
     assert_eq!(stream(&run.events, pid, "write"), request);
-    assert_eq!(stream(&run.events, pid, "read"), std::fs::read(&out_file).expect("response"));
+    assert_eq!(
+        stream(&run.events, pid, "read"),
+        std::fs::read(&out_file).expect("response")
+    );
     let node = std::fs::canonicalize(which("node")).expect("node path");
     assert!(
-        run.events.iter().all(|e| std::path::Path::new(&e.library) == node),
+        run.events
+            .iter()
+            .all(|e| std::path::Path::new(&e.library) == node),
         "captured from node's own executable: {:?}",
         run.events.iter().map(|e| &e.library).collect::<Vec<_>>()
     );
 }
 
 fn which(program: &str) -> std::path::PathBuf {
-    let output = Command::new("sh").args(["-c", &format!("command -v {program}")]).output().expect("sh");
+    let output = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .expect("sh");
     std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
 }
 
@@ -112,9 +147,18 @@ fn pid_mode_traces_an_already_running_server() {
     let (client_b, response_b) = python_client(port, &second);
     let run = trace.stop();
     assert!(run.status.success(), "{}", run.stderr);
-    assert!(run.events.iter().all(|e| e.pid == server.pid()), "clients {client_a} {client_b} are not traced");
-    assert_eq!(stream(&run.events, server.pid(), "read"), [first, second].concat());
-    assert_eq!(stream(&run.events, server.pid(), "write"), [response_a, response_b].concat());
+    assert!(
+        run.events.iter().all(|e| e.pid == server.pid()),
+        "clients {client_a} {client_b} are not traced"
+    );
+    assert_eq!(
+        stream(&run.events, server.pid(), "read"),
+        [first, second].concat()
+    );
+    assert_eq!(
+        stream(&run.events, server.pid(), "write"),
+        [response_a, response_b].concat()
+    );
 }
 
 #[test]
@@ -123,7 +167,14 @@ fn system_wide_mode_sees_two_different_processes() {
     let trace = Trace::start(&["openssl"], &[]);
     let url = format!("https://127.0.0.1:{port}/system-wide");
     let curl = Command::new("curl")
-        .args(["-sk", "-o", "/dev/null", "-H", "User-Agent: probectl-test", &url])
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-H",
+            "User-Agent: probectl-test",
+            &url,
+        ])
         .stdout(Stdio::null())
         .spawn()
         .expect("curl");
@@ -133,7 +184,10 @@ fn system_wide_mode_sees_two_different_processes() {
     let (python_pid, response) = python_client(port, &request);
     let run = trace.stop();
     assert!(run.status.success(), "{}", run.stderr);
-    assert_eq!(stream(&run.events, curl_pid, "write"), curl_request(port, "/system-wide"));
+    assert_eq!(
+        stream(&run.events, curl_pid, "write"),
+        curl_request(port, "/system-wide")
+    );
     assert_eq!(stream(&run.events, python_pid, "write"), request);
     assert_eq!(stream(&run.events, python_pid, "read"), response);
 }
@@ -171,9 +225,16 @@ fn a_traced_process_that_exits_ends_the_run_cleanly() {
     client.wait().expect("client");
     let run = trace.wait();
     assert!(run.status.success(), "{}", run.stderr);
-    assert!(run.stderr.contains(&format!("traced process {pid} exited")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("traced process {pid} exited")),
+        "{}",
+        run.stderr
+    );
     assert_eq!(stream(&run.events, pid, "write"), request);
-    assert_eq!(stream(&run.events, pid, "read"), std::fs::read(&out_file).expect("response"));
+    assert_eq!(
+        stream(&run.events, pid, "read"),
+        std::fs::read(&out_file).expect("response")
+    );
 }
 
 #[test]
@@ -184,12 +245,26 @@ fn calls_beyond_max_bytes_are_captured_up_to_the_limit_and_counted() {
     let body_arg = body.to_string_lossy().into_owned();
     let run = Trace::start(
         &["openssl", "--max-bytes", "100"],
-        &["curl", "-sk", "-i", "--raw", "-H", "User-Agent: probectl-test", &url, "-o", &body_arg],
+        &[
+            "curl",
+            "-sk",
+            "-i",
+            "--raw",
+            "-H",
+            "User-Agent: probectl-test",
+            &url,
+            "-o",
+            &body_arg,
+        ],
     )
     .wait();
     assert!(run.status.success(), "{}", run.stderr);
     let received = std::fs::read(&body).expect("body");
-    let reads: Vec<&Event> = run.events.iter().filter(|e| e.direction == "read").collect();
+    let reads: Vec<&Event> = run
+        .events
+        .iter()
+        .filter(|e| e.direction == "read")
+        .collect();
     assert_eq!(reads.len(), 1, "s_server's page arrives in one SSL_read");
     let read = reads[0];
     assert_eq!(read.len, received.len() as u64);
@@ -222,7 +297,11 @@ fn a_call_larger_than_a_chunk_is_captured_completely() {
     .wait();
     assert!(run.status.success(), "{}", run.stderr);
     let pid = run.events.first().expect("events").pid;
-    let writes: Vec<&Event> = run.events.iter().filter(|e| e.direction == "write").collect();
+    let writes: Vec<&Event> = run
+        .events
+        .iter()
+        .filter(|e| e.direction == "write")
+        .collect();
     assert_eq!(writes.len(), 1, "one call");
     assert_eq!(writes[0].len, request.len() as u64);
     assert_eq!(writes[0].truncated, 0);

@@ -129,7 +129,8 @@ impl Tracer {
                 message: "missing from the object".into(),
             })
         };
-        let traced_pids = HashMap::try_from(take("TRACED_PIDS")?).map_err(map_error("TRACED_PIDS"))?;
+        let traced_pids =
+            HashMap::try_from(take("TRACED_PIDS")?).map_err(map_error("TRACED_PIDS"))?;
         let stats = PerCpuArray::try_from(take("STATS")?).map_err(map_error("STATS"))?;
         let events = RingBuf::try_from(take("EVENTS")?).map_err(map_error("EVENTS"))?;
         Ok(Tracer {
@@ -188,7 +189,9 @@ impl Tracer {
                     location: UProbeAttachLocation::AbsoluteOffset(planned.offset),
                     cookie: Some(attach_id as u64),
                 };
-                if let Err(error) = program.attach(point, &file.file.host_path, UProbeScope::AllProcesses) {
+                if let Err(error) =
+                    program.attach(point, &file.file.host_path, UProbeScope::AllProcesses)
+                {
                     result = Err(error_chain(&error));
                     break;
                 }

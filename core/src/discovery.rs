@@ -73,7 +73,9 @@ pub fn mapped_files(pid: u32) -> Result<Vec<TargetFile>, DiscoveryError> {
     let mut files: BTreeMap<PathBuf, ()> = BTreeMap::new();
     for line in text.lines() {
         // address perms offset dev inode pathname
-        let mut fields = line.splitn(6, char::is_whitespace).filter(|field| !field.is_empty());
+        let mut fields = line
+            .splitn(6, char::is_whitespace)
+            .filter(|field| !field.is_empty());
         let inode = fields.nth(4);
         let Some(path) = line.find(" /").map(|index| line[index + 1..].trim()) else {
             continue;

@@ -61,7 +61,10 @@ impl Reassembler {
             data: Vec::with_capacity(header.call_len.min(1 << 26) as usize),
             gap: header.offset != 0,
         });
-        if !pending.gap && header.offset == pending.data.len() as u64 && header.flags & chunk_flags::READ_FAULT == 0 {
+        if !pending.gap
+            && header.offset == pending.data.len() as u64
+            && header.flags & chunk_flags::READ_FAULT == 0
+        {
             pending.data.extend_from_slice(data);
         } else {
             pending.gap = true;
@@ -93,7 +96,14 @@ impl Reassembler {
 mod tests {
     use super::*;
 
-    fn record(tid: u32, start: u64, call_len: u64, offset: u64, data: &[u8], last: bool) -> Vec<u8> {
+    fn record(
+        tid: u32,
+        start: u64,
+        call_len: u64,
+        offset: u64,
+        data: &[u8],
+        last: bool,
+    ) -> Vec<u8> {
         let header = ChunkHeader {
             call_start_ns: start,
             call_len,
@@ -106,7 +116,10 @@ mod tests {
         };
         // SAFETY: ChunkHeader is repr(C) plain old data; viewing it as bytes is sound.
         let bytes = unsafe {
-            std::slice::from_raw_parts((&header as *const ChunkHeader).cast::<u8>(), size_of::<ChunkHeader>())
+            std::slice::from_raw_parts(
+                (&header as *const ChunkHeader).cast::<u8>(),
+                size_of::<ChunkHeader>(),
+            )
         };
         let mut out = bytes.to_vec();
         out.extend_from_slice(data);
@@ -116,7 +129,8 @@ mod tests {
     fn run(records: &[Vec<u8>]) -> Vec<(u32, Vec<u8>, u64)> {
         let mut reassembler = Reassembler::default();
         let mut calls = Vec::new();
-        let mut emit = |call: Call<'_>| calls.push((call.header.tid, call.data.to_vec(), call.missing()));
+        let mut emit =
+            |call: Call<'_>| calls.push((call.header.tid, call.data.to_vec(), call.missing()));
         for record in records {
             reassembler.push(record, &mut emit);
         }
@@ -131,7 +145,10 @@ mod tests {
             record(2, 11, 2, 0, b"xy", true),
             record(1, 10, 6, 3, b"def", true),
         ]);
-        assert_eq!(calls, vec![(2, b"xy".to_vec(), 0), (1, b"abcdef".to_vec(), 0)]);
+        assert_eq!(
+            calls,
+            vec![(2, b"xy".to_vec(), 0), (1, b"abcdef".to_vec(), 0)]
+        );
     }
 
     #[test]
@@ -146,7 +163,10 @@ mod tests {
 
     #[test]
     fn a_lost_last_chunk_is_flushed_by_the_next_call() {
-        let calls = run(&[record(1, 10, 6, 0, b"abc", false), record(1, 20, 1, 0, b"q", true)]);
+        let calls = run(&[
+            record(1, 10, 6, 0, b"abc", false),
+            record(1, 20, 1, 0, b"q", true),
+        ]);
         assert_eq!(calls, vec![(1, b"abc".to_vec(), 3), (1, b"q".to_vec(), 0)]);
     }
 

@@ -62,7 +62,10 @@ pub enum OutputError {
 /// Opens the output: a file created (or truncated) with mode 0600, or stdout.
 pub fn open_output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, OutputError> {
     let Some(path) = path else {
-        return Ok(Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout())));
+        return Ok(Box::new(io::BufWriter::with_capacity(
+            1 << 16,
+            io::stdout(),
+        )));
     };
     let create_error = |source| OutputError::Create {
         path: path.to_path_buf(),
@@ -234,7 +237,11 @@ fn write_hexdump(data: &[u8], out: &mut dyn Write) -> io::Result<()> {
         }
         out.write_all(b"  |")?;
         for &byte in bytes {
-            let shown = if (0x20..0x7f).contains(&byte) { byte } else { b'.' };
+            let shown = if (0x20..0x7f).contains(&byte) {
+                byte
+            } else {
+                b'.'
+            };
             out.write_all(&[shown])?;
         }
         out.write_all(b"|\n")?;
@@ -269,7 +276,9 @@ mod tests {
             truncated,
         };
         let mut out = Vec::new();
-        Renderer::new(format).render(&event, &mut out).expect("render");
+        Renderer::new(format)
+            .render(&event, &mut out)
+            .expect("render");
         String::from_utf8(out).expect("utf-8")
     }
 
@@ -308,7 +317,11 @@ mod tests {
         std::fs::write(&path, b"old").expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         drop(open_output(Some(&path)).expect("open"));
-        let mode = std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777;
         std::fs::remove_file(&path).expect("remove");
         assert_eq!(mode, 0o600);
     }

@@ -103,7 +103,11 @@ pub fn plan(groups: &[&Group], scope: &Scope, cache: &mut SymbolCache) -> Result
     if plan.probes.is_empty() {
         let names: Vec<&str> = groups.iter().map(|group| group.name.as_str()).collect();
         let groups_text = names.join(", ");
-        let mut looked_for = groups.iter().map(|group| describe_search(group)).collect::<Vec<_>>().join("; ");
+        let mut looked_for = groups
+            .iter()
+            .map(|group| describe_search(group))
+            .collect::<Vec<_>>()
+            .join("; ");
         if let Some(reasons) = skip_summary(&plan.skipped) {
             looked_for.push_str(&format!("; found but not probed: {reasons}"));
         }
@@ -135,7 +139,11 @@ fn describe_search(group: &Group) -> String {
         parts.push(format!("libraries named {}", group.libraries.join(" or ")));
     }
     if !group.paths.is_empty() {
-        let paths: Vec<String> = group.paths.iter().map(|path| path.display().to_string()).collect();
+        let paths: Vec<String> = group
+            .paths
+            .iter()
+            .map(|path| path.display().to_string())
+            .collect();
         parts.push(format!("files {}", paths.join(", ")));
     }
     if group.executables {
@@ -154,7 +162,11 @@ fn skip_summary(skipped: &[Skipped]) -> Option<String> {
     (!whole_files.is_empty()).then(|| whole_files.join("; "))
 }
 
-fn candidates(group: &Group, scope: &Scope, cache: &mut SymbolCache) -> Result<Vec<Candidate>, PlanError> {
+fn candidates(
+    group: &Group,
+    scope: &Scope,
+    cache: &mut SymbolCache,
+) -> Result<Vec<Candidate>, PlanError> {
     let mut found: Vec<Candidate> = Vec::new();
     let mut seen: BTreeSet<FileId> = BTreeSet::new();
     let mut push = |found: &mut Vec<Candidate>, file: TargetFile, via: Via| {
@@ -162,7 +174,11 @@ fn candidates(group: &Group, scope: &Scope, cache: &mut SymbolCache) -> Result<V
             found.push(Candidate { file, via });
         }
     };
-    let from_process = |pid: u32, found: &mut Vec<Candidate>, push: &mut dyn FnMut(&mut Vec<Candidate>, TargetFile, Via), cache: &mut SymbolCache| -> Result<(), DiscoveryError> {
+    let from_process = |pid: u32,
+                        found: &mut Vec<Candidate>,
+                        push: &mut dyn FnMut(&mut Vec<Candidate>, TargetFile, Via),
+                        cache: &mut SymbolCache|
+     -> Result<(), DiscoveryError> {
         for file in discovery::mapped_files(pid)? {
             if let Some(via) = library_match(group, &file.path) {
                 push(found, file, via);
@@ -184,7 +200,11 @@ fn candidates(group: &Group, scope: &Scope, cache: &mut SymbolCache) -> Result<V
             }
             for path in &group.paths {
                 if let Ok(id) = FileId::of(path) {
-                    let file = TargetFile { path: path.clone(), host_path: path.clone(), id };
+                    let file = TargetFile {
+                        path: path.clone(),
+                        host_path: path.clone(),
+                        id,
+                    };
                     push(&mut found, file, Via::Path);
                 }
             }
@@ -192,7 +212,11 @@ fn candidates(group: &Group, scope: &Scope, cache: &mut SymbolCache) -> Result<V
                 Scope::Command { executable } => {
                     if group.executables {
                         if let Ok(id) = FileId::of(executable) {
-                            let file = TargetFile { path: executable.clone(), host_path: executable.clone(), id };
+                            let file = TargetFile {
+                                path: executable.clone(),
+                                host_path: executable.clone(),
+                                id,
+                            };
                             if defines_required(group, &file, cache) {
                                 push(&mut found, file, Via::Executable);
                             }
@@ -239,7 +263,11 @@ fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut Sy
             reason,
         });
     };
-    let symbols: Vec<&str> = group.probes.iter().map(|probe| probe.symbol.as_str()).collect();
+    let symbols: Vec<&str> = group
+        .probes
+        .iter()
+        .map(|probe| probe.symbol.as_str())
+        .collect();
     let offsets = match cache.resolve(file.id, &file.host_path, &symbols) {
         Ok(offsets) => offsets,
         Err(error) => return skip(plan, None, error.to_string()),
@@ -252,9 +280,15 @@ fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut Sy
         .map(|(probe, _)| probe.symbol.as_str())
         .collect();
     if !missing_required.is_empty() {
-        return skip(plan, None, format!("does not define {}", missing_required.join(", ")));
+        return skip(
+            plan,
+            None,
+            format!("does not define {}", missing_required.join(", ")),
+        );
     }
-    let version = match plugin_for(&group.name).map(|plugin| ElfFile::open(&file.host_path).map(|elf| plugin.inspect(&elf))) {
+    let version = match plugin_for(&group.name)
+        .map(|plugin| ElfFile::open(&file.host_path).map(|elf| plugin.inspect(&elf)))
+    {
         None => None,
         Some(Err(error)) => return skip(plan, None, error.to_string()),
         Some(Ok(Verdict::Reject { reason })) => return skip(plan, None, reason),
@@ -263,9 +297,22 @@ fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut Sy
     let file_index = plan.files.len();
     for (probe, offset) in group.probes.iter().zip(offsets) {
         match offset {
-            Some(offset) => plan.probes.push(PlannedProbe { file_index, probe: probe.clone(), offset }),
-            None => skip(plan, Some(&probe.symbol), "optional symbol not defined in this file".to_string()),
+            Some(offset) => plan.probes.push(PlannedProbe {
+                file_index,
+                probe: probe.clone(),
+                offset,
+            }),
+            None => skip(
+                plan,
+                Some(&probe.symbol),
+                "optional symbol not defined in this file".to_string(),
+            ),
         }
     }
-    plan.files.push(PlannedFile { group: group.name.clone(), file, via, version });
+    plan.files.push(PlannedFile {
+        group: group.name.clone(),
+        file,
+        via,
+        version,
+    });
 }

@@ -59,5 +59,7 @@ pub fn version_strings<'a>(bytes: &'a [u8], prefix: &'a [u8]) -> impl Iterator<I
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }

@@ -115,14 +115,17 @@ pub fn select_groups<'a>(specs: &'a SpecFile, name: &str) -> Result<Vec<&'a Grou
     if name == "all" {
         return Ok(specs.groups.iter().collect());
     }
-    specs.group(name).map(|group| vec![group]).ok_or_else(|| RunError::UnknownPlugin {
-        name: name.to_string(),
-        known: {
-            let mut names = specs.group_names();
-            names.push("all");
-            names.join(", ")
-        },
-    })
+    specs
+        .group(name)
+        .map(|group| vec![group])
+        .ok_or_else(|| RunError::UnknownPlugin {
+            name: name.to_string(),
+            known: {
+                let mut names = specs.group_names();
+                names.push("all");
+                names.join(", ")
+            },
+        })
 }
 
 /// Finds `program` the way a shell would (a name without '/' is looked up in PATH).
@@ -160,7 +163,11 @@ fn report_plan(plan: &Plan, failures: &[AttachFailure]) {
             .iter()
             .filter(|probe| std::ptr::eq(plan.file_of(probe), file))
             .count();
-        let version = file.version.as_deref().map(|v| format!(" ({v})")).unwrap_or_default();
+        let version = file
+            .version
+            .as_deref()
+            .map(|v| format!(" ({v})"))
+            .unwrap_or_default();
         eprintln!(
             "probectl: [{}] {}{version}: {count} probes",
             file.group,
@@ -286,16 +293,21 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
 fn watch_readable<T: AsRawFd>(inner: T, context: &'static str) -> Result<AsyncFd<T>, RunError> {
     // SAFETY: `inner` owns its descriptor (a ring buffer map or a pidfd) and keeps it open,
     // unchanged, for as long as the AsyncFd that takes ownership of it lives.
-    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }.map_err(|error| RunError::Io {
-        context,
-        source: std::io::Error::other(error.to_string()),
-    })
+    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }.map_err(
+        |error| RunError::Io {
+            context,
+            source: std::io::Error::other(error.to_string()),
+        },
+    )
 }
 
 /// Offset from CLOCK_MONOTONIC (what BPF timestamps use) to wall-clock time.
 fn monotonic_to_realtime_ns() -> u64 {
     let now = |clock| {
-        let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut time = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: time is a valid timespec for clock_gettime to fill.
         unsafe { libc::clock_gettime(clock, &mut time) };
         time.tv_sec as u64 * 1_000_000_000 + time.tv_nsec as u64
@@ -320,7 +332,11 @@ impl Sink {
         let Some(attach) = self.attach.get(header.attach_id as usize) else {
             return;
         };
-        let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(header.comm.len());
+        let comm_len = header
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(header.comm.len());
         let comm = std::str::from_utf8(&header.comm[..comm_len]).unwrap_or("?");
         let missing = call.missing();
         let over_limit = header.call_len.saturating_sub(self.max_capture_bytes);
@@ -372,7 +388,9 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         }
         Target::AllProcesses => Scope::Host,
         Target::Command(argv) => {
-            let program = argv.first().ok_or_else(|| RunError::Option("no command after --".into()))?;
+            let program = argv
+                .first()
+                .ok_or_else(|| RunError::Option("no command after --".into()))?;
             let executable = find_executable(program).ok_or_else(|| RunError::Spawn {
                 command: program.to_string_lossy().into_owned(),
                 message: "not found (no such file, or not in PATH)".into(),
@@ -406,7 +424,10 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let failures = tracer.attach(&plan)?;
     report_plan(&plan, &failures);
     if tracer.attached() == 0 {
-        let reasons: Vec<String> = failures.iter().map(|f| format!("{} in {}: {}", f.symbol, f.path.display(), f.message)).collect();
+        let reasons: Vec<String> = failures
+            .iter()
+            .map(|f| format!("{} in {}: {}", f.symbol, f.path.display(), f.message))
+            .collect();
         return Err(RunError::NothingAttached(reasons.join("; ")));
     }
     let who = match &options.target {
@@ -420,9 +441,17 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     };
     eprintln!(
         "probectl: tracing {} in {who}: {} probes attached{}; Ctrl-C to stop",
-        groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", "),
+        groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         tracer.attached(),
-        if failures.is_empty() { String::new() } else { format!(", {} FAILED", failures.len()) },
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!(", {} FAILED", failures.len())
+        },
     );
 
     let mut sink = Sink {
@@ -434,7 +463,9 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         summary: Summary::default(),
         write_error: None,
     };
-    let ring = tracer.take_events().ok_or(BpfError::Load("ring buffer already taken".into()))?;
+    let ring = tracer
+        .take_events()
+        .ok_or(BpfError::Load("ring buffer already taken".into()))?;
     let mut ring = watch_readable(ring, "polling the ring buffer")?;
     let mut reassembler = Reassembler::default();
 
@@ -455,8 +486,14 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         }
         None => None,
     };
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(|source| RunError::Io { context: "installing signal handlers", source })?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(|source| RunError::Io { context: "installing signal handlers", source })?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|source| RunError::Io {
+        context: "installing signal handlers",
+        source,
+    })?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(|source| RunError::Io {
+        context: "installing signal handlers",
+        source,
+    })?;
 
     loop {
         tokio::select! {
@@ -498,13 +535,20 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     eprintln!("{summary}");
     if let Some(error) = sink.write_error.take().or(flushed.err()) {
         if error.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(RunError::Io { context: "writing output", source: error });
+            return Err(RunError::Io {
+                context: "writing output",
+                source: error,
+            });
         }
     }
     Ok(summary)
 }
 
-fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, reassembler: &mut Reassembler, sink: &mut Sink) {
+fn drain(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    reassembler: &mut Reassembler,
+    sink: &mut Sink,
+) {
     while let Some(record) = ring.next() {
         reassembler.push(&record, &mut |call| sink.emit(call));
     }

@@ -230,17 +230,30 @@ impl SpecFile {
             return Err(invalid("no [[group]] defined".into()));
         }
         for (index, group) in self.groups.iter().enumerate() {
-            if group.name.is_empty() || !group.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if group.name.is_empty()
+                || !group
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(invalid(format!(
                     "group name \"{}\" must be non-empty and use only letters, digits, '-' and '_'",
                     group.name
                 )));
             }
             if group.name == "all" {
-                return Err(invalid("group name \"all\" is reserved (it means every group)".into()));
+                return Err(invalid(
+                    "group name \"all\" is reserved (it means every group)".into(),
+                ));
             }
-            if self.groups[..index].iter().any(|other| other.name == group.name) {
-                return Err(invalid(format!("group \"{}\" is defined twice", group.name)));
+            if self.groups[..index]
+                .iter()
+                .any(|other| other.name == group.name)
+            {
+                return Err(invalid(format!(
+                    "group \"{}\" is defined twice",
+                    group.name
+                )));
             }
             if group.libraries.is_empty() && group.paths.is_empty() && !group.executables {
                 return Err(invalid(format!(
@@ -256,7 +269,10 @@ impl SpecFile {
                 )));
             }
             if group.probes.is_empty() {
-                return Err(invalid(format!("group \"{}\" has no [[group.probe]]", group.name)));
+                return Err(invalid(format!(
+                    "group \"{}\" has no [[group.probe]]",
+                    group.name
+                )));
             }
             if !group.probes.iter().any(|probe| !probe.optional) {
                 return Err(invalid(format!(
@@ -266,7 +282,10 @@ impl SpecFile {
             }
             for probe in &group.probes {
                 if probe.symbol.is_empty() {
-                    return Err(invalid(format!("group \"{}\": a probe has an empty symbol", group.name)));
+                    return Err(invalid(format!(
+                        "group \"{}\": a probe has an empty symbol",
+                        group.name
+                    )));
                 }
                 if let LengthRef::OutPointer(arg) = probe.length {
                     if arg == probe.buffer.0 {
@@ -287,19 +306,27 @@ impl SpecFile {
     }
 
     pub fn group_names(&self) -> Vec<&str> {
-        self.groups.iter().map(|group| group.name.as_str()).collect()
+        self.groups
+            .iter()
+            .map(|group| group.name.as_str())
+            .collect()
     }
 }
 
 impl Group {
     /// Whether a file name matches one of the group's library patterns.
     pub fn matches_library_name(&self, file_name: &str) -> bool {
-        self.libraries.iter().any(|pattern| glob_match(pattern, file_name))
+        self.libraries
+            .iter()
+            .any(|pattern| glob_match(pattern, file_name))
     }
 
     /// The symbols a file must define to count as this group's library.
     pub fn required_symbols(&self) -> impl Iterator<Item = &str> {
-        self.probes.iter().filter(|probe| !probe.optional).map(|probe| probe.symbol.as_str())
+        self.probes
+            .iter()
+            .filter(|probe| !probe.optional)
+            .map(|probe| probe.symbol.as_str())
     }
 }
 
@@ -313,7 +340,8 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 /// Shell-style matching with `*` (any run) and `?` (one character).
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (pattern, text): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (pattern, text): (Vec<char>, Vec<char>) =
+        (pattern.chars().collect(), text.chars().collect());
     let (mut p, mut t) = (0, 0);
     let mut backtrack: Option<(usize, usize)> = None;
     while t < text.len() {
@@ -343,11 +371,21 @@ mod tests {
         let specs = SpecFile::load(None).expect("built-in specs");
         let openssl = specs.group("openssl").expect("openssl group");
         let symbols: Vec<_> = openssl.probes.iter().map(|p| p.symbol.as_str()).collect();
-        assert_eq!(symbols, ["SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex"]);
+        assert_eq!(
+            symbols,
+            ["SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex"]
+        );
         let ex = &openssl.probes[3];
         assert_eq!(ex.length, LengthRef::OutPointer(3));
         assert_eq!(ex.direction, Direction::Read);
-        insta::assert_debug_snapshot!("openssl_bpf_specs", openssl.probes.iter().map(|p| (p.symbol.as_str(), p.bpf_spec())).collect::<Vec<_>>());
+        insta::assert_debug_snapshot!(
+            "openssl_bpf_specs",
+            openssl
+                .probes
+                .iter()
+                .map(|p| (p.symbol.as_str(), p.bpf_spec()))
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -360,7 +398,9 @@ mod tests {
     }
 
     fn error_of(text: &str) -> String {
-        SpecFile::parse(text, "probes.toml").expect_err("must be rejected").to_string()
+        SpecFile::parse(text, "probes.toml")
+            .expect_err("must be rejected")
+            .to_string()
     }
 
     const GOOD_PROBE: &str = "[[group.probe]]\nsymbol = \"f\"\ndirection = \"write\"\nbuffer = \"arg1\"\nlength = \"return\"\n";
@@ -391,7 +431,8 @@ mod tests {
 
     #[test]
     fn line_and_column_point_at_the_fault() {
-        let text = format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}symbl = \"g\"\n");
+        let text =
+            format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}symbl = \"g\"\n");
         match SpecFile::parse(&text, "f.toml") {
             Err(SpecError::Syntax { line, column, .. }) => assert_eq!((line, column), (9, 1)),
             other => panic!("unexpected {other:?}"),

@@ -140,12 +140,117 @@ impl SymbolCache {
         if !missing.is_empty() {
             let found = ElfFile::open(path)?.resolve(&missing)?;
             for name in missing {
-                self.resolved.insert((id, name.to_string()), found.get(name).copied());
+                self.resolved
+                    .insert((id, name.to_string()), found.get(name).copied());
             }
         }
         Ok(names
             .iter()
-            .map(|name| self.resolved.get(&(id, (*name).to_string())).copied().flatten())
+            .map(|name| {
+                self.resolved
+                    .get(&(id, (*name).to_string()))
+                    .copied()
+                    .flatten()
+            })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    const LIBSSL: &str = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
+
+    /// `nm -D` addresses of defined symbols, by name without version.
+    fn nm_addresses(path: &str) -> HashMap<String, u64> {
+        let output = Command::new("nm")
+            .args(["-D", "--defined-only", path])
+            .output()
+            .expect("nm");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let address = u64::from_str_radix(fields.next()?, 16).ok()?;
+                let _kind = fields.next()?;
+                let name = fields.next()?.split('@').next()?.to_string();
+                Some((name, address))
+            })
+            .collect()
+    }
+
+    /// (vaddr, offset, filesz) of the PT_LOAD headers, as `readelf -lW` prints them.
+    fn readelf_loads(path: &str) -> Vec<(u64, u64, u64)> {
+        let output = Command::new("readelf")
+            .args(["-lW", path])
+            .output()
+            .expect("readelf");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.trim_start().starts_with("LOAD"))
+            .map(|line| {
+                let fields: Vec<u64> = line
+                    .split_whitespace()
+                    .skip(1)
+                    .take(4)
+                    .map(|field| {
+                        u64::from_str_radix(field.trim_start_matches("0x"), 16).expect("hex")
+                    })
+                    .collect();
+                (fields[1], fields[0], fields[3])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn offsets_agree_with_nm_and_program_headers() {
+        let names = ["SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex"];
+        let resolved = ElfFile::open(Path::new(LIBSSL))
+            .expect("libssl")
+            .resolve(&names)
+            .expect("resolve");
+        let addresses = nm_addresses(LIBSSL);
+        let loads = readelf_loads(LIBSSL);
+        assert!(!loads.is_empty());
+        for name in names {
+            let address = addresses[name];
+            let (vaddr, offset, _) = *loads
+                .iter()
+                .find(|(vaddr, _, size)| address >= *vaddr && address < vaddr + size)
+                .expect("a PT_LOAD holds the symbol");
+            assert_eq!(resolved[name], address - vaddr + offset, "{name}");
+        }
+    }
+
+    #[test]
+    fn absent_symbols_are_not_resolved_and_results_are_cached() {
+        let path = Path::new(LIBSSL);
+        let id = FileId::of(path).expect("stat");
+        let mut cache = SymbolCache::default();
+        let first = cache
+            .resolve(id, path, &["SSL_write", "no_such_symbol"])
+            .expect("resolve");
+        assert!(first[0].is_some());
+        assert_eq!(first[1], None);
+        // A second lookup is answered from the cache, even through a path that no longer works.
+        let again = cache
+            .resolve(
+                id,
+                Path::new("/nonexistent"),
+                &["SSL_write", "no_such_symbol"],
+            )
+            .expect("cached");
+        assert_eq!(again, first);
+    }
+
+    #[test]
+    fn a_non_elf_file_is_a_clear_error() {
+        let error = ElfFile::open(Path::new("/etc/hostname"))
+            .expect("open")
+            .resolve(&["x"])
+            .expect_err("not ELF");
+        assert!(error.to_string().contains("is not an ELF file"), "{error}");
     }
 }

@@ -8,8 +8,8 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_comm, bpf_loop, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_raw,
+        bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_loop, bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_raw,
     },
     macros::{map, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -17,10 +17,9 @@ use aya_ebpf::{
     EbpfContext,
 };
 use probectl_common::{
-    chunk_flags, length_source, return_width, stat, Chunk, ChunkHeader, ProbeSpec,
-    CHUNK_CLASSES, CHUNK_DATA_MAX,
+    chunk_flags, length_source, return_width, stat, Chunk, ChunkHeader, ProbeSpec, CHUNK_CLASSES,
+    CHUNK_DATA_MAX,
 };
-
 
 /// Capture limit per call, in bytes; set by user space at load time.
 #[no_mangle]

@@ -27,7 +27,9 @@ pub fn scratch_file(name: &str) -> PathBuf {
 }
 
 pub fn peer(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name)
 }
 
 /// A self-signed certificate and key (made once per test binary).
@@ -37,7 +39,17 @@ pub fn cert_and_key() -> &'static (PathBuf, PathBuf) {
         let cert = scratch_file("cert.pem");
         let key = scratch_file("key.pem");
         let status = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+            ])
             .arg("-keyout")
             .arg(&key)
             .arg("-out")
@@ -110,11 +122,19 @@ pub fn python_server(fork: bool) -> (Guard, u16) {
     let (cert, key) = cert_and_key();
     let port = free_port();
     let mut command = Command::new("/usr/bin/python3");
-    command.arg(peer("tls_server.py")).arg(port.to_string()).arg(cert).arg(key);
+    command
+        .arg(peer("tls_server.py"))
+        .arg(port.to_string())
+        .arg(cert)
+        .arg(key);
     if fork {
         command.arg("--fork");
     }
-    let child = command.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("python3 server");
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("python3 server");
     let guard = Guard(child);
     wait_for_port(port);
     (guard, port)
@@ -151,9 +171,19 @@ pub fn parse_events(path: &Path) -> Vec<Event> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .map(|line| {
-            let json: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
-            let field = |name: &str| json[name].as_str().unwrap_or_else(|| panic!("no {name} in {line}")).to_string();
-            let number = |name: &str| json[name].as_u64().unwrap_or_else(|| panic!("no {name} in {line}"));
+            let json: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+            let field = |name: &str| {
+                json[name]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no {name} in {line}"))
+                    .to_string()
+            };
+            let number = |name: &str| {
+                json[name]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("no {name} in {line}"))
+            };
             Event {
                 pid: number("pid") as u32,
                 tid: number("tid") as u32,
@@ -207,9 +237,13 @@ impl Finished {
             .rev()
             .find(|line| line.contains(" events, "))
             .unwrap_or_else(|| panic!("no summary in stderr:\n{}", self.stderr));
-        let at = line.find(&format!(" {label}")).unwrap_or_else(|| panic!("no {label} in {line}"));
+        let at = line
+            .find(&format!(" {label}"))
+            .unwrap_or_else(|| panic!("no {label} in {line}"));
         let number = line[..at].rsplit(' ').next().expect("word");
-        number.parse().unwrap_or_else(|_| panic!("no number before {label} in {line}"))
+        number
+            .parse()
+            .unwrap_or_else(|_| panic!("no number before {label} in {line}"))
     }
 }
 
@@ -219,7 +253,12 @@ impl Trace {
     pub fn start(args: &[&str], command: &[&str]) -> Trace {
         let output = scratch_file("events.json");
         let mut cmd = Command::new(PROBECTL);
-        cmd.arg("run").args(args).arg("--format").arg("json").arg("--output").arg(&output);
+        cmd.arg("run")
+            .args(args)
+            .arg("--format")
+            .arg("json")
+            .arg("--output")
+            .arg(&output);
         if !command.is_empty() {
             cmd.arg("--").args(command);
         }
@@ -258,7 +297,11 @@ impl Trace {
                 }
                 panic!("probectl exited early ({status}):\n{}", trace.stderr_text());
             }
-            assert!(Instant::now() < deadline, "probectl did not attach:\n{}", trace.stderr_text());
+            assert!(
+                Instant::now() < deadline,
+                "probectl did not attach:\n{}",
+                trace.stderr_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         trace
@@ -307,7 +350,11 @@ impl Trace {
 
 /// Runs `probectl <args>` to completion; returns (exit code, stdout, stderr).
 pub fn probectl(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(PROBECTL).args(args).stdin(Stdio::null()).output().expect("probectl");
+    let output = Command::new(PROBECTL)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("probectl");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -328,6 +375,9 @@ pub fn python_client(port: u16, request: &[u8]) -> (u32, Vec<u8>) {
         .spawn()
         .expect("python3");
     let pid = child.id();
-    assert!(child.wait().expect("wait").success(), "python client failed");
+    assert!(
+        child.wait().expect("wait").success(),
+        "python client failed"
+    );
     (pid, std::fs::read(&out_file).expect("response"))
 }
