@@ -66,16 +66,32 @@ pub mod chunk_flags {
     pub const LAST: u32 = 1;
     /// Reading the buffer from user memory failed: the chunk carries no data.
     pub const READ_FAULT: u32 = 2;
+    /// The call made socket syscalls on two different fds: `fd` is the first one.
+    pub const FD_MISMATCH: u32 = 4;
 }
 
-/// Header of every ring buffer record: one chunk of one TLS call's plaintext.
-/// The data follows the header directly (`data_len` bytes valid).
+/// What a ring buffer record is: its first `u32`.
+pub mod record_kind {
+    /// A [`ChunkHeader`] and data.
+    pub const CHUNK: u32 = 1;
+    /// A [`ConnectionRecord`]: a connection handle was seen on a (new) fd.
+    pub const CONNECTION: u32 = 2;
+    /// A [`CloseRecord`]: a process closed the fd of a known connection.
+    pub const CLOSE: u32 = 3;
+}
+
+/// Header of a chunk record: one chunk of one TLS call's plaintext. The data follows the
+/// header directly (`data_len` bytes valid).
 ///
 /// A call of `call_len` bytes arrives as chunks at `offset` 0, `CHUNK_DATA_MAX`, ... until the
 /// capture limit; (`tid`, `call_start_ns`) identifies the call they belong to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChunkHeader {
+    /// [`record_kind::CHUNK`].
+    pub kind: u32,
+    /// [`chunk_flags`].
+    pub flags: u32,
     /// CLOCK_MONOTONIC time the call was entered.
     pub call_start_ns: u64,
     /// CLOCK_MONOTONIC time the call returned.
@@ -86,6 +102,9 @@ pub struct ChunkHeader {
     pub call_len: u64,
     /// Position of this chunk's data within the call.
     pub offset: u64,
+    /// Position of the call's first byte in its connection's stream, in its direction:
+    /// the kernel counts every call, so a call lost whole shows as a gap.
+    pub stream_offset: u64,
     /// Process id (tgid).
     pub pid: u32,
     /// Thread id.
@@ -94,8 +113,9 @@ pub struct ChunkHeader {
     pub attach_id: u32,
     /// Bytes of data following this header.
     pub data_len: u32,
-    /// [`chunk_flags`].
-    pub flags: u32,
+    /// The socket fd the call used (learnt from its syscalls, or remembered for the
+    /// connection handle), -1 if unknown.
+    pub fd: i32,
     pub _padding: u32,
     /// The thread's `comm` at return.
     pub comm: [u8; 16],
@@ -108,6 +128,79 @@ pub struct Chunk<const N: usize> {
     pub data: [u8; N],
 }
 
+/// Address families as the kernel numbers them.
+pub mod family {
+    pub const UNIX: u16 = 1;
+    pub const INET: u16 = 2;
+    pub const INET6: u16 = 10;
+}
+
+/// A connection handle seen on a new fd: what that fd is, read from the kernel's socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    /// [`record_kind::CONNECTION`].
+    pub kind: u32,
+    pub pid: u32,
+    pub fd: i32,
+    /// [`family`], or 0 when the fd is not a socket (or the kernel layout is unknown).
+    pub family: u16,
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, ... (0 when unknown).
+    pub socket_type: u16,
+    /// The library's connection handle.
+    pub connection: u64,
+    /// The fd's inode number (names a unix socket in /proc/net/unix).
+    pub inode: u64,
+    pub ts_ns: u64,
+    /// IPv4 in the first 4 bytes, or IPv6; network byte order.
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    /// Host byte order.
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _padding: u32,
+}
+
+/// A process closed the fd of a connection it used for TLS.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CloseRecord {
+    /// [`record_kind::CLOSE`].
+    pub kind: u32,
+    pub pid: u32,
+    pub fd: i32,
+    pub _padding: u32,
+    pub connection: u64,
+    pub ts_ns: u64,
+}
+
+/// Byte offsets of the kernel struct members the BPF side follows from a task to a socket's
+/// addresses (task->files->fdt->fd[fd]->private_data->sk). User space reads them from the
+/// kernel's BTF at load time: this is CO-RE done by hand, as aya's BPF side has no relocations.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// 1 when every offset below was found.
+    pub valid: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub file_private_data: u32,
+    pub file_inode: u32,
+    pub inode_mode: u32,
+    pub inode_ino: u32,
+    pub socket_type: u32,
+    pub socket_sk: u32,
+    pub sock_family: u32,
+    pub sock_daddr: u32,
+    pub sock_rcv_saddr: u32,
+    pub sock_dport: u32,
+    pub sock_num: u32,
+    pub sock_v6_daddr: u32,
+    pub sock_v6_rcv_saddr: u32,
+}
+
 /// Indexes of the per-CPU counters in the `STATS` array.
 pub mod stat {
     /// Chunks that found the ring buffer full.
@@ -118,26 +211,44 @@ pub mod stat {
     pub const READ_FAULTS: u32 = 2;
     /// Calls whose length out-pointer could not be read.
     pub const LENGTH_FAULTS: u32 = 3;
+    /// Calls that made socket syscalls on two different fds.
+    pub const FD_MISMATCHES: u32 = 4;
+    /// Calls whose data was captured but whose fd could not be learnt.
+    pub const FD_UNKNOWN: u32 = 5;
+    /// Connection and close records that found the ring buffer full.
+    pub const RECORDS_LOST: u32 = 6;
     /// Number of counters.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 7;
 }
 
 const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 8);
-const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 80);
-const _: () = assert!(core::mem::size_of::<Chunk<256>>() == 80 + 256);
+const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 96);
+const _: () = assert!(core::mem::size_of::<Chunk<256>>() == 96 + 256);
+const _: () = assert!(core::mem::size_of::<ConnectionRecord>() == 80);
+const _: () = assert!(core::mem::size_of::<CloseRecord>() == 32);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 
-/// `ChunkHeader` is plain old data: any bytes are a valid value.
+/// Reads a plain-old-data record from the start of `bytes`, if it is long enough.
+///
+/// # Safety
+/// `T` must be a `repr(C)` type made of integers and integer arrays only (every bit pattern is
+/// a valid value), as every record type of this module is.
+#[cfg(feature = "user")]
+pub unsafe fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < core::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the slice holds at least size_of::<T>() bytes, the caller guarantees any bytes
+    // are a valid T, and read_unaligned makes no alignment assumption about the ring buffer.
+    Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
 #[cfg(feature = "user")]
 impl ChunkHeader {
-    /// Reads a header from the start of a ring buffer record, if the record is long enough.
+    /// Reads a chunk header and its data from a ring buffer record.
     pub fn read_from(record: &[u8]) -> Option<(ChunkHeader, &[u8])> {
-        if record.len() < core::mem::size_of::<ChunkHeader>() {
-            return None;
-        }
-        // SAFETY: the record holds at least size_of::<ChunkHeader>() bytes, the type is
-        // repr(C) plain old data without invalid bit patterns, and read_unaligned makes no
-        // alignment assumption about the ring buffer's memory.
-        let header = unsafe { core::ptr::read_unaligned(record.as_ptr().cast::<ChunkHeader>()) };
+        // SAFETY: ChunkHeader is repr(C) integers only.
+        let header: ChunkHeader = unsafe { read_record(record) }?;
         let rest = &record[core::mem::size_of::<ChunkHeader>()..];
         let data_len = (header.data_len as usize).min(rest.len());
         Some((header, &rest[..data_len]))
@@ -148,3 +259,6 @@ impl ChunkHeader {
 // pattern is valid and there are no uninitialised bytes.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ProbeSpec {}
+// SAFETY: KernelOffsets is repr(C) and made of u32 fields only.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelOffsets {}

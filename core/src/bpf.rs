@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
-use aya::programs::UProbe;
+use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use probectl_common::{stat, ProbeSpec};
 
@@ -16,6 +16,16 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 const ENTRY_PROGRAM: &str = "probectl_entry";
 const RETURN_PROGRAM: &str = "probectl_return";
+const SYSCALL_FD_PROGRAM: &str = "probectl_syscall_fd";
+const CLOSE_PROGRAM: &str = "probectl_close";
+const FORK_PROGRAM: &str = "probectl_fork";
+
+/// Socket I/O syscalls whose first argument is the fd: made inside a TLS call, they tell its fd.
+const FD_SYSCALLS: &[&str] = &[
+    "read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg",
+];
+
+const TRACEFS: &str = "/sys/kernel/tracing";
 /// Capacity of the attach table (`PROBE_SPECS`).
 pub const MAX_ATTACH_POINTS: usize = 4096;
 
@@ -80,6 +90,44 @@ pub struct AttachFailure {
     pub message: String,
 }
 
+/// Makes sure tracefs is mounted (tracepoints are attached by their tracefs id); a fresh
+/// machine may not have it.
+fn ensure_tracefs() -> Result<(), String> {
+    if std::path::Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(());
+    }
+    let source = c"tracefs";
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: all pointers are valid NUL-terminated strings; no mount data is passed.
+    let result = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            source.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if result != 0 {
+        return Err(format!(
+            "mounting tracefs at {TRACEFS}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Offset of `child_pid` in this kernel's sched_process_fork record.
+fn fork_child_pid_offset() -> Option<u32> {
+    let format =
+        std::fs::read_to_string(format!("{TRACEFS}/events/sched/sched_process_fork/format"))
+            .ok()?;
+    let line = format.lines().find(|line| line.contains(" child_pid;"))?;
+    line.split(';')
+        .find_map(|part| part.trim().strip_prefix("offset:"))
+        .and_then(|offset| offset.parse().ok())
+}
+
 /// Counters the BPF programs keep (summed over CPUs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KernelStats {
@@ -87,6 +135,9 @@ pub struct KernelStats {
     pub bytes_lost: u64,
     pub read_faults: u64,
     pub length_faults: u64,
+    pub fd_mismatches: u64,
+    pub fd_unknown: u64,
+    pub records_lost: u64,
 }
 
 /// The loaded programs and the maps user space talks to. Dropping it detaches every probe.
@@ -96,6 +147,8 @@ pub struct Tracer {
     stats: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     attached: usize,
+    /// What connection attribution could not set up (it degrades, it does not stop tracing).
+    pub attribution_problems: Vec<String>,
 }
 
 fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
@@ -108,10 +161,25 @@ fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
 impl Tracer {
     pub fn load(options: &LoadOptions) -> Result<Tracer, BpfError> {
         check_privileges()?;
+        let mut attribution_problems = Vec::new();
         let filter = u8::from(options.filter_by_pid);
+        let offsets = crate::btf::running_kernel_offsets().unwrap_or_else(|error| {
+            attribution_problems.push(format!("no socket addresses: {error}"));
+            probectl_common::KernelOffsets::default()
+        });
+        if let Err(problem) = ensure_tracefs() {
+            attribution_problems.push(problem);
+        }
+        let fork_offset = fork_child_pid_offset().unwrap_or_else(|| {
+            attribution_problems
+                .push("children are not followed: no sched_process_fork format".into());
+            0
+        });
         let mut ebpf = EbpfLoader::new()
             .override_global("MAX_CAPTURE_BYTES", &options.max_capture_bytes, true)
             .override_global("FILTER_BY_PID", &filter, true)
+            .override_global("KERNEL_OFFSETS", &offsets, true)
+            .override_global("FORK_CHILD_PID_OFFSET", &fork_offset, true)
             .map_max_entries("EVENTS", options.ring_bytes)
             .load(BPF_OBJECT)
             .map_err(|error| load_error(&error))?;
@@ -122,6 +190,34 @@ impl Tracer {
                 .try_into()
                 .map_err(|error: aya::programs::ProgramError| BpfError::Load(error.to_string()))?;
             program.load().map_err(|error| load_error(&error))?;
+        }
+        let tracepoints: Vec<(&str, &str, String)> = FD_SYSCALLS
+            .iter()
+            .map(|name| (SYSCALL_FD_PROGRAM, "syscalls", format!("sys_enter_{name}")))
+            .chain([
+                (CLOSE_PROGRAM, "syscalls", "sys_enter_close".to_string()),
+                (FORK_PROGRAM, "sched", "sched_process_fork".to_string()),
+            ])
+            .collect();
+        for name in [SYSCALL_FD_PROGRAM, CLOSE_PROGRAM, FORK_PROGRAM] {
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| BpfError::Load(format!("program {name} missing from the object")))?
+                .try_into()
+                .map_err(|error: aya::programs::ProgramError| BpfError::Load(error.to_string()))?;
+            program.load().map_err(|error| load_error(&error))?;
+        }
+        for (program, category, name) in &tracepoints {
+            let attached = ebpf
+                .program_mut(program)
+                .and_then(|program| <&mut TracePoint>::try_from(program).ok())
+                .map(|program| program.attach(category, name));
+            if let Some(Err(error)) = attached {
+                attribution_problems.push(format!(
+                    "tracepoint {category}/{name}: {}",
+                    error_chain(&error)
+                ));
+            }
         }
         let mut take = |name: &'static str| {
             ebpf.take_map(name).ok_or(BpfError::Map {
@@ -139,6 +235,7 @@ impl Tracer {
             stats,
             events: Some(events),
             attached: 0,
+            attribution_problems,
         })
     }
 
@@ -230,6 +327,9 @@ impl Tracer {
             bytes_lost: read(stat::BYTES_LOST),
             read_faults: read(stat::READ_FAULTS),
             length_faults: read(stat::LENGTH_FAULTS),
+            fd_mismatches: read(stat::FD_MISMATCHES),
+            fd_unknown: read(stat::FD_UNKNOWN),
+            records_lost: read(stat::RECORDS_LOST),
         }
     }
 }

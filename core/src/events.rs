@@ -3,32 +3,36 @@
 //! The BPF side cuts a call into chunks at increasing offsets, all written by one program run
 //! on one CPU, so a call's chunks arrive in order; a thread's calls are sequential. A call that
 //! fits one chunk (the common case) is passed on straight from ring buffer memory, without a
-//! copy. A chunk that never arrived (ring buffer full) leaves a gap: the call is delivered with
-//! the bytes before the gap and the rest is counted as not captured.
+//! copy. A chunk that never arrived (ring buffer full) splits the call: the bytes before the gap
+//! form one event whose span covers the gap (counted as not captured), the bytes after it the
+//! next event, each at its true position.
 
 use std::collections::HashMap;
 
 use probectl_common::{chunk_flags, ChunkHeader};
 
-/// A whole call as reassembled: its first chunk's header, and the captured bytes (a prefix of
-/// what the call moved).
+/// A run of one call's bytes as reassembled: the header of its call, where it starts in the
+/// call, how many bytes of the call it accounts for, and the captured prefix of those.
 pub struct Call<'a> {
     pub header: &'a ChunkHeader,
+    /// Offset of `data[0]` within the call.
+    pub start: u64,
+    /// Bytes of the call this event accounts for, from `start` (data plus what is missing).
+    pub span: u64,
     pub data: &'a [u8],
 }
 
 impl Call<'_> {
-    /// Bytes of the call that are not in `data` (over the capture limit, lost, or unreadable).
+    /// Bytes of the span not in `data` (over the capture limit, lost, or unreadable).
     pub fn missing(&self) -> u64 {
-        self.header.call_len.saturating_sub(self.data.len() as u64)
+        self.span.saturating_sub(self.data.len() as u64)
     }
 }
 
 struct Pending {
     header: ChunkHeader,
+    start: u64,
     data: Vec<u8>,
-    /// A chunk went missing: later chunks are not appended (they would not be contiguous).
-    gap: bool,
 }
 
 /// Reassembles chunks into calls, keyed by thread.
@@ -38,36 +42,46 @@ pub struct Reassembler {
 }
 
 impl Reassembler {
-    /// Feeds one ring buffer record; calls `emit` for every call it completes.
+    /// Feeds one chunk record; calls `emit` for every run of a call it completes.
     pub fn push(&mut self, record: &[u8], emit: &mut dyn FnMut(Call<'_>)) {
         let Some((header, data)) = ChunkHeader::read_from(record) else {
             return;
         };
         let last = header.flags & chunk_flags::LAST != 0;
+        let readable = header.flags & chunk_flags::READ_FAULT == 0;
         // A new call on a thread means its previous call will get no more chunks.
         if let Some(previous) = self.pending.get(&header.tid) {
             if previous.header.call_start_ns != header.call_start_ns {
                 self.flush_thread(header.tid, emit);
             }
         }
-        if last && header.offset == 0 {
+        if last && header.offset == 0 && !self.pending.contains_key(&header.tid) {
             return emit(Call {
                 header: &header,
+                start: 0,
+                span: header.call_len,
                 data,
             });
         }
+        if let Some(pending) = self.pending.get(&header.tid) {
+            if header.offset != pending.start + pending.data.len() as u64 || !readable {
+                // A gap: deliver what came before it, its span reaching up to this chunk.
+                let pending = self.pending.remove(&header.tid).expect("present");
+                emit(Call {
+                    header: &pending.header,
+                    start: pending.start,
+                    span: header.offset - pending.start,
+                    data: &pending.data,
+                });
+            }
+        }
         let pending = self.pending.entry(header.tid).or_insert_with(|| Pending {
             header,
-            data: Vec::with_capacity(header.call_len.min(1 << 26) as usize),
-            gap: header.offset != 0,
+            start: header.offset,
+            data: Vec::with_capacity((header.call_len - header.offset).min(1 << 26) as usize),
         });
-        if !pending.gap
-            && header.offset == pending.data.len() as u64
-            && header.flags & chunk_flags::READ_FAULT == 0
-        {
+        if readable {
             pending.data.extend_from_slice(data);
-        } else {
-            pending.gap = true;
         }
         if last {
             self.flush_thread(header.tid, emit);
@@ -78,6 +92,8 @@ impl Reassembler {
         if let Some(pending) = self.pending.remove(&tid) {
             emit(Call {
                 header: &pending.header,
+                start: pending.start,
+                span: pending.header.call_len - pending.start,
                 data: &pending.data,
             });
         }
@@ -105,6 +121,7 @@ mod tests {
         last: bool,
     ) -> Vec<u8> {
         let header = ChunkHeader {
+            kind: probectl_common::record_kind::CHUNK,
             call_start_ns: start,
             call_len,
             offset,
@@ -126,11 +143,18 @@ mod tests {
         out
     }
 
-    fn run(records: &[Vec<u8>]) -> Vec<(u32, Vec<u8>, u64)> {
+    /// (tid, start, data, missing) of every emitted run.
+    fn run(records: &[Vec<u8>]) -> Vec<(u32, u64, Vec<u8>, u64)> {
         let mut reassembler = Reassembler::default();
         let mut calls = Vec::new();
-        let mut emit =
-            |call: Call<'_>| calls.push((call.header.tid, call.data.to_vec(), call.missing()));
+        let mut emit = |call: Call<'_>| {
+            calls.push((
+                call.header.tid,
+                call.start,
+                call.data.to_vec(),
+                call.missing(),
+            ))
+        };
         for record in records {
             reassembler.push(record, &mut emit);
         }
@@ -147,18 +171,25 @@ mod tests {
         ]);
         assert_eq!(
             calls,
-            vec![(2, b"xy".to_vec(), 0), (1, b"abcdef".to_vec(), 0)]
+            vec![(2, 0, b"xy".to_vec(), 0), (1, 0, b"abcdef".to_vec(), 0)]
         );
     }
 
     #[test]
-    fn a_lost_chunk_leaves_the_prefix_and_counts_the_rest() {
+    fn a_lost_chunk_splits_the_call_at_its_true_positions() {
         let calls = run(&[
             record(1, 10, 9, 0, b"abc", false),
             record(1, 10, 9, 6, b"ghi", true),
             record(1, 20, 2, 0, b"zz", true),
         ]);
-        assert_eq!(calls, vec![(1, b"abc".to_vec(), 6), (1, b"zz".to_vec(), 0)]);
+        assert_eq!(
+            calls,
+            vec![
+                (1, 0, b"abc".to_vec(), 3),
+                (1, 6, b"ghi".to_vec(), 0),
+                (1, 0, b"zz".to_vec(), 0)
+            ]
+        );
     }
 
     #[test]
@@ -167,12 +198,15 @@ mod tests {
             record(1, 10, 6, 0, b"abc", false),
             record(1, 20, 1, 0, b"q", true),
         ]);
-        assert_eq!(calls, vec![(1, b"abc".to_vec(), 3), (1, b"q".to_vec(), 0)]);
+        assert_eq!(
+            calls,
+            vec![(1, 0, b"abc".to_vec(), 3), (1, 0, b"q".to_vec(), 0)]
+        );
     }
 
     #[test]
     fn truncated_call_reports_missing_bytes() {
         let calls = run(&[record(1, 10, 100, 0, b"abc", true)]);
-        assert_eq!(calls, vec![(1, b"abc".to_vec(), 97)]);
+        assert_eq!(calls, vec![(1, 0, b"abc".to_vec(), 97)]);
     }
 }

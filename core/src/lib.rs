@@ -2,6 +2,8 @@
 //! described by `probes.toml` specs; plugins add what a spec cannot express.
 
 pub mod bpf;
+pub mod btf;
+pub mod connections;
 pub mod discovery;
 pub mod events;
 pub mod output;

@@ -20,7 +20,23 @@ pub struct AttachInfo {
     pub direction: Direction,
 }
 
-/// One TLS call, ready to print.
+/// Where an event belongs: its connection, as far as it is known.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectionView<'a> {
+    /// Stable for the connection's life.
+    pub id: u64,
+    /// The library's connection handle (e.g. `SSL*`).
+    pub handle: u64,
+    pub fd: Option<i32>,
+    /// `tcp`, `udp`, `unix`, `socket` or `file`.
+    pub transport: Option<&'a str>,
+    pub local: Option<&'a str>,
+    pub remote: Option<&'a str>,
+    /// Position of the event's first byte in the connection's stream, in its direction.
+    pub offset: u64,
+}
+
+/// One TLS call (or, after a loss inside it, one run of it), ready to print.
 #[derive(Debug, Clone, Copy)]
 pub struct Event<'a> {
     /// Wall-clock time of the call's return, ns since the Unix epoch.
@@ -29,11 +45,10 @@ pub struct Event<'a> {
     pub tid: u32,
     pub comm: &'a str,
     pub attach: &'a AttachInfo,
-    /// The connection-handle argument (e.g. `SSL*`).
-    pub connection: u64,
-    /// Bytes the call really moved.
+    pub conn: ConnectionView<'a>,
+    /// Bytes of the stream this event accounts for: what the call really moved.
     pub len: u64,
-    /// The captured bytes: a prefix of what the call moved.
+    /// The captured bytes: a prefix of those `len` bytes.
     pub data: &'a [u8],
     /// Bytes not captured (`len - data.len()`).
     pub truncated: u64,
@@ -102,14 +117,20 @@ struct JsonEvent<'a> {
     direction: &'static str,
     len: u64,
     truncated: u64,
-    conn: JsonConnection,
+    conn: JsonConnection<'a>,
     data_b64: &'a str,
 }
 
 #[derive(Serialize)]
-struct JsonConnection {
+struct JsonConnection<'a> {
+    id: u64,
     /// The connection handle the library passes around (e.g. `SSL*`), as hex.
     handle: String,
+    fd: Option<i32>,
+    transport: Option<&'a str>,
+    local: Option<&'a str>,
+    remote: Option<&'a str>,
+    offset: u64,
 }
 
 impl Renderer {
@@ -149,7 +170,13 @@ impl Renderer {
             len: event.len,
             truncated: event.truncated,
             conn: JsonConnection {
-                handle: format!("{:#x}", event.connection),
+                id: event.conn.id,
+                handle: format!("{:#x}", event.conn.handle),
+                fd: event.conn.fd,
+                transport: event.conn.transport,
+                local: event.conn.local,
+                remote: event.conn.remote,
+                offset: event.conn.offset,
             },
             data_b64: &self.base64,
         };
@@ -175,7 +202,7 @@ pub fn format_time(ts_ns: u64) -> String {
 fn write_header(event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
     write!(
         out,
-        "--- {} {}[{}/{}] {} {} {} {} {} bytes conn={:#x}",
+        "--- {} {}[{}/{}] {} {} {} {} {} bytes conn#{} ",
         format_time(event.ts_ns),
         event.comm,
         event.pid,
@@ -185,8 +212,14 @@ fn write_header(event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
         event.attach.function,
         event.attach.direction.as_str(),
         event.len,
-        event.connection,
+        event.conn.id,
     )?;
+    match (event.conn.local, event.conn.remote, event.conn.fd) {
+        (Some(local), Some(remote), _) => write!(out, "{local} -> {remote}")?,
+        (_, _, Some(fd)) => write!(out, "fd {fd} ({})", event.conn.transport.unwrap_or("?"))?,
+        _ => write!(out, "handle {:#x}", event.conn.handle)?,
+    }
+    write!(out, " @{}", event.conn.offset)?;
     if event.truncated > 0 {
         write!(out, " ({} bytes not captured)", event.truncated)?;
     }
@@ -270,7 +303,15 @@ mod tests {
             tid: 4243,
             comm: "curl",
             attach: &attach,
-            connection: 0x55d0_1234_5678,
+            conn: ConnectionView {
+                id: 3,
+                handle: 0x55d0_1234_5678,
+                fd: Some(5),
+                transport: Some("tcp"),
+                local: Some("127.0.0.1:41234"),
+                remote: Some("127.0.0.1:443"),
+                offset: 1024,
+            },
             len: data.len() as u64 + truncated,
             data,
             truncated,

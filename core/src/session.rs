@@ -11,12 +11,16 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::bpf::{AttachFailure, BpfError, KernelStats, LoadOptions, Tracer};
+use crate::connections::{Connection, ConnectionTable, StreamRun};
 use crate::discovery::{self, DiscoveryError};
 use crate::events::{Call, Reassembler};
-use crate::output::{open_output, AttachInfo, Event, Format, OutputError, Renderer};
+use crate::output::{
+    open_output, AttachInfo, ConnectionView, Event, Format, OutputError, Renderer,
+};
 use crate::plan::{plan, Plan, PlanError, Scope};
 use crate::spec::{Group, SpecError, SpecFile};
 use crate::symbols::SymbolCache;
+use probectl_common::{read_record, record_kind, CloseRecord, ConnectionRecord};
 
 /// Largest `--max-bytes`.
 pub const MAX_CAPTURE_LIMIT: u64 = 64 * 1024 * 1024;
@@ -76,9 +80,13 @@ pub struct Summary {
     pub bytes_captured: u64,
     /// Bytes over the per-call capture limit.
     pub bytes_truncated: u64,
-    /// Bytes of calls the user did not get for other reasons (lost or unreadable chunks).
-    pub bytes_missing: u64,
     pub kernel: KernelStats,
+    /// Ring buffer records of a kind this version does not know.
+    pub unknown_records: u64,
+    /// Every connection seen, with its byte counts and gaps.
+    pub connections: Vec<Connection>,
+    /// Events that arrived behind their stream's position.
+    pub out_of_order: u64,
     pub probes_attached: usize,
     pub attach_failures: usize,
     /// The exit status of the command probectl started, if any.
@@ -104,6 +112,31 @@ impl std::fmt::Display for Summary {
                 f,
                 ", {} unreadable buffers, {} unreadable lengths",
                 self.kernel.read_faults, self.kernel.length_faults
+            )?;
+        }
+        let closed = self.connections.iter().filter(|c| c.closed).count();
+        write!(
+            f,
+            "\nprobectl: {} connections ({closed} closed), {} calls without a known fd, {} calls on two fds",
+            self.connections.len(),
+            self.kernel.fd_unknown,
+            self.kernel.fd_mismatches,
+        )?;
+        if self.out_of_order > 0 {
+            write!(f, ", {} events out of order", self.out_of_order)?;
+        }
+        if self.unknown_records > 0 {
+            write!(f, ", {} unknown records", self.unknown_records)?;
+        }
+        for connection in self.connections.iter().filter(|c| c.gaps != [0, 0]) {
+            write!(
+                f,
+                "\nprobectl: conn#{} {} (pid {}): lost {} bytes written, {} bytes read",
+                connection.id,
+                connection.describe(),
+                connection.pid,
+                connection.gaps[0],
+                connection.gaps[1],
             )?;
         }
         Ok(())
@@ -323,10 +356,32 @@ struct Sink {
     clock_offset: u64,
     max_capture_bytes: u64,
     summary: Summary,
+    connections: ConnectionTable,
     write_error: Option<std::io::Error>,
 }
 
 impl Sink {
+    /// Dispatches one ring buffer record.
+    fn record(&mut self, reassembler: &mut Reassembler, record: &[u8]) {
+        // SAFETY: every record starts with its u32 kind.
+        match unsafe { read_record::<u32>(record) } {
+            Some(record_kind::CHUNK) => reassembler.push(record, &mut |call| self.emit(call)),
+            Some(record_kind::CONNECTION) => {
+                // SAFETY: ConnectionRecord is repr(C) integers only.
+                if let Some(connection) = unsafe { read_record::<ConnectionRecord>(record) } {
+                    self.connections.on_connection(&connection);
+                }
+            }
+            Some(record_kind::CLOSE) => {
+                // SAFETY: CloseRecord is repr(C) integers only.
+                if let Some(close) = unsafe { read_record::<CloseRecord>(record) } {
+                    self.connections.on_close(&close);
+                }
+            }
+            _ => self.summary.unknown_records += 1,
+        }
+    }
+
     fn emit(&mut self, call: Call<'_>) {
         let header = call.header;
         let Some(attach) = self.attach.get(header.attach_id as usize) else {
@@ -339,19 +394,51 @@ impl Sink {
             .unwrap_or(header.comm.len());
         let comm = std::str::from_utf8(&header.comm[..comm_len]).unwrap_or("?");
         let missing = call.missing();
-        let over_limit = header.call_len.saturating_sub(self.max_capture_bytes);
+        // Bytes over the capture limit are counted once, by the run that ends the call.
+        let over_limit = if call.start + call.span == header.call_len {
+            header
+                .call_len
+                .saturating_sub(self.max_capture_bytes.max(call.start))
+        } else {
+            0
+        };
         self.summary.events += 1;
         self.summary.bytes_captured += call.data.len() as u64;
         self.summary.bytes_truncated += over_limit;
-        self.summary.bytes_missing += missing - over_limit.min(missing);
+        let placement = self.connections.place(&StreamRun {
+            pid: header.pid,
+            handle: header.connection,
+            fd: header.fd,
+            direction: attach.direction,
+            offset: header.stream_offset + call.start,
+            span: call.span,
+            captured: call.data.len() as u64,
+        });
+        let conn = match self.connections.get(placement.id) {
+            Some(connection) => ConnectionView {
+                id: connection.id,
+                handle: connection.handle,
+                fd: connection.fd,
+                transport: connection.transport,
+                local: connection.local.as_deref(),
+                remote: connection.remote.as_deref(),
+                offset: placement.offset,
+            },
+            None => ConnectionView {
+                id: placement.id,
+                handle: header.connection,
+                offset: placement.offset,
+                ..ConnectionView::default()
+            },
+        };
         let event = Event {
             ts_ns: header.call_end_ns + self.clock_offset,
             pid: header.pid,
             tid: header.tid,
             comm,
             attach,
-            connection: header.connection,
-            len: header.call_len,
+            conn,
+            len: call.span,
             data: call.data,
             truncated: missing,
         };
@@ -423,6 +510,9 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     }
     let failures = tracer.attach(&plan)?;
     report_plan(&plan, &failures);
+    for problem in &tracer.attribution_problems {
+        eprintln!("probectl: connection attribution degraded: {problem}");
+    }
     if tracer.attached() == 0 {
         let reasons: Vec<String> = failures
             .iter()
@@ -461,6 +551,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         clock_offset: monotonic_to_realtime_ns(),
         max_capture_bytes: options.max_capture_bytes,
         summary: Summary::default(),
+        connections: ConnectionTable::default(),
         write_error: None,
     };
     let ring = tracer
@@ -526,6 +617,8 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let flushed = sink.out.flush();
     let mut summary = sink.summary.clone();
     summary.kernel = tracer.kernel_stats();
+    summary.out_of_order = sink.connections.out_of_order;
+    summary.connections = sink.connections.all().into_iter().cloned().collect();
     summary.probes_attached = tracer.attached();
     summary.attach_failures = failures.len();
     summary.command_status = command_status;
@@ -550,6 +643,6 @@ fn drain(
     sink: &mut Sink,
 ) {
     while let Some(record) = ring.next() {
-        reassembler.push(&record, &mut |call| sink.emit(call));
+        sink.record(reassembler, &record);
     }
 }

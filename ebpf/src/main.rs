@@ -4,6 +4,8 @@
 #![no_std]
 #![no_main]
 
+mod socket;
+
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -11,14 +13,14 @@ use aya_ebpf::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         bpf_loop, bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_raw,
     },
-    macros::{map, uprobe, uretprobe},
+    macros::{map, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
     EbpfContext,
 };
 use probectl_common::{
-    chunk_flags, length_source, return_width, stat, Chunk, ChunkHeader, ProbeSpec, CHUNK_CLASSES,
-    CHUNK_DATA_MAX,
+    chunk_flags, length_source, record_kind, return_width, stat, Chunk, ChunkHeader, CloseRecord,
+    KernelOffsets, ProbeSpec, CHUNK_CLASSES, CHUNK_DATA_MAX,
 };
 
 /// Capture limit per call, in bytes; set by user space at load time.
@@ -27,6 +29,32 @@ static MAX_CAPTURE_BYTES: u64 = CHUNK_DATA_MAX as u64;
 /// 1 when only the processes in `TRACED_PIDS` are traced; set by user space at load time.
 #[no_mangle]
 static FILTER_BY_PID: u8 = 0;
+/// Offset of `child_pid` in the sched_process_fork tracepoint record (its format varies
+/// between kernels); set by user space from the tracepoint's format file.
+#[no_mangle]
+static FORK_CHILD_PID_OFFSET: u32 = 20;
+/// Kernel struct layout for reading a socket's addresses; set by user space from BTF.
+#[no_mangle]
+static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
+    valid: 0,
+    task_files: 0,
+    files_fdt: 0,
+    fdtable_fd: 0,
+    fdtable_max_fds: 0,
+    file_private_data: 0,
+    file_inode: 0,
+    inode_mode: 0,
+    inode_ino: 0,
+    socket_type: 0,
+    socket_sk: 0,
+    sock_family: 0,
+    sock_daddr: 0,
+    sock_rcv_saddr: 0,
+    sock_dport: 0,
+    sock_num: 0,
+    sock_v6_daddr: 0,
+    sock_v6_rcv_saddr: 0,
+};
 
 /// attach_id (BPF cookie) -> what to read at that attach point.
 #[map]
@@ -55,11 +83,60 @@ struct ActiveCall {
     connection: u64,
     buffer: u64,
     length_pointer: u64,
+    /// Stack pointer of the traced call this one runs inside (0: none), restored as the
+    /// thread's innermost call at return.
+    outer_stack_pointer: u64,
+    /// The fd of the first socket syscall the call made, -1 before any.
+    fd: i32,
+    /// 1 when a later syscall of the call used another fd.
+    fd_mismatch: u32,
 }
 
 /// Entries whose return never comes (a thread killed mid-call) age out of the LRU.
 #[map]
 static ACTIVE_CALLS: LruHashMap<CallKey, ActiveCall> = LruHashMap::with_max_entries(65536, 0);
+
+/// pid_tgid -> stack pointer of the thread's innermost traced call in flight: how a syscall
+/// tracepoint finds the call it runs inside.
+#[map]
+static THREAD_CALLS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// A connection handle in a process.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ConnectionKey {
+    connection: u64,
+    tgid: u32,
+    _padding: u32,
+}
+
+/// What the kernel side remembers of a connection handle.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ConnectionState {
+    /// The socket fd, -1 until a call's syscall showed it. Calls served from the library's
+    /// buffer (no syscall) use this.
+    fd: i32,
+    _padding: u32,
+    /// Bytes moved so far, per direction: the stream offset of the next call.
+    position: [u64; 2],
+}
+
+#[map]
+static CONNECTIONS: LruHashMap<ConnectionKey, ConnectionState> =
+    LruHashMap::with_max_entries(65536, 0);
+
+/// A socket fd of a process that carried TLS.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FdKey {
+    tgid: u32,
+    fd: i32,
+}
+
+/// (tgid, fd) -> connection handle: lets close() end the connection.
+#[map]
+static SOCKET_FDS: LruHashMap<FdKey, u64> = LruHashMap::with_max_entries(65536, 0);
 
 /// The chunks of every call; user space reassembles them. Size set by user space.
 #[map]
@@ -148,14 +225,22 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
     } else {
         0
     };
+    let outer_stack_pointer = THREAD_CALLS
+        .get_ptr(pid_tgid)
+        // SAFETY: pointer from a successful map lookup.
+        .map_or(0, |sp| unsafe { *sp });
     let call = ActiveCall {
         // SAFETY: helper without preconditions.
         start_ns: unsafe { bpf_ktime_get_ns() },
         connection: select_arg(&registers, spec.connection_arg),
         buffer: select_arg(&registers, spec.buffer_arg),
         length_pointer,
+        outer_stack_pointer,
+        fd: -1,
+        fd_mismatch: 0,
     };
     let _ = ACTIVE_CALLS.insert(key, call, 0);
+    let _ = THREAD_CALLS.insert(pid_tgid, key.stack_pointer, 0);
     0
 }
 
@@ -174,6 +259,11 @@ pub fn probectl_return(ctx: RetProbeContext) -> u32 {
     // SAFETY: pointer from a successful map lookup; copied out before the entry is removed.
     let call = unsafe { *call_ptr };
     let _ = ACTIVE_CALLS.remove(key);
+    if call.outer_stack_pointer != 0 {
+        let _ = THREAD_CALLS.insert(pid_tgid, call.outer_stack_pointer, 0);
+    } else {
+        let _ = THREAD_CALLS.remove(pid_tgid);
+    }
     let Some(spec) = spec_for(&ctx) else {
         return 0;
     };
@@ -207,27 +297,39 @@ pub fn probectl_return(ctx: RetProbeContext) -> u32 {
         read_config(&MAX_CAPTURE_BYTES)
     };
 
-    let header = ChunkHeader {
-        call_start_ns: call.start_ns,
-        // SAFETY: helper without preconditions.
-        call_end_ns: unsafe { bpf_ktime_get_ns() },
-        connection: call.connection,
-        call_len,
-        offset: 0,
-        pid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        // SAFETY: the context is a valid uprobe context.
-        attach_id: unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32,
-        data_len: 0,
-        flags: 0,
-        _padding: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    };
-
+    let tgid = (pid_tgid >> 32) as u32;
+    let (fd, stream_offset) = track_connection(tgid, &call, spec.direction, call_len);
+    let mut flags = 0;
+    if call.fd_mismatch != 0 {
+        flags |= chunk_flags::FD_MISMATCH;
+        count(stat::FD_MISMATCHES, 1);
+    }
+    if fd < 0 {
+        count(stat::FD_UNKNOWN, 1);
+    }
     let mut state = ChunkLoop {
-        header,
+        header: ChunkHeader {
+            kind: record_kind::CHUNK,
+            flags,
+            call_start_ns: call.start_ns,
+            // SAFETY: helper without preconditions.
+            call_end_ns: unsafe { bpf_ktime_get_ns() },
+            connection: call.connection,
+            call_len,
+            offset: 0,
+            stream_offset,
+            pid: tgid,
+            tid: pid_tgid as u32,
+            // SAFETY: the context is a valid uprobe context.
+            attach_id: unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32,
+            data_len: 0,
+            fd,
+            _padding: 0,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        },
         buffer: call.buffer,
         capture_len,
+        flags,
     };
     let chunks = capture_len.div_ceil(CHUNK_DATA_MAX as u64) as u32;
     // bpf_loop: the verifier checks the body once, whatever the number of chunks.
@@ -250,6 +352,8 @@ struct ChunkLoop {
     header: ChunkHeader,
     buffer: u64,
     capture_len: u64,
+    /// Flags every chunk of the call carries.
+    flags: u32,
 }
 
 /// Body of the chunk loop: emits chunk `index` of the call.
@@ -262,6 +366,7 @@ extern "C" fn emit_chunk_at(index: u64, context: *mut c_void) -> i64 {
     }
     let remaining = state.capture_len - offset;
     state.header.offset = offset;
+    state.header.flags = state.flags;
     let (header, buffer) = (&mut state.header, state.buffer);
     // A short last chunk takes the smallest reservation class that fits it.
     if remaining > CHUNK_CLASSES[2] as u64 {
@@ -293,7 +398,9 @@ fn emit_chunk<const N: usize>(header: &mut ChunkHeader, buffer: u64, remaining: 
     };
     let chunk = entry.as_mut_ptr();
     header.data_len = data_len as u32;
-    header.flags = if last { chunk_flags::LAST } else { 0 };
+    if last {
+        header.flags |= chunk_flags::LAST;
+    }
     // Mask keeps the size provably within the reserved area for the verifier (N is a power of 2,
     // and data_len <= N).
     let size = (data_len as u32) & ((N as u32 * 2) - 1);
@@ -315,6 +422,143 @@ fn emit_chunk<const N: usize>(header: &mut ChunkHeader, buffer: u64, remaining: 
     // SAFETY: the record is reserved and large enough for the header.
     unsafe { (&raw mut (*chunk).header).write(*header) };
     entry.submit(0);
+}
+
+/// Updates what the kernel side knows of the call's connection handle; returns the call's fd
+/// (-1 if unknown) and the stream offset of its first byte.
+#[inline(always)]
+fn track_connection(tgid: u32, call: &ActiveCall, direction: u8, call_len: u64) -> (i32, u64) {
+    let key = ConnectionKey {
+        connection: call.connection,
+        tgid,
+        _padding: 0,
+    };
+    let state = match CONNECTIONS.get_ptr_mut(key) {
+        Some(state) => state,
+        None => {
+            let fresh = ConnectionState {
+                fd: -1,
+                _padding: 0,
+                position: [0; 2],
+            };
+            let _ = CONNECTIONS.insert(key, fresh, 0);
+            match CONNECTIONS.get_ptr_mut(key) {
+                Some(state) => state,
+                None => return (call.fd, 0),
+            }
+        }
+    };
+    // SAFETY: pointer from a successful map lookup; the value stays valid for this program run.
+    let state = unsafe { &mut *state };
+    let mut fd = call.fd;
+    if fd >= 0 && fd != state.fd {
+        if state.fd >= 0 {
+            // The handle moved to another socket: a new connection, with new streams.
+            state.position = [0; 2];
+        }
+        state.fd = fd;
+        let _ = SOCKET_FDS.insert(FdKey { tgid, fd }, call.connection, 0);
+        socket::emit_connection(&EVENTS, &KERNEL_OFFSETS, tgid, fd, call.connection);
+    } else if fd < 0 {
+        fd = state.fd;
+    }
+    let index = (direction & 1) as usize;
+    let stream_offset = state.position[index];
+    state.position[index] = stream_offset + call_len;
+    (fd, stream_offset)
+}
+
+/// Offset of the first syscall argument in a `syscalls/sys_enter_*` tracepoint record.
+const SYSCALL_ARG0: usize = 16;
+
+/// Attached to the socket I/O syscalls (read, write, sendto, recvfrom, ...): a syscall made
+/// inside a traced TLS call tells the call's fd.
+#[tracepoint]
+pub fn probectl_syscall_fd(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(stack_pointer) = THREAD_CALLS.get_ptr(pid_tgid) else {
+        return 0;
+    };
+    let key = CallKey {
+        pid_tgid,
+        // SAFETY: pointer from a successful map lookup.
+        stack_pointer: unsafe { *stack_pointer },
+    };
+    let Some(call) = ACTIVE_CALLS.get_ptr_mut(key) else {
+        return 0;
+    };
+    // SAFETY: every sys_enter_* record of these syscalls has the fd as its first argument.
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(SYSCALL_ARG0) }) else {
+        return 0;
+    };
+    let fd = fd as i32;
+    // SAFETY: pointer from a successful map lookup, valid for this program run.
+    let call = unsafe { &mut *call };
+    if call.fd < 0 {
+        call.fd = fd;
+    } else if call.fd != fd {
+        call.fd_mismatch = 1;
+    }
+    0
+}
+
+/// Attached to sys_enter_close: closing the fd of a known connection ends it.
+#[tracepoint]
+pub fn probectl_close(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: sys_enter_close's record has the fd as its first argument.
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(SYSCALL_ARG0) }) else {
+        return 0;
+    };
+    let key = FdKey {
+        tgid,
+        fd: fd as i32,
+    };
+    // SAFETY: the value is copied out at once.
+    let Some(connection) = (unsafe { SOCKET_FDS.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = SOCKET_FDS.remove(&key);
+    let _ = CONNECTIONS.remove(&ConnectionKey {
+        connection,
+        tgid,
+        _padding: 0,
+    });
+    if let Some(mut entry) = EVENTS.reserve::<CloseRecord>(0) {
+        entry.write(CloseRecord {
+            kind: record_kind::CLOSE,
+            pid: tgid,
+            fd: fd as i32,
+            _padding: 0,
+            connection,
+            // SAFETY: helper without preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        });
+        entry.submit(0);
+    } else {
+        count(stat::RECORDS_LOST, 1);
+    }
+    0
+}
+
+/// Attached to sched_process_fork: children of traced processes are traced too.
+#[tracepoint]
+pub fn probectl_fork(ctx: TracePointContext) -> u32 {
+    if read_config(&FILTER_BY_PID) == 0 {
+        return 0;
+    }
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the value is only tested for presence.
+    if unsafe { TRACED_PIDS.get(&parent) }.is_none() {
+        return 0;
+    }
+    // SAFETY: the offset comes from this kernel's format file for the tracepoint.
+    let Ok(child) = (unsafe { ctx.read_at::<u32>(read_config(&FORK_CHILD_PID_OFFSET) as usize) })
+    else {
+        return 0;
+    };
+    let _ = TRACED_PIDS.insert(&child, &1, 0);
+    0
 }
 
 #[cfg(not(test))]

@@ -316,7 +316,7 @@ impl Trace {
     }
 
     /// Sends SIGINT (Ctrl-C) and collects the run.
-    pub fn stop(mut self) -> Finished {
+    pub fn stop(self) -> Finished {
         // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.wait()

@@ -1,0 +1,406 @@
+//! Connections as user space sees them: the kernel reports a connection handle's fd and its
+//! socket's addresses (`ConnectionRecord`), and the close of that fd (`CloseRecord`); every call
+//! carries its handle, fd and stream offset. This module gives each connection a stable id,
+//! places every event in its connection's stream, and counts the gaps.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use probectl_common::{family, CloseRecord, ConnectionRecord};
+
+use crate::spec::Direction;
+
+/// What is known of one connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Stable for the connection's life, unique within a run (from 1).
+    pub id: u64,
+    pub pid: u32,
+    /// The library's connection handle (`SSL*`, ...).
+    pub handle: u64,
+    pub fd: Option<i32>,
+    /// `tcp`, `udp`, `unix`, `socket` (other families) or `file` (not a socket at all).
+    pub transport: Option<&'static str>,
+    pub local: Option<String>,
+    pub remote: Option<String>,
+    pub closed: bool,
+    /// Per direction (write, read): where the next event should start in the stream.
+    next_offset: [u64; 2],
+    /// Per direction: bytes moved by the calls seen, captured, and missing between events
+    /// (calls lost whole).
+    pub moved: [u64; 2],
+    pub captured: [u64; 2],
+    pub gaps: [u64; 2],
+}
+
+impl Connection {
+    fn new(id: u64, pid: u32, handle: u64) -> Connection {
+        Connection {
+            id,
+            pid,
+            handle,
+            fd: None,
+            transport: None,
+            local: None,
+            remote: None,
+            closed: false,
+            next_offset: [0; 2],
+            moved: [0; 2],
+            captured: [0; 2],
+            gaps: [0; 2],
+        }
+    }
+
+    /// `local -> remote`, or what is known of it.
+    pub fn describe(&self) -> String {
+        match (&self.local, &self.remote) {
+            (Some(local), Some(remote)) => format!("{local} -> {remote}"),
+            _ => match (self.fd, self.transport) {
+                (Some(fd), Some(transport)) => format!("fd {fd} ({transport})"),
+                (Some(fd), None) => format!("fd {fd}"),
+                _ => format!("handle {:#x} (fd unknown)", self.handle),
+            },
+        }
+    }
+}
+
+fn index(direction: Direction) -> usize {
+    match direction {
+        Direction::Write => 0,
+        Direction::Read => 1,
+    }
+}
+
+/// An event's bytes as seen by the connection table.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamRun {
+    pub pid: u32,
+    pub handle: u64,
+    /// The fd the kernel reported with the call (-1: unknown).
+    pub fd: i32,
+    pub direction: Direction,
+    /// Stream position of the event's first byte.
+    pub offset: u64,
+    /// Stream bytes the event accounts for.
+    pub span: u64,
+    /// Of those, the bytes captured.
+    pub captured: u64,
+}
+
+/// Where an event sits in its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub id: u64,
+    /// Stream position of the event's first byte.
+    pub offset: u64,
+    /// Bytes of the stream lost just before this event (calls that never arrived).
+    pub gap_before: u64,
+}
+
+#[derive(Default)]
+pub struct ConnectionTable {
+    /// The current connection of each (pid, handle).
+    current: HashMap<(u32, u64), u64>,
+    connections: HashMap<u64, Connection>,
+    next_id: u64,
+    /// Events that arrived behind their stream's position (never expected: see README).
+    pub out_of_order: u64,
+}
+
+impl ConnectionTable {
+    fn create(&mut self, pid: u32, handle: u64) -> &mut Connection {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.current.insert((pid, handle), id);
+        self.connections
+            .entry(id)
+            .or_insert_with(|| Connection::new(id, pid, handle))
+    }
+
+    /// The kernel saw `record.connection` on `record.fd`.
+    pub fn on_connection(&mut self, record: &ConnectionRecord) {
+        let key = (record.pid, record.connection);
+        let reuse = self
+            .current
+            .get(&key)
+            .and_then(|id| self.connections.get(id))
+            .is_some_and(|connection| connection.fd.is_none() && !connection.closed);
+        let connection = if reuse {
+            let id = self.current[&key];
+            self.connections
+                .get_mut(&id)
+                .expect("current connection exists")
+        } else {
+            self.create(record.pid, record.connection)
+        };
+        connection.fd = Some(record.fd);
+        let (transport, local, remote) = describe_socket(record);
+        connection.transport = transport;
+        connection.local = local;
+        connection.remote = remote;
+    }
+
+    /// The process closed the connection's fd.
+    pub fn on_close(&mut self, record: &CloseRecord) {
+        let key = (record.pid, record.connection);
+        if let Some(id) = self.current.get(&key).copied() {
+            if let Some(connection) = self.connections.get_mut(&id) {
+                if connection.fd == Some(record.fd) {
+                    connection.closed = true;
+                    self.current.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Places an event in its connection's stream.
+    pub fn place(&mut self, run: &StreamRun) -> Placement {
+        let StreamRun {
+            pid,
+            handle,
+            fd,
+            direction,
+            offset,
+            span,
+            captured,
+        } = *run;
+        let id = match self.current.get(&(pid, handle)) {
+            Some(id) => *id,
+            None => {
+                let connection = self.create(pid, handle);
+                if fd >= 0 {
+                    connection.fd = Some(fd);
+                }
+                connection.id
+            }
+        };
+        let Some(connection) = self.connections.get_mut(&id) else {
+            return Placement {
+                id,
+                offset,
+                gap_before: 0,
+            };
+        };
+        let direction = index(direction);
+        let expected = connection.next_offset[direction];
+        let gap_before = offset.saturating_sub(expected);
+        if offset < expected {
+            self.out_of_order += 1;
+        }
+        connection.gaps[direction] += gap_before;
+        connection.next_offset[direction] = connection.next_offset[direction].max(offset + span);
+        connection.moved[direction] += span + gap_before;
+        connection.captured[direction] += captured;
+        Placement {
+            id,
+            offset,
+            gap_before,
+        }
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Connection> {
+        self.connections.get(&id)
+    }
+
+    /// Every connection, by id.
+    pub fn all(&self) -> Vec<&Connection> {
+        let mut all: Vec<&Connection> = self.connections.values().collect();
+        all.sort_by_key(|connection| connection.id);
+        all
+    }
+}
+
+fn describe_socket(
+    record: &ConnectionRecord,
+) -> (Option<&'static str>, Option<String>, Option<String>) {
+    const SOCK_STREAM: u16 = 1;
+    const SOCK_DGRAM: u16 = 2;
+    let ip_transport = match record.socket_type {
+        SOCK_STREAM => "tcp",
+        SOCK_DGRAM => "udp",
+        _ => "socket",
+    };
+    match record.family {
+        family::INET => {
+            let ip = |bytes: &[u8; 16]| Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]);
+            (
+                Some(ip_transport),
+                Some(format!("{}:{}", ip(&record.local_addr), record.local_port)),
+                Some(format!(
+                    "{}:{}",
+                    ip(&record.remote_addr),
+                    record.remote_port
+                )),
+            )
+        }
+        family::INET6 => (
+            Some(ip_transport),
+            Some(format!(
+                "[{}]:{}",
+                Ipv6Addr::from(record.local_addr),
+                record.local_port
+            )),
+            Some(format!(
+                "[{}]:{}",
+                Ipv6Addr::from(record.remote_addr),
+                record.remote_port
+            )),
+        ),
+        family::UNIX => {
+            let name = unix_socket_path(record.pid, record.inode).map_or_else(
+                || format!("unix:inode={}", record.inode),
+                |path| format!("unix:{path}"),
+            );
+            (Some("unix"), Some(name.clone()), Some(name))
+        }
+        0 if record.inode != 0 => (Some("file"), None, None),
+        _ => (None, None, None),
+    }
+}
+
+/// The path a unix socket is bound to, from the process's /proc/net/unix (by inode).
+fn unix_socket_path(pid: u32, inode: u64) -> Option<String> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(6)?.parse::<u64>().ok()? == inode)
+            .then(|| fields.get(7).map(|path| path.to_string()))?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(
+        pid: u32,
+        handle: u64,
+        fd: i32,
+        local_port: u16,
+        remote_port: u16,
+    ) -> ConnectionRecord {
+        ConnectionRecord {
+            pid,
+            fd,
+            connection: handle,
+            family: family::INET,
+            socket_type: 1,
+            local_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            remote_addr: [127, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            local_port,
+            remote_port,
+            ..ConnectionRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_handle_keeps_its_id_until_close_and_gets_a_new_one_after() {
+        let mut table = ConnectionTable::default();
+        table.on_connection(&record(7, 0xabc, 5, 40000, 443));
+        let first = table.place(&StreamRun {
+            pid: 7,
+            handle: 0xabc,
+            fd: 5,
+            direction: Direction::Write,
+            offset: 0,
+            span: 10,
+            captured: 10,
+        });
+        let second = table.place(&StreamRun {
+            pid: 7,
+            handle: 0xabc,
+            fd: 5,
+            direction: Direction::Write,
+            offset: 10,
+            span: 5,
+            captured: 5,
+        });
+        assert_eq!((first.id, second.id), (1, 1));
+        assert_eq!(
+            table.get(1).map(Connection::describe).as_deref(),
+            Some("127.0.0.1:40000 -> 127.0.0.2:443")
+        );
+        table.on_close(&CloseRecord {
+            pid: 7,
+            fd: 5,
+            connection: 0xabc,
+            ..CloseRecord::default()
+        });
+        assert!(table.get(1).is_some_and(|c| c.closed));
+        // The same SSL* address reused by the next connection.
+        table.on_connection(&record(7, 0xabc, 6, 40001, 443));
+        assert_eq!(
+            table
+                .place(&StreamRun {
+                    pid: 7,
+                    handle: 0xabc,
+                    fd: 6,
+                    direction: Direction::Read,
+                    offset: 0,
+                    span: 3,
+                    captured: 3
+                })
+                .id,
+            2
+        );
+    }
+
+    #[test]
+    fn calls_lost_whole_show_as_gaps() {
+        let mut table = ConnectionTable::default();
+        table.place(&StreamRun {
+            pid: 1,
+            handle: 1,
+            fd: 3,
+            direction: Direction::Read,
+            offset: 0,
+            span: 100,
+            captured: 100,
+        });
+        let after_gap = table.place(&StreamRun {
+            pid: 1,
+            handle: 1,
+            fd: 3,
+            direction: Direction::Read,
+            offset: 250,
+            span: 50,
+            captured: 20,
+        });
+        assert_eq!(after_gap.gap_before, 150);
+        let connection = table.get(after_gap.id).expect("connection");
+        assert_eq!(
+            (
+                connection.moved[1],
+                connection.captured[1],
+                connection.gaps[1]
+            ),
+            (300, 120, 150)
+        );
+    }
+
+    #[test]
+    fn a_connection_learnt_late_keeps_its_id() {
+        let mut table = ConnectionTable::default();
+        let before = table.place(&StreamRun {
+            pid: 1,
+            handle: 9,
+            fd: -1,
+            direction: Direction::Write,
+            offset: 0,
+            span: 10,
+            captured: 10,
+        });
+        table.on_connection(&record(1, 9, 4, 1, 2));
+        let after = table.place(&StreamRun {
+            pid: 1,
+            handle: 9,
+            fd: 4,
+            direction: Direction::Write,
+            offset: 10,
+            span: 10,
+            captured: 10,
+        });
+        assert_eq!(before.id, after.id);
+        assert_eq!(table.get(after.id).and_then(|c| c.fd), Some(4));
+    }
+}

@@ -1,0 +1,152 @@
+//! Reading what an fd is, from the kernel's own structures: task -> files -> fdtable -> file
+//! -> socket -> sock. The member offsets come from user space (read from the kernel's BTF), so
+//! this works on any kernel with BTF, without kprobes and without races against close().
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    maps::RingBuf,
+};
+use probectl_common::{family, record_kind, ConnectionRecord, KernelOffsets};
+
+/// S_IFMT and S_IFSOCK from linux/stat.h.
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+
+/// Reads a `T` at `base + offset` in kernel memory (0 on failure).
+#[inline(always)]
+fn read<T: Copy + Default>(base: u64, offset: u32) -> T {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one yields an error, not a fault.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.unwrap_or_default()
+}
+
+/// One offset of the user-set `KernelOffsets`: read volatile, so that the compiler does not
+/// fold in the static's load-time placeholder.
+#[inline(always)]
+fn offset(field: &u32) -> u32 {
+    // SAFETY: a valid reference to a u32.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// Emits a [`ConnectionRecord`] for `fd` of the current process. A function of its own (a BPF
+/// subprogram): its stack frame is not added to the return probe's.
+#[inline(never)]
+pub fn emit_connection(
+    events: &RingBuf,
+    offsets: &KernelOffsets,
+    tgid: u32,
+    fd: i32,
+    connection: u64,
+) {
+    let Some(mut entry) = events.reserve::<ConnectionRecord>(0) else {
+        crate::count(probectl_common::stat::RECORDS_LOST, 1);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points at a reserved, writable ConnectionRecord in the ring buffer; it is
+    // zeroed first so that no byte reaches user space uninitialised.
+    let record = unsafe {
+        core::ptr::write_bytes(record, 0, 1);
+        &mut *record
+    };
+    record.kind = record_kind::CONNECTION;
+    record.pid = tgid;
+    record.fd = fd;
+    record.connection = connection;
+    // SAFETY: helper without preconditions.
+    record.ts_ns = unsafe { bpf_ktime_get_ns() };
+    if offset(&offsets.valid) == 1 {
+        describe_socket(offsets, fd, record);
+    }
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn describe_socket(o: &KernelOffsets, fd: i32, record: &mut ConnectionRecord) {
+    let offsets = KernelOffsetsView(o);
+    // SAFETY: helper without preconditions; the task pointer is only read through
+    // bpf_probe_read_kernel.
+    let task = unsafe { bpf_get_current_task() };
+    let offsets = offsets.read();
+    let files: u64 = read(task, offsets.task_files);
+    let fdtable: u64 = read(files, offsets.files_fdt);
+    let max_fds: u32 = read(fdtable, offsets.fdtable_max_fds);
+    if fd < 0 || fd as u32 >= max_fds {
+        return;
+    }
+    let fd_array: u64 = read(fdtable, offsets.fdtable_fd);
+    let file: u64 = read(fd_array, fd as u32 * 8);
+    let inode: u64 = read(file, offsets.file_inode);
+    record.inode = read(inode, offsets.inode_ino);
+    let mode: u16 = read(inode, offsets.inode_mode);
+    if mode & S_IFMT != S_IFSOCK {
+        return;
+    }
+    let socket: u64 = read(file, offsets.file_private_data);
+    record.socket_type = read(socket, offsets.socket_type);
+    let sock: u64 = read(socket, offsets.socket_sk);
+    record.family = read(sock, offsets.sock_family);
+    match record.family {
+        family::INET => {
+            let remote: [u8; 4] = read(sock, offsets.sock_daddr);
+            let local: [u8; 4] = read(sock, offsets.sock_rcv_saddr);
+            record.remote_addr[..4].copy_from_slice(&remote);
+            record.local_addr[..4].copy_from_slice(&local);
+        }
+        family::INET6 => {
+            record.remote_addr = read(sock, offsets.sock_v6_daddr);
+            record.local_addr = read(sock, offsets.sock_v6_rcv_saddr);
+        }
+        _ => return,
+    }
+    record.remote_port = u16::from_be(read(sock, offsets.sock_dport));
+    record.local_port = read(sock, offsets.sock_num);
+}
+
+/// Reads the offsets this module needs, each volatile (see [`offset`]).
+struct KernelOffsetsView<'a>(&'a KernelOffsets);
+
+struct Offsets {
+    task_files: u32,
+    files_fdt: u32,
+    fdtable_fd: u32,
+    fdtable_max_fds: u32,
+    file_private_data: u32,
+    file_inode: u32,
+    inode_mode: u32,
+    inode_ino: u32,
+    socket_type: u32,
+    socket_sk: u32,
+    sock_family: u32,
+    sock_daddr: u32,
+    sock_rcv_saddr: u32,
+    sock_dport: u32,
+    sock_num: u32,
+    sock_v6_daddr: u32,
+    sock_v6_rcv_saddr: u32,
+}
+
+impl KernelOffsetsView<'_> {
+    #[inline(always)]
+    fn read(&self) -> Offsets {
+        let o = self.0;
+        Offsets {
+            task_files: offset(&o.task_files),
+            files_fdt: offset(&o.files_fdt),
+            fdtable_fd: offset(&o.fdtable_fd),
+            fdtable_max_fds: offset(&o.fdtable_max_fds),
+            file_private_data: offset(&o.file_private_data),
+            file_inode: offset(&o.file_inode),
+            inode_mode: offset(&o.inode_mode),
+            inode_ino: offset(&o.inode_ino),
+            socket_type: offset(&o.socket_type),
+            socket_sk: offset(&o.socket_sk),
+            sock_family: offset(&o.sock_family),
+            sock_daddr: offset(&o.sock_daddr),
+            sock_rcv_saddr: offset(&o.sock_rcv_saddr),
+            sock_dport: offset(&o.sock_dport),
+            sock_num: offset(&o.sock_num),
+            sock_v6_daddr: offset(&o.sock_v6_daddr),
+            sock_v6_rcv_saddr: offset(&o.sock_v6_rcv_saddr),
+        }
+    }
+}
