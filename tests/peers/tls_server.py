@@ -1,11 +1,22 @@
-"""A TLS server with exactly known behaviour: for each connection, reads a request up to the
-blank line, answers "HTTP/1.0 200 OK" with a body derived from the request, closes. Forks a
-child per connection with --fork. Prints "listening" once ready."""
+"""A TLS server with exactly known behaviour. For each connection it reads an HTTP request and
+answers, then closes:
+  POST with Content-Length  -> reads the body, answers its sha256 (hex)
+  GET /download/N           -> answers N bytes of a fixed pattern
+  anything else             -> answers "you sent N bytes: " + the request reversed
+Forks a child per connection with --fork. Prints "listening" once ready."""
+import hashlib
 import os
 import signal
 import socket
 import ssl
 import sys
+
+
+PATTERN = bytes(range(251))
+
+
+def pattern(size):
+    return (PATTERN * (size // len(PATTERN) + 1))[:size]
 
 
 def answer(tls):
@@ -15,8 +26,24 @@ def answer(tls):
         if not data:
             return
         request += data
-    body = b"you sent " + str(len(request)).encode() + b" bytes: " + bytes(request[::-1])
-    tls.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    head, _, body = bytes(request).partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    method, path = lines[0].split(b" ")[:2]
+    headers = dict(line.split(b": ", 1) for line in lines[1:] if b": " in line)
+    length = int(headers.get(b"Content-Length", b"0"))
+    if method == b"POST":
+        body = bytearray(body)
+        while len(body) < length:
+            data = tls.recv(1 << 20)
+            if not data:
+                return
+            body += data
+        payload = hashlib.sha256(body).hexdigest().encode()
+    elif path.startswith(b"/download/"):
+        payload = pattern(int(path.rsplit(b"/", 1)[1]))
+    else:
+        payload = b"you sent " + str(len(request)).encode() + b" bytes: " + bytes(request[::-1])
+    tls.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
 
 
 def main():
