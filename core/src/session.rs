@@ -22,6 +22,9 @@ use crate::spec::{Group, SpecError, SpecFile};
 use crate::symbols::SymbolCache;
 use probectl_common::{read_record, record_kind, CloseRecord, ConnectionRecord};
 
+/// Connections the summary lists one by one (those with losses are always listed).
+const SUMMARY_CONNECTIONS: usize = 20;
+
 /// Largest `--max-bytes`.
 pub const MAX_CAPTURE_LIMIT: u64 = 64 * 1024 * 1024;
 
@@ -128,15 +131,45 @@ impl std::fmt::Display for Summary {
         if self.unknown_records > 0 {
             write!(f, ", {} unknown records", self.unknown_records)?;
         }
-        for connection in self.connections.iter().filter(|c| c.gaps != [0, 0]) {
+        // Every connection with a loss, and the first few of the others: one record each.
+        let mut listed = 0;
+        for connection in &self.connections {
+            let lossy = connection.gaps != [0, 0];
+            if !lossy && listed >= SUMMARY_CONNECTIONS {
+                continue;
+            }
+            listed += 1;
             write!(
                 f,
-                "\nprobectl: conn#{} {} (pid {}): lost {} bytes written, {} bytes read",
+                "\nprobectl: conn#{} {} (pid {}): {} bytes written, {} read",
                 connection.id,
                 connection.describe(),
                 connection.pid,
-                connection.gaps[0],
-                connection.gaps[1],
+                connection.moved[0],
+                connection.moved[1],
+            )?;
+            if lossy {
+                write!(
+                    f,
+                    ", lost {} bytes written, {} bytes read",
+                    connection.gaps[0], connection.gaps[1]
+                )?;
+            }
+            write!(
+                f,
+                "{}",
+                if connection.closed {
+                    ", closed"
+                } else {
+                    ", open"
+                }
+            )?;
+        }
+        if listed < self.connections.len() {
+            write!(
+                f,
+                "\nprobectl: ... and {} more connections",
+                self.connections.len() - listed
             )?;
         }
         Ok(())
