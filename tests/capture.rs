@@ -52,6 +52,7 @@ fn assert_contiguous_streams(events: &[Event], pid: u32) {
 
 #[test]
 fn eight_mib_upload_and_download_are_captured_completely() {
+    let _exclusive = exclusive();
     let (server, port) = python_server(false);
     let upload = scratch_file("upload.bin");
     let upload_bytes: Vec<u8> = (0..EIGHT_MIB).map(|i| (i * 7 % 256) as u8).collect();
@@ -189,11 +190,12 @@ fn sixteen_concurrent_connections_are_each_attributed_to_their_own_port() {
 /// The parallel client's own report of the ports it used, checked against probectl's.
 #[test]
 fn client_ports_match_what_the_client_really_used() {
+    let _exclusive = exclusive();
     let (_server, port) = python_server(true);
     let tag = scratch_file("ports");
     let tag = tag.file_name().and_then(|n| n.to_str()).expect("tag");
     // System-wide: the client is seen from its first call, and its stdout stays ours.
-    let trace = Trace::start(&["openssl"], &[]);
+    let trace = Trace::start(&["openssl", "--ring-bytes", "134217728"], &[]);
     let output = Command::new("/usr/bin/python3")
         .arg(peer("tls_parallel.py"))
         .args(["127.0.0.1", &port.to_string(), "16", tag])
@@ -212,7 +214,7 @@ fn client_ports_match_what_the_client_really_used() {
             .events
             .iter()
             .find(|e| e.direction == "write" && e.data == request)
-            .unwrap_or_else(|| panic!("request {i} captured"));
+            .unwrap_or_else(|| panic!("request {i} captured:\n{}", run.stderr));
         assert_eq!(
             json_str(write, "local"),
             Some(format!("127.0.0.1:{used_port}").as_str())
@@ -284,6 +286,7 @@ fn a_connection_opened_before_probectl_started_is_attributed() {
 
 #[test]
 fn a_tiny_ring_buffer_reports_exactly_the_bytes_it_lost() {
+    let _exclusive = exclusive();
     let (_server, port) = python_server(false);
     let download = scratch_file("lossy-download");
     let download_arg = download.to_string_lossy().into_owned();

@@ -163,8 +163,9 @@ fn pid_mode_traces_an_already_running_server() {
 
 #[test]
 fn system_wide_mode_sees_two_different_processes() {
+    let _exclusive = exclusive();
     let (_server, port) = s_server();
-    let trace = Trace::start(&["openssl"], &[]);
+    let trace = Trace::start(&["openssl", "--ring-bytes", "134217728"], &[]);
     let url = format!("https://127.0.0.1:{port}/system-wide");
     let curl = Command::new("curl")
         .args([

@@ -217,8 +217,10 @@ pub mod stat {
     pub const FD_UNKNOWN: u32 = 5;
     /// Connection and close records that found the ring buffer full.
     pub const RECORDS_LOST: u32 = 6;
+    /// Calls not traced because their thread was already inside too many traced calls.
+    pub const NESTING_OVERFLOWS: u32 = 7;
     /// Number of counters.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 8);

@@ -138,6 +138,7 @@ pub struct KernelStats {
     pub fd_mismatches: u64,
     pub fd_unknown: u64,
     pub records_lost: u64,
+    pub nesting_overflows: u64,
 }
 
 /// The loaded programs and the maps user space talks to. Dropping it detaches every probe.
@@ -330,6 +331,7 @@ impl Tracer {
             fd_mismatches: read(stat::FD_MISMATCHES),
             fd_unknown: read(stat::FD_UNKNOWN),
             records_lost: read(stat::RECORDS_LOST),
+            nesting_overflows: read(stat::NESTING_OVERFLOWS),
         }
     }
 }

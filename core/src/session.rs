@@ -125,6 +125,16 @@ impl std::fmt::Display for Summary {
             self.kernel.fd_unknown,
             self.kernel.fd_mismatches,
         )?;
+        if self.kernel.records_lost > 0 {
+            write!(f, ", {} connection records lost", self.kernel.records_lost)?;
+        }
+        if self.kernel.nesting_overflows > 0 {
+            write!(
+                f,
+                ", {} calls not traced (nested too deep)",
+                self.kernel.nesting_overflows
+            )?;
+        }
         if self.out_of_order > 0 {
             write!(f, ", {} events out of order", self.out_of_order)?;
         }

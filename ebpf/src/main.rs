@@ -64,42 +64,40 @@ static PROBE_SPECS: Array<ProbeSpec> = Array::with_max_entries(4096, 0);
 #[map]
 static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 
-/// Identifies a call in flight: the thread and its stack pointer at entry. On x86-64 the
-/// return leaves the stack pointer 8 bytes above the entry's (the return address is popped), so
-/// the return finds its own entry even when traced calls nest (node calls SSL_write from inside
-/// SSL_read, in a callback).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CallKey {
-    pid_tgid: u64,
-    stack_pointer: u64,
-}
-
 /// A traced call between its entry and its return.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ActiveCall {
+    /// Stack pointer at entry. On x86-64 the return leaves the stack pointer 8 bytes above
+    /// it (the return address is popped): that is how a return finds its own entry, also when
+    /// traced calls nest (node calls SSL_write from inside SSL_read, in a callback).
+    stack_pointer: u64,
     start_ns: u64,
     connection: u64,
     buffer: u64,
     length_pointer: u64,
-    /// Stack pointer of the traced call this one runs inside (0: none), restored as the
-    /// thread's innermost call at return.
-    outer_stack_pointer: u64,
     /// The fd of the first socket syscall the call made, -1 before any.
     fd: i32,
     /// 1 when a later syscall of the call used another fd.
     fd_mismatch: u32,
 }
 
-/// Entries whose return never comes (a thread killed mid-call) age out of the LRU.
-#[map]
-static ACTIVE_CALLS: LruHashMap<CallKey, ActiveCall> = LruHashMap::with_max_entries(65536, 0);
+/// Traced calls a thread can be inside at once (nested through callbacks).
+const MAX_NESTING: usize = 4;
 
-/// pid_tgid -> stack pointer of the thread's innermost traced call in flight: how a syscall
-/// tracepoint finds the call it runs inside.
+/// A thread's traced calls in flight, innermost last. One map entry per thread that stays
+/// between calls: entering and returning cost one lookup each, no insert or delete.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ThreadCalls {
+    depth: u32,
+    _padding: u32,
+    calls: [ActiveCall; MAX_NESTING],
+}
+
+/// pid_tgid -> the thread's calls in flight. Threads that are gone age out of the LRU.
 #[map]
-static THREAD_CALLS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+static THREADS: LruHashMap<u64, ThreadCalls> = LruHashMap::with_max_entries(65536, 0);
 
 /// A connection handle in a process.
 #[repr(C)]
@@ -215,32 +213,65 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
         return 0;
     };
     // SAFETY: ctx.regs points at the probed thread's saved registers.
-    let key = CallKey {
-        pid_tgid,
-        stack_pointer: unsafe { (*ctx.regs).rsp },
-    };
+    let stack_pointer = unsafe { (*ctx.regs).rsp };
     let registers = argument_registers(&ctx);
     let length_pointer = if spec.length_source == length_source::OUT_POINTER {
         select_arg(&registers, spec.length_arg)
     } else {
         0
     };
-    let outer_stack_pointer = THREAD_CALLS
-        .get_ptr(pid_tgid)
-        // SAFETY: pointer from a successful map lookup.
-        .map_or(0, |sp| unsafe { *sp });
-    let call = ActiveCall {
+    let threads = match THREADS.get_ptr_mut(pid_tgid) {
+        Some(threads) => threads,
+        None => {
+            let empty = ThreadCalls {
+                depth: 0,
+                _padding: 0,
+                calls: [ActiveCall {
+                    stack_pointer: 0,
+                    start_ns: 0,
+                    connection: 0,
+                    buffer: 0,
+                    length_pointer: 0,
+                    fd: -1,
+                    fd_mismatch: 0,
+                }; MAX_NESTING],
+            };
+            let _ = THREADS.insert(pid_tgid, empty, 0);
+            match THREADS.get_ptr_mut(pid_tgid) {
+                Some(threads) => threads,
+                None => return 0,
+            }
+        }
+    };
+    // SAFETY: pointer from a successful map lookup, valid for this program run.
+    let threads = unsafe { &mut *threads };
+    // Frames at or below our stack pointer cannot be calls we run inside: their return was
+    // missed (a longjmp, say). Drop them.
+    let mut depth = (threads.depth as usize).min(MAX_NESTING);
+    for _ in 0..MAX_NESTING {
+        if depth == 0
+            || threads.calls[(depth - 1) & (MAX_NESTING - 1)].stack_pointer > stack_pointer
+        {
+            break;
+        }
+        depth -= 1;
+    }
+    if depth >= MAX_NESTING {
+        count(stat::NESTING_OVERFLOWS, 1);
+        threads.depth = depth as u32;
+        return 0;
+    }
+    threads.calls[depth & (MAX_NESTING - 1)] = ActiveCall {
+        stack_pointer,
         // SAFETY: helper without preconditions.
         start_ns: unsafe { bpf_ktime_get_ns() },
         connection: select_arg(&registers, spec.connection_arg),
         buffer: select_arg(&registers, spec.buffer_arg),
         length_pointer,
-        outer_stack_pointer,
         fd: -1,
         fd_mismatch: 0,
     };
-    let _ = ACTIVE_CALLS.insert(key, call, 0);
-    let _ = THREAD_CALLS.insert(pid_tgid, key.stack_pointer, 0);
+    threads.depth = depth as u32 + 1;
     0
 }
 
@@ -248,22 +279,30 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
 pub fn probectl_return(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: ctx.regs points at the thread's registers after the return.
-    let return_sp = unsafe { (*ctx.regs).rsp };
-    let key = CallKey {
-        pid_tgid,
-        stack_pointer: return_sp.wrapping_sub(8),
-    };
-    let Some(call_ptr) = ACTIVE_CALLS.get_ptr(key) else {
+    let entry_sp = unsafe { (*ctx.regs).rsp }.wrapping_sub(8);
+    let Some(threads) = THREADS.get_ptr_mut(pid_tgid) else {
         return 0;
     };
-    // SAFETY: pointer from a successful map lookup; copied out before the entry is removed.
-    let call = unsafe { *call_ptr };
-    let _ = ACTIVE_CALLS.remove(key);
-    if call.outer_stack_pointer != 0 {
-        let _ = THREAD_CALLS.insert(pid_tgid, call.outer_stack_pointer, 0);
-    } else {
-        let _ = THREAD_CALLS.remove(pid_tgid);
+    // SAFETY: pointer from a successful map lookup, valid for this program run.
+    let threads = unsafe { &mut *threads };
+    // Find our frame, innermost first; it and anything above it are done.
+    let mut depth = (threads.depth as usize).min(MAX_NESTING);
+    let mut found = None;
+    for _ in 0..MAX_NESTING {
+        if depth == 0 {
+            break;
+        }
+        depth -= 1;
+        let frame = threads.calls[depth & (MAX_NESTING - 1)];
+        if frame.stack_pointer == entry_sp {
+            found = Some(frame);
+            break;
+        }
     }
+    let Some(call) = found else {
+        return 0;
+    };
+    threads.depth = depth as u32;
     let Some(spec) = spec_for(&ctx) else {
         return 0;
     };
@@ -476,24 +515,22 @@ const SYSCALL_ARG0: usize = 16;
 #[tracepoint]
 pub fn probectl_syscall_fd(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(stack_pointer) = THREAD_CALLS.get_ptr(pid_tgid) else {
+    let Some(threads) = THREADS.get_ptr_mut(pid_tgid) else {
         return 0;
     };
-    let key = CallKey {
-        pid_tgid,
-        // SAFETY: pointer from a successful map lookup.
-        stack_pointer: unsafe { *stack_pointer },
-    };
-    let Some(call) = ACTIVE_CALLS.get_ptr_mut(key) else {
+    // SAFETY: pointer from a successful map lookup, valid for this program run.
+    let threads = unsafe { &mut *threads };
+    let depth = threads.depth as usize;
+    if depth == 0 || depth > MAX_NESTING {
         return 0;
-    };
+    }
+    // The innermost call in flight is the one making this syscall.
+    let call = &mut threads.calls[(depth - 1) & (MAX_NESTING - 1)];
     // SAFETY: every sys_enter_* record of these syscalls has the fd as its first argument.
     let Ok(fd) = (unsafe { ctx.read_at::<u64>(SYSCALL_ARG0) }) else {
         return 0;
     };
     let fd = fd as i32;
-    // SAFETY: pointer from a successful map lookup, valid for this program run.
-    let call = unsafe { &mut *call };
     if call.fd < 0 {
         call.fd = fd;
     } else if call.fd != fd {

@@ -70,6 +70,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Serialises the tests of one test binary that trace the whole host, or that move a lot of
+/// data: a system-wide trace would otherwise also capture the bulk transfers of the tests
+/// running beside it, and could overflow its ring buffer with them.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A child process killed when dropped.
 pub struct Guard(pub Child);
 
