@@ -176,11 +176,14 @@ impl Tracer {
                 .push("children are not followed: no sched_process_fork format".into());
             0
         });
+        // Wake the reader when an eighth of the ring is filled; it drains on a timer anyway.
+        let wakeup_bytes = u64::from(options.ring_bytes / 8);
         let mut ebpf = EbpfLoader::new()
             .override_global("MAX_CAPTURE_BYTES", &options.max_capture_bytes, true)
             .override_global("FILTER_BY_PID", &filter, true)
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .override_global("FORK_CHILD_PID_OFFSET", &fork_offset, true)
+            .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .map_max_entries("EVENTS", options.ring_bytes)
             .load(BPF_OBJECT)
             .map_err(|error| load_error(&error))?;

@@ -25,6 +25,9 @@ use probectl_common::{read_record, record_kind, CloseRecord, ConnectionRecord};
 /// Connections the summary lists one by one (those with losses are always listed).
 const SUMMARY_CONNECTIONS: usize = 20;
 
+/// How often the event loop drains the ring buffer when no wakeup came.
+const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Largest `--max-bytes`.
 pub const MAX_CAPTURE_LIMIT: u64 = 64 * 1024 * 1024;
 
@@ -629,8 +632,21 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         source,
     })?;
 
+    // Records are submitted without waking us until the ring fills up (see ebpf/src/main.rs):
+    // drain it on a short timer too, which bounds how late a quiet trace shows its events.
+    let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
+    drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = drain_timer.tick() => {
+                drain(ring.get_mut(), &mut reassembler, &mut sink);
+                if let Err(error) = sink.out.flush() {
+                    sink.write_error.get_or_insert(error);
+                }
+                if sink.write_error.is_some() {
+                    break;
+                }
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|source| RunError::Io { context: "polling the ring buffer", source })?;
                 drain(guard.get_inner_mut(), &mut reassembler, &mut sink);

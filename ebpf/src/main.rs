@@ -33,6 +33,27 @@ static FILTER_BY_PID: u8 = 0;
 /// between kernels); set by user space from the tracepoint's format file.
 #[no_mangle]
 static FORK_CHILD_PID_OFFSET: u32 = 20;
+/// Unread bytes in the ring buffer from which a record wakes the reader; set by user space.
+/// Below it records are submitted without a wakeup: waking the reader for every record costs
+/// more than the rest of the probe, and the reader also drains the ring on a short timer.
+#[no_mangle]
+static WAKEUP_BYTES: u64 = 1 << 20;
+
+/// bpf_ringbuf_query / bpf_ringbuf_submit flags (linux/bpf.h).
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+/// Submit flags for a record: wake the reader only when the ring is filling up.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= read_config(&WAKEUP_BYTES) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// Kernel struct layout for reading a socket's addresses; set by user space from BTF.
 #[no_mangle]
 static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
@@ -460,7 +481,7 @@ fn emit_chunk<const N: usize>(header: &mut ChunkHeader, buffer: u64, remaining: 
     }
     // SAFETY: the record is reserved and large enough for the header.
     unsafe { (&raw mut (*chunk).header).write(*header) };
-    entry.submit(0);
+    entry.submit(wakeup_flags());
 }
 
 /// Updates what the kernel side knows of the call's connection handle; returns the call's fd
@@ -571,7 +592,7 @@ pub fn probectl_close(ctx: TracePointContext) -> u32 {
             // SAFETY: helper without preconditions.
             ts_ns: unsafe { bpf_ktime_get_ns() },
         });
-        entry.submit(0);
+        entry.submit(wakeup_flags());
     } else {
         count(stat::RECORDS_LOST, 1);
     }

@@ -57,7 +57,7 @@ pub fn emit_connection(
     if offset(&offsets.valid) == 1 {
         describe_socket(offsets, fd, record);
     }
-    entry.submit(0);
+    entry.submit(crate::wakeup_flags());
 }
 
 #[inline(always)]
