@@ -4,6 +4,7 @@
 pub mod bpf;
 pub mod discovery;
 pub mod events;
+pub mod inspect;
 pub mod output;
 pub mod plan;
 pub mod plugin;
