@@ -74,7 +74,7 @@ fn bssl_client_and_server_are_captured_on_both_sides() {
 fn run_all_gives_boringssl_files_to_the_boringssl_group_only() {
     let (cert, key) = cert_and_key();
     let port = free_port();
-    let mut server = Interactive::spawn(
+    let server = Interactive::spawn(
         Command::new("bssl-tool")
             .args(["server", "-accept", &port.to_string(), "-key"])
             .arg(key)

@@ -25,7 +25,8 @@ fn gnutls_server() -> (Interactive, u16) {
 fn check_gnutls_run(run: &Finished) {
     assert!(run.status.success(), "{}", run.stderr);
     assert!(
-        run.stderr.contains("[gnutls] /usr/lib/x86_64-linux-gnu/libgnutls.so.30"),
+        run.stderr
+            .contains("[gnutls] /usr/lib/x86_64-linux-gnu/libgnutls.so.30"),
         "{}",
         run.stderr
     );

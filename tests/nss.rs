@@ -27,7 +27,9 @@ fn nss_db() -> &'static str {
         };
         run(Command::new("certutil").args(["-N", "-d", &db, "--empty-password"]));
         run(Command::new("openssl")
-            .args(["pkcs12", "-export", "-name", "server", "-passout", "pass:", "-inkey"])
+            .args([
+                "pkcs12", "-export", "-name", "server", "-passout", "pass:", "-inkey",
+            ])
             .arg(key)
             .arg("-in")
             .arg(cert)

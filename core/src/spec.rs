@@ -432,6 +432,44 @@ mod tests {
     }
 
     #[test]
+    fn built_in_groups_and_the_nss_call_filter() {
+        let specs = SpecFile::load(None).expect("built-in specs");
+        assert_eq!(
+            specs.group_names(),
+            ["openssl", "boringssl", "gnutls", "nss"]
+        );
+        let nss = specs.group("nss").expect("nss group");
+        for probe in &nss.probes {
+            let spec = probe.bpf_spec();
+            // fd->methods->file_type == PR_DESC_LAYERED
+            assert_eq!(
+                (
+                    spec.filter_arg,
+                    spec.filter_pointers,
+                    spec.filter_pointer_offsets,
+                    spec.filter_value_offset,
+                    spec.filter_equals
+                ),
+                (0, 1, [0, 0], 0, 4),
+                "{}",
+                probe.symbol
+            );
+        }
+        // No other group filters its calls.
+        for group in specs.groups.iter().filter(|group| group.name != "nss") {
+            assert!(group
+                .probes
+                .iter()
+                .all(|probe| probe.bpf_spec().filter_arg == ARG_NONE));
+        }
+        let gnutls = specs.group("gnutls").expect("gnutls group");
+        assert!(gnutls
+            .probes
+            .iter()
+            .all(|probe| probe.returns == ReturnType::Ssize));
+    }
+
+    #[test]
     fn glob() {
         assert!(glob_match("libssl.so*", "libssl.so.3"));
         assert!(glob_match("libssl.so*", "libssl.so"));
@@ -464,6 +502,8 @@ mod tests {
             ("reserved_name", format!("[[group]]\nname = \"all\"\nlibraries = [\"a\"]\n{GOOD_PROBE}")),
             ("only_optional", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}optional = true\n")),
             ("relative_path", format!("[[group]]\nname = \"x\"\npaths = [\"lib/a.so\"]\n{GOOD_PROBE}")),
+            ("filter_too_deep", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}only_if = {{ argument = \"arg0\", pointers = [0, 8, 16], equals = 1 }}\n")),
+            ("filter_bad_field", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}only_if = {{ argument = \"arg0\", value = 1 }}\n")),
         ];
         let rendered: Vec<String> = cases
             .iter()

@@ -1,7 +1,7 @@
 //! Shared parts of the integration tests: real TLS peers, probectl runs, JSON event parsing.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -316,7 +316,7 @@ impl Trace {
     }
 
     /// Sends SIGINT (Ctrl-C) and collects the run.
-    pub fn stop(mut self) -> Finished {
+    pub fn stop(self) -> Finished {
         // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.wait()
@@ -579,4 +579,34 @@ pub fn gcc(source: &str, output: &str, extra: &[&str]) -> PathBuf {
         .expect("gcc");
     assert!(status.success(), "gcc {output}");
     output_path
+}
+
+/// Replaces hexadecimal offsets (`0x3f2d0`) with `[offset]`: they change with every build of a
+/// library. Version lines (`version: OpenSSL 3.0.19 ...`) become `version: [version]`, except
+/// BoringSSL's, which is only its name.
+pub fn redact_offsets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let line = match line.find("; version: ") {
+            Some(at) if !line.contains("version: BoringSSL") => {
+                format!("{}; version: [version]\n", &line[..at])
+            }
+            _ => line.to_string(),
+        };
+        let mut rest = line.as_str();
+        while let Some(at) = rest.find("0x") {
+            out.push_str(&rest[..at]);
+            let digits = rest[at + 2..]
+                .find(|c: char| !c.is_ascii_hexdigit())
+                .unwrap_or(rest.len() - at - 2);
+            if digits == 0 {
+                out.push_str("0x");
+            } else {
+                out.push_str("[offset]");
+            }
+            rest = &rest[at + 2 + digits..];
+        }
+        out.push_str(rest);
+    }
+    out
 }
