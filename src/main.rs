@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use probectl_core::inspect;
 use probectl_core::output::Format;
 use probectl_core::session::{run, RunOptions, Target};
 
@@ -57,11 +58,50 @@ enum Command {
         #[arg(last = true)]
         command: Vec<OsString>,
     },
+    /// Show every group of the probe specs, its probes, and where on this host it would attach
+    /// (library files found, each symbol's offset or why it is missing).
+    List {
+        /// Probe specs to use instead of the built-in probes.toml.
+        #[arg(long)]
+        probes: Option<PathBuf>,
+    },
+    /// Show, for one process, every file it maps, which group matches it, and each symbol's
+    /// offset or why it is missing.
+    Check {
+        /// The process to look at.
+        #[arg(long, short)]
+        pid: u32,
+        /// Probe specs to use instead of the built-in probes.toml.
+        #[arg(long)]
+        probes: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     probectl_openssl::register();
+    probectl_boringssl::register();
+    probectl_gnutls::register();
     let cli = Cli::parse();
+    let report = match cli.command {
+        Command::List { probes } => inspect::list(probes.as_deref()).map(|r| r.to_string()),
+        Command::Check { pid, probes } => {
+            inspect::check(pid, probes.as_deref()).map(|r| r.to_string())
+        }
+        run @ Command::Run { .. } => return run_command(run),
+    };
+    match report {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("probectl: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(command: Command) -> ExitCode {
     let Command::Run {
         plugin,
         pid,
@@ -72,7 +112,10 @@ fn main() -> ExitCode {
         max_bytes,
         ring_bytes,
         command,
-    } = cli.command;
+    } = command
+    else {
+        return ExitCode::FAILURE;
+    };
     let target = match (pid, command.is_empty()) {
         (Some(pid), _) => Target::Pid(pid),
         (None, false) => Target::Command(command),

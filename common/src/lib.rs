@@ -48,8 +48,21 @@ pub struct ProbeSpec {
     pub direction: u8,
     /// One of [`return_width`].
     pub return_width: u8,
-    pub _padding: [u8; 2],
+    /// Argument register a call filter starts from, or [`ARG_NONE`]: every call is captured.
+    /// Otherwise a call is captured only when the 4-byte value found by starting from this
+    /// register, loading a pointer at each of the first `filter_pointers` offsets of
+    /// `filter_pointer_offsets` in turn, then reading at `filter_value_offset`, equals
+    /// `filter_equals` (NSPR: `fd->methods->file_type == PR_DESC_LAYERED`).
+    pub filter_arg: u8,
+    /// How many of `filter_pointer_offsets` are used (at most [`FILTER_MAX_POINTERS`]).
+    pub filter_pointers: u8,
+    pub filter_pointer_offsets: [i32; FILTER_MAX_POINTERS],
+    pub filter_value_offset: i32,
+    pub filter_equals: u32,
 }
+
+/// Pointers a call filter may follow.
+pub const FILTER_MAX_POINTERS: usize = 2;
 
 /// Size of the data area of the largest chunk. Every call is cut into chunks of at most this
 /// many bytes; a TLS record's plaintext maximum, so a typical call is one chunk.
@@ -223,7 +236,7 @@ pub mod stat {
     pub const COUNT: u32 = 8;
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 8);
+const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 24);
 const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 96);
 const _: () = assert!(core::mem::size_of::<Chunk<256>>() == 96 + 256);
 const _: () = assert!(core::mem::size_of::<ConnectionRecord>() == 80);

@@ -100,6 +100,7 @@ pub fn plan(groups: &[&Group], scope: &Scope, cache: &mut SymbolCache) -> Result
             add_file(&mut plan, group, candidate, cache);
         }
     }
+    forget_skips_of_claimed_files(&mut plan);
     if plan.probes.is_empty() {
         let names: Vec<&str> = groups.iter().map(|group| group.name.as_str()).collect();
         let groups_text = names.join(", ");
@@ -253,6 +254,77 @@ fn defines_required(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -
         .is_ok_and(|offsets| offsets.iter().all(Option::is_some))
 }
 
+/// What a group would do with one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assessment {
+    /// The file offset of each of the group's probes, in spec order (`None`: not defined).
+    pub offsets: Vec<Option<u64>>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The file is the group's library; the plugin's version, if it names one.
+    Traced { version: Option<String> },
+    /// The file lacks these required symbols.
+    MissingRequired(Vec<String>),
+    /// The group's plugin says the file only looks like its library.
+    Rejected(String),
+    /// The file could not be read as ELF.
+    Unreadable(String),
+}
+
+impl Outcome {
+    /// Why the file is not traced (`None`: it is).
+    pub fn reason_not_traced(&self) -> Option<String> {
+        match self {
+            Outcome::Traced { .. } => None,
+            Outcome::MissingRequired(symbols) => {
+                Some(format!("does not define {}", symbols.join(", ")))
+            }
+            Outcome::Rejected(reason) | Outcome::Unreadable(reason) => Some(reason.clone()),
+        }
+    }
+}
+
+/// Resolves a group's symbols in `file` and asks the group's plugin, if any, about it.
+pub fn assess(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -> Assessment {
+    let symbols: Vec<&str> = group
+        .probes
+        .iter()
+        .map(|probe| probe.symbol.as_str())
+        .collect();
+    let offsets = match cache.resolve(file.id, &file.host_path, &symbols) {
+        Ok(offsets) => offsets,
+        Err(error) => {
+            return Assessment {
+                offsets: vec![None; symbols.len()],
+                outcome: Outcome::Unreadable(error.to_string()),
+            }
+        }
+    };
+    let missing_required: Vec<String> = group
+        .probes
+        .iter()
+        .zip(&offsets)
+        .filter(|(probe, offset)| !probe.optional && offset.is_none())
+        .map(|(probe, _)| probe.symbol.clone())
+        .collect();
+    let outcome = if !missing_required.is_empty() {
+        Outcome::MissingRequired(missing_required)
+    } else {
+        match plugin_for(&group.name)
+            .map(|plugin| ElfFile::open(&file.host_path).map(|elf| plugin.inspect(&elf)))
+        {
+            None => Outcome::Traced { version: None },
+            Some(Err(error)) => Outcome::Unreadable(error.to_string()),
+            Some(Ok(Verdict::Reject { reason })) => Outcome::Rejected(reason),
+            Some(Ok(Verdict::Accept { version })) => Outcome::Traced { version },
+        }
+    };
+    Assessment { offsets, outcome }
+}
+
 fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut SymbolCache) {
     let Candidate { file, via } = candidate;
     let skip = |plan: &mut Plan, symbol: Option<&str>, reason: String| {
@@ -263,36 +335,19 @@ fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut Sy
             reason,
         });
     };
-    let symbols: Vec<&str> = group
-        .probes
-        .iter()
-        .map(|probe| probe.symbol.as_str())
-        .collect();
-    let offsets = match cache.resolve(file.id, &file.host_path, &symbols) {
-        Ok(offsets) => offsets,
-        Err(error) => return skip(plan, None, error.to_string()),
-    };
-    let missing_required: Vec<&str> = group
-        .probes
-        .iter()
-        .zip(&offsets)
-        .filter(|(probe, offset)| !probe.optional && offset.is_none())
-        .map(|(probe, _)| probe.symbol.as_str())
-        .collect();
-    if !missing_required.is_empty() {
-        return skip(
-            plan,
-            None,
-            format!("does not define {}", missing_required.join(", ")),
-        );
+    // With several groups (`run all`), a file is traced by the first group that accepts it:
+    // two groups probing the same functions would capture every call twice.
+    if let Some(owner) = plan.files.iter().find(|planned| planned.file.id == file.id) {
+        let reason = format!("already traced by [{}]", owner.group);
+        return skip(plan, None, reason);
     }
-    let version = match plugin_for(&group.name)
-        .map(|plugin| ElfFile::open(&file.host_path).map(|elf| plugin.inspect(&elf)))
-    {
-        None => None,
-        Some(Err(error)) => return skip(plan, None, error.to_string()),
-        Some(Ok(Verdict::Reject { reason })) => return skip(plan, None, reason),
-        Some(Ok(Verdict::Accept { version })) => version,
+    let Assessment { offsets, outcome } = assess(group, &file, cache);
+    let version = match outcome {
+        Outcome::Traced { version } => version,
+        other => {
+            let reason = other.reason_not_traced().unwrap_or_default();
+            return skip(plan, None, reason);
+        }
     };
     let file_index = plan.files.len();
     for (probe, offset) in group.probes.iter().zip(offsets) {
@@ -315,4 +370,55 @@ fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut Sy
         via,
         version,
     });
+}
+
+/// A file that one group traces needs no word about the other groups that turned it down
+/// (`run all`: [openssl] on BoringSSL's libssl.so.0, which [boringssl] traces).
+fn forget_skips_of_claimed_files(plan: &mut Plan) {
+    let claimed: BTreeSet<&Path> = plan
+        .files
+        .iter()
+        .map(|planned| planned.file.path.as_path())
+        .collect();
+    let skipped = std::mem::take(&mut plan.skipped);
+    plan.skipped = skipped
+        .into_iter()
+        .filter(|skip| skip.symbol.is_some() || !claimed.contains(skip.path.as_path()))
+        .collect();
+}
+
+/// The files on this host a group would probe in a system-wide run, before their symbols are
+/// checked: library files in the host's library directories, and the group's exact paths.
+/// Executables are per process (`Scope::Process`).
+pub fn host_candidates(group: &Group) -> Vec<(TargetFile, Via)> {
+    let mut found: Vec<(TargetFile, Via)> = Vec::new();
+    let mut seen: BTreeSet<FileId> = BTreeSet::new();
+    for file in discovery::host_libraries(&|name| group.matches_library_name(name)) {
+        if seen.insert(file.id) {
+            found.push((file, Via::Library));
+        }
+    }
+    for path in &group.paths {
+        if let Ok(id) = FileId::of(path) {
+            if seen.insert(id) {
+                let file = TargetFile {
+                    path: path.clone(),
+                    host_path: path.clone(),
+                    id,
+                };
+                found.push((file, Via::Path));
+            }
+        }
+    }
+    found
+}
+
+/// How `path` (a file a process maps) matches `group` by name or exact path, if it does.
+pub fn library_match_of(group: &Group, path: &Path) -> Option<Via> {
+    library_match(group, path)
+}
+
+/// Whether `file` defines every required symbol of `group` (how executables are recognised).
+pub fn executable_matches(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -> bool {
+    group.executables && defines_required(group, file, cache)
 }

@@ -8,7 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use probectl_common::{direction, length_source, return_width, ProbeSpec, ARG_NONE};
+use probectl_common::{
+    direction, length_source, return_width, ProbeSpec, ARG_NONE, FILTER_MAX_POINTERS,
+};
 use serde::Deserialize;
 
 /// The specs compiled into the binary; `--probes FILE` replaces them.
@@ -89,6 +91,24 @@ pub struct Probe {
     /// A library without this symbol is fine: the probe is skipped and reported.
     #[serde(default)]
     pub optional: bool,
+    /// Capture a call only when this holds (e.g. NSPR: only descriptors of the SSL layer).
+    #[serde(default)]
+    pub only_if: Option<CallFilter>,
+}
+
+/// A condition on a call's arguments, checked in the kernel when the call is entered: start
+/// from `argument`, load the 8-byte pointer at each offset of `pointers` in turn, then read the
+/// 4-byte value at `offset`; the call is captured when it equals `equals`. Memory that cannot be
+/// read fails the condition.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallFilter {
+    pub argument: ArgRef,
+    #[serde(default)]
+    pub pointers: Vec<i32>,
+    #[serde(default)]
+    pub offset: i32,
+    pub equals: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -170,7 +190,7 @@ impl Probe {
             LengthRef::Return => (length_source::RETURN, ARG_NONE),
             LengthRef::OutPointer(arg) => (length_source::OUT_POINTER, arg),
         };
-        ProbeSpec {
+        let mut spec = ProbeSpec {
             connection_arg: self.connection.map_or(ARG_NONE, |arg| arg.0),
             buffer_arg: self.buffer.0,
             length_source: source,
@@ -183,8 +203,23 @@ impl Probe {
                 ReturnType::Int => return_width::INT32,
                 ReturnType::Ssize => return_width::INT64,
             },
-            _padding: [0; 2],
+            filter_arg: ARG_NONE,
+            filter_pointers: 0,
+            filter_pointer_offsets: [0; FILTER_MAX_POINTERS],
+            filter_value_offset: 0,
+            filter_equals: 0,
+        };
+        if let Some(filter) = &self.only_if {
+            spec.filter_arg = filter.argument.0;
+            // validate() keeps pointers within FILTER_MAX_POINTERS.
+            spec.filter_pointers = filter.pointers.len().min(FILTER_MAX_POINTERS) as u8;
+            for (slot, offset) in spec.filter_pointer_offsets.iter_mut().zip(&filter.pointers) {
+                *slot = *offset;
+            }
+            spec.filter_value_offset = filter.offset;
+            spec.filter_equals = filter.equals;
         }
+        spec
     }
 }
 
@@ -286,6 +321,14 @@ impl SpecFile {
                         "group \"{}\": a probe has an empty symbol",
                         group.name
                     )));
+                }
+                if let Some(filter) = &probe.only_if {
+                    if filter.pointers.len() > FILTER_MAX_POINTERS {
+                        return Err(invalid(format!(
+                            "group \"{}\", probe {}: only_if follows at most {FILTER_MAX_POINTERS} pointers",
+                            group.name, probe.symbol
+                        )));
+                    }
                 }
                 if let LengthRef::OutPointer(arg) = probe.length {
                     if arg == probe.buffer.0 {
@@ -389,6 +432,44 @@ mod tests {
     }
 
     #[test]
+    fn built_in_groups_and_the_nss_call_filter() {
+        let specs = SpecFile::load(None).expect("built-in specs");
+        assert_eq!(
+            specs.group_names(),
+            ["openssl", "boringssl", "gnutls", "nss"]
+        );
+        let nss = specs.group("nss").expect("nss group");
+        for probe in &nss.probes {
+            let spec = probe.bpf_spec();
+            // fd->methods->file_type == PR_DESC_LAYERED
+            assert_eq!(
+                (
+                    spec.filter_arg,
+                    spec.filter_pointers,
+                    spec.filter_pointer_offsets,
+                    spec.filter_value_offset,
+                    spec.filter_equals
+                ),
+                (0, 1, [0, 0], 0, 4),
+                "{}",
+                probe.symbol
+            );
+        }
+        // No other group filters its calls.
+        for group in specs.groups.iter().filter(|group| group.name != "nss") {
+            assert!(group
+                .probes
+                .iter()
+                .all(|probe| probe.bpf_spec().filter_arg == ARG_NONE));
+        }
+        let gnutls = specs.group("gnutls").expect("gnutls group");
+        assert!(gnutls
+            .probes
+            .iter()
+            .all(|probe| probe.returns == ReturnType::Ssize));
+    }
+
+    #[test]
     fn glob() {
         assert!(glob_match("libssl.so*", "libssl.so.3"));
         assert!(glob_match("libssl.so*", "libssl.so"));
@@ -421,6 +502,8 @@ mod tests {
             ("reserved_name", format!("[[group]]\nname = \"all\"\nlibraries = [\"a\"]\n{GOOD_PROBE}")),
             ("only_optional", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}optional = true\n")),
             ("relative_path", format!("[[group]]\nname = \"x\"\npaths = [\"lib/a.so\"]\n{GOOD_PROBE}")),
+            ("filter_too_deep", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}only_if = {{ argument = \"arg0\", pointers = [0, 8, 16], equals = 1 }}\n")),
+            ("filter_bad_field", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}only_if = {{ argument = \"arg0\", value = 1 }}\n")),
         ];
         let rendered: Vec<String> = cases
             .iter()

@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use probectl_common::{
     chunk_flags, length_source, record_kind, return_width, stat, Chunk, ChunkHeader, CloseRecord,
-    KernelOffsets, ProbeSpec, CHUNK_CLASSES, CHUNK_DATA_MAX,
+    KernelOffsets, ProbeSpec, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX,
 };
 
 /// Capture limit per call, in bytes; set by user space at load time.
@@ -220,6 +220,31 @@ fn select_arg(registers: &[u64; 6], index: u8) -> u64 {
     }
 }
 
+/// The spec's call filter (see `ProbeSpec::filter_arg`): follows at most two pointers from an
+/// argument and compares a 4-byte value. Unreadable memory fails the filter.
+#[inline(always)]
+fn filter_passes(spec: &ProbeSpec, registers: &[u64; 6]) -> bool {
+    let mut address = select_arg(registers, spec.filter_arg);
+    let offsets = spec.filter_pointer_offsets;
+    for (index, offset) in offsets.iter().enumerate() {
+        if index >= spec.filter_pointers as usize {
+            break;
+        }
+        let at = address.wrapping_add(*offset as i64 as u64);
+        // SAFETY: bpf_probe_read_user checks the address; a bad one returns an error.
+        match unsafe { bpf_probe_read_user(at as *const u64) } {
+            Ok(pointer) => address = pointer,
+            Err(_) => return false,
+        }
+    }
+    let at = address.wrapping_add(spec.filter_value_offset as i64 as u64);
+    // SAFETY: as above.
+    match unsafe { bpf_probe_read_user(at as *const u32) } {
+        Ok(value) => value == spec.filter_equals,
+        Err(_) => false,
+    }
+}
+
 #[uprobe]
 pub fn probectl_entry(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -236,6 +261,9 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
     // SAFETY: ctx.regs points at the probed thread's saved registers.
     let stack_pointer = unsafe { (*ctx.regs).rsp };
     let registers = argument_registers(&ctx);
+    if spec.filter_arg != ARG_NONE && !filter_passes(&spec, &registers) {
+        return 0;
+    }
     let length_pointer = if spec.length_source == length_source::OUT_POINTER {
         select_arg(&registers, spec.length_arg)
     } else {

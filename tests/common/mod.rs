@@ -389,3 +389,232 @@ pub fn python_client(port: u16, request: &[u8]) -> (u32, Vec<u8>) {
     );
     (pid, std::fs::read(&out_file).expect("response"))
 }
+
+/// A peer program whose stdin the test writes and whose stdout it collects: the interactive
+/// TLS tools (bssl-tool, gnutls-cli, tstclnt) move data between stdin/stdout and the connection.
+pub struct Interactive {
+    guard: Guard,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Collects everything a pipe delivers into a shared buffer, on its own thread.
+fn collect(mut pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let sink = buffer.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("lock").extend_from_slice(&chunk[..n]);
+        }
+    });
+    buffer
+}
+
+fn wait_for_bytes(buffer: &Mutex<Vec<u8>>, needle: &[u8], what: &str) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = buffer.lock().expect("lock").clone();
+        if output.windows(needle.len()).any(|window| window == needle) {
+            return output;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:?} never appeared on {what}: {:?}",
+            String::from_utf8_lossy(needle),
+            String::from_utf8_lossy(&output)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Interactive {
+    pub fn spawn(command: &mut Command) -> Interactive {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+        let stdin = child.stdin.take();
+        let stdout = collect(child.stdout.take().expect("stdout"));
+        let stderr = collect(child.stderr.take().expect("stderr"));
+        Interactive {
+            guard: Guard(child),
+            stdin,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).expect("write to peer");
+        stdin.flush().expect("flush");
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Waits (at most 20 s) until the program's stdout contains `needle`; returns all of it.
+    pub fn wait_for_output(&self, needle: &[u8]) -> Vec<u8> {
+        wait_for_bytes(&self.stdout, needle, "stdout")
+    }
+
+    /// The same for stderr (where the tools log their handshake).
+    pub fn wait_for_log(&self, needle: &[u8]) -> Vec<u8> {
+        wait_for_bytes(&self.stderr, needle, "stderr")
+    }
+
+    /// Waits (at most 20 s) for the program to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.guard.0.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "peer did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Waits until something listens on the TCP port, without connecting: servers that serve one
+/// connection (bssl-tool server) must not see a probe connection.
+pub fn wait_for_listener(port: u16) {
+    let wanted = format!(":{port:04X} ");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listening = ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+            std::fs::read_to_string(table)
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .any(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    fields.len() > 3
+                        && format!("{} ", fields[1]).ends_with(&wanted)
+                        && fields[3] == "0A"
+                })
+        });
+        if listening {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Which end of the connection a traced process is.
+#[derive(Debug, Clone, Copy)]
+pub enum Side {
+    Client { server_port: u16 },
+    Server { port: u16 },
+}
+
+/// Checks that `pid`'s events are one connection, byte-exact in both directions: every event
+/// carries the same `conn.handle`, the written and read streams are exactly `written` and
+/// `read`. Returns the handle.
+///
+/// Attribution to the 4-tuple goes here: once events carry `conn.local`/`conn.remote` (the
+/// connection attribution work), each event's server-side port is checked against `side` (the
+/// check below runs as soon as the field appears; until then only the handle is checked).
+pub fn assert_attributed(
+    events: &[Event],
+    pid: u32,
+    side: Side,
+    written: &[u8],
+    read: &[u8],
+) -> String {
+    let mine: Vec<&Event> = events.iter().filter(|event| event.pid == pid).collect();
+    assert!(!mine.is_empty(), "no events for pid {pid}");
+    let handle = mine[0].json["conn"]["handle"]
+        .as_str()
+        .expect("conn.handle")
+        .to_string();
+    for event in &mine {
+        assert_eq!(
+            event.json["conn"]["handle"].as_str(),
+            Some(handle.as_str()),
+            "one connection, one handle: {}",
+            event.json
+        );
+        let (field, port) = match side {
+            Side::Client { server_port } => ("remote", server_port),
+            Side::Server { port } => ("local", port),
+        };
+        if let Some(address) = event.json["conn"][field].as_str() {
+            assert!(
+                address.ends_with(&format!(":{port}")),
+                "conn.{field} of {} must be port {port}",
+                event.json
+            );
+        }
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&stream(events, pid, "write")),
+        String::from_utf8_lossy(written),
+        "written stream of pid {pid}"
+    );
+    assert_eq!(stream(events, pid, "write"), written);
+    assert_eq!(stream(events, pid, "read"), read);
+    handle
+}
+
+/// Builds a C source with gcc into the scratch directory (once per output name and test binary).
+pub fn gcc(source: &str, output: &str, extra: &[&str]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probectl-tests-c");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let source_path = dir.join(format!("{output}.c"));
+    let output_path = dir.join(output);
+    std::fs::write(&source_path, source).expect("write C source");
+    let status = Command::new("gcc")
+        .args(["-O1", "-g", "-o"])
+        .arg(&output_path)
+        .arg(&source_path)
+        .args(extra)
+        .status()
+        .expect("gcc");
+    assert!(status.success(), "gcc {output}");
+    output_path
+}
+
+/// Replaces hexadecimal offsets (`0x3f2d0`) with `[offset]`: they change with every build of a
+/// library. Version lines (`version: OpenSSL 3.0.19 ...`) become `version: [version]`, except
+/// BoringSSL's, which is only its name.
+pub fn redact_offsets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let line = match line.find("; version: ") {
+            Some(at) if !line.contains("version: BoringSSL") => {
+                format!("{}; version: [version]\n", &line[..at])
+            }
+            _ => line.to_string(),
+        };
+        let mut rest = line.as_str();
+        while let Some(at) = rest.find("0x") {
+            out.push_str(&rest[..at]);
+            let digits = rest[at + 2..]
+                .find(|c: char| !c.is_ascii_hexdigit())
+                .unwrap_or(rest.len() - at - 2);
+            if digits == 0 {
+                out.push_str("0x");
+            } else {
+                out.push_str("[offset]");
+            }
+            rest = &rest[at + 2 + digits..];
+        }
+        out.push_str(rest);
+    }
+    out
+}

@@ -1,9 +1,11 @@
-//! OpenSSL: everything probing needs is in probes.toml; this plugin only names the version,
-//! from the banner `OpenSSL 3.0.x <date>`. A static build carries it in the executable; a
-//! shared libssl has it in the libcrypto next to it.
+//! OpenSSL: everything probing needs is in probes.toml; this plugin turns away BoringSSL (same
+//! file names, same `SSL_*` symbols) and names the version, from the banner
+//! `OpenSSL 3.0.x <date>`. A static build carries it in the executable; a shared libssl has it
+//! in the libcrypto next to it.
 
 use std::path::Path;
 
+use probectl_boringssl::boringssl_evidence;
 use probectl_core::plugin::{version_strings, Plugin, PluginRegistration, Verdict};
 use probectl_core::symbols::ElfFile;
 
@@ -15,6 +17,13 @@ impl Plugin for OpenSsl {
     }
 
     fn inspect(&self, file: &ElfFile) -> Verdict {
+        if let Some(evidence) = boringssl_evidence(file) {
+            return Verdict::Reject {
+                reason: format!(
+                    "this is BoringSSL, not OpenSSL ({evidence}): use `probectl run boringssl`"
+                ),
+            };
+        }
         let version = release_banner(file.bytes()).or_else(|| {
             let libcrypto = sibling_libcrypto(file.path())?;
             release_banner(ElfFile::open(&libcrypto).ok()?.bytes())

@@ -1,0 +1,355 @@
+//! `probectl list` and `probectl check`: what the specs say, and where on this host (or in one
+//! process) they would attach, without loading any BPF. Both answer from the same
+//! [`assess`](crate::plan::assess) that planning uses, so they cannot disagree with `run`.
+
+use std::fmt::{self, Display, Write as _};
+use std::path::PathBuf;
+
+use crate::discovery::{self, DiscoveryError, TargetFile};
+use crate::plan::{self, Assessment, Outcome, Via};
+use crate::plugin::plugin_for;
+use crate::spec::{Group, LengthRef, Probe, ReturnType, SpecError, SpecFile};
+use crate::symbols::SymbolCache;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+}
+
+/// One file as one group sees it.
+#[derive(Debug, Clone)]
+pub struct FileReport {
+    pub path: PathBuf,
+    pub via: Via,
+    /// (symbol, optional, offset) for each probe of the group.
+    pub symbols: Vec<(String, bool, Option<u64>)>,
+    pub outcome: Outcome,
+}
+
+impl FileReport {
+    fn new(group: &Group, file: &TargetFile, via: Via, cache: &mut SymbolCache) -> FileReport {
+        let Assessment { offsets, outcome } = plan::assess(group, file, cache);
+        FileReport {
+            path: file.path.clone(),
+            via,
+            symbols: group
+                .probes
+                .iter()
+                .zip(offsets)
+                .map(|(probe, offset)| (probe.symbol.clone(), probe.optional, offset))
+                .collect(),
+            outcome,
+        }
+    }
+
+    /// The verdict line and the symbol lines, indented by `indent`.
+    fn render(&self, out: &mut String, indent: &str) {
+        let verdict = match &self.outcome {
+            Outcome::Traced { version } => {
+                let mut text = "would attach".to_string();
+                if let Some(version) = version {
+                    let _ = write!(text, "; version: {version}");
+                }
+                text
+            }
+            other => format!(
+                "not traced: {}",
+                other.reason_not_traced().unwrap_or_default()
+            ),
+        };
+        let _ = writeln!(out, "{indent}{verdict}");
+        if matches!(self.outcome, Outcome::Unreadable(_)) {
+            return;
+        }
+        let width = self
+            .symbols
+            .iter()
+            .map(|(name, _, _)| name.len())
+            .max()
+            .unwrap_or(0);
+        for (name, optional, offset) in &self.symbols {
+            let place = match (offset, optional) {
+                (Some(offset), _) => format!("{offset:#x}"),
+                (None, true) => "missing (optional)".to_string(),
+                (None, false) => "missing (required)".to_string(),
+            };
+            let _ = writeln!(out, "{indent}  {name:<width$}  {place}");
+        }
+    }
+}
+
+/// `probectl list`: every group, its probes, and the files on this host it would attach to.
+#[derive(Debug, Clone)]
+pub struct ListReport {
+    pub specs_name: String,
+    pub groups: Vec<GroupReport>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupReport {
+    pub group: Group,
+    pub has_plugin: bool,
+    pub files: Vec<FileReport>,
+}
+
+pub fn list(specs_path: Option<&std::path::Path>) -> Result<ListReport, InspectError> {
+    let specs = SpecFile::load(specs_path)?;
+    let mut cache = SymbolCache::default();
+    let groups = specs
+        .groups
+        .iter()
+        .map(|group| GroupReport {
+            group: group.clone(),
+            has_plugin: plugin_for(&group.name).is_some(),
+            files: plan::host_candidates(group)
+                .into_iter()
+                .map(|(file, via)| FileReport::new(group, &file, via, &mut cache))
+                .collect(),
+        })
+        .collect();
+    Ok(ListReport {
+        specs_name: specs_name(specs_path),
+        groups,
+    })
+}
+
+fn specs_name(path: Option<&std::path::Path>) -> String {
+    path.map_or_else(
+        || crate::spec::DEFAULT_SPECS_NAME.to_string(),
+        |path| path.display().to_string(),
+    )
+}
+
+/// How a probe reads its call, in the words of probes.toml.
+fn describe_probe(probe: &Probe) -> String {
+    let mut text = format!("{:<5}", probe.direction.as_str());
+    if let Some(connection) = probe.connection {
+        let _ = write!(text, "  connection=arg{}", connection.0);
+    }
+    let _ = write!(text, "  buffer=arg{}", probe.buffer.0);
+    match probe.length {
+        LengthRef::Return => text.push_str("  length=return"),
+        LengthRef::OutPointer(arg) => {
+            let _ = write!(text, "  length=*arg{arg}");
+        }
+    }
+    text.push_str(match probe.returns {
+        ReturnType::Int => "  returns=int",
+        ReturnType::Ssize => "  returns=ssize_t",
+    });
+    if let Some(filter) = &probe.only_if {
+        let mut place = format!("arg{}", filter.argument.0);
+        for offset in &filter.pointers {
+            place = format!("*({place}{offset:+})");
+        }
+        let _ = write!(
+            text,
+            "  only_if=u32 at ({place}{:+}) == {}",
+            filter.offset, filter.equals
+        );
+    }
+    if probe.optional {
+        text.push_str("  optional");
+    }
+    text
+}
+
+fn describe_files(group: &Group) -> String {
+    let mut parts = Vec::new();
+    if !group.libraries.is_empty() {
+        parts.push(format!("libraries named {}", group.libraries.join(" or ")));
+    }
+    if !group.paths.is_empty() {
+        let paths: Vec<String> = group
+            .paths
+            .iter()
+            .map(|path| path.display().to_string())
+            .collect();
+        parts.push(format!("files {}", paths.join(", ")));
+    }
+    if group.executables {
+        let required: Vec<&str> = group.required_symbols().collect();
+        parts.push(format!(
+            "executables defining {} (checked per process: probectl check --pid N)",
+            required.join(" and ")
+        ));
+    }
+    parts.join("; ")
+}
+
+impl Display for ListReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        let _ = writeln!(out, "probe specs: {}", self.specs_name);
+        for report in &self.groups {
+            let group = &report.group;
+            let _ = writeln!(out);
+            let _ = writeln!(out, "{}: {}", group.name, group.description);
+            let _ = writeln!(
+                out,
+                "  plugin: {}",
+                if report.has_plugin {
+                    "registered (it inspects every file the spec matches)"
+                } else {
+                    "none: the spec alone"
+                }
+            );
+            let _ = writeln!(out, "  files: {}", describe_files(group));
+            let _ = writeln!(out, "  probes:");
+            let width = group
+                .probes
+                .iter()
+                .map(|probe| probe.symbol.len())
+                .max()
+                .unwrap_or(0);
+            for probe in &group.probes {
+                let _ = writeln!(
+                    out,
+                    "    {:<width$}  {}",
+                    probe.symbol,
+                    describe_probe(probe)
+                );
+            }
+            if report.files.is_empty() {
+                let _ = writeln!(out, "  on this host: no matching library file");
+            } else {
+                let _ = writeln!(out, "  on this host:");
+                for file in &report.files {
+                    let _ = writeln!(out, "    {}", file.path.display());
+                    file.render(&mut out, "      ");
+                }
+            }
+        }
+        f.write_str(&out)
+    }
+}
+
+/// `probectl check --pid N`: every file the process maps and what each group makes of it.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    pub pid: u32,
+    pub comm: String,
+    pub executable: PathBuf,
+    pub files: Vec<MappedFile>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MappedFile {
+    pub path: PathBuf,
+    pub is_executable: bool,
+    /// (group name, report) for each group that matches the file by name, path, or (for the
+    /// executable) by defining the group's required symbols.
+    pub groups: Vec<(String, FileReport)>,
+    /// For an executable no group recognised: the groups that look at executables.
+    pub executable_groups: Vec<String>,
+}
+
+pub fn check(pid: u32, specs_path: Option<&std::path::Path>) -> Result<CheckReport, InspectError> {
+    let specs = SpecFile::load(specs_path)?;
+    if !discovery::process_exists(pid) {
+        return Err(DiscoveryError::NoSuchProcess { pid }.into());
+    }
+    let executable = discovery::executable(pid)?;
+    let mut mapped = discovery::mapped_files(pid)?;
+    if !mapped.iter().any(|file| file.id == executable.id) {
+        mapped.insert(0, executable.clone());
+    }
+    let mut cache = SymbolCache::default();
+    let mut files = Vec::new();
+    for file in &mapped {
+        let is_executable = file.id == executable.id;
+        let mut groups = Vec::new();
+        let mut executable_groups = Vec::new();
+        for group in &specs.groups {
+            let via = match plan::library_match_of(group, &file.path) {
+                Some(via) => Some(via),
+                None if is_executable && group.executables => {
+                    executable_groups.push(group.name.clone());
+                    plan::executable_matches(group, file, &mut cache).then_some(Via::Executable)
+                }
+                None => None,
+            };
+            if let Some(via) = via {
+                let report = FileReport::new(group, file, via, &mut cache);
+                groups.push((group.name.clone(), report));
+            }
+        }
+        files.push(MappedFile {
+            path: file.path.clone(),
+            is_executable,
+            groups,
+            executable_groups,
+        });
+    }
+    Ok(CheckReport {
+        pid,
+        comm: discovery::comm(pid),
+        executable: executable.path,
+        files,
+    })
+}
+
+impl Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "process {} ({}): executable {}, {} mapped files",
+            self.pid,
+            self.comm,
+            self.executable.display(),
+            self.files.len()
+        );
+        let mut traced_by: Vec<(&str, &std::path::Path)> = Vec::new();
+        for file in &self.files {
+            let _ = writeln!(out);
+            let label = if file.is_executable {
+                " (executable)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "{}{label}", file.path.display());
+            if file.groups.is_empty() {
+                if file.executable_groups.is_empty() {
+                    let _ = writeln!(out, "  no group matches");
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "  no group matches (it does not define the required symbols of {})",
+                        file.executable_groups.join(", ")
+                    );
+                }
+                continue;
+            }
+            for (group, report) in &file.groups {
+                let how = match report.via {
+                    Via::Library => "by file name",
+                    Via::Path => "by exact path",
+                    Via::Executable => "as an executable defining its symbols",
+                };
+                let _ = writeln!(out, "  [{group}] matches {how}");
+                // As in `run all`: the first group that accepts a file traces it.
+                if let Some((owner, _)) = traced_by
+                    .iter()
+                    .find(|(_, path)| *path == file.path.as_path())
+                {
+                    if matches!(report.outcome, Outcome::Traced { .. }) {
+                        let _ = writeln!(
+                            out,
+                            "    accepted, but with `run all` [{owner}] traces it first"
+                        );
+                        continue;
+                    }
+                }
+                if matches!(report.outcome, Outcome::Traced { .. }) {
+                    traced_by.push((group, &file.path));
+                }
+                report.render(&mut out, "    ");
+            }
+        }
+        f.write_str(&out)
+    }
+}
