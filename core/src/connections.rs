@@ -235,16 +235,8 @@ fn describe_socket(
         }
         family::INET6 => (
             Some(ip_transport),
-            Some(format!(
-                "[{}]:{}",
-                Ipv6Addr::from(record.local_addr),
-                record.local_port
-            )),
-            Some(format!(
-                "[{}]:{}",
-                Ipv6Addr::from(record.remote_addr),
-                record.remote_port
-            )),
+            Some(ipv6_address(record.local_addr, record.local_port)),
+            Some(ipv6_address(record.remote_addr, record.remote_port)),
         ),
         family::UNIX => {
             let name = unix_socket_path(record.pid, record.inode).map_or_else(
@@ -255,6 +247,15 @@ fn describe_socket(
         }
         0 if record.inode != 0 => (Some("file"), None, None),
         _ => (None, None, None),
+    }
+}
+
+/// `[ipv6]:port`, or `ipv4:port` for an IPv4-mapped address (a dual-stack socket talking IPv4).
+fn ipv6_address(address: [u8; 16], port: u16) -> String {
+    let address = Ipv6Addr::from(address);
+    match address.to_ipv4_mapped() {
+        Some(ipv4) => format!("{ipv4}:{port}"),
+        None => format!("[{address}]:{port}"),
     }
 }
 
@@ -342,6 +343,19 @@ mod tests {
                 })
                 .id,
             2
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed_and_mapped_ipv4_is_plain() {
+        let mut mapped = [0u8; 16];
+        mapped[10] = 0xff;
+        mapped[11] = 0xff;
+        mapped[12..].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(ipv6_address(mapped, 443), "127.0.0.1:443");
+        assert_eq!(
+            ipv6_address(Ipv6Addr::LOCALHOST.octets(), 8443),
+            "[::1]:8443"
         );
     }
 

@@ -523,12 +523,9 @@ pub enum Side {
 }
 
 /// Checks that `pid`'s events are one connection, byte-exact in both directions: every event
-/// carries the same `conn.handle`, the written and read streams are exactly `written` and
-/// `read`. Returns the handle.
-///
-/// Attribution to the 4-tuple goes here: once events carry `conn.local`/`conn.remote` (the
-/// connection attribution work), each event's server-side port is checked against `side` (the
-/// check below runs as soon as the field appears; until then only the handle is checked).
+/// carries the same `conn.id`, `conn.handle` and 4-tuple, whose server-side port is the one
+/// of `side`, and the written and read streams are exactly `written` and `read`. Returns the
+/// handle.
 pub fn assert_attributed(
     events: &[Event],
     pid: u32,
@@ -542,21 +539,34 @@ pub fn assert_attributed(
         .as_str()
         .expect("conn.handle")
         .to_string();
+    let conn = &mine[0].json["conn"];
+    let (field, port) = match side {
+        Side::Client { server_port } => ("remote", server_port),
+        Side::Server { port } => ("local", port),
+    };
+    let address = conn[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("conn.{field} is known: {}", mine[0].json));
+    assert_eq!(
+        address,
+        format!("127.0.0.1:{port}"),
+        "conn.{field} of {}",
+        mine[0].json
+    );
+    let other = if field == "local" { "remote" } else { "local" };
+    assert!(
+        conn[other]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "conn.{other} is known: {}",
+        mine[0].json
+    );
+    assert_eq!(conn["transport"].as_str(), Some("tcp"));
     for event in &mine {
-        assert_eq!(
-            event.json["conn"]["handle"].as_str(),
-            Some(handle.as_str()),
-            "one connection, one handle: {}",
-            event.json
-        );
-        let (field, port) = match side {
-            Side::Client { server_port } => ("remote", server_port),
-            Side::Server { port } => ("local", port),
-        };
-        if let Some(address) = event.json["conn"][field].as_str() {
-            assert!(
-                address.ends_with(&format!(":{port}")),
-                "conn.{field} of {} must be port {port}",
+        for key in ["id", "handle", "fd", "local", "remote"] {
+            assert_eq!(
+                event.json["conn"][key], conn[key],
+                "one connection: conn.{key} of {}",
                 event.json
             );
         }
