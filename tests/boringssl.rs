@@ -25,6 +25,7 @@ fn bssl_client_and_server_are_captured_on_both_sides() {
         "-connect",
         &format!("127.0.0.1:{port}"),
     ]));
+    wait_for_mapping(client.pid(), "libssl.so.0");
     let client_trace = Trace::start(&["boringssl", "--pid", &client.pid().to_string()], &[]);
     client.wait_for_log(b"Connected.");
 

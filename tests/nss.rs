@@ -69,6 +69,7 @@ fn tstclnt_and_selfserv_are_captured_and_only_tls_io_is() {
         db,
         "-o",
     ]));
+    wait_for_mapping(client.pid(), "libnspr4.so");
     let client_trace = Trace::start(&["nss", "--pid", &client.pid().to_string()], &[]);
     let request = unique_request("nss");
     client.send(&request);
@@ -82,7 +83,7 @@ fn tstclnt_and_selfserv_are_captured_and_only_tls_io_is() {
         assert!(run.status.success(), "{}", run.stderr);
         assert!(
             run.stderr
-                .contains("[nss] /usr/lib/x86_64-linux-gnu/libnspr4.so: 4 probes"),
+                .contains("[nss] /usr/lib/x86_64-linux-gnu/libnspr4.so: 5 probes"),
             "{}",
             run.stderr
         );
@@ -101,14 +102,14 @@ fn tstclnt_and_selfserv_are_captured_and_only_tls_io_is() {
         && e.library.ends_with("libnspr4.so")
         && ["PR_Send", "PR_Recv", "PR_Write", "PR_Read"].contains(&e.function.as_str())));
     assert_ne!(handle, "0x0");
-    // selfserv sends its response with one PR_Writev (an iovec array): the spec format has no
-    // way to describe a vectored buffer yet, so the server's write side is not captured (see
-    // the README). Its read side is.
+    // selfserv sends its response with one PR_Writev (a list of buffers): the spec's `vector`
+    // describes it, and the server's written stream is exactly what the client received.
     assert_attributed(
         &server_run.events,
         server.pid(),
         Side::Server { port },
-        b"",
+        &printed,
         &request,
     );
+    assert!(server_run.events.iter().any(|e| e.function == "PR_Writev"));
 }

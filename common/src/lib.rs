@@ -59,7 +59,21 @@ pub struct ProbeSpec {
     pub filter_pointer_offsets: [i32; FILTER_MAX_POINTERS],
     pub filter_value_offset: i32,
     pub filter_equals: u32,
+    /// Argument register holding the number of entries of a buffer list (iovec style), or
+    /// [`ARG_NONE`]: `buffer_arg` points at the bytes themselves. Otherwise it points at the
+    /// list, whose entries are `vector_entry_size` bytes with a base pointer at
+    /// `vector_base_offset` and a length of `vector_length_size` (4 or 8) bytes at
+    /// `vector_length_offset` (NSPR's `PR_Writev`, `writev`-like APIs).
+    pub vector_count_arg: u8,
+    pub vector_entry_size: u8,
+    pub vector_base_offset: u8,
+    pub vector_length_offset: u8,
+    pub vector_length_size: u8,
+    pub _padding: [u8; 3],
 }
+
+/// Entries of a buffer list that are followed at most.
+pub const VECTOR_MAX_ENTRIES: u64 = 1024;
 
 /// Pointers a call filter may follow.
 pub const FILTER_MAX_POINTERS: usize = 2;
@@ -236,7 +250,7 @@ pub mod stat {
     pub const COUNT: u32 = 8;
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 24);
+const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 32);
 const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 96);
 const _: () = assert!(core::mem::size_of::<Chunk<256>>() == 96 + 256);
 const _: () = assert!(core::mem::size_of::<ConnectionRecord>() == 80);

@@ -94,6 +94,23 @@ pub struct Probe {
     /// Capture a call only when this holds (e.g. NSPR: only descriptors of the SSL layer).
     #[serde(default)]
     pub only_if: Option<CallFilter>,
+    /// `buffer` points at a list of buffers (iovec style), not at the bytes.
+    #[serde(default)]
+    pub vector: Option<BufferVector>,
+}
+
+/// A list of (base pointer, length) entries, as `PR_Writev`/`writev` take: `count` is the
+/// register with the number of entries; each entry is `entry_size` bytes, with the base
+/// pointer at `base_offset` and a `length_size`-byte (4 or 8) length at `length_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferVector {
+    pub count: ArgRef,
+    pub entry_size: u8,
+    #[serde(default)]
+    pub base_offset: u8,
+    pub length_offset: u8,
+    pub length_size: u8,
 }
 
 /// A condition on a call's arguments, checked in the kernel when the call is entered: start
@@ -208,7 +225,20 @@ impl Probe {
             filter_pointer_offsets: [0; FILTER_MAX_POINTERS],
             filter_value_offset: 0,
             filter_equals: 0,
+            vector_count_arg: ARG_NONE,
+            vector_entry_size: 0,
+            vector_base_offset: 0,
+            vector_length_offset: 0,
+            vector_length_size: 0,
+            _padding: [0; 3],
         };
+        if let Some(vector) = &self.vector {
+            spec.vector_count_arg = vector.count.0;
+            spec.vector_entry_size = vector.entry_size;
+            spec.vector_base_offset = vector.base_offset;
+            spec.vector_length_offset = vector.length_offset;
+            spec.vector_length_size = vector.length_size;
+        }
         if let Some(filter) = &self.only_if {
             spec.filter_arg = filter.argument.0;
             // validate() keeps pointers within FILTER_MAX_POINTERS.
@@ -326,6 +356,20 @@ impl SpecFile {
                     if filter.pointers.len() > FILTER_MAX_POINTERS {
                         return Err(invalid(format!(
                             "group \"{}\", probe {}: only_if follows at most {FILTER_MAX_POINTERS} pointers",
+                            group.name, probe.symbol
+                        )));
+                    }
+                }
+                if let Some(vector) = &probe.vector {
+                    let fits = |offset: u8, size: u8| {
+                        u16::from(offset) + u16::from(size) <= u16::from(vector.entry_size)
+                    };
+                    if !matches!(vector.length_size, 4 | 8)
+                        || !fits(vector.base_offset, 8)
+                        || !fits(vector.length_offset, vector.length_size)
+                    {
+                        return Err(invalid(format!(
+                            "group \"{}\", probe {}: vector entries must hold an 8-byte base pointer and a 4- or 8-byte length within entry_size",
                             group.name, probe.symbol
                         )));
                     }
@@ -503,6 +547,8 @@ mod tests {
             ("only_optional", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}optional = true\n")),
             ("relative_path", format!("[[group]]\nname = \"x\"\npaths = [\"lib/a.so\"]\n{GOOD_PROBE}")),
             ("filter_too_deep", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}only_if = {{ argument = \"arg0\", pointers = [0, 8, 16], equals = 1 }}\n")),
+            ("vector_bad_length_size", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}vector = {{ count = \"arg2\", entry_size = 16, length_offset = 8, length_size = 2 }}\n")),
+            ("vector_entry_too_small", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}vector = {{ count = \"arg2\", entry_size = 12, length_offset = 8, length_size = 8 }}\n")),
             ("filter_bad_field", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}only_if = {{ argument = \"arg0\", value = 1 }}\n")),
         ];
         let rendered: Vec<String> = cases

@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use probectl_common::{
     chunk_flags, length_source, record_kind, return_width, stat, Chunk, ChunkHeader, CloseRecord,
-    KernelOffsets, ProbeSpec, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX,
+    KernelOffsets, ProbeSpec, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX, VECTOR_MAX_ENTRIES,
 };
 
 /// Capture limit per call, in bytes; set by user space at load time.
@@ -97,6 +97,8 @@ struct ActiveCall {
     connection: u64,
     buffer: u64,
     length_pointer: u64,
+    /// Entries of the buffer list, for specs whose buffer is a list.
+    vector_count: u64,
     /// The fd of the first socket syscall the call made, -1 before any.
     fd: i32,
     /// 1 when a later syscall of the call used another fd.
@@ -156,6 +158,10 @@ struct FdKey {
 /// (tgid, fd) -> connection handle: lets close() end the connection.
 #[map]
 static SOCKET_FDS: LruHashMap<FdKey, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// The state of the return probe's chunk loop (see `probectl_return`).
+#[map]
+static CHUNK_LOOP: PerCpuArray<ChunkLoop> = PerCpuArray::with_max_entries(1, 0);
 
 /// The chunks of every call; user space reassembles them. Size set by user space.
 #[map]
@@ -281,6 +287,7 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
                     connection: 0,
                     buffer: 0,
                     length_pointer: 0,
+                    vector_count: 0,
                     fd: -1,
                     fd_mismatch: 0,
                 }; MAX_NESTING],
@@ -317,6 +324,11 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
         connection: select_arg(&registers, spec.connection_arg),
         buffer: select_arg(&registers, spec.buffer_arg),
         length_pointer,
+        vector_count: if spec.vector_count_arg == ARG_NONE {
+            0
+        } else {
+            select_arg(&registers, spec.vector_count_arg)
+        },
         fd: -1,
         fd_mismatch: 0,
     };
@@ -395,94 +407,180 @@ pub fn probectl_return(ctx: RetProbeContext) -> u32 {
     if fd < 0 {
         count(stat::FD_UNKNOWN, 1);
     }
-    let mut state = ChunkLoop {
-        header: ChunkHeader {
-            kind: record_kind::CHUNK,
-            flags,
-            call_start_ns: call.start_ns,
-            // SAFETY: helper without preconditions.
-            call_end_ns: unsafe { bpf_ktime_get_ns() },
-            connection: call.connection,
-            call_len,
-            offset: 0,
-            stream_offset,
-            pid: tgid,
-            tid: pid_tgid as u32,
-            // SAFETY: the context is a valid uprobe context.
-            attach_id: unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32,
-            data_len: 0,
-            fd,
-            _padding: 0,
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        },
-        buffer: call.buffer,
-        capture_len,
-        flags,
+    // The loop's state lives in a per-CPU map, not on the stack: the verifier checks a
+    // bpf_loop body until its state converges, and map memory is not tracked value by value.
+    let Some(state) = CHUNK_LOOP.get_ptr_mut(0) else {
+        return 0;
     };
-    let chunks = capture_len.div_ceil(CHUNK_DATA_MAX as u64) as u32;
-    // bpf_loop: the verifier checks the body once, whatever the number of chunks.
-    // SAFETY: the callback is a static BPF function with the helper's signature, and the context
-    // pointer is to a stack value that outlives the call.
+    // SAFETY: per-CPU slot, used by one program run at a time on this CPU.
+    let state = unsafe { &mut *state };
+    state.header = ChunkHeader {
+        kind: record_kind::CHUNK,
+        flags,
+        call_start_ns: call.start_ns,
+        // SAFETY: helper without preconditions.
+        call_end_ns: unsafe { bpf_ktime_get_ns() },
+        connection: call.connection,
+        call_len,
+        offset: 0,
+        stream_offset,
+        pid: tgid,
+        tid: pid_tgid as u32,
+        // SAFETY: the context is a valid uprobe context.
+        attach_id: unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32,
+        data_len: 0,
+        fd,
+        _padding: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    state.capture_len = capture_len;
+    state.emitted = 0;
+    state.segment = call.buffer;
+    state.segment_left = capture_len;
+    state.vector = 0;
+    state.vector_left = 0;
+    state.vector_entry_size = spec.vector_entry_size as u64;
+    state.vector_base_offset = spec.vector_base_offset as u64;
+    state.vector_length_offset = spec.vector_length_offset as u64;
+    state.vector_length_size = spec.vector_length_size as u64;
+    state.flags = flags;
+    let mut iterations = capture_len.div_ceil(CHUNK_DATA_MAX as u64);
+    if spec.vector_count_arg != ARG_NONE {
+        // The bytes are in a list of buffers: start from its first entry. Each entry takes one
+        // iteration to load and may end in one short chunk.
+        let entries = if call.vector_count < VECTOR_MAX_ENTRIES {
+            call.vector_count
+        } else {
+            VECTOR_MAX_ENTRIES
+        };
+        state.vector = call.buffer;
+        state.vector_left = entries;
+        state.segment = 0;
+        state.segment_left = 0;
+        iterations += 2 * entries;
+    }
+    // bpf_loop: the verifier checks the body once (to convergence), whatever the number of
+    // chunks.
+    // SAFETY: the callback is a static BPF function with the helper's signature; it takes no
+    // context.
     unsafe {
         bpf_loop(
-            chunks,
-            emit_chunk_at as *mut c_void,
-            (&raw mut state).cast(),
+            iterations as u32,
+            emit_next_chunk as *mut c_void,
+            core::ptr::null_mut(),
             0,
         );
     }
     0
 }
 
-/// What the chunk loop's body needs.
+/// What the chunk loop's body needs: the call, how far it got, and the buffer it reads.
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct ChunkLoop {
     header: ChunkHeader,
-    buffer: u64,
     capture_len: u64,
+    /// Bytes of the call covered so far.
+    emitted: u64,
+    /// The current buffer: address of its next byte and bytes left in it.
+    segment: u64,
+    segment_left: u64,
+    /// For a list of buffers: address of the next entry, entries left, and the entry layout.
+    vector: u64,
+    vector_left: u64,
+    vector_entry_size: u64,
+    vector_base_offset: u64,
+    vector_length_offset: u64,
+    vector_length_size: u64,
     /// Flags every chunk of the call carries.
     flags: u32,
 }
 
-/// Body of the chunk loop: emits chunk `index` of the call.
-extern "C" fn emit_chunk_at(index: u64, context: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the pointer to the caller's ChunkLoop.
-    let state = unsafe { &mut *context.cast::<ChunkLoop>() };
-    let offset = index * CHUNK_DATA_MAX as u64;
-    if offset >= state.capture_len {
+/// Body of the chunk loop: loads the next buffer of a list when the current one is used up,
+/// else emits the next chunk. Returns 1 (stop) when the call is covered.
+extern "C" fn emit_next_chunk(_index: u64, _context: *mut c_void) -> i64 {
+    let Some(state) = CHUNK_LOOP.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: per-CPU slot, used by one program run at a time on this CPU.
+    let state = unsafe { &mut *state };
+    if state.emitted >= state.capture_len {
         return 1;
     }
-    let remaining = state.capture_len - offset;
-    state.header.offset = offset;
-    state.header.flags = state.flags;
-    let (header, buffer) = (&mut state.header, state.buffer);
-    // A short last chunk takes the smallest reservation class that fits it.
-    if remaining > CHUNK_CLASSES[2] as u64 {
-        emit_chunk::<{ CHUNK_CLASSES[3] }>(header, buffer, remaining);
-    } else if remaining > CHUNK_CLASSES[1] as u64 {
-        emit_chunk::<{ CHUNK_CLASSES[2] }>(header, buffer, remaining);
-    } else if remaining > CHUNK_CLASSES[0] as u64 {
-        emit_chunk::<{ CHUNK_CLASSES[1] }>(header, buffer, remaining);
-    } else {
-        emit_chunk::<{ CHUNK_CLASSES[0] }>(header, buffer, remaining);
+    if state.segment_left == 0 {
+        return load_next_segment(state);
     }
+    let call_left = state.capture_len - state.emitted;
+    let available = if state.segment_left < call_left {
+        state.segment_left
+    } else {
+        call_left
+    };
+    state.header.offset = state.emitted;
+    state.header.flags = state.flags;
+    let (header, source) = (&mut state.header, state.segment);
+    // A short chunk takes the smallest reservation class that fits it.
+    let sent = if available > CHUNK_CLASSES[2] as u64 {
+        emit_chunk::<{ CHUNK_CLASSES[3] }>(header, source, available, call_left)
+    } else if available > CHUNK_CLASSES[1] as u64 {
+        emit_chunk::<{ CHUNK_CLASSES[2] }>(header, source, available, call_left)
+    } else if available > CHUNK_CLASSES[0] as u64 {
+        emit_chunk::<{ CHUNK_CLASSES[1] }>(header, source, available, call_left)
+    } else {
+        emit_chunk::<{ CHUNK_CLASSES[0] }>(header, source, available, call_left)
+    };
+    state.emitted += sent;
+    state.segment += sent;
+    state.segment_left -= sent;
     0
 }
 
-/// Emits one chunk of up to `N` bytes starting at `header.offset`. A chunk that finds the
-/// ring buffer full is counted as lost, not retried.
+/// Reads the next (base, length) entry of a buffer list into the loop state.
 #[inline(always)]
-fn emit_chunk<const N: usize>(header: &mut ChunkHeader, buffer: u64, remaining: u64) {
-    let data_len = if remaining < N as u64 {
-        remaining
+fn load_next_segment(state: &mut ChunkLoop) -> i64 {
+    if state.vector_left == 0 {
+        return 1;
+    }
+    let entry = state.vector;
+    // SAFETY (both reads): bpf_probe_read_user checks the address; a bad one is an error.
+    let base = unsafe { bpf_probe_read_user((entry + state.vector_base_offset) as *const u64) };
+    let length_at = entry + state.vector_length_offset;
+    let length = if state.vector_length_size == 4 {
+        unsafe { bpf_probe_read_user(length_at as *const u32) }.map(u64::from)
+    } else {
+        unsafe { bpf_probe_read_user(length_at as *const u64) }
+    };
+    let (Ok(base), Ok(length)) = (base, length) else {
+        count(stat::READ_FAULTS, 1);
+        return 1;
+    };
+    state.vector += state.vector_entry_size;
+    state.vector_left -= 1;
+    state.segment = base;
+    state.segment_left = length;
+    0
+}
+
+/// Emits one chunk of up to `N` of the `available` bytes at `source`, as the call's bytes from
+/// `header.offset`; returns how many bytes it covered. A chunk that finds the ring buffer full
+/// is counted as lost, not retried: it still counts as covered.
+#[inline(always)]
+fn emit_chunk<const N: usize>(
+    header: &mut ChunkHeader,
+    source: u64,
+    available: u64,
+    call_left: u64,
+) -> u64 {
+    let data_len = if available < N as u64 {
+        available
     } else {
         N as u64
     };
-    let last = data_len == remaining;
+    let last = data_len == call_left;
     let Some(mut entry) = EVENTS.reserve::<Chunk<N>>(0) else {
         count(stat::CHUNKS_LOST, 1);
         count(stat::BYTES_LOST, data_len);
-        return;
+        return data_len;
     };
     let chunk = entry.as_mut_ptr();
     header.data_len = data_len as u32;
@@ -495,13 +593,8 @@ fn emit_chunk<const N: usize>(header: &mut ChunkHeader, buffer: u64, remaining: 
     let size = if size > N as u32 { N as u32 } else { size };
     // SAFETY: `chunk` points at a reserved, writable ring buffer record of size_of::<Chunk<N>>()
     // bytes; the read is bounded by N and the helper checks the user address.
-    let read = unsafe {
-        probe_read_user_raw(
-            (&raw mut (*chunk).data).cast(),
-            size,
-            (buffer + header.offset) as *const _,
-        )
-    };
+    let read =
+        unsafe { probe_read_user_raw((&raw mut (*chunk).data).cast(), size, source as *const _) };
     if read != 0 {
         header.flags |= chunk_flags::READ_FAULT;
         header.data_len = 0;
@@ -510,6 +603,7 @@ fn emit_chunk<const N: usize>(header: &mut ChunkHeader, buffer: u64, remaining: 
     // SAFETY: the record is reserved and large enough for the header.
     unsafe { (&raw mut (*chunk).header).write(*header) };
     entry.submit(wakeup_flags());
+    data_len
 }
 
 /// Updates what the kernel side knows of the call's connection handle; returns the call's fd

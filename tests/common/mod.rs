@@ -94,6 +94,22 @@ impl Guard {
     }
 }
 
+/// Waits until process `pid` maps a file whose name contains `name` (the dynamic loader has
+/// run), so that a `--pid` trace finds the library.
+pub fn wait_for_mapping(pid: u32, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .contains(name)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} never mapped {name}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 pub fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
