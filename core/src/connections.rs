@@ -120,18 +120,15 @@ impl ConnectionTable {
     /// The kernel saw `record.connection` on `record.fd`.
     pub fn on_connection(&mut self, record: &ConnectionRecord) {
         let key = (record.pid, record.connection);
-        let reuse = self
-            .current
-            .get(&key)
-            .and_then(|id| self.connections.get(id))
-            .is_some_and(|connection| connection.fd.is_none() && !connection.closed);
-        let connection = if reuse {
-            let id = self.current[&key];
+        // A connection seen before its fd was known gets its fd now; anything else is new.
+        let learning = self.current.get(&key).copied().filter(|id| {
             self.connections
-                .get_mut(&id)
-                .expect("current connection exists")
-        } else {
-            self.create(record.pid, record.connection)
+                .get(id)
+                .is_some_and(|connection| connection.fd.is_none() && !connection.closed)
+        });
+        let connection = match learning.and_then(|id| self.connections.get_mut(&id)) {
+            Some(connection) => connection,
+            None => self.create(record.pid, record.connection),
         };
         connection.fd = Some(record.fd);
         let (transport, local, remote) = describe_socket(record);

@@ -63,14 +63,16 @@ impl Reassembler {
                 data,
             });
         }
-        if let Some(pending) = self.pending.get(&header.tid) {
-            if header.offset != pending.start + pending.data.len() as u64 || !readable {
-                // A gap: deliver what came before it, its span reaching up to this chunk.
-                let pending = self.pending.remove(&header.tid).expect("present");
+        let gap = self.pending.get(&header.tid).is_some_and(|pending| {
+            header.offset != pending.start + pending.data.len() as u64 || !readable
+        });
+        if gap {
+            if let Some(pending) = self.pending.remove(&header.tid) {
+                // Deliver what came before the gap, its span reaching up to this chunk.
                 emit(Call {
                     header: &pending.header,
                     start: pending.start,
-                    span: header.offset - pending.start,
+                    span: header.offset.saturating_sub(pending.start),
                     data: &pending.data,
                 });
             }

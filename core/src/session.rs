@@ -368,6 +368,14 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Awaits an optional future; `None` never completes (the select! arm is disabled then).
+async fn wait_some<F: std::future::Future>(future: Option<F>) -> F::Output {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Registers an owned descriptor with the runtime, for readiness.
 fn watch_readable<T: AsRawFd>(inner: T, context: &'static str) -> Result<AsyncFd<T>, RunError> {
     // SAFETY: `inner` owns its descriptor (a ring buffer map or a pidfd) and keeps it open,
@@ -658,11 +666,11 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
                     break;
                 }
             }
-            status = async { child_status.as_mut().expect("guarded").await }, if child_status.is_some() => {
+            status = wait_some(child_status.as_mut()), if child_status.is_some() => {
                 command_status = status.ok().and_then(Result::ok);
                 break;
             }
-            _ = async { pidfd.as_ref().expect("guarded").readable().await }, if pidfd.is_some() => {
+            _ = wait_some(pidfd.as_ref().map(|pidfd| pidfd.readable())), if pidfd.is_some() => {
                 eprintln!("probectl: traced process {} exited", watched_pid.unwrap_or(0));
                 break;
             }

@@ -542,12 +542,14 @@ fn load_next_segment(state: &mut ChunkLoop) -> i64 {
         return 1;
     }
     let entry = state.vector;
-    // SAFETY (both reads): bpf_probe_read_user checks the address; a bad one is an error.
+    // SAFETY: bpf_probe_read_user checks the address; a bad one is an error, not a fault.
     let base = unsafe { bpf_probe_read_user((entry + state.vector_base_offset) as *const u64) };
     let length_at = entry + state.vector_length_offset;
     let length = if state.vector_length_size == 4 {
+        // SAFETY: as above.
         unsafe { bpf_probe_read_user(length_at as *const u32) }.map(u64::from)
     } else {
+        // SAFETY: as above.
         unsafe { bpf_probe_read_user(length_at as *const u64) }
     };
     let (Ok(base), Ok(length)) = (base, length) else {
