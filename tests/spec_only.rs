@@ -222,3 +222,29 @@ fn list_shows_a_spec_only_library_and_its_offsets() {
     assert_eq!(code, 0, "{stderr}");
     insta::assert_snapshot!(redact(&stdout, &[]));
 }
+
+/// With `libraries = [...]` instead of a path, `-- command` still finds a library that the
+/// command loads through its RPATH (outside the system library directories).
+#[test]
+fn a_command_finds_its_library_by_name_through_its_rpath() {
+    let built = built();
+    let text = std::fs::read_to_string(&built.probes).expect("probes");
+    let by_name = text.replace(
+        &format!("paths = [\"{}\"]", built.library.display()),
+        "libraries = [\"libmylib.so*\"]",
+    );
+    assert_ne!(by_name, text);
+    let probes = built.probes.with_file_name("mylib-by-name.toml");
+    std::fs::write(&probes, by_name).expect("write probes");
+    let run = Trace::start(
+        &["mylib", "--probes", probes.to_str().expect("path")],
+        &[built.program.to_str().expect("path")],
+    )
+    .wait();
+    assert!(run.status.success(), "{}", run.stderr);
+    let pid = run.events.first().expect("events").pid;
+    assert_eq!(
+        stream(&run.events, pid, "write"),
+        [message(), REPLY.to_vec()].concat()
+    );
+}

@@ -149,6 +149,15 @@ pub fn host_libraries(wanted: &dyn Fn(&str) -> bool) -> Vec<TargetFile> {
     found.into_values().collect()
 }
 
+/// Files directly in `directories` whose name satisfies `wanted`; each file once.
+pub fn libraries_in(directories: &[PathBuf], wanted: &dyn Fn(&str) -> bool) -> Vec<TargetFile> {
+    let mut found: BTreeMap<FileId, TargetFile> = BTreeMap::new();
+    for directory in directories {
+        scan_directory(directory, 0, wanted, &mut found);
+    }
+    found.into_values().collect()
+}
+
 fn scan_directory(
     directory: &Path,
     depth_left: u32,

@@ -211,6 +211,14 @@ fn candidates(
             }
             match scope {
                 Scope::Command { executable } => {
+                    // The command may find its libraries outside the standard directories:
+                    // through LD_LIBRARY_PATH or its own RPATH/RUNPATH.
+                    let directories = command_library_dirs(executable);
+                    for file in discovery::libraries_in(&directories, &|name| {
+                        group.matches_library_name(name)
+                    }) {
+                        push(&mut found, file, Via::Library);
+                    }
                     if group.executables {
                         if let Ok(id) = FileId::of(executable) {
                             let file = TargetFile {
@@ -237,6 +245,29 @@ fn candidates(
         }
     }
     Ok(found)
+}
+
+/// Directories a command's dynamic loader searches besides the standard ones:
+/// LD_LIBRARY_PATH, and the executable's RPATH/RUNPATH (with `$ORIGIN` expanded).
+fn command_library_dirs(executable: &Path) -> Vec<PathBuf> {
+    let mut directories: Vec<PathBuf> = std::env::var_os("LD_LIBRARY_PATH")
+        .map(|paths| std::env::split_paths(&paths).collect())
+        .unwrap_or_default();
+    let origin = executable
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    if let Ok(elf) = ElfFile::open(executable) {
+        for entry in elf.library_search_paths() {
+            for part in entry.split(':').filter(|part| !part.is_empty()) {
+                let expanded = part
+                    .replace("${ORIGIN}", &origin.to_string_lossy())
+                    .replace("$ORIGIN", &origin.to_string_lossy());
+                directories.push(PathBuf::from(expanded));
+            }
+        }
+    }
+    directories
 }
 
 fn library_match(group: &Group, path: &Path) -> Option<Via> {

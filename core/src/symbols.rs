@@ -73,6 +73,19 @@ impl ElfFile {
         &self.map
     }
 
+    /// The file's RPATH and RUNPATH entries (colon-separated lists, `$ORIGIN` unexpanded).
+    pub fn library_search_paths(&self) -> Vec<String> {
+        match Elf::parse(&self.map) {
+            Ok(elf) => elf
+                .rpaths
+                .iter()
+                .chain(elf.runpaths.iter())
+                .map(|path| path.to_string())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// File offsets of the named function symbols that the file defines.
     pub fn resolve(&self, names: &[&str]) -> Result<HashMap<String, u64>, SymbolError> {
         let elf = Elf::parse(&self.map).map_err(|error| SymbolError::NotElf {
