@@ -308,3 +308,38 @@ fn a_call_larger_than_a_chunk_is_captured_completely() {
     assert_eq!(writes[0].truncated, 0);
     assert_eq!(stream(&run.events, pid, "write"), request);
 }
+
+#[test]
+fn a_static_program_started_during_a_system_wide_trace_is_attached() {
+    let _exclusive = exclusive();
+    let (_server, port) = s_server();
+    let trace = Trace::start(&["openssl", "--ring-bytes", "134217728"], &[]);
+    let request = unique_request("late-node");
+    let request_file = scratch_file("request");
+    let out_file = scratch_file("response");
+    std::fs::write(&request_file, &request).expect("write");
+    // node (OpenSSL linked into the executable) starts after probectl: it is found when it
+    // execs; it connects after a moment, by when its executable is attached.
+    let node = Command::new("node")
+        .arg(peer("tls_client.js"))
+        .args(["127.0.0.1", &port.to_string()])
+        .arg(&request_file)
+        .arg(&out_file)
+        .arg("1500")
+        .spawn()
+        .expect("node");
+    let pid = node.id();
+    assert!(node.wait_with_output().expect("node").status.success());
+    let run = trace.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("probes (new in pid {pid})")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(stream(&run.events, pid, "write"), request, "{}", run.stderr);
+    assert_eq!(
+        stream(&run.events, pid, "read"),
+        std::fs::read(&out_file).expect("response")
+    );
+}

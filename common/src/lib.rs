@@ -105,6 +105,8 @@ pub mod record_kind {
     pub const CONNECTION: u32 = 2;
     /// A [`CloseRecord`]: a process closed the fd of a known connection.
     pub const CLOSE: u32 = 3;
+    /// An [`ExecRecord`]: a process in scope started a new program.
+    pub const EXEC: u32 = 4;
 }
 
 /// Header of a chunk record: one chunk of one TLS call's plaintext. The data follows the
@@ -201,6 +203,16 @@ pub struct CloseRecord {
     pub ts_ns: u64,
 }
 
+/// A process in scope executed a new program: user space looks for TLS libraries in it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecRecord {
+    /// [`record_kind::EXEC`].
+    pub kind: u32,
+    pub pid: u32,
+    pub ts_ns: u64,
+}
+
 /// Byte offsets of the kernel struct members the BPF side follows from a task to a socket's
 /// addresses (task->files->fdt->fd[fd]->private_data->sk). User space reads them from the
 /// kernel's BTF at load time: this is CO-RE done by hand, as aya's BPF side has no relocations.
@@ -255,6 +267,7 @@ const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 96);
 const _: () = assert!(core::mem::size_of::<Chunk<256>>() == 96 + 256);
 const _: () = assert!(core::mem::size_of::<ConnectionRecord>() == 80);
 const _: () = assert!(core::mem::size_of::<CloseRecord>() == 32);
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 
 /// Reads a plain-old-data record from the start of `bytes`, if it is long enough.

@@ -9,7 +9,10 @@ use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use probectl_common::{stat, ProbeSpec};
 
+use std::collections::BTreeSet;
+
 use crate::plan::Plan;
+use crate::symbols::FileId;
 
 /// The BPF programs built from `ebpf/` by build.rs.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probectl"));
@@ -19,6 +22,7 @@ const RETURN_PROGRAM: &str = "probectl_return";
 const SYSCALL_FD_PROGRAM: &str = "probectl_syscall_fd";
 const CLOSE_PROGRAM: &str = "probectl_close";
 const FORK_PROGRAM: &str = "probectl_fork";
+const EXEC_PROGRAM: &str = "probectl_exec";
 
 /// Socket I/O syscalls whose first argument is the fd: made inside a TLS call, they tell its fd.
 const FD_SYSCALLS: &[&str] = &[
@@ -128,6 +132,18 @@ fn fork_child_pid_offset() -> Option<u32> {
         .and_then(|offset| offset.parse().ok())
 }
 
+/// What one `Tracer::attach` did.
+#[derive(Debug, Default)]
+pub struct Attached {
+    pub failures: Vec<AttachFailure>,
+    /// The attach id of `probes[0]`; the others follow.
+    pub first_id: u32,
+    /// Indexes into the plan's probes that got attach ids (attached or failed), in id order.
+    pub probes: Vec<usize>,
+    /// Indexes into the plan's files that were new.
+    pub files: Vec<usize>,
+}
+
 /// Counters the BPF programs keep (summed over CPUs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KernelStats {
@@ -148,6 +164,8 @@ pub struct Tracer {
     stats: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     attached: usize,
+    next_attach_id: u32,
+    attached_files: BTreeSet<FileId>,
     /// What connection attribution could not set up (it degrades, it does not stop tracing).
     pub attribution_problems: Vec<String>,
 }
@@ -201,9 +219,15 @@ impl Tracer {
             .chain([
                 (CLOSE_PROGRAM, "syscalls", "sys_enter_close".to_string()),
                 (FORK_PROGRAM, "sched", "sched_process_fork".to_string()),
+                (EXEC_PROGRAM, "sched", "sched_process_exec".to_string()),
             ])
             .collect();
-        for name in [SYSCALL_FD_PROGRAM, CLOSE_PROGRAM, FORK_PROGRAM] {
+        for name in [
+            SYSCALL_FD_PROGRAM,
+            CLOSE_PROGRAM,
+            FORK_PROGRAM,
+            EXEC_PROGRAM,
+        ] {
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .ok_or_else(|| BpfError::Load(format!("program {name} missing from the object")))?
@@ -239,6 +263,8 @@ impl Tracer {
             stats,
             events: Some(events),
             attached: 0,
+            next_attach_id: 0,
+            attached_files: BTreeSet::new(),
             attribution_problems,
         })
     }
@@ -250,12 +276,20 @@ impl Tracer {
             .map_err(|error| BpfError::PidFilter(error.to_string()))
     }
 
-    /// Attaches the entry and return programs at every attach point of the plan. Points that
-    /// fail are returned, not fatal: the caller reports them.
-    pub fn attach(&mut self, plan: &Plan) -> Result<Vec<AttachFailure>, BpfError> {
-        if plan.probes.len() > MAX_ATTACH_POINTS {
+    /// Attaches the entry and return programs at every attach point of the plan whose file is
+    /// not attached yet (a file is attached once, whoever maps it). Attach ids continue from
+    /// the previous call. Points that fail are reported, not fatal.
+    pub fn attach(&mut self, plan: &Plan) -> Result<Attached, BpfError> {
+        let first_id = self.next_attach_id;
+        let new_files: BTreeSet<usize> = (0..plan.files.len())
+            .filter(|&index| !self.attached_files.contains(&plan.files[index].file.id))
+            .collect();
+        let probes: Vec<usize> = (0..plan.probes.len())
+            .filter(|&index| new_files.contains(&plan.probes[index].file_index))
+            .collect();
+        if first_id as usize + probes.len() > MAX_ATTACH_POINTS {
             return Err(BpfError::TooManyAttachPoints {
-                count: plan.probes.len(),
+                count: first_id as usize + probes.len(),
             });
         }
         {
@@ -265,14 +299,21 @@ impl Tracer {
             })?;
             let mut specs: Array<&mut MapData, ProbeSpec> =
                 Array::try_from(map).map_err(map_error("PROBE_SPECS"))?;
-            for (attach_id, planned) in plan.probes.iter().enumerate() {
+            for (offset, &index) in probes.iter().enumerate() {
                 specs
-                    .set(attach_id as u32, planned.probe.bpf_spec(), 0)
+                    .set(
+                        first_id + offset as u32,
+                        plan.probes[index].probe.bpf_spec(),
+                        0,
+                    )
                     .map_err(map_error("PROBE_SPECS"))?;
             }
         }
         let mut failures = Vec::new();
-        for (attach_id, planned) in plan.probes.iter().enumerate() {
+        let mut attached_files = BTreeSet::new();
+        for (offset, &index) in probes.iter().enumerate() {
+            let planned = &plan.probes[index];
+            let attach_id = first_id + offset as u32;
             let file = plan.file_of(planned);
             let mut result = Ok(());
             for name in [ENTRY_PROGRAM, RETURN_PROGRAM] {
@@ -288,7 +329,7 @@ impl Tracer {
                 };
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(planned.offset),
-                    cookie: Some(attach_id as u64),
+                    cookie: Some(u64::from(attach_id)),
                 };
                 if let Err(error) =
                     program.attach(point, &file.file.host_path, UProbeScope::AllProcesses)
@@ -298,7 +339,10 @@ impl Tracer {
                 }
             }
             match result {
-                Ok(()) => self.attached += 1,
+                Ok(()) => {
+                    self.attached += 1;
+                    attached_files.insert(file.file.id);
+                }
                 Err(message) => failures.push(AttachFailure {
                     path: file.file.path.clone(),
                     symbol: planned.probe.symbol.clone(),
@@ -306,7 +350,15 @@ impl Tracer {
                 }),
             }
         }
-        Ok(failures)
+        self.next_attach_id = first_id + probes.len() as u32;
+        // A file none of whose points attached may be tried again (through another process).
+        self.attached_files.extend(attached_files);
+        Ok(Attached {
+            failures,
+            first_id,
+            probes,
+            files: new_files.into_iter().collect(),
+        })
     }
 
     /// Attach points whose both programs are attached.

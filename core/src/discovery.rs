@@ -52,9 +52,16 @@ pub fn all_pids() -> Vec<u32> {
     pids
 }
 
+/// A path that reaches `path` as process `pid` sees it. When the process shares our root
+/// directory the path is used as is: it stays valid after the process exits (a late attach,
+/// a process that is gone by then). Otherwise (a container, a chroot) through its root.
 fn in_namespace(pid: u32, path: &Path) -> PathBuf {
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    if FileId::of(&root).ok() == FileId::of(Path::new("/")).ok() {
+        return path.to_path_buf();
+    }
     let relative = path.strip_prefix("/").unwrap_or(path);
-    Path::new(&format!("/proc/{pid}/root")).join(relative)
+    root.join(relative)
 }
 
 /// The regular files a process maps (libraries, its executable), each once.

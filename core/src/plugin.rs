@@ -58,8 +58,13 @@ pub fn version_strings<'a>(bytes: &'a [u8], prefix: &'a [u8]) -> impl Iterator<I
     })
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+/// Position of `needle` in `haystack` (memchr's SIMD substring search: plugins scan whole
+/// executables, 100 MiB for node).
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(haystack, needle)
+}
+
+/// Whether `haystack` contains `needle`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    find(haystack, needle).is_some()
 }

@@ -10,7 +10,7 @@ use std::process::ExitStatus;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::bpf::{AttachFailure, BpfError, KernelStats, LoadOptions, Tracer};
+use crate::bpf::{Attached, BpfError, KernelStats, LoadOptions, Tracer};
 use crate::connections::{Connection, ConnectionTable, StreamRun};
 use crate::discovery::{self, DiscoveryError};
 use crate::events::{Call, Reassembler};
@@ -20,10 +20,39 @@ use crate::output::{
 use crate::plan::{plan, Plan, PlanError, Scope};
 use crate::spec::{Group, SpecError, SpecFile};
 use crate::symbols::SymbolCache;
-use probectl_common::{read_record, record_kind, CloseRecord, ConnectionRecord};
+use probectl_common::{read_record, record_kind, CloseRecord, ConnectionRecord, ExecRecord};
 
 /// Connections the summary lists one by one (those with losses are always listed).
 const SUMMARY_CONNECTIONS: usize = 20;
+
+/// When a process that started a program is looked at for new TLS code.
+const RESCAN_DELAYS: [std::time::Duration; 2] = [
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_secs(1),
+];
+
+/// Attaches the files of `pid` that no traced process had (a program started after probectl,
+/// e.g. a statically linked one). A process with nothing to trace is no error.
+fn attach_new_files(
+    groups: &[&Group],
+    pid: u32,
+    cache: &mut SymbolCache,
+    tracer: &mut Tracer,
+    sink: &mut Sink,
+) -> Result<(), RunError> {
+    let Ok(plan) = plan(groups, &Scope::Process(pid), cache) else {
+        return Ok(());
+    };
+    let attached = tracer.attach(&plan)?;
+    if attached.files.is_empty() {
+        return Ok(());
+    }
+    debug_assert_eq!(attached.first_id as usize, sink.attach.len());
+    report_plan(&plan, &attached, &format!(" (new in pid {pid})"), false);
+    sink.summary.late_attach_failures += attached.failures.len();
+    sink.attach.extend(attach_infos(&plan, &attached));
+    Ok(())
+}
 
 /// How often the event loop drains the ring buffer when no wakeup came.
 const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
@@ -95,6 +124,8 @@ pub struct Summary {
     pub out_of_order: u64,
     pub probes_attached: usize,
     pub attach_failures: usize,
+    /// Attach points of programs started during the run that failed to attach.
+    pub late_attach_failures: usize,
     /// The exit status of the command probectl started, if any.
     pub command_status: Option<ExitStatus>,
 }
@@ -219,24 +250,28 @@ fn find_executable(program: &OsString) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// The information output needs about every attach point, indexed by attach id.
-fn attach_table(plan: &Plan) -> Vec<AttachInfo> {
-    plan.probes
-        .iter()
-        .map(|probe| {
-            let file = plan.file_of(probe);
-            AttachInfo {
-                plugin: file.group.clone(),
-                library: file.file.path.clone(),
-                function: probe.probe.symbol.clone(),
-                direction: probe.probe.direction,
-            }
-        })
-        .collect()
+/// What output needs about the attach points `attached` gave ids to, in attach-id order.
+fn attach_infos<'a>(
+    plan: &'a Plan,
+    attached: &'a Attached,
+) -> impl Iterator<Item = AttachInfo> + 'a {
+    attached.probes.iter().map(|&index| {
+        let probe = &plan.probes[index];
+        let file = plan.file_of(probe);
+        AttachInfo {
+            plugin: file.group.clone(),
+            library: file.file.path.clone(),
+            function: probe.probe.symbol.clone(),
+            direction: probe.probe.direction,
+        }
+    })
 }
 
-fn report_plan(plan: &Plan, failures: &[AttachFailure]) {
-    for file in &plan.files {
+/// Says which files were attached (with `note`, e.g. "for pid 12"), what was skipped and why,
+/// and what failed.
+fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_skips: bool) {
+    let failures = &attached.failures;
+    for file in attached.files.iter().map(|&index| &plan.files[index]) {
         let count = plan
             .probes
             .iter()
@@ -248,12 +283,12 @@ fn report_plan(plan: &Plan, failures: &[AttachFailure]) {
             .map(|v| format!(" ({v})"))
             .unwrap_or_default();
         eprintln!(
-            "probectl: [{}] {}{version}: {count} probes",
+            "probectl: [{}] {}{version}: {count} probes{note}",
             file.group,
             file.file.path.display()
         );
     }
-    for skip in &plan.skipped {
+    for skip in plan.skipped.iter().filter(|_| report_skips) {
         match &skip.symbol {
             Some(symbol) => eprintln!(
                 "probectl: [{}] skipped {symbol} in {}: {}",
@@ -411,6 +446,8 @@ struct Sink {
     max_capture_bytes: u64,
     summary: Summary,
     connections: ConnectionTable,
+    /// Processes that started a new program since the last look (EXEC records).
+    execs: Vec<u32>,
     write_error: Option<std::io::Error>,
 }
 
@@ -424,6 +461,12 @@ impl Sink {
                 // SAFETY: ConnectionRecord is repr(C) integers only.
                 if let Some(connection) = unsafe { read_record::<ConnectionRecord>(record) } {
                     self.connections.on_connection(&connection);
+                }
+            }
+            Some(record_kind::EXEC) => {
+                // SAFETY: ExecRecord is repr(C) integers only.
+                if let Some(exec) = unsafe { read_record::<ExecRecord>(record) } {
+                    self.execs.push(exec.pid);
                 }
             }
             Some(record_kind::CLOSE) => {
@@ -562,8 +605,9 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         }
         Target::AllProcesses => {}
     }
-    let failures = tracer.attach(&plan)?;
-    report_plan(&plan, &failures);
+    let attached = tracer.attach(&plan)?;
+    report_plan(&plan, &attached, "", true);
+    let failures = attached.failures.clone();
     for problem in &tracer.attribution_problems {
         eprintln!("probectl: connection attribution degraded: {problem}");
     }
@@ -599,7 +643,8 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     );
 
     let mut sink = Sink {
-        attach: attach_table(&plan),
+        attach: attach_infos(&plan, &attached).collect(),
+        execs: Vec::new(),
         renderer: Renderer::new(options.format),
         out,
         clock_offset: monotonic_to_realtime_ns(),
@@ -644,10 +689,23 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     // drain it on a short timer too, which bounds how late a quiet trace shows its events.
     let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
     drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Processes that started a program are looked at again a little later (once the dynamic
+    // loader has mapped their libraries) and once more after a second (for late loads).
+    let mut rescans: Vec<(std::time::Instant, u32)> = Vec::new();
     loop {
         tokio::select! {
             _ = drain_timer.tick() => {
                 drain(ring.get_mut(), &mut reassembler, &mut sink);
+                let now = std::time::Instant::now();
+                for pid in sink.execs.drain(..) {
+                    rescans.push((now + RESCAN_DELAYS[0], pid));
+                    rescans.push((now + RESCAN_DELAYS[1], pid));
+                }
+                let (due, later): (Vec<_>, Vec<_>) = rescans.iter().partition(|(when, _)| *when <= now);
+                rescans = later;
+                for (_, pid) in due {
+                    attach_new_files(&groups, pid, &mut cache, &mut tracer, &mut sink)?;
+                }
                 if let Err(error) = sink.out.flush() {
                     sink.write_error.get_or_insert(error);
                 }
@@ -687,7 +745,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     summary.out_of_order = sink.connections.out_of_order;
     summary.connections = sink.connections.all().into_iter().cloned().collect();
     summary.probes_attached = tracer.attached();
-    summary.attach_failures = failures.len();
+    summary.attach_failures = failures.len() + summary.late_attach_failures;
     summary.command_status = command_status;
     // Detaches every probe.
     drop(ring);

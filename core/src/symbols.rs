@@ -9,7 +9,12 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use goblin::elf::{program_header::PT_LOAD, sym, Elf};
+use goblin::container::Ctx;
+use goblin::elf::dynamic::{DT_RPATH, DT_RUNPATH};
+use goblin::elf::section_header::{SHT_DYNAMIC, SHT_DYNSYM, SHT_SYMTAB};
+use goblin::elf::{program_header::PT_LOAD, sym, Elf, ProgramHeader, SectionHeader, Symtab};
+use goblin::strtab::Strtab;
+use scroll::Pread;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolError {
@@ -75,29 +80,75 @@ impl ElfFile {
 
     /// The file's RPATH and RUNPATH entries (colon-separated lists, `$ORIGIN` unexpanded).
     pub fn library_search_paths(&self) -> Vec<String> {
-        match Elf::parse(&self.map) {
-            Ok(elf) => elf
-                .rpaths
-                .iter()
-                .chain(elf.runpaths.iter())
-                .map(|path| path.to_string())
-                .collect(),
-            Err(_) => Vec::new(),
+        let Ok(lean) = LeanElf::parse(&self.map) else {
+            return Vec::new();
+        };
+        let Some(dynamic) = lean
+            .sections
+            .iter()
+            .find(|section| section.sh_type == SHT_DYNAMIC)
+        else {
+            return Vec::new();
+        };
+        let Some(strings) = lean.strtab(dynamic.sh_link as usize) else {
+            return Vec::new();
+        };
+        let start = dynamic.sh_offset as usize;
+        let end = start
+            .saturating_add(dynamic.sh_size as usize)
+            .min(self.map.len());
+        let entry_size = if lean.ctx.container.is_big() { 16 } else { 8 };
+        let mut paths = Vec::new();
+        for entry in self
+            .map
+            .get(start..end)
+            .unwrap_or_default()
+            .chunks_exact(entry_size)
+        {
+            let (tag, value) = if entry_size == 16 {
+                let tag: u64 = entry.pread_with(0, lean.ctx.le).unwrap_or(0);
+                let value: u64 = entry.pread_with(8, lean.ctx.le).unwrap_or(0);
+                (tag, value)
+            } else {
+                let tag: u32 = entry.pread_with(0, lean.ctx.le).unwrap_or(0);
+                let value: u32 = entry.pread_with(4, lean.ctx.le).unwrap_or(0);
+                (u64::from(tag), u64::from(value))
+            };
+            if tag == DT_RPATH || tag == DT_RUNPATH {
+                if let Some(path) = strings.get_at(value as usize) {
+                    paths.push(path.to_string());
+                }
+            }
         }
+        paths
     }
 
     /// File offsets of the named function symbols that the file defines.
     pub fn resolve(&self, names: &[&str]) -> Result<HashMap<String, u64>, SymbolError> {
-        let elf = Elf::parse(&self.map).map_err(|error| SymbolError::NotElf {
+        let not_elf = |message: String| SymbolError::NotElf {
             path: self.path.clone(),
-            message: error.to_string(),
-        })?;
+            message,
+        };
+        let lean = LeanElf::parse(&self.map).map_err(|error| not_elf(error.to_string()))?;
         let mut found: HashMap<String, u64> = HashMap::new();
-        let tables = [(&elf.dynsyms, &elf.dynstrtab), (&elf.syms, &elf.strtab)];
-        for (symbols, strings) in tables {
+        for table_type in [SHT_DYNSYM, SHT_SYMTAB] {
             if found.len() == names.len() {
                 break;
             }
+            let Some(table) = lean
+                .sections
+                .iter()
+                .find(|section| section.sh_type == table_type)
+            else {
+                continue;
+            };
+            let Some(strings) = lean.strtab(table.sh_link as usize) else {
+                continue;
+            };
+            let entry_size = (table.sh_entsize as usize).max(1);
+            let count = table.sh_size as usize / entry_size;
+            let symbols = Symtab::parse(&self.map, table.sh_offset as usize, count, lean.ctx)
+                .map_err(|error| not_elf(error.to_string()))?;
             for symbol in symbols.iter() {
                 let defined_function = symbol.st_value != 0
                     && symbol.st_shndx != 0
@@ -112,7 +163,7 @@ impl ElfFile {
                 if found.contains_key(base_name) || !names.contains(&base_name) {
                     continue;
                 }
-                if let Some(offset) = file_offset(&elf, symbol.st_value) {
+                if let Some(offset) = lean.file_offset(symbol.st_value) {
                     found.insert(base_name.to_string(), offset);
                 }
             }
@@ -121,13 +172,52 @@ impl ElfFile {
     }
 }
 
-/// Turns a virtual address into a file offset through the PT_LOAD segment containing it.
-fn file_offset(elf: &Elf, address: u64) -> Option<u64> {
-    elf.program_headers
-        .iter()
-        .filter(|header| header.p_type == PT_LOAD)
-        .find(|header| address >= header.p_vaddr && address < header.p_vaddr + header.p_filesz)
-        .map(|header| address - header.p_vaddr + header.p_offset)
+/// Only the parts of an ELF file symbol resolution needs: the headers, the section headers, the
+/// program headers. `goblin::elf::Elf::parse` also parses every relocation and note, which
+/// takes seconds on a 100 MiB executable such as node.
+struct LeanElf<'a> {
+    bytes: &'a [u8],
+    ctx: Ctx,
+    sections: Vec<SectionHeader>,
+    program_headers: Vec<ProgramHeader>,
+}
+
+impl<'a> LeanElf<'a> {
+    fn parse(bytes: &'a [u8]) -> goblin::error::Result<LeanElf<'a>> {
+        let header = Elf::parse_header(bytes)?;
+        let ctx = Ctx::new(header.container()?, header.endianness()?);
+        let sections =
+            SectionHeader::parse(bytes, header.e_shoff as usize, header.e_shnum as usize, ctx)?;
+        let program_headers =
+            ProgramHeader::parse(bytes, header.e_phoff as usize, header.e_phnum as usize, ctx)?;
+        Ok(LeanElf {
+            bytes,
+            ctx,
+            sections,
+            program_headers,
+        })
+    }
+
+    /// The string table in section `index`.
+    fn strtab(&self, index: usize) -> Option<Strtab<'a>> {
+        let section = self.sections.get(index)?;
+        Strtab::parse(
+            self.bytes,
+            section.sh_offset as usize,
+            section.sh_size as usize,
+            0,
+        )
+        .ok()
+    }
+
+    /// Turns a virtual address into a file offset through the PT_LOAD segment containing it.
+    fn file_offset(&self, address: u64) -> Option<u64> {
+        self.program_headers
+            .iter()
+            .filter(|header| header.p_type == PT_LOAD)
+            .find(|header| address >= header.p_vaddr && address < header.p_vaddr + header.p_filesz)
+            .map(|header| address - header.p_vaddr + header.p_offset)
+    }
 }
 
 /// Resolution results per (file, symbol), so that a library mapped by many processes, or seen

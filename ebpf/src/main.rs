@@ -20,7 +20,8 @@ use aya_ebpf::{
 };
 use probectl_common::{
     chunk_flags, length_source, record_kind, return_width, stat, Chunk, ChunkHeader, CloseRecord,
-    KernelOffsets, ProbeSpec, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX, VECTOR_MAX_ENTRIES,
+    ExecRecord, KernelOffsets, ProbeSpec, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX,
+    VECTOR_MAX_ENTRIES,
 };
 
 /// Capture limit per call, in bytes; set by user space at load time.
@@ -713,6 +714,29 @@ pub fn probectl_close(ctx: TracePointContext) -> u32 {
             fd: fd as i32,
             _padding: 0,
             connection,
+            // SAFETY: helper without preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        });
+        entry.submit(wakeup_flags());
+    } else {
+        count(stat::RECORDS_LOST, 1);
+    }
+    0
+}
+
+/// Attached to sched_process_exec: a process in scope started a program, which may bring TLS
+/// code probectl has not attached yet (a statically linked executable, say).
+#[tracepoint]
+pub fn probectl_exec(_ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the value is only tested for presence.
+    if read_config(&FILTER_BY_PID) != 0 && unsafe { TRACED_PIDS.get(&tgid) }.is_none() {
+        return 0;
+    }
+    if let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) {
+        entry.write(ExecRecord {
+            kind: record_kind::EXEC,
+            pid: tgid,
             // SAFETY: helper without preconditions.
             ts_ns: unsafe { bpf_ktime_get_ns() },
         });
