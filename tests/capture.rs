@@ -5,8 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use base64::Engine as _;
 use common::*;
@@ -238,33 +237,16 @@ fn client_ports_match_what_the_client_really_used() {
 #[test]
 fn a_connection_opened_before_probectl_started_is_attributed() {
     let (_server, port) = python_server(false);
-    let request = unique_request("preexisting");
-    let request_file = scratch_file("request");
-    let out_file = scratch_file("response");
-    std::fs::write(&request_file, &request).expect("write");
-    let mut client = Command::new("/usr/bin/python3")
-        .arg(peer("tls_client.py"))
-        .args(["127.0.0.1", &port.to_string()])
-        .arg(&request_file)
-        .arg(&out_file)
-        .arg("--hold-connected")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("client");
-    let mut stdin = client.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(client.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("connected");
-    let local_port: u16 = line
-        .trim()
+    let exchange = Exchange::new(&unique_request("preexisting"));
+    let request = exchange.request.clone();
+    let (mut client, connected) = exchange.held_python_client(port, "--hold-connected");
+    let local_port: u16 = connected
         .strip_prefix("connected ")
         .and_then(|p| p.parse().ok())
         .expect("port");
-    let trace = Trace::start(&["openssl", "--pid", &client.id().to_string()], &[]);
-    writeln!(stdin).expect("go");
-    drop(stdin);
-    assert!(client.wait().expect("client").success());
+    let trace = Trace::start(&["openssl", "--pid", &client.pid().to_string()], &[]);
+    client.release();
+    client.finish();
     let run = trace.wait();
     let write = run
         .events

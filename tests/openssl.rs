@@ -59,30 +59,16 @@ fn curl_to_s_server_command_mode_is_byte_exact() {
 #[test]
 fn python_client_is_captured_through_the_ex_functions() {
     let (_server, port) = s_server();
-    let request = unique_request("python");
-    let request_file = scratch_file("request");
-    let out_file = scratch_file("response");
-    std::fs::write(&request_file, &request).expect("write");
+    let exchange = Exchange::new(&unique_request("python"));
     let script = peer("tls_client.py");
-    let run = Trace::start(
+    let run = exchange.traced(
         &["openssl"],
-        &[
-            "/usr/bin/python3",
-            script.to_str().expect("path"),
-            "127.0.0.1",
-            &port.to_string(),
-            request_file.to_str().expect("path"),
-            out_file.to_str().expect("path"),
-        ],
-    )
-    .wait();
-    assert!(run.status.success(), "{}", run.stderr);
-    let pid = run.events.first().expect("events").pid;
-    assert_eq!(stream(&run.events, pid, "write"), request);
-    assert_eq!(
-        stream(&run.events, pid, "read"),
-        std::fs::read(&out_file).expect("response")
+        &["/usr/bin/python3", script.to_str().expect("path")],
+        port,
     );
+    let pid = run.events.first().expect("events").pid;
+    assert_eq!(stream(&run.events, pid, "write"), exchange.request);
+    assert_eq!(stream(&run.events, pid, "read"), exchange.response());
     let functions: std::collections::BTreeSet<&str> =
         run.events.iter().map(|e| e.function.as_str()).collect();
     assert_eq!(
@@ -95,30 +81,16 @@ fn python_client_is_captured_through_the_ex_functions() {
 #[test]
 fn node_static_openssl_is_captured_from_the_executable() {
     let (_server, port) = s_server();
-    let request = unique_request("node");
-    let request_file = scratch_file("request");
-    let out_file = scratch_file("response");
-    std::fs::write(&request_file, &request).expect("write");
+    let exchange = Exchange::new(&unique_request("node"));
     let script = peer("tls_client.js");
-    let run = Trace::start(
+    let run = exchange.traced(
         &["openssl"],
-        &[
-            "node",
-            script.to_str().expect("path"),
-            "127.0.0.1",
-            &port.to_string(),
-            request_file.to_str().expect("path"),
-            out_file.to_str().expect("path"),
-        ],
-    )
-    .wait();
-    assert!(run.status.success(), "{}", run.stderr);
-    let pid = run.events.first().expect("events").pid;
-    assert_eq!(stream(&run.events, pid, "write"), request);
-    assert_eq!(
-        stream(&run.events, pid, "read"),
-        std::fs::read(&out_file).expect("response")
+        &["node", script.to_str().expect("path")],
+        port,
     );
+    let pid = run.events.first().expect("events").pid;
+    assert_eq!(stream(&run.events, pid, "write"), exchange.request);
+    assert_eq!(stream(&run.events, pid, "read"), exchange.response());
     let node = std::fs::canonicalize(which("node")).expect("node path");
     assert!(
         run.events
@@ -196,34 +168,15 @@ fn system_wide_mode_sees_two_different_processes() {
 #[test]
 fn a_traced_process_that_exits_ends_the_run_cleanly() {
     let (_server, port) = s_server();
-    let request = unique_request("exit");
-    let request_file = scratch_file("request");
-    let out_file = scratch_file("response");
-    std::fs::write(&request_file, &request).expect("write");
-    let mut client = Command::new("/usr/bin/python3")
-        .arg(peer("tls_client.py"))
-        .args(["127.0.0.1", &port.to_string()])
-        .arg(&request_file)
-        .arg(&out_file)
-        .arg("--hold")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut stdin = client.stdin.take().expect("stdin");
-    let mut stdout = std::io::BufReader::new(client.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    use std::io::{BufRead, Write};
-    stdout.read_line(&mut line).expect("ready");
-    let trace = Trace::start(&["openssl", "--pid", &client.id().to_string()], &[]);
-    writeln!(stdin).expect("go");
-    line.clear();
-    stdout.read_line(&mut line).expect("done");
-    assert_eq!(line.trim(), "done");
+    let exchange = Exchange::new(&unique_request("exit"));
+    let (mut client, ready) = exchange.held_python_client(port, "--hold");
+    assert_eq!(ready, "ready");
+    let pid = client.pid();
+    let trace = Trace::start(&["openssl", "--pid", &pid.to_string()], &[]);
+    client.release();
+    assert_eq!(client.read_line(), "done");
     // The client exits: probectl must notice, deliver everything and exit 0 by itself.
-    drop(stdin);
-    let pid = client.id();
-    client.wait().expect("client");
+    client.finish();
     let run = trace.wait();
     assert!(run.status.success(), "{}", run.stderr);
     assert!(
@@ -231,11 +184,8 @@ fn a_traced_process_that_exits_ends_the_run_cleanly() {
         "{}",
         run.stderr
     );
-    assert_eq!(stream(&run.events, pid, "write"), request);
-    assert_eq!(
-        stream(&run.events, pid, "read"),
-        std::fs::read(&out_file).expect("response")
-    );
+    assert_eq!(stream(&run.events, pid, "write"), exchange.request);
+    assert_eq!(stream(&run.events, pid, "read"), exchange.response());
 }
 
 #[test]
@@ -281,22 +231,13 @@ fn a_call_larger_than_a_chunk_is_captured_completely() {
     // One sendall of ~200 KiB: a single SSL_write_ex spanning many 16 KiB chunks.
     let padding = "x".repeat(200 * 1024);
     let request = format!("GET /large HTTP/1.0\r\nX-Pad: {padding}\r\n\r\n").into_bytes();
-    let request_file = scratch_file("request");
-    let out_file = scratch_file("response");
-    std::fs::write(&request_file, &request).expect("write");
-    let run = Trace::start(
+    let exchange = Exchange::new(&request);
+    let script = peer("tls_client.py");
+    let run = exchange.traced(
         &["openssl"],
-        &[
-            "/usr/bin/python3",
-            peer("tls_client.py").to_str().expect("path"),
-            "127.0.0.1",
-            &port.to_string(),
-            request_file.to_str().expect("path"),
-            out_file.to_str().expect("path"),
-        ],
-    )
-    .wait();
-    assert!(run.status.success(), "{}", run.stderr);
+        &["/usr/bin/python3", script.to_str().expect("path")],
+        port,
+    );
     let pid = run.events.first().expect("events").pid;
     let writes: Vec<&Event> = run
         .events
@@ -314,17 +255,12 @@ fn a_static_program_started_during_a_system_wide_trace_is_attached() {
     let _exclusive = exclusive();
     let (_server, port) = s_server();
     let trace = Trace::start(&["openssl", "--ring-bytes", "134217728"], &[]);
-    let request = unique_request("late-node");
-    let request_file = scratch_file("request");
-    let out_file = scratch_file("response");
-    std::fs::write(&request_file, &request).expect("write");
+    let exchange = Exchange::new(&unique_request("late-node"));
     // node (OpenSSL linked into the executable) starts after probectl: it is found when it
     // execs; it connects after a moment, by when its executable is attached.
     let node = Command::new("node")
         .arg(peer("tls_client.js"))
-        .args(["127.0.0.1", &port.to_string()])
-        .arg(&request_file)
-        .arg(&out_file)
+        .args(exchange.client_args(port))
         .arg("1500")
         .spawn()
         .expect("node");
@@ -337,9 +273,11 @@ fn a_static_program_started_during_a_system_wide_trace_is_attached() {
         "{}",
         run.stderr
     );
-    assert_eq!(stream(&run.events, pid, "write"), request, "{}", run.stderr);
     assert_eq!(
-        stream(&run.events, pid, "read"),
-        std::fs::read(&out_file).expect("response")
+        stream(&run.events, pid, "write"),
+        exchange.request,
+        "{}",
+        run.stderr
     );
+    assert_eq!(stream(&run.events, pid, "read"), exchange.response());
 }

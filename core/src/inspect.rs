@@ -158,23 +158,10 @@ fn describe_probe(probe: &Probe) -> String {
 }
 
 fn describe_files(group: &Group) -> String {
-    let mut parts = Vec::new();
-    if !group.libraries.is_empty() {
-        parts.push(format!("libraries named {}", group.libraries.join(" or ")));
-    }
-    if !group.paths.is_empty() {
-        let paths: Vec<String> = group
-            .paths
-            .iter()
-            .map(|path| path.display().to_string())
-            .collect();
-        parts.push(format!("files {}", paths.join(", ")));
-    }
-    if group.executables {
-        let required: Vec<&str> = group.required_symbols().collect();
+    let (mut parts, executables) = group.describe_files();
+    if let Some(required) = executables {
         parts.push(format!(
-            "executables defining {} (checked per process: probectl check --pid N)",
-            required.join(" and ")
+            "executables defining {required} (checked per process: probectl check --pid N)"
         ));
     }
     parts.join("; ")

@@ -135,21 +135,9 @@ pub fn plan(groups: &[&Group], scope: &Scope, cache: &mut SymbolCache) -> Result
 }
 
 fn describe_search(group: &Group) -> String {
-    let mut parts = Vec::new();
-    if !group.libraries.is_empty() {
-        parts.push(format!("libraries named {}", group.libraries.join(" or ")));
-    }
-    if !group.paths.is_empty() {
-        let paths: Vec<String> = group
-            .paths
-            .iter()
-            .map(|path| path.display().to_string())
-            .collect();
-        parts.push(format!("files {}", paths.join(", ")));
-    }
-    if group.executables {
-        let required: Vec<&str> = group.required_symbols().collect();
-        parts.push(format!("an executable defining {}", required.join(" and ")));
+    let (mut parts, executables) = group.describe_files();
+    if let Some(required) = executables {
+        parts.push(format!("an executable defining {required}"));
     }
     format!("[{}] {}", group.name, parts.join(", or "))
 }

@@ -408,6 +408,27 @@ impl Group {
             .any(|pattern| glob_match(pattern, file_name))
     }
 
+    /// How the group finds its files, in words ("libraries named ...", "files ..."), and the
+    /// required symbols (joined with "and") when executables that define them count too.
+    pub fn describe_files(&self) -> (Vec<String>, Option<String>) {
+        let mut parts = Vec::new();
+        if !self.libraries.is_empty() {
+            parts.push(format!("libraries named {}", self.libraries.join(" or ")));
+        }
+        if !self.paths.is_empty() {
+            let paths: Vec<String> = self
+                .paths
+                .iter()
+                .map(|path| path.display().to_string())
+                .collect();
+            parts.push(format!("files {}", paths.join(", ")));
+        }
+        let executables = self
+            .executables
+            .then(|| self.required_symbols().collect::<Vec<_>>().join(" and "));
+        (parts, executables)
+    }
+
     /// The symbols a file must define to count as this group's library.
     pub fn required_symbols(&self) -> impl Iterator<Item = &str> {
         self.probes

@@ -386,16 +386,115 @@ pub fn probectl(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// One request/response exchange of the peer clients (tests/peers/tls_client.{py,js}): the
+/// request in a scratch file, and the file where the client writes what it received.
+pub struct Exchange {
+    pub request: Vec<u8>,
+    pub request_file: PathBuf,
+    pub response_file: PathBuf,
+}
+
+impl Exchange {
+    pub fn new(request: &[u8]) -> Exchange {
+        let exchange = Exchange {
+            request: request.to_vec(),
+            request_file: scratch_file("request"),
+            response_file: scratch_file("response"),
+        };
+        std::fs::write(&exchange.request_file, request).expect("write request");
+        exchange
+    }
+
+    /// The client's arguments: host, port, request file, response file.
+    pub fn client_args(&self, port: u16) -> Vec<String> {
+        vec![
+            "127.0.0.1".to_string(),
+            port.to_string(),
+            self.request_file.display().to_string(),
+            self.response_file.display().to_string(),
+        ]
+    }
+
+    /// What the client received.
+    pub fn response(&self) -> Vec<u8> {
+        std::fs::read(&self.response_file).expect("response")
+    }
+
+    /// Runs `probectl run <probectl_args> -- <program...> <client args>` to completion.
+    pub fn traced(&self, probectl_args: &[&str], program: &[&str], port: u16) -> Finished {
+        let args = self.client_args(port);
+        let command: Vec<&str> = program
+            .iter()
+            .copied()
+            .chain(args.iter().map(String::as_str))
+            .collect();
+        let run = Trace::start(probectl_args, &command).wait();
+        assert!(run.status.success(), "{}", run.stderr);
+        run
+    }
+
+    /// Starts the Python client with `flag` (`--hold` or `--hold-connected`): it prints a line
+    /// and waits for one on stdin at that point. Returns it and the line it printed.
+    pub fn held_python_client(&self, port: u16, flag: &str) -> (HeldClient, String) {
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(peer("tls_client.py"))
+            .args(self.client_args(port))
+            .arg(flag)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut client = HeldClient {
+            child,
+            stdin: Some(stdin),
+            stdout,
+        };
+        let line = client.read_line();
+        (client, line)
+    }
+}
+
+/// A peer client waiting on its stdin (see `Exchange::held_python_client`).
+pub struct HeldClient {
+    pub child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl HeldClient {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the client go on past its hold point.
+    pub fn release(&mut self) {
+        use std::io::Write;
+        if let Some(stdin) = self.stdin.as_mut() {
+            writeln!(stdin).expect("release the client");
+        }
+    }
+
+    pub fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("client output");
+        line.trim().to_string()
+    }
+
+    /// Closes its stdin (its last hold) and waits for it to exit successfully.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        assert!(self.child.wait().expect("client").success());
+    }
+}
+
 /// Runs the Python TLS client (Debian's python3, OpenSSL 3 `_ex` functions) to completion.
 pub fn python_client(port: u16, request: &[u8]) -> (u32, Vec<u8>) {
-    let request_file = scratch_file("request");
-    let out_file = scratch_file("response");
-    std::fs::write(&request_file, request).expect("write request");
+    let exchange = Exchange::new(request);
     let mut child = Command::new("/usr/bin/python3")
         .arg(peer("tls_client.py"))
-        .args(["127.0.0.1", &port.to_string()])
-        .arg(&request_file)
-        .arg(&out_file)
+        .args(exchange.client_args(port))
         .spawn()
         .expect("python3");
     let pid = child.id();
@@ -403,7 +502,7 @@ pub fn python_client(port: u16, request: &[u8]) -> (u32, Vec<u8>) {
         child.wait().expect("wait").success(),
         "python client failed"
     );
-    (pid, std::fs::read(&out_file).expect("response"))
+    (pid, exchange.response())
 }
 
 /// A peer program whose stdin the test writes and whose stdout it collects: the interactive
