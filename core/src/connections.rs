@@ -236,11 +236,12 @@ fn describe_socket(
             Some(ipv6_address(record.remote_addr, record.remote_port)),
         ),
         family::UNIX => {
+            // The socket's own name (its bound path, else its inode); the peer's is not read.
             let name = unix_socket_path(record.pid, record.inode).map_or_else(
                 || format!("unix:inode={}", record.inode),
                 |path| format!("unix:{path}"),
             );
-            (Some("unix"), Some(name.clone()), Some(name))
+            (Some("unix"), Some(name), None)
         }
         0 if record.inode != 0 => (Some("file"), None, None),
         _ => (None, None, None),

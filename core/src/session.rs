@@ -747,10 +747,10 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     summary.probes_attached = tracer.attached();
     summary.attach_failures = failures.len() + summary.late_attach_failures;
     summary.command_status = command_status;
-    // Detaches every probe.
+    // The summary first: detaching takes the kernel about 100 ms per probe.
+    eprintln!("{summary}");
     drop(ring);
     drop(tracer);
-    eprintln!("{summary}");
     if let Some(error) = sink.write_error.take().or(flushed.err()) {
         if error.kind() != std::io::ErrorKind::BrokenPipe {
             return Err(RunError::Io {

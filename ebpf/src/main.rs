@@ -408,6 +408,30 @@ pub fn probectl_return(ctx: RetProbeContext) -> u32 {
     if fd < 0 {
         count(stat::FD_UNKNOWN, 1);
     }
+    if spec.vector_count_arg == ARG_NONE && capture_len <= CHUNK_DATA_MAX as u64 {
+        // The common case, one buffer and one chunk: no loop.
+        let mut header = ChunkHeader {
+            kind: record_kind::CHUNK,
+            flags,
+            call_start_ns: call.start_ns,
+            // SAFETY: helper without preconditions.
+            call_end_ns: unsafe { bpf_ktime_get_ns() },
+            connection: call.connection,
+            call_len,
+            offset: 0,
+            stream_offset,
+            pid: tgid,
+            tid: pid_tgid as u32,
+            // SAFETY: the context is a valid uprobe context.
+            attach_id: unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32,
+            data_len: 0,
+            fd,
+            _padding: 0,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        };
+        emit_sized_chunk(&mut header, call.buffer, capture_len, capture_len);
+        return 0;
+    }
     // The loop's state lives in a per-CPU map, not on the stack: the verifier checks a
     // bpf_loop body until its state converges, and map memory is not tracked value by value.
     let Some(state) = CHUNK_LOOP.get_ptr_mut(0) else {
@@ -519,9 +543,17 @@ extern "C" fn emit_next_chunk(_index: u64, _context: *mut c_void) -> i64 {
     };
     state.header.offset = state.emitted;
     state.header.flags = state.flags;
-    let (header, source) = (&mut state.header, state.segment);
-    // A short chunk takes the smallest reservation class that fits it.
-    let sent = if available > CHUNK_CLASSES[2] as u64 {
+    let sent = emit_sized_chunk(&mut state.header, state.segment, available, call_left);
+    state.emitted += sent;
+    state.segment += sent;
+    state.segment_left -= sent;
+    0
+}
+
+/// Emits the next chunk (see `emit_chunk`) in the smallest reservation class that fits it.
+#[inline(always)]
+fn emit_sized_chunk(header: &mut ChunkHeader, source: u64, available: u64, call_left: u64) -> u64 {
+    if available > CHUNK_CLASSES[2] as u64 {
         emit_chunk::<{ CHUNK_CLASSES[3] }>(header, source, available, call_left)
     } else if available > CHUNK_CLASSES[1] as u64 {
         emit_chunk::<{ CHUNK_CLASSES[2] }>(header, source, available, call_left)
@@ -529,11 +561,7 @@ extern "C" fn emit_next_chunk(_index: u64, _context: *mut c_void) -> i64 {
         emit_chunk::<{ CHUNK_CLASSES[1] }>(header, source, available, call_left)
     } else {
         emit_chunk::<{ CHUNK_CLASSES[0] }>(header, source, available, call_left)
-    };
-    state.emitted += sent;
-    state.segment += sent;
-    state.segment_left -= sent;
-    0
+    }
 }
 
 /// Reads the next (base, length) entry of a buffer list into the loop state.
