@@ -35,6 +35,7 @@ const PROGRAM: &str = r#"
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 struct mylib_ctx { int fd; };
 ssize_t mylib_send(struct mylib_ctx *ctx, const void *buf, size_t len);

@@ -271,6 +271,15 @@ pub fn check(pid: u32, specs_path: Option<&std::path::Path>) -> Result<CheckRepo
             executable_groups,
         });
     }
+    // The executable, then the files a group matches, then the rest, each by path: an order
+    // that does not depend on where the files live or on the address layout.
+    files.sort_by(|a, b| {
+        (!a.is_executable, a.groups.is_empty(), &a.path).cmp(&(
+            !b.is_executable,
+            b.groups.is_empty(),
+            &b.path,
+        ))
+    });
     Ok(CheckReport {
         pid,
         comm: discovery::comm(pid),
