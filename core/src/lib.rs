@@ -10,6 +10,8 @@ pub mod inspect;
 pub mod output;
 pub mod plan;
 pub mod plugin;
+pub mod process;
 pub mod session;
 pub mod spec;
+pub mod summary;
 pub mod symbols;

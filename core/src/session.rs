@@ -1,29 +1,26 @@
 //! A tracing session: specs -> plan -> load and attach -> event loop -> summary.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::bpf::{Attached, BpfError, KernelStats, LoadOptions, Tracer};
-use crate::connections::{Connection, ConnectionTable, StreamRun};
+use crate::bpf::{Attached, BpfError, LoadOptions, Tracer};
+use crate::connections::{ConnectionTable, StreamRun};
 use crate::discovery::{self, DiscoveryError};
 use crate::events::{Call, Reassembler};
 use crate::output::{
     open_output, AttachInfo, ConnectionView, Event, Format, OutputError, Renderer,
 };
 use crate::plan::{plan, Plan, PlanError, Scope};
+use crate::process::{find_executable, pidfd_open, spawn_held, ChildStatus, ProcessError};
 use crate::spec::{Group, SpecError, SpecFile};
+pub use crate::summary::Summary;
 use crate::symbols::SymbolCache;
 use probectl_common::{read_record, record_kind, CloseRecord, ConnectionRecord, ExecRecord};
-
-/// Connections the summary lists one by one (those with losses are always listed).
-const SUMMARY_CONNECTIONS: usize = 20;
 
 /// When a process that started a program is looked at for new TLS code.
 const RESCAN_DELAYS: [std::time::Duration; 2] = [
@@ -74,8 +71,8 @@ pub enum RunError {
     Bpf(#[from] BpfError),
     #[error(transparent)]
     Output(#[from] OutputError),
-    #[error("cannot run {command}: {message}")]
-    Spawn { command: String, message: String },
+    #[error(transparent)]
+    Process(#[from] ProcessError),
     #[error("no probe could be attached: {0}")]
     NothingAttached(String),
     #[error("invalid option: {0}")]
@@ -108,118 +105,6 @@ pub struct RunOptions {
     pub ring_bytes: u32,
 }
 
-/// What a finished session reports.
-#[derive(Debug, Default, Clone)]
-pub struct Summary {
-    pub events: u64,
-    pub bytes_captured: u64,
-    /// Bytes over the per-call capture limit.
-    pub bytes_truncated: u64,
-    pub kernel: KernelStats,
-    /// Ring buffer records of a kind this version does not know.
-    pub unknown_records: u64,
-    /// Every connection seen, with its byte counts and gaps.
-    pub connections: Vec<Connection>,
-    /// Events that arrived behind their stream's position.
-    pub out_of_order: u64,
-    pub probes_attached: usize,
-    pub attach_failures: usize,
-    /// Attach points of programs started during the run that failed to attach.
-    pub late_attach_failures: usize,
-    /// The exit status of the command probectl started, if any.
-    pub command_status: Option<ExitStatus>,
-}
-
-impl std::fmt::Display for Summary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "probectl: {} events, {} bytes captured, {} bytes truncated (over --max-bytes), \
-             {} events lost ({} bytes), {} probes attached, {} failed to attach",
-            self.events,
-            self.bytes_captured,
-            self.bytes_truncated,
-            self.kernel.chunks_lost,
-            self.kernel.bytes_lost,
-            self.probes_attached,
-            self.attach_failures,
-        )?;
-        if self.kernel.read_faults > 0 || self.kernel.length_faults > 0 {
-            write!(
-                f,
-                ", {} unreadable buffers, {} unreadable lengths",
-                self.kernel.read_faults, self.kernel.length_faults
-            )?;
-        }
-        let closed = self.connections.iter().filter(|c| c.closed).count();
-        write!(
-            f,
-            "\nprobectl: {} connections ({closed} closed), {} calls without a known fd, {} calls on two fds",
-            self.connections.len(),
-            self.kernel.fd_unknown,
-            self.kernel.fd_mismatches,
-        )?;
-        if self.kernel.records_lost > 0 {
-            write!(f, ", {} connection records lost", self.kernel.records_lost)?;
-        }
-        if self.kernel.nesting_overflows > 0 {
-            write!(
-                f,
-                ", {} calls not traced (nested too deep)",
-                self.kernel.nesting_overflows
-            )?;
-        }
-        if self.out_of_order > 0 {
-            write!(f, ", {} events out of order", self.out_of_order)?;
-        }
-        if self.unknown_records > 0 {
-            write!(f, ", {} unknown records", self.unknown_records)?;
-        }
-        // Every connection with a loss, and the first few of the others: one record each.
-        let mut listed = 0;
-        for connection in &self.connections {
-            let lossy = connection.gaps != [0, 0];
-            if !lossy && listed >= SUMMARY_CONNECTIONS {
-                continue;
-            }
-            listed += 1;
-            write!(
-                f,
-                "\nprobectl: conn#{} {} (pid {}): {} bytes written, {} read",
-                connection.id,
-                connection.describe(),
-                connection.pid,
-                connection.moved[0],
-                connection.moved[1],
-            )?;
-            if lossy {
-                write!(
-                    f,
-                    ", lost {} bytes written, {} bytes read",
-                    connection.gaps[0], connection.gaps[1]
-                )?;
-            }
-            write!(
-                f,
-                "{}",
-                if connection.closed {
-                    ", closed"
-                } else {
-                    ", open"
-                }
-            )?;
-        }
-        if listed < self.connections.len() {
-            write!(
-                f,
-                "\nprobectl: ... and {} more connections",
-                self.connections.len() - listed
-            )?;
-        }
-        Ok(())
-    }
-}
-
 /// Resolves the plugin name to groups: one, or every group for `all`.
 pub fn select_groups<'a>(specs: &'a SpecFile, name: &str) -> Result<Vec<&'a Group>, RunError> {
     if name == "all" {
@@ -236,18 +121,6 @@ pub fn select_groups<'a>(specs: &'a SpecFile, name: &str) -> Result<Vec<&'a Grou
                 names.join(", ")
             },
         })
-}
-
-/// Finds `program` the way a shell would (a name without '/' is looked up in PATH).
-fn find_executable(program: &OsString) -> Option<PathBuf> {
-    let path = Path::new(program);
-    if path.components().count() > 1 {
-        return path.is_file().then(|| path.to_path_buf());
-    }
-    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&search)
-        .map(|directory| directory.join(path))
-        .find(|candidate| candidate.is_file())
 }
 
 /// What output needs about the attach points `attached` gave ids to, in attach-id order.
@@ -312,95 +185,6 @@ fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_skips: bool)
             failure.message
         );
     }
-}
-
-/// A child started by probectl, held before `exec` until the probes are in place, so that it
-/// is traced from its first TLS byte.
-struct HeldChild {
-    pid: u32,
-    release: std::fs::File,
-    status: tokio::sync::oneshot::Receiver<std::io::Result<ExitStatus>>,
-}
-
-fn pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded: both fds are open and owned by nobody else.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((read.into(), write.into()))
-}
-
-fn spawn_held(argv: &[OsString]) -> Result<HeldChild, RunError> {
-    let io = |context| move |source| RunError::Io { context, source };
-    let (mut pid_read, pid_write) = pipe().map_err(io("creating a pipe"))?;
-    let (release_read, release) = pipe().map_err(io("creating a pipe"))?;
-    let mut command = std::process::Command::new(&argv[0]);
-    command.args(&argv[1..]);
-    let (pid_fd, release_fd) = (pid_write.as_raw_fd(), release_read.as_raw_fd());
-    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // calls (getpid, write, read) on fds that stay open in the child until exec (CLOEXEC).
-    unsafe {
-        command.pre_exec(move || {
-            let pid = libc::getpid().to_ne_bytes();
-            libc::write(pid_fd, pid.as_ptr().cast(), pid.len());
-            let mut byte = 0u8;
-            // Wait for the parent to attach the probes (or to die: EOF also releases us).
-            libc::read(release_fd, (&raw mut byte).cast(), 1);
-            Ok(())
-        });
-    }
-    let (status_tx, status) = tokio::sync::oneshot::channel();
-    let (spawned_tx, spawned) = std::sync::mpsc::channel();
-    // spawn() returns only after exec, which waits for our release: run it on its own thread.
-    // The child's ends stay open here until spawn() is done: the pre_exec closure uses them by
-    // number in the forked child.
-    std::thread::spawn(move || {
-        let child = command.spawn();
-        drop((pid_write, release_read));
-        let waited = match child {
-            Ok(mut child) => {
-                let _ = spawned_tx.send(Ok(()));
-                child.wait()
-            }
-            Err(error) => {
-                let _ = spawned_tx.send(Err(error));
-                return;
-            }
-        };
-        let _ = status_tx.send(waited);
-    });
-    let mut pid_bytes = [0u8; 4];
-    let command_name = argv[0].to_string_lossy().into_owned();
-    if pid_read.read_exact(&mut pid_bytes).is_err() {
-        // The child never reached pre_exec: spawn failed before fork or in it.
-        let message = match spawned.recv() {
-            Ok(Err(error)) => error.to_string(),
-            _ => "the child did not start".to_string(),
-        };
-        return Err(RunError::Spawn {
-            command: command_name,
-            message,
-        });
-    }
-    Ok(HeldChild {
-        pid: u32::from_ne_bytes(pid_bytes),
-        release,
-        status,
-    })
-}
-
-/// A pidfd: becomes readable when the process exits.
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: plain syscall with integer arguments; a non-negative result is a new fd we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a freshly opened descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Awaits an optional future; `None` never completes (the select! arm is disabled then).
@@ -547,8 +331,8 @@ impl Sink {
     }
 }
 
-/// Runs a whole session; returns its summary (also printed on stderr).
-pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
+/// Checks the options that the command line parser cannot.
+fn check_options(options: &RunOptions) -> Result<(), RunError> {
     if options.max_capture_bytes == 0 || options.max_capture_bytes > MAX_CAPTURE_LIMIT {
         return Err(RunError::Option(format!(
             "--max-bytes must be between 1 and {MAX_CAPTURE_LIMIT}"
@@ -559,11 +343,12 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             "--ring-bytes must be a power of two of at least 4096".into(),
         ));
     }
-    let specs = SpecFile::load(options.specs.as_deref())?;
-    let groups = select_groups(&specs, &options.plugin)?;
-    crate::bpf::check_privileges()?;
+    Ok(())
+}
 
-    let scope = match &options.target {
+/// Where to look for files to probe, for a target.
+fn scope_for(target: &Target) -> Result<Scope, RunError> {
+    Ok(match target {
         Target::Pid(pid) => {
             if !discovery::process_exists(*pid) {
                 return Err(DiscoveryError::NoSuchProcess { pid: *pid }.into());
@@ -575,13 +360,22 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             let program = argv
                 .first()
                 .ok_or_else(|| RunError::Option("no command after --".into()))?;
-            let executable = find_executable(program).ok_or_else(|| RunError::Spawn {
+            let executable = find_executable(program).ok_or_else(|| ProcessError::Spawn {
                 command: program.to_string_lossy().into_owned(),
                 message: "not found (no such file, or not in PATH)".into(),
             })?;
             Scope::Command { executable }
         }
-    };
+    })
+}
+
+/// Runs a whole session; returns its summary (also printed on stderr).
+pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
+    check_options(&options)?;
+    let specs = SpecFile::load(options.specs.as_deref())?;
+    let groups = select_groups(&specs, &options.plugin)?;
+    crate::bpf::check_privileges()?;
+    let scope = scope_for(&options.target)?;
     let mut cache = SymbolCache::default();
     let plan = plan(&groups, &scope, &mut cache)?;
     let out = open_output(options.output.as_deref())?;
@@ -591,6 +385,8 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         ring_bytes: options.ring_bytes,
         filter_by_pid: !matches!(options.target, Target::AllProcesses),
     })?;
+    // The target goes into the kernel's pid filter before any probe exists. A command is held
+    // before exec (and killed if anything below fails).
     let mut held = None;
     let mut watched_pid = None;
     match &options.target {
@@ -607,12 +403,12 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     }
     let attached = tracer.attach(&plan)?;
     report_plan(&plan, &attached, "", true);
-    let failures = attached.failures.clone();
     for problem in &tracer.attribution_problems {
         eprintln!("probectl: connection attribution degraded: {problem}");
     }
     if tracer.attached() == 0 {
-        let reasons: Vec<String> = failures
+        let reasons: Vec<String> = attached
+            .failures
             .iter()
             .map(|f| format!("{} in {}: {}", f.symbol, f.path.display(), f.message))
             .collect();
@@ -627,47 +423,20 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         ),
         Target::AllProcesses => "all processes".to_string(),
     };
+    let group_names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    let failed = match attached.failures.len() {
+        0 => String::new(),
+        count => format!(", {count} FAILED"),
+    };
     eprintln!(
-        "probectl: tracing {} in {who}: {} probes attached{}; Ctrl-C to stop",
-        groups
-            .iter()
-            .map(|g| g.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        "probectl: tracing {} in {who}: {} probes attached{failed}; Ctrl-C to stop",
+        group_names.join(", "),
         tracer.attached(),
-        if failures.is_empty() {
-            String::new()
-        } else {
-            format!(", {} FAILED", failures.len())
-        },
     );
 
-    let mut sink = Sink {
-        attach: attach_infos(&plan, &attached).collect(),
-        execs: Vec::new(),
-        renderer: Renderer::new(options.format),
-        out,
-        clock_offset: monotonic_to_realtime_ns(),
-        max_capture_bytes: options.max_capture_bytes,
-        summary: Summary::default(),
-        connections: ConnectionTable::default(),
-        write_error: None,
-    };
     let ring = tracer
         .take_events()
         .ok_or(BpfError::Load("ring buffer already taken".into()))?;
-    let mut ring = watch_readable(ring, "polling the ring buffer")?;
-    let mut reassembler = Reassembler::default();
-
-    let mut command_status = None;
-    let mut child_status = match held {
-        Some(mut child) => {
-            // The probes are in place: let the command exec.
-            let _ = child.release.write_all(&[1]);
-            Some(child.status)
-        }
-        None => None,
-    };
     let pidfd = match watched_pid {
         Some(pid) => {
             let context = "watching the traced process";
@@ -676,90 +445,146 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         }
         None => None,
     };
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(|source| RunError::Io {
-        context: "installing signal handlers",
-        source,
-    })?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(|source| RunError::Io {
-        context: "installing signal handlers",
-        source,
-    })?;
+    let mut running = Running {
+        ring: watch_readable(ring, "polling the ring buffer")?,
+        reassembler: Reassembler::default(),
+        sink: Sink {
+            attach: attach_infos(&plan, &attached).collect(),
+            execs: Vec::new(),
+            renderer: Renderer::new(options.format),
+            out,
+            clock_offset: monotonic_to_realtime_ns(),
+            max_capture_bytes: options.max_capture_bytes,
+            summary: Summary::default(),
+            connections: ConnectionTable::default(),
+            write_error: None,
+        },
+        tracer,
+        groups,
+        cache,
+        rescans: Vec::new(),
+    };
+    // The probes are in place: let the command exec.
+    let child_status = held.and_then(|child| child.release());
+    let command_status = running.trace(child_status, pidfd, watched_pid).await?;
+    running.finish(attached.failures.len(), command_status)
+}
 
-    // Records are submitted without waking us until the ring fills up (see ebpf/src/main.rs):
-    // drain it on a short timer too, which bounds how late a quiet trace shows its events.
-    let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
-    drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Processes that started a program are looked at again a little later (once the dynamic
-    // loader has mapped their libraries) and once more after a second (for late loads).
-    let mut rescans: Vec<(std::time::Instant, u32)> = Vec::new();
-    loop {
-        tokio::select! {
-            _ = drain_timer.tick() => {
-                drain(ring.get_mut(), &mut reassembler, &mut sink);
-                let now = std::time::Instant::now();
-                for pid in sink.execs.drain(..) {
-                    rescans.push((now + RESCAN_DELAYS[0], pid));
-                    rescans.push((now + RESCAN_DELAYS[1], pid));
+/// A session between attaching and detaching.
+struct Running<'a> {
+    ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    reassembler: Reassembler,
+    sink: Sink,
+    tracer: Tracer,
+    groups: Vec<&'a Group>,
+    cache: SymbolCache,
+    /// Processes that started a program, to look at again at these times.
+    rescans: Vec<(std::time::Instant, u32)>,
+}
+
+impl Running<'_> {
+    /// Delivers events until Ctrl-C/SIGTERM, the command's exit (its status is returned), the
+    /// traced process's exit, or an output error.
+    async fn trace(
+        &mut self,
+        mut child_status: Option<ChildStatus>,
+        pidfd: Option<AsyncFd<std::os::fd::OwnedFd>>,
+        watched_pid: Option<u32>,
+    ) -> Result<Option<std::process::ExitStatus>, RunError> {
+        let signal_error = |source| RunError::Io {
+            context: "installing signal handlers",
+            source,
+        };
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
+        // Records are submitted without waking us until the ring fills up (see
+        // ebpf/src/main.rs): drain it on a short timer too, which bounds how late a quiet trace
+        // shows its events.
+        let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
+        drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = drain_timer.tick() => {
+                    drain(self.ring.get_mut(), &mut self.reassembler, &mut self.sink);
+                    self.attach_new_programs()?;
                 }
-                let (due, later): (Vec<_>, Vec<_>) = rescans.iter().partition(|(when, _)| *when <= now);
-                rescans = later;
-                for (_, pid) in due {
-                    attach_new_files(&groups, pid, &mut cache, &mut tracer, &mut sink)?;
+                guard = self.ring.readable_mut() => {
+                    let mut guard = guard.map_err(|source| RunError::Io { context: "polling the ring buffer", source })?;
+                    drain(guard.get_inner_mut(), &mut self.reassembler, &mut self.sink);
+                    guard.clear_ready();
                 }
-                if let Err(error) = sink.out.flush() {
-                    sink.write_error.get_or_insert(error);
+                status = wait_some(child_status.as_mut()), if child_status.is_some() => {
+                    return Ok(status.ok().and_then(Result::ok));
                 }
-                if sink.write_error.is_some() {
-                    break;
+                _ = wait_some(pidfd.as_ref().map(|pidfd| pidfd.readable())), if pidfd.is_some() => {
+                    eprintln!("probectl: traced process {} exited", watched_pid.unwrap_or(0));
+                    return Ok(None);
                 }
+                _ = interrupt.recv() => return Ok(None),
+                _ = terminate.recv() => return Ok(None),
             }
-            guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(|source| RunError::Io { context: "polling the ring buffer", source })?;
-                drain(guard.get_inner_mut(), &mut reassembler, &mut sink);
-                guard.clear_ready();
-                if let Err(error) = sink.out.flush() {
-                    sink.write_error.get_or_insert(error);
-                }
-                if sink.write_error.is_some() {
-                    break;
-                }
+            if let Err(error) = self.sink.out.flush() {
+                self.sink.write_error.get_or_insert(error);
             }
-            status = wait_some(child_status.as_mut()), if child_status.is_some() => {
-                command_status = status.ok().and_then(Result::ok);
-                break;
+            if self.sink.write_error.is_some() {
+                return Ok(None);
             }
-            _ = wait_some(pidfd.as_ref().map(|pidfd| pidfd.readable())), if pidfd.is_some() => {
-                eprintln!("probectl: traced process {} exited", watched_pid.unwrap_or(0));
-                break;
-            }
-            _ = interrupt.recv() => break,
-            _ = terminate.recv() => break,
         }
     }
-    // Whatever the kernel wrote before we stopped is still delivered.
-    drain(ring.get_mut(), &mut reassembler, &mut sink);
-    reassembler.flush(&mut |call| sink.emit(call));
-    let flushed = sink.out.flush();
-    let mut summary = sink.summary.clone();
-    summary.kernel = tracer.kernel_stats();
-    summary.out_of_order = sink.connections.out_of_order;
-    summary.connections = sink.connections.all().into_iter().cloned().collect();
-    summary.probes_attached = tracer.attached();
-    summary.attach_failures = failures.len() + summary.late_attach_failures;
-    summary.command_status = command_status;
-    // The summary first: detaching takes the kernel about 100 ms per probe.
-    eprintln!("{summary}");
-    drop(ring);
-    drop(tracer);
-    if let Some(error) = sink.write_error.take().or(flushed.err()) {
-        if error.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(RunError::Io {
+
+    /// Processes that started a program are looked at again a little later (once the dynamic
+    /// loader has mapped their libraries) and once more after a second (for late loads).
+    fn attach_new_programs(&mut self) -> Result<(), RunError> {
+        let now = std::time::Instant::now();
+        for pid in self.sink.execs.drain(..) {
+            self.rescans.push((now + RESCAN_DELAYS[0], pid));
+            self.rescans.push((now + RESCAN_DELAYS[1], pid));
+        }
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.rescans.iter().partition(|(when, _)| *when <= now);
+        self.rescans = later;
+        for (_, pid) in due {
+            attach_new_files(
+                &self.groups,
+                pid,
+                &mut self.cache,
+                &mut self.tracer,
+                &mut self.sink,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Delivers what is left, prints the summary, detaches.
+    fn finish(
+        mut self,
+        attach_failures: usize,
+        command_status: Option<std::process::ExitStatus>,
+    ) -> Result<Summary, RunError> {
+        // Whatever the kernel wrote before we stopped is still delivered.
+        drain(self.ring.get_mut(), &mut self.reassembler, &mut self.sink);
+        let sink = &mut self.sink;
+        self.reassembler.flush(&mut |call| sink.emit(call));
+        let flushed = self.sink.out.flush();
+        let mut summary = self.sink.summary.clone();
+        summary.kernel = self.tracer.kernel_stats();
+        summary.out_of_order = self.sink.connections.out_of_order;
+        summary.connections = self.sink.connections.all().into_iter().cloned().collect();
+        summary.probes_attached = self.tracer.attached();
+        summary.attach_failures = attach_failures + summary.late_attach_failures;
+        summary.command_status = command_status;
+        // The summary first: detaching takes the kernel about 100 ms per probe.
+        eprintln!("{summary}");
+        let write_error = self.sink.write_error.take().or(flushed.err());
+        drop(self);
+        match write_error {
+            Some(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(RunError::Io {
                 context: "writing output",
                 source: error,
-            });
+            }),
+            _ => Ok(summary),
         }
     }
-    Ok(summary)
 }
 
 fn drain(
