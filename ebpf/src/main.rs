@@ -408,38 +408,7 @@ pub fn probectl_return(ctx: RetProbeContext) -> u32 {
     if fd < 0 {
         count(stat::FD_UNKNOWN, 1);
     }
-    if spec.vector_count_arg == ARG_NONE && capture_len <= CHUNK_DATA_MAX as u64 {
-        // The common case, one buffer and one chunk: no loop.
-        let mut header = ChunkHeader {
-            kind: record_kind::CHUNK,
-            flags,
-            call_start_ns: call.start_ns,
-            // SAFETY: helper without preconditions.
-            call_end_ns: unsafe { bpf_ktime_get_ns() },
-            connection: call.connection,
-            call_len,
-            offset: 0,
-            stream_offset,
-            pid: tgid,
-            tid: pid_tgid as u32,
-            // SAFETY: the context is a valid uprobe context.
-            attach_id: unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32,
-            data_len: 0,
-            fd,
-            _padding: 0,
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        };
-        emit_sized_chunk(&mut header, call.buffer, capture_len, capture_len);
-        return 0;
-    }
-    // The loop's state lives in a per-CPU map, not on the stack: the verifier checks a
-    // bpf_loop body until its state converges, and map memory is not tracked value by value.
-    let Some(state) = CHUNK_LOOP.get_ptr_mut(0) else {
-        return 0;
-    };
-    // SAFETY: per-CPU slot, used by one program run at a time on this CPU.
-    let state = unsafe { &mut *state };
-    state.header = ChunkHeader {
+    let mut header = ChunkHeader {
         kind: record_kind::CHUNK,
         flags,
         call_start_ns: call.start_ns,
@@ -458,6 +427,19 @@ pub fn probectl_return(ctx: RetProbeContext) -> u32 {
         _padding: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
+    if spec.vector_count_arg == ARG_NONE && capture_len <= CHUNK_DATA_MAX as u64 {
+        // The common case, one buffer and one chunk: no loop.
+        emit_sized_chunk(&mut header, call.buffer, capture_len, capture_len);
+        return 0;
+    }
+    // The loop's state lives in a per-CPU map, not on the stack: the verifier checks a
+    // bpf_loop body until its state converges, and map memory is not tracked value by value.
+    let Some(state) = CHUNK_LOOP.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU slot, used by one program run at a time on this CPU.
+    let state = unsafe { &mut *state };
+    state.header = header;
     state.capture_len = capture_len;
     state.emitted = 0;
     state.segment = call.buffer;
