@@ -50,19 +50,12 @@ fn bssl_client_and_server_are_captured_on_both_sides() {
             && e.library.ends_with("android/libssl.so.0")
             && (e.function == "SSL_write" || e.function == "SSL_read")));
     }
-    assert_attributed(
-        &client_run.events,
-        client.pid(),
-        Side::Client { server_port: port },
+    assert_both_sides(
+        (&client_run, client.pid()),
+        (&server_run, server.pid()),
+        port,
         &request,
         &response,
-    );
-    assert_attributed(
-        &server_run.events,
-        server.pid(),
-        Side::Server { port },
-        &response,
-        &request,
     );
     client.close_stdin();
     server.close_stdin();

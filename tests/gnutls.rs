@@ -68,19 +68,12 @@ fn gnutls_cli_and_gnutls_serv_are_captured_on_both_sides() {
             .any(|window| window == response),
         "gnutls-cli printed exactly what the server wrote"
     );
-    assert_attributed(
-        &client_run.events,
-        client.pid(),
-        Side::Client { server_port: port },
+    assert_both_sides(
+        (&client_run, client.pid()),
+        (&server_run, server.pid()),
+        port,
         &request,
         &response,
-    );
-    assert_attributed(
-        &server_run.events,
-        server.pid(),
-        Side::Server { port },
-        &response,
-        &request,
     );
     let functions: std::collections::BTreeSet<&str> = client_run
         .events
@@ -132,18 +125,11 @@ fn wget_and_gnutls_serv_are_captured_on_both_sides() {
         .expect("header end")
         + 4;
     assert_eq!(response[header_end..], saved[..]);
-    assert_attributed(
-        &client_run.events,
-        wget_pid,
-        Side::Client { server_port: port },
+    assert_both_sides(
+        (&client_run, wget_pid),
+        (&server_run, server.pid()),
+        port,
         &request,
         &response,
-    );
-    assert_attributed(
-        &server_run.events,
-        server.pid(),
-        Side::Server { port },
-        &response,
-        &request,
     );
 }

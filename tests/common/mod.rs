@@ -696,6 +696,31 @@ pub fn assert_attributed(
     handle
 }
 
+/// Both ends of one exchange on loopback: the client wrote `request` and read `response` on
+/// a connection to `port`, the server the other way round (see `assert_attributed`).
+pub fn assert_both_sides(
+    client: (&Finished, u32),
+    server: (&Finished, u32),
+    port: u16,
+    request: &[u8],
+    response: &[u8],
+) {
+    assert_attributed(
+        &client.0.events,
+        client.1,
+        Side::Client { server_port: port },
+        request,
+        response,
+    );
+    assert_attributed(
+        &server.0.events,
+        server.1,
+        Side::Server { port },
+        response,
+        request,
+    );
+}
+
 /// Builds a C source with gcc into the scratch directory (once per output name and test binary).
 pub fn gcc(source: &str, output: &str, extra: &[&str]) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probectl-tests-c");
