@@ -137,17 +137,17 @@ impl ConnectionTable {
         connection.remote = remote;
     }
 
-    /// The process closed the connection's fd.
-    pub fn on_close(&mut self, record: &CloseRecord) {
+    /// The process closed the connection's fd; returns the id of the connection it ended.
+    pub fn on_close(&mut self, record: &CloseRecord) -> Option<u64> {
         let key = (record.pid, record.connection);
-        if let Some(id) = self.current.get(&key).copied() {
-            if let Some(connection) = self.connections.get_mut(&id) {
-                if connection.fd == Some(record.fd) {
-                    connection.closed = true;
-                    self.current.remove(&key);
-                }
-            }
+        let id = self.current.get(&key).copied()?;
+        let connection = self.connections.get_mut(&id)?;
+        if connection.fd != Some(record.fd) {
+            return None;
         }
+        connection.closed = true;
+        self.current.remove(&key);
+        Some(id)
     }
 
     /// Places an event in its connection's stream.

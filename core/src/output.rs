@@ -99,6 +99,31 @@ pub fn open_output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, OutputE
     Ok(Box::new(io::BufWriter::with_capacity(1 << 16, file)))
 }
 
+/// A consumer of the event stream: the last stage of the data pipeline. Every output format
+/// (text, hex, JSON, and the decoders and writers built on them) implements it.
+///
+/// What it is given, in order: every event, in per-connection, per-direction stream order
+/// (`conn.offset` jumps forward where calls were lost: a gap, never bytes), the end of each
+/// connection whose fd was closed, and `finish` once at the end of the run.
+pub trait EventWriter: Send {
+    /// One event (one TLS call, or the run of one after a loss inside it).
+    fn event(&mut self, event: &Event<'_>, out: &mut dyn Write) -> io::Result<()>;
+    /// The connection `conn` ended (its fd was closed) at `ts_ns` (wall clock, ns since the
+    /// epoch). No event of this connection id follows.
+    fn connection_closed(
+        &mut self,
+        _conn: &ConnectionView<'_>,
+        _ts_ns: u64,
+        _out: &mut dyn Write,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+    /// The run is over: write whatever is still held back.
+    fn finish(&mut self, _out: &mut dyn Write) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Renders events; keeps its scratch buffers between events.
 pub struct Renderer {
     format: Format,
@@ -131,6 +156,12 @@ struct JsonConnection<'a> {
     local: Option<&'a str>,
     remote: Option<&'a str>,
     offset: u64,
+}
+
+impl EventWriter for Renderer {
+    fn event(&mut self, event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
+        self.render(event, out)
+    }
 }
 
 impl Renderer {

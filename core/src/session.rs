@@ -13,7 +13,7 @@ use crate::connections::{ConnectionTable, StreamRun};
 use crate::discovery::{self, DiscoveryError};
 use crate::events::{Call, Reassembler};
 use crate::output::{
-    open_output, AttachInfo, ConnectionView, Event, Format, OutputError, Renderer,
+    open_output, AttachInfo, ConnectionView, Event, EventWriter, Format, OutputError, Renderer,
 };
 use crate::plan::{plan, Plan, PlanError, Scope};
 use crate::process::{find_executable, pidfd_open, spawn_held, ChildStatus, ProcessError};
@@ -224,7 +224,7 @@ fn monotonic_to_realtime_ns() -> u64 {
 /// Turns calls into events and writes them; counts what it wrote.
 struct Sink {
     attach: Vec<AttachInfo>,
-    renderer: Renderer,
+    writer: Box<dyn EventWriter>,
     out: Box<dyn Write + Send>,
     clock_offset: u64,
     max_capture_bytes: u64,
@@ -256,7 +256,9 @@ impl Sink {
             Some(record_kind::CLOSE) => {
                 // SAFETY: CloseRecord is repr(C) integers only.
                 if let Some(close) = unsafe { read_record::<CloseRecord>(record) } {
-                    self.connections.on_close(&close);
+                    if let Some(id) = self.connections.on_close(&close) {
+                        self.closed(id, close.ts_ns);
+                    }
                 }
             }
             _ => self.summary.unknown_records += 1,
@@ -324,7 +326,31 @@ impl Sink {
             truncated: missing,
         };
         if self.write_error.is_none() {
-            if let Err(error) = self.renderer.render(&event, &mut self.out) {
+            if let Err(error) = self.writer.event(&event, &mut self.out) {
+                self.write_error = Some(error);
+            }
+        }
+    }
+
+    /// Tells the writer that connection `id` ended.
+    fn closed(&mut self, id: u64, ts_ns: u64) {
+        let Some(connection) = self.connections.get(id) else {
+            return;
+        };
+        let view = ConnectionView {
+            id: connection.id,
+            handle: connection.handle,
+            fd: connection.fd,
+            transport: connection.transport,
+            local: connection.local.as_deref(),
+            remote: connection.remote.as_deref(),
+            offset: 0,
+        };
+        if self.write_error.is_none() {
+            if let Err(error) =
+                self.writer
+                    .connection_closed(&view, ts_ns + self.clock_offset, &mut self.out)
+            {
                 self.write_error = Some(error);
             }
         }
@@ -451,7 +477,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         sink: Sink {
             attach: attach_infos(&plan, &attached).collect(),
             execs: Vec::new(),
-            renderer: Renderer::new(options.format),
+            writer: Box::new(Renderer::new(options.format)),
             out,
             clock_offset: monotonic_to_realtime_ns(),
             max_capture_bytes: options.max_capture_bytes,
@@ -565,6 +591,11 @@ impl Running<'_> {
         drain(self.ring.get_mut(), &mut self.reassembler, &mut self.sink);
         let sink = &mut self.sink;
         self.reassembler.flush(&mut |call| sink.emit(call));
+        if sink.write_error.is_none() {
+            if let Err(error) = sink.writer.finish(&mut sink.out) {
+                sink.write_error = Some(error);
+            }
+        }
         let flushed = self.sink.out.flush();
         let mut summary = self.sink.summary.clone();
         summary.kernel = self.tracer.kernel_stats();
