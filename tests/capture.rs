@@ -111,7 +111,7 @@ fn eight_mib_upload_and_download_are_captured_completely() {
         .events
         .iter()
         .any(|e| e.direction == "write" && e.len > EIGHT_MIB as u64));
-    assert_eq!(run.summary_number("events lost"), 0);
+    assert_eq!(run.summary_number("chunks lost"), 0);
     assert_contiguous_streams(&run.events, server.pid());
 }
 
@@ -295,7 +295,7 @@ fn a_tiny_ring_buffer_reports_exactly_the_bytes_it_lost() {
     let captured: u64 = run.events.iter().map(|e| e.data.len() as u64).sum();
     let lost: u64 = run
         .stderr
-        .split("events lost (")
+        .split("chunks lost (")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
@@ -306,6 +306,34 @@ fn a_tiny_ring_buffer_reports_exactly_the_bytes_it_lost() {
         run.stderr
     );
     assert_eq!(lost, sent_total - captured, "{}", run.stderr);
+    // The connection's record holds the truth, also when its last calls were lost: the bytes
+    // curl received (its own count), and of those, what was not captured.
+    let pid = run.events.first().expect("events").pid;
+    let captured_read: u64 = run
+        .events
+        .iter()
+        .filter(|e| e.pid == pid && e.direction == "read")
+        .map(|e| e.data.len() as u64)
+        .sum();
+    let record = run
+        .stderr
+        .lines()
+        .find(|line| line.contains("probectl: conn#") && line.contains(&format!("(pid {pid})")))
+        .unwrap_or_else(|| panic!("no connection record for pid {pid}: {}", run.stderr));
+    assert!(
+        record.contains(&format!(
+            " {} bytes written, {received} read",
+            request.len()
+        )),
+        "{record}"
+    );
+    assert!(
+        record.contains(&format!(
+            "not captured 0 bytes written, {} bytes read",
+            received - captured_read
+        )),
+        "{record}"
+    );
     // Every missing byte shows in the events: as `truncated`, or as a gap in the offsets.
     let pid = run.events.first().expect("events").pid;
     let mut next: BTreeMap<(u64, String), u64> = BTreeMap::new();

@@ -4,10 +4,12 @@
 pub mod bpf;
 pub mod btf;
 pub mod connections;
+pub mod control;
 pub mod discovery;
 pub mod events;
 pub mod inspect;
 pub mod output;
+pub mod pipeline;
 pub mod plan;
 pub mod plugin;
 pub mod process;
