@@ -269,7 +269,8 @@ fn a_static_program_started_during_a_system_wide_trace_is_attached() {
     let run = trace.stop();
     assert!(run.status.success(), "{}", run.stderr);
     assert!(
-        run.stderr.contains(&format!("probes (new in pid {pid})")),
+        run.stderr
+            .contains(&format!("probes (new in pid {pid}, attached ")),
         "{}",
         run.stderr
     );

@@ -4,13 +4,13 @@
 //! started, a file mapped executable); it tells the pipeline what new attach ids are through
 //! the shared [`AttachTable`].
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use crate::bpf::{Attached, BpfError, KernelStats, Tracer};
 use crate::output::AttachInfo;
-use crate::pipeline::{AttachTable, Lookup};
+use crate::pipeline::{AttachTable, Lookup, LookupCause};
 use crate::plan::{plan, Plan, Scope};
 use crate::spec::Group;
 use crate::symbols::SymbolCache;
@@ -156,17 +156,24 @@ impl Worker {
         while let Ok(request) = inbox.recv() {
             match request {
                 Request::Look(lookups) => {
-                    // Coalesce what queued up meanwhile: one look per process.
-                    let mut pids: BTreeSet<u32> = lookups.iter().map(lookup_pid).collect();
+                    // Coalesce what queued up meanwhile: one look per process (its earliest
+                    // cause, for the latency report).
+                    let mut pids: BTreeMap<u32, Lookup> = BTreeMap::new();
+                    let mut add = |lookups: Vec<Lookup>| {
+                        for lookup in lookups {
+                            pids.entry(lookup.pid).or_insert(lookup);
+                        }
+                    };
+                    add(lookups);
                     let mut deferred = Vec::new();
                     while let Ok(next) = inbox.try_recv() {
                         match next {
-                            Request::Look(more) => pids.extend(more.iter().map(lookup_pid)),
+                            Request::Look(more) => add(more),
                             report @ Request::Report(_) => deferred.push(report),
                         }
                     }
-                    for pid in pids {
-                        self.attach_new_files(pid);
+                    for lookup in pids.into_values() {
+                        self.attach_new_files(&lookup);
                     }
                     for request in deferred {
                         if let Request::Report(reply) = request {
@@ -193,7 +200,10 @@ impl Worker {
 
     /// Attaches the files of `pid` that are not attached yet (a program started after
     /// probectl, a library loaded with dlopen). A process with nothing to trace is no error.
-    fn attach_new_files(&mut self, pid: u32) {
+    /// Says how long after the exec or mmap the probes were in place: calls the process made
+    /// in that window are not captured.
+    fn attach_new_files(&mut self, lookup: &Lookup) {
+        let pid = lookup.pid;
         let groups: Vec<&Group> = self.groups.iter().collect();
         let Ok(plan) = plan(&groups, &Scope::Process(pid), &mut self.cache) else {
             return;
@@ -211,12 +221,27 @@ impl Worker {
         }
         self.late_files += attached.files.len();
         self.late_attach_failures += attached.failures.len();
-        crate::session::report_plan(&plan, &attached, &format!(" (new in pid {pid})"), false);
+        let cause = match lookup.why {
+            LookupCause::Exec => "its exec",
+            LookupCause::Map => "the mapping",
+        };
+        let delay_ms = monotonic_ns().saturating_sub(lookup.ts_ns) as f64 / 1e6;
+        crate::session::report_plan(
+            &plan,
+            &attached,
+            &format!(" (new in pid {pid}, attached {delay_ms:.1} ms after {cause})"),
+            false,
+        );
     }
 }
 
-fn lookup_pid(lookup: &Lookup) -> u32 {
-    match *lookup {
-        Lookup::Exec(pid) | Lookup::Map(pid) => pid,
-    }
+/// CLOCK_MONOTONIC in ns (what BPF timestamps use).
+fn monotonic_ns() -> u64 {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: time is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut time) };
+    time.tv_sec as u64 * 1_000_000_000 + time.tv_nsec as u64
 }

@@ -58,13 +58,21 @@ pub struct PipelineCounts {
     pub unknown_attach_ids: u64,
 }
 
-/// A request to the control plane, made by a record.
+/// A request to the control plane, made by a record: look at process `pid` for TLS code,
+/// because it started a new program or mapped a file executable at `ts_ns` (CLOCK_MONOTONIC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lookup {
+pub struct Lookup {
+    pub pid: u32,
+    pub why: LookupCause,
+    pub ts_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupCause {
     /// The process started a new program.
-    Exec(u32),
+    Exec,
     /// The process mapped a file executable.
-    Map(u32),
+    Map,
 }
 
 /// The data path of a session.
@@ -126,10 +134,14 @@ impl Pipeline {
             Some(kind @ (record_kind::EXEC | record_kind::MAP)) => {
                 // SAFETY: ProcessRecord is repr(C) integers only.
                 if let Some(process) = unsafe { read_record::<ProcessRecord>(record) } {
-                    self.lookups.push(if kind == record_kind::EXEC {
-                        Lookup::Exec(process.pid)
-                    } else {
-                        Lookup::Map(process.pid)
+                    self.lookups.push(Lookup {
+                        pid: process.pid,
+                        why: if kind == record_kind::EXEC {
+                            LookupCause::Exec
+                        } else {
+                            LookupCause::Map
+                        },
+                        ts_ns: process.ts_ns,
                     });
                 }
             }
@@ -491,12 +503,17 @@ mod tests {
             pipeline.record(&bytes_of(&ProcessRecord {
                 kind,
                 pid,
-                ts_ns: 0,
+                ts_ns: 99,
             }));
         }
+        let lookup = |pid, why| Lookup {
+            pid,
+            why,
+            ts_ns: 99,
+        };
         assert_eq!(
             pipeline.take_lookups(),
-            vec![Lookup::Exec(7), Lookup::Map(8)]
+            vec![lookup(7, LookupCause::Exec), lookup(8, LookupCause::Map)]
         );
         assert!(pipeline.take_lookups().is_empty());
     }
