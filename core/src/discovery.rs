@@ -9,7 +9,9 @@
 //! and when no plain path here reaches that inode, the link is the path probes attach through.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::symbols::FileId;
 
@@ -34,13 +36,13 @@ pub enum Reach {
     OtherPath,
     /// Only through the process's own link to the mapping (`/proc/<pid>/map_files/...` or
     /// `/proc/<pid>/exe`): the path here is another file (a private mount namespace, a bind
-    /// mount) or no file at all (deleted). The link lives as long as the process; a probe
-    /// attached through it holds the inode after that.
+    /// mount) or no file at all (deleted). The link lives only as long as the mapping, so a
+    /// file that is going to be probed is held open ([`TargetFile::hold`]).
     ProcessLink,
 }
 
 /// A file as a process (or the host) sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TargetFile {
     /// The path as the process sees it (inside its root directory and mount namespace): what
     /// specs' exact `paths` are compared with, and what is displayed.
@@ -50,6 +52,9 @@ pub struct TargetFile {
     /// The file's identity: one file is attached once, whatever paths reach it.
     pub id: FileId,
     pub reach: Reach,
+    /// The file held open by probectl (see [`TargetFile::hold`]); `host_path` then names it
+    /// through `/proc/self/fd/<n>`.
+    held: Option<Arc<OwnedFd>>,
 }
 
 impl TargetFile {
@@ -61,7 +66,37 @@ impl TargetFile {
             path,
             id,
             reach: Reach::SamePath,
+            held: None,
         }
+    }
+
+    /// Keeps a file that is reached only through its process's link reachable for as long as
+    /// this value (or a clone) lives, whatever becomes of the process: the process may exit
+    /// (or unmap the file) between planning and attaching, and another process that maps the
+    /// same file may be the one whose link was kept. The file is opened through the link and
+    /// `host_path` becomes `/proc/self/fd/<n>`, a link the uprobe PMU follows to the same
+    /// inode (as it follows `/proc/<pid>/map_files/...`). Files with a plain path are left
+    /// alone: their path stays valid by itself.
+    pub fn hold(&mut self) -> Result<(), DiscoveryError> {
+        if self.reach != Reach::ProcessLink || self.held.is_some() {
+            return Ok(());
+        }
+        let read_error = |source| DiscoveryError::Read {
+            path: self.host_path.clone(),
+            source,
+        };
+        let file = std::fs::File::open(&self.host_path).map_err(read_error)?;
+        let metadata = file.metadata().map_err(read_error)?;
+        // A pid recycled since the maps were read could put another file behind the link.
+        if FileId::of_metadata(&metadata) != self.id {
+            return Err(read_error(std::io::Error::other(
+                "the link now leads to another file (the process is gone)",
+            )));
+        }
+        let fd = OwnedFd::from(file);
+        self.host_path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        self.held = Some(Arc::new(fd));
+        Ok(())
     }
 
     /// Where the file is for probectl, when `path` does not say it: `None` when the path is
@@ -73,9 +108,8 @@ impl TargetFile {
             Reach::OtherPath => Some(format!("on the host: {}", self.host_path.display())),
             Reach::ProcessLink => Some(format!(
                 "the process's own file, not the one at this path on the host: device \
-                 {major}:{minor}, inode {}, reached through {}",
-                self.id.ino,
-                self.host_path.display()
+                 {major}:{minor}, inode {}",
+                self.id.ino
             )),
         }
     }
@@ -199,6 +233,7 @@ fn identify(link: PathBuf, path_here: &Path, chroot: Option<&Path>) -> Option<Ta
         host_path,
         id,
         reach,
+        held: None,
     })
 }
 
@@ -217,6 +252,7 @@ fn by_path(path_here: &Path, chroot: Option<&Path>) -> Option<TargetFile> {
         host_path: path_here.to_path_buf(),
         id,
         reach,
+        held: None,
     })
 }
 

@@ -239,8 +239,12 @@ fn candidates(
 ) -> Result<Vec<Candidate>, PlanError> {
     let mut found: Vec<Candidate> = Vec::new();
     let mut seen: BTreeSet<FileId> = BTreeSet::new();
-    let mut push = |found: &mut Vec<Candidate>, file: TargetFile, via: Via| {
-        if seen.insert(file.id) {
+    let mut push = |found: &mut Vec<Candidate>, mut file: TargetFile, via: Via| {
+        // A file reached only through its process's link is held open now: the process may
+        // be gone by the time probes are attached. One that cannot be held (its process just
+        // exited) is left for another process that maps it.
+        if !seen.contains(&file.id) && file.hold().is_ok() {
+            seen.insert(file.id);
             found.push(Candidate { file, via });
         }
     };
