@@ -216,7 +216,12 @@ fn as_process_sees(path: &Path, chroot: Option<&Path>) -> PathBuf {
 /// the link. `None` if the link cannot be followed (the process is gone, or probectl lacks
 /// CAP_SYS_ADMIN, which map_files needs); the caller then falls back to the path.
 fn identify(link: PathBuf, path_here: &Path, chroot: Option<&Path>) -> Option<TargetFile> {
-    let id = FileId::of(&link).ok()?;
+    let metadata = std::fs::metadata(&link).ok()?;
+    // Libraries and executables are regular files (not device nodes such as /dev/zero).
+    if !metadata.is_file() {
+        return None;
+    }
+    let id = FileId::of_metadata(&metadata);
     let path = as_process_sees(path_here, chroot);
     let (host_path, reach) = if FileId::of(path_here).ok() == Some(id) {
         let reach = if path == path_here {
@@ -240,7 +245,11 @@ fn identify(link: PathBuf, path_here: &Path, chroot: Option<&Path>) -> Option<Ta
 /// Without the process's links (no privilege for map_files): the file at the path as
 /// probectl sees it, if there is one.
 fn by_path(path_here: &Path, chroot: Option<&Path>) -> Option<TargetFile> {
-    let id = FileId::of(path_here).ok()?;
+    let metadata = std::fs::metadata(path_here).ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    let id = FileId::of_metadata(&metadata);
     let path = as_process_sees(path_here, chroot);
     let reach = if path == path_here {
         Reach::SamePath
@@ -305,7 +314,13 @@ pub fn mapped_files(pid: u32) -> Result<Vec<TargetFile>, DiscoveryError> {
     // One mapping per path is enough to identify a file (a library has several).
     let mut ranges: BTreeMap<&str, &str> = BTreeMap::new();
     for (range, path) in text.lines().filter_map(parse_maps_line) {
-        ranges.entry(path).or_insert(range);
+        // Shared memory has names too, marked deleted: not files on disk.
+        let shared_memory = ["/dev/zero (deleted)", "/SYSV", "/memfd:"]
+            .iter()
+            .any(|prefix| path.starts_with(prefix));
+        if !shared_memory {
+            ranges.entry(path).or_insert(range);
+        }
     }
     let mut files: BTreeMap<FileId, TargetFile> = BTreeMap::new();
     for (path, range) in ranges {
