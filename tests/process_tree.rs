@@ -15,7 +15,11 @@ use common::*;
 fn children_of(pid: u32) -> Vec<u32> {
     let mut children = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
@@ -70,7 +74,9 @@ fn wait_for_children(pid: u32, count: usize, library: &str) -> Vec<u32> {
 
 /// Bytes that differ from file to file and are not text.
 fn file_contents(seed: u64, size: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..size)
         .map(|_| {
             state = state
@@ -155,9 +161,12 @@ fn curl(port: u16, name: &str) -> Vec<u8> {
     output.stdout
 }
 
-/// The captured streams per connection id: (pids, read bytes, written bytes).
-fn connections(events: &[Event]) -> BTreeMap<u64, (Vec<u32>, Vec<u8>, Vec<u8>)> {
-    let mut by_id: BTreeMap<u64, (Vec<u32>, Vec<u8>, Vec<u8>)> = BTreeMap::new();
+/// One connection's captured streams: (pids, read bytes, written bytes).
+type Streams = (Vec<u32>, Vec<u8>, Vec<u8>);
+
+/// The captured streams per connection id.
+fn connections(events: &[Event]) -> BTreeMap<u64, Streams> {
+    let mut by_id: BTreeMap<u64, Streams> = BTreeMap::new();
     for event in events {
         let id = event.json["conn"]["id"].as_u64().expect("conn.id");
         let entry = by_id.entry(id).or_default();

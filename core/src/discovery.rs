@@ -432,3 +432,125 @@ fn scan_directory(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines_give_the_range_and_path_of_file_mappings_only() {
+        let line = "7f1c2a000000-7f1c2a020000 r-xp 00020000 fe:00 5849141                    /usr/lib/x86_64-linux-gnu/libssl.so.3";
+        assert_eq!(
+            parse_maps_line(line),
+            Some((
+                "7f1c2a000000-7f1c2a020000",
+                "/usr/lib/x86_64-linux-gnu/libssl.so.3"
+            ))
+        );
+        let spaced =
+            "7f1c2a000000-7f1c2a020000 r--p 00000000 fe:00 12 /opt/my app/lib x.so (deleted)";
+        assert_eq!(
+            parse_maps_line(spaced).map(|(_, path)| path),
+            Some("/opt/my app/lib x.so (deleted)")
+        );
+        assert_eq!(
+            without_deleted_mark("/opt/my app/lib x.so (deleted)"),
+            (PathBuf::from("/opt/my app/lib x.so"), true)
+        );
+        let anonymous =
+            "7ffd1c000000-7ffd1c021000 rw-p 00000000 00:00 0                          [stack]";
+        assert_eq!(parse_maps_line(anonymous), None);
+    }
+
+    #[test]
+    fn a_chrooted_path_is_shown_as_the_process_sees_it() {
+        let root = Path::new("/srv/jail");
+        assert_eq!(
+            as_process_sees(Path::new("/srv/jail/usr/lib/libssl.so.3"), Some(root)),
+            PathBuf::from("/usr/lib/libssl.so.3")
+        );
+        // A path outside the root (a file mapped before chroot()) is left as it is.
+        assert_eq!(
+            as_process_sees(Path::new("/usr/lib/libc.so.6"), Some(root)),
+            PathBuf::from("/usr/lib/libc.so.6")
+        );
+        assert_eq!(
+            as_process_sees(Path::new("/usr/lib/libc.so.6"), None),
+            PathBuf::from("/usr/lib/libc.so.6")
+        );
+    }
+
+    #[test]
+    fn the_tree_holds_the_descendants_depth_first() {
+        // sh -> (sh -> sleep), sleep: a grandchild and a child.
+        let mut shell = std::process::Command::new("/bin/sh")
+            .args(["-c", "sh -c 'sleep 30 & wait' & sleep 30 & wait"])
+            .spawn()
+            .expect("sh");
+        let root = shell.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let tree = loop {
+            let tree = process_tree(root);
+            if tree.len() == 4 {
+                break tree;
+            }
+            assert!(std::time::Instant::now() < deadline, "tree: {tree:?}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(
+            tree[0],
+            TreeMember {
+                pid: root,
+                depth: 0
+            }
+        );
+        let depths: Vec<usize> = tree.iter().map(|member| member.depth).collect();
+        assert!(
+            depths == [0, 1, 2, 1] || depths == [0, 1, 1, 2],
+            "depth-first: {tree:?}"
+        );
+        for member in &tree[1..] {
+            let parent = parent_of(member.pid).expect("parent");
+            assert!(tree
+                .iter()
+                .any(|m| m.pid == parent && m.depth + 1 == member.depth));
+        }
+        let pids: Vec<u32> = tree.iter().map(|member| member.pid).collect();
+        for pid in pids.iter().rev() {
+            // SAFETY: kill(2) on processes this test started.
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+        let _ = shell.wait();
+    }
+
+    #[test]
+    fn own_files_are_identified_through_the_mapping_and_reached_by_their_path() {
+        let files = mapped_files(std::process::id()).expect("own maps");
+        let executable = executable(std::process::id()).expect("own exe");
+        assert!(files.iter().any(|file| file.id == executable.id));
+        for file in &files {
+            // Nothing here is in another namespace: every file is reached by its own path,
+            // and that path is the file the process maps.
+            assert_eq!(file.reach, Reach::SamePath, "{file:?}");
+            assert_eq!(file.host_path, file.path);
+            assert_eq!(FileId::of(&file.path).ok(), Some(file.id));
+            assert_eq!(file.host_view(), None);
+        }
+    }
+
+    #[test]
+    fn a_held_file_stays_reachable_through_probectls_own_descriptor() {
+        let own = executable(std::process::id()).expect("own exe");
+        let mut file = TargetFile {
+            reach: Reach::ProcessLink,
+            host_path: PathBuf::from(format!("/proc/{}/exe", std::process::id())),
+            ..own
+        };
+        file.hold().expect("hold");
+        assert!(file.host_path.starts_with("/proc/self/fd/"), "{file:?}");
+        assert_eq!(FileId::of(&file.host_path).ok(), Some(file.id));
+        assert!(file
+            .host_view()
+            .is_some_and(|view| view.contains(&format!("inode {}", file.id.ino))));
+    }
+}

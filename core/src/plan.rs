@@ -249,9 +249,9 @@ fn candidates(
         }
     };
     let mut from_process = |pid: u32,
-                        found: &mut Vec<Candidate>,
-                        push: &mut dyn FnMut(&mut Vec<Candidate>, TargetFile, Via),
-                        cache: &mut SymbolCache|
+                            found: &mut Vec<Candidate>,
+                            push: &mut dyn FnMut(&mut Vec<Candidate>, TargetFile, Via),
+                            cache: &mut SymbolCache|
      -> Result<(), DiscoveryError> {
         let mut offered = Vec::new();
         for file in discovery::mapped_files(pid)? {

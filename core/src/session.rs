@@ -380,8 +380,14 @@ fn scope_for(target: &Target) -> Result<Scope, RunError> {
                 return Err(DiscoveryError::NoSuchProcess { pid: *pid }.into());
             }
             // The process and its descendants that exist now; the kernel follows later forks.
-            let members = discovery::process_tree(*pid).iter().map(|m| m.pid).collect();
-            Scope::Tree { root: *pid, members }
+            let members = discovery::process_tree(*pid)
+                .iter()
+                .map(|m| m.pid)
+                .collect();
+            Scope::Tree {
+                root: *pid,
+                members,
+            }
         }
         Target::AllProcesses => Scope::Host,
         Target::Command(argv) => {
