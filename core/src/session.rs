@@ -108,7 +108,7 @@ pub(crate) fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_s
         eprintln!(
             "probectl: [{}] {}{version}: {count} probes{note}",
             file.group,
-            file.file.path.display()
+            file.file.describe()
         );
     }
     for skip in plan.skipped.iter().filter(|_| report_skips) {
@@ -193,7 +193,15 @@ fn scope_for(target: &Target) -> Result<Scope, RunError> {
             if !discovery::process_exists(*pid) {
                 return Err(DiscoveryError::NoSuchProcess { pid: *pid }.into());
             }
-            Scope::Process(*pid)
+            // The process and its descendants that exist now; the kernel follows later forks.
+            let members = discovery::process_tree(*pid)
+                .iter()
+                .map(|m| m.pid)
+                .collect();
+            Scope::Tree {
+                root: *pid,
+                members,
+            }
         }
         Target::AllProcesses => Scope::Host,
         Target::Command(argv) => {
@@ -250,7 +258,13 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let mut watched_pid = None;
     match &options.target {
         Target::Pid(pid) => {
-            tracer.trace_pid(*pid)?;
+            let members = match &scope {
+                Scope::Tree { members, .. } => members.as_slice(),
+                _ => std::slice::from_ref(pid),
+            };
+            for member in members {
+                tracer.trace_pid(*member)?;
+            }
             watched_pid = Some(*pid);
         }
         Target::Command(argv) => {
@@ -263,6 +277,9 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let table = AttachTable::default();
     let attached = attach_plan(&mut tracer, &table, &plan)?;
     report_plan(&plan, &attached, "", true);
+    if let Some(note) = plan.tree.as_ref().and_then(|tree| tree.note()) {
+        eprintln!("probectl: {note}");
+    }
     for problem in &tracer.attribution_problems {
         eprintln!("probectl: connection attribution degraded: {problem}");
     }
@@ -275,7 +292,14 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         return Err(RunError::NothingAttached(reasons.join("; ")));
     }
     let who = match &options.target {
-        Target::Pid(pid) => format!("pid {pid} ({})", discovery::comm(*pid)),
+        Target::Pid(pid) => match plan.tree.as_ref().map_or(0, |tree| tree.descendants()) {
+            0 => format!("pid {pid} ({})", discovery::comm(*pid)),
+            1 => format!("pid {pid} ({}) and its descendant", discovery::comm(*pid)),
+            count => format!(
+                "pid {pid} ({}) and its {count} descendants",
+                discovery::comm(*pid)
+            ),
+        },
         Target::Command(argv) => format!(
             "command {} (pid {})",
             argv[0].to_string_lossy(),
