@@ -62,12 +62,40 @@ pub fn shell_status(status: ExitStatus) -> u8 {
     }
 }
 
-/// How a successful run ends: with the command's status in `-- CMD` mode, else 0.
+/// The usual name of a signal that ends commands.
+fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        _ => return format!("signal {signal}"),
+    };
+    name.to_string()
+}
+
+/// How a successful run ends: with the command's status in `-- CMD` mode (said on stderr when
+/// a signal ended the command, as a shell says "Terminated"), else 0.
 pub fn finished(command_status: Option<ExitStatus>) -> ExitCode {
-    match command_status {
-        Some(status) => ExitCode::from(shell_status(status)),
-        None => ExitCode::SUCCESS,
+    let Some(status) = command_status else {
+        return ExitCode::SUCCESS;
+    };
+    let code = shell_status(status);
+    if let Some(signal) = status.signal() {
+        note(format_args!(
+            "the command was ended by {}: exit status {code}",
+            signal_name(signal)
+        ));
     }
+    ExitCode::from(code)
 }
 
 #[cfg(test)]

@@ -223,3 +223,90 @@ fn on_a_shared_terminal_events_are_whole_lines_and_probectl_says_how_to_separate
         .collect();
     assert_eq!(requests, expected);
 }
+
+/// The warnings of a run's stderr, with `pid` and the scratch directory redacted.
+fn warnings(stderr: &str, pid: u32) -> String {
+    stderr
+        .lines()
+        .filter(|line| line.contains("warning:"))
+        .map(|line| {
+            line.replace(&format!("(pid {pid})"), "(pid [pid])")
+                .replace(&scratch().display().to_string(), "[scratch]")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_command_that_maps_no_library_of_the_group_gets_one_warning() {
+    let run = Trace::start(&["openssl"], &["sleep", "1"]).wait();
+    assert!(run.status.success(), "{}", run.stderr);
+    let pid = command_pid(&run.stderr);
+    assert!(run.events.is_empty());
+    insta::assert_snapshot!(warnings(&run.stderr, pid));
+}
+
+#[test]
+fn a_command_that_uses_its_tls_library_gets_no_warning() {
+    let (_server, port) = python_server(false);
+    let exchange = Exchange::new(&unique_request("no-warning"));
+    let run = exchange.traced(
+        &["openssl"],
+        &[
+            "/usr/bin/python3",
+            peer("tls_client.py").to_str().expect("path"),
+        ],
+        port,
+    );
+    assert!(!run.stderr.contains("warning:"), "{}", run.stderr);
+    let pid = command_pid(&run.stderr);
+    assert_eq!(stream(&run.events, pid, "write"), exchange.request);
+}
+
+const GO_CLIENT: &str = r#"package main
+
+import (
+	"crypto/tls"
+	"io"
+	"os"
+)
+
+func main() {
+	conn, err := tls.Dial("tcp", "127.0.0.1:"+os.Args[1], &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		panic(err)
+	}
+	conn.Write([]byte("GET /go HTTP/1.0\r\n\r\n"))
+	io.Copy(os.Stdout, conn)
+}
+"#;
+
+#[test]
+fn a_go_program_is_told_at_once_that_go_is_not_covered() {
+    let (_server, port) = python_server(false);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("probectl-tests-go");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let source = dir.join("client.go");
+    let program = dir.join("go-client");
+    std::fs::write(&source, GO_CLIENT).expect("write Go source");
+    let status = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&program)
+        .arg(&source)
+        .env("GO111MODULE", "off")
+        .status()
+        .expect("go build");
+    assert!(status.success(), "go build");
+    let run = Trace::start(
+        &["openssl"],
+        &[program.to_str().expect("path"), &port.to_string()],
+    )
+    .wait();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.events.is_empty());
+    let pid = command_pid(&run.stderr);
+    let said = warnings(&run.stderr.replace(&dir.display().to_string(), "[go]"), pid);
+    assert_eq!(said.lines().count(), 1, "one warning: {}", run.stderr);
+    insta::assert_snapshot!(said);
+}
