@@ -277,6 +277,10 @@ fn send_signal(pidfd: &OwnedFd, signal: i32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How long probectl waits, when it stops, for the command to exit by itself before passing
+/// the signal on to it.
+pub const COMMAND_SETTLE: Duration = Duration::from_millis(100);
+
 /// How long a command has to exit after probectl passed a signal on to it, before it is killed.
 pub const COMMAND_GRACE: Duration = Duration::from_secs(2);
 
@@ -346,6 +350,12 @@ impl RunningCommand {
 
     async fn stop(&mut self) -> Option<ExitStatus> {
         let signal = self.received_signal().unwrap_or(libc::SIGTERM);
+        // Ctrl-C on a terminal reaches the whole foreground process group, the command too:
+        // give it a moment to exit by itself before it gets the signal a second time (which
+        // many programs take as "quit now").
+        if let Ok(waited) = tokio::time::timeout(COMMAND_SETTLE, &mut self.status).await {
+            return waited.ok().and_then(Result::ok);
+        }
         eprintln!(
             "probectl: passing {} on to {} (pid {})",
             signal_name(signal),
@@ -523,8 +533,11 @@ pub fn spawn_held(argv: &[OsString]) -> Result<HeldChild, ProcessError> {
             let pid = libc::getpid().to_ne_bytes();
             libc::write(pid_fd, pid.as_ptr().cast(), pid.len());
             let mut byte = 0u8;
-            // Wait for the parent to attach the probes (or to die: EOF also releases us).
-            libc::read(release_fd, (&raw mut byte).cast(), 1);
+            // Wait for the parent to attach the probes. EOF instead of the byte: probectl
+            // died before releasing us (killed while attaching): never run untraced.
+            if libc::read(release_fd, (&raw mut byte).cast(), 1) != 1 {
+                libc::_exit(1);
+            }
             Ok(())
         });
     }
@@ -602,4 +615,50 @@ pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     }
     // SAFETY: fd is a freshly opened descriptor owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_found_as_a_shell_finds_them() {
+        assert!(find_executable(&"sh".into()).is_ok());
+        let status = |program: &str| {
+            find_executable(&program.into())
+                .err()
+                .and_then(|error| error.shell_status())
+        };
+        assert_eq!(status("/etc/passwd"), Some(126));
+        assert_eq!(status("/usr"), Some(126));
+        assert_eq!(status("/nonexistent/program"), Some(127));
+        assert_eq!(status("probectl-no-such-command"), Some(127));
+        assert_eq!(status(""), Some(127));
+    }
+
+    #[test]
+    fn a_thread_id_stands_for_its_process_and_kernel_threads_are_refused() {
+        let own = std::process::id();
+        assert_eq!(resolve_pid(own).expect("own pid"), PidTarget::Process(own));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: gettid(2) has no arguments and cannot fail.
+            let tid = unsafe { libc::gettid() } as u32;
+            tid_tx.send(tid).expect("send tid");
+            let _ = done_rx.recv();
+        });
+        let tid = tid_rx.recv().expect("tid");
+        assert_eq!(
+            resolve_pid(tid).expect("thread"),
+            PidTarget::ThreadOf { tid, tgid: own }
+        );
+        drop(done_tx);
+        thread.join().expect("join");
+        // pid 2 is kthreadd.
+        assert!(matches!(
+            resolve_pid(2),
+            Err(ProcessError::KernelThread { pid: 2, .. })
+        ));
+    }
 }
