@@ -92,7 +92,13 @@ fn signal_to_probectl_ends_the_command(signal: i32, expected_status: i32) {
         !Path::new(&format!("/proc/{child}")).exists(),
         "the command (pid {child}) outlived probectl"
     );
-    assert!(run.stderr.contains("passing SIG"), "{}", run.stderr);
+    let said: Vec<String> = run
+        .stderr
+        .lines()
+        .filter(|line| line.contains("passing SIG") || line.contains("ended by"))
+        .map(|line| line.replace(&child.to_string(), "[pid]"))
+        .collect();
+    insta::assert_snapshot!(format!("signal_{expected_status}"), said.join("\n"));
     assert_eq!(run.summary_number("events lost"), 0, "{}", run.stderr);
     assert_eq!(stream(&run.events, child, "write"), exchange.request);
     assert_eq!(stream(&run.events, child, "read"), exchange.response());
@@ -107,6 +113,35 @@ fn sigint_to_probectl_ends_the_command_and_delivers_everything() {
 #[test]
 fn sigterm_to_probectl_ends_the_command_and_delivers_everything() {
     signal_to_probectl_ends_the_command(libc::SIGTERM, 143);
+}
+
+#[test]
+fn a_command_that_ignores_the_signal_is_killed_after_the_grace_time() {
+    // exec: the command itself (sleep) ignores SIGTERM.
+    let trace = Trace::start(&["openssl"], &["sh", "-c", "trap '' TERM; exec sleep 600"]);
+    let child = command_pid(&trace.stderr_text());
+    // SAFETY: kill(2) on our own unreaped child (probectl).
+    unsafe { libc::kill(trace.pid() as i32, libc::SIGTERM) };
+    let run = trace.wait();
+    assert_eq!(
+        run.status.code(),
+        Some(128 + libc::SIGKILL),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !Path::new(&format!("/proc/{child}")).exists(),
+        "the command (pid {child}) outlived probectl"
+    );
+    let said: Vec<String> = run
+        .stderr
+        .lines()
+        .filter(|line| {
+            line.contains("passing SIG") || line.contains("killing") || line.contains("ended by")
+        })
+        .map(|line| line.replace(&child.to_string(), "[pid]"))
+        .collect();
+    insta::assert_snapshot!(said.join("\n"));
 }
 
 /// The Python TLS server with a second thread that only sleeps: its thread id is not the

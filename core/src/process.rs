@@ -349,19 +349,28 @@ impl RunningCommand {
     }
 
     async fn stop(&mut self) -> Option<ExitStatus> {
-        let signal = self.received_signal().unwrap_or(libc::SIGTERM);
+        let received = self.received_signal();
+        let signal = received.unwrap_or(libc::SIGTERM);
         // Ctrl-C on a terminal reaches the whole foreground process group, the command too:
         // give it a moment to exit by itself before it gets the signal a second time (which
         // many programs take as "quit now").
         if let Ok(waited) = tokio::time::timeout(COMMAND_SETTLE, &mut self.status).await {
             return waited.ok().and_then(Result::ok);
         }
-        eprintln!(
-            "probectl: passing {} on to {} (pid {})",
-            signal_name(signal),
-            self.name,
-            self.pid
-        );
+        match received {
+            Some(_) => eprintln!(
+                "probectl: passing {} on to {} (pid {})",
+                signal_name(signal),
+                self.name,
+                self.pid
+            ),
+            None => eprintln!(
+                "probectl: stopping: sending {} to {} (pid {})",
+                signal_name(signal),
+                self.name,
+                self.pid
+            ),
+        }
         if send_signal(&self.pidfd, signal).is_ok() {
             tokio::select! {
                 waited = &mut self.status => return waited.ok().and_then(Result::ok),
