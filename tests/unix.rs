@@ -120,6 +120,12 @@ fn a_command_that_ignores_the_signal_is_killed_after_the_grace_time() {
     // exec: the command itself (sleep) ignores SIGTERM.
     let trace = Trace::start(&["openssl"], &["sh", "-c", "trap '' TERM; exec sleep 600"]);
     let child = command_pid(&trace.stderr_text());
+    // Once sleep runs, the trap is set (and inherited as "ignored").
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default() != "sleep\n" {
+        assert!(Instant::now() < deadline, "sleep never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // SAFETY: kill(2) on our own unreaped child (probectl).
     unsafe { libc::kill(trace.pid() as i32, libc::SIGTERM) };
     let run = trace.wait();
