@@ -355,3 +355,24 @@ fn a_go_program_is_told_at_once_that_go_is_not_covered() {
     assert_eq!(said.lines().count(), 1, "one warning: {}", run.stderr);
     insta::assert_snapshot!(said);
 }
+
+#[test]
+fn a_command_never_runs_when_probectl_fails_to_start() {
+    // The output cannot be created: known only after attaching, with the command held.
+    let marker = scratch_file("ran");
+    let script = format!("touch '{}'", marker.display());
+    let (code, stdout, stderr) = probectl(&[
+        "run",
+        "openssl",
+        "-o",
+        "/nonexistent-directory/events.txt",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("cannot create output file"), "{stderr}");
+    assert!(!marker.exists(), "the command ran untraced");
+}

@@ -209,7 +209,8 @@ pub struct HeldChild {
     release: std::fs::File,
     status: Option<ChildStatus>,
     /// The child's pidfd: signals reach this child, never a process that reused its pid.
-    pidfd: OwnedFd,
+    /// (Taken, with `status`, by `release`.)
+    pidfd: Option<OwnedFd>,
     /// Why exec failed, if it did (after the release: the file changed, a bad interpreter).
     exec_error: Arc<Mutex<Option<std::io::Error>>>,
 }
@@ -228,15 +229,14 @@ impl HeldChild {
         // Before the release: a signal that arrives from now on is seen by `end`.
         let interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
         let terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
-        let status = self.status.take().ok_or_else(|| ProcessError::Io {
-            context: "releasing the command",
-            source: std::io::Error::other("released twice"),
-        })?;
+        let (Some(status), Some(pidfd)) = (self.status.take(), self.pidfd.take()) else {
+            return Err(ProcessError::Io {
+                context: "releasing the command",
+                source: std::io::Error::other("released twice"),
+            });
+        };
+        // Nothing can fail from here on: the command runs, and the RunningCommand owns it.
         let _ = self.release.write_all(&[1]);
-        let pidfd = self.pidfd.try_clone().map_err(|source| ProcessError::Io {
-            context: "keeping the command's pidfd",
-            source,
-        })?;
         Ok(RunningCommand {
             pid: self.pid,
             name: std::mem::take(&mut self.name),
@@ -253,8 +253,8 @@ impl HeldChild {
 
 impl Drop for HeldChild {
     fn drop(&mut self) {
-        if self.status.is_some() {
-            let _ = send_signal(&self.pidfd, libc::SIGKILL);
+        if let (Some(_), Some(pidfd)) = (&self.status, &self.pidfd) {
+            let _ = send_signal(pidfd, libc::SIGKILL);
         }
     }
 }
@@ -610,7 +610,7 @@ pub fn spawn_held(argv: &[OsString]) -> Result<HeldChild, ProcessError> {
         name: command_name,
         release,
         status: Some(status),
-        pidfd,
+        pidfd: Some(pidfd),
         exec_error,
     })
 }
