@@ -220,7 +220,7 @@ fn a_library_loaded_3_s_after_exec_is_captured_with_pid() {
     let exchange = Exchange::new(&unique_request("late-pid"));
     let mut client = late_importer(&exchange, port, &dir);
     let pid = client.pid();
-    let trace = Trace::start(&["openssl", "--pid", &pid.to_string()], &[]);
+    let trace = Trace::start(&["openssl", "--wait", "--pid", &pid.to_string()], &[]);
     assert!(
         trace.stderr_text().contains("waiting for it to load one"),
         "{}",

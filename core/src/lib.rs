@@ -17,3 +17,4 @@ pub mod session;
 pub mod spec;
 pub mod summary;
 pub mod symbols;
+pub mod terminal;

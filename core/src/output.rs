@@ -74,9 +74,17 @@ pub enum OutputError {
     },
 }
 
-/// Opens the output: a file created (or truncated) with mode 0600, or stdout.
+/// Opens the output: a file created (or truncated) with mode 0600, or stdout (written in whole
+/// lines when it is a terminal).
 pub fn open_output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, OutputError> {
     let Some(path) = path else {
+        // On a terminal (that the traced command may share), whole lines only.
+        if crate::terminal::stdout_is_terminal() {
+            return Ok(Box::new(crate::terminal::WholeLines::new(
+                io::stdout(),
+                1 << 16,
+            )));
+        }
         return Ok(Box::new(io::BufWriter::with_capacity(
             1 << 16,
             io::stdout(),

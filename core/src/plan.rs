@@ -212,7 +212,8 @@ pub fn plan(groups: &[&Group], scope: &Scope, cache: &mut SymbolCache) -> Result
     Ok(plan)
 }
 
-fn describe_search(group: &Group) -> String {
+/// What is looked for to trace `group`, e.g. "[openssl] libraries named libssl.so*".
+pub fn describe_search(group: &Group) -> String {
     let (mut parts, executables) = group.describe_files();
     if let Some(required) = executables {
         parts.push(format!("an executable defining {required}"));

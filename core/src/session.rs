@@ -70,6 +70,9 @@ pub struct RunOptions {
     pub output: Option<PathBuf>,
     pub max_capture_bytes: u64,
     pub ring_bytes: u32,
+    /// `--pid` of a process that maps no matching library yet: trace it anyway and attach
+    /// when it loads one, instead of failing.
+    pub wait_for_library: bool,
 }
 
 /// Resolves the plugin name to groups: one, or every group for `all`.
@@ -208,10 +211,7 @@ fn scope_for(target: &Target) -> Result<Scope, RunError> {
             let program = argv
                 .first()
                 .ok_or_else(|| RunError::Option("no command after --".into()))?;
-            let executable = find_executable(program).ok_or_else(|| ProcessError::Spawn {
-                command: program.to_string_lossy().into_owned(),
-                message: "not found (no such file, or not in PATH)".into(),
-            })?;
+            let executable = find_executable(program)?;
             Scope::Command { executable }
         }
     })
@@ -227,7 +227,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let mut cache = SymbolCache::default();
     let plan = match (plan(&groups, &scope, &mut cache), &options.target) {
         (Ok(plan), _) => plan,
-        // A running process may load its TLS library later (dlopen): wait for it.
+        // A running process may load its TLS library later (dlopen): with --wait, wait.
         (
             Err(PlanError::NothingToTrace {
                 pid,
@@ -236,7 +236,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
                 looked_for,
             }),
             Target::Pid(_),
-        ) => {
+        ) if options.wait_for_library => {
             eprintln!(
                 "probectl: warning: process {pid} ({comm}) maps no library of {groups} yet \
                  ({looked_for}); waiting for it to load one"
@@ -245,7 +245,6 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         }
         (Err(error), _) => return Err(error.into()),
     };
-    let out = open_output(options.output.as_deref())?;
 
     let mut tracer = Tracer::load(&LoadOptions {
         max_capture_bytes: options.max_capture_bytes,
@@ -291,6 +290,9 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             .collect();
         return Err(RunError::NothingAttached(reasons.join("; ")));
     }
+    // Only now, with everything attached, is the output created (or truncated): a run that
+    // fails to start leaves no file behind and an existing one untouched.
+    let out = open_output(options.output.as_deref())?;
     let who = match &options.target {
         Target::Pid(pid) => match plan.tree.as_ref().map_or(0, |tree| tree.descendants()) {
             0 => format!("pid {pid} ({})", discovery::comm(*pid)),
@@ -308,6 +310,11 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         Target::AllProcesses => "all processes".to_string(),
     };
     let group_names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    let looked_for = groups
+        .iter()
+        .map(|group| crate::plan::describe_search(group))
+        .collect::<Vec<_>>()
+        .join("; ");
     let failed = match attached.failures.len() {
         0 => String::new(),
         count => format!(", {count} FAILED"),
@@ -343,9 +350,27 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         control: ControlPlane::start(tracer, groups, cache, table),
     };
     // The probes are in place: let the command exec.
-    let child_status = held.and_then(|child| child.release());
-    let command_status = running.trace(child_status, pidfd, watched_pid).await?;
-    running.finish(attached.failures.len(), command_status)
+    let mut command = held.map(|child| child.release()).transpose()?;
+    if let (Some(command), Scope::Command { executable }) = (command.as_mut(), &scope) {
+        let files = plan.files.iter().map(|file| file.file.id).collect();
+        let plural = if group_names.len() > 1 { "s" } else { "" };
+        let groups_text = format!("group{plural} {}", group_names.join(", "));
+        command.watch_libraries(executable, files, groups_text, looked_for);
+    }
+    let traced = running
+        .trace(command.as_mut().map(|c| c.status()), pidfd, watched_pid)
+        .await?;
+    // probectl stopping (a signal, an output error) ends the command too, before the last
+    // drain, so that what it did until it exited is delivered.
+    let command_status = match command.as_mut() {
+        Some(command) => command.end(traced).await,
+        None => traced,
+    };
+    let summary = running.finish(attached.failures.len(), command_status)?;
+    if let Some(command) = command.as_mut() {
+        command.warn_if_untraceable(summary.counts.events);
+    }
+    Ok(summary)
 }
 
 /// A session between attaching and detaching: the data pipeline on this thread, the control
@@ -361,7 +386,7 @@ impl Running {
     /// traced process's exit, or an output error.
     async fn trace(
         &mut self,
-        mut child_status: Option<ChildStatus>,
+        mut child_status: Option<&mut ChildStatus>,
         pidfd: Option<AsyncFd<std::os::fd::OwnedFd>>,
         watched_pid: Option<u32>,
     ) -> Result<Option<std::process::ExitStatus>, RunError> {
