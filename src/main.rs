@@ -24,6 +24,8 @@ struct Cli {
 enum FormatArg {
     Text,
     Json,
+    /// TCP conversations for Wireshark/tshark (to a file, or to a pipe: `| tshark -i -`).
+    Pcapng,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +124,14 @@ fn run_command(command: Command) -> ExitCode {
         (None, true) => Target::AllProcesses,
     };
     let format = match (format, hex) {
+        (FormatArg::Pcapng, _) => {
+            use std::io::IsTerminal as _;
+            if output.is_none() && std::io::stdout().is_terminal() {
+                eprintln!("probectl: error: --format pcapng is binary: write it to a file (-o FILE) or a pipe (| tshark -i -), not to a terminal");
+                return ExitCode::FAILURE;
+            }
+            Format::Pcapng
+        }
         (FormatArg::Json, _) => Format::Json,
         (FormatArg::Text, true) => Format::Hex,
         (FormatArg::Text, false) => Format::Text,

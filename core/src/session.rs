@@ -13,7 +13,7 @@ use crate::connections::{ConnectionTable, StreamRun};
 use crate::discovery::{self, DiscoveryError};
 use crate::events::{Call, Reassembler};
 use crate::output::{
-    open_output, AttachInfo, ConnectionView, Event, EventWriter, Format, OutputError, Renderer,
+    open_output, AttachInfo, ConnectionView, Event, EventWriter, Format, OutputError,
 };
 use crate::plan::{plan, Plan, PlanError, Scope};
 use crate::process::{find_executable, pidfd_open, spawn_held, ChildStatus, ProcessError};
@@ -477,7 +477,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         sink: Sink {
             attach: attach_infos(&plan, &attached).collect(),
             execs: Vec::new(),
-            writer: Box::new(Renderer::new(options.format)),
+            writer: crate::output::writer_for(options.format)?,
             out,
             clock_offset: monotonic_to_realtime_ns(),
             max_capture_bytes: options.max_capture_bytes,
