@@ -623,3 +623,440 @@ impl EventWriter for PcapngWriter {
         self.drain(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::AttachInfo;
+    use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
+    use pcap_file::pcapng::{Block, PcapNgReader};
+
+    /// One packet of a written capture, decoded by etherparse, its checksums verified.
+    #[derive(Debug)]
+    struct Decoded {
+        ts_ns: u128,
+        from: SocketAddr,
+        to: SocketAddr,
+        tcp: TcpHeader,
+        payload: Vec<u8>,
+        comment: String,
+    }
+
+    /// Decodes one Ethernet frame and checks its IP and TCP checksums.
+    fn decode(frame: &[u8]) -> (SocketAddr, SocketAddr, TcpHeader, Vec<u8>) {
+        let headers = PacketHeaders::from_ethernet_slice(frame).expect("an Ethernet frame");
+        let Some(TransportHeader::Tcp(tcp)) = headers.transport else {
+            panic!("TCP: {headers:?}");
+        };
+        let payload = headers.payload.slice().to_vec();
+        let (from, to, checksum) = match headers.net.expect("IP") {
+            NetHeaders::Ipv4(ip, _) => {
+                assert_eq!(
+                    ip.header_checksum,
+                    ip.calc_header_checksum(),
+                    "IPv4 checksum"
+                );
+                assert_eq!(
+                    usize::from(ip.total_len),
+                    frame.len() - 14,
+                    "IPv4 total length"
+                );
+                (
+                    IpAddr::from(ip.source),
+                    IpAddr::from(ip.destination),
+                    tcp.calc_checksum_ipv4(&ip, &payload).expect("checksum"),
+                )
+            }
+            NetHeaders::Ipv6(ip, _) => (
+                IpAddr::from(ip.source),
+                IpAddr::from(ip.destination),
+                tcp.calc_checksum_ipv6(&ip, &payload).expect("checksum"),
+            ),
+            other => panic!("IP: {other:?}"),
+        };
+        assert_eq!(tcp.checksum, checksum, "TCP checksum");
+        (
+            SocketAddr::new(from, tcp.source_port),
+            SocketAddr::new(to, tcp.destination_port),
+            tcp,
+            payload,
+        )
+    }
+
+    fn read_capture(bytes: &[u8]) -> (Vec<String>, Vec<Decoded>) {
+        let mut reader = PcapNgReader::new(bytes).expect("a pcapng section");
+        let mut header = Vec::new();
+        for option in &reader.section().options {
+            header.push(format!("{option:?}"));
+        }
+        let mut packets = Vec::new();
+        while let Some(block) = reader.next_block() {
+            match block.expect("a block") {
+                Block::InterfaceDescription(interface) => {
+                    header.push(format!("{:?} {:?}", interface.linktype, interface.options))
+                }
+                Block::EnhancedPacket(packet) => {
+                    assert_eq!(packet.original_len as usize, packet.data.len());
+                    let (from, to, tcp, payload) = decode(&packet.data);
+                    let comment = packet
+                        .options
+                        .iter()
+                        .find_map(|option| match option {
+                            EnhancedPacketOption::Comment(comment) => Some(comment.to_string()),
+                            _ => None,
+                        })
+                        .expect("every packet has a comment");
+                    packets.push(Decoded {
+                        ts_ns: packet.timestamp.as_nanos(),
+                        from,
+                        to,
+                        tcp,
+                        payload: payload.to_vec(),
+                        comment,
+                    });
+                }
+                other => panic!("unexpected block {other:?}"),
+            }
+        }
+        (header, packets)
+    }
+
+    /// One line per packet, as a reader of the capture would summarise it.
+    fn describe(packets: &[Decoded]) -> String {
+        packets
+            .iter()
+            .map(|p| {
+                let mut flags = Vec::new();
+                for (set, name) in [
+                    (p.tcp.syn, "SYN"),
+                    (p.tcp.fin, "FIN"),
+                    (p.tcp.psh, "PSH"),
+                    (p.tcp.ack, "ACK"),
+                ] {
+                    if set {
+                        flags.push(name);
+                    }
+                }
+                format!(
+                    "{} {} -> {} [{}] seq={} ack={} len={} | {}\n",
+                    p.ts_ns,
+                    p.from,
+                    p.to,
+                    flags.join(","),
+                    p.tcp.sequence_number,
+                    p.tcp.acknowledgment_number,
+                    p.payload.len(),
+                    p.comment
+                )
+            })
+            .collect()
+    }
+
+    fn attach(direction: Direction) -> AttachInfo {
+        AttachInfo {
+            plugin: "openssl".into(),
+            library: "/usr/lib/x86_64-linux-gnu/libssl.so.3".into(),
+            function: match direction {
+                Direction::Write => "SSL_write".into(),
+                Direction::Read => "SSL_read".into(),
+            },
+            direction,
+        }
+    }
+
+    struct Call<'a> {
+        ts_ns: u64,
+        id: u64,
+        local: Option<&'a str>,
+        remote: Option<&'a str>,
+        direction: Direction,
+        offset: u64,
+        len: u64,
+        data: &'a [u8],
+    }
+
+    fn call<'a>(
+        id: u64,
+        endpoints: (Option<&'a str>, Option<&'a str>),
+        direction: Direction,
+        offset: u64,
+        data: &'a [u8],
+    ) -> Call<'a> {
+        Call {
+            ts_ns: 1_732_480_496_000_000_000 + offset,
+            id,
+            local: endpoints.0,
+            remote: endpoints.1,
+            direction,
+            offset,
+            len: data.len() as u64,
+            data,
+        }
+    }
+
+    fn feed(writer: &mut PcapngWriter, calls: &[Call<'_>], out: &mut Vec<u8>) {
+        for call in calls {
+            let attach = attach(call.direction);
+            let event = Event {
+                ts_ns: call.ts_ns,
+                pid: 4242,
+                tid: 4243,
+                comm: "curl",
+                attach: &attach,
+                conn: ConnectionView {
+                    id: call.id,
+                    handle: 0x55d0_1234_5678,
+                    fd: Some(5),
+                    transport: Some("tcp"),
+                    local: call.local,
+                    remote: call.remote,
+                    offset: call.offset,
+                },
+                len: call.len,
+                data: call.data,
+                truncated: call.len - call.data.len() as u64,
+            };
+            writer.event(&event, out).expect("event");
+        }
+    }
+
+    fn close(writer: &mut PcapngWriter, id: u64, out: &mut Vec<u8>) {
+        let view = ConnectionView {
+            id,
+            ..ConnectionView::default()
+        };
+        writer
+            .connection_closed(&view, 1_732_480_497_000_000_000, out)
+            .expect("close");
+    }
+
+    fn writer() -> PcapngWriter {
+        PcapngWriter::with_identity("testhost", "Linux 6.18").expect("writer")
+    }
+
+    const V4: (Option<&str>, Option<&str>) = (Some("127.0.0.1:41234"), Some("127.0.0.1:8443"));
+
+    #[test]
+    fn a_connection_becomes_a_tcp_conversation() {
+        let request = b"GET /file HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        let response: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let mut writer = writer();
+        let mut out = Vec::new();
+        feed(
+            &mut writer,
+            &[
+                call(7, V4, Direction::Write, 0, request),
+                call(7, V4, Direction::Read, 0, &response),
+            ],
+            &mut out,
+        );
+        close(&mut writer, 7, &mut out);
+        let (header, packets) = read_capture(&out);
+        // The streams reassemble from the packets: data at isn + 1 + offset, per direction.
+        let mut client_stream = Vec::new();
+        let mut server_stream = Vec::new();
+        // (The ACKs of the handshake and of the FINs sit one past the SYN or FIN.)
+        for packet in packets.iter().filter(|p| !p.payload.is_empty() || p.tcp.fin) {
+            assert!(packet.payload.len() <= MAX_SEGMENT_PAYLOAD);
+            if packet.from.port() == 41234 {
+                assert_eq!(
+                    packet.tcp.sequence_number as usize,
+                    0x1000_0001 + client_stream.len()
+                );
+                client_stream.extend_from_slice(&packet.payload);
+            } else {
+                assert_eq!(
+                    packet.tcp.sequence_number as usize,
+                    0x2000_0001 + server_stream.len()
+                );
+                server_stream.extend_from_slice(&packet.payload);
+            }
+        }
+        assert_eq!(client_stream, request);
+        assert_eq!(server_stream, response);
+        let listing = format!("{}\n{}", header.join("\n"), describe(&packets));
+        insta::assert_snapshot!(listing.replace(env!("CARGO_PKG_VERSION"), "[version]"));
+    }
+
+    #[test]
+    fn lost_bytes_are_a_sequence_jump() {
+        let mut writer = writer();
+        let mut out = Vec::new();
+        let captured_prefix = b"head";
+        feed(
+            &mut writer,
+            &[
+                call(1, V4, Direction::Write, 0, b"GET / HTTP/1.1\r\n\r\n"),
+                // A call of 1000 bytes of which only 4 were captured...
+                Call {
+                    len: 1000,
+                    ..call(1, V4, Direction::Read, 0, captured_prefix)
+                },
+                // ...then calls lost whole: the next event starts at 5000.
+                call(1, V4, Direction::Read, 5000, b"tail"),
+            ],
+            &mut out,
+        );
+        let (_, packets) = read_capture(&out);
+        let reads: Vec<&Decoded> = packets
+            .iter()
+            .filter(|p| p.from.port() == 8443 && !p.payload.is_empty())
+            .collect();
+        assert_eq!(reads.len(), 2);
+        assert_eq!(reads[0].payload, b"head");
+        assert_eq!(reads[0].tcp.sequence_number, 0x2000_0001);
+        assert!(reads[0].comment.contains("996 bytes not captured"));
+        assert_eq!(reads[1].payload, b"tail");
+        assert_eq!(reads[1].tcp.sequence_number, 0x2000_0001 + 5000);
+        // No byte was made up: the captured bytes are all there is.
+        let total: usize = packets.iter().map(|p| p.payload.len()).sum();
+        assert_eq!(total, 18 + 4 + 4);
+    }
+
+    #[test]
+    fn acks_follow_what_the_other_side_sent() {
+        let mut writer = writer();
+        let mut out = Vec::new();
+        feed(
+            &mut writer,
+            &[
+                call(1, V4, Direction::Write, 0, b"one"),
+                call(1, V4, Direction::Read, 0, b"reply"),
+                call(1, V4, Direction::Write, 3, b"two"),
+            ],
+            &mut out,
+        );
+        let (_, packets) = read_capture(&out);
+        let data: Vec<(u32, u32)> = packets
+            .iter()
+            .filter(|p| !p.payload.is_empty())
+            .map(|p| (p.tcp.sequence_number, p.tcp.acknowledgment_number))
+            .collect();
+        assert_eq!(
+            data,
+            [
+                (0x1000_0001, 0x2000_0001),
+                (0x2000_0001, 0x1000_0001 + 3),
+                (0x1000_0001 + 3, 0x2000_0001 + 5),
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv6_and_placeholder_endpoints() {
+        let mut writer = writer();
+        let mut out = Vec::new();
+        feed(
+            &mut writer,
+            &[
+                call(
+                    1,
+                    (Some("[::1]:50000"), Some("[::1]:8443")),
+                    Direction::Write,
+                    0,
+                    b"v6",
+                ),
+                call(2, (None, None), Direction::Write, 0, b"memory bio"),
+                call(
+                    3,
+                    (Some("unix:/run/x.sock"), None),
+                    Direction::Read,
+                    0,
+                    b"unix",
+                ),
+            ],
+            &mut out,
+        );
+        let (_, packets) = read_capture(&out);
+        let endpoints: Vec<String> = packets
+            .iter()
+            .filter(|p| !p.payload.is_empty())
+            .map(|p| format!("{} -> {}", p.from, p.to))
+            .collect();
+        assert_eq!(
+            endpoints,
+            [
+                "[::1]:50000 -> [::1]:8443",
+                "198.18.0.1:1026 -> 198.19.0.1:443",
+                "198.19.0.1:443 -> 198.18.0.1:1027",
+            ]
+        );
+        assert!(writer
+            .notes()
+            .iter()
+            .any(|n| n.contains("2 connections had no known IP")));
+    }
+
+    #[test]
+    fn http2_gets_its_decode_as_option() {
+        let mut writer = writer();
+        let mut out = Vec::new();
+        let mut preface = HTTP2_PREFACE.to_vec();
+        preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        feed(
+            &mut writer,
+            &[call(1, V4, Direction::Write, 0, &preface)],
+            &mut out,
+        );
+        // The server's view of another connection: the preface arrives (is read).
+        feed(
+            &mut writer,
+            &[call(
+                2,
+                (Some("127.0.0.1:9443"), Some("127.0.0.1:50001")),
+                Direction::Read,
+                0,
+                &preface,
+            )],
+            &mut out,
+        );
+        assert_eq!(
+            writer.http2_options().as_deref(),
+            Some("-d tcp.port==8443,http2 -d tcp.port==9443,http2")
+        );
+        let (_, packets) = read_capture(&out);
+        assert!(packets
+            .iter()
+            .any(|p| p.comment.contains("-d tcp.port==8443,http2")));
+    }
+
+    #[test]
+    fn a_connection_traced_at_both_ends_is_written_once() {
+        let mut writer = writer();
+        let mut out = Vec::new();
+        let mirrored = (Some("127.0.0.1:8443"), Some("127.0.0.1:41234"));
+        feed(
+            &mut writer,
+            &[
+                call(1, V4, Direction::Write, 0, b"request"),
+                call(2, mirrored, Direction::Read, 0, b"request"),
+            ],
+            &mut out,
+        );
+        let (_, packets) = read_capture(&out);
+        assert_eq!(packets.iter().filter(|p| !p.payload.is_empty()).count(), 1);
+        assert!(writer
+            .notes()
+            .iter()
+            .any(|n| n.contains("1 connections were traced at both ends")));
+        // Once the first is closed, the 4-tuple may start a new conversation.
+        close(&mut writer, 1, &mut out);
+        feed(
+            &mut writer,
+            &[call(3, V4, Direction::Write, 0, b"again")],
+            &mut out,
+        );
+        let (_, packets) = read_capture(&out);
+        assert_eq!(packets.iter().filter(|p| p.payload == b"again").count(), 1);
+    }
+
+    #[test]
+    fn an_empty_run_is_a_valid_capture() {
+        let mut writer = writer();
+        let mut out = Vec::new();
+        writer.finish(&mut out).expect("finish");
+        let (header, packets) = read_capture(&out);
+        assert!(packets.is_empty());
+        assert!(header.iter().any(|h| h.contains("probectl")));
+    }
+}
