@@ -856,7 +856,10 @@ mod tests {
         let mut client_stream = Vec::new();
         let mut server_stream = Vec::new();
         // (The ACKs of the handshake and of the FINs sit one past the SYN or FIN.)
-        for packet in packets.iter().filter(|p| !p.payload.is_empty() || p.tcp.fin) {
+        for packet in packets
+            .iter()
+            .filter(|p| !p.payload.is_empty() || p.tcp.fin)
+        {
             assert!(packet.payload.len() <= MAX_SEGMENT_PAYLOAD);
             if packet.from.port() == 41234 {
                 assert_eq!(
