@@ -433,8 +433,9 @@ impl PcapngWriter {
             Side::Remote
         };
         let server = client.other();
-        let note =
-            format!("probectl: synthesized {{}} (conn#{id}; the real handshake was not captured)");
+        let note = |name: &str| {
+            format!("probectl: synthesized {name} (conn#{id}; the real handshake was not captured)")
+        };
         let handshake = [
             (client, None, "SYN"),
             (
@@ -456,10 +457,10 @@ impl PcapngWriter {
                 },
                 payload: &[],
             };
-            self.write_segment(&segment, event.ts_ns, note.replace("{}", name))?;
+            self.write_segment(&segment, event.ts_ns, note(name))?;
         }
         let ack = conversation.segment(client, conversation.seq(client, 0), Flags::default(), &[]);
-        self.write_segment(&ack, event.ts_ns, note.replace("{}", "ACK"))?;
+        self.write_segment(&ack, event.ts_ns, note("ACK"))?;
         self.slots.insert(id, Slot::Written(conversation));
         Ok(Some(id))
     }
