@@ -54,6 +54,8 @@ pub enum FormatArg {
     Hex,
     /// One JSON object per line.
     Json,
+    /// TCP conversations for Wireshark/tshark (to a file, or to a pipe: `| tshark -i -`).
+    Pcapng,
 }
 
 /// `--ring-bytes`: a power of two of at least 4096 that fits the kernel's u32.
@@ -149,6 +151,7 @@ impl RunArgs {
         let format = match (self.format, self.hex) {
             (_, true) | (FormatArg::Hex, _) => Format::Hex,
             (FormatArg::Json, false) => Format::Json,
+            (FormatArg::Pcapng, false) => Format::Pcapng,
             (FormatArg::Text, false) => Format::Text,
         };
         let target = match (self.pid, self.command.first()) {

@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod events;
 pub mod inspect;
 pub mod output;
+pub mod pcapng;
 pub mod pipeline;
 pub mod plan;
 pub mod plugin;

@@ -62,6 +62,8 @@ pub enum Format {
     Hex,
     /// One JSON object per line.
     Json,
+    /// Synthesized TCP conversations for Wireshark (`crate::pcapng`).
+    Pcapng,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,18 @@ pub enum OutputError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot start the pcapng output")]
+    Pcapng(#[source] crate::pcapng::PcapngError),
+}
+
+/// The writer of a format.
+pub fn writer_for(format: Format) -> Result<Box<dyn EventWriter>, OutputError> {
+    Ok(match format {
+        Format::Pcapng => {
+            Box::new(crate::pcapng::PcapngWriter::new().map_err(OutputError::Pcapng)?)
+        }
+        text_or_json => Box::new(Renderer::new(text_or_json)),
+    })
 }
 
 /// Opens the output: a file created (or truncated) with mode 0600, or stdout (written in whole
@@ -191,6 +205,7 @@ impl Renderer {
                 write_header(event, out)?;
                 write_hexdump(event.data, out)
             }
+            Format::Pcapng => Err(io::Error::other("pcapng is written by PcapngWriter")),
         }
     }
 

@@ -10,7 +10,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::bpf::{Attached, BpfError, LoadOptions, Tracer};
 use crate::control::{attach_plan, ControlPlane};
 use crate::discovery::{self, DiscoveryError};
-use crate::output::{open_output, Format, OutputError, Renderer};
+use crate::output::{open_output, Format, OutputError};
 use crate::pipeline::{AttachTable, Pipeline};
 use crate::plan::{plan, Plan, PlanError, Scope};
 use crate::process::{find_executable, pidfd_open, spawn_held, ChildStatus, ProcessError};
@@ -186,6 +186,16 @@ fn check_options(options: &RunOptions) -> Result<(), RunError> {
             "--ring-bytes must be a power of two of at least 4096".into(),
         ));
     }
+    if options.format == Format::Pcapng
+        && options.output.is_none()
+        && crate::terminal::stdout_is_terminal()
+    {
+        return Err(RunError::Option(
+            "--format pcapng is binary: write it to a file (-o FILE) or a pipe (| tshark -i -), \
+             not to a terminal"
+                .into(),
+        ));
+    }
     Ok(())
 }
 
@@ -338,7 +348,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     };
     let pipeline = Pipeline::new(
         table.clone(),
-        Box::new(Renderer::new(options.format)),
+        crate::output::writer_for(options.format)?,
         out,
         monotonic_to_realtime_ns(),
         options.max_capture_bytes,
