@@ -15,3 +15,4 @@ pub mod session;
 pub mod spec;
 pub mod summary;
 pub mod symbols;
+pub mod writer;

@@ -20,6 +20,7 @@ use crate::process::{find_executable, pidfd_open, spawn_held, ChildStatus, Proce
 use crate::spec::{Group, SpecError, SpecFile};
 pub use crate::summary::Summary;
 use crate::symbols::SymbolCache;
+use crate::writer::BackgroundWriter;
 use probectl_common::{read_record, record_kind, CloseRecord, ConnectionRecord, ExecRecord};
 
 /// When a process that started a program is looked at for new TLS code.
@@ -225,7 +226,7 @@ fn monotonic_to_realtime_ns() -> u64 {
 struct Sink {
     attach: Vec<AttachInfo>,
     writer: Box<dyn EventWriter>,
-    out: Box<dyn Write + Send>,
+    out: BackgroundWriter,
     clock_offset: u64,
     max_capture_bytes: u64,
     summary: Summary,
@@ -478,7 +479,10 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             attach: attach_infos(&plan, &attached).collect(),
             execs: Vec::new(),
             writer: Box::new(Renderer::new(options.format)),
-            out,
+            out: BackgroundWriter::new(out).map_err(|source| RunError::Io {
+                context: "starting the output thread",
+                source,
+            })?,
             clock_offset: monotonic_to_realtime_ns(),
             max_capture_bytes: options.max_capture_bytes,
             summary: Summary::default(),
@@ -596,7 +600,8 @@ impl Running<'_> {
                 sink.write_error = Some(error);
             }
         }
-        let flushed = self.sink.out.flush();
+        // Waits until the output thread has written everything.
+        let flushed = self.sink.out.finish();
         let mut summary = self.sink.summary.clone();
         summary.kernel = self.tracer.kernel_stats();
         summary.out_of_order = self.sink.connections.out_of_order;
