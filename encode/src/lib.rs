@@ -326,7 +326,9 @@ mod tests {
                         0 => value as u8,
                         1 if !value.is_multiple_of(16) => 0x20 + (value >> 8) as u8 % 0x5f,
                         1 => (value >> 8) as u8,
-                        _ if value.is_multiple_of(5) => SPECIAL[(value >> 8) as usize % SPECIAL.len()],
+                        _ if value.is_multiple_of(5) => {
+                            SPECIAL[(value >> 8) as usize % SPECIAL.len()]
+                        }
                         _ => 0x20 + (value >> 8) as u8 % 0x5f,
                     }
                 })
