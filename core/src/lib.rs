@@ -19,3 +19,4 @@ pub mod spec;
 pub mod summary;
 pub mod symbols;
 pub mod terminal;
+pub mod writer;

@@ -13,6 +13,7 @@ use probectl_common::{read_record, record_kind, CloseRecord, ConnectionRecord, P
 use crate::connections::{ConnectionTable, StreamRun};
 use crate::events::{Call, Reassembler};
 use crate::output::{AttachInfo, ConnectionView, Event, EventWriter};
+use crate::writer::BackgroundWriter;
 
 /// Attach id (the BPF cookie) → what was attached there. The control plane appends entries
 /// before it attaches them, so a record never carries an id the table lacks.
@@ -83,7 +84,8 @@ pub struct Pipeline {
     reassembler: Reassembler,
     pub connections: ConnectionTable,
     writer: Box<dyn EventWriter>,
-    out: Box<dyn Write + Send>,
+    /// The output, written by its own thread: draining the ring never waits on a file.
+    out: BackgroundWriter,
     /// CLOCK_MONOTONIC (BPF timestamps) → wall clock.
     clock_offset: u64,
     max_capture_bytes: u64,
@@ -100,20 +102,20 @@ impl Pipeline {
         out: Box<dyn Write + Send>,
         clock_offset: u64,
         max_capture_bytes: u64,
-    ) -> Pipeline {
-        Pipeline {
+    ) -> std::io::Result<Pipeline> {
+        Ok(Pipeline {
             table,
             attach: Vec::new(),
             reassembler: Reassembler::default(),
             connections: ConnectionTable::default(),
             writer,
-            out,
+            out: BackgroundWriter::new(out)?,
             clock_offset,
             max_capture_bytes,
             counts: PipelineCounts::default(),
             lookups: Vec::new(),
             write_error: None,
-        }
+        })
     }
 
     /// Dispatches one ring buffer record.
@@ -269,7 +271,10 @@ impl Pipeline {
                 self.write_error = Some(error);
             }
         }
-        self.flush();
+        // Waits until the output thread has written everything.
+        if let Err(error) = self.out.finish() {
+            self.write_error.get_or_insert(error);
+        }
         self.write_error.take()
     }
 }
@@ -395,7 +400,8 @@ mod tests {
             Box::new(out.clone()),
             0,
             1 << 20,
-        );
+        )
+        .expect("pipeline");
         (pipeline, out)
     }
 

@@ -352,7 +352,11 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         out,
         monotonic_to_realtime_ns(),
         options.max_capture_bytes,
-    );
+    )
+    .map_err(|source| RunError::Io {
+        context: "starting the output thread",
+        source,
+    })?;
     let groups: Vec<Group> = groups.into_iter().cloned().collect();
     let mut running = Running {
         ring: watch_readable(ring, "polling the ring buffer")?,
