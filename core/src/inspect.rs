@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::discovery::{self, DiscoveryError, TargetFile};
 use crate::plan::{self, Assessment, Outcome, Via};
 use crate::plugin::plugin_for;
-use crate::spec::{Group, LengthRef, Probe, ReturnType, SpecError, SpecFile};
+use crate::spec::{Group, LengthRef, Probe, ReturnType, Role, SpecError, SpecFile};
 use crate::symbols::SymbolCache;
 
 #[derive(Debug, thiserror::Error)]
@@ -125,21 +125,28 @@ fn specs_name(path: Option<&std::path::Path>) -> String {
 
 /// How a probe reads its call, in the words of probes.toml.
 fn describe_probe(probe: &Probe) -> String {
-    let mut text = format!("{:<5}", probe.direction.as_str());
+    let mut text = match probe.role {
+        Role::Data => format!("{:<5}", probe.direction.as_str()),
+        Role::End => "end  ".to_string(),
+    };
     if let Some(connection) = probe.connection {
         let _ = write!(text, "  connection=arg{}", connection.0);
     }
-    let _ = write!(text, "  buffer=arg{}", probe.buffer.0);
-    match probe.length {
-        LengthRef::Return => text.push_str("  length=return"),
-        LengthRef::OutPointer(arg) => {
-            let _ = write!(text, "  length=*arg{arg}");
+    if probe.role == Role::End {
+        text.push_str("  (entering it ends the handle's connection)");
+    } else {
+        let _ = write!(text, "  buffer=arg{}", probe.buffer.0);
+        match probe.length {
+            LengthRef::Return => text.push_str("  length=return"),
+            LengthRef::OutPointer(arg) => {
+                let _ = write!(text, "  length=*arg{arg}");
+            }
         }
+        text.push_str(match probe.returns {
+            ReturnType::Int => "  returns=int",
+            ReturnType::Ssize => "  returns=ssize_t",
+        });
     }
-    text.push_str(match probe.returns {
-        ReturnType::Int => "  returns=int",
-        ReturnType::Ssize => "  returns=ssize_t",
-    });
     if let Some(filter) = &probe.only_if {
         let mut place = format!("arg{}", filter.argument.0);
         for offset in &filter.pointers {
