@@ -260,7 +260,7 @@ fn read_stream<'a>(events: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<u8>
 }
 
 fn assert_complete(stderr: &str, received: &[u8], expected_sha: &str) {
-    assert_eq!(summary_number(stderr, "events lost"), 0, "{stderr}");
+    assert_eq!(summary_number(stderr, "chunks lost"), 0, "{stderr}");
     let body = body(received);
     assert_eq!(body.len() as u64, SIZE, "{stderr}");
     assert_eq!(sha256(body), expected_sha);
