@@ -42,6 +42,10 @@ struct ProcessTree {
 
 impl Drop for ProcessTree {
     fn drop(&mut self) {
+        // The root first: an nginx master replaces workers that die, and the replacements
+        // would outlive the test (holding the test runner's output pipe open).
+        let _ = self.root.0.kill();
+        let _ = self.root.0.wait();
         for &child in &self.children {
             // SAFETY: kill(2) on a pid this test started (a child of its own child).
             unsafe { libc::kill(child as i32, libc::SIGKILL) };
