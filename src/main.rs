@@ -26,6 +26,12 @@ enum FormatArg {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum DecodeArg {
+    /// HTTP/1.x, HTTP/2 (HPACK) and gRPC exchanges.
+    Http,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Trace a library's plaintext: in one process (--pid), in a command it starts (-- CMD), or
@@ -54,6 +60,13 @@ enum Command {
         /// Size of the kernel ring buffer (a power of two).
         #[arg(long, default_value_t = 16 * 1024 * 1024)]
         ring_bytes: u32,
+        /// Decode a protocol: one record per exchange instead of one per call (connections
+        /// that are not HTTP stay raw).
+        #[arg(long, value_enum)]
+        decode: Option<DecodeArg>,
+        /// With --decode: bytes kept per body at most; the rest is counted.
+        #[arg(long, default_value_t = probectl_core::http::DEFAULT_MAX_BODY, requires = "decode")]
+        max_body: u64,
         /// Start this command and trace it (and only it) from its first TLS byte.
         #[arg(last = true)]
         command: Vec<OsString>,
@@ -111,6 +124,8 @@ fn run_command(command: Command) -> ExitCode {
         probes,
         max_bytes,
         ring_bytes,
+        decode,
+        max_body,
         command,
     } = command
     else {
@@ -134,6 +149,7 @@ fn run_command(command: Command) -> ExitCode {
         output,
         max_capture_bytes: max_bytes,
         ring_bytes,
+        decode: decode.map(|DecodeArg::Http| (probectl_core::http::Decode::Http, max_body)),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -103,6 +103,8 @@ pub struct RunOptions {
     pub output: Option<PathBuf>,
     pub max_capture_bytes: u64,
     pub ring_bytes: u32,
+    /// `--decode http` (with `--max-body`): exchanges instead of calls.
+    pub decode: Option<(crate::http::Decode, u64)>,
 }
 
 /// Resolves the plugin name to groups: one, or every group for `all`.
@@ -477,7 +479,12 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         sink: Sink {
             attach: attach_infos(&plan, &attached).collect(),
             execs: Vec::new(),
-            writer: Box::new(Renderer::new(options.format)),
+            writer: match options.decode {
+                Some((crate::http::Decode::Http, max_body)) => {
+                    Box::new(crate::http::HttpWriter::new(options.format, max_body))
+                }
+                None => Box::new(Renderer::new(options.format)),
+            },
             out,
             clock_offset: monotonic_to_realtime_ns(),
             max_capture_bytes: options.max_capture_bytes,
