@@ -18,6 +18,11 @@ const PENDING_CAP: usize = 256;
 /// Most header fields in one head.
 const MAX_HEADERS: usize = 256;
 
+/// Methods recognised from a request line cut by the end of a call.
+const KNOWN_METHODS: [&[u8]; 9] = [
+    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH",
+];
+
 /// What the first line of a stream says it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -57,7 +62,12 @@ fn message_start(data: &[u8], role: Role) -> bool {
             }
             let rest = &line[space + 1..];
             let Some(second) = memchr::memchr(b' ', rest) else {
-                return false;
+                // A line cut by the end of the call: a well-known method will do.
+                return line_end == data.len()
+                    && KNOWN_METHODS.contains(&method)
+                    && rest
+                        .first()
+                        .is_none_or(|&b| b == b'/' || b == b'*' || b.is_ascii_alphanumeric());
             };
             let version = rest[second + 1..]
                 .strip_suffix(b"\r")
@@ -156,6 +166,19 @@ impl Decoder {
             max_body,
             skipped: 0,
         }
+    }
+
+    /// Bytes held: buffers and the exchanges waiting.
+    pub fn held_bytes(&self) -> usize {
+        self.streams
+            .iter()
+            .map(|s| s.buffer.capacity())
+            .sum::<usize>()
+            + self
+                .pending
+                .iter()
+                .map(|p| p.exchange.held_bytes())
+                .sum::<usize>()
     }
 
     /// Bytes skipped while resynchronising since the last call.

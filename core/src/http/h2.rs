@@ -104,7 +104,7 @@ impl FrameHeader {
                 if self.flags & flag::ACK != 0 {
                     self.length == 0
                 } else {
-                    self.length % 6 == 0
+                    self.length.is_multiple_of(6)
                 },
             ),
             kind::PUSH_PROMISE => (
@@ -125,6 +125,11 @@ impl FrameHeader {
 /// Whether `data` starts with a run of plausible frames (the last may be cut by the end of
 /// `data`). `strict`: also frame lengths within the default maximum and no CONTINUATION first.
 fn frames_plausible(data: &[u8], strict: bool) -> bool {
+    frames_plausible_below(data, strict, u32::MAX)
+}
+
+/// `frames_plausible`, with stream ids up to `max_stream` only.
+fn frames_plausible_below(data: &[u8], strict: bool, max_stream: u32) -> bool {
     let max_length = if strict {
         DETECT_FRAME_MAX
     } else {
@@ -137,7 +142,10 @@ fn frames_plausible(data: &[u8], strict: bool) -> bool {
             // Nothing but a cut header left: fine after at least one frame.
             return !first;
         };
-        if !header.plausible(max_length) || (strict && first && header.kind == kind::CONTINUATION) {
+        if !header.plausible(max_length)
+            || header.stream > max_stream
+            || (strict && first && header.kind == kind::CONTINUATION)
+        {
             return false;
         }
         first = false;
@@ -232,6 +240,29 @@ impl Decoder {
         decoder
     }
 
+    /// Bytes held: frame buffers, header blocks, stream bodies, HPACK tables.
+    pub fn held_bytes(&self) -> usize {
+        self.readers
+            .iter()
+            .map(|r| {
+                r.header.capacity()
+                    + r.frame.as_ref().map_or(0, |f| f.payload.capacity())
+                    + r.block.as_ref().map_or(0, |b| b.fragment.capacity())
+            })
+            .sum::<usize>()
+            + self
+                .hpack
+                .iter()
+                .map(hpack::Decoder::table_size)
+                .sum::<usize>()
+            + self
+                .streams
+                .values()
+                .filter_map(|s| s.exchange.as_ref())
+                .map(Exchange::held_bytes)
+                .sum::<usize>()
+    }
+
     /// Bytes skipped while resynchronising since the last call.
     pub fn take_skipped(&mut self) -> u64 {
         std::mem::take(&mut self.skipped)
@@ -241,7 +272,14 @@ impl Decoder {
         let side = input.side.index();
         let mut data = input.data;
         if self.readers[side].resync {
-            if !frames_plausible(data, false) {
+            // Streams are opened in increasing order: after a gap, an id far above the
+            // highest seen is no frame header.
+            let max_stream = if self.highest_stream == 0 {
+                u32::MAX
+            } else {
+                self.highest_stream.saturating_add(2 * STREAMS_CAP as u32)
+            };
+            if !frames_plausible_below(data, true, max_stream) {
                 self.skipped += data.len() as u64;
                 return;
             }
@@ -352,10 +390,8 @@ impl Decoder {
         let oversized = header.length as usize > FRAME_CAP;
         let payload = &frame.payload[..];
         match header.kind {
-            kind::DATA => {
-                if header.flags & flag::END_STREAM != 0 {
-                    self.end_part(input, header.stream, done);
-                }
+            kind::DATA if header.flags & flag::END_STREAM != 0 => {
+                self.end_part(input, header.stream, done);
             }
             kind::HEADERS | kind::PUSH_PROMISE => {
                 if oversized {
@@ -550,12 +586,7 @@ impl Decoder {
         let exchange = stream
             .exchange
             .get_or_insert_with(|| new_exchange(input, id));
-        let slot = if request {
-            &mut exchange.request
-        } else {
-            &mut exchange.response
-        };
-        let part = slot.get_or_insert_with(|| Part::started(input.ts_ns));
+        let part = part_mut(exchange, request, input.ts_ns);
         part.body.push(bytes, max_body);
         part.last_ns = input.ts_ns;
     }
@@ -569,12 +600,7 @@ impl Decoder {
         let exchange = stream
             .exchange
             .get_or_insert_with(|| new_exchange(input, id));
-        let slot = if request {
-            &mut exchange.request
-        } else {
-            &mut exchange.response
-        };
-        let part = slot.get_or_insert_with(|| Part::started(input.ts_ns));
+        let part = part_mut(exchange, request, input.ts_ns);
         part.complete = true;
         part.last_ns = input.ts_ns;
         if request {
@@ -624,6 +650,29 @@ impl Decoder {
             }
         }
     }
+}
+
+/// The request or response of an exchange. One first met in a DATA frame or at END_STREAM
+/// is created, and its headers were not seen: the exchange is incomplete.
+fn part_mut(exchange: &mut Exchange, request: bool, ts_ns: u64) -> &mut Part {
+    let seen = if request {
+        exchange.request.is_some()
+    } else {
+        exchange.response.is_some()
+    };
+    if !seen {
+        exchange.mark_incomplete(if request {
+            "request headers not seen"
+        } else {
+            "response headers not seen"
+        });
+    }
+    let slot = if request {
+        &mut exchange.request
+    } else {
+        &mut exchange.response
+    };
+    slot.get_or_insert_with(|| Part::started(ts_ns))
 }
 
 fn new_exchange(input: &Input<'_>, id: u32) -> Exchange {

@@ -13,6 +13,8 @@ pub mod h2;
 pub mod hpack;
 mod hpack_tables;
 mod render;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -158,6 +160,26 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// Bytes held for it (headers and bodies).
+    pub fn held_bytes(&self) -> usize {
+        [&self.request, &self.response]
+            .into_iter()
+            .flatten()
+            .map(|part| {
+                part.body.data.len()
+                    + part
+                        .headers
+                        .iter()
+                        .chain(&part.trailers)
+                        .map(|f| {
+                            f.name.as_ref().map_or(0, Vec::len)
+                                + f.value.as_ref().map_or(0, Vec::len)
+                        })
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
     fn new(version: Version, origin: Origin) -> Exchange {
         Exchange {
             version,
@@ -298,6 +320,18 @@ impl HttpWriter {
     pub fn quiet(mut self) -> HttpWriter {
         self.report = false;
         self
+    }
+
+    /// Bytes the decoders hold (buffers, bodies, tables), for the memory bound's tests.
+    pub fn held_bytes(&self) -> usize {
+        self.connections
+            .values()
+            .map(|state| match &state.protocol {
+                Protocol::Http1(decoder) => decoder.held_bytes(),
+                Protocol::Http2(decoder) => decoder.held_bytes(),
+                Protocol::Unknown | Protocol::Raw => 0,
+            })
+            .sum()
     }
 
     fn write_done(&mut self, out: &mut dyn Write) -> io::Result<()> {
