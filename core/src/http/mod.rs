@@ -431,12 +431,11 @@ impl EventWriter for HttpWriter {
                 self.stats.bytes_skipped += decoder.take_skipped();
             }
         }
-        if let (Some(at), Protocol::Http1(decoder)) = (raw_from, &mut protocol) {
+        if let (Some(_), Protocol::Http1(decoder)) = (raw_from, &mut protocol) {
             // Upgraded: what follows the switch is another protocol, shown raw.
             decoder.finish("connection upgraded", &mut self.done);
             protocol = Protocol::Raw;
             self.stats.connections_raw += 1;
-            let _ = at;
         }
         if let Some(state) = self.connections.get_mut(&event.conn.id) {
             state.protocol = protocol;
