@@ -427,7 +427,8 @@ fn grpc_unary_server_streaming_and_error_status() {
             })
             .collect()
     };
-    let expected: [(&str, u64, Option<&str>, Vec<Vec<u8>>); 3] = [
+    // (method, grpc status, grpc message, the response messages the server was given)
+    let expected = [
         ("Unary", 0, None, vec![unary.clone()]),
         ("Stream", 0, None, stream.to_vec()),
         ("Fail", 5, Some("no such thing: 42"), vec![]),
