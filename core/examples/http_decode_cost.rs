@@ -7,9 +7,7 @@ use std::io;
 use std::time::Instant;
 
 use probectl_core::http::HttpWriter;
-use probectl_core::output::{
-    AttachInfo, ConnectionView, Event, EventWriter, Format, Renderer,
-};
+use probectl_core::output::{AttachInfo, ConnectionView, Event, EventWriter, Format, Renderer};
 use probectl_core::spec::Direction;
 
 /// One call: its direction and bytes.
@@ -41,7 +39,11 @@ fn http1(exchanges: usize, size: usize) -> Vec<Call> {
             format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n")
                 .into_bytes();
         response.extend_from_slice(&payload);
-        calls.extend(response.chunks(16 * 1024).map(|c| (Direction::Read, c.to_vec())));
+        calls.extend(
+            response
+                .chunks(16 * 1024)
+                .map(|c| (Direction::Read, c.to_vec())),
+        );
     }
     calls
 }
@@ -54,7 +56,10 @@ fn http2(exchanges: usize, size: usize) -> Vec<Call> {
         0xf4, 0xff,
     ]
     .to_vec();
-    let mut calls = vec![(Direction::Write, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec())];
+    let mut calls = vec![(
+        Direction::Write,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+    )];
     let payload = body(size);
     for index in 0..exchanges {
         let stream = 1 + 2 * index as u32;
@@ -125,10 +130,26 @@ fn measure(calls: &[Call], make: &dyn Fn() -> Box<dyn EventWriter>) -> (f64, f64
 
 fn main() {
     let workloads: [(&str, Vec<Call>, usize); 4] = [
-        ("HTTP/1.1, 2000 x 64 KiB responses", http1(2000, 64 * 1024), 2000),
-        ("HTTP/1.1, 20000 x 100 B responses", http1(20_000, 100), 20_000),
-        ("HTTP/2, 2000 x 64 KiB responses", http2(2000, 64 * 1024), 2000),
-        ("HTTP/2, 20000 x 100 B responses", http2(20_000, 100), 20_000),
+        (
+            "HTTP/1.1, 2000 x 64 KiB responses",
+            http1(2000, 64 * 1024),
+            2000,
+        ),
+        (
+            "HTTP/1.1, 20000 x 100 B responses",
+            http1(20_000, 100),
+            20_000,
+        ),
+        (
+            "HTTP/2, 2000 x 64 KiB responses",
+            http2(2000, 64 * 1024),
+            2000,
+        ),
+        (
+            "HTTP/2, 20000 x 100 B responses",
+            http2(20_000, 100),
+            20_000,
+        ),
     ];
     println!("| workload | raw JSON | --decode http, JSON | --decode http, text |");
     println!("| --- | --- | --- | --- |");

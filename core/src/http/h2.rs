@@ -326,7 +326,9 @@ impl Decoder {
             data = rest;
             if frame.header.kind == kind::DATA {
                 if !self.data_bytes(input, &mut frame, bytes, done) {
-                    continue;
+                    // Malformed: the reader waits for the next call starting with a frame.
+                    self.skipped += data.len() as u64;
+                    return;
                 }
             } else {
                 if frame.header.length as usize <= FRAME_CAP {

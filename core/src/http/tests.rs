@@ -655,6 +655,95 @@ fn grpc_text() {
     insta::assert_snapshot!(text);
 }
 
+#[test]
+fn a_traced_server_reads_the_requests() {
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    feeder.read(1, b"GET /s HTTP/1.1\r\nHost: h\r\n\r\n");
+    feeder.write(1, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let mut preface = h2::PREFACE.to_vec();
+    preface.extend(frame(
+        HEADERS,
+        0x5,
+        1,
+        &literal_block(&[(":method", "GET"), (":path", "/h2")]),
+    ));
+    feeder.read(2, &preface);
+    feeder.write(
+        2,
+        &frame(HEADERS, 0x4, 1, &literal_block(&[(":status", "204")])),
+    );
+    feeder.write(2, &frame(DATA, 0x1, 1, b""));
+    let lines = feeder.json();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        (&lines[0]["path"], &lines[0]["status"]),
+        (&"/s".into(), &200.into())
+    );
+    assert_eq!(b64(&lines[0]["response"]["body_b64"]), b"ok");
+    assert_eq!(
+        (&lines[1]["path"], &lines[1]["status"]),
+        (&"/h2".into(), &204.into())
+    );
+    assert_eq!(lines[1]["incomplete"], serde_json::Value::Null);
+}
+
+#[test]
+fn h2_push_promise_becomes_its_own_exchange() {
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    let mut client = h2::PREFACE.to_vec();
+    client.extend(frame(
+        HEADERS,
+        0x5,
+        1,
+        &literal_block(&[(":method", "GET"), (":path", "/")]),
+    ));
+    feeder.write(1, &client);
+    let mut promise = 2u32.to_be_bytes().to_vec();
+    promise.extend(literal_block(&[
+        (":method", "GET"),
+        (":path", "/style.css"),
+    ]));
+    let mut server = frame(0x5, 0x4, 1, &promise);
+    server.extend(frame(
+        HEADERS,
+        0x5,
+        1,
+        &literal_block(&[(":status", "200")]),
+    ));
+    server.extend(frame(
+        HEADERS,
+        0x4,
+        2,
+        &literal_block(&[(":status", "200")]),
+    ));
+    server.extend(frame(DATA, 0x1, 2, b"body{}"));
+    feeder.read(1, &server);
+    let lines = feeder.json();
+    let paths: Vec<(&str, u64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["path"].as_str().expect("path"),
+                l["stream_id"].as_u64().expect("id"),
+            )
+        })
+        .collect();
+    assert_eq!(paths, vec![("/", 1), ("/style.css", 2)]);
+    assert_eq!(b64(&lines[1]["response"]["body_b64"]), b"body{}");
+    assert!(lines.iter().all(|l| l["incomplete"].is_null()), "{lines:?}");
+}
+
+#[test]
+fn h2_joined_text_and_hex() {
+    let mut feeder = Feeder::new(Format::Hex, MAX_BODY);
+    feeder.write(1, &frame(HEADERS, 0x5, 7, &hex("82 84 be 0f 2f 02 78 79")));
+    feeder.read(1, &frame(HEADERS, 0x4, 7, &hex("88")));
+    feeder.read(1, &frame(DATA, 0x1, 7, b"\x00binary\xff body bytes"));
+    let (text, stats) = feeder.finish();
+    assert_eq!((stats.connections_http2, stats.exchanges), (1, 1));
+    insta::assert_snapshot!(text);
+}
+
 // ---------------------------------------------------------------- properties
 
 /// Bytes a decoder may hold for a connection, whatever it is fed: bodies up to the limit per
