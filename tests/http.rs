@@ -526,3 +526,48 @@ fn http2_connection_joined_mid_stream() {
     paths.sort();
     assert_eq!(paths, vec!["/j2", "/j3"]);
 }
+
+#[test]
+fn http2_bytes_not_captured_end_the_exchange_and_decoding_resumes() {
+    let root = dir("gap-root");
+    let small = b"after the gap\n".to_vec();
+    let big = noise(200_000, 30);
+    std::fs::write(root.join("small.txt"), &small).expect("write");
+    std::fs::write(root.join("big.bin"), &big).expect("write");
+    let nginx = Nginx::start(&root);
+    // --max-bytes 4096: every read of a 16 KiB record loses its end, a gap in the stream.
+    let big_url = nginx.url("/big.bin");
+    let small_url = nginx.url("/small.txt");
+    let run = Trace::start(
+        &["openssl", "--decode", "http", "--max-bytes", "4096"],
+        &[
+            "curl",
+            "-sk",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            &big_url,
+            &small_url,
+        ],
+    )
+    .wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    let http = exchanges(&run.lines);
+    assert_eq!(http.len(), 2, "{:?}", run.lines);
+    let (first, second) = (http[0], http[1]);
+    assert_eq!(first["path"], "/big.bin");
+    assert_eq!(first["incomplete"], "bytes lost (gap in the capture)");
+    let kept = response_body(first);
+    assert!(
+        !kept.is_empty() && kept.len() < big.len() && big.starts_with(&kept),
+        "what was kept is a true prefix, never invented: {} bytes",
+        kept.len()
+    );
+    assert_eq!(second["path"], "/small.txt");
+    assert_eq!(second["stream_id"], 3);
+    assert_eq!(second["status"], 200);
+    assert_eq!(response_body(second), small);
+    assert_eq!(second["incomplete"], Value::Null, "{second}");
+}
