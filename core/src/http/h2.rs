@@ -35,6 +35,9 @@ mod kind {
     pub const CONTINUATION: u8 = 0x9;
 }
 
+/// SETTINGS_MAX_FRAME_SIZE (RFC 9113 6.5.2).
+const SETTINGS_MAX_FRAME_SIZE: u16 = 0x5;
+
 mod flag {
     pub const END_STREAM: u8 = 0x1;
     pub const ACK: u8 = 0x1;
@@ -125,16 +128,16 @@ impl FrameHeader {
 /// Whether `data` starts with a run of plausible frames (the last may be cut by the end of
 /// `data`). `strict`: also frame lengths within the default maximum and no CONTINUATION first.
 fn frames_plausible(data: &[u8], strict: bool) -> bool {
-    frames_plausible_below(data, strict, u32::MAX)
-}
-
-/// `frames_plausible`, with stream ids up to `max_stream` only.
-fn frames_plausible_below(data: &[u8], strict: bool, max_stream: u32) -> bool {
     let max_length = if strict {
         DETECT_FRAME_MAX
     } else {
         (1 << 24) - 1
     };
+    frames_plausible_below(data, strict, max_length, u32::MAX)
+}
+
+/// `frames_plausible`, with frames up to `max_length` and stream ids up to `max_stream` only.
+fn frames_plausible_below(data: &[u8], strict: bool, max_length: u32, max_stream: u32) -> bool {
     let mut at = 0;
     let mut first = true;
     loop {
@@ -208,6 +211,8 @@ pub struct Decoder {
     /// later frames are ignored.
     ended_through: u32,
     highest_stream: u32,
+    /// Largest frame each direction may carry (SETTINGS_MAX_FRAME_SIZE of its receiver).
+    max_frame: [u32; 2],
     max_body: u64,
     skipped: u64,
 }
@@ -222,6 +227,7 @@ impl Decoder {
             streams: BTreeMap::new(),
             ended_through: 0,
             highest_stream: 0,
+            max_frame: [DETECT_FRAME_MAX; 2],
             max_body,
             skipped: 0,
         };
@@ -279,7 +285,8 @@ impl Decoder {
             } else {
                 self.highest_stream.saturating_add(2 * STREAMS_CAP as u32)
             };
-            if !frames_plausible_below(data, true, max_stream) {
+            let max_length = self.max_frame[side];
+            if !frames_plausible_below(data, true, max_length, max_stream) {
                 self.skipped += data.len() as u64;
                 return;
             }
@@ -447,6 +454,38 @@ impl Decoder {
                             ));
                         }
                         touch(&mut exchange, input.ts_ns);
+                        done.push(exchange);
+                    }
+                }
+            }
+            kind::SETTINGS if header.flags & flag::ACK == 0 => {
+                // The sender's receive limit is the other direction's frame size limit.
+                for setting in payload.chunks_exact(6) {
+                    let id = u16::from_be_bytes([setting[0], setting[1]]);
+                    let value =
+                        u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
+                    if id == SETTINGS_MAX_FRAME_SIZE && (DETECT_FRAME_MAX..1 << 24).contains(&value)
+                    {
+                        self.max_frame[side.other().index()] = value;
+                    }
+                }
+            }
+            kind::GOAWAY => {
+                // Streams the sender's peer opened above the last one it processed never will be.
+                let Some(last) = payload.get(..4) else {
+                    return;
+                };
+                let last = u32::from_be_bytes([last[0], last[1], last[2], last[3]]) & 0x7fff_ffff;
+                let peer_opened_odd = !self.is_request_side(side);
+                let refused: Vec<u32> = self
+                    .streams
+                    .range(last.saturating_add(1)..)
+                    .map(|(&id, _)| id)
+                    .filter(|id| (id % 2 == 1) == peer_opened_odd)
+                    .collect();
+                for id in refused {
+                    if let Some(mut exchange) = self.streams.remove(&id).and_then(|s| s.exchange) {
+                        exchange.mark_incomplete("not processed (GOAWAY)");
                         done.push(exchange);
                     }
                 }

@@ -565,6 +565,41 @@ fn h2_reset_stream_is_incomplete() {
     assert_eq!(lines[0]["incomplete"], "stream reset (CANCEL)");
 }
 
+#[test]
+fn h2_goaway_ends_the_streams_it_refuses() {
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    let mut client = h2::PREFACE.to_vec();
+    for id in [1u32, 3] {
+        client.extend(frame(
+            HEADERS,
+            0x5,
+            id,
+            &literal_block(&[(":method", "GET"), (":path", "/")]),
+        ));
+    }
+    feeder.write(1, &client);
+    // The server processed stream 1 only.
+    let mut goaway = 1u32.to_be_bytes().to_vec();
+    goaway.extend_from_slice(&0u32.to_be_bytes());
+    feeder.read(1, &frame(0x7, 0, 0, &goaway));
+    feeder.read(
+        1,
+        &frame(HEADERS, 0x5, 1, &literal_block(&[(":status", "200")])),
+    );
+    let lines = feeder.json();
+    let ends: Vec<(u64, &serde_json::Value)> = lines
+        .iter()
+        .map(|l| (l["stream_id"].as_u64().expect("id"), &l["incomplete"]))
+        .collect();
+    assert_eq!(
+        ends,
+        vec![
+            (3, &serde_json::Value::from("not processed (GOAWAY)")),
+            (1, &serde_json::Value::Null)
+        ]
+    );
+}
+
 /// A gRPC server-streaming call: request message, two response messages, status trailers.
 fn grpc_call(feeder: &mut Feeder) {
     let message = |bytes: &[u8]| {
