@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use super::{Exchange, Field, Input, Part, Side, Version};
+use super::{Exchange, Field, Input, Limits, Part, Side, Version};
 
 /// Largest message head kept while waiting for its end (memory bound).
 const HEAD_CAP: usize = 64 * 1024;
@@ -150,12 +150,12 @@ pub struct Decoder {
     streams: [Stream; 2],
     pending: VecDeque<Pending>,
     next_seq: u64,
-    max_body: u64,
+    limits: Limits,
     skipped: u64,
 }
 
 impl Decoder {
-    pub(crate) fn new(request_side: Side, max_body: u64) -> Decoder {
+    pub(crate) fn new(request_side: Side, limits: Limits) -> Decoder {
         let mut streams = [Stream::new(Role::Request), Stream::new(Role::Request)];
         streams[request_side.other().index()] = Stream::new(Role::Response);
         Decoder {
@@ -163,7 +163,7 @@ impl Decoder {
             streams,
             pending: VecDeque::new(),
             next_seq: 0,
-            max_body,
+            limits,
             skipped: 0,
         }
     }
@@ -456,7 +456,8 @@ impl Decoder {
 
     fn body_step(&mut self, input: &Input<'_>, data: &[u8]) -> Step {
         let side = input.side.index();
-        let max_body = self.max_body;
+        let limits = self.limits;
+        let held: u64 = self.pending.iter().map(|p| p.exchange.body_bytes()).sum();
         let request = side == self.request_side.index();
         let seq = self.streams[side].current;
         let stream = &mut self.streams[side];
@@ -568,7 +569,7 @@ impl Decoder {
                 pending.exchange.response.as_mut()
             };
             if let Some(part) = part {
-                part.body.push(body_bytes, max_body);
+                part.body.push(body_bytes, limits, held);
                 part.last_ns = input.ts_ns;
                 if let Some(trailers) = trailers {
                     part.trailers = trailers;

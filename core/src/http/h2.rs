@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::hpack::{self, Field};
-use super::{Exchange, Input, Part, Side, Version};
+use super::{Exchange, Input, Limits, Part, Side, Version};
 
 /// The client connection preface (RFC 9113 3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -213,13 +213,13 @@ pub struct Decoder {
     highest_stream: u32,
     /// Largest frame each direction may carry (SETTINGS_MAX_FRAME_SIZE of its receiver).
     max_frame: [u32; 2],
-    max_body: u64,
+    limits: Limits,
     skipped: u64,
 }
 
 impl Decoder {
     /// A decoder for a connection recognised on `side` as `start`.
-    pub(crate) fn new(side: Side, start: Start, max_body: u64) -> Decoder {
+    pub(crate) fn new(side: Side, start: Start, limits: Limits) -> Decoder {
         let mut decoder = Decoder {
             client_side: None,
             readers: [Reader::default(), Reader::default()],
@@ -228,7 +228,7 @@ impl Decoder {
             ended_through: 0,
             highest_stream: 0,
             max_frame: [DETECT_FRAME_MAX; 2],
-            max_body,
+            limits,
             skipped: 0,
         };
         match start {
@@ -620,7 +620,13 @@ impl Decoder {
 
     fn body(&mut self, input: &Input<'_>, id: u32, bytes: &[u8], done: &mut Vec<Exchange>) {
         let request = self.is_request_side(input.side);
-        let max_body = self.max_body;
+        let limits = self.limits;
+        let held: u64 = self
+            .streams
+            .values()
+            .filter_map(|s| s.exchange.as_ref())
+            .map(Exchange::body_bytes)
+            .sum();
         let Some(stream) = self.stream(id, done) else {
             return;
         };
@@ -628,7 +634,7 @@ impl Decoder {
             .exchange
             .get_or_insert_with(|| new_exchange(input, id));
         let part = part_mut(exchange, request, input.ts_ns);
-        part.body.push(bytes, max_body);
+        part.body.push(bytes, limits, held);
         part.last_ns = input.ts_ns;
     }
 

@@ -67,6 +67,25 @@ pub struct Origin {
     pub conn: Connection,
 }
 
+/// What a connection's decoder keeps of bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `--max-body`: bytes kept per body.
+    pub max_body: u64,
+    /// Body bytes kept at most by one connection, all exchanges in flight together (pipelined
+    /// HTTP/1 requests, multiplexed HTTP/2 streams): the memory bound.
+    pub connection_bodies: u64,
+}
+
+impl Limits {
+    pub fn new(max_body: u64) -> Limits {
+        Limits {
+            max_body,
+            connection_bodies: max_body.max(32 << 20),
+        }
+    }
+}
+
 /// A body as kept: at most `--max-body` bytes of it, and how long it really was.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Body {
@@ -76,9 +95,13 @@ pub struct Body {
 }
 
 impl Body {
-    fn push(&mut self, bytes: &[u8], max_body: u64) {
+    /// Adds body bytes: kept up to `limits.max_body`, and while the connection holds less
+    /// than `limits.connection_bodies` bytes of bodies in all (`held` now); always counted.
+    fn push(&mut self, bytes: &[u8], limits: Limits, held: u64) {
         self.len += bytes.len() as u64;
-        let room = (max_body as usize).saturating_sub(self.data.len());
+        let room = (limits.max_body as usize)
+            .saturating_sub(self.data.len())
+            .min(limits.connection_bodies.saturating_sub(held) as usize);
         self.data.extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
@@ -160,6 +183,15 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// Body bytes kept for it.
+    pub fn body_bytes(&self) -> u64 {
+        [&self.request, &self.response]
+            .into_iter()
+            .flatten()
+            .map(|part| part.body.data.len() as u64)
+            .sum()
+    }
+
     /// Bytes held for it (headers and bodies).
     pub fn held_bytes(&self) -> usize {
         [&self.request, &self.response]
@@ -294,7 +326,7 @@ pub struct Stats {
 /// The `--decode http` writer.
 pub struct HttpWriter {
     format: Format,
-    max_body: u64,
+    limits: Limits,
     raw: Renderer,
     connections: HashMap<u64, ConnectionState>,
     done: Vec<Exchange>,
@@ -307,13 +339,19 @@ impl HttpWriter {
     pub fn new(format: Format, max_body: u64) -> HttpWriter {
         HttpWriter {
             format,
-            max_body,
+            limits: Limits::new(max_body),
             raw: Renderer::new(format),
             connections: HashMap::new(),
             done: Vec::new(),
             stats: Stats::default(),
             report: true,
         }
+    }
+
+    /// With other limits (tests).
+    pub fn with_limits(mut self, limits: Limits) -> HttpWriter {
+        self.limits = limits;
+        self
     }
 
     /// Without the end-of-run report on stderr.
@@ -344,7 +382,7 @@ impl HttpWriter {
             {
                 self.stats.body_bytes_not_kept += part.body.not_kept();
             }
-            render::exchange(&exchange, self.format, self.max_body, out)?;
+            render::exchange(&exchange, self.format, self.limits.max_body, out)?;
         }
         Ok(())
     }
@@ -356,11 +394,11 @@ impl HttpWriter {
                 h1::Role::Request => side,
                 h1::Role::Response => side.other(),
             };
-            return Protocol::Http1(Box::new(h1::Decoder::new(request_side, self.max_body)));
+            return Protocol::Http1(Box::new(h1::Decoder::new(request_side, self.limits)));
         }
         if let Some(start) = h2::detect(data) {
             self.stats.connections_http2 += 1;
-            return Protocol::Http2(Box::new(h2::Decoder::new(side, start, self.max_body)));
+            return Protocol::Http2(Box::new(h2::Decoder::new(side, start, self.limits)));
         }
         Protocol::Unknown
     }
@@ -503,7 +541,7 @@ impl EventWriter for HttpWriter {
             eprintln!(
                 "probectl: http: {} exchanges ({} incomplete) on {} HTTP/1 and {} HTTP/2 connections, \
                  {} connections raw; {} gaps, {} bytes skipped to resynchronise, \
-                 {} body bytes over --max-body not kept",
+                 {} body bytes not kept (over --max-body or the connection limit)",
                 stats.exchanges,
                 stats.incomplete,
                 stats.connections_http1,

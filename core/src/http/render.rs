@@ -423,7 +423,7 @@ fn body(
     if part.body.not_kept() > 0 {
         writeln!(
             out,
-            "[{} more body bytes not kept (--max-body)]",
+            "[{} more body bytes not kept (over --max-body, or the connection's limit)]",
             part.body.not_kept()
         )?;
     }

@@ -316,6 +316,49 @@ fn h1_bodies_over_max_body_are_counted() {
 }
 
 #[test]
+fn the_bodies_a_connection_keeps_are_bounded_together() {
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    feeder.writer = HttpWriter::new(Format::Json, 8)
+        .quiet()
+        .with_limits(Limits {
+            max_body: 8,
+            connection_bodies: 12,
+        });
+    // Three streams in flight with 8-byte bodies: the third gets what is left of 12.
+    let mut client = h2::PREFACE.to_vec();
+    for id in [1u32, 3, 5] {
+        client.extend(frame(
+            HEADERS,
+            0x5,
+            id,
+            &literal_block(&[(":method", "GET"), (":path", "/")]),
+        ));
+    }
+    feeder.write(1, &client);
+    for id in [1u32, 3, 5] {
+        let mut server = frame(HEADERS, 0x4, id, &literal_block(&[(":status", "200")]));
+        server.extend(frame(DATA, 0, id, b"01234567"));
+        feeder.read(1, &server);
+    }
+    for id in [1u32, 3, 5] {
+        feeder.read(1, &frame(DATA, 0x1, id, b""));
+    }
+    let (text, stats) = feeder.finish();
+    let kept: Vec<(u64, u64)> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .map(|l| {
+            (
+                b64(&l["response"]["body_b64"]).len() as u64,
+                l["response"]["body_len"].as_u64().expect("len"),
+            )
+        })
+        .collect();
+    assert_eq!(kept, vec![(8, 8), (4, 8), (0, 8)]);
+    assert_eq!(stats.body_bytes_not_kept, 12);
+}
+
+#[test]
 fn other_protocols_stay_raw() {
     let mut feeder = Feeder::new(Format::Json, MAX_BODY);
     feeder.write(1, b"\x16\x03\x01 not http at all");
