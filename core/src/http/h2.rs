@@ -16,6 +16,8 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_CAP: usize = 1024 * 1024;
 /// Largest header block (HEADERS + CONTINUATIONs) kept.
 const BLOCK_CAP: usize = 1024 * 1024;
+/// Largest decoded header list kept per block (as SETTINGS_MAX_HEADER_LIST_SIZE counts).
+const LIST_CAP: usize = 1024 * 1024;
 /// Most streams followed at once; beyond, the oldest is ended as incomplete.
 const STREAMS_CAP: usize = 1024;
 /// Frame length accepted when recognising a connection by its frames: the default
@@ -497,15 +499,30 @@ impl Decoder {
     /// Decodes a complete header block and gives it to its stream.
     fn header_block(&mut self, input: &Input<'_>, block: Block, done: &mut Vec<Exchange>) {
         let side = input.side;
+        // Decoded header lists count against the connection's budget, with bodies.
+        let held: u64 = self
+            .streams
+            .values()
+            .filter_map(|s| s.exchange.as_ref())
+            .map(|e| e.held_bytes() as u64)
+            .sum();
+        let limit = (self.limits.connection_bodies.saturating_sub(held) as usize).min(LIST_CAP);
         let decoder = &mut self.hpack[side.index()];
+        let mut dropped = 0;
         let fields = if block.overflowed {
             decoder.lose_sync();
             Err("header block over the size limit")
         } else {
-            decoder.decode(&block.fragment).map_err(|_| {
-                decoder.lose_sync();
-                "undecodable header block"
-            })
+            match decoder.decode_limited(&block.fragment, limit) {
+                Ok(decoded) => {
+                    dropped = decoded.dropped;
+                    Ok(decoded.fields)
+                }
+                Err(_) => {
+                    decoder.lose_sync();
+                    Err("undecodable header block")
+                }
+            }
         };
         if let Some(promised) = block.promised {
             // A pushed request: the promised stream's response follows from the server.
@@ -546,6 +563,11 @@ impl Decoder {
         let exchange = stream
             .exchange
             .get_or_insert_with(|| new_exchange(input, block.stream));
+        if dropped > 0 {
+            exchange.mark_incomplete(&format!(
+                "{dropped} header fields over the size limit, not kept"
+            ));
+        }
         let fields = match fields {
             Ok(fields) => fields,
             Err(reason) => {

@@ -44,6 +44,13 @@ impl Field {
     }
 }
 
+/// A decoded header block: the fields kept, and how many were dropped over the size limit.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    pub fields: Vec<Field>,
+    pub dropped: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HpackError {
     #[error("header block ends inside a field")]
@@ -126,14 +133,45 @@ impl Decoder {
     }
 
     /// Decodes one complete header block (HEADERS/PUSH_PROMISE plus CONTINUATIONs).
-    pub fn decode(&mut self, mut block: &[u8]) -> Result<Vec<Field>, HpackError> {
-        let mut fields = Vec::new();
+    pub fn decode(&mut self, block: &[u8]) -> Result<Vec<Field>, HpackError> {
+        self.decode_limited(block, usize::MAX)
+            .map(|decoded| decoded.fields)
+    }
+
+    /// Decodes a header block, keeping fields while their decoded size (RFC 7541 4.1 sizes,
+    /// as SETTINGS_MAX_HEADER_LIST_SIZE counts them) stays within `limit`. The whole block is
+    /// always decoded: the dynamic table must follow it.
+    pub fn decode_limited(
+        &mut self,
+        mut block: &[u8],
+        limit: usize,
+    ) -> Result<Decoded, HpackError> {
+        let mut decoded = Decoded::default();
+        let mut size = 0usize;
+        let mut keep = |field: Field, decoded: &mut Decoded| {
+            let field_size = 32
+                + field.name.as_ref().map_or(0, Vec::len)
+                + field.value.as_ref().map_or(0, Vec::len);
+            size = size.saturating_add(field_size);
+            if size <= limit {
+                decoded.fields.push(field);
+            } else {
+                decoded.dropped += 1;
+            }
+        };
         let mut at_start = true;
         while let Some(&first) = block.first() {
             if first & 0x80 != 0 {
                 // Indexed field.
                 let index = read_integer(&mut block, 7)?;
-                fields.push(self.lookup(index, true)?);
+                if decoded.dropped > 0 {
+                    // Already over the limit: only check the index, copy nothing (a block of
+                    // one-byte references to large entries would otherwise cost much).
+                    self.lookup(index, false)?;
+                    decoded.dropped += 1;
+                } else {
+                    keep(self.lookup(index, true)?, &mut decoded);
+                }
             } else if first & 0xe0 == 0x20 {
                 let size = read_integer(&mut block, 5)?;
                 if !at_start {
@@ -163,15 +201,18 @@ impl Decoder {
                         None => self.lose_sync(),
                     }
                 }
-                fields.push(Field {
-                    unknown_index: name.is_none().then_some(name_index),
-                    name,
-                    value: Some(value),
-                });
+                keep(
+                    Field {
+                        unknown_index: name.is_none().then_some(name_index),
+                        name,
+                        value: Some(value),
+                    },
+                    &mut decoded,
+                );
             }
             at_start = false;
         }
-        Ok(fields)
+        Ok(decoded)
     }
 
     fn set_max_size(&mut self, size: u64) {
@@ -702,6 +743,21 @@ mod tests {
             Decoder::new().decode(&[0xbe]),
             Err(HpackError::BadIndex(62))
         );
+    }
+
+    #[test]
+    fn a_block_past_the_limit_keeps_the_table_in_sync() {
+        let mut decoder = Decoder::new();
+        // C.3.1 with a limit that keeps 2 fields (sizes 42 and 43): the 4th field still
+        // enters the table.
+        let decoded = decoder
+            .decode_limited(
+                &hex("8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d"),
+                90,
+            )
+            .expect("decodes");
+        assert_eq!((decoded.fields.len(), decoded.dropped), (2, 2));
+        assert_eq!(table(&decoder), pairs(TABLE_1));
     }
 
     #[test]
