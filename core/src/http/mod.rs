@@ -420,7 +420,8 @@ impl EventWriter for HttpWriter {
         if matches!(protocol, Protocol::Unknown) && !event.data.is_empty() {
             protocol = self.detect(side, event.data);
         }
-        let origin = Origin {
+        // Who made the call: owned copies, only for the decoded protocols.
+        let origin = || Origin {
             pid: event.pid,
             tid: event.tid,
             comm: event.comm.to_string(),
@@ -435,6 +436,7 @@ impl EventWriter for HttpWriter {
                     self.stats.gaps += 1;
                     decoder.gap(side, &mut self.done);
                 }
+                let origin = origin();
                 let input = Input {
                     side,
                     data: event.data,
@@ -455,6 +457,7 @@ impl EventWriter for HttpWriter {
                     self.stats.gaps += 1;
                     decoder.gap(side, &mut self.done);
                 }
+                let origin = origin();
                 let input = Input {
                     side,
                     data: event.data,
