@@ -370,7 +370,7 @@ impl Decoder {
                 bytes = rest;
                 frame.read = 1;
                 if u32::from(pad) >= header.length {
-                    self.lose_frame_sync(input.side, done);
+                    self.lose_sync(input.side, "malformed frame", done);
                     return false;
                 }
             }
@@ -382,10 +382,6 @@ impl Decoder {
             self.body(input, header.stream, &bytes[..body_len], done);
         }
         true
-    }
-
-    fn lose_frame_sync(&mut self, side: Side, done: &mut Vec<Exchange>) {
-        self.gap(side, done);
     }
 
     /// A whole frame has been read (for DATA, its body was already delivered).
@@ -693,6 +689,11 @@ impl Decoder {
     /// Bytes of `side` were lost: every stream in progress ends as incomplete, the HPACK
     /// context of that direction is no longer known, and its reader waits for a frame start.
     pub(crate) fn gap(&mut self, side: Side, done: &mut Vec<Exchange>) {
+        self.lose_sync(side, "bytes lost (gap in the capture)", done);
+    }
+
+    /// `side`'s framing is lost (for `reason`): as for a gap.
+    fn lose_sync(&mut self, side: Side, reason: &str, done: &mut Vec<Exchange>) {
         let reader = &mut self.readers[side.index()];
         reader.resync = true;
         reader.frame = None;
@@ -701,7 +702,7 @@ impl Decoder {
         reader.preface_left = 0;
         self.hpack[side.index()].lose_sync();
         self.ended_through = self.ended_through.max(self.highest_stream);
-        self.end_all("bytes lost (gap in the capture)", done);
+        self.end_all(reason, done);
     }
 
     /// The connection is over (closed, or the trace ended): what is left is incomplete.
