@@ -577,7 +577,8 @@ impl Decoder {
             &mut exchange.response
         };
         match slot {
-            Some(part) if !part.headers.is_empty() || part.complete => {
+            // After headers or body bytes, a header block is trailers.
+            Some(part) if !part.headers.is_empty() || part.body.len > 0 || part.complete => {
                 part.trailers = fields;
                 part.last_ns = input.ts_ns;
             }
