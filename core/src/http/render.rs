@@ -18,7 +18,8 @@ pub(super) fn exchange(
     let call = grpc::decode(exchange);
     match format {
         Format::Json => json(exchange, call.as_ref(), out),
-        Format::Text | Format::Hex => text(exchange, call.as_ref(), format, max_body, out),
+        // Text and Hex (and any other human format): curl -v style.
+        _ => text(exchange, call.as_ref(), format, max_body, out),
     }
 }
 
