@@ -55,14 +55,36 @@ pub enum Start {
     Preface,
     /// By frames (joined mid-stream).
     Frames,
+    /// By the server's connection preface (a SETTINGS frame) at the first byte of its stream:
+    /// the server's side was seen first (a client that reads the server's SETTINGS before
+    /// its first write succeeds, as node does). Decoded like `Frames` until the other side's
+    /// first bytes tell: the client preface there means the connection is seen from its start.
+    ServerPreface,
 }
 
-/// Whether `data`, the start of a connection's first event, is HTTP/2.
-pub fn detect(data: &[u8]) -> Option<Start> {
-    if data.len() >= 4 && (data.starts_with(PREFACE) || PREFACE.starts_with(data)) {
+/// Whether `data`, the start of a connection's first event, is HTTP/2. `at_stream_start`:
+/// `data` is the first byte of its direction's stream (offset 0).
+pub fn detect(data: &[u8], at_stream_start: bool) -> Option<Start> {
+    if starts_preface(data) {
         return Some(Start::Preface);
     }
-    frames_plausible(data, true).then_some(Start::Frames)
+    if !frames_plausible(data, true) {
+        return None;
+    }
+    // RFC 9113 3.4: the server's preface is a SETTINGS frame (not an ACK) on stream 0.
+    let server_preface = FrameHeader::parse(data).is_some_and(|header| {
+        header.kind == kind::SETTINGS && header.flags & flag::ACK == 0 && header.stream == 0
+    });
+    Some(if at_stream_start && server_preface {
+        Start::ServerPreface
+    } else {
+        Start::Frames
+    })
+}
+
+/// Whether `data` starts with the client preface (or is the start of it, cut by the call).
+fn starts_preface(data: &[u8]) -> bool {
+    data.len() >= 4 && (data.starts_with(PREFACE) || PREFACE.starts_with(data))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -181,6 +203,9 @@ struct Reader {
     frame: Option<Frame>,
     /// Waiting for an event that starts with a frame (after a gap, or joined mid-stream).
     resync: bool,
+    /// The other side was recognised by the server preface at its stream's start: this
+    /// side's first event may begin with the client preface.
+    maybe_preface: bool,
     /// A header block waiting for its CONTINUATIONs.
     block: Option<Block>,
 }
@@ -238,10 +263,13 @@ impl Decoder {
                 decoder.client_side = Some(side);
                 decoder.readers[side.index()].preface_left = PREFACE.len();
             }
-            Start::Frames => {
+            Start::Frames | Start::ServerPreface => {
                 decoder.hpack = [hpack::Decoder::joined(), hpack::Decoder::joined()];
                 for reader in &mut decoder.readers {
                     reader.resync = true;
+                }
+                if start == Start::ServerPreface {
+                    decoder.readers[side.other().index()].maybe_preface = true;
                 }
             }
         }
@@ -279,6 +307,22 @@ impl Decoder {
     pub(crate) fn feed(&mut self, input: &Input<'_>, done: &mut Vec<Exchange>) {
         let side = input.side.index();
         let mut data = input.data;
+        if std::mem::take(&mut self.readers[side].maybe_preface) && starts_preface(data) {
+            // The client preface after the server's: both sides are seen from the start of
+            // the connection (the kernel counts both from the same first call), so the
+            // dynamic tables are fully known.
+            self.client_side = Some(input.side);
+            let reader = &mut self.readers[side];
+            reader.resync = false;
+            reader.preface_left = PREFACE.len();
+            self.hpack[side] = hpack::Decoder::new();
+            let server = input.side.other().index();
+            // The server sends no header block before a request; if it somehow did, its
+            // table stays marked partial (unknown references shown as such, never guessed).
+            if self.hpack[server].is_pristine() {
+                self.hpack[server] = hpack::Decoder::new();
+            }
+        }
         if self.readers[side].resync {
             // Streams are opened in increasing order: after a gap, an id far above the
             // highest seen is no frame header.

@@ -115,6 +115,11 @@ impl Decoder {
         }
     }
 
+    /// Whether it has decoded nothing that changed its table (as new or joined).
+    pub fn is_pristine(&self) -> bool {
+        self.entries.is_empty() && self.size == 0 && self.max_size == DEFAULT_TABLE_SIZE
+    }
+
     /// Bytes were lost: what the table holds can no longer be trusted.
     pub fn lose_sync(&mut self) {
         self.entries.clear();

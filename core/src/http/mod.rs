@@ -387,7 +387,8 @@ impl HttpWriter {
         Ok(())
     }
 
-    fn detect(&mut self, side: Side, data: &[u8]) -> Protocol {
+    /// `at_stream_start`: `data` is the first byte of its direction's stream.
+    fn detect(&mut self, side: Side, data: &[u8], at_stream_start: bool) -> Protocol {
         if let Some(role) = h1::detect(data) {
             self.stats.connections_http1 += 1;
             let request_side = match role {
@@ -396,7 +397,7 @@ impl HttpWriter {
             };
             return Protocol::Http1(Box::new(h1::Decoder::new(request_side, self.limits)));
         }
-        if let Some(start) = h2::detect(data) {
+        if let Some(start) = h2::detect(data, at_stream_start) {
             self.stats.connections_http2 += 1;
             return Protocol::Http2(Box::new(h2::Decoder::new(side, start, self.limits)));
         }
@@ -418,7 +419,7 @@ impl EventWriter for HttpWriter {
         state.next_offset[side.index()] = Some(event.conn.offset + event.len);
         let mut protocol = std::mem::replace(&mut state.protocol, Protocol::Raw);
         if matches!(protocol, Protocol::Unknown) && !event.data.is_empty() {
-            protocol = self.detect(side, event.data);
+            protocol = self.detect(side, event.data, event.conn.offset == 0);
         }
         // Who made the call: owned copies, only for the decoded protocols.
         let origin = || Origin {

@@ -541,6 +541,85 @@ fn h2_joined_mid_stream_marks_unknown_dynamic_indices() {
 }
 
 #[test]
+fn h2_server_settings_read_before_the_client_preface_is_the_connection_start() {
+    // A client that reads the server's SETTINGS before its first write succeeds (node with
+    // memory BIOs): the read stream's first event comes first. The client preface that
+    // starts the write stream then says both sides are seen from the start: the requests
+    // are decoded, with their dynamic table (RFC 7541 C.4.1, then C.4.2 which uses it).
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    feeder.read(1, &frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]));
+    let mut client = h2::PREFACE.to_vec();
+    client.extend(frame(SETTINGS, 0, 0, &[]));
+    client.extend(frame(SETTINGS, 0x1, 0, &[]));
+    client.extend(frame(
+        HEADERS,
+        0x1 | 0x4,
+        1,
+        &hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff"),
+    ));
+    client.extend(frame(
+        HEADERS,
+        0x1 | 0x4,
+        3,
+        &hex("8286 84be 5886 a8eb 1064 9cbf"),
+    ));
+    feeder.write(1, &client);
+    let mut server = frame(HEADERS, 0x4, 1, &literal_block(&[(":status", "200")]));
+    server.extend(frame(DATA, 0x1, 1, b"one"));
+    server.extend(frame(
+        HEADERS,
+        0x4 | 0x1,
+        3,
+        &literal_block(&[(":status", "204")]),
+    ));
+    feeder.read(1, &server);
+    let (text, stats) = feeder.finish();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(stats.bytes_skipped, 0);
+    for line in &lines {
+        assert_eq!(line["incomplete"], serde_json::Value::Null, "{line}");
+        assert_eq!(line["method"], "GET");
+        assert_eq!(line["path"], "/");
+        assert_eq!(line["authority"], "www.example.com");
+    }
+    assert_eq!(lines[0]["stream_id"], 1);
+    assert_eq!(b64(&lines[0]["response"]["body_b64"]), b"one");
+    assert_eq!(lines[1]["stream_id"], 3);
+    assert_eq!(lines[1]["status"], 204);
+    assert_eq!(
+        headers(&lines[1]["request"]["headers"]),
+        pairs(&[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", "www.example.com"),
+            ("cache-control", "no-cache"),
+        ])
+    );
+}
+
+#[test]
+fn h2_server_settings_first_without_a_client_preface_is_joined_mid_stream() {
+    // The same first read, but the write stream does not start with the preface (the
+    // connection was joined): its dynamic table stays unknown, references marked.
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    feeder.read(1, &frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]));
+    feeder.write(1, &frame(HEADERS, 0x5, 7, &hex("82 84 be")));
+    feeder.read(1, &frame(HEADERS, 0x5, 7, &hex("88")));
+    let lines = feeder.json();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        lines[0]["request"]["headers"],
+        serde_json::json!([[":method", "GET"], [":path", "/"], [null, null, 62]])
+    );
+    assert_eq!(lines[0]["status"], 200);
+}
+
+#[test]
 fn h2_gap_ends_open_streams_and_decoding_resynchronises() {
     let mut feeder = Feeder::new(Format::Json, MAX_BODY);
     let mut client = h2::PREFACE.to_vec();
