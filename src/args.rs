@@ -58,6 +58,12 @@ pub enum FormatArg {
     Pcapng,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DecodeArg {
+    /// HTTP/1.x, HTTP/2 (HPACK) and gRPC exchanges.
+    Http,
+}
+
 /// `--ring-bytes`: a power of two of at least 4096 that fits the kernel's u32.
 fn ring_bytes(text: &str) -> Result<u32, String> {
     let value: u32 = text
@@ -96,6 +102,13 @@ pub struct RunArgs {
     /// Size of the kernel ring buffer (a power of two, at least 4096).
     #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = ring_bytes)]
     ring_bytes: u32,
+    /// Decode a protocol: one record per exchange instead of one per call (connections that
+    /// are not HTTP stay raw). Not with --format pcapng.
+    #[arg(long, value_enum)]
+    decode: Option<DecodeArg>,
+    /// With --decode: bytes kept per body at most; the rest is counted.
+    #[arg(long, default_value_t = probectl_core::http::DEFAULT_MAX_BODY, requires = "decode")]
+    max_body: u64,
     /// With --pid: a process that maps no matching library yet is traced anyway, and its
     /// library is attached as soon as it loads one (dlopen), instead of an error.
     #[arg(long, requires = "pid")]
@@ -178,6 +191,9 @@ impl RunArgs {
             max_capture_bytes: self.max_bytes,
             ring_bytes: self.ring_bytes,
             wait_for_library: self.wait,
+            decode: self
+                .decode
+                .map(|DecodeArg::Http| (probectl_core::http::Decode::Http, self.max_body)),
         })
     }
 }

@@ -70,6 +70,8 @@ pub struct RunOptions {
     pub output: Option<PathBuf>,
     pub max_capture_bytes: u64,
     pub ring_bytes: u32,
+    /// `--decode http` (with `--max-body`): exchanges instead of calls.
+    pub decode: Option<(crate::http::Decode, u64)>,
     /// `--pid` of a process that maps no matching library yet: trace it anyway and attach
     /// when it loads one, instead of failing.
     pub wait_for_library: bool,
@@ -184,6 +186,13 @@ fn check_options(options: &RunOptions) -> Result<(), RunError> {
     if !options.ring_bytes.is_power_of_two() || options.ring_bytes < 4096 {
         return Err(RunError::Option(
             "--ring-bytes must be a power of two of at least 4096".into(),
+        ));
+    }
+    if options.format == Format::Pcapng && options.decode.is_some() {
+        return Err(RunError::Option(
+            "--decode http and --format pcapng do not go together: pcapng carries the raw \
+             streams (Wireshark decodes HTTP itself)"
+                .into(),
         ));
     }
     if options.format == Format::Pcapng
@@ -348,7 +357,12 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     };
     let pipeline = Pipeline::new(
         table.clone(),
-        crate::output::writer_for(options.format)?,
+        match options.decode {
+            Some((crate::http::Decode::Http, max_body)) => {
+                Box::new(crate::http::HttpWriter::new(options.format, max_body))
+            }
+            None => crate::output::writer_for(options.format)?,
+        },
         out,
         monotonic_to_realtime_ns(),
         options.max_capture_bytes,

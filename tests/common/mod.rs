@@ -346,8 +346,45 @@ impl Trace {
         self.wait()
     }
 
+    /// Sends SIGINT and collects the run, its output read as JSON lines of any kind
+    /// (`--decode` writes exchanges, and raw events for what it does not decode).
+    pub fn stop_lines(self) -> FinishedLines {
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.wait_lines()
+    }
+
+    /// Waits (at most 60 s) for probectl to exit and collects the run as JSON lines.
+    pub fn wait_lines(mut self) -> FinishedLines {
+        let status = self.wait_exit();
+        let text = std::fs::read_to_string(&self.output).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.output);
+        FinishedLines {
+            status,
+            stderr: self.stderr_text(),
+            lines: text
+                .lines()
+                .map(|line| {
+                    serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"))
+                })
+                .collect(),
+        }
+    }
+
     /// Waits (at most 60 s) for probectl to exit by itself and collects the run.
     pub fn wait(mut self) -> Finished {
+        let status = self.wait_exit();
+        let finished = Finished {
+            status,
+            stderr: self.stderr_text(),
+            events: parse_events(&self.output),
+        };
+        let _ = std::fs::remove_file(&self.output);
+        finished
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(60);
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -362,14 +399,16 @@ impl Trace {
         if let Some(thread) = self.stderr_thread.take() {
             let _ = thread.join();
         }
-        let finished = Finished {
-            status,
-            stderr: self.stderr_text(),
-            events: parse_events(&self.output),
-        };
-        let _ = std::fs::remove_file(&self.output);
-        finished
+        status
     }
+}
+
+/// A finished probectl run whose output is kept as JSON values, one per line.
+#[derive(Debug)]
+pub struct FinishedLines {
+    pub status: ExitStatus,
+    pub stderr: String,
+    pub lines: Vec<serde_json::Value>,
 }
 
 /// Runs `probectl <args>` to completion; returns (exit code, stdout, stderr).

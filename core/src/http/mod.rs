@@ -1,0 +1,561 @@
+//! `--decode http`: HTTP/1.x, HTTP/2 and gRPC exchanges decoded from the captured streams.
+//!
+//! [`HttpWriter`] is an [`EventWriter`]: it receives every event in per-connection,
+//! per-direction stream order, detects the protocol of each connection from its bytes, and
+//! writes one record per exchange (request and response) instead of one per TLS call.
+//! Connections that are neither HTTP/1 nor HTTP/2 are written raw, as without `--decode`.
+//! A jump in a stream's offset (bytes lost) ends the exchanges in progress as incomplete and
+//! the decoder resynchronises on the next message or frame it recognises: nothing is guessed.
+
+pub mod grpc;
+pub mod h1;
+pub mod h2;
+pub mod hpack;
+mod hpack_tables;
+mod render;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+
+use crate::output::{ConnectionView, Event, EventWriter, Format, Renderer};
+use crate::spec::Direction;
+pub use hpack::Field;
+
+/// Default of `--max-body`: bytes kept per body; the rest is counted.
+pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
+
+/// Which protocols `--decode` decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decode {
+    Http,
+}
+
+/// The connection an exchange belongs to, owned (the events' views are borrowed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Connection {
+    pub id: u64,
+    pub handle: u64,
+    pub fd: Option<i32>,
+    pub transport: Option<String>,
+    pub local: Option<String>,
+    pub remote: Option<String>,
+}
+
+impl Connection {
+    fn from_view(view: &ConnectionView<'_>) -> Connection {
+        Connection {
+            id: view.id,
+            handle: view.handle,
+            fd: view.fd,
+            transport: view.transport.map(str::to_string),
+            local: view.local.map(str::to_string),
+            remote: view.remote.map(str::to_string),
+        }
+    }
+}
+
+/// Who made the calls an exchange was decoded from (the first call of its request, or of its
+/// response when the request was not seen).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub plugin: String,
+    pub conn: Connection,
+}
+
+/// What a connection's decoder keeps of bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `--max-body`: bytes kept per body.
+    pub max_body: u64,
+    /// Body bytes kept at most by one connection, all exchanges in flight together (pipelined
+    /// HTTP/1 requests, multiplexed HTTP/2 streams): the memory bound.
+    pub connection_bodies: u64,
+}
+
+impl Limits {
+    pub fn new(max_body: u64) -> Limits {
+        Limits {
+            max_body,
+            connection_bodies: max_body.max(32 << 20),
+        }
+    }
+}
+
+/// A body as kept: at most `--max-body` bytes of it, and how long it really was.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Body {
+    pub data: Vec<u8>,
+    /// Bytes the body had on the wire (after de-chunking); more than `data` when over the limit.
+    pub len: u64,
+}
+
+impl Body {
+    /// Adds body bytes: kept up to `limits.max_body`, and while the connection holds less
+    /// than `limits.connection_bodies` bytes of bodies in all (`held` now); always counted.
+    fn push(&mut self, bytes: &[u8], limits: Limits, held: u64) {
+        self.len += bytes.len() as u64;
+        let room = (limits.max_body as usize)
+            .saturating_sub(self.data.len())
+            .min(limits.connection_bodies.saturating_sub(held) as usize);
+        self.data.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    /// Bytes of the body not kept (over `--max-body`).
+    pub fn not_kept(&self) -> u64 {
+        self.len - self.data.len() as u64
+    }
+}
+
+/// A request or a response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Part {
+    pub headers: Vec<Field>,
+    pub body: Body,
+    pub trailers: Vec<Field>,
+    /// Wall-clock times of the first and last call that carried it.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// The whole message was seen (to its end).
+    pub complete: bool,
+}
+
+impl Part {
+    fn started(ts_ns: u64) -> Part {
+        Part {
+            first_ns: ts_ns,
+            last_ns: ts_ns,
+            ..Part::default()
+        }
+    }
+
+    /// The value of the first known header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find_map(|field| {
+            field
+                .name
+                .as_deref()
+                .filter(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+                .and(field.value.as_deref())
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+    Http2,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "1.0",
+            Version::Http11 => "1.1",
+            Version::Http2 => "2",
+        }
+    }
+}
+
+/// One request and its response, as decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub version: Version,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub authority: Option<String>,
+    pub status: Option<u16>,
+    /// HTTP/1 reason phrase.
+    pub reason: Option<String>,
+    /// Interim (1xx) statuses before the final response.
+    pub interim: Vec<u16>,
+    pub request: Option<Part>,
+    pub response: Option<Part>,
+    pub stream_id: Option<u32>,
+    pub origin: Origin,
+    /// Why the exchange is not complete (bytes lost, connection closed first, ...).
+    pub incomplete: Option<String>,
+}
+
+impl Exchange {
+    /// Body bytes kept for it.
+    pub fn body_bytes(&self) -> u64 {
+        [&self.request, &self.response]
+            .into_iter()
+            .flatten()
+            .map(|part| part.body.data.len() as u64)
+            .sum()
+    }
+
+    /// Bytes held for it (headers and bodies).
+    pub fn held_bytes(&self) -> usize {
+        [&self.request, &self.response]
+            .into_iter()
+            .flatten()
+            .map(|part| {
+                part.body.data.len()
+                    + part
+                        .headers
+                        .iter()
+                        .chain(&part.trailers)
+                        .map(|f| {
+                            f.name.as_ref().map_or(0, Vec::len)
+                                + f.value.as_ref().map_or(0, Vec::len)
+                        })
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
+    fn new(version: Version, origin: Origin) -> Exchange {
+        Exchange {
+            version,
+            method: None,
+            path: None,
+            authority: None,
+            status: None,
+            reason: None,
+            interim: Vec::new(),
+            request: None,
+            response: None,
+            stream_id: None,
+            origin,
+            incomplete: None,
+        }
+    }
+
+    /// When it started: its request's first call, or its response's.
+    pub fn ts_ns(&self) -> u64 {
+        self.request
+            .as_ref()
+            .or(self.response.as_ref())
+            .map_or(0, |part| part.first_ns)
+    }
+
+    /// From the request's first call to the last call of the exchange.
+    pub fn duration_ns(&self) -> u64 {
+        let end = [self.request.as_ref(), self.response.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|part| part.last_ns)
+            .max()
+            .unwrap_or(0);
+        end.saturating_sub(self.ts_ns())
+    }
+
+    /// Marks it incomplete for `reason` (the first reason stays).
+    fn mark_incomplete(&mut self, reason: &str) {
+        if self.incomplete.is_none() {
+            self.incomplete = Some(reason.to_string());
+        }
+    }
+}
+
+/// Where a call's bytes go: the side of the connection it belongs to, and its context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Read = 0,
+    Write = 1,
+}
+
+impl Side {
+    fn of(direction: Direction) -> Side {
+        match direction {
+            Direction::Read => Side::Read,
+            Direction::Write => Side::Write,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    pub(crate) fn other(self) -> Side {
+        match self {
+            Side::Read => Side::Write,
+            Side::Write => Side::Read,
+        }
+    }
+}
+
+/// What a protocol decoder is given with each run of bytes.
+pub(crate) struct Input<'a> {
+    pub side: Side,
+    pub data: &'a [u8],
+    pub ts_ns: u64,
+    pub origin: &'a Origin,
+}
+
+/// What a connection turned out to carry.
+enum Protocol {
+    /// Not recognised yet: events are written raw, and each event's start is tried again.
+    Unknown,
+    /// Written raw for the rest of the connection (after an HTTP/1 `Upgrade`).
+    Raw,
+    Http1(Box<h1::Decoder>),
+    Http2(Box<h2::Decoder>),
+}
+
+struct ConnectionState {
+    protocol: Protocol,
+    /// Where each direction's stream continues (read, write): a larger offset is a gap.
+    next_offset: [Option<u64>; 2],
+}
+
+/// Counts shown on stderr at the end of the run.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub exchanges: u64,
+    pub incomplete: u64,
+    pub connections_http1: u64,
+    pub connections_http2: u64,
+    pub connections_raw: u64,
+    /// Body bytes over `--max-body`, counted and not kept.
+    pub body_bytes_not_kept: u64,
+    /// Gaps (lost bytes) met inside decoded connections.
+    pub gaps: u64,
+    /// Bytes skipped while looking for the next message or frame after a gap or a join.
+    pub bytes_skipped: u64,
+}
+
+/// The `--decode http` writer.
+pub struct HttpWriter {
+    format: Format,
+    limits: Limits,
+    raw: Renderer,
+    connections: HashMap<u64, ConnectionState>,
+    done: Vec<Exchange>,
+    pub stats: Stats,
+    /// Whether the end-of-run counts go to stderr (off in tests).
+    report: bool,
+}
+
+impl HttpWriter {
+    pub fn new(format: Format, max_body: u64) -> HttpWriter {
+        HttpWriter {
+            format,
+            limits: Limits::new(max_body),
+            raw: Renderer::new(format),
+            connections: HashMap::new(),
+            done: Vec::new(),
+            stats: Stats::default(),
+            report: true,
+        }
+    }
+
+    /// With other limits (tests).
+    pub fn with_limits(mut self, limits: Limits) -> HttpWriter {
+        self.limits = limits;
+        self
+    }
+
+    /// Without the end-of-run report on stderr.
+    pub fn quiet(mut self) -> HttpWriter {
+        self.report = false;
+        self
+    }
+
+    /// Bytes the decoders hold (buffers, bodies, tables), for the memory bound's tests.
+    pub fn held_bytes(&self) -> usize {
+        self.connections
+            .values()
+            .map(|state| match &state.protocol {
+                Protocol::Http1(decoder) => decoder.held_bytes(),
+                Protocol::Http2(decoder) => decoder.held_bytes(),
+                Protocol::Unknown | Protocol::Raw => 0,
+            })
+            .sum()
+    }
+
+    fn write_done(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        for exchange in self.done.drain(..) {
+            self.stats.exchanges += 1;
+            self.stats.incomplete += u64::from(exchange.incomplete.is_some());
+            for part in [&exchange.request, &exchange.response]
+                .into_iter()
+                .flatten()
+            {
+                self.stats.body_bytes_not_kept += part.body.not_kept();
+            }
+            render::exchange(&exchange, self.format, self.limits.max_body, out)?;
+        }
+        Ok(())
+    }
+
+    /// `at_stream_start`: `data` is the first byte of its direction's stream.
+    fn detect(&mut self, side: Side, data: &[u8], at_stream_start: bool) -> Protocol {
+        if let Some(role) = h1::detect(data) {
+            self.stats.connections_http1 += 1;
+            let request_side = match role {
+                h1::Role::Request => side,
+                h1::Role::Response => side.other(),
+            };
+            return Protocol::Http1(Box::new(h1::Decoder::new(request_side, self.limits)));
+        }
+        if let Some(start) = h2::detect(data, at_stream_start) {
+            self.stats.connections_http2 += 1;
+            return Protocol::Http2(Box::new(h2::Decoder::new(side, start, self.limits)));
+        }
+        Protocol::Unknown
+    }
+}
+
+impl EventWriter for HttpWriter {
+    fn event(&mut self, event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
+        let side = Side::of(event.attach.direction);
+        let state = self
+            .connections
+            .entry(event.conn.id)
+            .or_insert(ConnectionState {
+                protocol: Protocol::Unknown,
+                next_offset: [None, None],
+            });
+        let gap = state.next_offset[side.index()].is_some_and(|next| event.conn.offset != next);
+        state.next_offset[side.index()] = Some(event.conn.offset + event.len);
+        let mut protocol = std::mem::replace(&mut state.protocol, Protocol::Raw);
+        if matches!(protocol, Protocol::Unknown) && !event.data.is_empty() {
+            protocol = self.detect(side, event.data, event.conn.offset == 0);
+        }
+        // Who made the call: owned copies, only for the decoded protocols.
+        let origin = || Origin {
+            pid: event.pid,
+            tid: event.tid,
+            comm: event.comm.to_string(),
+            plugin: event.attach.plugin.clone(),
+            conn: Connection::from_view(&event.conn),
+        };
+        let mut raw_from = None;
+        match &mut protocol {
+            Protocol::Unknown | Protocol::Raw => raw_from = Some(0),
+            Protocol::Http1(decoder) => {
+                if gap {
+                    self.stats.gaps += 1;
+                    decoder.gap(side, &mut self.done);
+                }
+                let origin = origin();
+                let input = Input {
+                    side,
+                    data: event.data,
+                    ts_ns: event.ts_ns,
+                    origin: &origin,
+                };
+                if let Some(upgraded_at) = decoder.feed(&input, &mut self.done) {
+                    raw_from = Some(upgraded_at);
+                }
+                if event.truncated > 0 {
+                    self.stats.gaps += 1;
+                    decoder.gap(side, &mut self.done);
+                }
+                self.stats.bytes_skipped += decoder.take_skipped();
+            }
+            Protocol::Http2(decoder) => {
+                if gap {
+                    self.stats.gaps += 1;
+                    decoder.gap(side, &mut self.done);
+                }
+                let origin = origin();
+                let input = Input {
+                    side,
+                    data: event.data,
+                    ts_ns: event.ts_ns,
+                    origin: &origin,
+                };
+                decoder.feed(&input, &mut self.done);
+                if event.truncated > 0 {
+                    self.stats.gaps += 1;
+                    decoder.gap(side, &mut self.done);
+                }
+                self.stats.bytes_skipped += decoder.take_skipped();
+            }
+        }
+        if let (Some(_), Protocol::Http1(decoder)) = (raw_from, &mut protocol) {
+            // Upgraded: what follows the switch is another protocol, shown raw.
+            decoder.finish("connection upgraded", &mut self.done);
+            protocol = Protocol::Raw;
+            self.stats.connections_raw += 1;
+        }
+        if let Some(state) = self.connections.get_mut(&event.conn.id) {
+            state.protocol = protocol;
+        }
+        self.write_done(out)?;
+        if let Some(at) = raw_from {
+            let at = at.min(event.data.len());
+            if at < event.data.len() || (at == 0 && event.data.is_empty()) {
+                let rest = Event {
+                    data: &event.data[at..],
+                    len: event.len - at as u64,
+                    conn: ConnectionView {
+                        offset: event.conn.offset + at as u64,
+                        ..event.conn
+                    },
+                    ..*event
+                };
+                self.raw.event(&rest, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn connection_closed(
+        &mut self,
+        conn: &ConnectionView<'_>,
+        ts_ns: u64,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
+        if let Some(state) = self.connections.remove(&conn.id) {
+            match state.protocol {
+                Protocol::Http1(mut decoder) => decoder.closed(ts_ns, &mut self.done),
+                Protocol::Http2(mut decoder) => {
+                    decoder.finish("connection closed first", &mut self.done)
+                }
+                Protocol::Unknown => self.stats.connections_raw += 1,
+                Protocol::Raw => {}
+            }
+        }
+        self.write_done(out)?;
+        self.raw.connection_closed(conn, ts_ns, out)
+    }
+
+    fn finish(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        let mut ids: Vec<u64> = self.connections.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(state) = self.connections.remove(&id) {
+                match state.protocol {
+                    Protocol::Http1(mut decoder) => {
+                        decoder.finish("trace ended first", &mut self.done)
+                    }
+                    Protocol::Http2(mut decoder) => {
+                        decoder.finish("trace ended first", &mut self.done)
+                    }
+                    Protocol::Unknown => self.stats.connections_raw += 1,
+                    Protocol::Raw => {}
+                }
+            }
+        }
+        self.write_done(out)?;
+        self.raw.finish(out)?;
+        if self.report {
+            let stats = &self.stats;
+            eprintln!(
+                "probectl: http: {} exchanges ({} incomplete) on {} HTTP/1 and {} HTTP/2 connections, \
+                 {} connections raw; {} gaps, {} bytes skipped to resynchronise, \
+                 {} body bytes not kept (over --max-body or the connection limit)",
+                stats.exchanges,
+                stats.incomplete,
+                stats.connections_http1,
+                stats.connections_http2,
+                stats.connections_raw,
+                stats.gaps,
+                stats.bytes_skipped,
+                stats.body_bytes_not_kept
+            );
+        }
+        Ok(())
+    }
+}

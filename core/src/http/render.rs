@@ -1,0 +1,457 @@
+//! Writing exchanges: text in the style of `curl -v`, or one JSON object per line.
+
+use std::io::{self, Read, Write};
+
+use base64::Engine as _;
+use serde::Serialize;
+
+use super::grpc::{self, Call};
+use super::{Exchange, Field, Part, Version};
+use crate::output::{format_time, Format};
+
+pub(super) fn exchange(
+    exchange: &Exchange,
+    format: Format,
+    max_body: u64,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let call = grpc::decode(exchange);
+    match format {
+        Format::Json => json(exchange, call.as_ref(), out),
+        // Text and Hex (and any other human format): curl -v style.
+        _ => text(exchange, call.as_ref(), format, max_body, out),
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// `[name, value]`; an unknown name or value is `null`, and the entry then has a third
+/// element: the dynamic table index it referred to.
+fn json_field(field: &Field) -> serde_json::Value {
+    let text = |bytes: &Option<Vec<u8>>| match bytes {
+        Some(bytes) => serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()),
+        None => serde_json::Value::Null,
+    };
+    let mut entry = vec![text(&field.name), text(&field.value)];
+    if let Some(index) = field.unknown_index {
+        entry.push(index.into());
+    }
+    serde_json::Value::Array(entry)
+}
+
+#[derive(Serialize)]
+struct JsonPart {
+    headers: Vec<serde_json::Value>,
+    body_b64: String,
+    /// Bytes the body had; more than `body_b64` holds when over `--max-body`.
+    body_len: u64,
+    trailers: Vec<serde_json::Value>,
+    /// The message was seen to its end.
+    complete: bool,
+}
+
+impl JsonPart {
+    fn new(part: &Part) -> JsonPart {
+        JsonPart {
+            headers: part.headers.iter().map(json_field).collect(),
+            body_b64: base64(&part.body.data),
+            body_len: part.body.len,
+            trailers: part.trailers.iter().map(json_field).collect(),
+            complete: part.complete,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonConnection<'a> {
+    id: u64,
+    handle: String,
+    fd: Option<i32>,
+    transport: Option<&'a str>,
+    local: Option<&'a str>,
+    remote: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct JsonMessage {
+    direction: &'static str,
+    compressed: bool,
+    data_b64: String,
+    /// The length its prefix declared (more than the data when cut).
+    len: u64,
+}
+
+#[derive(Serialize)]
+struct JsonGrpc<'a> {
+    service: Option<&'a str>,
+    method: Option<&'a str>,
+    status: Option<u32>,
+    message: Option<&'a str>,
+    messages: Vec<JsonMessage>,
+}
+
+#[derive(Serialize)]
+struct JsonExchange<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    version: &'static str,
+    method: Option<&'a str>,
+    path: Option<&'a str>,
+    authority: Option<&'a str>,
+    status: Option<u16>,
+    /// Interim (1xx) statuses before the final one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    interim: &'a Vec<u16>,
+    request: Option<JsonPart>,
+    response: Option<JsonPart>,
+    duration_ns: u64,
+    stream_id: Option<u32>,
+    ts_ns: u64,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    plugin: &'a str,
+    conn: JsonConnection<'a>,
+    /// Why the exchange is not complete; `null` when it is.
+    incomplete: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc: Option<JsonGrpc<'a>>,
+}
+
+fn json(exchange: &Exchange, call: Option<&Call>, out: &mut dyn Write) -> io::Result<()> {
+    let origin = &exchange.origin;
+    let line = JsonExchange {
+        kind: "http",
+        version: exchange.version.as_str(),
+        method: exchange.method.as_deref(),
+        path: exchange.path.as_deref(),
+        authority: exchange.authority.as_deref(),
+        status: exchange.status,
+        interim: &exchange.interim,
+        request: exchange.request.as_ref().map(JsonPart::new),
+        response: exchange.response.as_ref().map(JsonPart::new),
+        duration_ns: exchange.duration_ns(),
+        stream_id: exchange.stream_id,
+        ts_ns: exchange.ts_ns(),
+        pid: origin.pid,
+        tid: origin.tid,
+        comm: &origin.comm,
+        plugin: &origin.plugin,
+        conn: JsonConnection {
+            id: origin.conn.id,
+            handle: format!("{:#x}", origin.conn.handle),
+            fd: origin.conn.fd,
+            transport: origin.conn.transport.as_deref(),
+            local: origin.conn.local.as_deref(),
+            remote: origin.conn.remote.as_deref(),
+        },
+        incomplete: exchange.incomplete.as_deref(),
+        grpc: call.map(|call| JsonGrpc {
+            service: call.service.as_deref(),
+            method: call.method.as_deref(),
+            status: call.status,
+            message: call.message.as_deref(),
+            messages: call
+                .messages
+                .iter()
+                .map(|message| JsonMessage {
+                    direction: message.direction.as_str(),
+                    compressed: message.compressed,
+                    data_b64: base64(&message.data),
+                    len: message.len,
+                })
+                .collect(),
+        }),
+    };
+    let mut bytes = serde_json::to_vec(&line)?;
+    bytes.push(b'\n');
+    out.write_all(&bytes)
+}
+
+fn text(
+    exchange: &Exchange,
+    call: Option<&Call>,
+    format: Format,
+    max_body: u64,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let origin = &exchange.origin;
+    let conn = &origin.conn;
+    write!(
+        out,
+        "=== {} {}[{}/{}] {} conn#{} ",
+        format_time(exchange.ts_ns()),
+        origin.comm,
+        origin.pid,
+        origin.tid,
+        origin.plugin,
+        conn.id
+    )?;
+    match (&conn.local, &conn.remote) {
+        (Some(local), Some(remote)) => write!(out, "{local} -> {remote} ")?,
+        _ => write!(out, "handle {:#x} ", conn.handle)?,
+    }
+    let version = match exchange.version {
+        Version::Http2 => "HTTP/2",
+        Version::Http11 => "HTTP/1.1",
+        Version::Http10 => "HTTP/1.0",
+    };
+    write!(out, "{version}")?;
+    if let Some(id) = exchange.stream_id {
+        write!(out, " stream {id}")?;
+    }
+    let duration = exchange.duration_ns();
+    writeln!(
+        out,
+        " ({}.{:03} ms)",
+        duration / 1_000_000,
+        (duration / 1000) % 1000
+    )?;
+    let h2 = exchange.version == Version::Http2;
+    if let Some(request) = &exchange.request {
+        writeln!(
+            out,
+            "> {} {} {version}",
+            exchange.method.as_deref().unwrap_or("[unknown method]"),
+            exchange.path.as_deref().unwrap_or("[unknown path]")
+        )?;
+        headers(out, '>', &request.headers, h2, &[":method", ":path"])?;
+        writeln!(out, ">")?;
+        body(
+            out,
+            request,
+            call,
+            grpc::MessageDirection::Request,
+            format,
+            max_body,
+        )?;
+        headers(out, '>', &request.trailers, h2, &[])?;
+    }
+    for status in &exchange.interim {
+        writeln!(out, "< {version} {status}")?;
+    }
+    if let Some(response) = &exchange.response {
+        let status = exchange
+            .status
+            .map_or("[unknown status]".to_string(), |s| s.to_string());
+        match &exchange.reason {
+            Some(reason) if !reason.is_empty() => writeln!(out, "< {version} {status} {reason}")?,
+            _ => writeln!(out, "< {version} {status}")?,
+        }
+        headers(out, '<', &response.headers, h2, &[":status"])?;
+        writeln!(out, "<")?;
+        body(
+            out,
+            response,
+            call,
+            grpc::MessageDirection::Response,
+            format,
+            max_body,
+        )?;
+        headers(out, '<', &response.trailers, h2, &[])?;
+    }
+    if let Some(call) = call {
+        writeln!(
+            out,
+            "* grpc {}/{}: status {}{}",
+            call.service.as_deref().unwrap_or("?"),
+            call.method.as_deref().unwrap_or("?"),
+            call.status
+                .map_or("[not seen]".to_string(), |s| s.to_string()),
+            call.message
+                .as_deref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        )?;
+    }
+    if let Some(reason) = &exchange.incomplete {
+        writeln!(out, "* incomplete: {reason}")?;
+    }
+    Ok(())
+}
+
+fn headers(
+    out: &mut dyn Write,
+    mark: char,
+    fields: &[Field],
+    h2: bool,
+    skip: &[&str],
+) -> io::Result<()> {
+    for field in fields {
+        if h2 && skip.iter().any(|name| field.is(name)) {
+            continue;
+        }
+        let index = field.unknown_index.unwrap_or(0);
+        match (&field.name, &field.value) {
+            (Some(name), Some(value)) => {
+                writeln!(out, "{mark} {}: {}", escape(name), escape(value))?
+            }
+            (None, Some(value)) => writeln!(
+                out,
+                "{mark} [unknown name: dynamic table index {index}]: {}",
+                escape(value)
+            )?,
+            _ => writeln!(out, "{mark} [unknown field: dynamic table index {index}]")?,
+        }
+    }
+    Ok(())
+}
+
+/// Header text with control bytes escaped.
+fn escape(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                text.push_str(&format!("\\x{:02x}", c as u32));
+            } else {
+                text.push(c);
+            }
+        }
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    text
+}
+
+/// Whether bytes read as text: UTF-8 without control characters other than tab and line ends.
+fn printable(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok_and(|text| {
+        text.chars()
+            .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'))
+    })
+}
+
+/// Decompresses a gzip or deflate body, at most `max_body` bytes of output.
+fn decompress(encoding: &[u8], data: &[u8], max_body: u64) -> Option<Vec<u8>> {
+    let mut decoded = Vec::new();
+    let limit = max_body;
+    let result =
+        if encoding.eq_ignore_ascii_case(b"gzip") || encoding.eq_ignore_ascii_case(b"x-gzip") {
+            flate2::read::MultiGzDecoder::new(data)
+                .take(limit)
+                .read_to_end(&mut decoded)
+        } else if encoding.eq_ignore_ascii_case(b"deflate") {
+            // "deflate" is zlib-wrapped by the standard; some servers send it raw.
+            match flate2::read::ZlibDecoder::new(data)
+                .take(limit)
+                .read_to_end(&mut decoded)
+            {
+                Ok(n) => Ok(n),
+                Err(_) => {
+                    decoded.clear();
+                    flate2::read::DeflateDecoder::new(data)
+                        .take(limit)
+                        .read_to_end(&mut decoded)
+                }
+            }
+        } else {
+            return None;
+        };
+    result.ok().map(|_| decoded)
+}
+
+fn body(
+    out: &mut dyn Write,
+    part: &Part,
+    call: Option<&Call>,
+    direction: grpc::MessageDirection,
+    format: Format,
+    max_body: u64,
+) -> io::Result<()> {
+    if part.body.len == 0 {
+        return Ok(());
+    }
+    if let Some(call) = call {
+        for (number, message) in call
+            .messages
+            .iter()
+            .filter(|m| m.direction == direction)
+            .enumerate()
+        {
+            writeln!(
+                out,
+                "[grpc message {}: {} bytes{}{}]",
+                number + 1,
+                message.len,
+                if message.compressed {
+                    ", compressed"
+                } else {
+                    ""
+                },
+                if (message.data.len() as u64) < message.len {
+                    format!(", {} not kept", message.len - message.data.len() as u64)
+                } else {
+                    String::new()
+                }
+            )?;
+            if format == Format::Hex {
+                hexdump(out, &message.data)?;
+            }
+        }
+    } else {
+        let encoding = part.header("content-encoding");
+        let decoded = match encoding {
+            Some(encoding) if part.body.not_kept() == 0 => {
+                decompress(encoding, &part.body.data, max_body)
+            }
+            _ => None,
+        };
+        let shown = decoded.as_deref().unwrap_or(&part.body.data);
+        if let (Some(encoding), Some(decoded)) = (encoding, &decoded) {
+            writeln!(
+                out,
+                "[{} bytes {}, {} decompressed]",
+                part.body.len,
+                escape(encoding),
+                decoded.len()
+            )?;
+        }
+        if format == Format::Hex {
+            hexdump(out, shown)?;
+        } else if printable(shown) {
+            out.write_all(shown)?;
+            if !shown.ends_with(b"\n") {
+                writeln!(out)?;
+            }
+        } else {
+            writeln!(out, "[{} bytes]", shown.len())?;
+        }
+    }
+    if part.body.not_kept() > 0 {
+        writeln!(
+            out,
+            "[{} more body bytes not kept (over --max-body, or the connection's limit)]",
+            part.body.not_kept()
+        )?;
+    }
+    Ok(())
+}
+
+fn hexdump(out: &mut dyn Write, data: &[u8]) -> io::Result<()> {
+    for (line, bytes) in data.chunks(16).enumerate() {
+        write!(out, "{:08x} ", line * 16)?;
+        for column in 0..16 {
+            if column == 8 {
+                out.write_all(b" ")?;
+            }
+            match bytes.get(column) {
+                Some(byte) => write!(out, " {byte:02x}")?,
+                None => out.write_all(b"   ")?,
+            }
+        }
+        out.write_all(b"  |")?;
+        for &byte in bytes {
+            out.write_all(&[if (0x20..0x7f).contains(&byte) {
+                byte
+            } else {
+                b'.'
+            }])?;
+        }
+        out.write_all(b"|\n")?;
+    }
+    Ok(())
+}
