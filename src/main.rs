@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use probectl_core::inspect;
 use probectl_core::output::Format;
+use probectl_core::placement::PlacementMode;
 use probectl_core::session::{run, RunOptions, Target};
 
 #[derive(Parser)]
@@ -18,6 +19,25 @@ use probectl_core::session::{run, RunOptions, Target};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the uprobes go (see README, "Probe placement").
+#[derive(Clone, Copy, ValueEnum)]
+enum PlacementArg {
+    /// Entry uprobe at each function's start plus a uretprobe.
+    Classic,
+    /// Probes on instructions the kernel emulates where disassembly proves them; classic
+    /// elsewhere.
+    Auto,
+}
+
+impl From<PlacementArg> for PlacementMode {
+    fn from(arg: PlacementArg) -> PlacementMode {
+        match arg {
+            PlacementArg::Classic => PlacementMode::Classic,
+            PlacementArg::Auto => PlacementMode::Auto,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -54,6 +74,9 @@ enum Command {
         /// Size of the kernel ring buffer (a power of two).
         #[arg(long, default_value_t = 16 * 1024 * 1024)]
         ring_bytes: u32,
+        /// Probe placement: classic (entry uprobe + uretprobe) or auto (emulated where proven).
+        #[arg(long, value_enum, default_value = "auto")]
+        placement: PlacementArg,
         /// Start this command and trace it (and only it) from its first TLS byte.
         #[arg(last = true)]
         command: Vec<OsString>,
@@ -64,6 +87,9 @@ enum Command {
         /// Probe specs to use instead of the built-in probes.toml.
         #[arg(long)]
         probes: Option<PathBuf>,
+        /// Probe placement: classic (entry uprobe + uretprobe) or auto (emulated where proven).
+        #[arg(long, value_enum, default_value = "auto")]
+        placement: PlacementArg,
     },
     /// Show, for one process, every file it maps, which group matches it, and each symbol's
     /// offset or why it is missing.
@@ -74,6 +100,9 @@ enum Command {
         /// Probe specs to use instead of the built-in probes.toml.
         #[arg(long)]
         probes: Option<PathBuf>,
+        /// Probe placement: classic (entry uprobe + uretprobe) or auto (emulated where proven).
+        #[arg(long, value_enum, default_value = "auto")]
+        placement: PlacementArg,
     },
 }
 
@@ -83,10 +112,14 @@ fn main() -> ExitCode {
     probectl_gnutls::register();
     let cli = Cli::parse();
     let report = match cli.command {
-        Command::List { probes } => inspect::list(probes.as_deref()).map(|r| r.to_string()),
-        Command::Check { pid, probes } => {
-            inspect::check(pid, probes.as_deref()).map(|r| r.to_string())
+        Command::List { probes, placement } => {
+            inspect::list(probes.as_deref(), placement.into()).map(|r| r.to_string())
         }
+        Command::Check {
+            pid,
+            probes,
+            placement,
+        } => inspect::check(pid, probes.as_deref(), placement.into()).map(|r| r.to_string()),
         run @ Command::Run { .. } => return run_command(run),
     };
     match report {
@@ -111,6 +144,7 @@ fn run_command(command: Command) -> ExitCode {
         probes,
         max_bytes,
         ring_bytes,
+        placement,
         command,
     } = command
     else {
@@ -134,6 +168,7 @@ fn run_command(command: Command) -> ExitCode {
         output,
         max_capture_bytes: max_bytes,
         ring_bytes,
+        placement: placement.into(),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

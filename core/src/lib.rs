@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod events;
 pub mod inspect;
 pub mod output;
+pub mod placement;
 pub mod plan;
 pub mod plugin;
 pub mod process;

@@ -15,6 +15,7 @@ use crate::events::{Call, Reassembler};
 use crate::output::{
     open_output, AttachInfo, ConnectionView, Event, EventWriter, Format, OutputError, Renderer,
 };
+use crate::placement::{Placement, PlacementMode};
 use crate::plan::{plan, Plan, PlanError, Scope};
 use crate::process::{find_executable, pidfd_open, spawn_held, ChildStatus, ProcessError};
 use crate::spec::{Group, SpecError, SpecFile};
@@ -103,6 +104,8 @@ pub struct RunOptions {
     pub output: Option<PathBuf>,
     pub max_capture_bytes: u64,
     pub ring_bytes: u32,
+    /// Where the uprobes go (`--placement`).
+    pub placement: PlacementMode,
 }
 
 /// Resolves the plugin name to groups: one, or every group for `all`.
@@ -145,18 +148,23 @@ fn attach_infos<'a>(
 fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_skips: bool) {
     let failures = &attached.failures;
     for file in attached.files.iter().map(|&index| &plan.files[index]) {
-        let count = plan
+        let probes: Vec<_> = plan
             .probes
             .iter()
             .filter(|probe| std::ptr::eq(plan.file_of(probe), file))
+            .collect();
+        let emulated = probes
+            .iter()
+            .filter(|probe| matches!(probe.placement, Placement::Emulated { .. }))
             .count();
+        let count = probes.len();
         let version = file
             .version
             .as_deref()
             .map(|v| format!(" ({v})"))
             .unwrap_or_default();
         eprintln!(
-            "probectl: [{}] {}{version}: {count} probes{note}",
+            "probectl: [{}] {}{version}: {count} probes{note} ({emulated} emulated)",
             file.group,
             file.file.path.display()
         );
@@ -402,7 +410,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let groups = select_groups(&specs, &options.plugin)?;
     crate::bpf::check_privileges()?;
     let scope = scope_for(&options.target)?;
-    let mut cache = SymbolCache::default();
+    let mut cache = SymbolCache::with_placement(options.placement);
     let plan = plan(&groups, &scope, &mut cache)?;
     let out = open_output(options.output.as_deref())?;
 
