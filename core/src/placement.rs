@@ -132,14 +132,20 @@ const ARGUMENT_REGISTERS: [Register; 6] = [
 
 /// Whether the kernel emulates the instruction with these exact bytes (see the module docs).
 pub fn is_emulated(bytes: &[u8]) -> bool {
-    match bytes {
-        [0x70..=0x7f, _] | [0xeb, _] => true,
-        [0x0f, 0x80..=0x8f, _, _, _, _] => true,
-        [0xe8 | 0xe9, _, _, _, _] => true,
-        [0x90] => true,
-        [0x50..=0x57] | [0x41, 0x50..=0x57] => true,
-        _ => false,
-    }
+    matches!(
+        bytes,
+        // jcc rel8, jmp rel8
+        [0x70..=0x7f, _] | [0xeb, _]
+        // jcc rel32
+        | [0x0f, 0x80..=0x8f, _, _, _, _]
+        // call rel32, jmp rel32
+        | [0xe8 | 0xe9, _, _, _, _]
+        // nop
+        | [0x90]
+        // push %reg, push %r8-%r15
+        | [0x50..=0x57]
+        | [0x41, 0x50..=0x57]
+    )
 }
 
 /// Places the probes of `symbol` in `path` for a spec reading `entry_arguments` at entry.
@@ -580,12 +586,10 @@ fn find_entry(
         }
         let node = &nodes[index];
         if node.is_return || node.is_call || node.is_branch || node.successors.len() != 1 {
+            let mnemonic = format!("{:?}", instructions[index].mnemonic()).to_lowercase();
             return Err((
                 index,
-                format!(
-                    "no emulated instruction before the first {}",
-                    format!("{:?}", instructions[index].mnemonic()).to_lowercase()
-                ),
+                format!("no emulated instruction before the first {mnemonic}"),
             ));
         }
         let overwritten = effects[index].writes_arguments & read_mask;
@@ -628,8 +632,9 @@ fn find_exits(
                 continue;
             }
             let node = &nodes[index];
+            // A ret; or no successor at all (a call that never returns, ud2): no return.
             let holds = node.is_return
-                || (node.successors.is_empty() && !node.is_return)
+                || node.successors.is_empty()
                 || (!node.is_call
                     && !effects[index].writes_rax
                     && !effects[index].writes_memory

@@ -1,6 +1,8 @@
 //! probectl's kernel side: ONE uprobe and ONE uretprobe program serve every probe spec of every
-//! library (plus one plain uprobe for the exit points of emulated placements). What differs per attach point (which register holds the buffer, where the length
-//! comes from, ...) is read from `PROBE_SPECS`, indexed by the attach point's BPF cookie.
+//! library (plus one plain uprobe for the exit points of emulated placements, see
+//! core/src/placement.rs). What differs per attach point (which register holds the buffer,
+//! where the length comes from, ...) is read from `PROBE_SPECS`, indexed by the attach point's
+//! BPF cookie.
 #![no_std]
 #![no_main]
 
