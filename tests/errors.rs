@@ -16,9 +16,16 @@ fn redact(text: &str, pids: &[u32]) -> String {
     text
 }
 
+/// probectl's exit status for every error of its own (usage errors included).
+const ERROR_STATUS: i32 = 1;
+
 fn failing_run(args: &[&str], pids: &[u32]) -> String {
+    failing_run_with(ERROR_STATUS, args, pids)
+}
+
+fn failing_run_with(status: i32, args: &[&str], pids: &[u32]) -> String {
     let (code, stdout, stderr) = probectl(args);
-    assert_eq!(code, 1, "must fail: {stderr}");
+    assert_eq!(code, status, "must fail with {status}: {stderr}");
     assert!(stdout.is_empty(), "nothing on stdout: {stdout}");
     redact(&stderr, pids)
 }
@@ -118,10 +125,130 @@ fn not_privileged_enough_to_load_bpf() {
 
 #[test]
 fn command_that_does_not_exist() {
-    insta::assert_snapshot!(failing_run(
+    // 127, as a shell says "command not found".
+    insta::assert_snapshot!(failing_run_with(
+        127,
         &["run", "openssl", "--", "/nonexistent/program"],
         &[]
     ));
+}
+
+#[test]
+fn command_not_in_path() {
+    insta::assert_snapshot!(failing_run_with(
+        127,
+        &["run", "openssl", "--", "probectl-no-such-command"],
+        &[]
+    ));
+}
+
+#[test]
+fn command_that_is_not_executable() {
+    // 126, as a shell says "Permission denied"; nothing is attached ("tracing" is never said).
+    insta::assert_snapshot!(failing_run_with(
+        126,
+        &["run", "openssl", "--", "/etc/passwd"],
+        &[]
+    ));
+}
+
+#[test]
+fn command_that_is_a_directory() {
+    insta::assert_snapshot!(failing_run_with(
+        126,
+        &["run", "openssl", "--", "/usr"],
+        &[]
+    ));
+}
+
+#[test]
+fn kernel_thread() {
+    // pid 2 is kthreadd on every Linux system.
+    insta::assert_snapshot!(failing_run(&["run", "openssl", "--pid", "2"], &[]));
+}
+
+#[test]
+fn kernel_thread_in_check() {
+    insta::assert_snapshot!(failing_run(&["check", "--pid", "2"], &[]));
+}
+
+#[test]
+fn hex_conflicts_with_json() {
+    insta::assert_snapshot!(failing_run(
+        &["run", "openssl", "--hex", "--format", "json"],
+        &[]
+    ));
+}
+
+#[test]
+fn pid_conflicts_with_a_command() {
+    insta::assert_snapshot!(failing_run(
+        &["run", "openssl", "--pid", "1", "--", "true"],
+        &[]
+    ));
+}
+
+#[test]
+fn ring_size_that_is_not_a_power_of_two() {
+    insta::assert_snapshot!(failing_run(
+        &["run", "openssl", "--ring-bytes", "5000", "--pid", "1"],
+        &[]
+    ));
+}
+
+#[test]
+fn unknown_subcommand() {
+    insta::assert_snapshot!(failing_run(&["trace", "openssl"], &[]));
+}
+
+#[test]
+fn missing_plugin() {
+    insta::assert_snapshot!(failing_run(&["run"], &[]));
+}
+
+#[test]
+fn help_of_each_subcommand_shows_examples() {
+    for subcommand in ["run", "list", "check"] {
+        let (code, stdout, stderr) = probectl(&[subcommand, "--help"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("\nExamples:\n"), "{stdout}");
+        insta::assert_snapshot!(format!("help_{subcommand}"), stdout);
+    }
+}
+
+#[test]
+fn no_output_file_is_created_or_truncated_on_a_startup_error() {
+    let sleeper = Guard(Command::new("sleep").arg("60").spawn().expect("sleep"));
+    let pid = sleeper.pid().to_string();
+    let fresh = scratch_file("never-created.txt");
+    let (code, _, stderr) = probectl(&[
+        "run",
+        "openssl",
+        "--pid",
+        &pid,
+        "-o",
+        fresh.to_str().expect("path"),
+    ]);
+    assert_eq!(code, ERROR_STATUS, "{stderr}");
+    assert!(!fresh.exists(), "{} was created", fresh.display());
+    let existing = scratch_file("kept.txt");
+    std::fs::write(&existing, b"earlier capture\n").expect("write");
+    for args in [
+        vec!["run", "openssl", "--pid", pid.as_str()],
+        vec!["run", "nosuchlib", "--pid", pid.as_str()],
+        vec!["run", "openssl", "--", "/etc/passwd"],
+        vec!["run", "openssl", "--", "/nonexistent/program"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["-o", existing.to_str().expect("path")]);
+        let (code, _, stderr) = probectl(&args);
+        assert_ne!(code, 0, "{args:?}: {stderr}");
+        assert_eq!(
+            std::fs::read(&existing).expect("read"),
+            b"earlier capture\n",
+            "{args:?} touched the output file"
+        );
+    }
 }
 
 #[test]

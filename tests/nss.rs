@@ -83,7 +83,7 @@ fn tstclnt_and_selfserv_are_captured_and_only_tls_io_is() {
         assert!(run.status.success(), "{}", run.stderr);
         assert!(
             run.stderr
-                .contains("[nss] /usr/lib/x86_64-linux-gnu/libnspr4.so: 5 probes"),
+                .contains("[nss] /usr/lib/x86_64-linux-gnu/libnspr4.so: 6 probes"),
             "{}",
             run.stderr
         );

@@ -111,8 +111,20 @@ pub mod record_kind {
     pub const CONNECTION: u32 = 2;
     /// A [`CloseRecord`]: a process closed the fd of a known connection.
     pub const CLOSE: u32 = 3;
-    /// An [`ExecRecord`]: a process in scope started a new program.
+    /// A [`ProcessRecord`]: a process in scope started a new program.
     pub const EXEC: u32 = 4;
+    /// A [`ProcessRecord`]: a process in scope mapped a file executable (`dlopen`, a late
+    /// library load): user space looks for TLS code in it at once.
+    pub const MAP: u32 = 5;
+}
+
+/// Why a connection ended (`CloseRecord::cause`).
+pub mod close_cause {
+    /// The process closed the connection's fd.
+    pub const FD_CLOSED: u32 = 0;
+    /// The library's lifecycle function for the handle ran (`SSL_free`, `gnutls_deinit`, ...):
+    /// the handle's next use is a new connection, even without any fd.
+    pub const HANDLE_ENDED: u32 = 1;
 }
 
 /// Header of a chunk record: one chunk of one TLS call's plaintext. The data follows the
@@ -196,27 +208,54 @@ pub struct ConnectionRecord {
     pub _padding: u32,
 }
 
-/// A process closed the fd of a connection it used for TLS.
+/// A connection ended: its fd was closed, or the library's lifecycle function ran for its
+/// handle. Carries the kernel's final byte counts: the truth for the connection's totals,
+/// also when its last calls were lost.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CloseRecord {
     /// [`record_kind::CLOSE`].
     pub kind: u32,
     pub pid: u32,
+    /// The connection's fd, -1 if none was known.
     pub fd: i32,
-    pub _padding: u32,
+    /// One of [`close_cause`].
+    pub cause: u32,
     pub connection: u64,
     pub ts_ns: u64,
+    /// Bytes the connection moved, per direction (write, read), as the kernel counted them.
+    pub position: [u64; 2],
 }
 
-/// A process in scope executed a new program: user space looks for TLS libraries in it.
+/// A process in scope started a program ([`record_kind::EXEC`]) or mapped a file executable
+/// ([`record_kind::MAP`]): user space looks for TLS code in it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ExecRecord {
-    /// [`record_kind::EXEC`].
+pub struct ProcessRecord {
     pub kind: u32,
     pub pid: u32,
     pub ts_ns: u64,
+}
+
+/// A connection handle in a process: the key of the kernel's connection table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionKey {
+    pub connection: u64,
+    pub tgid: u32,
+    pub _padding: u32,
+}
+
+/// What the kernel side remembers of a connection handle.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionState {
+    /// The socket fd, -1 until a call's syscall showed it. Calls served from the library's
+    /// buffer (no syscall) use this.
+    pub fd: i32,
+    pub _padding: u32,
+    /// Bytes moved so far, per direction: the stream offset of the next call.
+    pub position: [u64; 2],
 }
 
 /// Byte offsets of the kernel struct members the BPF side follows from a task to a socket's
@@ -264,16 +303,28 @@ pub mod stat {
     pub const RECORDS_LOST: u32 = 6;
     /// Calls not traced because their thread was already inside too many traced calls.
     pub const NESTING_OVERFLOWS: u32 = 7;
+    /// Calls not traced because the table of threads in traced calls was full.
+    pub const CALLS_NOT_STORED: u32 = 8;
+    /// Calls whose entry was recorded but whose return was never seen (the thread left the
+    /// function another way: longjmp, an exception, a thread cancelled).
+    pub const RETURNS_MISSED: u32 = 9;
+    /// Multi-chunk calls not captured because the table of chunk loops was full (their
+    /// chunks and bytes are counted as lost too).
+    pub const LOOPS_NOT_STORED: u32 = 10;
+    /// New processes of traced processes not traced because the pid filter was full.
+    pub const FILTER_FULL: u32 = 11;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 12;
 }
 
 const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40);
 const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 96);
 const _: () = assert!(core::mem::size_of::<Chunk<256>>() == 96 + 256);
 const _: () = assert!(core::mem::size_of::<ConnectionRecord>() == 80);
-const _: () = assert!(core::mem::size_of::<CloseRecord>() == 32);
-const _: () = assert!(core::mem::size_of::<ExecRecord>() == 16);
+const _: () = assert!(core::mem::size_of::<CloseRecord>() == 48);
+const _: () = assert!(core::mem::size_of::<ProcessRecord>() == 16);
+const _: () = assert!(core::mem::size_of::<ConnectionKey>() == 16);
+const _: () = assert!(core::mem::size_of::<ConnectionState>() == 24);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 
 /// Reads a plain-old-data record from the start of `bytes`, if it is long enough.
@@ -310,3 +361,9 @@ unsafe impl aya::Pod for ProbeSpec {}
 // SAFETY: KernelOffsets is repr(C) and made of u32 fields only.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}
+// SAFETY: repr(C), integer fields and explicit padding only.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ConnectionKey {}
+// SAFETY: repr(C), integer fields and explicit padding only.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ConnectionState {}

@@ -4,15 +4,17 @@
 use std::path::PathBuf;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use aya::programs::trace_point::TracePointLinkId;
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use probectl_common::{stat, ProbeSpec};
+use probectl_common::{stat, ConnectionKey, ConnectionState, ProbeSpec};
 
 use std::collections::BTreeSet;
 
 use crate::placement::Placement;
 use crate::plan::Plan;
+use crate::spec::Role;
 use crate::symbols::FileId;
 
 /// The BPF programs built from `ebpf/` by build.rs.
@@ -22,9 +24,14 @@ const ENTRY_PROGRAM: &str = "probectl_entry";
 const RETURN_PROGRAM: &str = "probectl_return";
 const EXIT_PROGRAM: &str = "probectl_exit";
 const SYSCALL_FD_PROGRAM: &str = "probectl_syscall_fd";
+const END_PROGRAM: &str = "probectl_end";
 const CLOSE_PROGRAM: &str = "probectl_close";
-const FORK_PROGRAM: &str = "probectl_fork";
+const NEWTASK_PROGRAM: &str = "probectl_newtask";
+const FREE_PROGRAM: &str = "probectl_free";
+const THREAD_EXIT_PROGRAM: &str = "probectl_thread_exit";
 const EXEC_PROGRAM: &str = "probectl_exec";
+const MMAP_ENTER_PROGRAM: &str = "probectl_mmap_enter";
+const MMAP_EXIT_PROGRAM: &str = "probectl_mmap_exit";
 
 /// Socket I/O syscalls whose first argument is the fd: made inside a TLS call, they tell its fd.
 const FD_SYSCALLS: &[&str] = &[
@@ -123,12 +130,11 @@ fn ensure_tracefs() -> Result<(), String> {
     Ok(())
 }
 
-/// Offset of `child_pid` in this kernel's sched_process_fork record.
-fn fork_child_pid_offset() -> Option<u32> {
-    let format =
-        std::fs::read_to_string(format!("{TRACEFS}/events/sched/sched_process_fork/format"))
-            .ok()?;
-    let line = format.lines().find(|line| line.contains(" child_pid;"))?;
+/// Offset of `field` in this kernel's record of tracepoint `event` (e.g. "sched/sched_process_free").
+fn tracepoint_field_offset(event: &str, field: &str) -> Option<u32> {
+    let format = std::fs::read_to_string(format!("{TRACEFS}/events/{event}/format")).ok()?;
+    let needle = format!(" {field};");
+    let line = format.lines().find(|line| line.contains(&needle))?;
     line.split(';')
         .find_map(|part| part.trim().strip_prefix("offset:"))
         .and_then(|offset| offset.parse().ok())
@@ -157,6 +163,10 @@ pub struct KernelStats {
     pub fd_unknown: u64,
     pub records_lost: u64,
     pub nesting_overflows: u64,
+    pub calls_not_stored: u64,
+    pub returns_missed: u64,
+    pub loops_not_stored: u64,
+    pub filter_full: u64,
 }
 
 /// The loaded programs and the maps user space talks to. Dropping it detaches every probe.
@@ -164,12 +174,23 @@ pub struct Tracer {
     ebpf: Ebpf,
     traced_pids: HashMap<MapData, u32, u8>,
     stats: PerCpuArray<MapData, u64>,
+    /// The kernel's connection table: its byte counts are the truth for open connections.
+    connections: HashMap<MapData, ConnectionKey, ConnectionState>,
     events: Option<RingBuf<MapData>>,
     attached: usize,
     next_attach_id: u32,
     attached_files: BTreeSet<FileId>,
     /// What connection attribution could not set up (it degrades, it does not stop tracing).
     pub attribution_problems: Vec<String>,
+    /// Every link attached, so that dropping the tracer can detach them all at once (see
+    /// `detach_in_parallel`).
+    links: Vec<AttachedLink>,
+}
+
+/// One attached link: its program and its id there.
+enum AttachedLink {
+    UProbe(&'static str, UProbeLinkId),
+    TracePoint(&'static str, TracePointLinkId),
 }
 
 fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
@@ -191,23 +212,31 @@ impl Tracer {
         if let Err(problem) = ensure_tracefs() {
             attribution_problems.push(problem);
         }
-        let fork_offset = fork_child_pid_offset().unwrap_or_else(|| {
-            attribution_problems
-                .push("children are not followed: no sched_process_fork format".into());
-            0
-        });
+        let mut field_offset = |event: &str, field: &str| {
+            tracepoint_field_offset(event, field).unwrap_or_else(|| {
+                attribution_problems.push(format!(
+                    "children are not followed: no field {field} in the format of {event}"
+                ));
+                0
+            })
+        };
+        let newtask_pid = field_offset("task/task_newtask", "pid");
+        let newtask_flags = field_offset("task/task_newtask", "clone_flags");
+        let free_pid = field_offset("sched/sched_process_free", "pid");
         // Wake the reader when an eighth of the ring is filled; it drains on a timer anyway.
         let wakeup_bytes = u64::from(options.ring_bytes / 8);
         let mut ebpf = EbpfLoader::new()
             .override_global("MAX_CAPTURE_BYTES", &options.max_capture_bytes, true)
             .override_global("FILTER_BY_PID", &filter, true)
             .override_global("KERNEL_OFFSETS", &offsets, true)
-            .override_global("FORK_CHILD_PID_OFFSET", &fork_offset, true)
+            .override_global("NEWTASK_PID_OFFSET", &newtask_pid, true)
+            .override_global("NEWTASK_FLAGS_OFFSET", &newtask_flags, true)
+            .override_global("FREE_PID_OFFSET", &free_pid, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .map_max_entries("EVENTS", options.ring_bytes)
             .load(BPF_OBJECT)
             .map_err(|error| load_error(&error))?;
-        for name in [ENTRY_PROGRAM, RETURN_PROGRAM, EXIT_PROGRAM] {
+        for name in [ENTRY_PROGRAM, RETURN_PROGRAM, EXIT_PROGRAM, END_PROGRAM] {
             let program: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or_else(|| BpfError::Load(format!("program {name} missing from the object")))?
@@ -220,15 +249,27 @@ impl Tracer {
             .map(|name| (SYSCALL_FD_PROGRAM, "syscalls", format!("sys_enter_{name}")))
             .chain([
                 (CLOSE_PROGRAM, "syscalls", "sys_enter_close".to_string()),
-                (FORK_PROGRAM, "sched", "sched_process_fork".to_string()),
+                (NEWTASK_PROGRAM, "task", "task_newtask".to_string()),
+                (FREE_PROGRAM, "sched", "sched_process_free".to_string()),
+                (
+                    THREAD_EXIT_PROGRAM,
+                    "sched",
+                    "sched_process_exit".to_string(),
+                ),
                 (EXEC_PROGRAM, "sched", "sched_process_exec".to_string()),
+                (MMAP_ENTER_PROGRAM, "syscalls", "sys_enter_mmap".to_string()),
+                (MMAP_EXIT_PROGRAM, "syscalls", "sys_exit_mmap".to_string()),
             ])
             .collect();
         for name in [
             SYSCALL_FD_PROGRAM,
             CLOSE_PROGRAM,
-            FORK_PROGRAM,
+            NEWTASK_PROGRAM,
+            FREE_PROGRAM,
+            THREAD_EXIT_PROGRAM,
             EXEC_PROGRAM,
+            MMAP_ENTER_PROGRAM,
+            MMAP_EXIT_PROGRAM,
         ] {
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
@@ -237,16 +278,19 @@ impl Tracer {
                 .map_err(|error: aya::programs::ProgramError| BpfError::Load(error.to_string()))?;
             program.load().map_err(|error| load_error(&error))?;
         }
+        let mut links = Vec::new();
         for (program, category, name) in &tracepoints {
             let attached = ebpf
                 .program_mut(program)
                 .and_then(|program| <&mut TracePoint>::try_from(program).ok())
                 .map(|program| program.attach(category, name));
-            if let Some(Err(error)) = attached {
-                attribution_problems.push(format!(
+            match attached {
+                Some(Ok(link)) => links.push(AttachedLink::TracePoint(program, link)),
+                Some(Err(error)) => attribution_problems.push(format!(
                     "tracepoint {category}/{name}: {}",
                     error_chain(&error)
-                ));
+                )),
+                None => {}
             }
         }
         let mut take = |name: &'static str| {
@@ -259,15 +303,19 @@ impl Tracer {
             HashMap::try_from(take("TRACED_PIDS")?).map_err(map_error("TRACED_PIDS"))?;
         let stats = PerCpuArray::try_from(take("STATS")?).map_err(map_error("STATS"))?;
         let events = RingBuf::try_from(take("EVENTS")?).map_err(map_error("EVENTS"))?;
+        let connections =
+            HashMap::try_from(take("CONNECTIONS")?).map_err(map_error("CONNECTIONS"))?;
         Ok(Tracer {
             ebpf,
             traced_pids,
             stats,
+            connections,
             events: Some(events),
             attached: 0,
             next_attach_id: 0,
             attached_files: BTreeSet::new(),
             attribution_problems,
+            links,
         })
     }
 
@@ -280,8 +328,14 @@ impl Tracer {
 
     /// Attaches the entry and return programs at every attach point of the plan whose file is
     /// not attached yet (a file is attached once, whoever maps it). Attach ids continue from
-    /// the previous call. Points that fail are reported, not fatal.
-    pub fn attach(&mut self, plan: &Plan) -> Result<Attached, BpfError> {
+    /// the previous call; `on_ids(first_id, probes)` is told which plan probes get them before
+    /// any is attached, so that no event can carry an id its reader does not know. Points that
+    /// fail are reported, not fatal.
+    pub fn attach(
+        &mut self,
+        plan: &Plan,
+        on_ids: &mut dyn FnMut(u32, &[usize]),
+    ) -> Result<Attached, BpfError> {
         let first_id = self.next_attach_id;
         let new_files: BTreeSet<usize> = (0..plan.files.len())
             .filter(|&index| !self.attached_files.contains(&plan.files[index].file.id))
@@ -316,6 +370,7 @@ impl Tracer {
                     .map_err(map_error("PROBE_SPECS"))?;
             }
         }
+        on_ids(first_id, &probes);
         let mut failures = Vec::new();
         let mut attached_files = BTreeSet::new();
         for (offset, &index) in probes.iter().enumerate() {
@@ -324,12 +379,17 @@ impl Tracer {
             let file = plan.file_of(planned);
             let mut result = Ok(());
             // (program, file offset) of every uprobe of this attach point.
-            let uprobes: Vec<(&str, u64)> = match &planned.placement {
-                Placement::Classic { .. } => vec![
+            let uprobes: Vec<(&str, u64)> = match (&planned.placement, planned.probe.role) {
+                // A lifecycle function is only entered: its entry point, wherever it is.
+                (Placement::Classic { .. }, Role::End) => vec![(END_PROGRAM, planned.offset)],
+                (Placement::Emulated { entry, .. }, Role::End) => {
+                    vec![(END_PROGRAM, entry.file_offset)]
+                }
+                (Placement::Classic { .. }, Role::Data) => vec![
                     (ENTRY_PROGRAM, planned.offset),
                     (RETURN_PROGRAM, planned.offset),
                 ],
-                Placement::Emulated { entry, exits } => {
+                (Placement::Emulated { entry, exits }, Role::Data) => {
                     std::iter::once((ENTRY_PROGRAM, entry.file_offset))
                         .chain(exits.iter().map(|exit| (EXIT_PROGRAM, exit.file_offset)))
                         .collect()
@@ -350,11 +410,12 @@ impl Tracer {
                     location: UProbeAttachLocation::AbsoluteOffset(file_offset),
                     cookie: Some(u64::from(attach_id)),
                 };
-                if let Err(error) =
-                    program.attach(point, &file.file.host_path, UProbeScope::AllProcesses)
-                {
-                    result = Err(error_chain(&error));
-                    break;
+                match program.attach(point, &file.file.host_path, UProbeScope::AllProcesses) {
+                    Ok(link) => self.links.push(AttachedLink::UProbe(name, link)),
+                    Err(error) => {
+                        result = Err(error_chain(&error));
+                        break;
+                    }
                 }
             }
             match result {
@@ -406,8 +467,83 @@ impl Tracer {
             fd_unknown: read(stat::FD_UNKNOWN),
             records_lost: read(stat::RECORDS_LOST),
             nesting_overflows: read(stat::NESTING_OVERFLOWS),
+            calls_not_stored: read(stat::CALLS_NOT_STORED),
+            returns_missed: read(stat::RETURNS_MISSED),
+            loops_not_stored: read(stat::LOOPS_NOT_STORED),
+            filter_full: read(stat::FILTER_FULL),
         }
     }
+
+    /// The kernel's byte counts (write, read) of every connection it still holds, by
+    /// (pid, handle).
+    pub fn connection_positions(&self) -> Vec<((u32, u64), [u64; 2])> {
+        self.connections
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, state)| ((key.tgid, key.connection), state.position))
+            .collect()
+    }
+}
+
+/// Links closed at once at most: one thread each.
+const DETACH_THREADS: usize = 128;
+
+impl Drop for Tracer {
+    /// Detaches every probe before the programs and maps go. Closing one uprobe or tracepoint
+    /// link makes the kernel wait for an RCU grace period (uprobe_unregister_sync /
+    /// tracepoint_synchronize_unregister: ~100 ms each on this VM), so aya's one-by-one drop
+    /// took ~1.9 s for 19 links; closed from parallel threads, the waits overlap.
+    fn drop(&mut self) {
+        let mut taken: Vec<Box<dyn Send>> = Vec::with_capacity(self.links.len());
+        for link in self.links.drain(..) {
+            match link {
+                AttachedLink::UProbe(name, id) => {
+                    let program = self
+                        .ebpf
+                        .program_mut(name)
+                        .and_then(|program| <&mut UProbe>::try_from(program).ok());
+                    if let Some(Ok(link)) = program.map(|program| program.take_link(id)) {
+                        taken.push(Box::new(link));
+                    }
+                }
+                AttachedLink::TracePoint(name, id) => {
+                    let program = self
+                        .ebpf
+                        .program_mut(name)
+                        .and_then(|program| <&mut TracePoint>::try_from(program).ok());
+                    if let Some(Ok(link)) = program.map(|program| program.take_link(id)) {
+                        taken.push(Box::new(link));
+                    }
+                }
+            }
+        }
+        detach_in_parallel(taken);
+        // The programs and maps are dropped after this, with no link left to wait for.
+    }
+}
+
+/// Drops `links` (each detaches on drop) from up to `DETACH_THREADS` threads at once, and
+/// returns when all are detached. A thread that cannot be started leaves its share to be
+/// dropped here, one by one: slower, never skipped.
+fn detach_in_parallel(links: Vec<Box<dyn Send>>) {
+    let threads = links.len().min(DETACH_THREADS);
+    if threads <= 1 {
+        return drop(links);
+    }
+    let mut shares: Vec<Vec<Box<dyn Send>>> = (0..threads).map(|_| Vec::new()).collect();
+    for (index, link) in links.into_iter().enumerate() {
+        shares[index % threads].push(link);
+    }
+    std::thread::scope(|scope| {
+        for share in shares {
+            // A small stack: the thread only closes descriptors. If spawning fails, the
+            // closure (and with it the share) is dropped right here, which detaches it.
+            let _ = std::thread::Builder::new()
+                .name("probectl-detach".into())
+                .stack_size(64 * 1024)
+                .spawn_scoped(scope, move || drop(share));
+        }
+    });
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use probectl_common::{family, CloseRecord, ConnectionRecord};
 
+use crate::output::ConnectionView;
 use crate::spec::Direction;
 
 /// What is known of one connection.
@@ -26,11 +27,12 @@ pub struct Connection {
     pub closed: bool,
     /// Per direction (write, read): where the next event should start in the stream.
     next_offset: [u64; 2],
-    /// Per direction: bytes moved by the calls seen, captured, and missing between events
-    /// (calls lost whole).
+    /// Per direction: bytes the connection moved. The kernel's own count when it is known
+    /// (at close, or read from its table at the end), which includes calls lost whole after
+    /// the last event; else as far as the events reach.
     pub moved: [u64; 2],
+    /// Per direction: bytes captured.
     pub captured: [u64; 2],
-    pub gaps: [u64; 2],
 }
 
 impl Connection {
@@ -47,7 +49,35 @@ impl Connection {
             next_offset: [0; 2],
             moved: [0; 2],
             captured: [0; 2],
-            gaps: [0; 2],
+        }
+    }
+
+    /// Per direction: bytes moved and not captured (calls or chunks lost, bytes over the
+    /// capture limit, unreadable buffers).
+    pub fn lost(&self) -> [u64; 2] {
+        [
+            self.moved[0].saturating_sub(self.captured[0]),
+            self.moved[1].saturating_sub(self.captured[1]),
+        ]
+    }
+
+    /// The kernel's final count of the connection's bytes.
+    fn set_kernel_total(&mut self, position: [u64; 2]) {
+        for (moved, kernel) in self.moved.iter_mut().zip(position) {
+            *moved = (*moved).max(kernel);
+        }
+    }
+
+    /// What output shows of the connection, for an event at `offset`.
+    pub fn view(&self, offset: u64) -> ConnectionView<'_> {
+        ConnectionView {
+            id: self.id,
+            handle: self.handle,
+            fd: self.fd,
+            transport: self.transport,
+            local: self.local.as_deref(),
+            remote: self.remote.as_deref(),
+            offset,
         }
     }
 
@@ -105,6 +135,9 @@ pub struct ConnectionTable {
     next_id: u64,
     /// Events that arrived behind their stream's position (never expected: see README).
     pub out_of_order: u64,
+    /// Connections whose kernel state started again from offset 0 without an end (its entry
+    /// was evicted from the kernel's table, or its end record was lost): a new connection.
+    pub restarted: u64,
 }
 
 impl ConnectionTable {
@@ -137,17 +170,26 @@ impl ConnectionTable {
         connection.remote = remote;
     }
 
-    /// The process closed the connection's fd; returns the id of the connection it ended.
+    /// The connection ended (its fd was closed, or its handle ended); the kernel's final
+    /// counts come with it. Returns the id of the connection it ended.
     pub fn on_close(&mut self, record: &CloseRecord) -> Option<u64> {
         let key = (record.pid, record.connection);
-        let id = self.current.get(&key).copied()?;
+        let id = self.current.remove(&key)?;
         let connection = self.connections.get_mut(&id)?;
-        if connection.fd != Some(record.fd) {
-            return None;
-        }
         connection.closed = true;
-        self.current.remove(&key);
+        connection.set_kernel_total(record.position);
         Some(id)
+    }
+
+    /// The kernel's count of a connection still open at the end, by (pid, handle).
+    pub fn on_kernel_position(&mut self, key: (u32, u64), position: [u64; 2]) {
+        if let Some(connection) = self
+            .current
+            .get(&key)
+            .and_then(|id| self.connections.get_mut(id))
+        {
+            connection.set_kernel_total(position);
+        }
     }
 
     /// Places an event in its connection's stream.
@@ -161,6 +203,20 @@ impl ConnectionTable {
             span,
             captured,
         } = *run;
+        let direction = index(direction);
+        // A stream that starts again from 0 is a new connection whose start the kernel did
+        // not tell (its state was evicted, or the end record lost).
+        let restarted = self.current.get(&(pid, handle)).is_some_and(|id| {
+            offset == 0
+                && self
+                    .connections
+                    .get(id)
+                    .is_some_and(|connection| connection.next_offset[direction] > 0)
+        });
+        if restarted {
+            self.restarted += 1;
+            self.current.remove(&(pid, handle));
+        }
         let id = match self.current.get(&(pid, handle)) {
             Some(id) => *id,
             None => {
@@ -178,15 +234,13 @@ impl ConnectionTable {
                 gap_before: 0,
             };
         };
-        let direction = index(direction);
         let expected = connection.next_offset[direction];
         let gap_before = offset.saturating_sub(expected);
         if offset < expected {
             self.out_of_order += 1;
         }
-        connection.gaps[direction] += gap_before;
         connection.next_offset[direction] = connection.next_offset[direction].max(offset + span);
-        connection.moved[direction] += span + gap_before;
+        connection.moved[direction] = connection.moved[direction].max(offset + span);
         connection.captured[direction] += captured;
         Placement {
             id,
@@ -384,9 +438,9 @@ mod tests {
             (
                 connection.moved[1],
                 connection.captured[1],
-                connection.gaps[1]
+                connection.lost()[1]
             ),
-            (300, 120, 150)
+            (300, 120, 180)
         );
     }
 

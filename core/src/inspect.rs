@@ -9,7 +9,7 @@ use crate::discovery::{self, DiscoveryError, TargetFile};
 use crate::placement::{Placement, PlacementMode};
 use crate::plan::{self, Assessment, Outcome, Via};
 use crate::plugin::plugin_for;
-use crate::spec::{Group, LengthRef, Probe, ReturnType, SpecError, SpecFile};
+use crate::spec::{Group, LengthRef, Probe, ReturnType, Role, SpecError, SpecFile};
 use crate::symbols::SymbolCache;
 
 #[derive(Debug, thiserror::Error)]
@@ -141,21 +141,28 @@ fn specs_name(path: Option<&std::path::Path>) -> String {
 
 /// How a probe reads its call, in the words of probes.toml.
 fn describe_probe(probe: &Probe) -> String {
-    let mut text = format!("{:<5}", probe.direction.as_str());
+    let mut text = match probe.role {
+        Role::Data => format!("{:<5}", probe.direction.as_str()),
+        Role::End => "end  ".to_string(),
+    };
     if let Some(connection) = probe.connection {
         let _ = write!(text, "  connection=arg{}", connection.0);
     }
-    let _ = write!(text, "  buffer=arg{}", probe.buffer.0);
-    match probe.length {
-        LengthRef::Return => text.push_str("  length=return"),
-        LengthRef::OutPointer(arg) => {
-            let _ = write!(text, "  length=*arg{arg}");
+    if probe.role == Role::End {
+        text.push_str("  (entering it ends the handle's connection)");
+    } else {
+        let _ = write!(text, "  buffer=arg{}", probe.buffer.0);
+        match probe.length {
+            LengthRef::Return => text.push_str("  length=return"),
+            LengthRef::OutPointer(arg) => {
+                let _ = write!(text, "  length=*arg{arg}");
+            }
         }
+        text.push_str(match probe.returns {
+            ReturnType::Int => "  returns=int",
+            ReturnType::Ssize => "  returns=ssize_t",
+        });
     }
-    text.push_str(match probe.returns {
-        ReturnType::Int => "  returns=int",
-        ReturnType::Ssize => "  returns=ssize_t",
-    });
     if let Some(filter) = &probe.only_if {
         let mut place = format!("arg{}", filter.argument.0);
         for offset in &filter.pointers {
@@ -230,18 +237,54 @@ impl Display for ListReport {
     }
 }
 
-/// `probectl check --pid N`: every file the process maps and what each group makes of it.
+/// `probectl check --pid N`: the process tree (when the process has descendants), then every
+/// file the process maps and what each group makes of it, then for each descendant the files
+/// not shown yet.
 #[derive(Debug, Clone)]
 pub struct CheckReport {
+    /// The process and its descendants, the root first (depth-first).
+    pub processes: Vec<ProcessReport>,
+}
+
+/// One process of the tree.
+#[derive(Debug, Clone)]
+pub struct ProcessReport {
     pub pid: u32,
     pub comm: String,
+    /// How deep below the root (0 for the root).
+    pub depth: usize,
     pub executable: PathBuf,
+    /// Every file it maps (its executable first).
     pub files: Vec<MappedFile>,
+    /// Which of `files` an earlier process of the report maps too (shown there).
+    pub shown_above: Vec<bool>,
+}
+
+impl ProcessReport {
+    /// (group, path) of every file a group would trace, as in `run`.
+    fn traced(&self) -> Vec<(&str, &std::path::Path)> {
+        let mut traced: Vec<(&str, &std::path::Path)> = Vec::new();
+        for file in &self.files {
+            // As in `run all`: the first group that accepts a file traces it.
+            if let Some((group, _)) = file
+                .groups
+                .iter()
+                .find(|(_, report)| matches!(report.outcome, Outcome::Traced { .. }))
+            {
+                traced.push((group, &file.path));
+            }
+        }
+        traced
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct MappedFile {
     pub path: PathBuf,
+    /// Where the file is for probectl when the path there is another file (a chroot, a
+    /// private mount namespace, a bind mount, a deleted file); see [`TargetFile::host_view`].
+    pub host_view: Option<String>,
+    pub id: crate::symbols::FileId,
     pub is_executable: bool,
     /// (group name, report) for each group that matches the file by name, path, or (for the
     /// executable) by defining the group's required symbols.
@@ -259,12 +302,41 @@ pub fn check(
     if !discovery::process_exists(pid) {
         return Err(DiscoveryError::NoSuchProcess { pid }.into());
     }
+    let mut cache = SymbolCache::with_placement(placement);
+    let mut shown = std::collections::BTreeSet::new();
+    let mut processes = Vec::new();
+    for member in discovery::process_tree(pid) {
+        let report = match process_report(member, &specs, &mut cache) {
+            Ok(report) => report,
+            Err(error) if member.pid == pid => return Err(error),
+            // A descendant that exited since the tree was read is left out.
+            Err(_) => continue,
+        };
+        let shown_above = report
+            .files
+            .iter()
+            .map(|file| !shown.insert(file.id))
+            .collect();
+        processes.push(ProcessReport {
+            shown_above,
+            ..report
+        });
+    }
+    Ok(CheckReport { processes })
+}
+
+/// Every file one process maps and what each group makes of it.
+fn process_report(
+    member: discovery::TreeMember,
+    specs: &SpecFile,
+    cache: &mut SymbolCache,
+) -> Result<ProcessReport, InspectError> {
+    let pid = member.pid;
     let executable = discovery::executable(pid)?;
     let mut mapped = discovery::mapped_files(pid)?;
     if !mapped.iter().any(|file| file.id == executable.id) {
         mapped.insert(0, executable.clone());
     }
-    let mut cache = SymbolCache::with_placement(placement);
     let mut files = Vec::new();
     for file in &mapped {
         let is_executable = file.id == executable.id;
@@ -275,17 +347,19 @@ pub fn check(
                 Some(via) => Some(via),
                 None if is_executable && group.executables => {
                     executable_groups.push(group.name.clone());
-                    plan::executable_matches(group, file, &mut cache).then_some(Via::Executable)
+                    plan::executable_matches(group, file, cache).then_some(Via::Executable)
                 }
                 None => None,
             };
             if let Some(via) = via {
-                let report = FileReport::new(group, file, via, &mut cache);
+                let report = FileReport::new(group, file, via, cache);
                 groups.push((group.name.clone(), report));
             }
         }
         files.push(MappedFile {
             path: file.path.clone(),
+            host_view: file.host_view(),
+            id: file.id,
             is_executable,
             groups,
             executable_groups,
@@ -300,27 +374,39 @@ pub fn check(
             &b.path,
         ))
     });
-    Ok(CheckReport {
+    Ok(ProcessReport {
         pid,
         comm: discovery::comm(pid),
+        depth: member.depth,
         executable: executable.path,
+        shown_above: vec![false; files.len()],
         files,
     })
 }
 
-impl Display for CheckReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = String::new();
+impl ProcessReport {
+    fn render(&self, out: &mut String) {
+        let above = self.shown_above.iter().filter(|&&shown| shown).count();
+        let note = match above {
+            0 => String::new(),
+            count if count == self.files.len() => ", all shown above".to_string(),
+            count => format!(", {count} shown above"),
+        };
         let _ = writeln!(
             out,
-            "process {} ({}): executable {}, {} mapped files",
+            "process {} ({}): executable {}, {} mapped files{note}",
             self.pid,
             self.comm,
             self.executable.display(),
             self.files.len()
         );
         let mut traced_by: Vec<(&str, &std::path::Path)> = Vec::new();
-        for file in &self.files {
+        for (file, _) in self
+            .files
+            .iter()
+            .zip(&self.shown_above)
+            .filter(|(_, &shown)| !shown)
+        {
             let _ = writeln!(out);
             let label = if file.is_executable {
                 " (executable)"
@@ -328,6 +414,9 @@ impl Display for CheckReport {
                 ""
             };
             let _ = writeln!(out, "{}{label}", file.path.display());
+            if let Some(view) = &file.host_view {
+                let _ = writeln!(out, "  {view}");
+            }
             if file.groups.is_empty() {
                 if file.executable_groups.is_empty() {
                     let _ = writeln!(out, "  no group matches");
@@ -363,8 +452,47 @@ impl Display for CheckReport {
                 if matches!(report.outcome, Outcome::Traced { .. }) {
                     traced_by.push((group, &file.path));
                 }
-                report.render(&mut out, "    ");
+                report.render(out, "    ");
             }
+        }
+    }
+}
+
+impl Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        // The tree first, when there is one: `run --pid` traces every member, and which
+        // members map a matching library is the first thing to know (a server's master may map
+        // none while its workers do).
+        if let [root, _, ..] = self.processes.as_slice() {
+            let _ = writeln!(
+                out,
+                "process tree of {} ({}): {} processes (run --pid traces them all, and their later children)",
+                root.pid,
+                root.comm,
+                self.processes.len()
+            );
+            for process in &self.processes {
+                let indent = "  ".repeat(process.depth + 1);
+                let traced = process.traced();
+                let what = if traced.is_empty() {
+                    "no matching library".to_string()
+                } else {
+                    traced
+                        .iter()
+                        .map(|(group, path)| format!("[{group}] {}", path.display()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let _ = writeln!(out, "{indent}{} {}: {what}", process.pid, process.comm);
+            }
+            let _ = writeln!(out);
+        }
+        for (index, process) in self.processes.iter().enumerate() {
+            if index > 0 {
+                let _ = writeln!(out);
+            }
+            process.render(&mut out);
         }
         f.write_str(&out)
     }

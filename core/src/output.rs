@@ -6,8 +6,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
 use serde::Serialize;
+
+use probectl_encode as encode;
 
 use crate::spec::Direction;
 
@@ -62,6 +63,8 @@ pub enum Format {
     Hex,
     /// One JSON object per line.
     Json,
+    /// Synthesized TCP conversations for Wireshark (`crate::pcapng`).
+    Pcapng,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,11 +75,31 @@ pub enum OutputError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot start the pcapng output")]
+    Pcapng(#[source] crate::pcapng::PcapngError),
 }
 
-/// Opens the output: a file created (or truncated) with mode 0600, or stdout.
+/// The writer of a format.
+pub fn writer_for(format: Format) -> Result<Box<dyn EventWriter>, OutputError> {
+    Ok(match format {
+        Format::Pcapng => {
+            Box::new(crate::pcapng::PcapngWriter::new().map_err(OutputError::Pcapng)?)
+        }
+        text_or_json => Box::new(Renderer::new(text_or_json)),
+    })
+}
+
+/// Opens the output: a file created (or truncated) with mode 0600, or stdout (written in whole
+/// lines when it is a terminal).
 pub fn open_output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, OutputError> {
     let Some(path) = path else {
+        // On a terminal (that the traced command may share), whole lines only.
+        if crate::terminal::stdout_is_terminal() {
+            return Ok(Box::new(crate::terminal::WholeLines::new(
+                io::stdout(),
+                1 << 16,
+            )));
+        }
         return Ok(Box::new(io::BufWriter::with_capacity(
             1 << 16,
             io::stdout(),
@@ -175,14 +198,20 @@ impl Renderer {
     pub fn render(&mut self, event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
         match self.format {
             Format::Json => self.render_json(event, out),
+            // The header and the data are built in one buffer and written in one call.
             Format::Text => {
-                write_header(event, out)?;
-                write_escaped(event.data, out)
+                self.line.clear();
+                write_header(event, &mut self.line)?;
+                encode::escape_text(event.data, &mut self.line);
+                out.write_all(&self.line)
             }
             Format::Hex => {
-                write_header(event, out)?;
-                write_hexdump(event.data, out)
+                self.line.clear();
+                write_header(event, &mut self.line)?;
+                encode::hexdump(event.data, &mut self.line);
+                out.write_all(&self.line)
             }
+            Format::Pcapng => Err(io::Error::other("pcapng is written by PcapngWriter")),
         }
     }
 
@@ -209,19 +238,13 @@ impl Renderer {
             },
         };
         // The fields go through serde_json; the data is appended as the last field straight
-        // from the base64 encoder: base64 never needs JSON escaping, and scanning megabytes of
-        // it for escapes was the reader's largest cost.
+        // from the (SIMD) base64 encoder: base64 never needs JSON escaping, and scanning
+        // megabytes of it for escapes was the reader's largest cost.
         self.line.clear();
         serde_json::to_writer(&mut self.line, &json)?;
         self.line.pop(); // the closing brace
         self.line.extend_from_slice(b",\"data_b64\":\"");
-        let start = self.line.len();
-        let encoded_len = base64::encoded_len(event.data.len(), true).unwrap_or(0);
-        self.line.resize(start + encoded_len, 0);
-        let written = base64::engine::general_purpose::STANDARD
-            .encode_slice(event.data, &mut self.line[start..])
-            .map_err(io::Error::other)?;
-        self.line.truncate(start + written);
+        encode::base64(event.data, &mut self.line);
         self.line.extend_from_slice(b"\"}\n");
         out.write_all(&self.line)
     }
@@ -241,7 +264,7 @@ pub fn format_time(ts_ns: u64) -> String {
     )
 }
 
-fn write_header(event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
+fn write_header(event: &Event<'_>, out: &mut Vec<u8>) -> io::Result<()> {
     write!(
         out,
         "--- {} {}[{}/{}] {} {} {} {} {} bytes conn#{} ",
@@ -268,65 +291,10 @@ fn write_header(event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
     out.write_all(b"\n")
 }
 
-/// Printable ASCII as is; `\n` shown and kept as a line break; everything else escaped.
-fn write_escaped(data: &[u8], out: &mut dyn Write) -> io::Result<()> {
-    let mut start = 0;
-    for (index, &byte) in data.iter().enumerate() {
-        let escape: Option<&[u8]> = match byte {
-            b'\\' => Some(b"\\\\"),
-            b'\n' => Some(b"\\n\n"),
-            b'\r' => Some(b"\\r"),
-            b'\t' => Some(b"\\t"),
-            0x20..=0x7e => None,
-            _ => Some(b""),
-        };
-        let Some(escape) = escape else {
-            continue;
-        };
-        out.write_all(&data[start..index])?;
-        if escape.is_empty() {
-            write!(out, "\\x{byte:02x}")?;
-        } else {
-            out.write_all(escape)?;
-        }
-        start = index + 1;
-    }
-    out.write_all(&data[start..])?;
-    if data.last() != Some(&b'\n') {
-        out.write_all(b"\n")?;
-    }
-    Ok(())
-}
-
-fn write_hexdump(data: &[u8], out: &mut dyn Write) -> io::Result<()> {
-    for (line, bytes) in data.chunks(16).enumerate() {
-        write!(out, "{:08x} ", line * 16)?;
-        for column in 0..16 {
-            if column == 8 {
-                out.write_all(b" ")?;
-            }
-            match bytes.get(column) {
-                Some(byte) => write!(out, " {byte:02x}")?,
-                None => out.write_all(b"   ")?,
-            }
-        }
-        out.write_all(b"  |")?;
-        for &byte in bytes {
-            let shown = if (0x20..0x7f).contains(&byte) {
-                byte
-            } else {
-                b'.'
-            };
-            out.write_all(&[shown])?;
-        }
-        out.write_all(b"|\n")?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     fn attach() -> AttachInfo {
         AttachInfo {

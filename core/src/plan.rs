@@ -1,7 +1,7 @@
 //! Attach planning: from specs and a scope (one process, a command to start, the whole host) to
 //! the list of (file, symbol, offset) attach points, and the list of what was skipped and why.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::discovery::{self, DiscoveryError, TargetFile};
@@ -30,8 +30,11 @@ pub enum PlanError {
 /// What to trace.
 #[derive(Debug, Clone)]
 pub enum Scope {
-    /// One running process (and, in the kernel, nothing else).
+    /// One running process (one that just started a program, looked at for new files).
     Process(u32),
+    /// A running process and its descendants that exist now (`--pid`): `members` holds the
+    /// root first (see [`discovery::process_tree`]). The kernel follows later forks.
+    Tree { root: u32, members: Vec<u32> },
     /// A command probectl starts: its executable and the host's libraries it may load.
     Command { executable: PathBuf },
     /// Every process on the host, now and later.
@@ -80,11 +83,53 @@ pub struct Plan {
     pub files: Vec<PlannedFile>,
     pub probes: Vec<PlannedProbe>,
     pub skipped: Vec<Skipped>,
+    /// For a process tree: which members map a planned file.
+    pub tree: Option<TreeCoverage>,
 }
 
 impl Plan {
     pub fn file_of(&self, probe: &PlannedProbe) -> &PlannedFile {
         &self.files[probe.file_index]
+    }
+}
+
+/// Which members of a process tree map a file the plan probes.
+#[derive(Debug, Clone, Default)]
+pub struct TreeCoverage {
+    pub root: u32,
+    /// Every member, the root first.
+    pub members: Vec<u32>,
+    /// The members that map a planned file, in `members` order.
+    pub mapping: Vec<u32>,
+    /// The planned groups' names, for messages.
+    pub groups: String,
+}
+
+impl TreeCoverage {
+    /// The message for a root that maps no planned file itself while descendants do (the
+    /// master of a server whose workers make the TLS calls, a shell that started the program):
+    /// which pids make the plan. `None` when the root maps one.
+    pub fn note(&self) -> Option<String> {
+        if self.mapping.contains(&self.root) || self.mapping.is_empty() {
+            return None;
+        }
+        let named: Vec<String> = self
+            .mapping
+            .iter()
+            .map(|pid| format!("{pid} ({})", discovery::comm(*pid)))
+            .collect();
+        Some(format!(
+            "pid {} ({}) maps no {} library itself; tracing its descendants that do: {}",
+            self.root,
+            discovery::comm(self.root),
+            self.groups,
+            named.join(", ")
+        ))
+    }
+
+    /// How many descendants the tree has.
+    pub fn descendants(&self) -> usize {
+        self.members.len().saturating_sub(1)
     }
 }
 
@@ -97,16 +142,37 @@ struct Candidate {
 /// Plans the attach points of `groups` for `scope`.
 pub fn plan(groups: &[&Group], scope: &Scope, cache: &mut SymbolCache) -> Result<Plan, PlanError> {
     let mut plan = Plan::default();
+    // Which members of a tree offered which files.
+    let mut offered_by: BTreeMap<FileId, BTreeSet<u32>> = BTreeMap::new();
     for group in groups {
-        let candidates = candidates(group, scope, cache)?;
+        let candidates = candidates(group, scope, cache, &mut offered_by)?;
         for candidate in candidates {
             add_file(&mut plan, group, candidate, cache);
         }
     }
     forget_skips_of_claimed_files(&mut plan);
+    let names: Vec<&str> = groups.iter().map(|group| group.name.as_str()).collect();
+    let groups_text = names.join(", ");
+    if let Scope::Tree { root, members } = scope {
+        let mapping: BTreeSet<u32> = plan
+            .files
+            .iter()
+            .filter_map(|planned| offered_by.get(&planned.file.id))
+            .flatten()
+            .copied()
+            .collect();
+        plan.tree = Some(TreeCoverage {
+            root: *root,
+            members: members.clone(),
+            mapping: members
+                .iter()
+                .copied()
+                .filter(|pid| mapping.contains(pid))
+                .collect(),
+            groups: groups_text.clone(),
+        });
+    }
     if plan.probes.is_empty() {
-        let names: Vec<&str> = groups.iter().map(|group| group.name.as_str()).collect();
-        let groups_text = names.join(", ");
         let mut looked_for = groups
             .iter()
             .map(|group| describe_search(group))
@@ -116,11 +182,23 @@ pub fn plan(groups: &[&Group], scope: &Scope, cache: &mut SymbolCache) -> Result
             looked_for.push_str(&format!("; found but not probed: {reasons}"));
         }
         return Err(match scope {
-            Scope::Process(pid) if !discovery::process_exists(*pid) => {
+            Scope::Process(pid) | Scope::Tree { root: pid, .. }
+                if !discovery::process_exists(*pid) =>
+            {
                 DiscoveryError::NoSuchProcess { pid: *pid }.into()
             }
-            Scope::Process(pid) => {
-                let file_list = format!("/proc/{pid}/maps and /proc/{pid}/exe");
+            Scope::Process(pid) | Scope::Tree { root: pid, .. } => {
+                let mut file_list = format!("/proc/{pid}/maps and /proc/{pid}/exe");
+                if let Scope::Tree { members, .. } = scope {
+                    let descendants: Vec<String> =
+                        members.iter().skip(1).map(u32::to_string).collect();
+                    if !descendants.is_empty() {
+                        file_list.push_str(&format!(
+                            " (and those of its descendants {})",
+                            descendants.join(", ")
+                        ));
+                    }
+                }
                 PlanError::NothingToTrace {
                     pid: *pid,
                     comm: discovery::comm(*pid),
@@ -137,7 +215,8 @@ pub fn plan(groups: &[&Group], scope: &Scope, cache: &mut SymbolCache) -> Result
     Ok(plan)
 }
 
-fn describe_search(group: &Group) -> String {
+/// What is looked for to trace `group`, e.g. "[openssl] libraries named libssl.so*".
+pub fn describe_search(group: &Group) -> String {
     let (mut parts, executables) = group.describe_files();
     if let Some(required) = executables {
         parts.push(format!("an executable defining {required}"));
@@ -154,49 +233,67 @@ fn skip_summary(skipped: &[Skipped]) -> Option<String> {
     (!whole_files.is_empty()).then(|| whole_files.join("; "))
 }
 
+/// The files `group` may probe in `scope`, each once; `offered_by` collects which process
+/// offered which file (every process that maps it, not only the first).
 fn candidates(
     group: &Group,
     scope: &Scope,
     cache: &mut SymbolCache,
+    offered_by: &mut BTreeMap<FileId, BTreeSet<u32>>,
 ) -> Result<Vec<Candidate>, PlanError> {
     let mut found: Vec<Candidate> = Vec::new();
     let mut seen: BTreeSet<FileId> = BTreeSet::new();
-    let mut push = |found: &mut Vec<Candidate>, file: TargetFile, via: Via| {
-        if seen.insert(file.id) {
+    let mut push = |found: &mut Vec<Candidate>, mut file: TargetFile, via: Via| {
+        // A file reached only through its process's link is held open now: the process may
+        // be gone by the time probes are attached. One that cannot be held (its process just
+        // exited) is left for another process that maps it.
+        if !seen.contains(&file.id) && file.hold().is_ok() {
+            seen.insert(file.id);
             found.push(Candidate { file, via });
         }
     };
-    let from_process = |pid: u32,
-                        found: &mut Vec<Candidate>,
-                        push: &mut dyn FnMut(&mut Vec<Candidate>, TargetFile, Via),
-                        cache: &mut SymbolCache|
+    let mut from_process = |pid: u32,
+                            found: &mut Vec<Candidate>,
+                            push: &mut dyn FnMut(&mut Vec<Candidate>, TargetFile, Via),
+                            cache: &mut SymbolCache|
      -> Result<(), DiscoveryError> {
+        let mut offered = Vec::new();
         for file in discovery::mapped_files(pid)? {
             if let Some(via) = library_match(group, &file.path) {
-                push(found, file, via);
+                offered.push((file, via));
             }
         }
         if group.executables {
             let executable = discovery::executable(pid)?;
             if defines_required(group, &executable, cache) {
-                push(found, executable, Via::Executable);
+                offered.push((executable, Via::Executable));
             }
+        }
+        for (file, via) in offered {
+            offered_by.entry(file.id).or_default().insert(pid);
+            push(found, file, via);
         }
         Ok(())
     };
     match scope {
         Scope::Process(pid) => from_process(*pid, &mut found, &mut push, cache)?,
+        Scope::Tree { root, members } => {
+            for &pid in members {
+                match from_process(pid, &mut found, &mut push, cache) {
+                    Ok(()) => {}
+                    Err(error) if pid == *root => return Err(error.into()),
+                    // A descendant that exited since the tree was read is no error.
+                    Err(_) => {}
+                }
+            }
+        }
         Scope::Host | Scope::Command { .. } => {
             for file in discovery::host_libraries(&|name| group.matches_library_name(name)) {
                 push(&mut found, file, Via::Library);
             }
             for path in &group.paths {
                 if let Ok(id) = FileId::of(path) {
-                    let file = TargetFile {
-                        path: path.clone(),
-                        host_path: path.clone(),
-                        id,
-                    };
+                    let file = TargetFile::on_host(path.clone(), id);
                     push(&mut found, file, Via::Path);
                 }
             }
@@ -212,11 +309,7 @@ fn candidates(
                     }
                     if group.executables {
                         if let Ok(id) = FileId::of(executable) {
-                            let file = TargetFile {
-                                path: executable.clone(),
-                                host_path: executable.clone(),
-                                id,
-                            };
+                            let file = TargetFile::on_host(executable.clone(), id);
                             if defines_required(group, &file, cache) {
                                 push(&mut found, file, Via::Executable);
                             }
@@ -424,11 +517,7 @@ pub fn host_candidates(group: &Group) -> Vec<(TargetFile, Via)> {
     for path in &group.paths {
         if let Ok(id) = FileId::of(path) {
             if seen.insert(id) {
-                let file = TargetFile {
-                    path: path.clone(),
-                    host_path: path.clone(),
-                    id,
-                };
+                let file = TargetFile::on_host(path.clone(), id);
                 found.push((file, Via::Path));
             }
         }

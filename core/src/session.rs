@@ -1,7 +1,6 @@
 //! A tracing session: specs -> plan -> load and attach -> event loop -> summary.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
@@ -9,48 +8,16 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::bpf::{Attached, BpfError, LoadOptions, Tracer};
-use crate::connections::{ConnectionTable, StreamRun};
+use crate::control::{attach_plan, ControlPlane};
 use crate::discovery::{self, DiscoveryError};
-use crate::events::{Call, Reassembler};
-use crate::output::{
-    open_output, AttachInfo, ConnectionView, Event, EventWriter, Format, OutputError, Renderer,
-};
+use crate::output::{open_output, Format, OutputError};
+use crate::pipeline::{AttachTable, Pipeline};
 use crate::placement::{Placement, PlacementMode};
 use crate::plan::{plan, Plan, PlanError, Scope};
 use crate::process::{find_executable, pidfd_open, spawn_held, ChildStatus, ProcessError};
 use crate::spec::{Group, SpecError, SpecFile};
 pub use crate::summary::Summary;
 use crate::symbols::SymbolCache;
-use probectl_common::{read_record, record_kind, CloseRecord, ConnectionRecord, ExecRecord};
-
-/// When a process that started a program is looked at for new TLS code.
-const RESCAN_DELAYS: [std::time::Duration; 2] = [
-    std::time::Duration::from_millis(100),
-    std::time::Duration::from_secs(1),
-];
-
-/// Attaches the files of `pid` that no traced process had (a program started after probectl,
-/// e.g. a statically linked one). A process with nothing to trace is no error.
-fn attach_new_files(
-    groups: &[&Group],
-    pid: u32,
-    cache: &mut SymbolCache,
-    tracer: &mut Tracer,
-    sink: &mut Sink,
-) -> Result<(), RunError> {
-    let Ok(plan) = plan(groups, &Scope::Process(pid), cache) else {
-        return Ok(());
-    };
-    let attached = tracer.attach(&plan)?;
-    if attached.files.is_empty() {
-        return Ok(());
-    }
-    debug_assert_eq!(attached.first_id as usize, sink.attach.len());
-    report_plan(&plan, &attached, &format!(" (new in pid {pid})"), false);
-    sink.summary.late_attach_failures += attached.failures.len();
-    sink.attach.extend(attach_infos(&plan, &attached));
-    Ok(())
-}
 
 /// How often the event loop drains the ring buffer when no wakeup came.
 const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
@@ -106,6 +73,9 @@ pub struct RunOptions {
     pub ring_bytes: u32,
     /// Where the uprobes go (`--placement`).
     pub placement: PlacementMode,
+    /// `--pid` of a process that maps no matching library yet: trace it anyway and attach
+    /// when it loads one, instead of failing.
+    pub wait_for_library: bool,
 }
 
 /// Resolves the plugin name to groups: one, or every group for `all`.
@@ -126,26 +96,9 @@ pub fn select_groups<'a>(specs: &'a SpecFile, name: &str) -> Result<Vec<&'a Grou
         })
 }
 
-/// What output needs about the attach points `attached` gave ids to, in attach-id order.
-fn attach_infos<'a>(
-    plan: &'a Plan,
-    attached: &'a Attached,
-) -> impl Iterator<Item = AttachInfo> + 'a {
-    attached.probes.iter().map(|&index| {
-        let probe = &plan.probes[index];
-        let file = plan.file_of(probe);
-        AttachInfo {
-            plugin: file.group.clone(),
-            library: file.file.path.clone(),
-            function: probe.probe.symbol.clone(),
-            direction: probe.probe.direction,
-        }
-    })
-}
-
 /// Says which files were attached (with `note`, e.g. "for pid 12"), what was skipped and why,
 /// and what failed.
-fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_skips: bool) {
+pub(crate) fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_skips: bool) {
     let failures = &attached.failures;
     for file in attached.files.iter().map(|&index| &plan.files[index]) {
         let probes: Vec<_> = plan
@@ -166,7 +119,7 @@ fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_skips: bool)
         eprintln!(
             "probectl: [{}] {}{version}: {count} probes{note} ({emulated} emulated)",
             file.group,
-            file.file.path.display()
+            file.file.describe()
         );
     }
     for skip in plan.skipped.iter().filter(|_| report_skips) {
@@ -229,142 +182,6 @@ fn monotonic_to_realtime_ns() -> u64 {
     now(libc::CLOCK_REALTIME).saturating_sub(now(libc::CLOCK_MONOTONIC))
 }
 
-/// Turns calls into events and writes them; counts what it wrote.
-struct Sink {
-    attach: Vec<AttachInfo>,
-    writer: Box<dyn EventWriter>,
-    out: Box<dyn Write + Send>,
-    clock_offset: u64,
-    max_capture_bytes: u64,
-    summary: Summary,
-    connections: ConnectionTable,
-    /// Processes that started a new program since the last look (EXEC records).
-    execs: Vec<u32>,
-    write_error: Option<std::io::Error>,
-}
-
-impl Sink {
-    /// Dispatches one ring buffer record.
-    fn record(&mut self, reassembler: &mut Reassembler, record: &[u8]) {
-        // SAFETY: every record starts with its u32 kind.
-        match unsafe { read_record::<u32>(record) } {
-            Some(record_kind::CHUNK) => reassembler.push(record, &mut |call| self.emit(call)),
-            Some(record_kind::CONNECTION) => {
-                // SAFETY: ConnectionRecord is repr(C) integers only.
-                if let Some(connection) = unsafe { read_record::<ConnectionRecord>(record) } {
-                    self.connections.on_connection(&connection);
-                }
-            }
-            Some(record_kind::EXEC) => {
-                // SAFETY: ExecRecord is repr(C) integers only.
-                if let Some(exec) = unsafe { read_record::<ExecRecord>(record) } {
-                    self.execs.push(exec.pid);
-                }
-            }
-            Some(record_kind::CLOSE) => {
-                // SAFETY: CloseRecord is repr(C) integers only.
-                if let Some(close) = unsafe { read_record::<CloseRecord>(record) } {
-                    if let Some(id) = self.connections.on_close(&close) {
-                        self.closed(id, close.ts_ns);
-                    }
-                }
-            }
-            _ => self.summary.unknown_records += 1,
-        }
-    }
-
-    fn emit(&mut self, call: Call<'_>) {
-        let header = call.header;
-        let Some(attach) = self.attach.get(header.attach_id as usize) else {
-            return;
-        };
-        let comm_len = header
-            .comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(header.comm.len());
-        let comm = std::str::from_utf8(&header.comm[..comm_len]).unwrap_or("?");
-        let missing = call.missing();
-        // Bytes over the capture limit are counted once, by the run that ends the call.
-        let over_limit = if call.start + call.span == header.call_len {
-            header
-                .call_len
-                .saturating_sub(self.max_capture_bytes.max(call.start))
-        } else {
-            0
-        };
-        self.summary.events += 1;
-        self.summary.bytes_captured += call.data.len() as u64;
-        self.summary.bytes_truncated += over_limit;
-        let placement = self.connections.place(&StreamRun {
-            pid: header.pid,
-            handle: header.connection,
-            fd: header.fd,
-            direction: attach.direction,
-            offset: header.stream_offset + call.start,
-            span: call.span,
-            captured: call.data.len() as u64,
-        });
-        let conn = match self.connections.get(placement.id) {
-            Some(connection) => ConnectionView {
-                id: connection.id,
-                handle: connection.handle,
-                fd: connection.fd,
-                transport: connection.transport,
-                local: connection.local.as_deref(),
-                remote: connection.remote.as_deref(),
-                offset: placement.offset,
-            },
-            None => ConnectionView {
-                id: placement.id,
-                handle: header.connection,
-                offset: placement.offset,
-                ..ConnectionView::default()
-            },
-        };
-        let event = Event {
-            ts_ns: header.call_end_ns + self.clock_offset,
-            pid: header.pid,
-            tid: header.tid,
-            comm,
-            attach,
-            conn,
-            len: call.span,
-            data: call.data,
-            truncated: missing,
-        };
-        if self.write_error.is_none() {
-            if let Err(error) = self.writer.event(&event, &mut self.out) {
-                self.write_error = Some(error);
-            }
-        }
-    }
-
-    /// Tells the writer that connection `id` ended.
-    fn closed(&mut self, id: u64, ts_ns: u64) {
-        let Some(connection) = self.connections.get(id) else {
-            return;
-        };
-        let view = ConnectionView {
-            id: connection.id,
-            handle: connection.handle,
-            fd: connection.fd,
-            transport: connection.transport,
-            local: connection.local.as_deref(),
-            remote: connection.remote.as_deref(),
-            offset: 0,
-        };
-        if self.write_error.is_none() {
-            if let Err(error) =
-                self.writer
-                    .connection_closed(&view, ts_ns + self.clock_offset, &mut self.out)
-            {
-                self.write_error = Some(error);
-            }
-        }
-    }
-}
-
 /// Checks the options that the command line parser cannot.
 fn check_options(options: &RunOptions) -> Result<(), RunError> {
     if options.max_capture_bytes == 0 || options.max_capture_bytes > MAX_CAPTURE_LIMIT {
@@ -377,6 +194,16 @@ fn check_options(options: &RunOptions) -> Result<(), RunError> {
             "--ring-bytes must be a power of two of at least 4096".into(),
         ));
     }
+    if options.format == Format::Pcapng
+        && options.output.is_none()
+        && crate::terminal::stdout_is_terminal()
+    {
+        return Err(RunError::Option(
+            "--format pcapng is binary: write it to a file (-o FILE) or a pipe (| tshark -i -), \
+             not to a terminal"
+                .into(),
+        ));
+    }
     Ok(())
 }
 
@@ -387,17 +214,22 @@ fn scope_for(target: &Target) -> Result<Scope, RunError> {
             if !discovery::process_exists(*pid) {
                 return Err(DiscoveryError::NoSuchProcess { pid: *pid }.into());
             }
-            Scope::Process(*pid)
+            // The process and its descendants that exist now; the kernel follows later forks.
+            let members = discovery::process_tree(*pid)
+                .iter()
+                .map(|m| m.pid)
+                .collect();
+            Scope::Tree {
+                root: *pid,
+                members,
+            }
         }
         Target::AllProcesses => Scope::Host,
         Target::Command(argv) => {
             let program = argv
                 .first()
                 .ok_or_else(|| RunError::Option("no command after --".into()))?;
-            let executable = find_executable(program).ok_or_else(|| ProcessError::Spawn {
-                command: program.to_string_lossy().into_owned(),
-                message: "not found (no such file, or not in PATH)".into(),
-            })?;
+            let executable = find_executable(program)?;
             Scope::Command { executable }
         }
     })
@@ -411,8 +243,26 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     crate::bpf::check_privileges()?;
     let scope = scope_for(&options.target)?;
     let mut cache = SymbolCache::with_placement(options.placement);
-    let plan = plan(&groups, &scope, &mut cache)?;
-    let out = open_output(options.output.as_deref())?;
+    let plan = match (plan(&groups, &scope, &mut cache), &options.target) {
+        (Ok(plan), _) => plan,
+        // A running process may load its TLS library later (dlopen): with --wait, wait.
+        (
+            Err(PlanError::NothingToTrace {
+                pid,
+                comm,
+                groups,
+                looked_for,
+            }),
+            Target::Pid(_),
+        ) if options.wait_for_library => {
+            eprintln!(
+                "probectl: warning: process {pid} ({comm}) maps no library of {groups} yet \
+                 ({looked_for}); waiting for it to load one"
+            );
+            Plan::default()
+        }
+        (Err(error), _) => return Err(error.into()),
+    };
 
     let mut tracer = Tracer::load(&LoadOptions {
         max_capture_bytes: options.max_capture_bytes,
@@ -425,7 +275,13 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let mut watched_pid = None;
     match &options.target {
         Target::Pid(pid) => {
-            tracer.trace_pid(*pid)?;
+            let members = match &scope {
+                Scope::Tree { members, .. } => members.as_slice(),
+                _ => std::slice::from_ref(pid),
+            };
+            for member in members {
+                tracer.trace_pid(*member)?;
+            }
             watched_pid = Some(*pid);
         }
         Target::Command(argv) => {
@@ -435,12 +291,16 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         }
         Target::AllProcesses => {}
     }
-    let attached = tracer.attach(&plan)?;
+    let table = AttachTable::default();
+    let attached = attach_plan(&mut tracer, &table, &plan)?;
     report_plan(&plan, &attached, "", true);
+    if let Some(note) = plan.tree.as_ref().and_then(|tree| tree.note()) {
+        eprintln!("probectl: {note}");
+    }
     for problem in &tracer.attribution_problems {
         eprintln!("probectl: connection attribution degraded: {problem}");
     }
-    if tracer.attached() == 0 {
+    if tracer.attached() == 0 && !plan.probes.is_empty() {
         let reasons: Vec<String> = attached
             .failures
             .iter()
@@ -448,8 +308,18 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             .collect();
         return Err(RunError::NothingAttached(reasons.join("; ")));
     }
+    // Only now, with everything attached, is the output created (or truncated): a run that
+    // fails to start leaves no file behind and an existing one untouched.
+    let out = open_output(options.output.as_deref())?;
     let who = match &options.target {
-        Target::Pid(pid) => format!("pid {pid} ({})", discovery::comm(*pid)),
+        Target::Pid(pid) => match plan.tree.as_ref().map_or(0, |tree| tree.descendants()) {
+            0 => format!("pid {pid} ({})", discovery::comm(*pid)),
+            1 => format!("pid {pid} ({}) and its descendant", discovery::comm(*pid)),
+            count => format!(
+                "pid {pid} ({}) and its {count} descendants",
+                discovery::comm(*pid)
+            ),
+        },
         Target::Command(argv) => format!(
             "command {} (pid {})",
             argv[0].to_string_lossy(),
@@ -458,6 +328,11 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         Target::AllProcesses => "all processes".to_string(),
     };
     let group_names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    let looked_for = groups
+        .iter()
+        .map(|group| crate::plan::describe_search(group))
+        .collect::<Vec<_>>()
+        .join("; ");
     let failed = match attached.failures.len() {
         0 => String::new(),
         count => format!(", {count} FAILED"),
@@ -479,49 +354,61 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         }
         None => None,
     };
+    let pipeline = Pipeline::new(
+        table.clone(),
+        crate::output::writer_for(options.format)?,
+        out,
+        monotonic_to_realtime_ns(),
+        options.max_capture_bytes,
+    )
+    .map_err(|source| RunError::Io {
+        context: "starting the output thread",
+        source,
+    })?;
+    let groups: Vec<Group> = groups.into_iter().cloned().collect();
     let mut running = Running {
         ring: watch_readable(ring, "polling the ring buffer")?,
-        reassembler: Reassembler::default(),
-        sink: Sink {
-            attach: attach_infos(&plan, &attached).collect(),
-            execs: Vec::new(),
-            writer: Box::new(Renderer::new(options.format)),
-            out,
-            clock_offset: monotonic_to_realtime_ns(),
-            max_capture_bytes: options.max_capture_bytes,
-            summary: Summary::default(),
-            connections: ConnectionTable::default(),
-            write_error: None,
-        },
-        tracer,
-        groups,
-        cache,
-        rescans: Vec::new(),
+        pipeline,
+        control: ControlPlane::start(tracer, groups, cache, table),
     };
     // The probes are in place: let the command exec.
-    let child_status = held.and_then(|child| child.release());
-    let command_status = running.trace(child_status, pidfd, watched_pid).await?;
-    running.finish(attached.failures.len(), command_status)
+    let mut command = held.map(|child| child.release()).transpose()?;
+    if let (Some(command), Scope::Command { executable }) = (command.as_mut(), &scope) {
+        let files = plan.files.iter().map(|file| file.file.id).collect();
+        let plural = if group_names.len() > 1 { "s" } else { "" };
+        let groups_text = format!("group{plural} {}", group_names.join(", "));
+        command.watch_libraries(executable, files, groups_text, looked_for);
+    }
+    let traced = running
+        .trace(command.as_mut().map(|c| c.status()), pidfd, watched_pid)
+        .await?;
+    // probectl stopping (a signal, an output error) ends the command too, before the last
+    // drain, so that what it did until it exited is delivered.
+    let command_status = match command.as_mut() {
+        Some(command) => command.end(traced).await,
+        None => traced,
+    };
+    let summary = running.finish(attached.failures.len(), command_status)?;
+    if let Some(command) = command.as_mut() {
+        command.warn_if_untraceable(summary.counts.events);
+    }
+    Ok(summary)
 }
 
-/// A session between attaching and detaching.
-struct Running<'a> {
+/// A session between attaching and detaching: the data pipeline on this thread, the control
+/// plane on its own.
+struct Running {
     ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
-    reassembler: Reassembler,
-    sink: Sink,
-    tracer: Tracer,
-    groups: Vec<&'a Group>,
-    cache: SymbolCache,
-    /// Processes that started a program, to look at again at these times.
-    rescans: Vec<(std::time::Instant, u32)>,
+    pipeline: Pipeline,
+    control: ControlPlane,
 }
 
-impl Running<'_> {
+impl Running {
     /// Delivers events until Ctrl-C/SIGTERM, the command's exit (its status is returned), the
     /// traced process's exit, or an output error.
     async fn trace(
         &mut self,
-        mut child_status: Option<ChildStatus>,
+        mut child_status: Option<&mut ChildStatus>,
         pidfd: Option<AsyncFd<std::os::fd::OwnedFd>>,
         watched_pid: Option<u32>,
     ) -> Result<Option<std::process::ExitStatus>, RunError> {
@@ -538,13 +425,10 @@ impl Running<'_> {
         drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = drain_timer.tick() => {
-                    drain(self.ring.get_mut(), &mut self.reassembler, &mut self.sink);
-                    self.attach_new_programs()?;
-                }
+                _ = drain_timer.tick() => self.drain(),
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard.map_err(|source| RunError::Io { context: "polling the ring buffer", source })?;
-                    drain(guard.get_inner_mut(), &mut self.reassembler, &mut self.sink);
+                    drain(guard.get_inner_mut(), &mut self.pipeline);
                     guard.clear_ready();
                 }
                 status = wait_some(child_status.as_mut()), if child_status.is_some() => {
@@ -557,36 +441,15 @@ impl Running<'_> {
                 _ = interrupt.recv() => return Ok(None),
                 _ = terminate.recv() => return Ok(None),
             }
-            if let Err(error) = self.sink.out.flush() {
-                self.sink.write_error.get_or_insert(error);
-            }
-            if self.sink.write_error.is_some() {
+            self.control.look(self.pipeline.take_lookups());
+            if !self.pipeline.flush() {
                 return Ok(None);
             }
         }
     }
 
-    /// Processes that started a program are looked at again a little later (once the dynamic
-    /// loader has mapped their libraries) and once more after a second (for late loads).
-    fn attach_new_programs(&mut self) -> Result<(), RunError> {
-        let now = std::time::Instant::now();
-        for pid in self.sink.execs.drain(..) {
-            self.rescans.push((now + RESCAN_DELAYS[0], pid));
-            self.rescans.push((now + RESCAN_DELAYS[1], pid));
-        }
-        let (due, later): (Vec<_>, Vec<_>) =
-            self.rescans.iter().partition(|(when, _)| *when <= now);
-        self.rescans = later;
-        for (_, pid) in due {
-            attach_new_files(
-                &self.groups,
-                pid,
-                &mut self.cache,
-                &mut self.tracer,
-                &mut self.sink,
-            )?;
-        }
-        Ok(())
+    fn drain(&mut self) {
+        drain(self.ring.get_mut(), &mut self.pipeline);
     }
 
     /// Delivers what is left, prints the summary, detaches.
@@ -596,26 +459,25 @@ impl Running<'_> {
         command_status: Option<std::process::ExitStatus>,
     ) -> Result<Summary, RunError> {
         // Whatever the kernel wrote before we stopped is still delivered.
-        drain(self.ring.get_mut(), &mut self.reassembler, &mut self.sink);
-        let sink = &mut self.sink;
-        self.reassembler.flush(&mut |call| sink.emit(call));
-        if sink.write_error.is_none() {
-            if let Err(error) = sink.writer.finish(&mut sink.out) {
-                sink.write_error = Some(error);
-            }
-        }
-        let flushed = self.sink.out.flush();
-        let mut summary = self.sink.summary.clone();
-        summary.kernel = self.tracer.kernel_stats();
-        summary.out_of_order = self.sink.connections.out_of_order;
-        summary.connections = self.sink.connections.all().into_iter().cloned().collect();
-        summary.probes_attached = self.tracer.attached();
-        summary.attach_failures = attach_failures + summary.late_attach_failures;
-        summary.command_status = command_status;
+        self.drain();
+        let report = self.control.report();
+        // Records written while the report was made (a connection closed meanwhile).
+        self.drain();
+        let write_error = self.pipeline.finish(&report.open_positions);
+        let connections = &self.pipeline.connections;
+        let summary = Summary {
+            counts: self.pipeline.counts,
+            kernel: report.kernel,
+            connections: connections.all().into_iter().cloned().collect(),
+            out_of_order: connections.out_of_order,
+            connections_restarted: connections.restarted,
+            probes_attached: report.probes_attached,
+            attach_failures: attach_failures + report.late_attach_failures,
+            command_status,
+        };
         // The summary first: detaching takes the kernel about 100 ms per probe.
         eprintln!("{summary}");
-        let write_error = self.sink.write_error.take().or(flushed.err());
-        drop(self);
+        self.control.stop();
         match write_error {
             Some(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(RunError::Io {
                 context: "writing output",
@@ -626,12 +488,8 @@ impl Running<'_> {
     }
 }
 
-fn drain(
-    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-    reassembler: &mut Reassembler,
-    sink: &mut Sink,
-) {
+fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline) {
     while let Some(record) = ring.next() {
-        sink.record(reassembler, &record);
+        pipeline.record(&record);
     }
 }

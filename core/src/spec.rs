@@ -68,8 +68,36 @@ pub struct Group {
     /// (static linking, e.g. node).
     #[serde(default)]
     pub executables: bool,
+    /// The data probes, then (after parsing) the lifecycle probes of `[[group.end]]`.
     #[serde(rename = "probe", default)]
     pub probes: Vec<Probe>,
+    /// Lifecycle functions: their call ends the handle's connection (see [`EndProbe`]).
+    /// Parsing moves them into `probes` with [`Role::End`].
+    #[serde(rename = "end", default)]
+    ends: Vec<EndProbe>,
+}
+
+/// A lifecycle function of a group (`SSL_free`, `SSL_clear`, `gnutls_deinit`, `PR_Close`): when
+/// it is entered, the kernel ends the connection of the handle in `connection`, so a handle
+/// reused at the same address starts a new connection, with or without an fd. Always optional:
+/// a file without it is traced, and the skip is reported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndProbe {
+    pub symbol: String,
+    pub connection: ArgRef,
+    #[serde(default)]
+    pub only_if: Option<CallFilter>,
+}
+
+/// What a probe is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Its calls move plaintext (entry and return programs).
+    #[default]
+    Data,
+    /// Its entry ends the handle's connection (the end program only).
+    End,
 }
 
 /// One probed function.
@@ -97,6 +125,27 @@ pub struct Probe {
     /// `buffer` points at a list of buffers (iovec style), not at the bytes.
     #[serde(default)]
     pub vector: Option<BufferVector>,
+    /// Data probe, or lifecycle function (from `[[group.end]]`).
+    #[serde(skip)]
+    pub role: Role,
+}
+
+impl From<EndProbe> for Probe {
+    fn from(end: EndProbe) -> Probe {
+        Probe {
+            symbol: end.symbol,
+            // Not read for lifecycle probes: they move no data.
+            direction: Direction::Write,
+            connection: Some(end.connection),
+            buffer: end.connection,
+            length: LengthRef::Return,
+            returns: ReturnType::Int,
+            optional: true,
+            only_if: end.only_if,
+            vector: None,
+            role: Role::End,
+        }
+    }
 }
 
 /// A list of (base pointer, length) entries, as `PR_Writev`/`writev` take: `count` is the
@@ -271,6 +320,11 @@ impl SpecFile {
             }
         })?;
         specs.validate(file)?;
+        let mut specs = specs;
+        for group in &mut specs.groups {
+            let ends = std::mem::take(&mut group.ends);
+            group.probes.extend(ends.into_iter().map(Probe::from));
+        }
         Ok(specs)
     }
 
@@ -346,6 +400,24 @@ impl SpecFile {
                     "group \"{}\" has only optional probes: at least one must be required, it is how a file is recognised",
                     group.name
                 )));
+            }
+            for end in &group.ends {
+                if end.symbol.is_empty() {
+                    return Err(invalid(format!(
+                        "group \"{}\": an [[group.end]] has an empty symbol",
+                        group.name
+                    )));
+                }
+                if let Some(filter) = end
+                    .only_if
+                    .as_ref()
+                    .filter(|filter| filter.pointers.len() > FILTER_MAX_POINTERS)
+                {
+                    return Err(invalid(format!(
+                        "group \"{}\", end {}: only_if follows at most {FILTER_MAX_POINTERS} pointers (found {})",
+                        group.name, end.symbol, filter.pointers.len()
+                    )));
+                }
             }
             for probe in &group.probes {
                 if probe.symbol.is_empty() {
@@ -480,11 +552,23 @@ mod tests {
     fn built_in_specs_parse() {
         let specs = SpecFile::load(None).expect("built-in specs");
         let openssl = specs.group("openssl").expect("openssl group");
-        let symbols: Vec<_> = openssl.probes.iter().map(|p| p.symbol.as_str()).collect();
+        let symbols: Vec<_> = openssl
+            .probes
+            .iter()
+            .map(|p| (p.symbol.as_str(), p.role))
+            .collect();
         assert_eq!(
             symbols,
-            ["SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex"]
+            [
+                ("SSL_write", Role::Data),
+                ("SSL_read", Role::Data),
+                ("SSL_write_ex", Role::Data),
+                ("SSL_read_ex", Role::Data),
+                ("SSL_free", Role::End),
+                ("SSL_clear", Role::End)
+            ]
         );
+        assert!(openssl.probes[4].optional && openssl.probes[4].connection == Some(ArgRef(0)));
         let ex = &openssl.probes[3];
         assert_eq!(ex.length, LengthRef::OutPointer(3));
         assert_eq!(ex.direction, Direction::Read);
@@ -533,7 +617,12 @@ mod tests {
         assert!(gnutls
             .probes
             .iter()
+            .filter(|probe| probe.role == Role::Data)
             .all(|probe| probe.returns == ReturnType::Ssize));
+        assert!(gnutls
+            .probes
+            .iter()
+            .any(|probe| probe.symbol == "gnutls_deinit" && probe.role == Role::End));
     }
 
     #[test]

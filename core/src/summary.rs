@@ -1,10 +1,11 @@
-//! What a finished session reports on stderr: totals, kernel counters, and one record per
+//! What a finished session reports on stderr: totals, every loss by cause, and one record per
 //! connection.
 
 use std::process::ExitStatus;
 
 use crate::bpf::KernelStats;
 use crate::connections::Connection;
+use crate::pipeline::PipelineCounts;
 
 /// Connections the summary lists one by one (those with losses are always listed).
 const SUMMARY_CONNECTIONS: usize = 20;
@@ -12,23 +13,105 @@ const SUMMARY_CONNECTIONS: usize = 20;
 /// What a finished session reports.
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
-    pub events: u64,
-    pub bytes_captured: u64,
-    /// Bytes over the per-call capture limit.
-    pub bytes_truncated: u64,
+    pub counts: PipelineCounts,
     pub kernel: KernelStats,
-    /// Ring buffer records of a kind this version does not know.
-    pub unknown_records: u64,
-    /// Every connection seen, with its byte counts and gaps.
+    /// Every connection seen, with its byte counts.
     pub connections: Vec<Connection>,
     /// Events that arrived behind their stream's position.
     pub out_of_order: u64,
+    /// Connections whose kernel state restarted without an end (evicted).
+    pub connections_restarted: u64,
     pub probes_attached: usize,
+    /// Attach points that failed, at start and later (programs started during the run).
     pub attach_failures: usize,
-    /// Attach points of programs started during the run that failed to attach.
-    pub late_attach_failures: usize,
     /// The exit status of the command probectl started, if any.
     pub command_status: Option<ExitStatus>,
+}
+
+impl Summary {
+    /// Every cause of loss with its count, those that happened only.
+    pub fn losses(&self) -> Vec<String> {
+        let kernel = &self.kernel;
+        let mut losses = Vec::new();
+        let mut add = |count: u64, text: String| {
+            if count > 0 {
+                losses.push(text);
+            }
+        };
+        add(
+            kernel.chunks_lost,
+            format!(
+                "{} chunks ({} bytes) found the ring buffer full (or the chunk-loop table full: {} calls)",
+                kernel.chunks_lost, kernel.bytes_lost, kernel.loops_not_stored
+            ),
+        );
+        add(
+            kernel.read_faults,
+            format!("{} buffers could not be read", kernel.read_faults),
+        );
+        add(
+            kernel.length_faults,
+            format!("{} call lengths could not be read", kernel.length_faults),
+        );
+        add(
+            kernel.calls_not_stored,
+            format!(
+                "{} calls not traced: the in-flight call table was full",
+                kernel.calls_not_stored
+            ),
+        );
+        add(
+            kernel.nesting_overflows,
+            format!(
+                "{} calls not traced: nested too deep",
+                kernel.nesting_overflows
+            ),
+        );
+        add(
+            kernel.returns_missed,
+            format!(
+                "{} calls whose return was never seen (longjmp, exception, cancelled thread)",
+                kernel.returns_missed
+            ),
+        );
+        add(
+            kernel.records_lost,
+            format!(
+                "{} connection/close/process records found the ring buffer full",
+                kernel.records_lost
+            ),
+        );
+        add(
+            kernel.filter_full,
+            format!(
+                "{} new processes not traced: the pid filter was full",
+                kernel.filter_full
+            ),
+        );
+        add(
+            self.connections_restarted,
+            format!(
+                "{} connections restarted (kernel connection state evicted)",
+                self.connections_restarted
+            ),
+        );
+        add(
+            self.out_of_order,
+            format!("{} events out of order", self.out_of_order),
+        );
+        add(
+            self.counts.unknown_records,
+            format!("{} unknown records", self.counts.unknown_records),
+        );
+        add(
+            self.counts.unknown_attach_ids,
+            format!(
+                "{} events of unknown attach points",
+                self.counts.unknown_attach_ids
+            ),
+        );
+        losses
+    }
 }
 
 impl std::fmt::Display for Summary {
@@ -36,21 +119,20 @@ impl std::fmt::Display for Summary {
         write!(
             f,
             "probectl: {} events, {} bytes captured, {} bytes truncated (over --max-bytes), \
-             {} events lost ({} bytes), {} probes attached, {} failed to attach",
-            self.events,
-            self.bytes_captured,
-            self.bytes_truncated,
+             {} chunks lost ({} bytes), {} probes attached, {} failed to attach",
+            self.counts.events,
+            self.counts.bytes_captured,
+            self.counts.bytes_truncated,
             self.kernel.chunks_lost,
             self.kernel.bytes_lost,
             self.probes_attached,
             self.attach_failures,
         )?;
-        if self.kernel.read_faults > 0 || self.kernel.length_faults > 0 {
-            write!(
-                f,
-                ", {} unreadable buffers, {} unreadable lengths",
-                self.kernel.read_faults, self.kernel.length_faults
-            )?;
+        let losses = self.losses();
+        if losses.is_empty() {
+            write!(f, "\nprobectl: losses: none")?;
+        } else {
+            write!(f, "\nprobectl: losses: {}", losses.join("; "))?;
         }
         let closed = self.connections.iter().filter(|c| c.closed).count();
         write!(
@@ -60,26 +142,11 @@ impl std::fmt::Display for Summary {
             self.kernel.fd_unknown,
             self.kernel.fd_mismatches,
         )?;
-        if self.kernel.records_lost > 0 {
-            write!(f, ", {} connection records lost", self.kernel.records_lost)?;
-        }
-        if self.kernel.nesting_overflows > 0 {
-            write!(
-                f,
-                ", {} calls not traced (nested too deep)",
-                self.kernel.nesting_overflows
-            )?;
-        }
-        if self.out_of_order > 0 {
-            write!(f, ", {} events out of order", self.out_of_order)?;
-        }
-        if self.unknown_records > 0 {
-            write!(f, ", {} unknown records", self.unknown_records)?;
-        }
         // Every connection with a loss, and the first few of the others: one record each.
         let mut listed = 0;
         for connection in &self.connections {
-            let lossy = connection.gaps != [0, 0];
+            let lost = connection.lost();
+            let lossy = lost != [0, 0];
             if !lossy && listed >= SUMMARY_CONNECTIONS {
                 continue;
             }
@@ -96,8 +163,8 @@ impl std::fmt::Display for Summary {
             if lossy {
                 write!(
                     f,
-                    ", lost {} bytes written, {} bytes read",
-                    connection.gaps[0], connection.gaps[1]
+                    ", not captured {} bytes written, {} bytes read",
+                    lost[0], lost[1]
                 )?;
             }
             write!(

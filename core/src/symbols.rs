@@ -39,11 +39,14 @@ pub struct FileId {
 
 impl FileId {
     pub fn of(path: &Path) -> std::io::Result<FileId> {
-        let metadata = std::fs::metadata(path)?;
-        Ok(FileId {
+        Ok(FileId::of_metadata(&std::fs::metadata(path)?))
+    }
+
+    pub fn of_metadata(metadata: &std::fs::Metadata) -> FileId {
+        FileId {
             dev: metadata.dev(),
             ino: metadata.ino(),
-        })
+        }
     }
 }
 

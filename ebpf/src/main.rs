@@ -5,6 +5,9 @@
 //! BPF cookie.
 #![no_std]
 #![no_main]
+// Atomic adds for the counters: the bpfel target's core has no AtomicU64::fetch_add.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod socket;
 
@@ -21,9 +24,9 @@ use aya_ebpf::{
     EbpfContext,
 };
 use probectl_common::{
-    chunk_flags, length_source, record_kind, return_width, stat, Chunk, ChunkHeader, CloseRecord,
-    ExecRecord, KernelOffsets, ProbeSpec, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX,
-    VECTOR_MAX_ENTRIES,
+    chunk_flags, close_cause, length_source, record_kind, return_width, stat, Chunk, ChunkHeader,
+    CloseRecord, ConnectionKey, ConnectionState, KernelOffsets, ProbeSpec, ProcessRecord, ARG_NONE,
+    CHUNK_CLASSES, CHUNK_DATA_MAX, VECTOR_MAX_ENTRIES,
 };
 
 /// Capture limit per call, in bytes; set by user space at load time.
@@ -32,10 +35,20 @@ static MAX_CAPTURE_BYTES: u64 = CHUNK_DATA_MAX as u64;
 /// 1 when only the processes in `TRACED_PIDS` are traced; set by user space at load time.
 #[no_mangle]
 static FILTER_BY_PID: u8 = 0;
-/// Offset of `child_pid` in the sched_process_fork tracepoint record (its format varies
-/// between kernels); set by user space from the tracepoint's format file.
+/// Offsets of `pid` and `clone_flags` in the task_newtask tracepoint record, and of `pid` in
+/// sched_process_free's (formats vary between kernels); set by user space from the
+/// tracepoints' format files.
 #[no_mangle]
-static FORK_CHILD_PID_OFFSET: u32 = 20;
+static NEWTASK_PID_OFFSET: u32 = 8;
+#[no_mangle]
+static NEWTASK_FLAGS_OFFSET: u32 = 32;
+#[no_mangle]
+static FREE_PID_OFFSET: u32 = 12;
+
+/// clone(2) flag of a new thread (as opposed to a new process).
+const CLONE_THREAD: u64 = 0x10000;
+/// mmap(2) protection flag of executable mappings.
+const PROT_EXEC: u64 = 4;
 /// Unread bytes in the ring buffer from which a record wakes the reader; set by user space.
 /// Below it records are submitted without a wakeup: waking the reader for every record costs
 /// more than the rest of the probe, and the reader also drains the ring on a short timer.
@@ -121,31 +134,15 @@ struct ThreadCalls {
     calls: [ActiveCall; MAX_NESTING],
 }
 
-/// pid_tgid -> the thread's calls in flight. Threads that are gone age out of the LRU.
+/// pid_tgid -> the thread's calls in flight. Not an LRU: an evicted entry would lose calls
+/// silently. An entry is removed when its thread exits (`probectl_thread_exit`); a full table
+/// is counted (`stat::CALLS_NOT_STORED`).
 #[map]
-static THREADS: LruHashMap<u64, ThreadCalls> = LruHashMap::with_max_entries(65536, 0);
+static THREADS: HashMap<u64, ThreadCalls> = HashMap::with_max_entries(65536, 0);
 
-/// A connection handle in a process.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct ConnectionKey {
-    connection: u64,
-    tgid: u32,
-    _padding: u32,
-}
-
-/// What the kernel side remembers of a connection handle.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct ConnectionState {
-    /// The socket fd, -1 until a call's syscall showed it. Calls served from the library's
-    /// buffer (no syscall) use this.
-    fd: i32,
-    _padding: u32,
-    /// Bytes moved so far, per direction: the stream offset of the next call.
-    position: [u64; 2],
-}
-
+/// (handle, tgid) -> the connection's fd and stream positions. An LRU, because processes that
+/// exit without closing leave entries behind; an evicted connection restarts at offset 0,
+/// which user space notices and counts.
 #[map]
 static CONNECTIONS: LruHashMap<ConnectionKey, ConnectionState> =
     LruHashMap::with_max_entries(65536, 0);
@@ -162,9 +159,15 @@ struct FdKey {
 #[map]
 static SOCKET_FDS: LruHashMap<FdKey, u64> = LruHashMap::with_max_entries(65536, 0);
 
-/// The state of the return probe's chunk loop (see `probectl_return`).
+/// pid_tgid -> the state of the thread's chunk loop (see `probectl_return`). Per thread, not
+/// per CPU: uprobe programs run with migration disabled but can be preempted, so two loops
+/// can interleave on one CPU.
 #[map]
-static CHUNK_LOOP: PerCpuArray<ChunkLoop> = PerCpuArray::with_max_entries(1, 0);
+static CHUNK_LOOPS: HashMap<u64, ChunkLoop> = HashMap::with_max_entries(4096, 0);
+
+/// pid_tgid of threads inside an mmap(2) of an executable file mapping.
+#[map]
+static MMAP_PENDING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
 
 /// The chunks of every call; user space reassembles them. Size set by user space.
 #[map]
@@ -177,9 +180,22 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 #[inline(always)]
 fn count(index: u32, by: u64) {
     if let Some(counter) = STATS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot: no other program runs on this CPU while we update it.
-        unsafe { *counter += by };
+        // SAFETY: a valid, aligned u64 of this CPU's slot. Another program can preempt this
+        // one on the same CPU and update the same slot: the add is atomic (BPF_ATOMIC), so
+        // none is lost.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                counter, by,
+            )
+        };
     }
+}
+
+/// True when the current process is to be traced.
+#[inline(always)]
+fn in_scope(tgid: u32) -> bool {
+    // SAFETY: the value is only tested for presence.
+    read_config(&FILTER_BY_PID) == 0 || unsafe { TRACED_PIDS.get(&tgid) }.is_some()
 }
 
 #[inline(always)]
@@ -257,12 +273,8 @@ fn filter_passes(spec: &ProbeSpec, registers: &[u64; 6]) -> bool {
 #[uprobe]
 pub fn probectl_entry(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if read_config(&FILTER_BY_PID) != 0 {
-        let tgid = (pid_tgid >> 32) as u32;
-        // SAFETY: the value is only tested for presence.
-        if unsafe { TRACED_PIDS.get(&tgid) }.is_none() {
-            return 0;
-        }
+    if !in_scope((pid_tgid >> 32) as u32) {
+        return 0;
     }
     let Some(spec) = spec_for(&ctx) else {
         return 0;
@@ -281,7 +293,7 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
     } else {
         0
     };
-    let threads = match THREADS.get_ptr_mut(pid_tgid) {
+    let threads = match THREADS.get_ptr_mut(&pid_tgid) {
         Some(threads) => threads,
         None => {
             let empty = ThreadCalls {
@@ -298,17 +310,20 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
                     fd_mismatch: 0,
                 }; MAX_NESTING],
             };
-            let _ = THREADS.insert(pid_tgid, empty, 0);
-            match THREADS.get_ptr_mut(pid_tgid) {
+            let _ = THREADS.insert(&pid_tgid, &empty, 0);
+            match THREADS.get_ptr_mut(&pid_tgid) {
                 Some(threads) => threads,
-                None => return 0,
+                None => {
+                    count(stat::CALLS_NOT_STORED, 1);
+                    return 0;
+                }
             }
         }
     };
     // SAFETY: pointer from a successful map lookup, valid for this program run.
     let threads = unsafe { &mut *threads };
     // Frames at or below our stack pointer cannot be calls we run inside: their return was
-    // missed (a longjmp, say). Drop them.
+    // missed (a longjmp, say). Drop them, counted.
     let mut depth = (threads.depth as usize).min(MAX_NESTING);
     for _ in 0..MAX_NESTING {
         if depth == 0
@@ -317,6 +332,7 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
             break;
         }
         depth -= 1;
+        count(stat::RETURNS_MISSED, 1);
     }
     if depth >= MAX_NESTING {
         count(stat::NESTING_OVERFLOWS, 1);
@@ -398,6 +414,11 @@ fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
     let Some(call) = found else {
         return 0;
     };
+    // Frames above ours never returned (they were entered after us and left without a return).
+    let abandoned = (threads.depth as usize).min(MAX_NESTING) - depth - 1;
+    if abandoned > 0 {
+        count(stat::RETURNS_MISSED, abandoned as u64);
+    }
     threads.depth = depth as u32;
     let Some(spec) = PROBE_SPECS.get(cookie as u32).copied() else {
         return 0;
@@ -465,12 +486,19 @@ fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
         emit_sized_chunk(&mut header, call.buffer, capture_len, capture_len);
         return 0;
     }
-    // The loop's state lives in a per-CPU map, not on the stack: the verifier checks a
-    // bpf_loop body until its state converges, and map memory is not tracked value by value.
-    let Some(state) = CHUNK_LOOP.get_ptr_mut(0) else {
+    // The loop's state lives in a per-thread map entry, not on the stack: the verifier checks
+    // a bpf_loop body until its state converges, and map memory is not tracked value by value.
+    let Some(state) = loop_state(pid_tgid) else {
+        count(stat::LOOPS_NOT_STORED, 1);
+        count(
+            stat::CHUNKS_LOST,
+            capture_len.div_ceil(CHUNK_DATA_MAX as u64),
+        );
+        count(stat::BYTES_LOST, capture_len);
         return 0;
     };
-    // SAFETY: per-CPU slot, used by one program run at a time on this CPU.
+    // SAFETY: the thread's own entry: only this program run (this thread) uses it, until it
+    // is removed below.
     let state = unsafe { &mut *state };
     state.header = header;
     state.capture_len = capture_len;
@@ -511,7 +539,21 @@ fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
             0,
         );
     }
+    let _ = CHUNK_LOOPS.remove(&pid_tgid);
     0
+}
+
+/// The calling thread's chunk loop entry, created if needed.
+#[inline(always)]
+fn loop_state(pid_tgid: u64) -> Option<*mut ChunkLoop> {
+    if let Some(state) = CHUNK_LOOPS.get_ptr_mut(&pid_tgid) {
+        return Some(state);
+    }
+    // SAFETY: ChunkLoop is plain integers; an all-zero value is valid and is overwritten
+    // before use.
+    let empty: ChunkLoop = unsafe { core::mem::zeroed() };
+    let _ = CHUNK_LOOPS.insert(&pid_tgid, &empty, 0);
+    CHUNK_LOOPS.get_ptr_mut(&pid_tgid)
 }
 
 /// What the chunk loop's body needs: the call, how far it got, and the buffer it reads.
@@ -539,10 +581,10 @@ struct ChunkLoop {
 /// Body of the chunk loop: loads the next buffer of a list when the current one is used up,
 /// else emits the next chunk. Returns 1 (stop) when the call is covered.
 extern "C" fn emit_next_chunk(_index: u64, _context: *mut c_void) -> i64 {
-    let Some(state) = CHUNK_LOOP.get_ptr_mut(0) else {
+    let Some(state) = CHUNK_LOOPS.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
         return 1;
     };
-    // SAFETY: per-CPU slot, used by one program run at a time on this CPU.
+    // SAFETY: the calling thread's own entry, used by this program run only.
     let state = unsafe { &mut *state };
     if state.emitted >= state.capture_len {
         return 1;
@@ -661,7 +703,7 @@ fn track_connection(tgid: u32, call: &ActiveCall, direction: u8, call_len: u64) 
         tgid,
         _padding: 0,
     };
-    let state = match CONNECTIONS.get_ptr_mut(key) {
+    let state = match CONNECTIONS.get_ptr_mut(&key) {
         Some(state) => state,
         None => {
             let fresh = ConnectionState {
@@ -669,8 +711,8 @@ fn track_connection(tgid: u32, call: &ActiveCall, direction: u8, call_len: u64) 
                 _padding: 0,
                 position: [0; 2],
             };
-            let _ = CONNECTIONS.insert(key, fresh, 0);
-            match CONNECTIONS.get_ptr_mut(key) {
+            let _ = CONNECTIONS.insert(&key, &fresh, 0);
+            match CONNECTIONS.get_ptr_mut(&key) {
                 Some(state) => state,
                 None => return (call.fd, 0),
             }
@@ -685,7 +727,7 @@ fn track_connection(tgid: u32, call: &ActiveCall, direction: u8, call_len: u64) 
             state.position = [0; 2];
         }
         state.fd = fd;
-        let _ = SOCKET_FDS.insert(FdKey { tgid, fd }, call.connection, 0);
+        let _ = SOCKET_FDS.insert(&FdKey { tgid, fd }, &call.connection, 0);
         socket::emit_connection(&EVENTS, &KERNEL_OFFSETS, tgid, fd, call.connection);
     } else if fd < 0 {
         fd = state.fd;
@@ -745,25 +787,66 @@ pub fn probectl_close(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let _ = SOCKET_FDS.remove(&key);
-    let _ = CONNECTIONS.remove(&ConnectionKey {
+    end_connection(tgid, connection, Some(fd as i32), close_cause::FD_CLOSED);
+    0
+}
+
+/// Ends the kernel's record of a connection handle and tells user space, with the final byte
+/// counts. With `fd`, only when the handle is still on that fd (a reused handle may have moved
+/// on to a new socket).
+#[inline(always)]
+fn end_connection(tgid: u32, connection: u64, fd: Option<i32>, cause: u32) {
+    let key = ConnectionKey {
         connection,
         tgid,
         _padding: 0,
-    });
+    };
+    // SAFETY: the value is copied out at once.
+    let Some(state) = (unsafe { CONNECTIONS.get(&key) }).copied() else {
+        return;
+    };
+    if fd.is_some_and(|fd| fd != state.fd) {
+        return;
+    }
+    let _ = CONNECTIONS.remove(&key);
+    if fd.is_none() && state.fd >= 0 {
+        let _ = SOCKET_FDS.remove(&FdKey { tgid, fd: state.fd });
+    }
     if let Some(mut entry) = EVENTS.reserve::<CloseRecord>(0) {
         entry.write(CloseRecord {
             kind: record_kind::CLOSE,
             pid: tgid,
-            fd: fd as i32,
-            _padding: 0,
+            fd: state.fd,
+            cause,
             connection,
             // SAFETY: helper without preconditions.
             ts_ns: unsafe { bpf_ktime_get_ns() },
+            position: state.position,
         });
         entry.submit(wakeup_flags());
     } else {
         count(stat::RECORDS_LOST, 1);
     }
+}
+
+/// Attached at the entry of a group's lifecycle functions (`SSL_free`, `SSL_clear`,
+/// `gnutls_deinit`, ...): the handle's connection ends, so a handle reused at the same address
+/// starts a new connection, also when no fd was ever seen (memory BIOs).
+#[uprobe]
+pub fn probectl_end(ctx: ProbeContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !in_scope(tgid) {
+        return 0;
+    }
+    let Some(spec) = spec_for(&ctx) else {
+        return 0;
+    };
+    let registers = argument_registers(&ctx);
+    if spec.filter_arg != ARG_NONE && !filter_passes(&spec, &registers) {
+        return 0;
+    }
+    let connection = select_arg(&registers, spec.connection_arg);
+    end_connection(tgid, connection, None, close_cause::HANDLE_ENDED);
     0
 }
 
@@ -772,27 +855,81 @@ pub fn probectl_close(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn probectl_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: the value is only tested for presence.
-    if read_config(&FILTER_BY_PID) != 0 && unsafe { TRACED_PIDS.get(&tgid) }.is_none() {
-        return 0;
-    }
-    if let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) {
-        entry.write(ExecRecord {
-            kind: record_kind::EXEC,
-            pid: tgid,
-            // SAFETY: helper without preconditions.
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-        });
-        entry.submit(wakeup_flags());
-    } else {
-        count(stat::RECORDS_LOST, 1);
+    if in_scope(tgid) {
+        emit_process_record(record_kind::EXEC, tgid, wakeup_flags());
     }
     0
 }
 
-/// Attached to sched_process_fork: children of traced processes are traced too.
+#[inline(always)]
+fn emit_process_record(kind: u32, tgid: u32, flags: u64) {
+    if let Some(mut entry) = EVENTS.reserve::<ProcessRecord>(0) {
+        entry.write(ProcessRecord {
+            kind,
+            pid: tgid,
+            // SAFETY: helper without preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        });
+        entry.submit(flags);
+    } else {
+        count(stat::RECORDS_LOST, 1);
+    }
+}
+
+/// Offset of the third syscall argument (`prot` of mmap) and of the fifth (`fd`).
+const SYSCALL_ARG2: usize = 32;
+const SYSCALL_ARG4: usize = 48;
+/// Offset of the return value in a `syscalls/sys_exit_*` record.
+const SYSCALL_RET: usize = 16;
+
+/// Attached to sys_enter_mmap: notes threads of processes in scope that map a file executable.
 #[tracepoint]
-pub fn probectl_fork(ctx: TracePointContext) -> u32 {
+pub fn probectl_mmap_enter(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: sys_enter_mmap's record has prot and fd as its third and fifth arguments.
+    let (Ok(prot), Ok(fd)) = (unsafe {
+        (
+            ctx.read_at::<u64>(SYSCALL_ARG2),
+            ctx.read_at::<u64>(SYSCALL_ARG4),
+        )
+    }) else {
+        return 0;
+    };
+    if prot & PROT_EXEC == 0 || (fd as i32) < 0 || !in_scope((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let _ = MMAP_PENDING.insert(&pid_tgid, &1, 0);
+    0
+}
+
+/// Attached to sys_exit_mmap: an executable file mapping now exists; user space is woken at
+/// once to attach any TLS code in it (a library loaded with dlopen).
+#[tracepoint]
+pub fn probectl_mmap_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the value is only tested for presence.
+    if unsafe { MMAP_PENDING.get(&pid_tgid) }.is_none() {
+        return 0;
+    }
+    let _ = MMAP_PENDING.remove(&pid_tgid);
+    // SAFETY: sys_exit_* records hold the return value at this offset.
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(SYSCALL_RET) }) else {
+        return 0;
+    };
+    if ret < 0 && ret > -4096 {
+        return 0;
+    }
+    emit_process_record(
+        record_kind::MAP,
+        (pid_tgid >> 32) as u32,
+        BPF_RB_FORCE_WAKEUP,
+    );
+    0
+}
+
+/// Attached to task_newtask: new processes (not threads) of traced processes are traced too.
+#[tracepoint]
+pub fn probectl_newtask(ctx: TracePointContext) -> u32 {
     if read_config(&FILTER_BY_PID) == 0 {
         return 0;
     }
@@ -801,12 +938,45 @@ pub fn probectl_fork(ctx: TracePointContext) -> u32 {
     if unsafe { TRACED_PIDS.get(&parent) }.is_none() {
         return 0;
     }
-    // SAFETY: the offset comes from this kernel's format file for the tracepoint.
-    let Ok(child) = (unsafe { ctx.read_at::<u32>(read_config(&FORK_CHILD_PID_OFFSET) as usize) })
-    else {
+    // SAFETY: the offsets come from this kernel's format file for the tracepoint.
+    let (Ok(child), Ok(flags)) = (unsafe {
+        (
+            ctx.read_at::<u32>(read_config(&NEWTASK_PID_OFFSET) as usize),
+            ctx.read_at::<u64>(read_config(&NEWTASK_FLAGS_OFFSET) as usize),
+        )
+    }) else {
         return 0;
     };
-    let _ = TRACED_PIDS.insert(&child, &1, 0);
+    if flags & CLONE_THREAD != 0 {
+        // A thread follows its process (the filter holds tgids).
+        return 0;
+    }
+    if TRACED_PIDS.insert(&child, &1, 0).is_err() {
+        count(stat::FILTER_FULL, 1);
+    }
+    0
+}
+
+/// Attached to sched_process_free: a process that is gone leaves the pid filter, so a later
+/// process that reuses its pid is not traced by accident.
+#[tracepoint]
+pub fn probectl_free(ctx: TracePointContext) -> u32 {
+    if read_config(&FILTER_BY_PID) == 0 {
+        return 0;
+    }
+    // SAFETY: the offset comes from this kernel's format file for the tracepoint.
+    let Ok(pid) = (unsafe { ctx.read_at::<u32>(read_config(&FREE_PID_OFFSET) as usize) }) else {
+        return 0;
+    };
+    // Only a process's leader has its tgid as pid; other threads are not in the filter.
+    let _ = TRACED_PIDS.remove(&pid);
+    0
+}
+
+/// Attached to sched_process_exit (every thread's exit): the thread's call table entry goes.
+#[tracepoint]
+pub fn probectl_thread_exit(_ctx: TracePointContext) -> u32 {
+    let _ = THREADS.remove(&bpf_get_current_pid_tgid());
     0
 }
 

@@ -2,7 +2,10 @@
 closes, writes what it received to OUT_FILE. With --hold, waits for a line on stdin before
 connecting (so a tracer can attach first) and before exiting. With --hold-connected, connects
 (TCP and TLS handshake) first, prints "connected <local port>", then waits for a line on stdin
-before sending (a connection that exists before the tracer starts)."""
+before sending (a connection that exists before the tracer starts). With --linger, creates
+OUT_FILE.done once OUT_FILE is written and then sleeps until a signal ends it (a long-running
+command)."""
+import signal
 import socket
 import ssl
 import sys
@@ -40,6 +43,10 @@ def main():
     if hold:
         print("done", flush=True)
         sys.stdin.readline()
+    if "--linger" in sys.argv:
+        open(out_file + ".done", "wb").close()
+        while True:
+            signal.pause()
 
 
 if __name__ == "__main__":

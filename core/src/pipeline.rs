@@ -1,0 +1,547 @@
+//! The data pipeline: ring buffer records → reassembly → connections → writer → summary
+//! counts. It holds no BPF object: tests drive it by replaying recorded records.
+//!
+//! Owners: the attach table ([`AttachTable`]) says what an attach id is; the kernel stamps every
+//! call with its stream offset and [`ConnectionTable`] places it; [`Call::missing`] says what
+//! an event lacks, and [`Pipeline::emit`] splits that into over-the-limit and lost.
+
+use std::io::Write;
+use std::sync::{Arc, RwLock};
+
+use probectl_common::{read_record, record_kind, CloseRecord, ConnectionRecord, ProcessRecord};
+
+use crate::connections::{ConnectionTable, StreamRun};
+use crate::events::{Call, Reassembler};
+use crate::output::{AttachInfo, ConnectionView, Event, EventWriter};
+use crate::writer::BackgroundWriter;
+
+/// Attach id (the BPF cookie) → what was attached there. The control plane appends entries
+/// before it attaches them, so a record never carries an id the table lacks.
+#[derive(Debug, Default, Clone)]
+pub struct AttachTable {
+    inner: Arc<RwLock<Vec<AttachInfo>>>,
+}
+
+impl AttachTable {
+    /// Adds the entries for ids `first_id..`; returns false (and adds nothing) when the ids
+    /// do not continue the table.
+    pub fn extend(&self, first_id: u32, infos: Vec<AttachInfo>) -> bool {
+        let Ok(mut table) = self.inner.write() else {
+            return false;
+        };
+        if table.len() != first_id as usize {
+            return false;
+        }
+        table.extend(infos);
+        true
+    }
+
+    /// Copies the entries from `from` on into `into`.
+    fn copy_new(&self, into: &mut Vec<AttachInfo>) {
+        if let Ok(table) = self.inner.read() {
+            if table.len() > into.len() {
+                into.extend_from_slice(&table[into.len()..]);
+            }
+        }
+    }
+}
+
+/// What the pipeline counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PipelineCounts {
+    pub events: u64,
+    pub bytes_captured: u64,
+    /// Bytes over the per-call capture limit.
+    pub bytes_truncated: u64,
+    /// Records of a kind this version does not know.
+    pub unknown_records: u64,
+    /// Chunks whose attach id is in no table (never expected).
+    pub unknown_attach_ids: u64,
+}
+
+/// A request to the control plane, made by a record: look at process `pid` for TLS code,
+/// because it started a new program or mapped a file executable at `ts_ns` (CLOCK_MONOTONIC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lookup {
+    pub pid: u32,
+    pub why: LookupCause,
+    pub ts_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupCause {
+    /// The process started a new program.
+    Exec,
+    /// The process mapped a file executable.
+    Map,
+}
+
+/// The data path of a session.
+pub struct Pipeline {
+    table: AttachTable,
+    /// This thread's copy of the attach table, refreshed when an id is past its end.
+    attach: Vec<AttachInfo>,
+    reassembler: Reassembler,
+    pub connections: ConnectionTable,
+    writer: Box<dyn EventWriter>,
+    /// The output, written by its own thread: draining the ring never waits on a file.
+    out: BackgroundWriter,
+    /// CLOCK_MONOTONIC (BPF timestamps) → wall clock.
+    clock_offset: u64,
+    max_capture_bytes: u64,
+    pub counts: PipelineCounts,
+    /// Lookups requested by the records since the last `take_lookups`.
+    lookups: Vec<Lookup>,
+    write_error: Option<std::io::Error>,
+}
+
+impl Pipeline {
+    pub fn new(
+        table: AttachTable,
+        writer: Box<dyn EventWriter>,
+        out: Box<dyn Write + Send>,
+        clock_offset: u64,
+        max_capture_bytes: u64,
+    ) -> std::io::Result<Pipeline> {
+        Ok(Pipeline {
+            table,
+            attach: Vec::new(),
+            reassembler: Reassembler::default(),
+            connections: ConnectionTable::default(),
+            writer,
+            out: BackgroundWriter::new(out)?,
+            clock_offset,
+            max_capture_bytes,
+            counts: PipelineCounts::default(),
+            lookups: Vec::new(),
+            write_error: None,
+        })
+    }
+
+    /// Dispatches one ring buffer record.
+    pub fn record(&mut self, record: &[u8]) {
+        // SAFETY: every record starts with its u32 kind; u32 is plain integers.
+        match unsafe { read_record::<u32>(record) } {
+            Some(record_kind::CHUNK) => {
+                let mut reassembler = std::mem::take(&mut self.reassembler);
+                reassembler.push(record, &mut |call| self.emit(call));
+                self.reassembler = reassembler;
+            }
+            Some(record_kind::CONNECTION) => {
+                // SAFETY: ConnectionRecord is repr(C) integers only.
+                if let Some(connection) = unsafe { read_record::<ConnectionRecord>(record) } {
+                    self.connections.on_connection(&connection);
+                }
+            }
+            Some(kind @ (record_kind::EXEC | record_kind::MAP)) => {
+                // SAFETY: ProcessRecord is repr(C) integers only.
+                if let Some(process) = unsafe { read_record::<ProcessRecord>(record) } {
+                    self.lookups.push(Lookup {
+                        pid: process.pid,
+                        why: if kind == record_kind::EXEC {
+                            LookupCause::Exec
+                        } else {
+                            LookupCause::Map
+                        },
+                        ts_ns: process.ts_ns,
+                    });
+                }
+            }
+            Some(record_kind::CLOSE) => {
+                // SAFETY: CloseRecord is repr(C) integers only.
+                if let Some(close) = unsafe { read_record::<CloseRecord>(record) } {
+                    if let Some(id) = self.connections.on_close(&close) {
+                        self.closed(id, close.ts_ns);
+                    }
+                }
+            }
+            _ => self.counts.unknown_records += 1,
+        }
+    }
+
+    /// The lookups the records asked for since the last call.
+    pub fn take_lookups(&mut self) -> Vec<Lookup> {
+        std::mem::take(&mut self.lookups)
+    }
+
+    fn attach_info(&mut self, id: u32) -> Option<&AttachInfo> {
+        if id as usize >= self.attach.len() {
+            self.table.copy_new(&mut self.attach);
+        }
+        self.attach.get(id as usize)
+    }
+
+    fn emit(&mut self, call: Call<'_>) {
+        let header = call.header;
+        let max_capture_bytes = self.max_capture_bytes;
+        let Some(attach) = self.attach_info(header.attach_id).cloned() else {
+            self.counts.unknown_attach_ids += 1;
+            return;
+        };
+        let comm_len = header
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(header.comm.len());
+        let comm = std::str::from_utf8(&header.comm[..comm_len]).unwrap_or("?");
+        // Bytes over the capture limit are counted once, by the run that ends the call.
+        let over_limit = if call.start + call.span == header.call_len {
+            header
+                .call_len
+                .saturating_sub(max_capture_bytes.max(call.start))
+        } else {
+            0
+        };
+        self.counts.events += 1;
+        self.counts.bytes_captured += call.data.len() as u64;
+        self.counts.bytes_truncated += over_limit;
+        let placement = self.connections.place(&StreamRun {
+            pid: header.pid,
+            handle: header.connection,
+            fd: header.fd,
+            direction: attach.direction,
+            offset: header.stream_offset + call.start,
+            span: call.span,
+            captured: call.data.len() as u64,
+        });
+        let conn = match self.connections.get(placement.id) {
+            Some(connection) => connection.view(placement.offset),
+            None => ConnectionView {
+                id: placement.id,
+                handle: header.connection,
+                offset: placement.offset,
+                ..ConnectionView::default()
+            },
+        };
+        let event = Event {
+            ts_ns: header.call_end_ns + self.clock_offset,
+            pid: header.pid,
+            tid: header.tid,
+            comm,
+            attach: &attach,
+            conn,
+            len: call.span,
+            data: call.data,
+            truncated: call.missing(),
+        };
+        if self.write_error.is_none() {
+            if let Err(error) = self.writer.event(&event, &mut self.out) {
+                self.write_error = Some(error);
+            }
+        }
+    }
+
+    /// Tells the writer that connection `id` ended.
+    fn closed(&mut self, id: u64, ts_ns: u64) {
+        let Some(connection) = self.connections.get(id) else {
+            return;
+        };
+        let view = connection.view(0);
+        if self.write_error.is_none() {
+            if let Err(error) =
+                self.writer
+                    .connection_closed(&view, ts_ns + self.clock_offset, &mut self.out)
+            {
+                self.write_error = Some(error);
+            }
+        }
+    }
+
+    /// Flushes the output; false once writing failed (the session should stop).
+    pub fn flush(&mut self) -> bool {
+        if self.write_error.is_none() {
+            if let Err(error) = self.out.flush() {
+                self.write_error = Some(error);
+            }
+        }
+        self.write_error.is_none()
+    }
+
+    /// Delivers the calls still waiting for chunks, lets the writer finish, and takes in the
+    /// kernel's byte counts of the connections still open ((pid, handle) → (write, read)).
+    /// Returns the first write error, if any.
+    pub fn finish(&mut self, open_positions: &[((u32, u64), [u64; 2])]) -> Option<std::io::Error> {
+        let mut reassembler = std::mem::take(&mut self.reassembler);
+        reassembler.flush(&mut |call| self.emit(call));
+        for (key, position) in open_positions {
+            self.connections.on_kernel_position(*key, *position);
+        }
+        if self.write_error.is_none() {
+            if let Err(error) = self.writer.finish(&mut self.out) {
+                self.write_error = Some(error);
+            }
+        }
+        // Waits until the output thread has written everything.
+        if let Err(error) = self.out.finish() {
+            self.write_error.get_or_insert(error);
+        }
+        self.write_error.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Replays of recorded ring buffer records through the whole data path, without BPF.
+    use std::sync::Mutex;
+
+    use probectl_common::{chunk_flags, close_cause, family, ChunkHeader};
+
+    use super::*;
+    use crate::output::{Format, Renderer};
+    use crate::spec::Direction;
+
+    /// An output that tests can read after the pipeline wrote to it.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn bytes_of<T>(value: &T) -> Vec<u8> {
+        // SAFETY: the record types are repr(C) plain old data; viewing one as bytes is sound.
+        unsafe {
+            std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()).to_vec()
+        }
+    }
+
+    /// A chunk of a call of thread `tid` on handle `handle`.
+    #[allow(clippy::too_many_arguments)]
+    fn chunk(
+        attach_id: u32,
+        tid: u32,
+        handle: u64,
+        start_ns: u64,
+        call_len: u64,
+        offset: u64,
+        stream_offset: u64,
+        data: &[u8],
+        last: bool,
+    ) -> Vec<u8> {
+        let header = ChunkHeader {
+            kind: record_kind::CHUNK,
+            flags: if last { chunk_flags::LAST } else { 0 },
+            call_start_ns: start_ns,
+            call_end_ns: start_ns + 1,
+            connection: handle,
+            call_len,
+            offset,
+            stream_offset,
+            pid: 100,
+            tid,
+            attach_id,
+            data_len: data.len() as u32,
+            fd: 5,
+            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            ..ChunkHeader::default()
+        };
+        let mut record = bytes_of(&header);
+        record.extend_from_slice(data);
+        record
+    }
+
+    fn connection(handle: u64, local_port: u16) -> Vec<u8> {
+        bytes_of(&ConnectionRecord {
+            kind: record_kind::CONNECTION,
+            pid: 100,
+            fd: 5,
+            family: family::INET,
+            socket_type: 1,
+            connection: handle,
+            local_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            remote_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            local_port,
+            remote_port: 443,
+            ..ConnectionRecord::default()
+        })
+    }
+
+    fn close(handle: u64, cause: u32, position: [u64; 2]) -> Vec<u8> {
+        bytes_of(&CloseRecord {
+            kind: record_kind::CLOSE,
+            pid: 100,
+            fd: if cause == close_cause::FD_CLOSED {
+                5
+            } else {
+                -1
+            },
+            cause,
+            connection: handle,
+            position,
+            ..CloseRecord::default()
+        })
+    }
+
+    fn pipeline() -> (Pipeline, Shared) {
+        let table = AttachTable::default();
+        let info = |function: &str, direction| AttachInfo {
+            plugin: "openssl".into(),
+            library: "/usr/lib/libssl.so.3".into(),
+            function: function.into(),
+            direction,
+        };
+        assert!(table.extend(
+            0,
+            vec![
+                info("SSL_write", Direction::Write),
+                info("SSL_read", Direction::Read)
+            ]
+        ));
+        let out = Shared::default();
+        let pipeline = Pipeline::new(
+            table,
+            Box::new(Renderer::new(Format::Json)),
+            Box::new(out.clone()),
+            0,
+            1 << 20,
+        )
+        .expect("pipeline");
+        (pipeline, out)
+    }
+
+    /// (conn id, direction, offset, data length, truncated) of every JSON line.
+    fn lines(out: &Shared) -> Vec<(u64, String, u64, u64, u64)> {
+        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+        text.lines()
+            .map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).expect("json");
+                (
+                    value["conn"]["id"].as_u64().expect("id"),
+                    value["direction"].as_str().expect("direction").to_string(),
+                    value["conn"]["offset"].as_u64().expect("offset"),
+                    value["len"].as_u64().expect("len"),
+                    value["truncated"].as_u64().expect("truncated"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_handle_ended_by_its_lifecycle_function_starts_a_new_connection() {
+        let (mut pipeline, out) = pipeline();
+        // Memory-BIO server: no fd, the same SSL* for two connections in a row.
+        for record in [
+            chunk(1, 7, 0xabc, 10, 3, 0, 0, b"GET", true),
+            chunk(0, 7, 0xabc, 20, 2, 0, 0, b"OK", true),
+            close(0xabc, close_cause::HANDLE_ENDED, [2, 3]),
+            chunk(1, 7, 0xabc, 30, 4, 0, 0, b"POST", true),
+        ] {
+            pipeline.record(&record);
+        }
+        assert!(pipeline.finish(&[((100, 0xabc), [0, 4])]).is_none());
+        assert_eq!(
+            lines(&out),
+            vec![
+                (1, "read".into(), 0, 3, 0),
+                (1, "write".into(), 0, 2, 0),
+                (2, "read".into(), 0, 4, 0)
+            ]
+        );
+        let first = pipeline.connections.get(1).expect("conn 1");
+        assert!(first.closed);
+        assert_eq!(first.moved, [2, 3]);
+        let second = pipeline.connections.get(2).expect("conn 2");
+        assert!(!second.closed);
+        assert_eq!(second.moved, [0, 4]);
+    }
+
+    #[test]
+    fn calls_lost_at_the_end_of_a_connection_count_from_the_kernel_totals() {
+        let (mut pipeline, _out) = pipeline();
+        pipeline.record(&connection(0xabc, 40000));
+        pipeline.record(&chunk(1, 7, 0xabc, 10, 100, 0, 0, &[b'x'; 100], true));
+        // The next 2 calls (250 bytes) never arrived; the close says the stream had 350.
+        pipeline.record(&close(0xabc, close_cause::FD_CLOSED, [0, 350]));
+        assert!(pipeline.finish(&[]).is_none());
+        let connection = pipeline.connections.get(1).expect("conn");
+        assert_eq!(connection.moved, [0, 350]);
+        assert_eq!(connection.captured, [0, 100]);
+        assert_eq!(connection.lost(), [0, 250]);
+    }
+
+    #[test]
+    fn a_chunk_lost_inside_a_call_splits_it_at_its_true_offsets() {
+        let (mut pipeline, out) = pipeline();
+        pipeline.record(&connection(0xabc, 40000));
+        let size = probectl_common::CHUNK_DATA_MAX as u64;
+        let data = vec![b'y'; size as usize];
+        // A 3-chunk call whose middle chunk found the ring full.
+        pipeline.record(&chunk(1, 7, 0xabc, 10, 3 * size, 0, 50, &data, false));
+        pipeline.record(&chunk(1, 7, 0xabc, 10, 3 * size, 2 * size, 50, &data, true));
+        assert!(pipeline.finish(&[]).is_none());
+        assert_eq!(
+            lines(&out),
+            vec![
+                (1, "read".into(), 50, 2 * size, size),
+                (1, "read".into(), 50 + 2 * size, size, 0)
+            ]
+        );
+        let connection = pipeline.connections.get(1).expect("conn");
+        // The gap before offset 50 (calls lost whole) and the lost chunk.
+        assert_eq!(connection.lost(), [0, 50 + size]);
+    }
+
+    #[test]
+    fn kernel_state_restarting_at_zero_is_a_new_connection_and_counted() {
+        let (mut pipeline, out) = pipeline();
+        pipeline.record(&chunk(0, 7, 0xabc, 10, 10, 0, 0, b"0123456789", true));
+        // The kernel's entry was evicted: the same handle's stream restarts at 0.
+        pipeline.record(&chunk(0, 7, 0xabc, 20, 5, 0, 0, b"abcde", true));
+        assert!(pipeline.finish(&[]).is_none());
+        assert_eq!(
+            lines(&out),
+            vec![(1, "write".into(), 0, 10, 0), (2, "write".into(), 0, 5, 0)]
+        );
+        assert_eq!(pipeline.connections.restarted, 1);
+        assert_eq!(pipeline.connections.out_of_order, 0);
+    }
+
+    #[test]
+    fn exec_and_map_records_ask_the_control_plane_to_look() {
+        let (mut pipeline, _out) = pipeline();
+        for (kind, pid) in [(record_kind::EXEC, 7), (record_kind::MAP, 8)] {
+            pipeline.record(&bytes_of(&ProcessRecord {
+                kind,
+                pid,
+                ts_ns: 99,
+            }));
+        }
+        let lookup = |pid, why| Lookup {
+            pid,
+            why,
+            ts_ns: 99,
+        };
+        assert_eq!(
+            pipeline.take_lookups(),
+            vec![lookup(7, LookupCause::Exec), lookup(8, LookupCause::Map)]
+        );
+        assert!(pipeline.take_lookups().is_empty());
+    }
+
+    #[test]
+    fn an_attach_id_added_after_the_pipeline_started_is_found() {
+        let (mut pipeline, out) = pipeline();
+        assert!(pipeline.table.extend(
+            2,
+            vec![AttachInfo {
+                plugin: "gnutls".into(),
+                library: "/usr/lib/libgnutls.so.30".into(),
+                function: "gnutls_record_send".into(),
+                direction: Direction::Write,
+            }]
+        ));
+        // Ids must continue the table.
+        assert!(!pipeline.table.extend(5, Vec::new()));
+        pipeline.record(&chunk(2, 7, 0xdef, 10, 2, 0, 0, b"hi", true));
+        pipeline.record(&chunk(9, 7, 0xdef, 20, 2, 0, 2, b"hi", true));
+        assert!(pipeline.finish(&[]).is_none());
+        assert_eq!(lines(&out), vec![(1, "write".into(), 0, 2, 0)]);
+        assert_eq!(pipeline.counts.unknown_attach_ids, 1);
+    }
+}

@@ -1,0 +1,244 @@
+//! The output written from its own thread, so that the thread draining the ring buffer never
+//! waits for the file system: writing rendered text to a file costs the kernel more than
+//! rendering it (page cache allocation and copies, ~3 bytes of text per byte of binary data),
+//! and while the reader sat in `write()` the ring buffer filled and dropped chunks.
+//!
+//! Memory stays bounded: a fixed pool of buffers goes back and forth between the reader and the
+//! writer thread. When the writer falls behind and every buffer is in flight, the reader waits
+//! for one; the ring buffer then absorbs the burst, and counts what it cannot.
+
+use std::io::{self, Write};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+/// Bytes per buffer handed to the writer thread.
+const BUFFER_BYTES: usize = 1 << 20;
+/// Buffers in the pool: at most this many MiB of output wait to be written.
+const BUFFERS: usize = 8;
+
+enum Message {
+    Data(Vec<u8>),
+    /// Flush the underlying output (e.g. stdout's buffer): the reader went idle.
+    Flush,
+}
+
+/// A `Write` that hands its bytes to a writer thread. `flush` does not wait for the bytes to be
+/// written (the reader calls it after every drain); `finish` does.
+pub struct BackgroundWriter {
+    current: Vec<u8>,
+    sender: Option<SyncSender<Message>>,
+    free: Receiver<Vec<u8>>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    /// Data was handed over since the last `Flush` message.
+    unflushed: bool,
+    /// The writer thread's error, once it is known.
+    error: Option<io::Error>,
+}
+
+impl BackgroundWriter {
+    /// Starts the writer thread on `out`.
+    pub fn new(mut out: Box<dyn Write + Send>) -> io::Result<BackgroundWriter> {
+        // Data and Flush messages alternate at worst, and data is bounded by the pool.
+        let (sender, messages) = mpsc::sync_channel::<Message>(2 * BUFFERS);
+        let (give_back, free) = mpsc::sync_channel::<Vec<u8>>(BUFFERS);
+        for _ in 1..BUFFERS {
+            // Cannot block: the channel holds BUFFERS.
+            let _ = give_back.send(Vec::with_capacity(BUFFER_BYTES));
+        }
+        let thread = std::thread::Builder::new()
+            .name("probectl-output".into())
+            .spawn(move || -> io::Result<()> {
+                for message in messages {
+                    match message {
+                        Message::Data(mut buffer) => {
+                            out.write_all(&buffer)?;
+                            buffer.clear();
+                            // The reader may be gone (finishing): the buffer is just dropped.
+                            let _ = give_back.send(buffer);
+                        }
+                        Message::Flush => out.flush()?,
+                    }
+                }
+                out.flush()
+            })?;
+        Ok(BackgroundWriter {
+            current: Vec::with_capacity(BUFFER_BYTES),
+            sender: Some(sender),
+            free,
+            thread: Some(thread),
+            unflushed: false,
+            error: None,
+        })
+    }
+
+    /// The writer thread has stopped (on an error): collects its error.
+    fn stopped(&mut self) -> io::Error {
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            self.error = Some(match thread.join() {
+                Ok(Err(error)) => error,
+                Ok(Ok(())) => io::Error::other("the output thread stopped"),
+                Err(_) => io::Error::other("the output thread panicked"),
+            });
+        }
+        match &self.error {
+            Some(error) => io::Error::new(error.kind(), error.to_string()),
+            None => io::Error::other("the output thread stopped"),
+        }
+    }
+
+    /// Hands the current buffer to the writer thread and takes a free one (waiting for one if
+    /// all are in flight).
+    fn hand_over(&mut self) -> io::Result<()> {
+        if self.current.is_empty() {
+            return Ok(());
+        }
+        let Some(sender) = &self.sender else {
+            return Err(self.stopped());
+        };
+        let Ok(next) = self.free.recv() else {
+            return Err(self.stopped());
+        };
+        let full = std::mem::replace(&mut self.current, next);
+        if sender.send(Message::Data(full)).is_err() {
+            return Err(self.stopped());
+        }
+        self.unflushed = true;
+        Ok(())
+    }
+
+    /// Writes everything handed over so far, flushes, and stops the thread.
+    pub fn finish(&mut self) -> io::Result<()> {
+        self.hand_over()?;
+        self.sender = None;
+        match self.thread.take() {
+            Some(thread) => match thread.join() {
+                Ok(result) => result,
+                Err(_) => Err(io::Error::other("the output thread panicked")),
+            },
+            None => Err(self.stopped()),
+        }
+    }
+}
+
+impl Write for BackgroundWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = BUFFER_BYTES.saturating_sub(self.current.len());
+        if room == 0 {
+            self.hand_over()?;
+            return self.write(data);
+        }
+        let taken = data.len().min(room);
+        self.current.extend_from_slice(&data[..taken]);
+        Ok(taken)
+    }
+
+    /// Hands over what is buffered without waiting for it to be written.
+    fn flush(&mut self) -> io::Result<()> {
+        self.hand_over()?;
+        if self.unflushed {
+            let Some(sender) = &self.sender else {
+                return Err(self.stopped());
+            };
+            if sender.send(Message::Flush).is_err() {
+                return Err(self.stopped());
+            }
+            self.unflushed = false;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BackgroundWriter {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A `Write` into shared memory, failing after `fail_after` bytes if set.
+    struct Shared {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        fail_after: Option<usize>,
+    }
+
+    impl Write for Shared {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            let mut bytes = self.bytes.lock().expect("lock");
+            if self
+                .fail_after
+                .is_some_and(|limit| bytes.len() + data.len() > limit)
+            {
+                return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+            }
+            bytes.extend_from_slice(data);
+            Ok(data.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_byte_arrives_in_order() {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let mut writer = BackgroundWriter::new(Box::new(Shared {
+            bytes: bytes.clone(),
+            fail_after: None,
+        }))
+        .expect("thread");
+        let mut expected = Vec::new();
+        for size in [
+            0,
+            1,
+            100,
+            BUFFER_BYTES - 1,
+            BUFFER_BYTES,
+            3 * BUFFER_BYTES + 7,
+            5,
+        ] {
+            let chunk: Vec<u8> = (0..size).map(|i| (i * 31 + size) as u8).collect();
+            writer.write_all(&chunk).expect("write");
+            writer.flush().expect("flush");
+            expected.extend_from_slice(&chunk);
+        }
+        // More than the pool holds: the reader waits for buffers, nothing is dropped.
+        for round in 0..3 * BUFFERS {
+            let chunk = vec![round as u8; BUFFER_BYTES / 2 + round];
+            writer.write_all(&chunk).expect("write");
+            expected.extend_from_slice(&chunk);
+        }
+        writer.finish().expect("finish");
+        assert!(*bytes.lock().expect("lock") == expected);
+    }
+
+    #[test]
+    fn a_write_error_reaches_the_reader() {
+        let mut writer = BackgroundWriter::new(Box::new(Shared {
+            bytes: Arc::new(Mutex::new(Vec::new())),
+            fail_after: Some(10),
+        }))
+        .expect("thread");
+        let mut result = Ok(());
+        for _ in 0..3 * BUFFERS {
+            result = writer
+                .write_all(&vec![0; BUFFER_BYTES])
+                .and_then(|()| writer.flush());
+            if result.is_err() {
+                break;
+            }
+        }
+        let error = result
+            .err()
+            .or_else(|| writer.finish().err())
+            .expect("error");
+        assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
+    }
+}

@@ -1,0 +1,213 @@
+//! The command line: parsed by clap (which rejects conflicting flags and values out of range),
+//! then validated and turned into what the core needs in one place, [`Args::resolve`].
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use probectl_core::output::Format;
+use probectl_core::placement::PlacementMode;
+use probectl_core::process::{find_executable, resolve_pid, PidTarget, ProcessError};
+use probectl_core::session::{RunOptions, Target, MAX_CAPTURE_LIMIT};
+
+use crate::exit;
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  probectl run openssl --pid 1234                 trace one running process (and its children)
+  probectl run openssl                            every process on the host that maps libssl
+  probectl run openssl -o tls.txt -- curl https://127.0.0.1:8443/
+                                                  start curl traced; events to tls.txt (mode 0600)
+  probectl run all --format json -- python3 app.py
+                                                  every group of probes.toml, JSON lines
+  probectl run gnutls --hex --pid 1234            hexdump of the data
+
+With -- CMD, probectl exits with CMD's status (128+N if signal N ended it; 126: not executable;
+127: not found); SIGINT/SIGTERM to probectl are passed on to CMD. probectl's own errors exit 1.";
+
+const LIST_EXAMPLES: &str = "\
+Examples:
+  probectl list                                   the built-in probes.toml
+  probectl list --probes my-probes.toml           your own specs";
+
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  probectl check --pid 1234                       why (or why not) process 1234 can be traced
+  probectl check --pid $(pgrep -n nginx)          the newest nginx process";
+
+#[derive(Parser)]
+#[command(
+    name = "probectl",
+    version,
+    about = "Shows the plaintext of TLS traffic of running programs (eBPF uprobes; no keys, restarts or recompiles)",
+    after_help = "Examples:\n  probectl run openssl --pid 1234\n  probectl run openssl -- curl https://127.0.0.1:8443/\n  probectl list\n  probectl check --pid 1234\n\nExit status: 0, or the command's with -- CMD; 1 on any error of probectl's own."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    /// Header line, then the data with non-printable bytes escaped.
+    Text,
+    /// Header line, then a hexdump (the same as --hex).
+    Hex,
+    /// One JSON object per line.
+    Json,
+    /// TCP conversations for Wireshark/tshark (to a file, or to a pipe: `| tshark -i -`).
+    Pcapng,
+}
+
+/// Where the uprobes go (see README, "Probe placement").
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PlacementArg {
+    /// Entry uprobe at each function's start plus a uretprobe.
+    Classic,
+    /// Probes on instructions the kernel emulates where disassembly proves them; classic
+    /// elsewhere.
+    Auto,
+}
+
+impl From<PlacementArg> for PlacementMode {
+    fn from(arg: PlacementArg) -> PlacementMode {
+        match arg {
+            PlacementArg::Classic => PlacementMode::Classic,
+            PlacementArg::Auto => PlacementMode::Auto,
+        }
+    }
+}
+
+/// `--ring-bytes`: a power of two of at least 4096 that fits the kernel's u32.
+fn ring_bytes(text: &str) -> Result<u32, String> {
+    let value: u32 = text
+        .parse()
+        .map_err(|error| format!("not a number of bytes: {error}"))?;
+    if !value.is_power_of_two() || value < 4096 {
+        return Err("must be a power of two of at least 4096".into());
+    }
+    Ok(value)
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The probes.toml group to trace (e.g. openssl), or "all".
+    plugin: String,
+    /// Trace this running process (a thread id stands for its process), and its children.
+    #[arg(long, short, conflicts_with = "command", value_parser = clap::value_parser!(u32).range(1..))]
+    pid: Option<u32>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: FormatArg,
+    /// Show data as a hexdump (the same as --format hex).
+    #[arg(long, conflicts_with = "format")]
+    hex: bool,
+    /// Write events to this file (created with mode 0600, only once tracing has started)
+    /// instead of stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Probe specs to use instead of the built-in probes.toml.
+    #[arg(long)]
+    probes: Option<PathBuf>,
+    /// Bytes captured per call at most (1 to 64 MiB); the rest is counted as truncated.
+    #[arg(long, default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_CAPTURE_LIMIT))]
+    max_bytes: u64,
+    /// Size of the kernel ring buffer (a power of two, at least 4096).
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = ring_bytes)]
+    ring_bytes: u32,
+    /// Probe placement: classic (entry uprobe + uretprobe) or auto (emulated where proven).
+    #[arg(long, value_enum, default_value = "auto")]
+    placement: PlacementArg,
+    /// With --pid: a process that maps no matching library yet is traced anyway, and its
+    /// library is attached as soon as it loads one (dlopen), instead of an error.
+    #[arg(long, requires = "pid")]
+    wait: bool,
+    /// Start this command and trace it (and only it) from its first TLS byte.
+    #[arg(last = true)]
+    command: Vec<OsString>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Trace a library's plaintext: in one process (--pid), in a command it starts (-- CMD), or
+    /// in every process on the host.
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+    /// Show every group of the probe specs, its probes, and where on this host it would attach
+    /// (library files found, each symbol's offset or why it is missing).
+    #[command(after_help = LIST_EXAMPLES)]
+    List {
+        /// Probe specs to use instead of the built-in probes.toml.
+        #[arg(long)]
+        probes: Option<PathBuf>,
+        /// Probe placement: classic (entry uprobe + uretprobe) or auto (emulated where proven).
+        #[arg(long, value_enum, default_value = "auto")]
+        placement: PlacementArg,
+    },
+    /// Show, for one process, every file it maps, which group matches it, and each symbol's
+    /// offset or why it is missing.
+    #[command(after_help = CHECK_EXAMPLES)]
+    Check {
+        /// The process to look at (a thread id stands for its process).
+        #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..))]
+        pid: u32,
+        /// Probe specs to use instead of the built-in probes.toml.
+        #[arg(long)]
+        probes: Option<PathBuf>,
+        /// Probe placement: classic (entry uprobe + uretprobe) or auto (emulated where proven).
+        #[arg(long, value_enum, default_value = "auto")]
+        placement: PlacementArg,
+    },
+}
+
+/// The process `--pid` names: a thread id becomes its process (said on stderr), a kernel
+/// thread is an error.
+pub fn process_of(pid: u32) -> Result<u32, ProcessError> {
+    let target = resolve_pid(pid)?;
+    if let PidTarget::ThreadOf { tid, tgid } = target {
+        exit::note(format_args!(
+            "{tid} is a thread of process {tgid} ({}): tracing process {tgid}",
+            probectl_core::discovery::comm(tgid)
+        ));
+    }
+    Ok(target.pid())
+}
+
+impl RunArgs {
+    /// Checks what clap cannot and derives the run's options.
+    pub fn resolve(self) -> Result<RunOptions, ProcessError> {
+        let format = match (self.format, self.hex) {
+            (_, true) | (FormatArg::Hex, _) => Format::Hex,
+            (FormatArg::Json, false) => Format::Json,
+            (FormatArg::Pcapng, false) => Format::Pcapng,
+            (FormatArg::Text, false) => Format::Text,
+        };
+        let target = match (self.pid, self.command.first()) {
+            (Some(pid), _) => Target::Pid(process_of(pid)?),
+            (None, Some(program)) => {
+                // Not found (127) or not executable (126) is said before anything is attached.
+                find_executable(program)?;
+                if self.output.is_none() && probectl_core::terminal::stdout_is_terminal() {
+                    exit::note(
+                        "the command's output and the events share this terminal (events are \
+                         written in whole lines); use -o FILE to keep them apart",
+                    );
+                }
+                Target::Command(self.command)
+            }
+            (None, None) => Target::AllProcesses,
+        };
+        Ok(RunOptions {
+            plugin: self.plugin,
+            target,
+            specs: self.probes,
+            format,
+            output: self.output,
+            max_capture_bytes: self.max_bytes,
+            ring_bytes: self.ring_bytes,
+            wait_for_library: self.wait,
+            placement: self.placement.into(),
+        })
+    }
+}
