@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use probectl_core::output::Format;
+use probectl_core::placement::PlacementMode;
 use probectl_core::process::{find_executable, resolve_pid, PidTarget, ProcessError};
 use probectl_core::session::{RunOptions, Target, MAX_CAPTURE_LIMIT};
 
@@ -64,6 +65,25 @@ pub enum DecodeArg {
     Http,
 }
 
+/// Where the uprobes go (see README, "Probe placement").
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PlacementArg {
+    /// Entry uprobe at each function's start plus a uretprobe.
+    Classic,
+    /// Probes on instructions the kernel emulates where disassembly proves them; classic
+    /// elsewhere.
+    Auto,
+}
+
+impl From<PlacementArg> for PlacementMode {
+    fn from(arg: PlacementArg) -> PlacementMode {
+        match arg {
+            PlacementArg::Classic => PlacementMode::Classic,
+            PlacementArg::Auto => PlacementMode::Auto,
+        }
+    }
+}
+
 /// `--ring-bytes`: a power of two of at least 4096 that fits the kernel's u32.
 fn ring_bytes(text: &str) -> Result<u32, String> {
     let value: u32 = text
@@ -109,6 +129,9 @@ pub struct RunArgs {
     /// With --decode: bytes kept per body at most; the rest is counted.
     #[arg(long, default_value_t = probectl_core::http::DEFAULT_MAX_BODY, requires = "decode")]
     max_body: u64,
+    /// Probe placement: classic (entry uprobe + uretprobe) or auto (emulated where proven).
+    #[arg(long, value_enum, default_value = "auto")]
+    placement: PlacementArg,
     /// With --pid: a process that maps no matching library yet is traced anyway, and its
     /// library is attached as soon as it loads one (dlopen), instead of an error.
     #[arg(long, requires = "pid")]
@@ -131,6 +154,9 @@ pub enum Command {
         /// Probe specs to use instead of the built-in probes.toml.
         #[arg(long)]
         probes: Option<PathBuf>,
+        /// Probe placement: classic (entry uprobe + uretprobe) or auto (emulated where proven).
+        #[arg(long, value_enum, default_value = "auto")]
+        placement: PlacementArg,
     },
     /// Show, for one process, every file it maps, which group matches it, and each symbol's
     /// offset or why it is missing.
@@ -142,6 +168,9 @@ pub enum Command {
         /// Probe specs to use instead of the built-in probes.toml.
         #[arg(long)]
         probes: Option<PathBuf>,
+        /// Probe placement: classic (entry uprobe + uretprobe) or auto (emulated where proven).
+        #[arg(long, value_enum, default_value = "auto")]
+        placement: PlacementArg,
     },
 }
 
@@ -194,6 +223,7 @@ impl RunArgs {
             decode: self
                 .decode
                 .map(|DecodeArg::Http| (probectl_core::http::Decode::Http, self.max_body)),
+            placement: self.placement.into(),
         })
     }
 }

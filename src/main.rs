@@ -21,9 +21,17 @@ fn main() -> ExitCode {
         Err(error) => return exit::usage(error),
     };
     let report = match cli.command {
-        Command::List { probes } => inspect::list(probes.as_deref()).map(|r| r.to_string()),
-        Command::Check { pid, probes } => match args::process_of(pid) {
-            Ok(pid) => inspect::check(pid, probes.as_deref()).map(|r| r.to_string()),
+        Command::List { probes, placement } => {
+            inspect::list(probes.as_deref(), placement.into()).map(|r| r.to_string())
+        }
+        Command::Check {
+            pid,
+            probes,
+            placement,
+        } => match args::process_of(pid) {
+            Ok(pid) => {
+                inspect::check(pid, probes.as_deref(), placement.into()).map(|r| r.to_string())
+            }
             Err(error) => return exit::process_error(&error),
         },
         Command::Run(run_args) => return run_command(run_args),

@@ -70,6 +70,12 @@ pub struct ProbeSpec {
     pub vector_length_offset: u8,
     pub vector_length_size: u8,
     pub _padding: [u8; 3],
+    /// The stack pointer at the entry point minus its value at the function's first
+    /// instruction (0 for the classic entry uprobe; e.g. -0x18 after a `sub $0x18,%rsp`). The
+    /// entry program keys a call by the function-entry stack pointer, whatever its placement.
+    pub entry_stack_offset: i32,
+    /// The same offset at the exit points of an emulated placement (`probectl_exit`).
+    pub exit_stack_offset: i32,
 }
 
 /// Entries of a buffer list that are followed at most.
@@ -311,7 +317,7 @@ pub mod stat {
     pub const COUNT: u32 = 12;
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 32);
+const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40);
 const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 96);
 const _: () = assert!(core::mem::size_of::<Chunk<256>>() == 96 + 256);
 const _: () = assert!(core::mem::size_of::<ConnectionRecord>() == 80);

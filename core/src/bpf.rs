@@ -12,6 +12,7 @@ use probectl_common::{stat, ConnectionKey, ConnectionState, ProbeSpec};
 
 use std::collections::BTreeSet;
 
+use crate::placement::Placement;
 use crate::plan::Plan;
 use crate::spec::Role;
 use crate::symbols::FileId;
@@ -21,6 +22,7 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 const ENTRY_PROGRAM: &str = "probectl_entry";
 const RETURN_PROGRAM: &str = "probectl_return";
+const EXIT_PROGRAM: &str = "probectl_exit";
 const SYSCALL_FD_PROGRAM: &str = "probectl_syscall_fd";
 const END_PROGRAM: &str = "probectl_end";
 const CLOSE_PROGRAM: &str = "probectl_close";
@@ -234,7 +236,7 @@ impl Tracer {
             .map_max_entries("EVENTS", options.ring_bytes)
             .load(BPF_OBJECT)
             .map_err(|error| load_error(&error))?;
-        for name in [ENTRY_PROGRAM, RETURN_PROGRAM, END_PROGRAM] {
+        for name in [ENTRY_PROGRAM, RETURN_PROGRAM, EXIT_PROGRAM, END_PROGRAM] {
             let program: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or_else(|| BpfError::Load(format!("program {name} missing from the object")))?
@@ -354,12 +356,17 @@ impl Tracer {
             let mut specs: Array<&mut MapData, ProbeSpec> =
                 Array::try_from(map).map_err(map_error("PROBE_SPECS"))?;
             for (offset, &index) in probes.iter().enumerate() {
+                let planned = &plan.probes[index];
+                let mut spec = planned.probe.bpf_spec();
+                if let Placement::Emulated { entry, exits } = &planned.placement {
+                    // placement.rs proves the offsets small (a function's frame) and the
+                    // exits' offsets equal.
+                    spec.entry_stack_offset = entry.stack_offset as i32;
+                    spec.exit_stack_offset =
+                        exits.first().map_or(0, |exit| exit.stack_offset as i32);
+                }
                 specs
-                    .set(
-                        first_id + offset as u32,
-                        plan.probes[index].probe.bpf_spec(),
-                        0,
-                    )
+                    .set(first_id + offset as u32, spec, 0)
                     .map_err(map_error("PROBE_SPECS"))?;
             }
         }
@@ -371,11 +378,24 @@ impl Tracer {
             let attach_id = first_id + offset as u32;
             let file = plan.file_of(planned);
             let mut result = Ok(());
-            let programs: &[&str] = match planned.probe.role {
-                Role::Data => &[ENTRY_PROGRAM, RETURN_PROGRAM],
-                Role::End => &[END_PROGRAM],
+            // (program, file offset) of every uprobe of this attach point.
+            let uprobes: Vec<(&str, u64)> = match (&planned.placement, planned.probe.role) {
+                // A lifecycle function is only entered: its entry point, wherever it is.
+                (Placement::Classic { .. }, Role::End) => vec![(END_PROGRAM, planned.offset)],
+                (Placement::Emulated { entry, .. }, Role::End) => {
+                    vec![(END_PROGRAM, entry.file_offset)]
+                }
+                (Placement::Classic { .. }, Role::Data) => vec![
+                    (ENTRY_PROGRAM, planned.offset),
+                    (RETURN_PROGRAM, planned.offset),
+                ],
+                (Placement::Emulated { entry, exits }, Role::Data) => {
+                    std::iter::once((ENTRY_PROGRAM, entry.file_offset))
+                        .chain(exits.iter().map(|exit| (EXIT_PROGRAM, exit.file_offset)))
+                        .collect()
+                }
             };
-            for &name in programs {
+            for (name, file_offset) in uprobes {
                 let Some(program) = self.ebpf.program_mut(name) else {
                     continue;
                 };
@@ -387,7 +407,7 @@ impl Tracer {
                     }
                 };
                 let point = UProbeAttachPoint {
-                    location: UProbeAttachLocation::AbsoluteOffset(planned.offset),
+                    location: UProbeAttachLocation::AbsoluteOffset(file_offset),
                     cookie: Some(u64::from(attach_id)),
                 };
                 match program.attach(point, &file.file.host_path, UProbeScope::AllProcesses) {

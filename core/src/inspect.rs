@@ -6,6 +6,7 @@ use std::fmt::{self, Display, Write as _};
 use std::path::PathBuf;
 
 use crate::discovery::{self, DiscoveryError, TargetFile};
+use crate::placement::{Placement, PlacementMode};
 use crate::plan::{self, Assessment, Outcome, Via};
 use crate::plugin::plugin_for;
 use crate::spec::{Group, LengthRef, Probe, ReturnType, Role, SpecError, SpecFile};
@@ -26,13 +27,22 @@ pub struct FileReport {
     pub via: Via,
     /// (symbol, optional, offset) for each probe of the group.
     pub symbols: Vec<(String, bool, Option<u64>)>,
+    /// Where each defined symbol's probes would go (same order; `None`: not defined).
+    pub placements: Vec<Option<Placement>>,
     pub outcome: Outcome,
 }
 
 impl FileReport {
     fn new(group: &Group, file: &TargetFile, via: Via, cache: &mut SymbolCache) -> FileReport {
         let Assessment { offsets, outcome } = plan::assess(group, file, cache);
+        let placements = group
+            .probes
+            .iter()
+            .zip(&offsets)
+            .map(|(probe, offset)| offset.map(|_| cache.placement(file.id, &file.host_path, probe)))
+            .collect();
         FileReport {
+            placements,
             path: file.path.clone(),
             via,
             symbols: group
@@ -70,9 +80,12 @@ impl FileReport {
             .map(|(name, _, _)| name.len())
             .max()
             .unwrap_or(0);
-        for (name, optional, offset) in &self.symbols {
+        for ((name, optional, offset), placement) in self.symbols.iter().zip(&self.placements) {
             let place = match (offset, optional) {
-                (Some(offset), _) => format!("{offset:#x}"),
+                (Some(offset), _) => match placement {
+                    Some(placement) => format!("{offset:#x}  {placement}"),
+                    None => format!("{offset:#x}"),
+                },
                 (None, true) => "missing (optional)".to_string(),
                 (None, false) => "missing (required)".to_string(),
             };
@@ -95,9 +108,12 @@ pub struct GroupReport {
     pub files: Vec<FileReport>,
 }
 
-pub fn list(specs_path: Option<&std::path::Path>) -> Result<ListReport, InspectError> {
+pub fn list(
+    specs_path: Option<&std::path::Path>,
+    placement: PlacementMode,
+) -> Result<ListReport, InspectError> {
     let specs = SpecFile::load(specs_path)?;
-    let mut cache = SymbolCache::default();
+    let mut cache = SymbolCache::with_placement(placement);
     let groups = specs
         .groups
         .iter()
@@ -277,12 +293,16 @@ pub struct MappedFile {
     pub executable_groups: Vec<String>,
 }
 
-pub fn check(pid: u32, specs_path: Option<&std::path::Path>) -> Result<CheckReport, InspectError> {
+pub fn check(
+    pid: u32,
+    specs_path: Option<&std::path::Path>,
+    placement: PlacementMode,
+) -> Result<CheckReport, InspectError> {
     let specs = SpecFile::load(specs_path)?;
     if !discovery::process_exists(pid) {
         return Err(DiscoveryError::NoSuchProcess { pid }.into());
     }
-    let mut cache = SymbolCache::default();
+    let mut cache = SymbolCache::with_placement(placement);
     let mut shown = std::collections::BTreeSet::new();
     let mut processes = Vec::new();
     for member in discovery::process_tree(pid) {

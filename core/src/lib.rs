@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod output;
 pub mod pcapng;
 pub mod pipeline;
+pub mod placement;
 pub mod plan;
 pub mod plugin;
 pub mod process;

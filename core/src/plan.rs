@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::discovery::{self, DiscoveryError, TargetFile};
+use crate::placement::Placement;
 use crate::plugin::{plugin_for, Verdict};
 use crate::spec::{Group, Probe};
 use crate::symbols::{ElfFile, FileId, SymbolCache};
@@ -64,6 +65,8 @@ pub struct PlannedProbe {
     pub file_index: usize,
     pub probe: Probe,
     pub offset: u64,
+    /// Where the uprobes go: the classic pair at `offset`, or emulated entry/exit points.
+    pub placement: Placement,
 }
 
 /// Something that was looked at and not probed, with why.
@@ -468,6 +471,7 @@ fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut Sy
                 file_index,
                 probe: probe.clone(),
                 offset,
+                placement: cache.placement(file.id, &file.host_path, probe),
             }),
             None => skip(
                 plan,

@@ -12,6 +12,7 @@ use crate::control::{attach_plan, ControlPlane};
 use crate::discovery::{self, DiscoveryError};
 use crate::output::{open_output, Format, OutputError};
 use crate::pipeline::{AttachTable, Pipeline};
+use crate::placement::{Placement, PlacementMode};
 use crate::plan::{plan, Plan, PlanError, Scope};
 use crate::process::{find_executable, pidfd_open, spawn_held, ChildStatus, ProcessError};
 use crate::spec::{Group, SpecError, SpecFile};
@@ -72,6 +73,8 @@ pub struct RunOptions {
     pub ring_bytes: u32,
     /// `--decode http` (with `--max-body`): exchanges instead of calls.
     pub decode: Option<(crate::http::Decode, u64)>,
+    /// Where the uprobes go (`--placement`).
+    pub placement: PlacementMode,
     /// `--pid` of a process that maps no matching library yet: trace it anyway and attach
     /// when it loads one, instead of failing.
     pub wait_for_library: bool,
@@ -100,18 +103,23 @@ pub fn select_groups<'a>(specs: &'a SpecFile, name: &str) -> Result<Vec<&'a Grou
 pub(crate) fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_skips: bool) {
     let failures = &attached.failures;
     for file in attached.files.iter().map(|&index| &plan.files[index]) {
-        let count = plan
+        let probes: Vec<_> = plan
             .probes
             .iter()
             .filter(|probe| std::ptr::eq(plan.file_of(probe), file))
+            .collect();
+        let emulated = probes
+            .iter()
+            .filter(|probe| matches!(probe.placement, Placement::Emulated { .. }))
             .count();
+        let count = probes.len();
         let version = file
             .version
             .as_deref()
             .map(|v| format!(" ({v})"))
             .unwrap_or_default();
         eprintln!(
-            "probectl: [{}] {}{version}: {count} probes{note}",
+            "probectl: [{}] {}{version}: {count} probes{note} ({emulated} emulated)",
             file.group,
             file.file.describe()
         );
@@ -243,7 +251,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let groups = select_groups(&specs, &options.plugin)?;
     crate::bpf::check_privileges()?;
     let scope = scope_for(&options.target)?;
-    let mut cache = SymbolCache::default();
+    let mut cache = SymbolCache::with_placement(options.placement);
     let plan = match (plan(&groups, &scope, &mut cache), &options.target) {
         (Ok(plan), _) => plan,
         // A running process may load its TLS library later (dlopen): with --wait, wait.

@@ -280,6 +280,8 @@ impl Probe {
             vector_length_offset: 0,
             vector_length_size: 0,
             _padding: [0; 3],
+            entry_stack_offset: 0,
+            exit_stack_offset: 0,
         };
         if let Some(vector) = &self.vector {
             spec.vector_count_arg = vector.count.0;

@@ -16,6 +16,8 @@ use goblin::elf::{program_header::PT_LOAD, sym, Elf, ProgramHeader, SectionHeade
 use goblin::strtab::Strtab;
 use scroll::Pread;
 
+use crate::placement::{Placement, PlacementMode};
+
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolError {
     #[error("cannot open {path}: {source}")]
@@ -128,12 +130,24 @@ impl ElfFile {
 
     /// File offsets of the named function symbols that the file defines.
     pub fn resolve(&self, names: &[&str]) -> Result<HashMap<String, u64>, SymbolError> {
+        Ok(self
+            .functions(names)?
+            .into_iter()
+            .map(|(name, function)| (name, function.file_offset))
+            .collect())
+    }
+
+    /// The named function symbols that the file defines: where they are and how long.
+    pub fn functions(
+        &self,
+        names: &[&str],
+    ) -> Result<HashMap<String, FunctionSymbol>, SymbolError> {
         let not_elf = |message: String| SymbolError::NotElf {
             path: self.path.clone(),
             message,
         };
         let lean = LeanElf::parse(&self.map).map_err(|error| not_elf(error.to_string()))?;
-        let mut found: HashMap<String, u64> = HashMap::new();
+        let mut found: HashMap<String, FunctionSymbol> = HashMap::new();
         for table_type in [SHT_DYNSYM, SHT_SYMTAB] {
             if found.len() == names.len() {
                 break;
@@ -166,13 +180,37 @@ impl ElfFile {
                 if found.contains_key(base_name) || !names.contains(&base_name) {
                     continue;
                 }
-                if let Some(offset) = lean.file_offset(symbol.st_value) {
-                    found.insert(base_name.to_string(), offset);
+                if let Some((file_offset, segment_left)) = lean.file_offset(symbol.st_value) {
+                    found.insert(
+                        base_name.to_string(),
+                        FunctionSymbol {
+                            address: symbol.st_value,
+                            size: symbol.st_size,
+                            file_offset,
+                            in_file: symbol.st_size <= segment_left,
+                            ifunc: symbol.st_type() == sym::STT_GNU_IFUNC,
+                        },
+                    );
                 }
             }
         }
         Ok(found)
     }
+}
+
+/// A function symbol of an ELF file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FunctionSymbol {
+    /// Virtual address (`st_value`): what the code's branch targets are relative to.
+    pub address: u64,
+    /// Bytes of code (`st_size`; 0 when the symbol does not say).
+    pub size: u64,
+    /// Where the first byte is in the file: what a uprobe is attached at.
+    pub file_offset: u64,
+    /// The whole `size` bytes lie in the file part of the symbol's PT_LOAD segment.
+    pub in_file: bool,
+    /// `STT_GNU_IFUNC`: the address is a resolver that picks the real function at load time.
+    pub ifunc: bool,
 }
 
 /// Only the parts of an ELF file symbol resolution needs: the headers, the section headers, the
@@ -213,24 +251,44 @@ impl<'a> LeanElf<'a> {
         .ok()
     }
 
-    /// Turns a virtual address into a file offset through the PT_LOAD segment containing it.
-    fn file_offset(&self, address: u64) -> Option<u64> {
+    /// Turns a virtual address into a file offset through the PT_LOAD segment containing it;
+    /// also returns how many bytes of that segment's file part are left from there.
+    fn file_offset(&self, address: u64) -> Option<(u64, u64)> {
         self.program_headers
             .iter()
             .filter(|header| header.p_type == PT_LOAD)
             .find(|header| address >= header.p_vaddr && address < header.p_vaddr + header.p_filesz)
-            .map(|header| address - header.p_vaddr + header.p_offset)
+            .map(|header| {
+                (
+                    address - header.p_vaddr + header.p_offset,
+                    header.p_vaddr + header.p_filesz - address,
+                )
+            })
     }
 }
 
 /// Resolution results per (file, symbol), so that a library mapped by many processes, or seen
 /// under several paths, is parsed once.
+///
+/// It also keeps the probe placement mode and the placements found (`crate::placement`): they
+/// are per (file, symbol) too, and planning asks for them wherever it resolves symbols.
 #[derive(Default)]
 pub struct SymbolCache {
     resolved: HashMap<(FileId, String), Option<u64>>,
+    pub(crate) placement_mode: PlacementMode,
+    /// (file, symbol, argument registers read at entry) -> placement.
+    pub(crate) placements: HashMap<(FileId, String, Vec<u8>), Placement>,
 }
 
 impl SymbolCache {
+    /// A cache that places probes in `mode` (`SymbolCache::default()`: `Auto`).
+    pub fn with_placement(mode: PlacementMode) -> SymbolCache {
+        SymbolCache {
+            placement_mode: mode,
+            ..SymbolCache::default()
+        }
+    }
+
     /// Offsets of `names` in the file at `path` (None: not defined there).
     pub fn resolve(
         &mut self,

@@ -1,6 +1,8 @@
 //! probectl's kernel side: ONE uprobe and ONE uretprobe program serve every probe spec of every
-//! library. What differs per attach point (which register holds the buffer, where the length
-//! comes from, ...) is read from `PROBE_SPECS`, indexed by the attach point's BPF cookie.
+//! library (plus one plain uprobe for the exit points of emulated placements, see
+//! core/src/placement.rs). What differs per attach point (which register holds the buffer,
+//! where the length comes from, ...) is read from `PROBE_SPECS`, indexed by the attach point's
+//! BPF cookie.
 #![no_std]
 #![no_main]
 // Atomic adds for the counters: the bpfel target's core has no AtomicU64::fetch_add.
@@ -278,7 +280,10 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
         return 0;
     };
     // SAFETY: ctx.regs points at the probed thread's saved registers.
-    let stack_pointer = unsafe { (*ctx.regs).rsp };
+    let probed_sp = unsafe { (*ctx.regs).rsp };
+    // Keyed by the stack pointer at the function's first instruction, wherever the entry
+    // point is (an emulated placement probes a few instructions in, after the prologue).
+    let stack_pointer = probed_sp.wrapping_sub(spec.entry_stack_offset as i64 as u64);
     let registers = argument_registers(&ctx);
     if spec.filter_arg != ARG_NONE && !filter_passes(&spec, &registers) {
         return 0;
@@ -355,10 +360,39 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn probectl_return(ctx: RetProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: ctx.regs points at the thread's registers after the return.
-    let entry_sp = unsafe { (*ctx.regs).rsp }.wrapping_sub(8);
-    let Some(threads) = THREADS.get_ptr_mut(&pid_tgid) else {
+    let (sp, rax) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rax) };
+    // SAFETY: the context is a valid uprobe context; the helper only reads the link's cookie.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    // The return popped the return address: the entry stack pointer is 8 bytes below.
+    call_returned(cookie, sp.wrapping_sub(8), rax)
+}
+
+/// A plain uprobe on an exit point of an emulated placement (see core/src/placement.rs): an
+/// instruction after which the return value is final, at a known stack offset.
+#[uprobe]
+pub fn probectl_exit(ctx: ProbeContext) -> u32 {
+    // SAFETY: ctx.regs points at the probed thread's saved registers.
+    let (sp, rax) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rax) };
+    // SAFETY: the context is a valid uprobe context; the helper only reads the link's cookie.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let Some(spec) = PROBE_SPECS.get(cookie as u32).copied() else {
+        return 0;
+    };
+    call_returned(
+        cookie,
+        sp.wrapping_sub(spec.exit_stack_offset as i64 as u64),
+        rax,
+    )
+}
+
+/// The return logic both return programs share: finds the call entered with stack pointer
+/// `entry_sp` (the function-entry value), reads its length and emits its chunks. `rax` is the
+/// return value register.
+#[inline(always)]
+fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(threads) = THREADS.get_ptr_mut(pid_tgid) else {
         return 0;
     };
     // SAFETY: pointer from a successful map lookup, valid for this program run.
@@ -386,10 +420,10 @@ pub fn probectl_return(ctx: RetProbeContext) -> u32 {
         count(stat::RETURNS_MISSED, abandoned as u64);
     }
     threads.depth = depth as u32;
-    let Some(spec) = spec_for(&ctx) else {
+    let Some(spec) = PROBE_SPECS.get(cookie as u32).copied() else {
         return 0;
     };
-    let raw: u64 = ctx.ret::<u64>();
+    let raw: u64 = rax;
     let ret = if spec.return_width == return_width::INT32 {
         raw as u32 as i32 as i64
     } else {
@@ -441,8 +475,7 @@ pub fn probectl_return(ctx: RetProbeContext) -> u32 {
         stream_offset,
         pid: tgid,
         tid: pid_tgid as u32,
-        // SAFETY: the context is a valid uprobe context.
-        attach_id: unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32,
+        attach_id: cookie as u32,
         data_len: 0,
         fd,
         _padding: 0,
