@@ -72,7 +72,7 @@ fn run_with(placement: &str, emulated: usize) {
     assert!(run.status.success(), "{}", run.stderr);
     assert!(
         run.stderr.lines().any(|line| line.contains(LIBSSL)
-            && line.ends_with(&format!(": 4 probes ({emulated} emulated)"))),
+            && line.ends_with(&format!(": 6 probes ({emulated} emulated)"))),
         "{}",
         run.stderr
     );
