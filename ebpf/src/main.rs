@@ -109,6 +109,16 @@ struct ActiveCall {
 /// Traced calls a thread can be inside at once (nested through callbacks).
 const MAX_NESTING: usize = 4;
 
+/// The slot of `ThreadCalls::calls` for a computed nesting index, bounded so that every
+/// verifier sees it: the volatile read hides the value from LLVM, which would otherwise drop
+/// the mask as redundant (the index is known to be below `MAX_NESTING`), and older verifiers
+/// (6.1) cannot bound `depth - 1` from `depth != 0` by themselves.
+#[inline(always)]
+fn nesting_slot(index: usize) -> usize {
+    // SAFETY: reads a local that lives for the call.
+    unsafe { core::ptr::read_volatile(&index) & (MAX_NESTING - 1) }
+}
+
 /// A thread's traced calls in flight, innermost last. One map entry per thread that stays
 /// between calls: entering and returning cost one lookup each, no insert or delete.
 #[repr(C)]
@@ -304,14 +314,13 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
     let threads = unsafe { &mut *threads };
     // Frames at or below our stack pointer cannot be calls we run inside: their return was
     // missed (a longjmp, say). Drop them.
+    // Slots are visited with constant indexes, innermost first: older verifiers (6.1) cannot
+    // bound a computed index such as `depth - 1` (see `nesting_slot`) inside a loop.
     let mut depth = (threads.depth as usize).min(MAX_NESTING);
-    for _ in 0..MAX_NESTING {
-        if depth == 0
-            || threads.calls[(depth - 1) & (MAX_NESTING - 1)].stack_pointer > stack_pointer
-        {
-            break;
+    for slot in (0..MAX_NESTING).rev() {
+        if depth == slot + 1 && threads.calls[slot].stack_pointer <= stack_pointer {
+            depth = slot;
         }
-        depth -= 1;
     }
     if depth >= MAX_NESTING {
         count(stat::NESTING_OVERFLOWS, 1);
@@ -348,17 +357,14 @@ pub fn probectl_return(ctx: RetProbeContext) -> u32 {
     // SAFETY: pointer from a successful map lookup, valid for this program run.
     let threads = unsafe { &mut *threads };
     // Find our frame, innermost first; it and anything above it are done.
-    let mut depth = (threads.depth as usize).min(MAX_NESTING);
+    // Constant slot indexes, as in the entry probe.
+    let live = (threads.depth as usize).min(MAX_NESTING);
+    let mut depth = 0;
     let mut found = None;
-    for _ in 0..MAX_NESTING {
-        if depth == 0 {
-            break;
-        }
-        depth -= 1;
-        let frame = threads.calls[depth & (MAX_NESTING - 1)];
-        if frame.stack_pointer == entry_sp {
-            found = Some(frame);
-            break;
+    for slot in (0..MAX_NESTING).rev() {
+        if found.is_none() && slot < live && threads.calls[slot].stack_pointer == entry_sp {
+            found = Some(threads.calls[slot]);
+            depth = slot;
         }
     }
     let Some(call) = found else {
@@ -681,7 +687,7 @@ pub fn probectl_syscall_fd(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // The innermost call in flight is the one making this syscall.
-    let call = &mut threads.calls[(depth - 1) & (MAX_NESTING - 1)];
+    let call = &mut threads.calls[nesting_slot(depth - 1)];
     // SAFETY: every sys_enter_* record of these syscalls has the fd as its first argument.
     let Ok(fd) = (unsafe { ctx.read_at::<u64>(SYSCALL_ARG0) }) else {
         return 0;
