@@ -6,6 +6,7 @@ pub mod btf;
 pub mod connections;
 pub mod discovery;
 pub mod events;
+pub mod features;
 pub mod inspect;
 pub mod output;
 pub mod plan;
