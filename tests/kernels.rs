@@ -140,3 +140,60 @@ fn server_side_four_tuple_names_both_ends() {
         )
     );
 }
+
+/// Without kernel BTF (hidden here by an empty directory mounted over /sys/kernel/btf in a
+/// private mount namespace) probectl says it has no socket addresses, and captures the data
+/// as usual.
+#[test]
+fn without_kernel_btf_data_is_captured_without_addresses() {
+    let (_server, port) = s_server();
+    let empty = scratch_file("no-btf");
+    std::fs::create_dir_all(&empty).expect("empty dir");
+    let body = scratch_file("kernels-no-btf-body");
+    let output = scratch_file("kernels-no-btf.json");
+    let url = format!("https://127.0.0.1:{port}/kernels-no-btf");
+    let run = Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            r#"mount --bind "$0" /sys/kernel/btf && exec "$@""#,
+        ])
+        .arg(&empty)
+        .args([PROBECTL, "run", "openssl", "--format", "json", "--output"])
+        .arg(&output)
+        .args([
+            "--",
+            "curl",
+            "-sk",
+            "-i",
+            "--raw",
+            "-H",
+            "User-Agent: probectl-test",
+        ])
+        .arg(&url)
+        .arg("-o")
+        .arg(&body)
+        .stdin(Stdio::null())
+        .output()
+        .expect("unshare");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no socket addresses: cannot read /sys/kernel/btf/vmlinux"),
+        "{stderr}"
+    );
+    let events = parse_events(&output);
+    let curl_pid = events.first().expect("events").pid;
+    assert_eq!(
+        stream(&events, curl_pid, "write"),
+        curl_request(port, "/kernels-no-btf")
+    );
+    assert_eq!(
+        stream(&events, curl_pid, "read"),
+        std::fs::read(&body).expect("curl output")
+    );
+    assert!(events.iter().all(
+        |event| event.json["conn"]["local"].is_null() && event.json["conn"]["remote"].is_null()
+    ));
+}
