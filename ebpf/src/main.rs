@@ -607,8 +607,10 @@ fn emit_chunk<const N: usize>(
         header.flags |= chunk_flags::LAST;
     }
     // Mask keeps the size provably within the reserved area for the verifier (N is a power of 2,
-    // and data_len <= N).
-    let size = (data_len as u32) & ((N as u32 * 2) - 1);
+    // and data_len <= N). The volatile read keeps LLVM from dropping the mask where it can prove
+    // it redundant: the 6.1 verifier could not (it lost the bound through a stack slot).
+    // SAFETY: reads a local that lives for the call.
+    let size = unsafe { core::ptr::read_volatile(&(data_len as u32)) } & ((N as u32 * 2) - 1);
     let size = if size > N as u32 { N as u32 } else { size };
     // SAFETY: `chunk` points at a reserved, writable ring buffer record of size_of::<Chunk<N>>()
     // bytes; the read is bounded by N and the helper checks the user address.
