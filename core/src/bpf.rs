@@ -57,6 +57,8 @@ pub enum BpfError {
     TooManyAttachPoints { count: usize },
     #[error("updating the traced process list: {0}")]
     PidFilter(String),
+    #[error(transparent)]
+    Kernel(#[from] crate::features::FeatureError),
 }
 
 /// Linux capability numbers (linux/capability.h).
@@ -203,6 +205,8 @@ fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
 impl Tracer {
     pub fn load(options: &LoadOptions) -> Result<Tracer, BpfError> {
         check_privileges()?;
+        // Before the object: a kernel that lacks a feature gets one line, not a verifier log.
+        crate::features::KernelFeatures::probe()?.require()?;
         let mut attribution_problems = Vec::new();
         let filter = u8::from(options.filter_by_pid);
         let offsets = crate::btf::running_kernel_offsets().unwrap_or_else(|error| {

@@ -124,6 +124,16 @@ struct ActiveCall {
 /// Traced calls a thread can be inside at once (nested through callbacks).
 const MAX_NESTING: usize = 4;
 
+/// The slot of `ThreadCalls::calls` for a computed nesting index, bounded so that every
+/// verifier sees it: the volatile read hides the value from LLVM, which would otherwise drop
+/// the mask as redundant (the index is known to be below `MAX_NESTING`), and older verifiers
+/// (6.1) cannot bound `depth - 1` from `depth != 0` by themselves.
+#[inline(always)]
+fn nesting_slot(index: usize) -> usize {
+    // SAFETY: reads a local that lives for the call.
+    unsafe { core::ptr::read_volatile(&index) & (MAX_NESTING - 1) }
+}
+
 /// A thread's traced calls in flight, innermost last. One map entry per thread that stays
 /// between calls: entering and returning cost one lookup each, no insert or delete.
 #[repr(C)]
@@ -164,6 +174,10 @@ static SOCKET_FDS: LruHashMap<FdKey, u64> = LruHashMap::with_max_entries(65536, 
 /// can interleave on one CPU.
 #[map]
 static CHUNK_LOOPS: HashMap<u64, ChunkLoop> = HashMap::with_max_entries(4096, 0);
+
+/// One all-zero `ChunkLoop`: the initial value of new `CHUNK_LOOPS` entries.
+#[map]
+static CHUNK_LOOP_ZERO: Array<ChunkLoop> = Array::with_max_entries(1, 0);
 
 /// pid_tgid of threads inside an mmap(2) of an executable file mapping.
 #[map]
@@ -324,15 +338,14 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
     let threads = unsafe { &mut *threads };
     // Frames at or below our stack pointer cannot be calls we run inside: their return was
     // missed (a longjmp, say). Drop them, counted.
+    // Slots are visited with constant indexes, innermost first: older verifiers (6.1) cannot
+    // bound a computed index such as `depth - 1` (see `nesting_slot`) inside a loop.
     let mut depth = (threads.depth as usize).min(MAX_NESTING);
-    for _ in 0..MAX_NESTING {
-        if depth == 0
-            || threads.calls[(depth - 1) & (MAX_NESTING - 1)].stack_pointer > stack_pointer
-        {
-            break;
+    for slot in (0..MAX_NESTING).rev() {
+        if depth == slot + 1 && threads.calls[slot].stack_pointer <= stack_pointer {
+            depth = slot;
+            count(stat::RETURNS_MISSED, 1);
         }
-        depth -= 1;
-        count(stat::RETURNS_MISSED, 1);
     }
     if depth >= MAX_NESTING {
         count(stat::NESTING_OVERFLOWS, 1);
@@ -398,17 +411,14 @@ fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
     // SAFETY: pointer from a successful map lookup, valid for this program run.
     let threads = unsafe { &mut *threads };
     // Find our frame, innermost first; it and anything above it are done.
-    let mut depth = (threads.depth as usize).min(MAX_NESTING);
+    // Constant slot indexes, as in the entry probe.
+    let live = (threads.depth as usize).min(MAX_NESTING);
+    let mut depth = 0;
     let mut found = None;
-    for _ in 0..MAX_NESTING {
-        if depth == 0 {
-            break;
-        }
-        depth -= 1;
-        let frame = threads.calls[depth & (MAX_NESTING - 1)];
-        if frame.stack_pointer == entry_sp {
-            found = Some(frame);
-            break;
+    for slot in (0..MAX_NESTING).rev() {
+        if found.is_none() && slot < live && threads.calls[slot].stack_pointer == entry_sp {
+            found = Some(threads.calls[slot]);
+            depth = slot;
         }
     }
     let Some(call) = found else {
@@ -549,10 +559,11 @@ fn loop_state(pid_tgid: u64) -> Option<*mut ChunkLoop> {
     if let Some(state) = CHUNK_LOOPS.get_ptr_mut(&pid_tgid) {
         return Some(state);
     }
-    // SAFETY: ChunkLoop is plain integers; an all-zero value is valid and is overwritten
-    // before use.
-    let empty: ChunkLoop = unsafe { core::mem::zeroed() };
-    let _ = CHUNK_LOOPS.insert(&pid_tgid, &empty, 0);
+    // The initial value comes from a map, not the stack: a ChunkLoop on the stack takes the
+    // return program over the verifier's combined stack limit on 6.12.
+    let empty = CHUNK_LOOP_ZERO.get_ptr(0)?;
+    // SAFETY: a pointer from a successful map lookup, valid for this program run.
+    let _ = CHUNK_LOOPS.insert(&pid_tgid, unsafe { &*empty }, 0);
     CHUNK_LOOPS.get_ptr_mut(&pid_tgid)
 }
 
@@ -676,8 +687,10 @@ fn emit_chunk<const N: usize>(
         header.flags |= chunk_flags::LAST;
     }
     // Mask keeps the size provably within the reserved area for the verifier (N is a power of 2,
-    // and data_len <= N).
-    let size = (data_len as u32) & ((N as u32 * 2) - 1);
+    // and data_len <= N). The volatile read keeps LLVM from dropping the mask where it can prove
+    // it redundant: the 6.1 verifier could not (it lost the bound through a stack slot).
+    // SAFETY: reads a local that lives for the call.
+    let size = unsafe { core::ptr::read_volatile(&(data_len as u32)) } & ((N as u32 * 2) - 1);
     let size = if size > N as u32 { N as u32 } else { size };
     // SAFETY: `chunk` points at a reserved, writable ring buffer record of size_of::<Chunk<N>>()
     // bytes; the read is bounded by N and the helper checks the user address.
@@ -756,7 +769,7 @@ pub fn probectl_syscall_fd(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // The innermost call in flight is the one making this syscall.
-    let call = &mut threads.calls[(depth - 1) & (MAX_NESTING - 1)];
+    let call = &mut threads.calls[nesting_slot(depth - 1)];
     // SAFETY: every sys_enter_* record of these syscalls has the fd as its first argument.
     let Ok(fd) = (unsafe { ctx.read_at::<u64>(SYSCALL_ARG0) }) else {
         return 0;
