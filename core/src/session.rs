@@ -355,11 +355,20 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let ring = tracer
         .take_events()
         .ok_or(BpfError::Load("ring buffer already taken".into()))?;
-    let pidfd = match watched_pid {
-        Some(pid) => {
-            let context = "watching the traced process";
-            let pidfd = pidfd_open(pid).map_err(|source| RunError::Io { context, source })?;
-            Some(watch_readable(pidfd, context)?)
+    // A traced process that exits before we watch it (a short program) ends the run at once,
+    // with whatever it did delivered.
+    let mut exited_already = false;
+    let pidfd = match watched_pid.map(pidfd_open) {
+        Some(Ok(pidfd)) => Some(watch_readable(pidfd, "watching the traced process")?),
+        Some(Err(error)) if error.raw_os_error() == Some(libc::ESRCH) => {
+            exited_already = true;
+            None
+        }
+        Some(Err(source)) => {
+            return Err(RunError::Io {
+                context: "watching the traced process",
+                source,
+            })
         }
         None => None,
     };
@@ -394,7 +403,12 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         command.watch_libraries(executable, files, groups_text, looked_for);
     }
     let traced = running
-        .trace(command.as_mut().map(|c| c.status()), pidfd, watched_pid)
+        .trace(
+            command.as_mut().map(|c| c.status()),
+            pidfd,
+            watched_pid,
+            exited_already,
+        )
         .await?;
     // probectl stopping (a signal, an output error) ends the command too, before the last
     // drain, so that what it did until it exited is delivered.
@@ -425,11 +439,19 @@ impl Running {
         mut child_status: Option<&mut ChildStatus>,
         pidfd: Option<AsyncFd<std::os::fd::OwnedFd>>,
         watched_pid: Option<u32>,
+        exited_already: bool,
     ) -> Result<Option<std::process::ExitStatus>, RunError> {
         let signal_error = |source| RunError::Io {
             context: "installing signal handlers",
             source,
         };
+        if exited_already {
+            eprintln!(
+                "probectl: traced process {} exited",
+                watched_pid.unwrap_or(0)
+            );
+            return Ok(None);
+        }
         let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
         let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
         // Records are submitted without waking us until the ring fills up (see
