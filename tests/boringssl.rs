@@ -95,7 +95,7 @@ fn run_all_gives_boringssl_files_to_the_boringssl_group_only() {
         .collect();
     assert_eq!(
         attach_lines,
-        ["probectl: [boringssl] /usr/lib/x86_64-linux-gnu/android/libssl.so.0 (BoringSSL): 4 probes (1 emulated)"],
+        ["probectl: [boringssl] /usr/lib/x86_64-linux-gnu/android/libssl.so.0 (BoringSSL): 4 probes (3 emulated)"],
         "{}",
         run.stderr
     );

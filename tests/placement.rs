@@ -137,7 +137,7 @@ fn run_with(placement: &str, emulated: usize) {
 
 #[test]
 fn openssl_calls_are_byte_exact_with_emulated_placement() {
-    run_with("auto", 2);
+    run_with("auto", 4);
 }
 
 #[test]

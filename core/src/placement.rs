@@ -50,7 +50,7 @@ use iced_x86::{
     OpKind, Register,
 };
 
-use crate::spec::{LengthRef, Probe};
+use crate::spec::{LengthRef, Probe, Role};
 use crate::symbols::{ElfFile, FileId, FunctionSymbol, SymbolCache};
 
 /// How probes are placed: `--placement classic|auto`.
@@ -97,6 +97,9 @@ impl fmt::Display for Placement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Placement::Classic { reason } => write!(f, "classic: {reason}"),
+            Placement::Emulated { entry, exits } if exits.is_empty() => {
+                write!(f, "emulated +{:#x} (entry only)", entry.offset)
+            }
             Placement::Emulated { entry, exits } => {
                 let exits: Vec<String> = exits
                     .iter()
@@ -148,12 +151,14 @@ pub fn is_emulated(bytes: &[u8]) -> bool {
     )
 }
 
-/// Places the probes of `symbol` in `path` for a spec reading `entry_arguments` at entry.
+/// Places the probes of `symbol` in `path` for a spec reading `entry_arguments` at entry; with
+/// `entry_only`, the entry point alone (a lifecycle probe has no return to catch).
 pub fn place(
     path: &Path,
     symbol: &str,
     entry_arguments: &BTreeSet<u8>,
     mode: PlacementMode,
+    entry_only: bool,
 ) -> Placement {
     if mode == PlacementMode::Classic {
         return Placement::classic("--placement classic");
@@ -169,7 +174,41 @@ pub fn place(
         },
         Err(error) => return Placement::classic(format!("cannot read the file: {error}")),
     };
+    if entry_only {
+        return place_entry(elf.bytes(), &function, entry_arguments);
+    }
     place_function(elf.bytes(), &function, entry_arguments)
+}
+
+/// The entry-only placement of one function whose code is in `file` (see [`entry_only`]).
+fn place_entry(
+    file: &[u8],
+    function: &FunctionSymbol,
+    entry_arguments: &BTreeSet<u8>,
+) -> Placement {
+    if function.ifunc {
+        return Placement::classic("an ifunc resolver, not the function itself");
+    }
+    let start = function.file_offset as usize;
+    let code = match start
+        .checked_add(function.size as usize)
+        .filter(|_| function.in_file && function.size > 0)
+        .and_then(|end| file.get(start..end))
+    {
+        Some(code) => code,
+        None => return Placement::classic("the function's code is not all in the file"),
+    };
+    match entry_only(code, function.address, entry_arguments) {
+        Ok(offset) => Placement::Emulated {
+            entry: Site {
+                offset,
+                file_offset: function.file_offset + offset,
+                stack_offset: 0,
+            },
+            exits: Vec::new(),
+        },
+        Err(reason) => Placement::classic(reason),
+    }
 }
 
 /// Places the probes of one function whose code is in `file` (the whole ELF file's bytes).
@@ -207,6 +246,49 @@ pub fn place_function(
         }
         Err(reason) => Placement::classic(reason),
     }
+}
+
+/// The entry point alone, for a probe that only runs when the function is entered (a
+/// lifecycle function: `[[group.end]]`): the first emulated instruction of the function's
+/// straight-line start, before which no register the probe reads is written. Every path from
+/// the function start passes through it; a jump back into that start only runs the probe
+/// again, which ending a connection twice tolerates. No stack offset is needed.
+pub fn entry_only(
+    code: &[u8],
+    address: u64,
+    entry_arguments: &BTreeSet<u8>,
+) -> Result<u64, String> {
+    let read_mask: u8 = entry_arguments
+        .iter()
+        .filter(|&&arg| arg < 6)
+        .fold(0, |mask, &arg| mask | (1 << arg));
+    let mut factory = InstructionInfoFactory::new();
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        let offset = instruction.ip() - address;
+        if instruction.is_invalid() {
+            return Err(format!("undecodable bytes at +{offset:#x}"));
+        }
+        let at = offset as usize;
+        if is_emulated(&code[at..at + instruction.len()]) {
+            return Ok(offset);
+        }
+        if instruction.flow_control() != FlowControl::Next {
+            let mnemonic = format!("{:?}", instruction.mnemonic()).to_lowercase();
+            return Err(format!(
+                "no emulated instruction before the first {mnemonic} at +{offset:#x}"
+            ));
+        }
+        let overwritten = Effects::of(&mut factory, &instruction).writes_arguments & read_mask;
+        if overwritten != 0 {
+            return Err(format!(
+                "arg{} is overwritten at +{offset:#x} before any emulated instruction",
+                overwritten.trailing_zeros()
+            ));
+        }
+    }
+    Err("no emulated instruction in the function".into())
 }
 
 /// Entry and exit points as (offset from the function start, stack offset).
@@ -707,15 +789,23 @@ impl SymbolCache {
     /// computed once per (file, symbol, registers read at entry).
     pub fn placement(&mut self, id: FileId, path: &Path, probe: &Probe) -> Placement {
         let arguments = entry_arguments(probe);
+        let entry_only = probe.role == Role::End;
         let key = (
             id,
             probe.symbol.clone(),
             arguments.iter().copied().collect(),
+            entry_only,
         );
         if let Some(known) = self.placements.get(&key) {
             return known.clone();
         }
-        let placement = place(path, &probe.symbol, &arguments, self.placement_mode);
+        let placement = place(
+            path,
+            &probe.symbol,
+            &arguments,
+            self.placement_mode,
+            entry_only,
+        );
         self.placements.insert(key, placement.clone());
         placement
     }
@@ -777,7 +867,11 @@ mod tests {
                     let _ = writeln!(table, "  {}: not defined", probe.symbol);
                     continue;
                 };
-                let placement = place_function(elf.bytes(), function, &entry_arguments(probe));
+                let placement = if probe.role == Role::End {
+                    place_entry(elf.bytes(), function, &entry_arguments(probe))
+                } else {
+                    place_function(elf.bytes(), function, &entry_arguments(probe))
+                };
                 let _ = writeln!(table, "  {}: {placement}", probe.symbol);
                 // Every instruction boundary the decoder found is one objdump found.
                 let listing = objdump(path, function);
@@ -926,12 +1020,29 @@ mod tests {
     }
 
     #[test]
+    fn entry_only_stops_before_an_argument_is_overwritten() {
+        let arg0 = BTreeSet::from([0]);
+        // test %rdi,%rdi; je +0x10: the je.
+        assert_eq!(
+            entry_only(&[0x48, 0x85, 0xff, 0x74, 0x10], 0x1000, &arg0),
+            Ok(3)
+        );
+        // push %rbp first: at the function start.
+        assert_eq!(entry_only(&[0x55, 0xc3], 0x1000, &arg0), Ok(0));
+        // mov %rax,%rdi overwrites arg0 before the push.
+        assert!(entry_only(&[0x48, 0x89, 0xc7, 0x55], 0x1000, &arg0).is_err());
+        // An indirect jump first (NSPR's PR_Close): no place.
+        assert!(entry_only(&[0xff, 0x20], 0x1000, &arg0).is_err());
+    }
+
+    #[test]
     fn classic_mode_places_nothing() {
         let placement = place(
             Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3"),
             "SSL_write",
             &BTreeSet::from([0, 1]),
             PlacementMode::Classic,
+            false,
         );
         assert_eq!(placement.to_string(), "classic: --placement classic");
     }

@@ -277,7 +277,7 @@ pub struct SymbolCache {
     resolved: HashMap<(FileId, String), Option<u64>>,
     pub(crate) placement_mode: PlacementMode,
     /// (file, symbol, argument registers read at entry) -> placement.
-    pub(crate) placements: HashMap<(FileId, String, Vec<u8>), Placement>,
+    pub(crate) placements: HashMap<(FileId, String, Vec<u8>, bool), Placement>,
 }
 
 impl SymbolCache {
