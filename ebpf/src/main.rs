@@ -24,9 +24,10 @@ use aya_ebpf::{
     EbpfContext,
 };
 use probectl_common::{
-    chunk_flags, close_cause, length_source, record_kind, return_width, stat, Chunk, ChunkHeader,
-    CloseRecord, ConnectionKey, ConnectionState, KernelOffsets, ProbeSpec, ProcessRecord, ARG_NONE,
-    CHUNK_CLASSES, CHUNK_DATA_MAX, VECTOR_MAX_ENTRIES,
+    abi, chunk_flags, close_cause, length_source, record_kind, return_width, stat, Chunk,
+    ChunkHeader, CloseRecord, ConnectionKey, ConnectionState, KernelOffsets, ProbeSpec,
+    ProcessRecord, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX, MAX_ARGUMENT_REGISTERS,
+    VECTOR_MAX_ENTRIES,
 };
 
 /// Capture limit per call, in bytes; set by user space at load time.
@@ -140,6 +141,25 @@ struct ThreadCalls {
 #[map]
 static THREADS: HashMap<u64, ThreadCalls> = HashMap::with_max_entries(65536, 0);
 
+/// A goroutine of a process: the key of Go calls in flight.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GoroutineKey {
+    /// The goroutine's `g` (R14 in Go's register ABI).
+    goroutine: u64,
+    tgid: u32,
+    _padding: u32,
+}
+
+/// (goroutine, tgid) -> the goroutine's traced call in flight (specs with `abi::GO`). Keyed by
+/// goroutine, not thread: a goroutine blocked in `Read` resumes on another thread, and Go
+/// moves a goroutine's stack when it grows, so neither the thread nor the stack pointer
+/// identifies the call at its return. The entry goes at the return; one left by a call that
+/// never returned is replaced at the goroutine's next call (counted). Not an LRU: a full table
+/// is counted (`stat::CALLS_NOT_STORED`).
+#[map]
+static GOROUTINES: HashMap<GoroutineKey, ActiveCall> = HashMap::with_max_entries(65536, 0);
+
 /// (handle, tgid) -> the connection's fd and stream positions. An LRU, because processes that
 /// exit without closing leave entries behind; an evicted connection restarts at offset 0,
 /// which user space notices and counts.
@@ -212,28 +232,48 @@ fn spec_for(ctx: &impl EbpfContext) -> Option<ProbeSpec> {
     PROBE_SPECS.get(cookie as u32).copied()
 }
 
-/// The six integer argument registers (System V x86-64), read at constant context offsets:
-/// the verifier rejects a context load at a computed offset, so a register chosen at run time
-/// is selected among values, not addressed.
+/// The argument registers of the spec's ABI, in argument order, read at constant context
+/// offsets: the verifier rejects a context load at a computed offset, so a register chosen at
+/// run time is selected among values, not addressed. System V x86-64 has six (the rest are 0);
+/// Go's register ABI nine.
 #[inline(always)]
-fn argument_registers(ctx: &ProbeContext) -> [u64; 6] {
+fn argument_registers(ctx: &ProbeContext, calling_convention: u8) -> Registers {
     let regs = ctx.regs;
     // SAFETY: ctx.regs points at the probed thread's saved registers; each read is a constant
     // offset into the context, which the verifier allows.
     unsafe {
-        [
-            core::ptr::read_volatile(&raw const (*regs).rdi),
-            core::ptr::read_volatile(&raw const (*regs).rsi),
-            core::ptr::read_volatile(&raw const (*regs).rdx),
-            core::ptr::read_volatile(&raw const (*regs).rcx),
-            core::ptr::read_volatile(&raw const (*regs).r8),
-            core::ptr::read_volatile(&raw const (*regs).r9),
-        ]
+        if calling_convention == abi::GO {
+            [
+                core::ptr::read_volatile(&raw const (*regs).rax),
+                core::ptr::read_volatile(&raw const (*regs).rbx),
+                core::ptr::read_volatile(&raw const (*regs).rcx),
+                core::ptr::read_volatile(&raw const (*regs).rdi),
+                core::ptr::read_volatile(&raw const (*regs).rsi),
+                core::ptr::read_volatile(&raw const (*regs).r8),
+                core::ptr::read_volatile(&raw const (*regs).r9),
+                core::ptr::read_volatile(&raw const (*regs).r10),
+                core::ptr::read_volatile(&raw const (*regs).r11),
+            ]
+        } else {
+            [
+                core::ptr::read_volatile(&raw const (*regs).rdi),
+                core::ptr::read_volatile(&raw const (*regs).rsi),
+                core::ptr::read_volatile(&raw const (*regs).rdx),
+                core::ptr::read_volatile(&raw const (*regs).rcx),
+                core::ptr::read_volatile(&raw const (*regs).r8),
+                core::ptr::read_volatile(&raw const (*regs).r9),
+                0,
+                0,
+                0,
+            ]
+        }
     }
 }
 
+type Registers = [u64; MAX_ARGUMENT_REGISTERS];
+
 #[inline(always)]
-fn select_arg(registers: &[u64; 6], index: u8) -> u64 {
+fn select_arg(registers: &Registers, index: u8) -> u64 {
     match index {
         0 => registers[0],
         1 => registers[1],
@@ -241,6 +281,9 @@ fn select_arg(registers: &[u64; 6], index: u8) -> u64 {
         3 => registers[3],
         4 => registers[4],
         5 => registers[5],
+        6 => registers[6],
+        7 => registers[7],
+        8 => registers[8],
         _ => 0,
     }
 }
@@ -248,7 +291,7 @@ fn select_arg(registers: &[u64; 6], index: u8) -> u64 {
 /// The spec's call filter (see `ProbeSpec::filter_arg`): follows at most two pointers from an
 /// argument and compares a 4-byte value. Unreadable memory fails the filter.
 #[inline(always)]
-fn filter_passes(spec: &ProbeSpec, registers: &[u64; 6]) -> bool {
+fn filter_passes(spec: &ProbeSpec, registers: &Registers) -> bool {
     let mut address = select_arg(registers, spec.filter_arg);
     let offsets = spec.filter_pointer_offsets;
     for (index, offset) in offsets.iter().enumerate() {
@@ -284,8 +327,14 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
     // Keyed by the stack pointer at the function's first instruction, wherever the entry
     // point is (an emulated placement probes a few instructions in, after the prologue).
     let stack_pointer = probed_sp.wrapping_sub(spec.entry_stack_offset as i64 as u64);
-    let registers = argument_registers(&ctx);
+    let registers = argument_registers(&ctx, spec.abi);
     if spec.filter_arg != ARG_NONE && !filter_passes(&spec, &registers) {
+        return 0;
+    }
+    if spec.abi == abi::GO {
+        // SAFETY: ctx.regs points at the probed thread's saved registers.
+        let goroutine = unsafe { (*ctx.regs).r14 };
+        go_entered(&spec, &registers, (pid_tgid >> 32) as u32, goroutine);
         return 0;
     }
     let length_pointer = if spec.length_source == length_source::OUT_POINTER {
@@ -358,6 +407,43 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// The entry of a Go call: one call in flight per goroutine (Go's crypto/tls calls do not nest).
+#[inline(always)]
+fn go_entered(spec: &ProbeSpec, registers: &Registers, tgid: u32, goroutine: u64) {
+    let key = GoroutineKey {
+        goroutine,
+        tgid,
+        _padding: 0,
+    };
+    let call = ActiveCall {
+        stack_pointer: 0,
+        // SAFETY: helper without preconditions.
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        connection: select_arg(registers, spec.connection_arg),
+        buffer: select_arg(registers, spec.buffer_arg),
+        length_pointer: 0,
+        vector_count: if spec.vector_count_arg == ARG_NONE {
+            0
+        } else {
+            select_arg(registers, spec.vector_count_arg)
+        },
+        fd: -1,
+        fd_mismatch: 0,
+    };
+    // SAFETY: the value is copied out at once.
+    if let Some(previous) = unsafe { GOROUTINES.get(&key) }.copied() {
+        // The same call entered again: a Go function whose stack must grow first calls
+        // runtime.morestack, which re-runs it from its first instruction. Anything else is a
+        // call that never returned (a panic unwound through it).
+        if previous.connection != call.connection || previous.buffer != call.buffer {
+            count(stat::RETURNS_MISSED, 1);
+        }
+    }
+    if GOROUTINES.insert(&key, &call, 0).is_err() {
+        count(stat::CALLS_NOT_STORED, 1);
+    }
+}
+
 #[uretprobe]
 pub fn probectl_return(ctx: RetProbeContext) -> u32 {
     // SAFETY: ctx.regs points at the thread's registers after the return.
@@ -379,6 +465,27 @@ pub fn probectl_exit(ctx: ProbeContext) -> u32 {
     let Some(spec) = PROBE_SPECS.get(cookie as u32).copied() else {
         return 0;
     };
+    if spec.abi == abi::GO {
+        // A `ret` of a Go function: the call is the goroutine's (R14), whatever the thread or
+        // the stack pointer now.
+        let pid_tgid = bpf_get_current_pid_tgid();
+        if !in_scope((pid_tgid >> 32) as u32) {
+            return 0;
+        }
+        // SAFETY: ctx.regs points at the probed thread's saved registers.
+        let goroutine = unsafe { (*ctx.regs).r14 };
+        let key = GoroutineKey {
+            goroutine,
+            tgid: (pid_tgid >> 32) as u32,
+            _padding: 0,
+        };
+        // SAFETY: the value is copied out at once.
+        let Some(call) = (unsafe { GOROUTINES.get(&key) }).copied() else {
+            return 0;
+        };
+        let _ = GOROUTINES.remove(&key);
+        return emit_call(cookie, &spec, &call, pid_tgid, rax);
+    }
     call_returned(
         cookie,
         sp.wrapping_sub(spec.exit_stack_offset as i64 as u64),
@@ -423,6 +530,12 @@ fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
     let Some(spec) = PROBE_SPECS.get(cookie as u32).copied() else {
         return 0;
     };
+    emit_call(cookie, &spec, &call, pid_tgid, rax)
+}
+
+/// Reads a returned call's length and emits its chunks. `rax` is the return value register.
+#[inline(always)]
+fn emit_call(cookie: u64, spec: &ProbeSpec, call: &ActiveCall, pid_tgid: u64, rax: u64) -> u32 {
     let raw: u64 = rax;
     let ret = if spec.return_width == return_width::INT32 {
         raw as u32 as i32 as i64
@@ -454,7 +567,7 @@ fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
     };
 
     let tgid = (pid_tgid >> 32) as u32;
-    let (fd, stream_offset) = track_connection(tgid, &call, spec.direction, call_len);
+    let (fd, stream_offset) = track_connection(tgid, call, spec.direction, call_len);
     let mut flags = 0;
     if call.fd_mismatch != 0 {
         flags |= chunk_flags::FD_MISMATCH;
@@ -841,7 +954,7 @@ pub fn probectl_end(ctx: ProbeContext) -> u32 {
     let Some(spec) = spec_for(&ctx) else {
         return 0;
     };
-    let registers = argument_registers(&ctx);
+    let registers = argument_registers(&ctx, spec.abi);
     if spec.filter_arg != ARG_NONE && !filter_passes(&spec, &registers) {
         return 0;
     }
