@@ -7,6 +7,7 @@ pub mod connections;
 pub mod control;
 pub mod discovery;
 pub mod events;
+pub mod gosym;
 pub mod http;
 pub mod inspect;
 pub mod output;
