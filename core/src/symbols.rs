@@ -289,12 +289,15 @@ impl<'a> LeanElf<'a> {
         self.bytes.get(start..end)
     }
 
-    /// The Go pclntab: the `.gopclntab` section, or (PIE builds) found by its header in
-    /// `.data.rel.ro`. None for files that are not Go executables.
+    /// The Go pclntab: the `.gopclntab` section (`.data.rel.ro.gopclntab` in PIE builds), or
+    /// found by its header in `.data.rel.ro` (linkers that merge the sections). None for files
+    /// that are not Go executables.
     fn go_pclntab(&self) -> Option<crate::gosym::Pclntab<'a>> {
         let text = self.section(".text").map_or(0, |section| section.sh_addr);
-        if let Some(table) = self.section_bytes(".gopclntab") {
-            return crate::gosym::Pclntab::parse(table, text);
+        for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
+            if let Some(table) = self.section_bytes(name) {
+                return crate::gosym::Pclntab::parse(table, text);
+            }
         }
         // Only Go executables have a .go.buildinfo: no scan of other files' data.
         self.section(".go.buildinfo")?;

@@ -1,0 +1,311 @@
+//! Go's crypto/tls (the `go` group, `abi = "go"`): real Go programs built by the test with
+//! Debian's Go, traced through real BPF, compared byte for byte with what the peers were given
+//! to send and what they recorded.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+use common::*;
+
+/// How a Go test program is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Build {
+    /// `go build`: with `.symtab`.
+    Normal,
+    /// `go build -ldflags "-s -w"`: no symbol table, functions only in the pclntab.
+    Stripped,
+    /// `go build -buildmode=pie -ldflags "-s -w"`: the pclntab inside `.data.rel.ro`.
+    StrippedPie,
+}
+
+impl Build {
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Build::Normal => &[],
+            Build::Stripped => &["-ldflags", "-s -w"],
+            Build::StrippedPie => &["-buildmode=pie", "-ldflags", "-s -w"],
+        }
+    }
+}
+
+/// tests/peers/go_https.go built with the system's `go` (once per build kind).
+fn go_https(build: Build) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<Build, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut built = built
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(path) = built.get(&build) {
+        return path.clone();
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probectl-tests-go");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let program = dir.join(format!("go_https-{build:?}").to_lowercase());
+    let status = Command::new("go")
+        .arg("build")
+        .args(build.flags())
+        .arg("-o")
+        .arg(&program)
+        .arg(peer("go_https.go"))
+        .env("GO111MODULE", "off")
+        .env("GOCACHE", dir.join("cache"))
+        .status()
+        .expect("go build");
+    assert!(status.success(), "go build {build:?}");
+    built.insert(build, program.clone());
+    program
+}
+
+/// Bytes no two tests share (a counter-seeded xorshift), so a stream can only match its own.
+fn payload(tag: &str, len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15 ^ (len as u64);
+    for byte in tag.bytes() {
+        state = state.rotate_left(7) ^ u64::from(byte);
+    }
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// The pid probectl reports for the command it started.
+fn command_pid(stderr: &str) -> u32 {
+    stderr
+        .lines()
+        .find_map(|line| {
+            let rest = &line[line.find(" in command ")?..];
+            let at = rest.find("(pid ")? + "(pid ".len();
+            rest[at..].split(')').next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no command pid in:\n{stderr}"))
+}
+
+/// What follows the HTTP head (the first empty line) in a stream.
+fn body_of(stream: &[u8]) -> &[u8] {
+    let at = stream
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no HTTP head in {:?}",
+                String::from_utf8_lossy(&stream[..stream.len().min(200)])
+            )
+        });
+    &stream[at + 4..]
+}
+
+/// A go_https server on a free port answering with `response`, recording request bodies.
+fn go_server(build: Build, response: &[u8], tag: &str) -> (Guard, u16, PathBuf) {
+    let (cert, key) = cert_and_key();
+    let response_file = scratch_file(&format!("{tag}-response"));
+    std::fs::write(&response_file, response).expect("write response");
+    let request_log = scratch_file(&format!("{tag}-requests"));
+    let port = free_port();
+    let child = Command::new(go_https(build))
+        .arg("server")
+        .arg(port.to_string())
+        .arg(cert)
+        .arg(key)
+        .arg(&response_file)
+        .env("REQUEST_LOG", &request_log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("go server");
+    let server = Guard(child);
+    wait_for_port(port);
+    (server, port, request_log)
+}
+
+/// A net/http client POSTs a body to a net/http server, HTTP/1.1 over TLS, both Go programs
+/// of `build`: the server traced with `--pid`, the client started by probectl (`--`). Every
+/// stream is compared with what its peer was given to send.
+fn https_exchange(build: Build) {
+    let tag = format!("{build:?}");
+    let response = payload(&format!("{tag}-response"), 1024 * 1024 + 17);
+    let post = payload(&format!("{tag}-post"), 200 * 1024 + 3);
+    let (server, port, request_log) = go_server(build, &response, &tag);
+    let server_pid = server.pid().to_string();
+    let server_trace = Trace::start(&["go", "--pid", &server_pid], &[]);
+    let post_file = scratch_file(&format!("{tag}-post"));
+    std::fs::write(&post_file, &post).expect("write post");
+    let received = scratch_file(&format!("{tag}-received"));
+    let program = go_https(build);
+    let client = Trace::start(
+        &["go"],
+        &[
+            program.to_str().expect("path"),
+            "client",
+            &port.to_string(),
+            post_file.to_str().expect("path"),
+            received.to_str().expect("path"),
+        ],
+    )
+    .wait();
+    let server_run = server_trace.stop();
+    assert!(client.status.success(), "{}", client.stderr);
+    assert!(server_run.status.success(), "{}", server_run.stderr);
+    // The peers themselves got what was sent.
+    assert_eq!(std::fs::read(&received).expect("client's record"), response);
+    assert_eq!(std::fs::read(&request_log).expect("server's record"), post);
+
+    let client_pid = command_pid(&client.stderr);
+    let written = stream(&client.events, client_pid, "write");
+    assert!(
+        written.starts_with(b"POST /upload HTTP/1.1\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&written[..written.len().min(200)])
+    );
+    assert_eq!(body_of(&written), post, "the client's POST body");
+    let read = stream(&client.events, client_pid, "read");
+    assert!(read.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(
+        body_of(&read),
+        response,
+        "the response body the client read"
+    );
+    // One connection, keyed by the *tls.Conn.
+    let client_events: Vec<&Event> = client
+        .events
+        .iter()
+        .filter(|event| event.pid == client_pid)
+        .collect();
+    let conn = &client_events[0].json["conn"];
+    assert!(client_events
+        .iter()
+        .all(|event| event.json["conn"]["id"] == conn["id"]
+            && event.json["conn"]["handle"] == conn["handle"]));
+    assert!(client_events
+        .iter()
+        .all(|event| event.function.starts_with("crypto/tls.(*Conn).")));
+
+    let server_pid = server.pid();
+    let server_read = stream(&server_run.events, server_pid, "read");
+    assert!(server_read.starts_with(b"POST /upload HTTP/1.1\r\n"));
+    assert_eq!(body_of(&server_read), post, "the POST body the server read");
+    let server_written = stream(&server_run.events, server_pid, "write");
+    assert!(server_written.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(
+        body_of(&server_written),
+        response,
+        "the response body the server wrote"
+    );
+    assert!(
+        client.stderr.contains("(Go 1."),
+        "the attach report names the Go version:\n{}",
+        client.stderr
+    );
+    assert!(client.stderr.contains("losses: none"), "{}", client.stderr);
+}
+
+#[test]
+fn go_https_client_and_server_normal_build() {
+    https_exchange(Build::Normal);
+}
+
+#[test]
+fn go_https_client_and_server_stripped() {
+    https_exchange(Build::Stripped);
+}
+
+#[test]
+fn go_https_client_and_server_stripped_pie() {
+    https_exchange(Build::StrippedPie);
+}
+
+/// A client whose goroutine grows its stack (deep recursion) and has it shrunk by the
+/// collector between Reads of a tls.Conn, and whose first Write runs the handshake on a fresh
+/// 8 KiB stack: it runs as it does untraced (a uretprobe's rewritten return address would
+/// crash it with "unexpected return pc"), and what it read is captured byte for byte.
+#[test]
+fn a_go_program_that_grows_its_stacks_runs_correctly_traced() {
+    let response = payload("deep-response", 300 * 1000 + 11);
+    let (_server, port, _) = go_server(Build::Normal, &response, "deep");
+    let program = go_https(Build::Normal);
+    let untraced_file = scratch_file("deep-untraced");
+    let untraced = Command::new(&program)
+        .arg("deep")
+        .arg(port.to_string())
+        .arg(&untraced_file)
+        .output()
+        .expect("untraced run");
+    assert!(untraced.status.success(), "{untraced:?}");
+    let traced_file = scratch_file("deep-traced");
+    let run = Trace::start(
+        &["go"],
+        &[
+            program.to_str().expect("path"),
+            "deep",
+            &port.to_string(),
+            traced_file.to_str().expect("path"),
+        ],
+    )
+    .wait();
+    assert!(run.status.success(), "{}", run.stderr);
+    let recorded = std::fs::read(&traced_file).expect("traced run's record");
+    assert_eq!(body_of(&recorded), response);
+    // Same program output traced and untraced: same length and sha256 of what it read (the
+    // HTTP head's Date may differ in its bytes, never in its length).
+    let untraced_record = std::fs::read(&untraced_file).expect("untraced record");
+    assert_eq!(body_of(&untraced_record), response);
+    assert_eq!(untraced_record.len(), recorded.len());
+    let pid = command_pid(&run.stderr);
+    assert_eq!(
+        stream(&run.events, pid, "read"),
+        recorded,
+        "the read stream is what the program read"
+    );
+    assert_eq!(
+        stream(&run.events, pid, "write"),
+        b"GET /deep HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    );
+    assert!(run.stderr.contains("losses: none"), "{}", run.stderr);
+}
+
+/// `check --pid` on a stripped Go server: the go group, its Go version, and the same function
+/// offsets (from the pclntab) as the symbol table of the same program built unstripped gives.
+#[test]
+fn check_finds_the_functions_of_a_stripped_go_program() {
+    let (normal, _, _) = go_server(Build::Normal, b"x", "check-normal");
+    let (stripped, _, _) = go_server(Build::Stripped, b"x", "check-stripped");
+    let check = |pid: u32| {
+        let (code, stdout, stderr) = probectl(&["check", "--pid", &pid.to_string()]);
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+    };
+    let function_lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| line.contains("crypto/tls.(*Conn)."))
+            .map(str::trim)
+            .map(str::to_string)
+            .collect()
+    };
+    let normal_text = check(normal.pid());
+    let stripped_text = check(stripped.pid());
+    assert!(stripped_text.contains("version: Go 1."), "{stripped_text}");
+    assert_eq!(function_lines(&stripped_text).len(), 3, "{stripped_text}");
+    assert_eq!(function_lines(&stripped_text), function_lines(&normal_text));
+    let shown: String = stripped_text
+        .lines()
+        .skip_while(|line| !line.contains("(executable)"))
+        .take(6)
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let shown = shown.replace(
+        go_https(Build::Stripped)
+            .parent()
+            .expect("dir")
+            .to_str()
+            .expect("path"),
+        "[dir]",
+    );
+    insta::assert_snapshot!(redact_offsets(&shown));
+}
