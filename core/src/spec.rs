@@ -658,7 +658,7 @@ mod tests {
         let specs = SpecFile::load(None).expect("built-in specs");
         assert_eq!(
             specs.group_names(),
-            ["openssl", "boringssl", "gnutls", "nss"]
+            ["openssl", "boringssl", "gnutls", "nss", "go"]
         );
         let nss = specs.group("nss").expect("nss group");
         for probe in &nss.probes {
@@ -694,6 +694,39 @@ mod tests {
             .probes
             .iter()
             .any(|probe| probe.symbol == "gnutls_deinit" && probe.role == Role::End));
+    }
+
+    #[test]
+    fn the_go_group_uses_go_s_register_abi() {
+        let specs = SpecFile::load(None).expect("built-in specs");
+        let go = specs.group("go").expect("go group");
+        assert_eq!(go.abi, Abi::Go);
+        assert!(go.executables);
+        for probe in &go.probes {
+            let spec = probe.bpf_spec();
+            assert_eq!(probe.abi, Abi::Go, "{}", probe.symbol);
+            assert_eq!(spec.abi, abi::GO, "{}", probe.symbol);
+            // The *Conn receiver in RAX (arg0); b's pointer in RBX (arg1); n is a 64-bit int.
+            assert_eq!(spec.connection_arg, 0);
+            if probe.role == Role::Data {
+                assert_eq!(spec.buffer_arg, 1);
+                assert_eq!(spec.return_width, return_width::INT64);
+            }
+        }
+        // Every other group is System V.
+        for group in specs.groups.iter().filter(|group| group.name != "go") {
+            assert!(group
+                .probes
+                .iter()
+                .all(|probe| probe.abi == Abi::SystemV && probe.bpf_spec().abi == abi::SYSV));
+        }
+        // Go's ABI names nine registers.
+        let text = format!(
+            "[[group]]\nname = \"x\"\nexecutables = true\nabi = \"go\"\n{}",
+            GOOD_PROBE.replace("arg1", "arg8")
+        );
+        let parsed = SpecFile::parse(&text, "go.toml").expect("arg8 is a Go register");
+        assert_eq!(parsed.groups[0].probes[0].bpf_spec().buffer_arg, 8);
     }
 
     #[test]
@@ -733,6 +766,9 @@ mod tests {
             ("vector_bad_length_size", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}vector = {{ count = \"arg2\", entry_size = 16, length_offset = 8, length_size = 2 }}\n")),
             ("vector_entry_too_small", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}vector = {{ count = \"arg2\", entry_size = 12, length_offset = 8, length_size = 8 }}\n")),
             ("filter_bad_field", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}only_if = {{ argument = \"arg0\", value = 1 }}\n")),
+            ("sysv_register_beyond_arg5", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{}", GOOD_PROBE.replace("arg1", "arg6"))),
+            ("go_out_pointer_length", format!("[[group]]\nname = \"x\"\nexecutables = true\nabi = \"go\"\n{}", GOOD_PROBE.replace("\"return\"", "\"*arg3\""))),
+            ("unknown_abi", format!("[[group]]\nname = \"x\"\nexecutables = true\nabi = \"rust\"\n{GOOD_PROBE}")),
         ];
         let rendered: Vec<String> = cases
             .iter()
