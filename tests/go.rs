@@ -271,7 +271,8 @@ fn a_go_program_that_grows_its_stacks_runs_correctly_traced() {
 }
 
 /// `check --pid` on a stripped Go server: the go group, its Go version, and the same function
-/// offsets (from the pclntab) as the symbol table of the same program built unstripped gives.
+/// offsets (from the pclntab) as the symbol table of the same program built unstripped gives;
+/// the return probes are on every `ret` objdump finds in the function.
 #[test]
 fn check_finds_the_functions_of_a_stripped_go_program() {
     let (normal, _, _) = go_server(Build::Normal, b"x", "check-normal");
@@ -293,6 +294,64 @@ fn check_finds_the_functions_of_a_stripped_go_program() {
     assert!(stripped_text.contains("version: Go 1."), "{stripped_text}");
     assert_eq!(function_lines(&stripped_text).len(), 3, "{stripped_text}");
     assert_eq!(function_lines(&stripped_text), function_lines(&normal_text));
+    // Every `ret` of the function, as objdump decodes it from the unstripped build.
+    let program = go_https(Build::Normal);
+    let nm = Command::new("nm").arg(&program).output().expect("nm");
+    let nm = String::from_utf8_lossy(&nm.stdout);
+    for function in ["crypto/tls.(*Conn).Write", "crypto/tls.(*Conn).Read"] {
+        let mut addresses: Vec<u64> = nm
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let address = u64::from_str_radix(fields.next()?, 16).ok()?;
+                let _kind = fields.next()?;
+                Some((address, fields.next()?.to_string()))
+            })
+            .map(|(address, _)| address)
+            .collect();
+        addresses.sort_unstable();
+        let start = nm
+            .lines()
+            .find_map(|line| {
+                let mut fields = line.split_whitespace();
+                let address = fields.next()?;
+                let _kind = fields.next()?;
+                (fields.next()? == function).then(|| u64::from_str_radix(address, 16).ok())?
+            })
+            .expect("nm knows the function");
+        let end = *addresses
+            .iter()
+            .find(|&&address| address > start)
+            .expect("a next symbol");
+        let objdump = Command::new("objdump")
+            .args([
+                "-d",
+                "--no-show-raw-insn",
+                &format!("--start-address={start:#x}"),
+                &format!("--stop-address={end:#x}"),
+            ])
+            .arg(&program)
+            .output()
+            .expect("objdump");
+        let rets: Vec<String> = String::from_utf8_lossy(&objdump.stdout)
+            .lines()
+            .filter_map(|line| {
+                let (address, rest) = line.trim_start().split_once(":\t")?;
+                let address = u64::from_str_radix(address.trim(), 16).ok()?;
+                (rest.split_whitespace().next()? == "ret")
+                    .then(|| format!("+{:#x}", address - start))
+            })
+            .collect();
+        assert!(!rets.is_empty(), "objdump found no ret in {function}");
+        let line = function_lines(&normal_text)
+            .into_iter()
+            .find(|line| line.starts_with(function))
+            .expect("check shows the function");
+        assert!(
+            line.ends_with(&format!("ret {}", rets.join(","))),
+            "{line} vs objdump's {rets:?}"
+        );
+    }
     let shown: String = stripped_text
         .lines()
         .skip_while(|line| !line.contains("(executable)"))
