@@ -204,6 +204,11 @@ fn https_exchange(build: Build) {
         client.stderr
     );
     assert!(client.stderr.contains("losses: none"), "{}", client.stderr);
+    assert!(
+        !client.stderr.contains("warning:"),
+        "a traced Go command gets no warning:\n{}",
+        client.stderr
+    );
 }
 
 #[test]
