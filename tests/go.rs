@@ -186,8 +186,35 @@ fn https_exchange(build: Build) {
     assert!(client_events
         .iter()
         .all(|event| event.function.starts_with("crypto/tls.(*Conn).")));
+    // The fd and addresses, learnt from the socket syscalls Go makes inside the calls.
+    let server_address = format!("127.0.0.1:{port}");
+    assert_eq!(conn["remote"].as_str(), Some(server_address.as_str()));
+    assert_eq!(conn["transport"].as_str(), Some("tcp"));
+    assert!(conn["fd"].as_i64().is_some(), "{conn}");
+    for key in ["fd", "local", "remote"] {
+        assert!(
+            client_events
+                .iter()
+                .all(|event| event.json["conn"][key] == conn[key]),
+            "one conn.{key}"
+        );
+    }
 
     let server_pid = server.pid();
+    // The server's side of the same connection: its local address is the client's remote,
+    // its remote the client's local.
+    let server_conns: Vec<&serde_json::Value> = server_run
+        .events
+        .iter()
+        .filter(|event| event.pid == server_pid)
+        .map(|event| &event.json["conn"])
+        .collect();
+    assert!(!server_conns.is_empty());
+    for server_conn in &server_conns {
+        assert_eq!(server_conn["local"], conn["remote"], "{server_conn}");
+        assert_eq!(server_conn["remote"], conn["local"], "{server_conn}");
+        assert!(server_conn["fd"].as_i64().is_some(), "{server_conn}");
+    }
     let server_read = stream(&server_run.events, server_pid, "read");
     assert!(server_read.starts_with(b"POST /upload HTTP/1.1\r\n"));
     assert_eq!(body_of(&server_read), post, "the POST body the server read");

@@ -160,6 +160,23 @@ struct GoroutineKey {
 #[map]
 static GOROUTINES: HashMap<GoroutineKey, ActiveCall> = HashMap::with_max_entries(65536, 0);
 
+/// A Go call that entered on a thread and has made no socket syscall yet.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GoPendingFd {
+    goroutine: u64,
+    /// The call's `start_ns`: tells this call from a later one of the same goroutine.
+    start_ns: u64,
+}
+
+/// pid_tgid -> the Go call whose fd the thread's next socket syscall tells. Go makes a call's
+/// first socket syscall on the thread that entered it (a `Read` that finds no data gets
+/// EAGAIN there, then parks, and may resume on another thread: that first syscall already
+/// told the fd). The entry is consumed by that syscall, or removed at the call's return on
+/// the same thread, or when the thread exits.
+#[map]
+static GO_PENDING_FDS: HashMap<u64, GoPendingFd> = HashMap::with_max_entries(65536, 0);
+
 /// (handle, tgid) -> the connection's fd and stream positions. An LRU, because processes that
 /// exit without closing leave entries behind; an evicted connection restarts at offset 0,
 /// which user space notices and counts.
@@ -334,7 +351,7 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
     if spec.abi == abi::GO {
         // SAFETY: ctx.regs points at the probed thread's saved registers.
         let goroutine = unsafe { (*ctx.regs).r14 };
-        go_entered(&spec, &registers, (pid_tgid >> 32) as u32, goroutine);
+        go_entered(&spec, &registers, pid_tgid, goroutine);
         return 0;
     }
     let length_pointer = if spec.length_source == length_source::OUT_POINTER {
@@ -409,7 +426,8 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
 
 /// The entry of a Go call: one call in flight per goroutine (Go's crypto/tls calls do not nest).
 #[inline(always)]
-fn go_entered(spec: &ProbeSpec, registers: &Registers, tgid: u32, goroutine: u64) {
+fn go_entered(spec: &ProbeSpec, registers: &Registers, pid_tgid: u64, goroutine: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
     let key = GoroutineKey {
         goroutine,
         tgid,
@@ -441,6 +459,39 @@ fn go_entered(spec: &ProbeSpec, registers: &Registers, tgid: u32, goroutine: u64
     }
     if GOROUTINES.insert(&key, &call, 0).is_err() {
         count(stat::CALLS_NOT_STORED, 1);
+        return;
+    }
+    // A full table only costs the fd (counted as unknown at the return).
+    let _ = GO_PENDING_FDS.insert(
+        &pid_tgid,
+        &GoPendingFd {
+            goroutine,
+            start_ns: call.start_ns,
+        },
+        0,
+    );
+}
+
+/// A socket syscall on a thread with a pending Go call: that call's fd.
+#[inline(always)]
+fn go_syscall_fd(pid_tgid: u64, fd: i32) {
+    // SAFETY: the value is copied out at once.
+    let Some(pending) = (unsafe { GO_PENDING_FDS.get(&pid_tgid) }).copied() else {
+        return;
+    };
+    let _ = GO_PENDING_FDS.remove(&pid_tgid);
+    let key = GoroutineKey {
+        goroutine: pending.goroutine,
+        tgid: (pid_tgid >> 32) as u32,
+        _padding: 0,
+    };
+    let Some(call) = GOROUTINES.get_ptr_mut(&key) else {
+        return;
+    };
+    // SAFETY: pointer from a successful map lookup, valid for this program run.
+    let call = unsafe { &mut *call };
+    if call.start_ns == pending.start_ns && call.fd < 0 {
+        call.fd = fd;
     }
 }
 
@@ -484,6 +535,13 @@ pub fn probectl_exit(ctx: ProbeContext) -> u32 {
             return 0;
         };
         let _ = GOROUTINES.remove(&key);
+        // A call served without a syscall leaves its thread's pending fd behind.
+        // SAFETY: the value is only compared.
+        if unsafe { GO_PENDING_FDS.get(&pid_tgid) }
+            .is_some_and(|pending| pending.goroutine == goroutine)
+        {
+            let _ = GO_PENDING_FDS.remove(&pid_tgid);
+        }
         return emit_call(cookie, &spec, &call, pid_tgid, rax);
     }
     call_returned(
@@ -860,12 +918,14 @@ const SYSCALL_ARG0: usize = 16;
 pub fn probectl_syscall_fd(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(threads) = THREADS.get_ptr_mut(pid_tgid) else {
+        go_syscall_fd_of(&ctx, pid_tgid);
         return 0;
     };
     // SAFETY: pointer from a successful map lookup, valid for this program run.
     let threads = unsafe { &mut *threads };
     let depth = threads.depth as usize;
     if depth == 0 || depth > MAX_NESTING {
+        go_syscall_fd_of(&ctx, pid_tgid);
         return 0;
     }
     // The innermost call in flight is the one making this syscall.
@@ -881,6 +941,15 @@ pub fn probectl_syscall_fd(ctx: TracePointContext) -> u32 {
         call.fd_mismatch = 1;
     }
     0
+}
+
+/// The Go side of `probectl_syscall_fd`: no System V call is in flight on the thread.
+#[inline(always)]
+fn go_syscall_fd_of(ctx: &TracePointContext, pid_tgid: u64) {
+    // SAFETY: every sys_enter_* record of these syscalls has the fd as its first argument.
+    if let Ok(fd) = unsafe { ctx.read_at::<u64>(SYSCALL_ARG0) } {
+        go_syscall_fd(pid_tgid, fd as i32);
+    }
 }
 
 /// Attached to sys_enter_close: closing the fd of a known connection ends it.
@@ -1090,6 +1159,7 @@ pub fn probectl_free(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn probectl_thread_exit(_ctx: TracePointContext) -> u32 {
     let _ = THREADS.remove(&bpf_get_current_pid_tgid());
+    let _ = GO_PENDING_FDS.remove(&bpf_get_current_pid_tgid());
     0
 }
 
