@@ -118,6 +118,8 @@ fn go_server(build: Build, response: &[u8], tag: &str) -> (Guard, u16, PathBuf) 
         .env("REQUEST_LOG", &request_log)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
+        // wait_for_port's plain TCP probe makes it log a failed handshake.
+        .stderr(Stdio::null())
         .spawn()
         .expect("go server");
     let server = Guard(child);
@@ -399,4 +401,114 @@ fn check_finds_the_functions_of_a_stripped_go_program() {
         "[dir]",
     );
     insta::assert_snapshot!(redact_offsets(&shown));
+}
+
+/// The server's answer to /item/NAME (tests/peers/go_https.go, `itemBody`).
+fn item_body(name: &str) -> Vec<u8> {
+    format!("item {name};").repeat(3000).into_bytes()
+}
+
+/// The bodies of the HTTP/1.1 responses (with Content-Length) one after another in `stream`.
+fn response_bodies(mut stream: &[u8]) -> Vec<Vec<u8>> {
+    let mut bodies = Vec::new();
+    while !stream.is_empty() {
+        let head_end = stream
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .expect("a response head")
+            + 4;
+        let head = String::from_utf8_lossy(&stream[..head_end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("Content-Length: "))
+            .expect("Content-Length")
+            .trim()
+            .parse()
+            .expect("a length");
+        bodies.push(stream[head_end..head_end + length].to_vec());
+        stream = &stream[head_end + length..];
+    }
+    bodies
+}
+
+/// 50 concurrent requests from 50 goroutines over at most 5 connections, GOMAXPROCS=2
+/// (goroutines move between threads): every response body is in the stream of the connection
+/// the client says it used, identified by the local address the client saw.
+#[test]
+fn concurrent_go_requests_land_in_their_own_connections() {
+    let (_server, port, _) = go_server(Build::Normal, b"unused", "parallel");
+    let program = go_https(Build::Normal);
+    let listing = scratch_file("parallel-listing");
+    let run = Trace::start(
+        &["go"],
+        &[
+            program.to_str().expect("path"),
+            "parallel",
+            &port.to_string(),
+            "50",
+            listing.to_str().expect("path"),
+        ],
+    )
+    .wait();
+    assert!(run.status.success(), "{}", run.stderr);
+    // The client's own record: which local address each request went out from.
+    let mut expected: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    let mut expected_requests: HashMap<String, Vec<String>> = HashMap::new();
+    let listing = std::fs::read_to_string(&listing).expect("listing");
+    for line in listing.lines() {
+        let (item, local) = line.split_once(' ').expect("item and address");
+        expected
+            .entry(local.to_string())
+            .or_default()
+            .push(item_body(item));
+        expected_requests
+            .entry(local.to_string())
+            .or_default()
+            .push(format!("GET /item/{item} HTTP/1.1"));
+    }
+    assert_eq!(expected.values().map(Vec::len).sum::<usize>(), 50);
+    let mut captured: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut written: HashMap<String, Vec<u8>> = HashMap::new();
+    for event in &run.events {
+        let conn = &event.json["conn"];
+        let local = conn["local"].as_str().unwrap_or_else(|| panic!("{conn}"));
+        assert_eq!(
+            conn["remote"].as_str(),
+            Some(format!("127.0.0.1:{port}").as_str())
+        );
+        let streams = if event.direction == "read" {
+            &mut captured
+        } else {
+            &mut written
+        };
+        streams
+            .entry(local.to_string())
+            .or_default()
+            .extend(&event.data);
+    }
+    for (local, requests) in &expected_requests {
+        let mut requests = requests.clone();
+        let mut sent: Vec<String> = String::from_utf8_lossy(&written[local])
+            .lines()
+            .filter(|line| line.starts_with("GET "))
+            .map(str::to_string)
+            .collect();
+        requests.sort();
+        sent.sort();
+        assert_eq!(sent, requests, "the requests of connection {local}");
+    }
+    let mut connections: Vec<&String> = expected.keys().collect();
+    connections.sort();
+    let mut seen: Vec<&String> = captured.keys().collect();
+    seen.sort();
+    assert_eq!(seen, connections, "the same connections");
+    for (local, bodies) in &expected {
+        let mut bodies = bodies.clone();
+        let mut got = response_bodies(&captured[local]);
+        bodies.sort();
+        got.sort();
+        assert!(got == bodies, "the bodies of connection {local}");
+    }
+    assert!(run.stderr.contains("losses: none"), "{}", run.stderr);
 }

@@ -14,9 +14,13 @@ mod socket;
 use core::ffi::c_void;
 
 use aya_ebpf::{
+    bindings::pt_regs,
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        bpf_loop, bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_raw,
+        bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{
+            bpf_get_current_task_btf, bpf_probe_read_user as probe_read_user_raw, bpf_task_pt_regs,
+        },
     },
     macros::{map, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -472,13 +476,28 @@ fn go_entered(spec: &ProbeSpec, registers: &Registers, pid_tgid: u64, goroutine:
     );
 }
 
-/// A socket syscall on a thread with a pending Go call: that call's fd.
+/// A socket syscall on a thread with a pending Go call: that call's fd, when the syscall is
+/// the pending goroutine's own. Another goroutine may run on the thread first (the call's
+/// goroutine blocked on a lock before any I/O): its syscalls have another g in R14 and leave
+/// the note alone.
 #[inline(always)]
 fn go_syscall_fd(pid_tgid: u64, fd: i32) {
     // SAFETY: the value is copied out at once.
     let Some(pending) = (unsafe { GO_PENDING_FDS.get(&pid_tgid) }).copied() else {
         return;
     };
+    // The user registers saved at the syscall's entry: R14 is the running goroutine's g
+    // (Go's syscall paths do not touch R14).
+    // SAFETY: helpers without preconditions; bpf_task_pt_regs gets the current task as the
+    // BTF pointer it requires, and returns a pointer into that task's kernel stack, read with
+    // bpf_probe_read_kernel, which checks the address.
+    let goroutine = unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as u64;
+        bpf_probe_read_kernel((regs + core::mem::offset_of!(pt_regs, r14) as u64) as *const u64)
+    };
+    if goroutine != Ok(pending.goroutine) {
+        return;
+    }
     let _ = GO_PENDING_FDS.remove(&pid_tgid);
     let key = GoroutineKey {
         goroutine: pending.goroutine,

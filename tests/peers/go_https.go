@@ -4,6 +4,9 @@
 //	go_https server PORT CERT KEY RESPONSE_FILE   answers every request with RESPONSE_FILE's bytes
 //	                                              and records each request body in REQUEST_LOG (env)
 //	go_https client PORT POST_FILE OUT_FILE       POSTs POST_FILE to /upload, writes the response body
+//	go_https parallel PORT N OUT_FILE             GETs /item/0../item/N-1 from N goroutines over at most
+//	                                              5 connections with GOMAXPROCS=2; writes "i local-address"
+//	                                              per request (the server answers /item/i with itemBody(i))
 //	go_https deep PORT OUT_FILE                   GETs /deep on a tls.Conn of its own, reading 1000
 //	                                              bytes at a time with a deep recursion (stack growth)
 //	                                              before each Read; writes all it read to OUT_FILE and
@@ -18,9 +21,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 )
 
 func must(err error) {
@@ -50,12 +55,23 @@ func recurse(depth int) int {
 	return recurse(depth-1) + int(pad[depth%512])
 }
 
+// itemBody is the server's answer to /item/NAME: 24 KiB or more, more than one TLS record.
+func itemBody(name string) []byte {
+	return []byte(strings.Repeat("item "+name+";", 3000))
+}
+
 func main() {
 	switch os.Args[1] {
 	case "server":
 		response, err := os.ReadFile(os.Args[5])
 		must(err)
 		handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if item := strings.TrimPrefix(r.URL.Path, "/item/"); item != r.URL.Path {
+				body := itemBody(item)
+				w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+				w.Write(body)
+				return
+			}
 			body, err := io.ReadAll(r.Body)
 			must(err)
 			if log := os.Getenv("REQUEST_LOG"); log != "" {
@@ -83,6 +99,39 @@ func main() {
 		must(err)
 		response.Body.Close()
 		must(os.WriteFile(os.Args[4], body, 0600))
+	case "parallel":
+		runtime.GOMAXPROCS(2)
+		count, err := strconv.Atoi(os.Args[3])
+		must(err)
+		transport := client().Transport.(*http.Transport)
+		transport.MaxConnsPerHost = 5
+		shared := &http.Client{Transport: transport}
+		lines := make(chan string, count)
+		for i := 0; i < count; i++ {
+			go func(i int) {
+				var local string
+				trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+					local = info.Conn.LocalAddr().String()
+				}}
+				request, err := http.NewRequest("GET", fmt.Sprintf("https://127.0.0.1:%s/item/%d", os.Args[2], i), nil)
+				must(err)
+				request = request.WithContext(httptrace.WithClientTrace(request.Context(), trace))
+				response, err := shared.Do(request)
+				must(err)
+				body, err := io.ReadAll(response.Body)
+				must(err)
+				response.Body.Close()
+				if !bytes.Equal(body, itemBody(strconv.Itoa(i))) {
+					must(fmt.Errorf("item %d: wrong body", i))
+				}
+				lines <- fmt.Sprintf("%d %s", i, local)
+			}(i)
+		}
+		var listing []byte
+		for i := 0; i < count; i++ {
+			listing = append(listing, (<-lines + "\n")...)
+		}
+		must(os.WriteFile(os.Args[4], listing, 0600))
 	case "deep":
 		// A tls.Conn of its own on a fresh goroutine (8 KiB stack): the handshake runs inside
 		// the first Write, deep enough to grow the stack while the traced call is in flight.
