@@ -512,3 +512,38 @@ fn concurrent_go_requests_land_in_their_own_connections() {
     }
     assert!(run.stderr.contains("losses: none"), "{}", run.stderr);
 }
+
+/// A Go program started while a system-wide trace runs is attached when it execs (it gets a
+/// second before its first TLS call, as the attach report's delay allows) and captured.
+#[test]
+fn a_go_program_started_during_a_system_wide_trace_is_captured() {
+    let _alone = exclusive();
+    let response = payload("system-wide-response", 64 * 1024 + 5);
+    let post = payload("system-wide-post", 10 * 1024 + 1);
+    let (_server, port, _) = go_server(Build::Stripped, &response, "system-wide");
+    let trace = Trace::start(&["go"], &[]);
+    let post_file = scratch_file("system-wide-post");
+    std::fs::write(&post_file, &post).expect("write post");
+    let received = scratch_file("system-wide-received");
+    let client = Command::new(go_https(Build::Stripped))
+        .arg("client")
+        .arg(port.to_string())
+        .arg(&post_file)
+        .arg(&received)
+        .env("GO_HTTPS_DELAY_MS", "1000")
+        .spawn()
+        .expect("go client");
+    let client_pid = client.id();
+    let output = client.wait_with_output().expect("client");
+    assert!(output.status.success());
+    let run = trace.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(std::fs::read(&received).expect("client's record"), response);
+    assert!(
+        run.stderr.contains(&format!("(new in pid {client_pid}")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(body_of(&stream(&run.events, client_pid, "write")), post);
+    assert_eq!(body_of(&stream(&run.events, client_pid, "read")), response);
+}

@@ -4,6 +4,7 @@
 //	go_https server PORT CERT KEY RESPONSE_FILE   answers every request with RESPONSE_FILE's bytes
 //	                                              and records each request body in REQUEST_LOG (env)
 //	go_https client PORT POST_FILE OUT_FILE       POSTs POST_FILE to /upload, writes the response body
+//	                                              (after GO_HTTPS_DELAY_MS milliseconds, if set)
 //	go_https parallel PORT N OUT_FILE             GETs /item/0../item/N-1 from N goroutines over at most
 //	                                              5 connections with GOMAXPROCS=2; writes "i local-address"
 //	                                              per request (the server answers /item/i with itemBody(i))
@@ -26,6 +27,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 )
 
 func must(err error) {
@@ -90,6 +92,12 @@ func main() {
 		}
 		must(server.ListenAndServeTLS(os.Args[3], os.Args[4]))
 	case "client":
+		if delay := os.Getenv("GO_HTTPS_DELAY_MS"); delay != "" {
+			// Time for a system-wide trace to attach to this new program first.
+			ms, err := strconv.Atoi(delay)
+			must(err)
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+		}
 		post, err := os.ReadFile(os.Args[3])
 		must(err)
 		response, err := client().Post("https://127.0.0.1:"+os.Args[2]+"/upload",
