@@ -520,7 +520,8 @@ fn a_go_program_started_during_a_system_wide_trace_is_captured() {
     let _alone = exclusive();
     let response = payload("system-wide-response", 64 * 1024 + 5);
     let post = payload("system-wide-post", 10 * 1024 + 1);
-    let (_server, port, _) = go_server(Build::Stripped, &response, "system-wide");
+    // The server is another executable than the client: the client's file is new to the trace.
+    let (_server, port, _) = go_server(Build::Normal, &response, "system-wide");
     let trace = Trace::start(&["go"], &[]);
     let post_file = scratch_file("system-wide-post");
     std::fs::write(&post_file, &post).expect("write post");
