@@ -104,6 +104,15 @@ fn body_of(stream: &[u8]) -> &[u8] {
 
 /// A go_https server on a free port answering with `response`, recording request bodies.
 fn go_server(build: Build, response: &[u8], tag: &str) -> (Guard, u16, PathBuf) {
+    go_server_with(build, response, tag, &[])
+}
+
+fn go_server_with(
+    build: Build,
+    response: &[u8],
+    tag: &str,
+    env: &[(&str, &str)],
+) -> (Guard, u16, PathBuf) {
     let (cert, key) = cert_and_key();
     let response_file = scratch_file(&format!("{tag}-response"));
     std::fs::write(&response_file, response).expect("write response");
@@ -116,6 +125,7 @@ fn go_server(build: Build, response: &[u8], tag: &str) -> (Guard, u16, PathBuf) 
         .arg(key)
         .arg(&response_file)
         .env("REQUEST_LOG", &request_log)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         // wait_for_port's plain TCP probe makes it log a failed handshake.
@@ -547,4 +557,72 @@ fn a_go_program_started_during_a_system_wide_trace_is_captured() {
     );
     assert_eq!(body_of(&stream(&run.events, client_pid, "write")), post);
     assert_eq!(body_of(&stream(&run.events, client_pid, "read")), response);
+}
+
+/// The payloads of the HTTP/2 DATA frames of stream `stream_id` in a captured stream, in order.
+/// Frames: a 9-byte header (24-bit length, type, flags, 31-bit stream id); DATA is type 0, and
+/// its PADDED flag (0x8) puts a pad length byte first and padding last.
+fn http2_data(mut bytes: &[u8], stream_id: u32) -> Vec<u8> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    if bytes.starts_with(PREFACE) {
+        bytes = &bytes[PREFACE.len()..];
+    }
+    let mut data = Vec::new();
+    while bytes.len() >= 9 {
+        let length = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        let (kind, flags) = (bytes[3], bytes[4]);
+        let id = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff;
+        let payload = &bytes[9..9 + length];
+        if kind == 0 && id == stream_id {
+            if flags & 0x8 != 0 {
+                let pad = payload[0] as usize;
+                data.extend(&payload[1..payload.len() - pad]);
+            } else {
+                data.extend(payload);
+            }
+        }
+        bytes = &bytes[9 + length..];
+    }
+    assert!(bytes.is_empty(), "a partial frame at the end");
+    data
+}
+
+/// Go's default HTTP/2 (ALPN h2) between a Go client and server: the client's stream is the
+/// HTTP/2 connection, whose DATA frames carry exactly the body the server answers with.
+#[test]
+fn go_http2_client_and_server() {
+    let (server, port, _) =
+        go_server_with(Build::Normal, b"unused", "h2", &[("GO_HTTPS_HTTP2", "1")]);
+    let server_pid = server.pid().to_string();
+    let server_trace = Trace::start(&["go", "--pid", &server_pid], &[]);
+    let received = scratch_file("h2-received");
+    let program = go_https(Build::Stripped);
+    let client = Trace::start(
+        &["go"],
+        &[
+            program.to_str().expect("path"),
+            "h2",
+            &port.to_string(),
+            "http2-body",
+            received.to_str().expect("path"),
+        ],
+    )
+    .wait();
+    let server_run = server_trace.stop();
+    assert!(client.status.success(), "{}", client.stderr);
+    let body = item_body("http2-body");
+    assert_eq!(std::fs::read(&received).expect("client's record"), body);
+    let client_pid = command_pid(&client.stderr);
+    let written = stream(&client.events, client_pid, "write");
+    assert!(written.starts_with(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+    assert_eq!(
+        http2_data(&stream(&client.events, client_pid, "read"), 1),
+        body,
+        "the body in the DATA frames the client read"
+    );
+    assert_eq!(
+        http2_data(&stream(&server_run.events, server.pid(), "write"), 1),
+        body,
+        "the body in the DATA frames the server wrote"
+    );
 }

@@ -8,6 +8,8 @@
 //	go_https parallel PORT N OUT_FILE             GETs /item/0../item/N-1 from N goroutines over at most
 //	                                              5 connections with GOMAXPROCS=2; writes "i local-address"
 //	                                              per request (the server answers /item/i with itemBody(i))
+//	go_https h2 PORT NAME OUT_FILE                GETs /item/NAME over HTTP/2 (the server started with
+//	                                              GO_HTTPS_HTTP2=1 offers it), writes the body
 //	go_https deep PORT OUT_FILE                   GETs /deep on a tls.Conn of its own, reading 1000
 //	                                              bytes at a time with a deep recursion (stack growth)
 //	                                              before each Read; writes all it read to OUT_FILE and
@@ -90,6 +92,10 @@ func main() {
 			Handler:      handler,
 			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		}
+		if os.Getenv("GO_HTTPS_HTTP2") != "" {
+			// Go's default: HTTP/2 when the client offers it.
+			server.TLSNextProto = nil
+		}
 		must(server.ListenAndServeTLS(os.Args[3], os.Args[4]))
 	case "client":
 		if delay := os.Getenv("GO_HTTPS_DELAY_MS"); delay != "" {
@@ -140,6 +146,20 @@ func main() {
 			listing = append(listing, (<-lines + "\n")...)
 		}
 		must(os.WriteFile(os.Args[4], listing, 0600))
+	case "h2":
+		// Go's default HTTP/2 client (ALPN h2).
+		transport := &http.Transport{
+			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+			ForceAttemptHTTP2: true,
+		}
+		response, err := (&http.Client{Transport: transport}).Get("https://127.0.0.1:" + os.Args[2] + "/item/" + os.Args[3])
+		must(err)
+		if response.ProtoMajor != 2 {
+			must(fmt.Errorf("not HTTP/2: %s", response.Proto))
+		}
+		body, err := io.ReadAll(response.Body)
+		must(err)
+		must(os.WriteFile(os.Args[4], body, 0600))
 	case "deep":
 		// A tls.Conn of its own on a fresh goroutine (8 KiB stack): the handshake runs inside
 		// the first Write, deep enough to grow the stack while the traced call is in flight.
