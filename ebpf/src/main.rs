@@ -535,39 +535,44 @@ pub fn probectl_exit(ctx: ProbeContext) -> u32 {
     let Some(spec) = PROBE_SPECS.get(cookie as u32).copied() else {
         return 0;
     };
-    if spec.abi == abi::GO {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // One emit_call site per program: each inlined copy adds to the verifier's work and stack.
+    let call = if spec.abi == abi::GO {
         // A `ret` of a Go function: the call is the goroutine's (R14), whatever the thread or
         // the stack pointer now.
-        let pid_tgid = bpf_get_current_pid_tgid();
-        if !in_scope((pid_tgid >> 32) as u32) {
-            return 0;
-        }
         // SAFETY: ctx.regs points at the probed thread's saved registers.
-        let goroutine = unsafe { (*ctx.regs).r14 };
-        let key = GoroutineKey {
-            goroutine,
-            tgid: (pid_tgid >> 32) as u32,
-            _padding: 0,
-        };
-        // SAFETY: the value is copied out at once.
-        let Some(call) = (unsafe { GOROUTINES.get(&key) }).copied() else {
-            return 0;
-        };
-        let _ = GOROUTINES.remove(&key);
-        // A call served without a syscall leaves its thread's pending fd behind.
-        // SAFETY: the value is only compared.
-        if unsafe { GO_PENDING_FDS.get(&pid_tgid) }
-            .is_some_and(|pending| pending.goroutine == goroutine)
-        {
-            let _ = GO_PENDING_FDS.remove(&pid_tgid);
-        }
-        return emit_call(cookie, &spec, &call, pid_tgid, rax);
+        go_call_returned(pid_tgid, unsafe { (*ctx.regs).r14 })
+    } else {
+        thread_call_returned(
+            pid_tgid,
+            sp.wrapping_sub(spec.exit_stack_offset as i64 as u64),
+        )
+    };
+    let Some(call) = call else {
+        return 0;
+    };
+    emit_call(cookie, &spec, &call, pid_tgid, rax)
+}
+
+/// Takes the goroutine's Go call in flight, if any.
+#[inline(always)]
+fn go_call_returned(pid_tgid: u64, goroutine: u64) -> Option<ActiveCall> {
+    let key = GoroutineKey {
+        goroutine,
+        tgid: (pid_tgid >> 32) as u32,
+        _padding: 0,
+    };
+    // SAFETY: the value is copied out at once.
+    let call = (unsafe { GOROUTINES.get(&key) }).copied()?;
+    let _ = GOROUTINES.remove(&key);
+    // A call served without a syscall leaves its thread's pending fd behind.
+    // SAFETY: the value is only compared.
+    if unsafe { GO_PENDING_FDS.get(&pid_tgid) }
+        .is_some_and(|pending| pending.goroutine == goroutine)
+    {
+        let _ = GO_PENDING_FDS.remove(&pid_tgid);
     }
-    call_returned(
-        cookie,
-        sp.wrapping_sub(spec.exit_stack_offset as i64 as u64),
-        rax,
-    )
+    Some(call)
 }
 
 /// The return logic both return programs share: finds the call entered with stack pointer
@@ -576,9 +581,20 @@ pub fn probectl_exit(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(threads) = THREADS.get_ptr_mut(pid_tgid) else {
+    let Some(call) = thread_call_returned(pid_tgid, entry_sp) else {
         return 0;
     };
+    let Some(spec) = PROBE_SPECS.get(cookie as u32).copied() else {
+        return 0;
+    };
+    emit_call(cookie, &spec, &call, pid_tgid, rax)
+}
+
+/// Takes the thread's call entered with stack pointer `entry_sp` off its stack of calls in
+/// flight (and any abandoned above it), if there is one.
+#[inline(always)]
+fn thread_call_returned(pid_tgid: u64, entry_sp: u64) -> Option<ActiveCall> {
+    let threads = THREADS.get_ptr_mut(pid_tgid)?;
     // SAFETY: pointer from a successful map lookup, valid for this program run.
     let threads = unsafe { &mut *threads };
     // Find our frame, innermost first; it and anything above it are done.
@@ -595,19 +611,14 @@ fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
             break;
         }
     }
-    let Some(call) = found else {
-        return 0;
-    };
+    let call = found?;
     // Frames above ours never returned (they were entered after us and left without a return).
     let abandoned = (threads.depth as usize).min(MAX_NESTING) - depth - 1;
     if abandoned > 0 {
         count(stat::RETURNS_MISSED, abandoned as u64);
     }
     threads.depth = depth as u32;
-    let Some(spec) = PROBE_SPECS.get(cookie as u32).copied() else {
-        return 0;
-    };
-    emit_call(cookie, &spec, &call, pid_tgid, rax)
+    Some(call)
 }
 
 /// Reads a returned call's length and emits its chunks. `rax` is the return value register.
