@@ -233,6 +233,91 @@ pub fn version_number(version: &str) -> Option<(u32, u32)> {
 mod tests {
     use super::*;
 
+    /// A pclntab of `magic`'s layout with functions "a" at 0x1000 (0x40 bytes) and "bb" at
+    /// 0x1040 (0x20 bytes), text ending at 0x1060, text starting at 0x1000.
+    fn synthetic_pclntab(magic: u32) -> Vec<u8> {
+        let old = magic == MAGIC_GO116;
+        let words = if old { 7 } else { 8 };
+        let header_len = 8 + 8 * words;
+        let names: &[u8] = b"a\0bb\0";
+        let funcname_offset = header_len;
+        let functab_offset = funcname_offset + names.len();
+        let entry_size = if old { 16 } else { 8 };
+        let funcs_at = 3 * entry_size; // two functions and the end entry
+        let func_size = if old { 12 } else { 8 };
+        let mut table = Vec::new();
+        table.extend(magic.to_le_bytes());
+        table.extend([0, 0, 1, 8]);
+        let mut header_words = vec![2u64, 0];
+        if !old {
+            header_words.push(0x1000);
+        }
+        header_words.extend([funcname_offset as u64, 0, 0, 0, functab_offset as u64]);
+        for word in header_words {
+            table.extend(word.to_le_bytes());
+        }
+        table.extend(names);
+        let entries = [
+            (0x1000u64, funcs_at),
+            (0x1040, funcs_at + func_size),
+            (0x1060, 0),
+        ];
+        for (address, func) in entries {
+            if old {
+                table.extend(address.to_le_bytes());
+                table.extend((func as u64).to_le_bytes());
+            } else {
+                table.extend(((address - 0x1000) as u32).to_le_bytes());
+                table.extend((func as u32).to_le_bytes());
+            }
+        }
+        for (address, name_offset) in [(0x1000u64, 0u32), (0x1040, 2)] {
+            if old {
+                table.extend(address.to_le_bytes());
+            } else {
+                table.extend(((address - 0x1000) as u32).to_le_bytes());
+            }
+            table.extend(name_offset.to_le_bytes());
+        }
+        table.resize(table.len() + 64, 0);
+        table
+    }
+
+    #[test]
+    fn pclntabs_of_every_known_layout_are_read() {
+        for magic in [MAGIC_GO116, MAGIC_GO118, MAGIC_GO120] {
+            let table = synthetic_pclntab(magic);
+            let pclntab = Pclntab::parse(&table, 0).expect("a pclntab");
+            let mut found = pclntab.functions(&["bb", "a", "absent"]);
+            found.sort_by(|x, y| x.0.cmp(&y.0));
+            assert_eq!(
+                found,
+                [
+                    (
+                        "a".to_string(),
+                        GoFunction {
+                            address: 0x1000,
+                            size: 0x40
+                        }
+                    ),
+                    (
+                        "bb".to_string(),
+                        GoFunction {
+                            address: 0x1040,
+                            size: 0x20
+                        }
+                    ),
+                ],
+                "magic {magic:#x}"
+            );
+            // Found by its header inside other data, as in a PIE's .data.rel.ro.
+            let mut data = vec![0xab; 24];
+            data.extend(&table);
+            assert_eq!(find_pclntab(&data), Some(24));
+        }
+        assert!(Pclntab::parse(b"\xfb\xff\xff\xff\0\0\x01\x08", 0).is_none());
+    }
+
     #[test]
     fn versions_are_read_as_numbers() {
         assert_eq!(version_number("go1.19.8"), Some((1, 19)));
