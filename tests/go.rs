@@ -142,11 +142,30 @@ fn go_server_with(
 /// stream is compared with what its peer was given to send.
 fn https_exchange(build: Build) {
     let tag = format!("{build:?}");
-    let response = payload(&format!("{tag}-response"), 1024 * 1024 + 17);
+    // 8 MiB through the normal build: thousands of calls, several chunks each.
+    let response_len = if build == Build::Normal {
+        8 * 1024 * 1024 + 17
+    } else {
+        1024 * 1024 + 17
+    };
+    let response = payload(&format!("{tag}-response"), response_len);
     let post = payload(&format!("{tag}-post"), 200 * 1024 + 3);
     let (server, port, request_log) = go_server(build, &response, &tag);
     let server_pid = server.pid().to_string();
-    let server_trace = Trace::start(&["go", "--pid", &server_pid], &[]);
+    // net/http hands the whole response body to one (*Conn).Write: let the call be captured
+    // whole (the default --max-bytes is 1 MiB).
+    let server_trace = Trace::start(
+        &[
+            "go",
+            "--pid",
+            &server_pid,
+            "--max-bytes",
+            "16777216",
+            "--ring-bytes",
+            "67108864",
+        ],
+        &[],
+    );
     let post_file = scratch_file(&format!("{tag}-post"));
     std::fs::write(&post_file, &post).expect("write post");
     let received = scratch_file(&format!("{tag}-received"));
@@ -179,10 +198,18 @@ fn https_exchange(build: Build) {
     assert_eq!(body_of(&written), post, "the client's POST body");
     let read = stream(&client.events, client_pid, "read");
     assert!(read.starts_with(b"HTTP/1.1 200 OK\r\n"));
-    assert_eq!(
+    let same = |got: &[u8], want: &[u8], what: &str| {
+        assert!(
+            got == want,
+            "{what}: {} bytes captured, {} expected",
+            got.len(),
+            want.len()
+        );
+    };
+    same(
         body_of(&read),
-        response,
-        "the response body the client read"
+        &response,
+        "the response body the client read",
     );
     // One connection, keyed by the *tls.Conn.
     let client_events: Vec<&Event> = client
@@ -232,10 +259,15 @@ fn https_exchange(build: Build) {
     assert_eq!(body_of(&server_read), post, "the POST body the server read");
     let server_written = stream(&server_run.events, server_pid, "write");
     assert!(server_written.starts_with(b"HTTP/1.1 200 OK\r\n"));
-    assert_eq!(
+    same(
         body_of(&server_written),
-        response,
-        "the response body the server wrote"
+        &response,
+        "the response body the server wrote",
+    );
+    assert!(
+        server_run.stderr.contains("losses: none"),
+        "{}",
+        server_run.stderr
     );
     assert!(
         client.stderr.contains("(Go 1."),
