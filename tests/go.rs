@@ -555,8 +555,8 @@ fn concurrent_go_requests_land_in_their_own_connections() {
     assert!(run.stderr.contains("losses: none"), "{}", run.stderr);
 }
 
-/// A Go program started while a system-wide trace runs is attached when it execs (it gets a
-/// second before its first TLS call, as the attach report's delay allows) and captured.
+/// A Go program started while a system-wide trace runs is attached when it execs (it is held
+/// until the trace reports the attach) and captured.
 #[test]
 fn a_go_program_started_during_a_system_wide_trace_is_captured() {
     let _alone = exclusive();
@@ -568,25 +568,36 @@ fn a_go_program_started_during_a_system_wide_trace_is_captured() {
     let post_file = scratch_file("system-wide-post");
     std::fs::write(&post_file, &post).expect("write post");
     let received = scratch_file("system-wide-received");
-    let client = Command::new(go_https(Build::Stripped))
+    let mut client = Command::new(go_https(Build::Stripped))
         .arg("client")
         .arg(port.to_string())
         .arg(&post_file)
         .arg(&received)
-        .env("GO_HTTPS_DELAY_MS", "1000")
+        .env("GO_HTTPS_WAIT_STDIN", "1")
+        .stdin(Stdio::piped())
         .spawn()
         .expect("go client");
     let client_pid = client.id();
+    let attached = format!("(new in pid {client_pid}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !trace.stderr_text().contains(&attached) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new Go program was never attached:\n{}",
+            trace.stderr_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    {
+        use std::io::Write as _;
+        let mut stdin = client.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("release the client");
+    }
     let output = client.wait_with_output().expect("client");
     assert!(output.status.success());
     let run = trace.stop();
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(std::fs::read(&received).expect("client's record"), response);
-    assert!(
-        run.stderr.contains(&format!("(new in pid {client_pid}")),
-        "{}",
-        run.stderr
-    );
     assert_eq!(body_of(&stream(&run.events, client_pid, "write")), post);
     assert_eq!(body_of(&stream(&run.events, client_pid, "read")), response);
 }

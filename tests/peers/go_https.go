@@ -4,7 +4,7 @@
 //	go_https server PORT CERT KEY RESPONSE_FILE   answers every request with RESPONSE_FILE's bytes
 //	                                              and records each request body in REQUEST_LOG (env)
 //	go_https client PORT POST_FILE OUT_FILE       POSTs POST_FILE to /upload, writes the response body
-//	                                              (after GO_HTTPS_DELAY_MS milliseconds, if set)
+//	                                              (with GO_HTTPS_WAIT_STDIN set: after a line on stdin)
 //	go_https parallel PORT N OUT_FILE             GETs /item/0../item/N-1 from N goroutines over at most
 //	                                              5 connections with GOMAXPROCS=2; writes "i local-address"
 //	                                              per request (the server answers /item/i with itemBody(i))
@@ -17,6 +17,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
@@ -29,7 +30,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"time"
 )
 
 func must(err error) {
@@ -98,11 +98,10 @@ func main() {
 		}
 		must(server.ListenAndServeTLS(os.Args[3], os.Args[4]))
 	case "client":
-		if delay := os.Getenv("GO_HTTPS_DELAY_MS"); delay != "" {
-			// Time for a system-wide trace to attach to this new program first.
-			ms, err := strconv.Atoi(delay)
+		if os.Getenv("GO_HTTPS_WAIT_STDIN") != "" {
+			// Held until told (a line on stdin): a system-wide trace attaches first.
+			_, err := bufio.NewReader(os.Stdin).ReadString('\n')
 			must(err)
-			time.Sleep(time.Duration(ms) * time.Millisecond)
 		}
 		post, err := os.ReadFile(os.Args[3])
 		must(err)
