@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     probectl_openssl::register();
     probectl_boringssl::register();
     probectl_gnutls::register();
+    probectl_go::register();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return exit::usage(error),

@@ -23,6 +23,22 @@ pub mod direction {
     pub const READ: u8 = 1;
 }
 
+/// The calling convention of a probed function: which registers hold its arguments and results,
+/// and how a call is matched to its return.
+pub mod abi {
+    /// System V x86-64: arguments in RDI, RSI, RDX, RCX, R8, R9, the result in RAX; calls are
+    /// per thread, matched by the stack pointer.
+    pub const SYSV: u8 = 0;
+    /// Go's register ABI (amd64, Go >= 1.17): integer arguments and results in RAX, RBX, RCX,
+    /// RDI, RSI, R8, R9, R10, R11; the current goroutine in R14. Calls are per goroutine (a
+    /// goroutine blocked in a call may resume on another thread, and its stack may move), and
+    /// return where the function's `ret` instructions are probed (never a uretprobe).
+    pub const GO: u8 = 1;
+}
+
+/// Argument registers a spec may name: nine for Go's ABI, six for System V.
+pub const MAX_ARGUMENT_REGISTERS: usize = 9;
+
 /// What a spec's return value is: decides how the return register is sign-extended.
 pub mod return_width {
     /// `int`: only the low 32 bits of the register are defined.
@@ -69,7 +85,9 @@ pub struct ProbeSpec {
     pub vector_base_offset: u8,
     pub vector_length_offset: u8,
     pub vector_length_size: u8,
-    pub _padding: [u8; 3],
+    /// One of [`abi`].
+    pub abi: u8,
+    pub _padding: [u8; 2],
     /// The stack pointer at the entry point minus its value at the function's first
     /// instruction (0 for the classic entry uprobe; e.g. -0x18 after a `sub $0x18,%rsp`). The
     /// entry program keys a call by the function-entry stack pointer, whatever its placement.
@@ -303,7 +321,8 @@ pub mod stat {
     pub const RECORDS_LOST: u32 = 6;
     /// Calls not traced because their thread was already inside too many traced calls.
     pub const NESTING_OVERFLOWS: u32 = 7;
-    /// Calls not traced because the table of threads in traced calls was full.
+    /// Calls not traced because the table of threads (or, for Go, goroutines) in traced calls
+    /// was full.
     pub const CALLS_NOT_STORED: u32 = 8;
     /// Calls whose entry was recorded but whose return was never seen (the thread left the
     /// function another way: longjmp, an exception, a thread cancelled).

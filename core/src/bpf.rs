@@ -398,6 +398,15 @@ impl Tracer {
                         .chain(exits.iter().map(|exit| (EXIT_PROGRAM, exit.file_offset)))
                         .collect()
                 }
+                (Placement::Returns { .. }, Role::End) => vec![(END_PROGRAM, planned.offset)],
+                // Entry at the first instruction, the exit program on every `ret`.
+                (Placement::Returns { exits }, Role::Data) => {
+                    std::iter::once((ENTRY_PROGRAM, planned.offset))
+                        .chain(exits.iter().map(|exit| (EXIT_PROGRAM, exit.file_offset)))
+                        .collect()
+                }
+                // Planning skips these; nothing is attached.
+                (Placement::Refused { .. }, _) => Vec::new(),
             };
             for (name, file_offset) in uprobes {
                 let Some(program) = self.ebpf.program_mut(name) else {

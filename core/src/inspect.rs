@@ -9,7 +9,7 @@ use crate::discovery::{self, DiscoveryError, TargetFile};
 use crate::placement::{Placement, PlacementMode};
 use crate::plan::{self, Assessment, Outcome, Via};
 use crate::plugin::plugin_for;
-use crate::spec::{Group, LengthRef, Probe, ReturnType, Role, SpecError, SpecFile};
+use crate::spec::{Abi, Group, LengthRef, Probe, ReturnType, Role, SpecError, SpecFile};
 use crate::symbols::SymbolCache;
 
 #[derive(Debug, thiserror::Error)]
@@ -158,10 +158,15 @@ fn describe_probe(probe: &Probe) -> String {
                 let _ = write!(text, "  length=*arg{arg}");
             }
         }
-        text.push_str(match probe.returns {
-            ReturnType::Int => "  returns=int",
-            ReturnType::Ssize => "  returns=ssize_t",
+        text.push_str(match (probe.abi, probe.returns) {
+            // Go's int is 64 bits.
+            (Abi::Go, _) => "  returns=int (Go, 64-bit)",
+            (Abi::SystemV, ReturnType::Int) => "  returns=int",
+            (Abi::SystemV, ReturnType::Ssize) => "  returns=ssize_t",
         });
+    }
+    if probe.abi == Abi::Go {
+        text.push_str("  abi=go");
     }
     if let Some(filter) = &probe.only_if {
         let mut place = format!("arg{}", filter.argument.0);

@@ -8,6 +8,7 @@ pub mod control;
 pub mod discovery;
 pub mod events;
 pub mod features;
+pub mod gosym;
 pub mod http;
 pub mod inspect;
 pub mod output;

@@ -50,7 +50,7 @@ use iced_x86::{
     OpKind, Register,
 };
 
-use crate::spec::{LengthRef, Probe, Role};
+use crate::spec::{Abi, LengthRef, Probe, Role};
 use crate::symbols::{ElfFile, FileId, FunctionSymbol, SymbolCache};
 
 /// How probes are placed: `--placement classic|auto`.
@@ -82,6 +82,13 @@ pub enum Placement {
     /// Plain uprobes on emulated instructions: one entry point, one or more exit points (all
     /// at the same stack offset).
     Emulated { entry: Site, exits: Vec<Site> },
+    /// A plain uprobe at the function's first instruction and one on every `ret` instruction
+    /// (specs with `abi = "go"`: a uretprobe rewrites the return address on the stack, and Go
+    /// copies goroutine stacks when they grow, so a Go program would crash on it).
+    Returns { exits: Vec<Site> },
+    /// The function cannot be probed safely (a Go function whose returns cannot all be
+    /// found): the probe is skipped, with the reason.
+    Refused { reason: String },
 }
 
 impl Placement {
@@ -107,6 +114,14 @@ impl fmt::Display for Placement {
                     .collect();
                 write!(f, "emulated +{:#x}/{}", entry.offset, exits.join(","))
             }
+            Placement::Returns { exits } => {
+                let exits: Vec<String> = exits
+                    .iter()
+                    .map(|exit| format!("+{:#x}", exit.offset))
+                    .collect();
+                write!(f, "entry +0x0, ret {}", exits.join(","))
+            }
+            Placement::Refused { reason } => write!(f, "not probed: {reason}"),
         }
     }
 }
@@ -211,6 +226,22 @@ fn place_entry(
     }
 }
 
+/// Places the probes of a Go function `symbol` of `path` (see [`place_returns`]).
+fn go_placement(path: &Path, symbol: &str) -> Placement {
+    let refuse = |reason: String| Placement::Refused { reason };
+    let elf = match ElfFile::open(path) {
+        Ok(elf) => elf,
+        Err(error) => return refuse(format!("cannot read the file: {error}")),
+    };
+    match elf.functions(&[symbol]) {
+        Ok(mut found) => match found.remove(symbol) {
+            Some(function) => place_returns(elf.bytes(), &function),
+            None => refuse("symbol not found".into()),
+        },
+        Err(error) => refuse(format!("cannot read the file: {error}")),
+    }
+}
+
 /// Places the probes of one function whose code is in `file` (the whole ELF file's bytes).
 pub fn place_function(
     file: &[u8],
@@ -289,6 +320,54 @@ pub fn entry_only(
         }
     }
     Err("no emulated instruction in the function".into())
+}
+
+/// Places a Go function's probes (see [`Placement::Returns`]): its first instruction, and
+/// every `ret` instruction found by decoding the function linearly over its size. Any jump out
+/// of the function other than a call would be a return path without a `ret`: refused.
+pub fn place_returns(file: &[u8], function: &FunctionSymbol) -> Placement {
+    let refuse = |reason: String| Placement::Refused { reason };
+    if function.size == 0 {
+        return refuse("the symbol has no size".into());
+    }
+    let start = function.file_offset as usize;
+    let Some(code) = start
+        .checked_add(function.size as usize)
+        .filter(|_| function.in_file)
+        .and_then(|end| file.get(start..end))
+    else {
+        return refuse("the function's code is not all in the file".into());
+    };
+    let instructions = match decode(code, function.address) {
+        Ok(instructions) => instructions,
+        Err(reason) => return refuse(reason),
+    };
+    let end = function.address + function.size;
+    let mut exits = Vec::new();
+    for instruction in &instructions {
+        let offset = instruction.ip() - function.address;
+        match instruction.flow_control() {
+            FlowControl::Return => exits.push(Site {
+                offset,
+                file_offset: function.file_offset + offset,
+                stack_offset: 0,
+            }),
+            FlowControl::IndirectBranch => {
+                return refuse(format!("an indirect jump at +{offset:#x}"));
+            }
+            FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch => {
+                let target = instruction.near_branch_target();
+                if target < function.address || target >= end {
+                    return refuse(format!("a jump out of the function at +{offset:#x}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    if exits.is_empty() {
+        return refuse("no ret instruction".into());
+    }
+    Placement::Returns { exits }
 }
 
 /// Entry and exit points as (offset from the function start, stack offset).
@@ -799,13 +878,18 @@ impl SymbolCache {
         if let Some(known) = self.placements.get(&key) {
             return known.clone();
         }
-        let placement = place(
-            path,
-            &probe.symbol,
-            &arguments,
-            self.placement_mode,
-            entry_only,
-        );
+        let placement = if probe.abi == Abi::Go {
+            // Whatever the placement mode: a uretprobe is never safe in Go.
+            go_placement(path, &probe.symbol)
+        } else {
+            place(
+                path,
+                &probe.symbol,
+                &arguments,
+                self.placement_mode,
+                entry_only,
+            )
+        };
         self.placements.insert(key, placement.clone());
         placement
     }

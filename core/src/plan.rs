@@ -467,12 +467,15 @@ fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut Sy
     let file_index = plan.files.len();
     for (probe, offset) in group.probes.iter().zip(offsets) {
         match offset {
-            Some(offset) => plan.probes.push(PlannedProbe {
-                file_index,
-                probe: probe.clone(),
-                offset,
-                placement: cache.placement(file.id, &file.host_path, probe),
-            }),
+            Some(offset) => match cache.placement(file.id, &file.host_path, probe) {
+                Placement::Refused { reason } => skip(plan, Some(&probe.symbol), reason),
+                placement => plan.probes.push(PlannedProbe {
+                    file_index,
+                    probe: probe.clone(),
+                    offset,
+                    placement,
+                }),
+            },
             None => skip(
                 plan,
                 Some(&probe.symbol),

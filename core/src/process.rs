@@ -396,7 +396,8 @@ impl RunningCommand {
     /// Watches, from the release on, whether the command maps any of `files` (what the plan
     /// attached for `groups`, found by looking for `looked_for`), so that a command that maps
     /// none gets a warning at the end ([`RunningCommand::warn_if_untraceable`]). A Go program
-    /// is told at once: Go's crypto/tls is no library a group names.
+    /// that no group attached (no `go` group in the run) is told at once: Go's crypto/tls is in
+    /// the executable, not in a library.
     pub fn watch_libraries(
         &mut self,
         executable: &Path,
@@ -405,9 +406,14 @@ impl RunningCommand {
         looked_for: String,
     ) {
         if is_go_program(executable) {
+            // Traced when a group with `abi = "go"` attached the executable itself.
+            if FileId::of(executable).is_ok_and(|id| files.contains(&id)) {
+                return;
+            }
             eprintln!(
                 "probectl: warning: {} is a Go program: Go does its TLS in its own crypto/tls, \
-                 not in a library of {groups} (Go is not supported yet): its traffic will not be captured",
+                 not in a library of {groups}: its traffic will not be captured (the go group \
+                 traces it: `probectl run go` or `run all`)",
                 executable.display()
             );
             return;

@@ -112,6 +112,19 @@ pub(crate) fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_s
             .iter()
             .filter(|probe| matches!(probe.placement, Placement::Emulated { .. }))
             .count();
+        // Go functions: exits on every `ret` (no uretprobe), said so.
+        let at_rets = probes
+            .iter()
+            .filter(|probe| {
+                matches!(probe.placement, Placement::Returns { .. })
+                    && probe.probe.role == crate::spec::Role::Data
+            })
+            .count();
+        let at_rets = if at_rets > 0 {
+            format!(", {at_rets} returning at every ret")
+        } else {
+            String::new()
+        };
         let count = probes.len();
         let version = file
             .version
@@ -119,7 +132,7 @@ pub(crate) fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_s
             .map(|v| format!(" ({v})"))
             .unwrap_or_default();
         eprintln!(
-            "probectl: [{}] {}{version}: {count} probes{note} ({emulated} emulated)",
+            "probectl: [{}] {}{version}: {count} probes{note} ({emulated} emulated{at_rets})",
             file.group,
             file.file.describe()
         );

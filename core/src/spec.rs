@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use probectl_common::{
-    direction, length_source, return_width, ProbeSpec, ARG_NONE, FILTER_MAX_POINTERS,
+    abi, direction, length_source, return_width, ProbeSpec, ARG_NONE, FILTER_MAX_POINTERS,
 };
 use serde::Deserialize;
 
@@ -18,8 +18,28 @@ pub const DEFAULT_SPECS: &str = include_str!("../../probes.toml");
 /// The name the embedded specs are reported under.
 pub const DEFAULT_SPECS_NAME: &str = "probes.toml (built in)";
 
-/// Argument registers a probe may name: the System V x86-64 integer argument registers.
-const MAX_ARGS: u8 = 6;
+/// Argument registers a probe may name: Go's register ABI has nine integer argument registers
+/// (`arg0`..`arg8`), System V x86-64 six (`arg0`..`arg5`, checked by `validate`).
+const MAX_ARGS: u8 = probectl_common::MAX_ARGUMENT_REGISTERS as u8;
+/// System V x86-64 integer argument registers.
+const SYSV_ARGS: u8 = 6;
+
+/// The calling convention of a group's functions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Abi {
+    /// System V x86-64 (C): `arg0`..`arg5` are RDI, RSI, RDX, RCX, R8, R9; the return value is
+    /// RAX. Calls are matched to their returns per thread, by the stack pointer.
+    #[default]
+    #[serde(rename = "sysv")]
+    SystemV,
+    /// Go's register ABI (amd64, Go >= 1.17): `arg0`..`arg8` are RAX, RBX, RCX, RDI, RSI, R8,
+    /// R9, R10, R11, a `[]byte` takes three (pointer, length, capacity), the first result is
+    /// RAX (a 64-bit `int`). Calls are per goroutine (R14), and their returns are probed at
+    /// every `ret` of the function, found by disassembly: never a uretprobe, which would
+    /// crash a Go program whose goroutine stack moves.
+    #[serde(rename = "go")]
+    Go,
+}
 
 /// Errors in reading or validating a spec file.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +88,9 @@ pub struct Group {
     /// (static linking, e.g. node).
     #[serde(default)]
     pub executables: bool,
+    /// The calling convention of the group's functions (`"sysv"`, the default, or `"go"`).
+    #[serde(default)]
+    pub abi: Abi,
     /// The data probes, then (after parsing) the lifecycle probes of `[[group.end]]`.
     #[serde(rename = "probe", default)]
     pub probes: Vec<Probe>,
@@ -128,6 +151,9 @@ pub struct Probe {
     /// Data probe, or lifecycle function (from `[[group.end]]`).
     #[serde(skip)]
     pub role: Role,
+    /// The group's calling convention (copied from the group when parsed).
+    #[serde(skip)]
+    pub abi: Abi,
 }
 
 impl From<EndProbe> for Probe {
@@ -144,6 +170,7 @@ impl From<EndProbe> for Probe {
             only_if: end.only_if,
             vector: None,
             role: Role::End,
+            abi: Abi::SystemV,
         }
     }
 }
@@ -265,9 +292,10 @@ impl Probe {
                 Direction::Read => direction::READ,
                 Direction::Write => direction::WRITE,
             },
-            return_width: match self.returns {
-                ReturnType::Int => return_width::INT32,
-                ReturnType::Ssize => return_width::INT64,
+            return_width: match (self.abi, self.returns) {
+                // Go's `int` is 64 bits.
+                (Abi::Go, _) | (_, ReturnType::Ssize) => return_width::INT64,
+                (Abi::SystemV, ReturnType::Int) => return_width::INT32,
             },
             filter_arg: ARG_NONE,
             filter_pointers: 0,
@@ -279,7 +307,11 @@ impl Probe {
             vector_base_offset: 0,
             vector_length_offset: 0,
             vector_length_size: 0,
-            _padding: [0; 3],
+            abi: match self.abi {
+                Abi::SystemV => abi::SYSV,
+                Abi::Go => abi::GO,
+            },
+            _padding: [0; 2],
             entry_stack_offset: 0,
             exit_stack_offset: 0,
         };
@@ -324,6 +356,9 @@ impl SpecFile {
         for group in &mut specs.groups {
             let ends = std::mem::take(&mut group.ends);
             group.probes.extend(ends.into_iter().map(Probe::from));
+            for probe in &mut group.probes {
+                probe.abi = group.abi;
+            }
         }
         Ok(specs)
     }
@@ -416,6 +451,42 @@ impl SpecFile {
                     return Err(invalid(format!(
                         "group \"{}\", end {}: only_if follows at most {FILTER_MAX_POINTERS} pointers (found {})",
                         group.name, end.symbol, filter.pointers.len()
+                    )));
+                }
+            }
+            if group.abi == Abi::SystemV {
+                let registers = group.probes.iter().flat_map(|probe| {
+                    let mut used = vec![probe.buffer.0];
+                    used.extend(probe.connection.map(|arg| arg.0));
+                    if let LengthRef::OutPointer(arg) = probe.length {
+                        used.push(arg);
+                    }
+                    used.extend(probe.vector.map(|vector| vector.count.0));
+                    used.extend(probe.only_if.as_ref().map(|filter| filter.argument.0));
+                    used
+                });
+                let ends = group.ends.iter().flat_map(|end| {
+                    let mut used = vec![end.connection.0];
+                    used.extend(end.only_if.as_ref().map(|filter| filter.argument.0));
+                    used
+                });
+                if let Some(arg) = registers.chain(ends).find(|&arg| arg >= SYSV_ARGS) {
+                    return Err(invalid(format!(
+                        "group \"{}\": arg{arg} is no System V argument register (arg0 to arg{}); only abi = \"go\" has more",
+                        group.name,
+                        SYSV_ARGS - 1
+                    )));
+                }
+            }
+            if group.abi == Abi::Go {
+                if let Some(probe) = group
+                    .probes
+                    .iter()
+                    .find(|probe| matches!(probe.length, LengthRef::OutPointer(_)))
+                {
+                    return Err(invalid(format!(
+                        "group \"{}\", probe {}: with abi = \"go\" the length is the first result (length = \"return\")",
+                        group.name, probe.symbol
                     )));
                 }
             }
@@ -587,7 +658,7 @@ mod tests {
         let specs = SpecFile::load(None).expect("built-in specs");
         assert_eq!(
             specs.group_names(),
-            ["openssl", "boringssl", "gnutls", "nss"]
+            ["openssl", "boringssl", "gnutls", "nss", "go"]
         );
         let nss = specs.group("nss").expect("nss group");
         for probe in &nss.probes {
@@ -623,6 +694,39 @@ mod tests {
             .probes
             .iter()
             .any(|probe| probe.symbol == "gnutls_deinit" && probe.role == Role::End));
+    }
+
+    #[test]
+    fn the_go_group_uses_go_s_register_abi() {
+        let specs = SpecFile::load(None).expect("built-in specs");
+        let go = specs.group("go").expect("go group");
+        assert_eq!(go.abi, Abi::Go);
+        assert!(go.executables);
+        for probe in &go.probes {
+            let spec = probe.bpf_spec();
+            assert_eq!(probe.abi, Abi::Go, "{}", probe.symbol);
+            assert_eq!(spec.abi, abi::GO, "{}", probe.symbol);
+            // The *Conn receiver in RAX (arg0); b's pointer in RBX (arg1); n is a 64-bit int.
+            assert_eq!(spec.connection_arg, 0);
+            if probe.role == Role::Data {
+                assert_eq!(spec.buffer_arg, 1);
+                assert_eq!(spec.return_width, return_width::INT64);
+            }
+        }
+        // Every other group is System V.
+        for group in specs.groups.iter().filter(|group| group.name != "go") {
+            assert!(group
+                .probes
+                .iter()
+                .all(|probe| probe.abi == Abi::SystemV && probe.bpf_spec().abi == abi::SYSV));
+        }
+        // Go's ABI names nine registers.
+        let text = format!(
+            "[[group]]\nname = \"x\"\nexecutables = true\nabi = \"go\"\n{}",
+            GOOD_PROBE.replace("arg1", "arg8")
+        );
+        let parsed = SpecFile::parse(&text, "go.toml").expect("arg8 is a Go register");
+        assert_eq!(parsed.groups[0].probes[0].bpf_spec().buffer_arg, 8);
     }
 
     #[test]
@@ -662,6 +766,9 @@ mod tests {
             ("vector_bad_length_size", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}vector = {{ count = \"arg2\", entry_size = 16, length_offset = 8, length_size = 2 }}\n")),
             ("vector_entry_too_small", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}vector = {{ count = \"arg2\", entry_size = 12, length_offset = 8, length_size = 8 }}\n")),
             ("filter_bad_field", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}only_if = {{ argument = \"arg0\", value = 1 }}\n")),
+            ("sysv_register_beyond_arg5", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{}", GOOD_PROBE.replace("arg1", "arg6"))),
+            ("go_out_pointer_length", format!("[[group]]\nname = \"x\"\nexecutables = true\nabi = \"go\"\n{}", GOOD_PROBE.replace("\"return\"", "\"*arg3\""))),
+            ("unknown_abi", format!("[[group]]\nname = \"x\"\nexecutables = true\nabi = \"rust\"\n{GOOD_PROBE}")),
         ];
         let rendered: Vec<String> = cases
             .iter()

@@ -1,7 +1,8 @@
 //! Symbol resolution with goblin: symbol name -> file offset to attach a uprobe at.
 //!
 //! `.dynsym` is searched first, then `.symtab` (unstripped binaries); versioned names such as
-//! `SSL_read@@OPENSSL_3.0.0` match `SSL_read`. A symbol's virtual address becomes a file offset
+//! `SSL_read@@OPENSSL_3.0.0` match `SSL_read`. A Go executable's functions not found there
+//! (stripped with `-ldflags "-s -w"`) are looked up in its pclntab (`crate::gosym`). A symbol's virtual address becomes a file offset
 //! through the PT_LOAD program header that contains it. Results are cached per (inode, symbol).
 
 use std::collections::HashMap;
@@ -194,7 +195,37 @@ impl ElfFile {
                 }
             }
         }
+        if found.len() < names.len() {
+            let missing: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|name| !found.contains_key(*name))
+                .collect();
+            found.extend(lean.go_functions(&missing));
+        }
         Ok(found)
+    }
+
+    /// The named functions as a Go executable's pclntab has them (empty for other files).
+    pub fn go_functions(&self, names: &[&str]) -> HashMap<String, FunctionSymbol> {
+        LeanElf::parse(&self.map)
+            .map(|lean| lean.go_functions(names))
+            .unwrap_or_default()
+    }
+
+    /// The Go version a Go executable was built with (`go1.19.8`), from `.go.buildinfo`.
+    pub fn go_version(&self) -> Option<String> {
+        let lean = LeanElf::parse(&self.map).ok()?;
+        let section = lean.section_bytes(".go.buildinfo")?;
+        let read_at = |address: u64, length: usize| -> Option<Vec<u8>> {
+            let (offset, left) = lean.file_offset(address)?;
+            if (length as u64) > left {
+                return None;
+            }
+            let start = usize::try_from(offset).ok()?;
+            Some(self.map.get(start..start.checked_add(length)?)?.to_vec())
+        };
+        crate::gosym::buildinfo_version(section, &read_at)
     }
 }
 
@@ -221,6 +252,8 @@ struct LeanElf<'a> {
     ctx: Ctx,
     sections: Vec<SectionHeader>,
     program_headers: Vec<ProgramHeader>,
+    /// Index of the section holding the section names.
+    section_names: usize,
 }
 
 impl<'a> LeanElf<'a> {
@@ -236,7 +269,65 @@ impl<'a> LeanElf<'a> {
             ctx,
             sections,
             program_headers,
+            section_names: header.e_shstrndx as usize,
         })
+    }
+
+    /// The section called `name`.
+    fn section(&self, name: &str) -> Option<&SectionHeader> {
+        let names = self.strtab(self.section_names)?;
+        self.sections
+            .iter()
+            .find(|section| names.get_at(section.sh_name) == Some(name))
+    }
+
+    /// The file bytes of the section called `name`.
+    fn section_bytes(&self, name: &str) -> Option<&'a [u8]> {
+        let section = self.section(name)?;
+        let start = usize::try_from(section.sh_offset).ok()?;
+        let end = start.checked_add(usize::try_from(section.sh_size).ok()?)?;
+        self.bytes.get(start..end)
+    }
+
+    /// The Go pclntab: the `.gopclntab` section (`.data.rel.ro.gopclntab` in PIE builds), or
+    /// found by its header in `.data.rel.ro` (linkers that merge the sections). None for files
+    /// that are not Go executables.
+    fn go_pclntab(&self) -> Option<crate::gosym::Pclntab<'a>> {
+        let text = self.section(".text").map_or(0, |section| section.sh_addr);
+        for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
+            if let Some(table) = self.section_bytes(name) {
+                return crate::gosym::Pclntab::parse(table, text);
+            }
+        }
+        // Only Go executables have a .go.buildinfo: no scan of other files' data.
+        self.section(".go.buildinfo")?;
+        let data = self.section_bytes(".data.rel.ro")?;
+        let at = crate::gosym::find_pclntab(data)?;
+        crate::gosym::Pclntab::parse(&data[at..], text)
+    }
+
+    /// The named functions of a Go executable's pclntab, as function symbols.
+    fn go_functions(&self, names: &[&str]) -> HashMap<String, FunctionSymbol> {
+        let Some(pclntab) = self.go_pclntab() else {
+            return HashMap::new();
+        };
+        pclntab
+            .functions(names)
+            .into_iter()
+            .filter_map(|(name, function)| {
+                let (file_offset, segment_left) = self.file_offset(function.address)?;
+                Some((
+                    name,
+                    FunctionSymbol {
+                        address: function.address,
+                        size: function.size,
+                        file_offset,
+                        in_file: function.size <= segment_left,
+                        ifunc: false,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// The string table in section `index`.

@@ -14,9 +14,13 @@ mod socket;
 use core::ffi::c_void;
 
 use aya_ebpf::{
+    bindings::pt_regs,
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        bpf_loop, bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_raw,
+        bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{
+            bpf_get_current_task_btf, bpf_probe_read_user as probe_read_user_raw, bpf_task_pt_regs,
+        },
     },
     macros::{map, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -24,9 +28,10 @@ use aya_ebpf::{
     EbpfContext,
 };
 use probectl_common::{
-    chunk_flags, close_cause, length_source, record_kind, return_width, stat, Chunk, ChunkHeader,
-    CloseRecord, ConnectionKey, ConnectionState, KernelOffsets, ProbeSpec, ProcessRecord, ARG_NONE,
-    CHUNK_CLASSES, CHUNK_DATA_MAX, VECTOR_MAX_ENTRIES,
+    abi, chunk_flags, close_cause, length_source, record_kind, return_width, stat, Chunk,
+    ChunkHeader, CloseRecord, ConnectionKey, ConnectionState, KernelOffsets, ProbeSpec,
+    ProcessRecord, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX, MAX_ARGUMENT_REGISTERS,
+    VECTOR_MAX_ENTRIES,
 };
 
 /// Capture limit per call, in bytes; set by user space at load time.
@@ -150,6 +155,42 @@ struct ThreadCalls {
 #[map]
 static THREADS: HashMap<u64, ThreadCalls> = HashMap::with_max_entries(65536, 0);
 
+/// A goroutine of a process: the key of Go calls in flight.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GoroutineKey {
+    /// The goroutine's `g` (R14 in Go's register ABI).
+    goroutine: u64,
+    tgid: u32,
+    _padding: u32,
+}
+
+/// (goroutine, tgid) -> the goroutine's traced call in flight (specs with `abi::GO`). Keyed by
+/// goroutine, not thread: a goroutine blocked in `Read` resumes on another thread, and Go
+/// moves a goroutine's stack when it grows, so neither the thread nor the stack pointer
+/// identifies the call at its return. The entry goes at the return; one left by a call that
+/// never returned is replaced at the goroutine's next call (counted). Not an LRU: a full table
+/// is counted (`stat::CALLS_NOT_STORED`).
+#[map]
+static GOROUTINES: HashMap<GoroutineKey, ActiveCall> = HashMap::with_max_entries(65536, 0);
+
+/// A Go call that entered on a thread and has made no socket syscall yet.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GoPendingFd {
+    goroutine: u64,
+    /// The call's `start_ns`: tells this call from a later one of the same goroutine.
+    start_ns: u64,
+}
+
+/// pid_tgid -> the Go call whose fd the thread's next socket syscall tells. Go makes a call's
+/// first socket syscall on the thread that entered it (a `Read` that finds no data gets
+/// EAGAIN there, then parks, and may resume on another thread: that first syscall already
+/// told the fd). The entry is consumed by that syscall, or removed at the call's return on
+/// the same thread, or when the thread exits.
+#[map]
+static GO_PENDING_FDS: HashMap<u64, GoPendingFd> = HashMap::with_max_entries(65536, 0);
+
 /// (handle, tgid) -> the connection's fd and stream positions. An LRU, because processes that
 /// exit without closing leave entries behind; an evicted connection restarts at offset 0,
 /// which user space notices and counts.
@@ -226,28 +267,48 @@ fn spec_for(ctx: &impl EbpfContext) -> Option<ProbeSpec> {
     PROBE_SPECS.get(cookie as u32).copied()
 }
 
-/// The six integer argument registers (System V x86-64), read at constant context offsets:
-/// the verifier rejects a context load at a computed offset, so a register chosen at run time
-/// is selected among values, not addressed.
+/// The argument registers of the spec's ABI, in argument order, read at constant context
+/// offsets: the verifier rejects a context load at a computed offset, so a register chosen at
+/// run time is selected among values, not addressed. System V x86-64 has six (the rest are 0);
+/// Go's register ABI nine.
 #[inline(always)]
-fn argument_registers(ctx: &ProbeContext) -> [u64; 6] {
+fn argument_registers(ctx: &ProbeContext, calling_convention: u8) -> Registers {
     let regs = ctx.regs;
     // SAFETY: ctx.regs points at the probed thread's saved registers; each read is a constant
     // offset into the context, which the verifier allows.
     unsafe {
-        [
-            core::ptr::read_volatile(&raw const (*regs).rdi),
-            core::ptr::read_volatile(&raw const (*regs).rsi),
-            core::ptr::read_volatile(&raw const (*regs).rdx),
-            core::ptr::read_volatile(&raw const (*regs).rcx),
-            core::ptr::read_volatile(&raw const (*regs).r8),
-            core::ptr::read_volatile(&raw const (*regs).r9),
-        ]
+        if calling_convention == abi::GO {
+            [
+                core::ptr::read_volatile(&raw const (*regs).rax),
+                core::ptr::read_volatile(&raw const (*regs).rbx),
+                core::ptr::read_volatile(&raw const (*regs).rcx),
+                core::ptr::read_volatile(&raw const (*regs).rdi),
+                core::ptr::read_volatile(&raw const (*regs).rsi),
+                core::ptr::read_volatile(&raw const (*regs).r8),
+                core::ptr::read_volatile(&raw const (*regs).r9),
+                core::ptr::read_volatile(&raw const (*regs).r10),
+                core::ptr::read_volatile(&raw const (*regs).r11),
+            ]
+        } else {
+            [
+                core::ptr::read_volatile(&raw const (*regs).rdi),
+                core::ptr::read_volatile(&raw const (*regs).rsi),
+                core::ptr::read_volatile(&raw const (*regs).rdx),
+                core::ptr::read_volatile(&raw const (*regs).rcx),
+                core::ptr::read_volatile(&raw const (*regs).r8),
+                core::ptr::read_volatile(&raw const (*regs).r9),
+                0,
+                0,
+                0,
+            ]
+        }
     }
 }
 
+type Registers = [u64; MAX_ARGUMENT_REGISTERS];
+
 #[inline(always)]
-fn select_arg(registers: &[u64; 6], index: u8) -> u64 {
+fn select_arg(registers: &Registers, index: u8) -> u64 {
     match index {
         0 => registers[0],
         1 => registers[1],
@@ -255,6 +316,9 @@ fn select_arg(registers: &[u64; 6], index: u8) -> u64 {
         3 => registers[3],
         4 => registers[4],
         5 => registers[5],
+        6 => registers[6],
+        7 => registers[7],
+        8 => registers[8],
         _ => 0,
     }
 }
@@ -262,7 +326,7 @@ fn select_arg(registers: &[u64; 6], index: u8) -> u64 {
 /// The spec's call filter (see `ProbeSpec::filter_arg`): follows at most two pointers from an
 /// argument and compares a 4-byte value. Unreadable memory fails the filter.
 #[inline(always)]
-fn filter_passes(spec: &ProbeSpec, registers: &[u64; 6]) -> bool {
+fn filter_passes(spec: &ProbeSpec, registers: &Registers) -> bool {
     let mut address = select_arg(registers, spec.filter_arg);
     let offsets = spec.filter_pointer_offsets;
     for (index, offset) in offsets.iter().enumerate() {
@@ -298,8 +362,14 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
     // Keyed by the stack pointer at the function's first instruction, wherever the entry
     // point is (an emulated placement probes a few instructions in, after the prologue).
     let stack_pointer = probed_sp.wrapping_sub(spec.entry_stack_offset as i64 as u64);
-    let registers = argument_registers(&ctx);
+    let registers = argument_registers(&ctx, spec.abi);
     if spec.filter_arg != ARG_NONE && !filter_passes(&spec, &registers) {
+        return 0;
+    }
+    if spec.abi == abi::GO {
+        // SAFETY: ctx.regs points at the probed thread's saved registers.
+        let goroutine = unsafe { (*ctx.regs).r14 };
+        go_entered(&spec, &registers, pid_tgid, goroutine);
         return 0;
     }
     let length_pointer = if spec.length_source == length_source::OUT_POINTER {
@@ -371,6 +441,92 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// The entry of a Go call: one call in flight per goroutine (Go's crypto/tls calls do not nest).
+#[inline(always)]
+fn go_entered(spec: &ProbeSpec, registers: &Registers, pid_tgid: u64, goroutine: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let key = GoroutineKey {
+        goroutine,
+        tgid,
+        _padding: 0,
+    };
+    let call = ActiveCall {
+        stack_pointer: 0,
+        // SAFETY: helper without preconditions.
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        connection: select_arg(registers, spec.connection_arg),
+        buffer: select_arg(registers, spec.buffer_arg),
+        length_pointer: 0,
+        vector_count: if spec.vector_count_arg == ARG_NONE {
+            0
+        } else {
+            select_arg(registers, spec.vector_count_arg)
+        },
+        fd: -1,
+        fd_mismatch: 0,
+    };
+    // SAFETY: the value is copied out at once.
+    if let Some(previous) = unsafe { GOROUTINES.get(&key) }.copied() {
+        // The same call entered again: a Go function whose stack must grow first calls
+        // runtime.morestack, which re-runs it from its first instruction. Anything else is a
+        // call that never returned (a panic unwound through it).
+        if previous.connection != call.connection || previous.buffer != call.buffer {
+            count(stat::RETURNS_MISSED, 1);
+        }
+    }
+    if GOROUTINES.insert(&key, &call, 0).is_err() {
+        count(stat::CALLS_NOT_STORED, 1);
+        return;
+    }
+    // A full table only costs the fd (counted as unknown at the return).
+    let _ = GO_PENDING_FDS.insert(
+        &pid_tgid,
+        &GoPendingFd {
+            goroutine,
+            start_ns: call.start_ns,
+        },
+        0,
+    );
+}
+
+/// A socket syscall on a thread with a pending Go call: that call's fd, when the syscall is
+/// the pending goroutine's own. Another goroutine may run on the thread first (the call's
+/// goroutine blocked on a lock before any I/O): its syscalls have another g in R14 and leave
+/// the note alone.
+#[inline(always)]
+fn go_syscall_fd(pid_tgid: u64, fd: i32) {
+    // SAFETY: the value is copied out at once.
+    let Some(pending) = (unsafe { GO_PENDING_FDS.get(&pid_tgid) }).copied() else {
+        return;
+    };
+    // The user registers saved at the syscall's entry: R14 is the running goroutine's g
+    // (Go's syscall paths do not touch R14).
+    // SAFETY: helpers without preconditions; bpf_task_pt_regs gets the current task as the
+    // BTF pointer it requires, and returns a pointer into that task's kernel stack, read with
+    // bpf_probe_read_kernel, which checks the address.
+    let goroutine = unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as u64;
+        bpf_probe_read_kernel((regs + core::mem::offset_of!(pt_regs, r14) as u64) as *const u64)
+    };
+    if goroutine != Ok(pending.goroutine) {
+        return;
+    }
+    let _ = GO_PENDING_FDS.remove(&pid_tgid);
+    let key = GoroutineKey {
+        goroutine: pending.goroutine,
+        tgid: (pid_tgid >> 32) as u32,
+        _padding: 0,
+    };
+    let Some(call) = GOROUTINES.get_ptr_mut(&key) else {
+        return;
+    };
+    // SAFETY: pointer from a successful map lookup, valid for this program run.
+    let call = unsafe { &mut *call };
+    if call.start_ns == pending.start_ns && call.fd < 0 {
+        call.fd = fd;
+    }
+}
+
 #[uretprobe]
 pub fn probectl_return(ctx: RetProbeContext) -> u32 {
     // SAFETY: ctx.regs points at the thread's registers after the return.
@@ -392,11 +548,44 @@ pub fn probectl_exit(ctx: ProbeContext) -> u32 {
     let Some(spec) = PROBE_SPECS.get(cookie as u32).copied() else {
         return 0;
     };
-    call_returned(
-        cookie,
-        sp.wrapping_sub(spec.exit_stack_offset as i64 as u64),
-        rax,
-    )
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // One emit_call site per program: each inlined copy adds to the verifier's work and stack.
+    let call = if spec.abi == abi::GO {
+        // A `ret` of a Go function: the call is the goroutine's (R14), whatever the thread or
+        // the stack pointer now.
+        // SAFETY: ctx.regs points at the probed thread's saved registers.
+        go_call_returned(pid_tgid, unsafe { (*ctx.regs).r14 })
+    } else {
+        thread_call_returned(
+            pid_tgid,
+            sp.wrapping_sub(spec.exit_stack_offset as i64 as u64),
+        )
+    };
+    let Some(call) = call else {
+        return 0;
+    };
+    emit_call(cookie, &spec, &call, pid_tgid, rax)
+}
+
+/// Takes the goroutine's Go call in flight, if any.
+#[inline(always)]
+fn go_call_returned(pid_tgid: u64, goroutine: u64) -> Option<ActiveCall> {
+    let key = GoroutineKey {
+        goroutine,
+        tgid: (pid_tgid >> 32) as u32,
+        _padding: 0,
+    };
+    // SAFETY: the value is copied out at once.
+    let call = (unsafe { GOROUTINES.get(&key) }).copied()?;
+    let _ = GOROUTINES.remove(&key);
+    // A call served without a syscall leaves its thread's pending fd behind.
+    // SAFETY: the value is only compared.
+    if unsafe { GO_PENDING_FDS.get(&pid_tgid) }
+        .is_some_and(|pending| pending.goroutine == goroutine)
+    {
+        let _ = GO_PENDING_FDS.remove(&pid_tgid);
+    }
+    Some(call)
 }
 
 /// The return logic both return programs share: finds the call entered with stack pointer
@@ -405,9 +594,20 @@ pub fn probectl_exit(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(threads) = THREADS.get_ptr_mut(pid_tgid) else {
+    let Some(call) = thread_call_returned(pid_tgid, entry_sp) else {
         return 0;
     };
+    let Some(spec) = PROBE_SPECS.get(cookie as u32).copied() else {
+        return 0;
+    };
+    emit_call(cookie, &spec, &call, pid_tgid, rax)
+}
+
+/// Takes the thread's call entered with stack pointer `entry_sp` off its stack of calls in
+/// flight (and any abandoned above it), if there is one.
+#[inline(always)]
+fn thread_call_returned(pid_tgid: u64, entry_sp: u64) -> Option<ActiveCall> {
+    let threads = THREADS.get_ptr_mut(pid_tgid)?;
     // SAFETY: pointer from a successful map lookup, valid for this program run.
     let threads = unsafe { &mut *threads };
     // Find our frame, innermost first; it and anything above it are done.
@@ -421,18 +621,19 @@ fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
             depth = slot;
         }
     }
-    let Some(call) = found else {
-        return 0;
-    };
+    let call = found?;
     // Frames above ours never returned (they were entered after us and left without a return).
     let abandoned = (threads.depth as usize).min(MAX_NESTING) - depth - 1;
     if abandoned > 0 {
         count(stat::RETURNS_MISSED, abandoned as u64);
     }
     threads.depth = depth as u32;
-    let Some(spec) = PROBE_SPECS.get(cookie as u32).copied() else {
-        return 0;
-    };
+    Some(call)
+}
+
+/// Reads a returned call's length and emits its chunks. `rax` is the return value register.
+#[inline(always)]
+fn emit_call(cookie: u64, spec: &ProbeSpec, call: &ActiveCall, pid_tgid: u64, rax: u64) -> u32 {
     let raw: u64 = rax;
     let ret = if spec.return_width == return_width::INT32 {
         raw as u32 as i32 as i64
@@ -464,7 +665,7 @@ fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
     };
 
     let tgid = (pid_tgid >> 32) as u32;
-    let (fd, stream_offset) = track_connection(tgid, &call, spec.direction, call_len);
+    let (fd, stream_offset) = track_connection(tgid, call, spec.direction, call_len);
     let mut flags = 0;
     if call.fd_mismatch != 0 {
         flags |= chunk_flags::FD_MISMATCH;
@@ -760,12 +961,14 @@ const SYSCALL_ARG0: usize = 16;
 pub fn probectl_syscall_fd(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(threads) = THREADS.get_ptr_mut(pid_tgid) else {
+        go_syscall_fd_of(&ctx, pid_tgid);
         return 0;
     };
     // SAFETY: pointer from a successful map lookup, valid for this program run.
     let threads = unsafe { &mut *threads };
     let depth = threads.depth as usize;
     if depth == 0 || depth > MAX_NESTING {
+        go_syscall_fd_of(&ctx, pid_tgid);
         return 0;
     }
     // The innermost call in flight is the one making this syscall.
@@ -781,6 +984,15 @@ pub fn probectl_syscall_fd(ctx: TracePointContext) -> u32 {
         call.fd_mismatch = 1;
     }
     0
+}
+
+/// The Go side of `probectl_syscall_fd`: no System V call is in flight on the thread.
+#[inline(always)]
+fn go_syscall_fd_of(ctx: &TracePointContext, pid_tgid: u64) {
+    // SAFETY: every sys_enter_* record of these syscalls has the fd as its first argument.
+    if let Ok(fd) = unsafe { ctx.read_at::<u64>(SYSCALL_ARG0) } {
+        go_syscall_fd(pid_tgid, fd as i32);
+    }
 }
 
 /// Attached to sys_enter_close: closing the fd of a known connection ends it.
@@ -854,7 +1066,7 @@ pub fn probectl_end(ctx: ProbeContext) -> u32 {
     let Some(spec) = spec_for(&ctx) else {
         return 0;
     };
-    let registers = argument_registers(&ctx);
+    let registers = argument_registers(&ctx, spec.abi);
     if spec.filter_arg != ARG_NONE && !filter_passes(&spec, &registers) {
         return 0;
     }
@@ -990,6 +1202,7 @@ pub fn probectl_free(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn probectl_thread_exit(_ctx: TracePointContext) -> u32 {
     let _ = THREADS.remove(&bpf_get_current_pid_tgid());
+    let _ = GO_PENDING_FDS.remove(&bpf_get_current_pid_tgid());
     0
 }
 
