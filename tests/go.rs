@@ -20,14 +20,28 @@ enum Build {
     Stripped,
     /// `go build -buildmode=pie -ldflags "-s -w"`: the pclntab inside `.data.rel.ro`.
     StrippedPie,
+    /// Go 1.23 (bookworm-backports, scripts/setup), `go build`: a newer ABI and runtime.
+    Go123,
+    /// Go 1.23, stripped PIE.
+    Go123StrippedPie,
 }
 
 impl Build {
     fn flags(self) -> &'static [&'static str] {
         match self {
-            Build::Normal => &[],
+            Build::Normal | Build::Go123 => &[],
             Build::Stripped => &["-ldflags", "-s -w"],
-            Build::StrippedPie => &["-buildmode=pie", "-ldflags", "-s -w"],
+            Build::StrippedPie | Build::Go123StrippedPie => {
+                &["-buildmode=pie", "-ldflags", "-s -w"]
+            }
+        }
+    }
+
+    /// The Go toolchain that builds it: Debian 12's go (1.19), or Go 1.23.
+    fn go(self) -> &'static str {
+        match self {
+            Build::Go123 | Build::Go123StrippedPie => "/usr/lib/go-1.23/bin/go",
+            _ => "go",
         }
     }
 }
@@ -45,14 +59,16 @@ fn go_https(build: Build) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probectl-tests-go");
     std::fs::create_dir_all(&dir).expect("dir");
     let program = dir.join(format!("go_https-{build:?}").to_lowercase());
-    let status = Command::new("go")
+    let status = Command::new(build.go())
         .arg("build")
         .args(build.flags())
         .arg("-o")
         .arg(&program)
         .arg(peer("go_https.go"))
         .env("GO111MODULE", "off")
-        .env("GOCACHE", dir.join("cache"))
+        // Never fetch another toolchain (Go 1.21+ may): only the installed one.
+        .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", dir.join(format!("cache-{build:?}")))
         .status()
         .expect("go build");
     assert!(status.success(), "go build {build:?}");
@@ -295,6 +311,16 @@ fn go_https_client_and_server_stripped() {
 #[test]
 fn go_https_client_and_server_stripped_pie() {
     https_exchange(Build::StrippedPie);
+}
+
+#[test]
+fn go_1_23_https_client_and_server() {
+    https_exchange(Build::Go123);
+}
+
+#[test]
+fn go_1_23_https_client_and_server_stripped_pie() {
+    https_exchange(Build::Go123StrippedPie);
 }
 
 /// A client whose goroutine grows its stack (deep recursion) and has it shrunk by the
