@@ -120,7 +120,7 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u64).range(1..=MAX_CAPTURE_LIMIT))]
     max_bytes: u64,
     /// Size of the kernel ring buffer (a power of two, at least 4096).
-    #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = ring_bytes)]
+    #[arg(long, default_value_t = 64 * 1024 * 1024, value_parser = ring_bytes)]
     ring_bytes: u32,
     /// Decode a protocol: one record per exchange instead of one per call (connections that
     /// are not HTTP stay raw). Not with --format pcapng.

@@ -178,10 +178,22 @@ fn summary_number(stderr: &str, label: &str) -> u64 {
         .unwrap_or_else(|| panic!("no number before {label} in {line}"))
 }
 
+/// A unique path in memory (tmpfs). The downloads and probectl's output (up to 500 MB of
+/// hexdump) are written there, not to the disk: these tests are about the reader keeping up,
+/// and a disk's writeback throttling (which a run to a slow disk does meet, and counts as loss)
+/// made the third download of a run lose data.
+fn ram_file(name: &str) -> std::path::PathBuf {
+    let dir =
+        std::path::Path::new("/dev/shm").join(format!("probectl-reader-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmpfs dir");
+    let file = scratch_file(name);
+    dir.join(file.file_name().expect("name"))
+}
+
 /// Serves a fresh 100 MB random file with `openssl s_server -WWW`; returns the server, its
 /// port, the file's URL path and its sha256.
-fn random_file_server() -> (Guard, u16, String, String) {
-    let directory = scratch_file("www");
+fn random_file_server() -> (Guard, u16, String, String, Removed) {
+    let directory = ram_file("www");
     std::fs::create_dir_all(&directory).expect("www dir");
     let mut random = Vec::with_capacity(SIZE as usize);
     std::fs::File::open("/dev/urandom")
@@ -207,7 +219,8 @@ fn random_file_server() -> (Guard, u16, String, String) {
         .expect("openssl s_server");
     let guard = Guard(child);
     wait_for_port(port);
-    (guard, port, "/random.bin".into(), sha256(&random))
+    let served = Removed(directory.join("random.bin"));
+    (guard, port, "/random.bin".into(), sha256(&random), served)
 }
 
 /// `probectl run openssl <format args> -o FILE -- curl URL`: the download, traced with default
@@ -215,9 +228,9 @@ fn random_file_server() -> (Guard, u16, String, String) {
 /// (removed when dropped) and the sha256 of the served file. The caller holds `exclusive()`:
 /// decoding hundreds of MB of output must not run beside another test's download.
 fn traced_download(format: &[&str]) -> (String, Removed, String) {
-    let (_server, port, path, expected_sha) = random_file_server();
-    let output = scratch_file("capture");
-    let download = scratch_file("download.bin");
+    let (_server, port, path, expected_sha, _served) = random_file_server();
+    let output = ram_file("capture");
+    let download = ram_file("download.bin");
     let url = format!("https://127.0.0.1:{port}{path}");
     let run = Command::new(PROBECTL)
         .args(["run", "openssl"])
