@@ -180,8 +180,7 @@ fn summary_number(stderr: &str, label: &str) -> u64 {
 
 /// A unique path in memory (tmpfs). The downloads and probectl's output (up to 500 MB of
 /// hexdump) are written there, not to the disk: these tests are about the reader keeping up,
-/// and a disk's writeback throttling (which a run to a slow disk does meet, and counts as loss)
-/// made the third download of a run lose data.
+/// not about the disk's writeback (a run to a slow disk can fall behind, and counts the loss).
 fn ram_file(name: &str) -> std::path::PathBuf {
     let dir =
         std::path::Path::new("/dev/shm").join(format!("probectl-reader-{}", std::process::id()));
