@@ -380,6 +380,7 @@ impl Decoder {
                 let exchange = &mut pending.exchange;
                 exchange.status = Some(status);
                 exchange.reason = head.reason;
+                exchange.response_version = Some(head.version);
                 let upgraded = status == 101
                     || (method.as_deref() == Some("CONNECT") && (200..300).contains(&status));
                 let body = if upgraded {

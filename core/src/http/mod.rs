@@ -165,7 +165,11 @@ impl Version {
 /// One request and its response, as decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exchange {
+    /// The request's version (the response's, when the request was not seen).
     pub version: Version,
+    /// HTTP/1: the version the response's status line gave, which may differ from the
+    /// request's (a 1.0 server answering a 1.1 request).
+    pub response_version: Option<Version>,
     pub method: Option<String>,
     pub path: Option<String>,
     pub authority: Option<String>,
@@ -215,6 +219,7 @@ impl Exchange {
     fn new(version: Version, origin: Origin) -> Exchange {
         Exchange {
             version,
+            response_version: None,
             method: None,
             path: None,
             authority: None,

@@ -193,11 +193,7 @@ fn text(
         (Some(local), Some(remote)) => write!(out, "{local} -> {remote} ")?,
         _ => write!(out, "handle {:#x} ", conn.handle)?,
     }
-    let version = match exchange.version {
-        Version::Http2 => "HTTP/2",
-        Version::Http11 => "HTTP/1.1",
-        Version::Http10 => "HTTP/1.0",
-    };
+    let version = version_text(exchange.version);
     write!(out, "{version}")?;
     if let Some(id) = exchange.stream_id {
         write!(out, " stream {id}")?;
@@ -236,6 +232,9 @@ fn text(
         let status = exchange
             .status
             .map_or("[unknown status]".to_string(), |s| s.to_string());
+        let version = exchange
+            .response_version
+            .map_or(version, |version| version_text(version));
         match &exchange.reason {
             Some(reason) if !reason.is_empty() => writeln!(out, "< {version} {status} {reason}")?,
             _ => writeln!(out, "< {version} {status}")?,
@@ -454,4 +453,13 @@ fn hexdump(out: &mut dyn Write, data: &[u8]) -> io::Result<()> {
         out.write_all(b"|\n")?;
     }
     Ok(())
+}
+
+/// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+fn version_text(version: Version) -> &'static str {
+    match version {
+        Version::Http2 => "HTTP/2",
+        Version::Http11 => "HTTP/1.1",
+        Version::Http10 => "HTTP/1.0",
+    }
 }

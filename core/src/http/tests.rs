@@ -230,6 +230,17 @@ fn h1_100_continue_then_the_body_and_the_final_response() {
 }
 
 #[test]
+fn h1_text_shows_the_response_s_own_version() {
+    // openssl s_server -www answers an HTTP/1.1 request with an HTTP/1.0 status line.
+    let mut feeder = Feeder::new(Format::Text, MAX_BODY);
+    feeder.write(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    feeder.read(1, b"HTTP/1.0 200 ok\r\nContent-Length: 2\r\n\r\nhi");
+    let (text, _) = feeder.finish();
+    assert!(text.contains("> GET / HTTP/1.1\n"), "{text}");
+    assert!(text.contains("< HTTP/1.0 200 ok\n"), "{text}");
+}
+
+#[test]
 fn h1_body_until_close() {
     let mut feeder = Feeder::new(Format::Json, MAX_BODY);
     feeder.write(1, b"GET / HTTP/1.0\r\n\r\n");
