@@ -632,6 +632,44 @@ pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Lets a child process hold every descriptor of this one (the BPF links among them) and
+/// close them after we exit. Detaching takes the kernel about 100 ms per probe here (each
+/// perf event teardown waits for an RCU grace period under the kernel's perf event lock), so
+/// closing them ourselves would keep probectl alive for a second after its work is done. Our
+/// own closes then only drop references; the child waits for our exit (the end of a pipe
+/// only we hold), then drops the last ones, and the probes go a moment after we exit (their
+/// programs meanwhile find no reader and change nothing). Best effort: if the pipe or the fork
+/// fails, we detach ourselves.
+pub fn detach_in_background() {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints for pipe(2) to fill.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return;
+    }
+    let (wait_end, our_end) = (fds[0], fds[1]);
+    // SAFETY: fork in a multithreaded process. The child makes only async-signal-safe
+    // syscalls (close, read, close_range, _exit) before it exits; the parent goes on
+    // unchanged.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: raw syscalls on descriptors of this (forked) process. Standard input and
+        // output go at once, so that a pipe reader sees its end when we exit; the read
+        // returns when the parent's end of the pipe closes, at its exit.
+        unsafe {
+            libc::close(0);
+            libc::close(1);
+            libc::close(2);
+            libc::close(our_end);
+            let mut byte = 0u8;
+            libc::read(wait_end, (&raw mut byte).cast(), 1);
+            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: our copy of the child's end; ours stays open until we exit.
+    unsafe { libc::close(wait_end) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -260,6 +260,15 @@ fn scope_for(target: &Target) -> Result<Scope, RunError> {
 /// Runs a whole session; returns its summary (also printed on stderr).
 pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     check_options(&options)?;
+    // Ctrl-C and SIGTERM are ours from the start: one that comes while probectl attaches (or
+    // just after it says it traces) still ends the run with everything delivered and the
+    // summary, never kills it halfway.
+    let signal_error = |source| RunError::Io {
+        context: "installing signal handlers",
+        source,
+    };
+    let interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
+    let terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
     let specs = SpecFile::load(options.specs.as_deref())?;
     let groups = select_groups(&specs, &options.plugin)?;
     crate::bpf::check_privileges()?;
@@ -406,6 +415,8 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         ring: watch_readable(ring, "polling the ring buffer")?,
         pipeline,
         control: ControlPlane::start(tracer, groups, cache, table),
+        interrupt,
+        terminate,
     };
     // The probes are in place: let the command exec.
     let mut command = held.map(|child| child.release()).transpose()?;
@@ -442,6 +453,8 @@ struct Running {
     ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
     pipeline: Pipeline,
     control: ControlPlane,
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
 }
 
 impl Running {
@@ -454,10 +467,6 @@ impl Running {
         watched_pid: Option<u32>,
         exited_already: bool,
     ) -> Result<Option<std::process::ExitStatus>, RunError> {
-        let signal_error = |source| RunError::Io {
-            context: "installing signal handlers",
-            source,
-        };
         if exited_already {
             eprintln!(
                 "probectl: traced process {} exited",
@@ -465,8 +474,6 @@ impl Running {
             );
             return Ok(None);
         }
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
-        let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
         // Records are submitted without waking us until the ring fills up (see
         // ebpf/src/main.rs): drain it on a short timer too, which bounds how late a quiet trace
         // shows its events.
@@ -487,8 +494,8 @@ impl Running {
                     eprintln!("probectl: traced process {} exited", watched_pid.unwrap_or(0));
                     return Ok(None);
                 }
-                _ = interrupt.recv() => return Ok(None),
-                _ = terminate.recv() => return Ok(None),
+                _ = self.interrupt.recv() => return Ok(None),
+                _ = self.terminate.recv() => return Ok(None),
             }
             self.control.look(self.pipeline.take_lookups());
             if !self.pipeline.flush() {
@@ -526,6 +533,10 @@ impl Running {
         };
         // The summary first: detaching takes the kernel about 100 ms per probe.
         eprintln!("{summary}");
+        // Every probe goes when its last descriptor closes: a child closes them after we
+        // exit, so that probectl does not wait for the kernel's detach (see
+        // `detach_in_background`).
+        crate::process::detach_in_background();
         self.control.stop();
         match write_error {
             Some(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(RunError::Io {
