@@ -34,29 +34,6 @@ fn web_root(name: &str, size: usize) -> (PathBuf, Vec<u8>) {
     (root, content)
 }
 
-/// `openssl s_server -WWW` (serves files from `root`) listening on `host` (`127.0.0.1` or
-/// `[::1]`).
-fn www_server(root: &Path, host: &str) -> (Guard, u16) {
-    let (cert, key) = cert_and_key();
-    let port = free_port();
-    let child = Command::new("openssl")
-        .args(["s_server", "-WWW", "-quiet", "-accept"])
-        .arg(format!("{host}:{port}"))
-        .arg("-cert")
-        .arg(cert)
-        .arg("-key")
-        .arg(key)
-        .current_dir(root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl s_server");
-    let guard = Guard(child);
-    wait_for_listener(port);
-    (guard, port)
-}
-
 /// Runs `probectl run <args> --format pcapng -o <file> -- <command>` to completion; returns
 /// the capture file, probectl's stderr, and the command's stdout.
 fn trace_to_pcapng(args: &[&str], command: &[&str]) -> (PathBuf, String, String) {

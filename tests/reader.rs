@@ -201,23 +201,7 @@ fn random_file_server() -> (Guard, u16, String, String, Removed) {
         .read_to_end(&mut random)
         .expect("random bytes");
     std::fs::write(directory.join("random.bin"), &random).expect("write file");
-    let (cert, key) = cert_and_key();
-    let port = free_port();
-    let child = Command::new("openssl")
-        .args(["s_server", "-WWW", "-quiet", "-accept"])
-        .arg(port.to_string())
-        .arg("-cert")
-        .arg(cert)
-        .arg("-key")
-        .arg(key)
-        .current_dir(&directory)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl s_server");
-    let guard = Guard(child);
-    wait_for_port(port);
+    let (guard, port) = www_server(&directory, "127.0.0.1");
     let served = Removed(directory.join("random.bin"));
     (guard, port, "/random.bin".into(), sha256(&random), served)
 }

@@ -139,6 +139,29 @@ pub fn s_server() -> (Guard, u16) {
     (guard, port)
 }
 
+/// `openssl s_server -WWW` serving the files of `root`, listening on `host` (`127.0.0.1` or
+/// `[::1]`) at a free port.
+pub fn www_server(root: &Path, host: &str) -> (Guard, u16) {
+    let (cert, key) = cert_and_key();
+    let port = free_port();
+    let child = Command::new("openssl")
+        .args(["s_server", "-WWW", "-quiet", "-accept"])
+        .arg(format!("{host}:{port}"))
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let guard = Guard(child);
+    wait_for_listener(port);
+    (guard, port)
+}
+
 /// The Python TLS server (Debian's python3: OpenSSL 3 `_ex` functions). `openssl s_server -www`
 /// is no good as a traced server: its SSL BIO calls OpenSSL's internal functions, not the
 /// exported ones.
