@@ -19,7 +19,7 @@ use crate::writer::BackgroundWriter;
 /// before it attaches them, so a record never carries an id the table lacks.
 #[derive(Debug, Default, Clone)]
 pub struct AttachTable {
-    inner: Arc<RwLock<Vec<AttachInfo>>>,
+    inner: Arc<RwLock<Vec<Arc<AttachInfo>>>>,
 }
 
 impl AttachTable {
@@ -32,12 +32,12 @@ impl AttachTable {
         if table.len() != first_id as usize {
             return false;
         }
-        table.extend(infos);
+        table.extend(infos.into_iter().map(Arc::new));
         true
     }
 
     /// Copies the entries from `from` on into `into`.
-    fn copy_new(&self, into: &mut Vec<AttachInfo>) {
+    fn copy_new(&self, into: &mut Vec<Arc<AttachInfo>>) {
         if let Ok(table) = self.inner.read() {
             if table.len() > into.len() {
                 into.extend_from_slice(&table[into.len()..]);
@@ -80,7 +80,7 @@ pub enum LookupCause {
 pub struct Pipeline {
     table: AttachTable,
     /// This thread's copy of the attach table, refreshed when an id is past its end.
-    attach: Vec<AttachInfo>,
+    attach: Vec<Arc<AttachInfo>>,
     reassembler: Reassembler,
     pub connections: ConnectionTable,
     writer: Box<dyn EventWriter>,
@@ -164,7 +164,7 @@ impl Pipeline {
         std::mem::take(&mut self.lookups)
     }
 
-    fn attach_info(&mut self, id: u32) -> Option<&AttachInfo> {
+    fn attach_info(&mut self, id: u32) -> Option<&Arc<AttachInfo>> {
         if id as usize >= self.attach.len() {
             self.table.copy_new(&mut self.attach);
         }
@@ -174,6 +174,7 @@ impl Pipeline {
     fn emit(&mut self, call: Call<'_>) {
         let header = call.header;
         let max_capture_bytes = self.max_capture_bytes;
+        // An Arc: the writer borrows self mutably below, and this clone costs no allocation.
         let Some(attach) = self.attach_info(header.attach_id).cloned() else {
             self.counts.unknown_attach_ids += 1;
             return;
