@@ -1,6 +1,7 @@
 //! Loading the (one) BPF object, configuring it, and attaching its two generic programs at every
 //! planned attach point, with the attach id as BPF cookie.
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
@@ -14,6 +15,7 @@ use std::collections::BTreeSet;
 
 use crate::placement::Placement;
 use crate::plan::Plan;
+use crate::scoped::ScopedProbes;
 use crate::spec::Role;
 use crate::symbols::FileId;
 
@@ -187,6 +189,8 @@ pub struct Tracer {
     /// Every link attached, so that dropping the tracer can detach them all at once (see
     /// `detach_in_parallel`).
     links: Vec<AttachedLink>,
+    /// With a pid filter, uprobes are process-scoped (no breakpoint in other processes).
+    scoped: Option<ScopedProbes>,
 }
 
 /// One attached link: its program and its id there.
@@ -320,7 +324,18 @@ impl Tracer {
             attached_files: BTreeSet::new(),
             attribution_problems,
             links,
+            scoped: options.filter_by_pid.then(ScopedProbes::new),
         })
+    }
+
+    /// The threads of every traced process (with a pid filter).
+    fn traced_tasks(&self) -> BTreeSet<u32> {
+        crate::scoped::tasks_of(self.traced_pids.keys().filter_map(Result::ok))
+    }
+
+    /// Perf events that bind process-scoped probes to tasks (0 when probes are system-wide).
+    pub fn scoped_task_events(&self) -> usize {
+        self.scoped.as_ref().map_or(0, ScopedProbes::task_events)
     }
 
     /// Adds a process to the kernel-side pid filter.
@@ -375,6 +390,15 @@ impl Tracer {
             }
         }
         on_ids(first_id, &probes);
+        // Process-scoped probes are bound to every task traced now; later children inherit
+        // them (see scoped.rs).
+        let mut covered = if self.scoped.is_some() {
+            self.traced_tasks()
+        } else {
+            BTreeSet::new()
+        };
+        let first_scoped = self.scoped.as_ref().map_or(0, ScopedProbes::len);
+        let tasks: Vec<u32> = covered.iter().copied().collect();
         let mut failures = Vec::new();
         let mut attached_files = BTreeSet::new();
         for (offset, &index) in probes.iter().enumerate() {
@@ -419,6 +443,28 @@ impl Tracer {
                         break;
                     }
                 };
+                if let Some(scoped) = &mut self.scoped {
+                    let made = program
+                        .fd()
+                        .map_err(|error| error_chain(&error))
+                        .and_then(|fd| {
+                            scoped
+                                .attach(
+                                    fd.as_fd(),
+                                    &file.file.host_path,
+                                    file_offset,
+                                    name == RETURN_PROGRAM,
+                                    u64::from(attach_id),
+                                    &tasks,
+                                )
+                                .map_err(|error| error_chain(&error))
+                        });
+                    if let Err(message) = made {
+                        result = Err(message);
+                        break;
+                    }
+                    continue;
+                }
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(file_offset),
                     cookie: Some(u64::from(attach_id)),
@@ -443,6 +489,7 @@ impl Tracer {
                 }),
             }
         }
+        self.cover_new_tasks(first_scoped, &mut covered, &mut failures);
         self.next_attach_id = first_id + probes.len() as u32;
         // A file none of whose points attached may be tried again (through another process).
         self.attached_files.extend(attached_files);
@@ -452,6 +499,44 @@ impl Tracer {
             probes,
             files: new_files.into_iter().collect(),
         })
+    }
+
+    /// Binds the scoped probes made from `first` on to tasks that appeared while they were
+    /// made: a child forked by a thread before that thread was covered inherited nothing. Ends
+    /// when a look finds no new task (a few rounds at most; a task created after its creator
+    /// was covered inherited the probes anyway).
+    fn cover_new_tasks(
+        &mut self,
+        first: usize,
+        covered: &mut BTreeSet<u32>,
+        failures: &mut Vec<AttachFailure>,
+    ) {
+        const ROUNDS: usize = 4;
+        let Some(end) = self.scoped.as_ref().map(ScopedProbes::len) else {
+            return;
+        };
+        if end == first {
+            return;
+        }
+        for _ in 0..ROUNDS {
+            let new: Vec<u32> = self.traced_tasks().difference(covered).copied().collect();
+            if new.is_empty() {
+                return;
+            }
+            covered.extend(&new);
+            if let Some(Err(error)) = self
+                .scoped
+                .as_mut()
+                .map(|scoped| scoped.cover(first..end, &new))
+            {
+                failures.push(AttachFailure {
+                    path: PathBuf::from("(traced processes)"),
+                    symbol: "new tasks".into(),
+                    message: error_chain(&error),
+                });
+                return;
+            }
+        }
     }
 
     /// Attach points whose both programs are attached.
@@ -530,7 +615,19 @@ impl Drop for Tracer {
                 }
             }
         }
+        if let Some(scoped) = &mut self.scoped {
+            taken.extend(
+                scoped
+                    .take_probes()
+                    .into_iter()
+                    .map(|probe| Box::new(probe) as Box<dyn Send>),
+            );
+        }
         detach_in_parallel(taken);
+        // Their tracefs events can go once no descriptor holds them.
+        if let Some(scoped) = &self.scoped {
+            scoped.remove_events();
+        }
         // The programs and maps are dropped after this, with no link left to wait for.
     }
 }

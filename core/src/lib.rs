@@ -18,6 +18,7 @@ pub mod placement;
 pub mod plan;
 pub mod plugin;
 pub mod process;
+pub mod scoped;
 pub mod session;
 pub mod spec;
 pub mod summary;

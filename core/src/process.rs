@@ -639,8 +639,11 @@ pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
 /// own closes then only drop references; the child waits for our exit (the end of a pipe
 /// only we hold), then drops the last ones, and the probes go a moment after we exit (their
 /// programs meanwhile find no reader and change nothing). Best effort: if the pipe or the fork
-/// fails, we detach ourselves.
+/// fails, we detach ourselves. Process-scoped probes leave tracefs events behind their
+/// descriptors: the child removes them once it has closed those.
 pub fn detach_in_background() {
+    // Made before the fork: the child of a multithreaded process must not allocate.
+    let removal = crate::scoped::group_removal_command().into_bytes();
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two ints for pipe(2) to fill.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -663,11 +666,46 @@ pub fn detach_in_background() {
             let mut byte = 0u8;
             libc::read(wait_end, (&raw mut byte).cast(), 1);
             libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+            remove_tracefs_events(&removal);
             libc::_exit(0);
         }
     }
     // SAFETY: our copy of the child's end; ours stays open until we exit.
     unsafe { libc::close(wait_end) };
+}
+
+/// Writes `removal` to tracefs's `uprobe_events`: in the detach child, after its descriptors
+/// are closed. The kernel refuses (EBUSY) while it still tears the events down: a few tries.
+/// Makes only async-signal-safe syscalls.
+fn remove_tracefs_events(removal: &[u8]) {
+    const TRIES: usize = 40;
+    for _ in 0..TRIES {
+        // SAFETY: a valid NUL-terminated path; the descriptor is closed below.
+        let fd = unsafe {
+            libc::open(
+                crate::scoped::UPROBE_EVENTS_C.as_ptr(),
+                libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return;
+        }
+        // SAFETY: removal is a valid buffer of its length; fd is ours.
+        let written = unsafe { libc::write(fd, removal.as_ptr().cast(), removal.len()) };
+        let busy =
+            written < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBUSY);
+        // SAFETY: fd is ours, closed once.
+        unsafe { libc::close(fd) };
+        if !busy {
+            return;
+        }
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 50_000_000,
+        };
+        // SAFETY: a valid timespec; no remainder is wanted.
+        unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+    }
 }
 
 #[cfg(test)]
