@@ -960,6 +960,11 @@ const SYSCALL_ARG0: usize = 16;
 #[tracepoint]
 pub fn probectl_syscall_fd(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // With a pid filter, this runs for every read and write of every process on the host:
+    // the others leave after one lookup.
+    if !in_scope((pid_tgid >> 32) as u32) {
+        return 0;
+    }
     let Some(threads) = THREADS.get_ptr_mut(pid_tgid) else {
         go_syscall_fd_of(&ctx, pid_tgid);
         return 0;
