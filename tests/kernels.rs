@@ -63,10 +63,24 @@ fn pid_mode_traces_a_running_python_client() {
     let local_port = connected_port(&connected);
     let pid = client.pid();
     let trace = Trace::start(&["openssl", "--pid", &pid.to_string()], &[]);
+    // Process-scoped probes are tracefs events of the run's own group, removed after it.
+    let group = format!("probectl_{}/", trace.pid());
+    let uprobe_events =
+        || std::fs::read_to_string("/sys/kernel/tracing/uprobe_events").unwrap_or_default();
+    assert!(uprobe_events().contains(&group), "{}", uprobe_events());
     client.release();
     client.finish();
     let run = trace.wait();
     assert!(run.status.success(), "{}", run.stderr);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while uprobe_events().contains(&group) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run's tracefs events were not removed:\n{}",
+            uprobe_events()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert_attributed(
         &run.events,
         pid,
