@@ -28,7 +28,13 @@ fn patched_bytes(pid: u32) -> Vec<(u64, u8)> {
     let start = u64::from_str_radix(start, 16).expect("start");
     let length = u64::from_str_radix(end, 16).expect("end") - start;
     let file_offset = u64::from_str_radix(fields[2], 16).expect("offset");
-    let path = PathBuf::from(fields[5]);
+    // The path is the rest of the line: it may contain spaces.
+    let path = PathBuf::from(
+        line.splitn(6, char::is_whitespace)
+            .nth(5)
+            .expect("path")
+            .trim(),
+    );
     let mut memory = vec![0u8; length as usize];
     let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("mem");
     mem.seek(SeekFrom::Start(start)).expect("seek");
@@ -147,4 +153,51 @@ fn tracing_a_pid_probes_it_and_its_new_children_and_no_other_process() {
     assert_eq!(patched_bytes(spawner_pid), Vec::new());
     drop(spawner.stdin.take());
     assert!(spawner.wait().expect("spawner").success());
+}
+
+#[test]
+fn a_library_in_a_directory_with_a_space_is_probed_in_the_traced_process() {
+    let _exclusive = exclusive();
+    let (_server, port) = s_server();
+    let dir = scratch_file("libs with a space");
+    std::fs::create_dir_all(&dir).expect("dir");
+    for name in ["libssl.so.3", "libcrypto.so.3"] {
+        std::fs::copy(format!("/usr/lib/x86_64-linux-gnu/{name}"), dir.join(name)).expect("copy");
+    }
+    let exchange = Exchange::new(&unique_request("space"));
+    let mut client = Command::new("/usr/bin/python3")
+        .arg(peer("tls_client.py"))
+        .args(exchange.client_args(port))
+        .arg("--hold")
+        .env("LD_LIBRARY_PATH", &dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut output = BufReader::new(client.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    output.read_line(&mut line).expect("ready");
+    let pid = client.id();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    assert!(maps.contains("libs with a space/libssl.so.3"), "{maps}");
+
+    let trace = Trace::start(&["openssl", "--pid", &pid.to_string()], &[]);
+    let patched = patched_bytes(pid);
+    assert!(!patched.is_empty(), "no breakpoint in the traced process");
+    assert!(
+        patched.iter().all(|&(_, byte)| byte == 0xCC),
+        "{patched:x?}"
+    );
+    writeln!(client.stdin.as_mut().expect("stdin")).expect("go");
+    drop(client.stdin.take());
+    assert!(client.wait().expect("client").success());
+    let run = trace.wait();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("attached for all processes"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(stream(&run.events, pid, "write"), exchange.request);
+    assert_eq!(stream(&run.events, pid, "read"), exchange.response());
 }

@@ -148,6 +148,9 @@ fn tracepoint_field_offset(event: &str, field: &str) -> Option<u32> {
 #[derive(Debug, Default)]
 pub struct Attached {
     pub failures: Vec<AttachFailure>,
+    /// Uprobes that had to be attached for all processes, though the run is scoped to some
+    /// (see scoped.rs), with why.
+    pub unscoped: Vec<String>,
     /// The attach id of `probes[0]`; the others follow.
     pub first_id: u32,
     /// Indexes into the plan's probes that got attach ids (attached or failed), in id order.
@@ -400,6 +403,7 @@ impl Tracer {
         let first_scoped = self.scoped.as_ref().map_or(0, ScopedProbes::len);
         let tasks: Vec<u32> = covered.iter().copied().collect();
         let mut failures = Vec::new();
+        let mut unscoped = Vec::new();
         let mut attached_files = BTreeSet::new();
         for (offset, &index) in probes.iter().enumerate() {
             let planned = &plan.probes[index];
@@ -459,11 +463,17 @@ impl Tracer {
                                 )
                                 .map_err(|error| error_chain(&error))
                         });
-                    if let Err(message) = made {
-                        result = Err(message);
-                        break;
+                    match made {
+                        Ok(_) => continue,
+                        // Traced anyway, for all processes (the BPF filter keeps the scope of
+                        // what is captured); said so.
+                        Err(message) => unscoped.push(format!(
+                            "{} at {:#x} in {}: {message}",
+                            planned.probe.symbol,
+                            file_offset,
+                            file.file.path.display()
+                        )),
                     }
-                    continue;
                 }
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(file_offset),
@@ -495,6 +505,7 @@ impl Tracer {
         self.attached_files.extend(attached_files);
         Ok(Attached {
             failures,
+            unscoped,
             first_id,
             probes,
             files: new_files.into_iter().collect(),

@@ -34,7 +34,7 @@ const GROUP_PREFIX: &str = "probectl_";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScopedError {
-    #[error("the file path {0:?} cannot name a tracefs uprobe event (it contains whitespace)")]
+    #[error("the file {0:?} cannot be opened to name it to tracefs")]
     UnusablePath(String),
     #[error("creating the tracefs uprobe event {event}")]
     CreateEvent {
@@ -135,9 +135,15 @@ impl ScopedProbes {
         cookie: u64,
         tasks: &[u32],
     ) -> Result<usize, ScopedError> {
-        let path_text = path.to_string_lossy();
-        if path_text.chars().any(char::is_whitespace) || path_text.is_empty() {
-            return Err(ScopedError::UnusablePath(path_text.into_owned()));
+        // tracefs splits its commands at whitespace: such a path is given through a descriptor
+        // held while the event is made (the kernel resolves it to the inode then).
+        let mut held = None;
+        let mut path_text = path.to_string_lossy().into_owned();
+        if path_text.chars().any(char::is_whitespace) {
+            let file = std::fs::File::open(path)
+                .map_err(|_| ScopedError::UnusablePath(path_text.clone()))?;
+            path_text = format!("/proc/self/fd/{}", file.as_raw_fd());
+            held = Some(file);
         }
         let name = format!("p{}", self.probes.len());
         let event = format!("{}/{name}", self.group);
@@ -148,6 +154,7 @@ impl ScopedProbes {
                 source,
             },
         )?;
+        drop(held);
         let created = (|| {
             let id_path = format!("{TRACEFS}/events/{event}/id");
             let id = std::fs::read_to_string(&id_path)
@@ -186,7 +193,12 @@ impl ScopedProbes {
         };
         self.probes.push(probe);
         let index = self.probes.len() - 1;
-        self.cover(index..index + 1, tasks)?;
+        if let Err(error) = self.cover(index..index + 1, tasks) {
+            // Not half made: the caller may attach the point another way.
+            drop(self.probes.pop());
+            let _ = write_uprobe_events(&format!("-:{event}\n"));
+            return Err(error);
+        }
         Ok(index)
     }
 

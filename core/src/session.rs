@@ -101,6 +101,14 @@ pub fn select_groups<'a>(specs: &'a SpecFile, name: &str) -> Result<Vec<&'a Grou
 /// Says which files were attached (with `note`, e.g. "for pid 12"), what was skipped and why,
 /// and what failed.
 pub(crate) fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_skips: bool) {
+    if let Some(first) = attached.unscoped.first() {
+        eprintln!(
+            "probectl: warning: {} probe(s) attached for all processes, not only the traced \
+             ones (other processes that map the file pay the uprobe traps; what is captured is \
+             still filtered): {first}",
+            attached.unscoped.len()
+        );
+    }
     let failures = &attached.failures;
     for file in attached.files.iter().map(|&index| &plan.files[index]) {
         let probes: Vec<_> = plan
