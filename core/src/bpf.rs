@@ -635,10 +635,8 @@ impl Drop for Tracer {
             );
         }
         detach_in_parallel(taken);
-        // Their tracefs events can go once no descriptor holds them.
-        if let Some(scoped) = &self.scoped {
-            scoped.remove_events();
-        }
+        // Their tracefs events go once no descriptor holds them (see `ScopedProbes`' drop).
+        drop(self.scoped.take());
         // The programs and maps are dropped after this, with no link left to wait for.
     }
 }

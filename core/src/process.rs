@@ -642,6 +642,9 @@ pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
 /// fails, we detach ourselves. Process-scoped probes leave tracefs events behind their
 /// descriptors: the child removes them once it has closed those.
 pub fn detach_in_background() {
+    if detach_child_started() {
+        return;
+    }
     // Made before the fork: the child of a multithreaded process must not allocate.
     let removal = crate::scoped::group_removal_command().into_bytes();
     let mut fds = [0; 2];
@@ -672,6 +675,18 @@ pub fn detach_in_background() {
     }
     // SAFETY: our copy of the child's end; ours stays open until we exit.
     unsafe { libc::close(wait_end) };
+    if child > 0 {
+        DETACH_CHILD.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Set once a detach child holds our descriptors.
+static DETACH_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a child started by `detach_in_background` will detach (and remove the tracefs
+/// events) after we exit: then we must not wait for the kernel ourselves.
+pub fn detach_child_started() -> bool {
+    DETACH_CHILD.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// Writes `removal` to tracefs's `uprobe_events`: in the detach child, after its descriptors

@@ -241,9 +241,15 @@ impl ScopedProbe {
 }
 
 impl Drop for ScopedProbes {
+    /// Closes the probes and removes their tracefs events. When a detach child holds the
+    /// descriptors, it removes the events after it closes them: trying here would fail, and
+    /// could first wait behind another tracer's teardown, which holds the kernel's event mutex
+    /// through RCU grace periods.
     fn drop(&mut self) {
         drop(self.take_probes());
-        self.remove_events();
+        if !crate::process::detach_child_started() {
+            self.remove_events();
+        }
     }
 }
 
