@@ -327,18 +327,13 @@ impl Tracer {
             attached_files: BTreeSet::new(),
             attribution_problems,
             links,
-            scoped: options.filter_by_pid.then(ScopedProbes::new),
+            scoped: options.filter_by_pid.then(ScopedProbes::open),
         })
     }
 
     /// The threads of every traced process (with a pid filter).
     fn traced_tasks(&self) -> BTreeSet<u32> {
         crate::scoped::tasks_of(self.traced_pids.keys().filter_map(Result::ok))
-    }
-
-    /// Perf events that bind process-scoped probes to tasks (0 when probes are system-wide).
-    pub fn scoped_task_events(&self) -> usize {
-        self.scoped.as_ref().map_or(0, ScopedProbes::task_events)
     }
 
     /// Adds a process to the kernel-side pid filter.

@@ -78,7 +78,6 @@ pub const UPROBE_EVENTS_C: &std::ffi::CStr = c"/sys/kernel/tracing/uprobe_events
 
 /// One probe: its tracefs event, the anchor holding the program, and the per-task events.
 pub struct ScopedProbe {
-    event: String,
     id: u64,
     /// Declared before the anchor: the link goes first.
     _link: OwnedFd,
@@ -90,29 +89,21 @@ pub struct ScopedProbe {
 pub struct ScopedProbes {
     group: String,
     probes: Vec<ScopedProbe>,
-}
-
-impl Default for ScopedProbes {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// Event names are never reused (a removal may fail while the kernel tears one down).
+    next_name: u32,
 }
 
 impl ScopedProbes {
     /// Removes what killed probectl processes left in tracefs and lets this process hold a
     /// descriptor per probe and task (the soft limit goes up to the hard one).
-    pub fn new() -> ScopedProbes {
+    pub fn open() -> ScopedProbes {
         remove_stale_groups();
         raise_descriptor_limit();
         ScopedProbes {
             group: group_name(),
             probes: Vec::new(),
+            next_name: 0,
         }
-    }
-
-    /// Perf events held on tasks, over all probes (inherited copies not counted).
-    pub fn task_events(&self) -> usize {
-        self.probes.iter().map(|probe| probe.tasks.len()).sum()
     }
 
     /// Probes made so far; `cover` takes ranges of these indexes.
@@ -145,7 +136,8 @@ impl ScopedProbes {
             path_text = format!("/proc/self/fd/{}", file.as_raw_fd());
             held = Some(file);
         }
-        let name = format!("p{}", self.probes.len());
+        let name = format!("p{}", self.next_name);
+        self.next_name += 1;
         let event = format!("{}/{name}", self.group);
         let kind = if retprobe { 'r' } else { 'p' };
         write_uprobe_events(&format!("{kind}:{event} {path_text}:{offset:#x}\n")).map_err(
@@ -177,7 +169,6 @@ impl ScopedProbes {
                 }
             })?;
             Ok(ScopedProbe {
-                event: event.clone(),
                 id,
                 _link: link,
                 _anchor: anchor,
@@ -230,13 +221,6 @@ impl ScopedProbes {
     /// background child that closes them removes them itself).
     pub fn remove_events(&self) {
         let _ = write_uprobe_events(&format!("-:{}/\n", self.group));
-    }
-}
-
-impl ScopedProbe {
-    /// The tracefs event (`group/name`).
-    pub fn event(&self) -> &str {
-        &self.event
     }
 }
 
