@@ -272,9 +272,11 @@ fn remove_stale_groups() {
             let (group, _) = rest.split_once('/')?;
             group.strip_prefix(GROUP_PREFIX)?.parse::<u32>().ok()
         })
+        // A pid that runs another program now is stale too; one that runs our program is
+        // left alone (its events are in use anyway, and the kernel would refuse).
         .filter(|&pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map_or(true, |comm| comm.trim() != "probectl")
+            let own = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).map_or(true, |comm| comm != own)
         })
         .collect();
     for pid in stale {
