@@ -2,7 +2,8 @@
 //! their address spaces alone (process-scoped uprobes, core/src/scoped.rs). The oracle is the
 //! kernel's own state, read independently of probectl: a process's executable mapping of
 //! libssl compared byte for byte with the file on disk (a uprobe is an int3, 0xCC, written
-//! over the instruction), and tracefs's `uprobe_events`.
+//! over the instruction), and tracefs's `uprobe_events`. Other tracers on the machine may have
+//! breakpoints in libssl too: each check compares with the same process before probectl.
 
 mod common;
 
@@ -104,7 +105,8 @@ fn tracing_a_pid_probes_it_and_its_new_children_and_no_other_process() {
     let mut line = String::new();
     spawner_output.read_line(&mut line).expect("ready");
     let spawner_pid = spawner.id();
-    assert!(patched_bytes(spawner_pid).is_empty(), "already patched");
+    let (spawner_before, bystander_before) =
+        (patched_bytes(spawner_pid), patched_bytes(bystander.pid()));
 
     let pid_text = spawner_pid.to_string();
     let trace = Trace::start(&["openssl", "--pid", &pid_text], &[]);
@@ -115,14 +117,17 @@ fn tracing_a_pid_probes_it_and_its_new_children_and_no_other_process() {
         uprobe_events()
     );
     let patched = patched_bytes(spawner_pid);
-    assert!(!patched.is_empty(), "no breakpoint in the traced process");
+    assert!(
+        patched.len() > spawner_before.len(),
+        "no breakpoint in the traced process"
+    );
     assert!(
         patched.iter().all(|&(_, byte)| byte == 0xCC),
         "the traced process's libssl differs from the file by more than breakpoints: {patched:x?}"
     );
     assert_eq!(
         patched_bytes(bystander.pid()),
-        Vec::new(),
+        bystander_before,
         "a process that is not traced got breakpoints"
     );
 
@@ -150,7 +155,15 @@ fn tracing_a_pid_probes_it_and_its_new_children_and_no_other_process() {
     eventually("the run's tracefs events were not removed", || {
         !uprobe_events().contains(&group)
     });
-    assert_eq!(patched_bytes(spawner_pid), Vec::new());
+    let ours: Vec<u64> = patched
+        .iter()
+        .filter(|patch| !spawner_before.contains(patch))
+        .map(|&(offset, _)| offset)
+        .collect();
+    eventually("the run's breakpoints stayed in the traced process", || {
+        let now = patched_bytes(spawner_pid);
+        !now.iter().any(|(offset, _)| ours.contains(offset))
+    });
     drop(spawner.stdin.take());
     assert!(spawner.wait().expect("spawner").success());
 }
@@ -181,9 +194,13 @@ fn a_library_in_a_directory_with_a_space_is_probed_in_the_traced_process() {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
     assert!(maps.contains("libs with a space/libssl.so.3"), "{maps}");
 
+    let before = patched_bytes(pid);
     let trace = Trace::start(&["openssl", "--pid", &pid.to_string()], &[]);
     let patched = patched_bytes(pid);
-    assert!(!patched.is_empty(), "no breakpoint in the traced process");
+    assert!(
+        patched.len() > before.len(),
+        "no breakpoint in the traced process"
+    );
     assert!(
         patched.iter().all(|&(_, byte)| byte == 0xCC),
         "{patched:x?}"
@@ -200,4 +217,30 @@ fn a_library_in_a_directory_with_a_space_is_probed_in_the_traced_process() {
     );
     assert_eq!(stream(&run.events, pid, "write"), exchange.request);
     assert_eq!(stream(&run.events, pid, "read"), exchange.response());
+}
+
+#[test]
+fn a_killed_probectl_leaves_its_tracefs_events_and_the_next_one_removes_them() {
+    let _exclusive = exclusive();
+    let traced = idle_libssl_user();
+    let pid_text = traced.pid().to_string();
+    let before = patched_bytes(traced.pid());
+    let mut killed = Trace::start(&["openssl", "--pid", &pid_text], &[]);
+    let group = format!("probectl_{}/", killed.pid());
+    assert!(patched_bytes(traced.pid()).len() > before.len());
+    killed.kill();
+    // The kernel closed its descriptors: the breakpoints went, the events stayed.
+    eventually("the killed run's breakpoints stayed", || {
+        patched_bytes(traced.pid()) == before
+    });
+    assert!(uprobe_events().contains(&group), "{}", uprobe_events());
+
+    let next = Trace::start(&["openssl", "--pid", &pid_text], &[]);
+    assert!(
+        !uprobe_events().contains(&group),
+        "the next run left the stale events:\n{}",
+        uprobe_events()
+    );
+    let run = next.stop();
+    assert!(run.status.success(), "{}", run.stderr);
 }

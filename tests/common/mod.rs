@@ -362,6 +362,12 @@ impl Trace {
         self.stderr.lock().expect("lock").clone()
     }
 
+    /// Kills probectl with SIGKILL (no cleanup of its own) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.wait_exit();
+    }
+
     /// Sends SIGINT (Ctrl-C) and collects the run.
     pub fn stop(self) -> Finished {
         // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
