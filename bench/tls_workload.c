@@ -1,17 +1,26 @@
 /*
- * tls_workload: probectl's benchmark load. One process, one thread: a TLS client and a TLS
- * server (OpenSSL, dynamically linked against the system libssl.so.3, so that uprobes on
- * libssl fire) connected by a non-blocking socketpair. The client does COUNT SSL_write calls of
- * SIZE bytes each; after every write the server SSL_reads until it has all SIZE bytes and checks
- * them. The data is deterministic and printable (so a bpftrace "%r" dump prints it 1:1).
+ * tls_workload: probectl's benchmark load. One process, one thread (two with --threads 2): a
+ * TLS client and a TLS server (OpenSSL, dynamically linked against the system libssl.so.3, so
+ * that uprobes on libssl fire) connected by a non-blocking socketpair. The client does COUNT
+ * SSL_write calls of SIZE bytes each; after every write the server SSL_reads until it has all
+ * SIZE bytes and checks them. The data is deterministic and printable (so a bpftrace "%r" dump
+ * prints it 1:1).
  *
  * The workload times its own loop (handshake and start-up excluded) and prints one JSON line on
  * stdout. Because everything runs on one thread, the loop time is the sum of the time of every
  * SSL_write/SSL_read call: a tracer's added cost per call is (traced - untraced) / calls.
  *
+ * With --threads 2 the client and the server run on two threads of the one process (both CPUs
+ * busy): after the handshake the socketpair is made blocking, a client thread does the COUNT
+ * SSL_writes back to back and a server thread SSL_reads until it has COUNT * SIZE bytes, checking
+ * every byte against the same pattern. The loop time is then wall time from both threads'
+ * start to both threads' end (calls overlap: ns_per_call is loop_ns / calls, not a call's cost);
+ * "client_ns"/"server_ns" are each thread's own loop time.
+ *
  * Usage: tls_workload --cert FILE --key FILE --size BYTES --count N
- *                     [--rate BYTES_PER_SECOND] [--wait]
+ *                     [--rate BYTES_PER_SECOND] [--wait] [--threads 1|2]
  *   --rate  pace the writes to at most this many bytes per second (0 = as fast as possible)
+ *   --threads  1 (default): everything on one thread, as described above; 2: see above
  *   --wait  after the handshake print "ready PID" on stdout and wait for a line on stdin
  *           before starting the loop (for a tracer attaching with --pid)
  *
@@ -19,6 +28,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,9 +126,115 @@ static void handshake(SSL *client, SSL *server) {
     }
 }
 
+/* ---- Two threads (--threads 2): client thread writes, server thread reads, blocking sockets. */
+
+struct two_threads {
+    SSL *client, *server;
+    const unsigned char *wbuf; /* the pattern: size + PERIOD bytes */
+    unsigned long long size, count, rate;
+    pthread_barrier_t start;
+    /* Each thread's loop: CLOCK_MONOTONIC at its start and end (read only after the joins). */
+    uint64_t client_start, client_end, server_start, server_end;
+};
+
+static void pace(uint64_t start, unsigned long long i, unsigned long long size, unsigned long long rate) {
+    /* Message i may start at start + i * size / rate. */
+    uint64_t due = start + (uint64_t)((double)i * (double)size * 1e9 / (double)rate);
+    uint64_t t = now_ns();
+    if (t < due) {
+        struct timespec d = {(time_t)((due - t) / 1000000000ull), (long)((due - t) % 1000000000ull)};
+        nanosleep(&d, NULL);
+    }
+}
+
+static void *client_thread(void *arg) {
+    struct two_threads *t = arg;
+    pthread_barrier_wait(&t->start);
+    uint64_t start = now_ns();
+    for (unsigned long long i = 0; i < t->count; i++) {
+        if (t->rate)
+            pace(start, i, t->size, t->rate);
+        /* Blocking socket, SSL_MODE_AUTO_RETRY (OpenSSL's default): one call writes it all. */
+        int r = SSL_write(t->client, t->wbuf + (i % PERIOD), (int)t->size);
+        write_calls++;
+        if (r <= 0) die_ssl("SSL_write");
+        if ((unsigned long long)r != t->size) {
+            fprintf(stderr, "tls_workload: short write %d of %llu\n", r, t->size);
+            exit(1);
+        }
+    }
+    t->client_start = start;
+    t->client_end = now_ns();
+    return NULL;
+}
+
+static void *server_thread(void *arg) {
+    struct two_threads *t = arg;
+    pthread_barrier_wait(&t->start);
+    uint64_t start = now_ns();
+    unsigned long long message = 0; /* the message the next byte belongs to */
+    size_t offset = 0;              /* and its offset in that message */
+    while (message < t->count) {
+        int r = SSL_read(t->server, rbuf, (int)rbuf_size);
+        read_calls++;
+        if (r <= 0) die_ssl("SSL_read");
+        /* A read never spans two writes' records, but check as if it could. */
+        size_t done = 0;
+        while (done < (size_t)r) {
+            if (message >= t->count) {
+                bad_data = 1; /* more bytes than were sent */
+                break;
+            }
+            size_t n = (size_t)r - done;
+            if (n > t->size - offset)
+                n = t->size - offset;
+            if (memcmp(rbuf + done, t->wbuf + (message % PERIOD) + offset, n) != 0)
+                bad_data = 1;
+            done += n;
+            offset += n;
+            if (offset == t->size) {
+                message++;
+                offset = 0;
+            }
+        }
+    }
+    t->server_start = start;
+    t->server_end = now_ns();
+    return NULL;
+}
+
+/* Returns the loop's wall time: from the first thread's start to the last thread's end (not
+   the main thread's clock: with 3 threads on 2 CPUs it may run late after the barrier). */
+static uint64_t run_two_threads(struct two_threads *t, int fds[2]) {
+    for (int k = 0; k < 2; k++) {
+        int flags = fcntl(fds[k], F_GETFL);
+        if (flags < 0 || fcntl(fds[k], F_SETFL, flags & ~O_NONBLOCK) != 0) {
+            perror("tls_workload: fcntl");
+            exit(1);
+        }
+    }
+    if (pthread_barrier_init(&t->start, NULL, 3) != 0) {
+        fprintf(stderr, "tls_workload: pthread_barrier_init failed\n");
+        exit(1);
+    }
+    pthread_t client, server;
+    if (pthread_create(&client, NULL, client_thread, t) != 0 ||
+        pthread_create(&server, NULL, server_thread, t) != 0) {
+        fprintf(stderr, "tls_workload: pthread_create failed\n");
+        exit(1);
+    }
+    pthread_barrier_wait(&t->start);
+    pthread_join(client, NULL);
+    pthread_join(server, NULL);
+    pthread_barrier_destroy(&t->start);
+    uint64_t start = t->client_start < t->server_start ? t->client_start : t->server_start;
+    uint64_t end = t->client_end > t->server_end ? t->client_end : t->server_end;
+    return end - start;
+}
+
 int main(int argc, char **argv) {
     const char *cert = NULL, *key = NULL;
-    unsigned long long size = 0, count = 0, rate = 0;
+    unsigned long long size = 0, count = 0, rate = 0, threads = 1;
     int wait_for_go = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -135,15 +252,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--size")) size = parse_u64(v, "size");
         else if (!strcmp(a, "--count")) count = parse_u64(v, "count");
         else if (!strcmp(a, "--rate")) rate = parse_u64(v, "rate");
+        else if (!strcmp(a, "--threads")) threads = parse_u64(v, "threads");
         else {
             fprintf(stderr, "tls_workload: unknown option %s\n", a);
             return 1;
         }
         i++;
     }
-    if (!cert || !key || size == 0 || size > (1u << 30) || count == 0) {
+    if (!cert || !key || size == 0 || size > (1u << 30) || count == 0 || threads < 1 || threads > 2) {
         fprintf(stderr, "usage: tls_workload --cert FILE --key FILE --size BYTES --count N "
-                        "[--rate BYTES_PER_SECOND] [--wait]\n");
+                        "[--rate BYTES_PER_SECOND] [--wait] [--threads 1|2]\n");
         return 1;
     }
 
@@ -201,40 +319,47 @@ int main(int argc, char **argv) {
         }
     }
 
-    uint64_t start = now_ns();
-    for (unsigned long long i = 0; i < count; i++) {
-        if (rate) {
-            /* Pace: message i may start at start + i * size / rate. */
-            uint64_t due = start + (uint64_t)((double)i * (double)size * 1e9 / (double)rate);
-            uint64_t t = now_ns();
-            if (t < due) {
-                struct timespec d = {(time_t)((due - t) / 1000000000ull), (long)((due - t) % 1000000000ull)};
-                nanosleep(&d, NULL);
-            }
-        }
-        const unsigned char *msg = wbuf + (i % PERIOD);
-        expected = msg;
-        expected_size = size;
-        received = 0;
-        for (;;) {
-            int r = SSL_write(client, msg, (int)size);
-            write_calls++;
-            if (r > 0) {
-                if ((unsigned long long)r != size) {
-                    fprintf(stderr, "tls_workload: short write %d of %llu\n", r, size);
-                    return 1;
+    struct two_threads two = {.client = client, .server = server, .wbuf = wbuf, .size = size,
+                              .count = count, .rate = rate};
+    uint64_t loop_ns;
+    if (threads == 2) {
+        loop_ns = run_two_threads(&two, fds);
+    } else {
+        uint64_t start = now_ns();
+        for (unsigned long long i = 0; i < count; i++) {
+            if (rate) {
+                /* Pace: message i may start at start + i * size / rate. */
+                uint64_t due = start + (uint64_t)((double)i * (double)size * 1e9 / (double)rate);
+                uint64_t t = now_ns();
+                if (t < due) {
+                    struct timespec d = {(time_t)((due - t) / 1000000000ull), (long)((due - t) % 1000000000ull)};
+                    nanosleep(&d, NULL);
                 }
-                break;
             }
-            int e = SSL_get_error(client, r);
-            if (e != SSL_ERROR_WANT_WRITE) die_ssl("SSL_write");
-            /* The socket is full: let the server take what is there, then retry the write. */
-            write_want++;
-            server_read(server, 0);
+            const unsigned char *msg = wbuf + (i % PERIOD);
+            expected = msg;
+            expected_size = size;
+            received = 0;
+            for (;;) {
+                int r = SSL_write(client, msg, (int)size);
+                write_calls++;
+                if (r > 0) {
+                    if ((unsigned long long)r != size) {
+                        fprintf(stderr, "tls_workload: short write %d of %llu\n", r, size);
+                        return 1;
+                    }
+                    break;
+                }
+                int e = SSL_get_error(client, r);
+                if (e != SSL_ERROR_WANT_WRITE) die_ssl("SSL_write");
+                /* The socket is full: let the server take what is there, then retry the write. */
+                write_want++;
+                server_read(server, 0);
+            }
+            server_read(server, size);
         }
-        server_read(server, size);
+        loop_ns = now_ns() - start;
     }
-    uint64_t loop_ns = now_ns() - start;
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -243,12 +368,15 @@ int main(int argc, char **argv) {
     printf("{\"size\":%llu,\"count\":%llu,\"bytes\":%llu,\"write_calls\":%llu,\"read_calls\":%llu,"
            "\"write_would_block\":%llu,\"read_would_block\":%llu,\"loop_ns\":%llu,"
            "\"ns_per_call\":%.1f,\"calls_per_s\":%.0f,\"mb_per_s\":%.2f,\"rate\":%llu,"
-           "\"utime_us\":%lld,\"stime_us\":%lld,\"maxrss_kb\":%ld,\"data_ok\":%s}\n",
+           "\"utime_us\":%lld,\"stime_us\":%lld,\"maxrss_kb\":%ld,\"threads\":%llu,"
+           "\"client_ns\":%llu,\"server_ns\":%llu,\"data_ok\":%s}\n",
            size, count, size * count, (unsigned long long)write_calls, (unsigned long long)read_calls,
            (unsigned long long)write_want, (unsigned long long)read_want, (unsigned long long)loop_ns,
            (double)loop_ns / (double)calls, (double)calls / secs, (double)(size * count) / secs / 1e6,
            rate, (long long)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec,
-           (long long)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec, ru.ru_maxrss,
+           (long long)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec, ru.ru_maxrss, threads,
+           (unsigned long long)(two.client_end - two.client_start),
+           (unsigned long long)(two.server_end - two.server_start),
            bad_data ? "false" : "true");
     fflush(stdout);
 
