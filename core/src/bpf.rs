@@ -40,7 +40,8 @@ const FD_SYSCALLS: &[&str] = &[
     "read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg",
 ];
 
-const TRACEFS: &str = "/sys/kernel/tracing";
+/// Where tracefs is (mounted there if it is not).
+pub(crate) const TRACEFS: &str = "/sys/kernel/tracing";
 /// Capacity of the attach table (`PROBE_SPECS`).
 pub const MAX_ATTACH_POINTS: usize = 4096;
 

@@ -27,7 +27,8 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-const TRACEFS: &str = "/sys/kernel/tracing";
+use crate::bpf::TRACEFS;
+/// Also as `UPROBE_EVENTS_C`, for the detach child.
 const UPROBE_EVENTS: &str = "/sys/kernel/tracing/uprobe_events";
 /// Prefix of the tracefs group of every probectl process.
 const GROUP_PREFIX: &str = "probectl_";
