@@ -73,6 +73,25 @@ fn idle_libssl_user() -> Guard {
     guard
 }
 
+/// Waits (60 s at most) until no other probectl runs, such as the detach child of an earlier
+/// test's system-wide run, whose breakpoints (at the same offsets) would blur the comparisons.
+fn quiet_probectl() {
+    let others = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
+            .filter(|entry| {
+                let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+                // "pid (comm) state ...": a zombie holds nothing.
+                stat.contains("(probectl) ") && !stat.contains("(probectl) Z")
+            })
+            .count()
+    };
+    eventually("another probectl kept running", || others() == 0);
+}
+
 fn uprobe_events() -> String {
     std::fs::read_to_string("/sys/kernel/tracing/uprobe_events").unwrap_or_default()
 }
@@ -90,6 +109,7 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn tracing_a_pid_probes_it_and_its_new_children_and_no_other_process() {
     let _exclusive = exclusive();
+    quiet_probectl();
     let (_server, port) = s_server();
     let exchange = Exchange::new(&unique_request("scoped"));
     let bystander = idle_libssl_user();
@@ -171,6 +191,7 @@ fn tracing_a_pid_probes_it_and_its_new_children_and_no_other_process() {
 #[test]
 fn a_library_in_a_directory_with_a_space_is_probed_in_the_traced_process() {
     let _exclusive = exclusive();
+    quiet_probectl();
     let (_server, port) = s_server();
     let dir = scratch_file("libs with a space");
     std::fs::create_dir_all(&dir).expect("dir");
@@ -222,16 +243,21 @@ fn a_library_in_a_directory_with_a_space_is_probed_in_the_traced_process() {
 #[test]
 fn a_killed_probectl_leaves_its_tracefs_events_and_the_next_one_removes_them() {
     let _exclusive = exclusive();
+    quiet_probectl();
     let traced = idle_libssl_user();
     let pid_text = traced.pid().to_string();
     let before = patched_bytes(traced.pid());
     let mut killed = Trace::start(&["openssl", "--pid", &pid_text], &[]);
     let group = format!("probectl_{}/", killed.pid());
-    assert!(patched_bytes(traced.pid()).len() > before.len());
+    let during = patched_bytes(traced.pid());
+    assert!(during.len() > before.len());
     killed.kill();
     // The kernel closed its descriptors: the breakpoints went, the events stayed.
     eventually("the killed run's breakpoints stayed", || {
-        patched_bytes(traced.pid()) == before
+        let now = patched_bytes(traced.pid());
+        !during
+            .iter()
+            .any(|patch| !before.contains(patch) && now.contains(patch))
     });
     assert!(uprobe_events().contains(&group), "{}", uprobe_events());
 
