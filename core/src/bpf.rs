@@ -391,7 +391,8 @@ impl Tracer {
         on_ids(first_id, &probes);
         // Process-scoped probes are bound to every task traced now; later children inherit
         // them (see scoped.rs).
-        let mut covered = if self.scoped.is_some() {
+        // (Most calls come from a lookup that finds nothing new: no /proc walk for those.)
+        let mut covered = if self.scoped.is_some() && !probes.is_empty() {
             self.traced_tasks()
         } else {
             BTreeSet::new()

@@ -63,15 +63,25 @@ pub enum ScopedError {
     },
 }
 
-/// The tracefs group of this probectl process.
-pub fn group_name() -> String {
-    format!("{GROUP_PREFIX}{}", std::process::id())
+/// The tracefs group of probectl process `pid`.
+fn group_of(pid: u32) -> String {
+    format!("{GROUP_PREFIX}{pid}")
 }
 
-/// What removes every event of this process's group, as written to `uprobe_events` (an empty
-/// event name matches the whole group).
+/// The tracefs group of this probectl process.
+pub fn group_name() -> String {
+    group_of(std::process::id())
+}
+
+/// What removes every event of `pid`'s group, as written to `uprobe_events` (an empty event
+/// name matches the whole group).
+fn removal_command_of(pid: u32) -> String {
+    format!("-:{}/\n", group_of(pid))
+}
+
+/// What removes every event of this process's group.
 pub fn group_removal_command() -> String {
-    format!("-:{}/\n", group_name())
+    removal_command_of(std::process::id())
 }
 
 /// `uprobe_events`, as a C string, for code that may not allocate (a forked child).
@@ -88,7 +98,6 @@ pub struct ScopedProbe {
 
 /// Every process-scoped probe of one probectl process.
 pub struct ScopedProbes {
-    group: String,
     probes: Vec<ScopedProbe>,
     /// Event names are never reused (a removal may fail while the kernel tears one down).
     next_name: u32,
@@ -101,7 +110,6 @@ impl ScopedProbes {
         remove_stale_groups();
         raise_descriptor_limit();
         ScopedProbes {
-            group: group_name(),
             probes: Vec::new(),
             next_name: 0,
         }
@@ -139,7 +147,7 @@ impl ScopedProbes {
         }
         let name = format!("p{}", self.next_name);
         self.next_name += 1;
-        let event = format!("{}/{name}", self.group);
+        let event = format!("{}/{name}", group_name());
         let kind = if retprobe { 'r' } else { 'p' };
         write_uprobe_events(&format!("{kind}:{event} {path_text}:{offset:#x}\n")).map_err(
             |source| ScopedError::CreateEvent {
@@ -221,7 +229,7 @@ impl ScopedProbes {
     /// Removes this process's tracefs events. It fails while a descriptor of one is open (a
     /// background child that closes them removes them itself).
     pub fn remove_events(&self) {
-        let _ = write_uprobe_events(&format!("-:{}/\n", self.group));
+        let _ = write_uprobe_events(&group_removal_command());
     }
 }
 
@@ -266,6 +274,7 @@ fn remove_stale_groups() {
     let Ok(events) = std::fs::read_to_string(UPROBE_EVENTS) else {
         return;
     };
+    let own = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
     let stale: BTreeSet<u32> = events
         .lines()
         .filter_map(|line| {
@@ -276,13 +285,12 @@ fn remove_stale_groups() {
         // A pid that runs another program now is stale too; one that runs our program is
         // left alone (its events are in use anyway, and the kernel would refuse).
         .filter(|&pid| {
-            let own = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
             std::fs::read_to_string(format!("/proc/{pid}/comm")).map_or(true, |comm| comm != own)
         })
         .collect();
     for pid in stale {
         // Busy while a background child still holds them: it removes them itself.
-        let _ = write_uprobe_events(&format!("-:{GROUP_PREFIX}{pid}/\n"));
+        let _ = write_uprobe_events(&removal_command_of(pid));
     }
 }
 
