@@ -122,6 +122,31 @@ pub fn open_output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, OutputE
     Ok(Box::new(io::BufWriter::with_capacity(1 << 16, file)))
 }
 
+/// Where an [`EventWriter`] puts its bytes: a `Write` that also lends the buffer its bytes are
+/// collected in, so that an event is rendered in place. Rendering into a buffer of its own and
+/// then copying that into the output's cost the reader as much as the base64 encoding itself.
+pub trait Output: Write {
+    /// Lets `render` append to the output's buffer; `size_hint` is about how many bytes it
+    /// appends (more is allowed, and costs a reallocation).
+    fn append(
+        &mut self,
+        size_hint: usize,
+        render: &mut dyn FnMut(&mut Vec<u8>) -> io::Result<()>,
+    ) -> io::Result<()>;
+}
+
+/// A buffer in memory is its own output (tests, and the HTTP decoder's scratch).
+impl Output for Vec<u8> {
+    fn append(
+        &mut self,
+        size_hint: usize,
+        render: &mut dyn FnMut(&mut Vec<u8>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.reserve(size_hint);
+        render(self)
+    }
+}
+
 /// A consumer of the event stream: the last stage of the data pipeline. Every output format
 /// (text, hex, JSON, and the decoders and writers built on them) implements it.
 ///
@@ -130,28 +155,26 @@ pub fn open_output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, OutputE
 /// connection whose fd was closed, and `finish` once at the end of the run.
 pub trait EventWriter: Send {
     /// One event (one TLS call, or the run of one after a loss inside it).
-    fn event(&mut self, event: &Event<'_>, out: &mut dyn Write) -> io::Result<()>;
+    fn event(&mut self, event: &Event<'_>, out: &mut dyn Output) -> io::Result<()>;
     /// The connection `conn` ended (its fd was closed) at `ts_ns` (wall clock, ns since the
     /// epoch). No event of this connection id follows.
     fn connection_closed(
         &mut self,
         _conn: &ConnectionView<'_>,
         _ts_ns: u64,
-        _out: &mut dyn Write,
+        _out: &mut dyn Output,
     ) -> io::Result<()> {
         Ok(())
     }
     /// The run is over: write whatever is still held back.
-    fn finish(&mut self, _out: &mut dyn Write) -> io::Result<()> {
+    fn finish(&mut self, _out: &mut dyn Output) -> io::Result<()> {
         Ok(())
     }
 }
 
-/// Renders events; keeps its scratch buffers between events.
+/// Renders events straight into the output's buffer.
 pub struct Renderer {
     format: Format,
-    /// The JSON line being built (reused between events).
-    line: Vec<u8>,
 }
 
 #[derive(Serialize)]
@@ -182,72 +205,76 @@ struct JsonConnection<'a> {
 }
 
 impl EventWriter for Renderer {
-    fn event(&mut self, event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
+    fn event(&mut self, event: &Event<'_>, out: &mut dyn Output) -> io::Result<()> {
         self.render(event, out)
     }
 }
 
 impl Renderer {
     pub fn new(format: Format) -> Renderer {
-        Renderer {
-            format,
-            line: Vec::new(),
-        }
+        Renderer { format }
     }
 
-    pub fn render(&mut self, event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
+    pub fn render(&mut self, event: &Event<'_>, out: &mut dyn Output) -> io::Result<()> {
+        // The header's fields (paths, addresses) and the encoded data; the encoders reserve
+        // what they need themselves.
+        let header = HEADER_BYTES + event.attach.library.as_os_str().len();
+        let data = event.data.len();
         match self.format {
-            Format::Json => self.render_json(event, out),
-            // The header and the data are built in one buffer and written in one call.
-            Format::Text => {
-                self.line.clear();
-                write_header(event, &mut self.line)?;
-                encode::escape_text(event.data, &mut self.line);
-                out.write_all(&self.line)
-            }
-            Format::Hex => {
-                self.line.clear();
-                write_header(event, &mut self.line)?;
-                encode::hexdump(event.data, &mut self.line);
-                out.write_all(&self.line)
-            }
+            Format::Json => out.append(header + data.div_ceil(3) * 4, &mut |line| {
+                render_json(event, line)
+            }),
+            Format::Text => out.append(header + 4 * data + 1, &mut |line| {
+                write_header(event, line)?;
+                encode::escape_text(event.data, line);
+                Ok(())
+            }),
+            Format::Hex => out.append(header + 5 * data + 80, &mut |line| {
+                write_header(event, line)?;
+                encode::hexdump(event.data, line);
+                Ok(())
+            }),
             Format::Pcapng => Err(io::Error::other("pcapng is written by PcapngWriter")),
         }
     }
+}
 
-    fn render_json(&mut self, event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
-        let json = JsonEvent {
-            ts_ns: event.ts_ns,
-            pid: event.pid,
-            tid: event.tid,
-            comm: event.comm,
-            plugin: &event.attach.plugin,
-            library: &event.attach.library,
-            function: &event.attach.function,
-            direction: event.attach.direction.as_str(),
-            len: event.len,
-            truncated: event.truncated,
-            conn: JsonConnection {
-                id: event.conn.id,
-                handle: format!("{:#x}", event.conn.handle),
-                fd: event.conn.fd,
-                transport: event.conn.transport,
-                local: event.conn.local,
-                remote: event.conn.remote,
-                offset: event.conn.offset,
-            },
-        };
-        // The fields go through serde_json; the data is appended as the last field straight
-        // from the (SIMD) base64 encoder: base64 never needs JSON escaping, and scanning
-        // megabytes of it for escapes was the reader's largest cost.
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, &json)?;
-        self.line.pop(); // the closing brace
-        self.line.extend_from_slice(b",\"data_b64\":\"");
-        encode::base64(event.data, &mut self.line);
-        self.line.extend_from_slice(b"\"}\n");
-        out.write_all(&self.line)
-    }
+/// About the most a header (text) or the fields before the data (JSON) take, apart from the
+/// library's path.
+const HEADER_BYTES: usize = 512;
+
+/// Appends the JSON line of `event` to `line`.
+fn render_json(event: &Event<'_>, line: &mut Vec<u8>) -> io::Result<()> {
+    let json = JsonEvent {
+        ts_ns: event.ts_ns,
+        pid: event.pid,
+        tid: event.tid,
+        comm: event.comm,
+        plugin: &event.attach.plugin,
+        library: &event.attach.library,
+        function: &event.attach.function,
+        direction: event.attach.direction.as_str(),
+        len: event.len,
+        truncated: event.truncated,
+        conn: JsonConnection {
+            id: event.conn.id,
+            handle: format!("{:#x}", event.conn.handle),
+            fd: event.conn.fd,
+            transport: event.conn.transport,
+            local: event.conn.local,
+            remote: event.conn.remote,
+            offset: event.conn.offset,
+        },
+    };
+    // The fields go through serde_json; the data is appended as the last field straight
+    // from the (SIMD) base64 encoder: base64 never needs JSON escaping, and scanning
+    // megabytes of it for escapes was the reader's largest cost.
+    serde_json::to_writer(&mut *line, &json)?;
+    line.pop(); // the closing brace
+    line.extend_from_slice(b",\"data_b64\":\"");
+    encode::base64(event.data, line);
+    line.extend_from_slice(b"\"}\n");
+    Ok(())
 }
 
 /// `HH:MM:SS.micros` (UTC) of a wall-clock time in ns.

@@ -14,7 +14,7 @@
 //! so a pipe (`| tshark -i -`) gets each packet as soon as the session flushes its output.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeade
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, Endianness};
 
-use crate::output::{ConnectionView, Event, EventWriter};
+use crate::output::{ConnectionView, Event, EventWriter, Output};
 use crate::spec::Direction;
 
 /// Most payload bytes in one segment: what fits an IPv4 packet (65535 - 20 - 20), under 64 KiB.
@@ -362,7 +362,7 @@ impl PcapngWriter {
     }
 
     /// Copies the blocks built so far to `out` (the section header the first time).
-    fn drain(&mut self, out: &mut dyn Write) -> io::Result<()> {
+    fn drain(&mut self, out: &mut dyn Output) -> io::Result<()> {
         let buffer = self.blocks.get_mut();
         let result = out.write_all(buffer);
         buffer.clear();
@@ -602,7 +602,7 @@ fn read_trimmed(path: &str) -> String {
 }
 
 impl EventWriter for PcapngWriter {
-    fn event(&mut self, event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
+    fn event(&mut self, event: &Event<'_>, out: &mut dyn Output) -> io::Result<()> {
         self.write_event(event)?;
         self.drain(out)
     }
@@ -611,13 +611,13 @@ impl EventWriter for PcapngWriter {
         &mut self,
         conn: &ConnectionView<'_>,
         ts_ns: u64,
-        out: &mut dyn Write,
+        out: &mut dyn Output,
     ) -> io::Result<()> {
         self.write_close(conn, ts_ns)?;
         self.drain(out)
     }
 
-    fn finish(&mut self, out: &mut dyn Write) -> io::Result<()> {
+    fn finish(&mut self, out: &mut dyn Output) -> io::Result<()> {
         for note in self.notes() {
             eprintln!("probectl: {note}");
         }

@@ -11,6 +11,8 @@ use std::io::{self, Write};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
+use crate::output::Output;
+
 /// Bytes per buffer handed to the writer thread.
 const BUFFER_BYTES: usize = 1 << 20;
 /// Buffers in the pool: at most this many MiB of output wait to be written.
@@ -53,6 +55,11 @@ impl BackgroundWriter {
                         Message::Data(mut buffer) => {
                             out.write_all(&buffer)?;
                             buffer.clear();
+                            // An event larger than a buffer grew it: memory stays bounded by
+                            // the pool, not by the largest event seen.
+                            if buffer.capacity() > 2 * BUFFER_BYTES {
+                                buffer.shrink_to(BUFFER_BYTES);
+                            }
                             // The reader may be gone (finishing): the buffer is just dropped.
                             let _ = give_back.send(buffer);
                         }
@@ -118,6 +125,31 @@ impl BackgroundWriter {
             },
             None => Err(self.stopped()),
         }
+    }
+}
+
+impl Output for BackgroundWriter {
+    /// Renders into the buffer that goes to the writer thread: the event is never copied.
+    fn append(
+        &mut self,
+        size_hint: usize,
+        render: &mut dyn FnMut(&mut Vec<u8>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        // Room for the whole event, so that the buffer never reallocates (which copies all
+        // it holds): a buffer without it is handed over first.
+        if !self.current.is_empty() && self.current.len() + size_hint > self.current.capacity() {
+            self.hand_over()?;
+        }
+        self.current.reserve(size_hint);
+        let start = self.current.len();
+        if let Err(error) = render(&mut self.current) {
+            self.current.truncate(start);
+            return Err(error);
+        }
+        if self.current.len() >= BUFFER_BYTES {
+            self.hand_over()?;
+        }
+        Ok(())
     }
 }
 
@@ -240,5 +272,68 @@ mod tests {
             .or_else(|| writer.finish().err())
             .expect("error");
         assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn appended_events_arrive_whole_and_in_order() {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let mut writer = BackgroundWriter::new(Box::new(Shared {
+            bytes: bytes.clone(),
+            fail_after: None,
+        }))
+        .expect("thread");
+        let mut expected = Vec::new();
+        // Small events, events larger than a buffer, and hints that are too small.
+        let sizes = [
+            10,
+            BUFFER_BYTES / 3,
+            3 * BUFFER_BYTES,
+            7,
+            BUFFER_BYTES - 1,
+            100,
+        ];
+        for (round, size) in sizes.iter().cycle().take(40).enumerate() {
+            let event: Vec<u8> = (0..*size).map(|i| (i + round) as u8).collect();
+            let hint = if round % 2 == 0 { *size } else { size / 2 };
+            writer
+                .append(hint, &mut |line| {
+                    line.extend_from_slice(&event);
+                    Ok(())
+                })
+                .expect("append");
+            expected.extend_from_slice(&event);
+            // A failed render leaves nothing behind.
+            let error = writer.append(16, &mut |line| {
+                line.extend_from_slice(b"half an event");
+                Err(io::Error::other("render failed"))
+            });
+            assert!(error.is_err());
+        }
+        writer.finish().expect("finish");
+        assert!(*bytes.lock().expect("lock") == expected);
+    }
+
+    #[test]
+    fn appending_into_a_full_buffer_hands_it_over_first() {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let mut writer = BackgroundWriter::new(Box::new(Shared {
+            bytes,
+            fail_after: None,
+        }))
+        .expect("thread");
+        writer
+            .write_all(&vec![1; BUFFER_BYTES - 10])
+            .expect("write");
+        let capacity = writer.current.capacity();
+        writer
+            .append(100, &mut |line| {
+                line.extend_from_slice(&[2; 100]);
+                Ok(())
+            })
+            .expect("append");
+        // The event went into a fresh buffer: the full one was not grown (which copies it).
+        assert_eq!(writer.current.len(), 100);
+        assert_eq!(writer.current.capacity(), capacity);
+        writer.finish().expect("finish");
     }
 }

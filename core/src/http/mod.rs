@@ -17,9 +17,9 @@ mod render;
 mod tests;
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 
-use crate::output::{ConnectionView, Event, EventWriter, Format, Renderer};
+use crate::output::{ConnectionView, Event, EventWriter, Format, Output, Renderer};
 use crate::spec::Direction;
 pub use hpack::Field;
 
@@ -377,7 +377,7 @@ impl HttpWriter {
             .sum()
     }
 
-    fn write_done(&mut self, out: &mut dyn Write) -> io::Result<()> {
+    fn write_done(&mut self, out: &mut dyn Output) -> io::Result<()> {
         for exchange in self.done.drain(..) {
             self.stats.exchanges += 1;
             self.stats.incomplete += u64::from(exchange.incomplete.is_some());
@@ -411,7 +411,7 @@ impl HttpWriter {
 }
 
 impl EventWriter for HttpWriter {
-    fn event(&mut self, event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
+    fn event(&mut self, event: &Event<'_>, out: &mut dyn Output) -> io::Result<()> {
         let side = Side::of(event.attach.direction);
         let state = self
             .connections
@@ -510,7 +510,7 @@ impl EventWriter for HttpWriter {
         &mut self,
         conn: &ConnectionView<'_>,
         ts_ns: u64,
-        out: &mut dyn Write,
+        out: &mut dyn Output,
     ) -> io::Result<()> {
         if let Some(state) = self.connections.remove(&conn.id) {
             match state.protocol {
@@ -526,7 +526,7 @@ impl EventWriter for HttpWriter {
         self.raw.connection_closed(conn, ts_ns, out)
     }
 
-    fn finish(&mut self, out: &mut dyn Write) -> io::Result<()> {
+    fn finish(&mut self, out: &mut dyn Output) -> io::Result<()> {
         let mut ids: Vec<u64> = self.connections.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
