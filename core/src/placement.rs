@@ -39,7 +39,9 @@
 //! in the callee (offsets composed) was considered and not done: the callee is shared with
 //! `SSL_write` (so its exit would fire for both, told apart only by the stack offset), and the
 //! wrapper still rewrites the callee's return value after the call (`cmovs`), so what the
-//! callee returns is not what the wrapper returns.
+//! callee returns is not what the wrapper returns. Above all, in Debian's OpenSSL 3.0 the callee
+//! (`ssl_write_internal`, `ssl_read_internal`) leaves through an indirect tail call
+//! (`jmp *%rax` to the method's write or read), so its exits could not be proven either.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
