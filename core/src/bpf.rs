@@ -5,9 +5,10 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::raw_trace_point::RawTracePointLinkId;
 use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
-use aya::programs::{TracePoint, UProbe};
+use aya::programs::{RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use probectl_common::{stat, ConnectionKey, ConnectionState, ProbeSpec};
 
@@ -25,20 +26,14 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 const ENTRY_PROGRAM: &str = "probectl_entry";
 const RETURN_PROGRAM: &str = "probectl_return";
 const EXIT_PROGRAM: &str = "probectl_exit";
-const SYSCALL_FD_PROGRAM: &str = "probectl_syscall_fd";
+const SYS_ENTER_PROGRAM: &str = "probectl_sys_enter";
 const END_PROGRAM: &str = "probectl_end";
-const CLOSE_PROGRAM: &str = "probectl_close";
 const NEWTASK_PROGRAM: &str = "probectl_newtask";
 const FREE_PROGRAM: &str = "probectl_free";
 const THREAD_EXIT_PROGRAM: &str = "probectl_thread_exit";
 const EXEC_PROGRAM: &str = "probectl_exec";
 const MMAP_ENTER_PROGRAM: &str = "probectl_mmap_enter";
 const MMAP_EXIT_PROGRAM: &str = "probectl_mmap_exit";
-
-/// Socket I/O syscalls whose first argument is the fd: made inside a TLS call, they tell its fd.
-const FD_SYSCALLS: &[&str] = &[
-    "read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg",
-];
 
 /// Where tracefs is (mounted there if it is not).
 pub(crate) const TRACEFS: &str = "/sys/kernel/tracing";
@@ -201,6 +196,7 @@ pub struct Tracer {
 enum AttachedLink {
     UProbe(&'static str, UProbeLinkId),
     TracePoint(&'static str, TracePointLinkId),
+    RawTracePoint(&'static str, RawTracePointLinkId),
 }
 
 fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
@@ -256,11 +252,7 @@ impl Tracer {
                 .map_err(|error: aya::programs::ProgramError| BpfError::Load(error.to_string()))?;
             program.load().map_err(|error| load_error(&error))?;
         }
-        let tracepoints: Vec<(&str, &str, String)> = FD_SYSCALLS
-            .iter()
-            .map(|name| (SYSCALL_FD_PROGRAM, "syscalls", format!("sys_enter_{name}")))
-            .chain([
-                (CLOSE_PROGRAM, "syscalls", "sys_enter_close".to_string()),
+        let tracepoints: Vec<(&str, &str, String)> = [
                 (NEWTASK_PROGRAM, "task", "task_newtask".to_string()),
                 (FREE_PROGRAM, "sched", "sched_process_free".to_string()),
                 (
@@ -271,11 +263,9 @@ impl Tracer {
                 (EXEC_PROGRAM, "sched", "sched_process_exec".to_string()),
                 (MMAP_ENTER_PROGRAM, "syscalls", "sys_enter_mmap".to_string()),
                 (MMAP_EXIT_PROGRAM, "syscalls", "sys_exit_mmap".to_string()),
-            ])
-            .collect();
+            ]
+            .into();
         for name in [
-            SYSCALL_FD_PROGRAM,
-            CLOSE_PROGRAM,
             NEWTASK_PROGRAM,
             FREE_PROGRAM,
             THREAD_EXIT_PROGRAM,
@@ -291,6 +281,23 @@ impl Tracer {
             program.load().map_err(|error| load_error(&error))?;
         }
         let mut links = Vec::new();
+        // The socket I/O syscalls (fd attribution) and close, on the raw sys_enter tracepoint
+        // (see probectl_sys_enter for why not the syscalls/sys_enter_* ones).
+        let sys_enter: &mut RawTracePoint = ebpf
+            .program_mut(SYS_ENTER_PROGRAM)
+            .ok_or_else(|| {
+                BpfError::Load(format!("program {SYS_ENTER_PROGRAM} missing from the object"))
+            })?
+            .try_into()
+            .map_err(|error: aya::programs::ProgramError| BpfError::Load(error.to_string()))?;
+        sys_enter.load().map_err(|error| load_error(&error))?;
+        match sys_enter.attach("sys_enter") {
+            Ok(link) => links.push(AttachedLink::RawTracePoint(SYS_ENTER_PROGRAM, link)),
+            Err(error) => attribution_problems.push(format!(
+                "raw tracepoint sys_enter: {}",
+                error_chain(&error)
+            )),
+        }
         for (program, category, name) in &tracepoints {
             let attached = ebpf
                 .program_mut(program)
@@ -608,6 +615,15 @@ impl Drop for Tracer {
                         .ebpf
                         .program_mut(name)
                         .and_then(|program| <&mut UProbe>::try_from(program).ok());
+                    if let Some(Ok(link)) = program.map(|program| program.take_link(id)) {
+                        taken.push(Box::new(link));
+                    }
+                }
+                AttachedLink::RawTracePoint(name, id) => {
+                    let program = self
+                        .ebpf
+                        .program_mut(name)
+                        .and_then(|program| <&mut RawTracePoint>::try_from(program).ok());
                     if let Some(Ok(link)) = program.map(|program| program.take_link(id)) {
                         taken.push(Box::new(link));
                     }

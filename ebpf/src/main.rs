@@ -22,9 +22,9 @@ use aya_ebpf::{
             bpf_get_current_task_btf, bpf_probe_read_user as probe_read_user_raw, bpf_task_pt_regs,
         },
     },
-    macros::{map, tracepoint, uprobe, uretprobe},
+    macros::{map, raw_tracepoint, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
     EbpfContext,
 };
 use probectl_common::{
@@ -952,73 +952,99 @@ fn track_connection(tgid: u32, call: &ActiveCall, direction: u8, call_len: u64) 
     (fd, stream_offset)
 }
 
-/// Offset of the first syscall argument in a `syscalls/sys_enter_*` tracepoint record.
-const SYSCALL_ARG0: usize = 16;
+/// x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl): the socket I/O calls whose
+/// first argument is the fd, and close.
+mod syscall_nr {
+    pub const READ: u64 = 0;
+    pub const WRITE: u64 = 1;
+    pub const CLOSE: u64 = 3;
+    pub const READV: u64 = 19;
+    pub const WRITEV: u64 = 20;
+    pub const SENDTO: u64 = 44;
+    pub const RECVFROM: u64 = 45;
+    pub const SENDMSG: u64 = 46;
+    pub const RECVMSG: u64 = 47;
+}
 
-/// Attached to the socket I/O syscalls (read, write, sendto, recvfrom, ...): a syscall made
-/// inside a traced TLS call tells the call's fd.
-#[tracepoint]
-pub fn probectl_syscall_fd(ctx: TracePointContext) -> u32 {
+/// The raw `sys_enter` tracepoint: every syscall of every process on the host comes here, so
+/// it leaves at once unless the syscall is one of the few it wants. A raw tracepoint instead
+/// of the `syscalls/sys_enter_*` ones: for those the kernel builds a perf record of the
+/// arguments before the program runs, which made every read and write on the host (traced or
+/// not) ~300 ns slower; this costs the other syscalls one register compare.
+/// (A 32-bit process's syscalls come with i386 numbers: they may be taken for others here,
+/// harmlessly, since no probe ever runs in a 32-bit process, so it has no call or connection.)
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn probectl_sys_enter(ctx: RawTracePointContext) -> i32 {
+    // sys_enter's TP_PROTO: (struct pt_regs *regs, long id).
+    let id: u64 = ctx.arg(1);
+    let close = id == syscall_nr::CLOSE;
+    let socket_io = matches!(
+        id,
+        syscall_nr::READ
+            | syscall_nr::WRITE
+            | syscall_nr::READV
+            | syscall_nr::WRITEV
+            | syscall_nr::SENDTO
+            | syscall_nr::RECVFROM
+            | syscall_nr::SENDMSG
+            | syscall_nr::RECVMSG
+    );
+    if !close && !socket_io {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
-    // With a pid filter, this runs for every read and write of every process on the host:
-    // the others leave after one lookup.
+    // With a pid filter, the other processes leave after one lookup.
     if !in_scope((pid_tgid >> 32) as u32) {
         return 0;
     }
-    let Some(threads) = THREADS.get_ptr_mut(pid_tgid) else {
-        go_syscall_fd_of(&ctx, pid_tgid);
+    let regs: *const pt_regs = ctx.arg(0);
+    // SAFETY: `regs` is the syscall's saved user registers (the tracepoint's first argument);
+    // bpf_probe_read_kernel checks the address. The first argument is in %rdi.
+    let Ok(fd) = (unsafe { bpf_probe_read_kernel(&raw const (*regs).rdi) }) else {
         return 0;
+    };
+    if close {
+        fd_closed(pid_tgid, fd as i32);
+    } else {
+        syscall_fd(pid_tgid, fd as i32);
+    }
+    0
+}
+
+/// A socket I/O syscall made inside a traced TLS call tells the call's fd.
+#[inline(always)]
+fn syscall_fd(pid_tgid: u64, fd: i32) {
+    let Some(threads) = THREADS.get_ptr_mut(pid_tgid) else {
+        go_syscall_fd(pid_tgid, fd);
+        return;
     };
     // SAFETY: pointer from a successful map lookup, valid for this program run.
     let threads = unsafe { &mut *threads };
     let depth = threads.depth as usize;
     if depth == 0 || depth > MAX_NESTING {
-        go_syscall_fd_of(&ctx, pid_tgid);
-        return 0;
+        go_syscall_fd(pid_tgid, fd);
+        return;
     }
     // The innermost call in flight is the one making this syscall.
     let call = &mut threads.calls[nesting_slot(depth - 1)];
-    // SAFETY: every sys_enter_* record of these syscalls has the fd as its first argument.
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(SYSCALL_ARG0) }) else {
-        return 0;
-    };
-    let fd = fd as i32;
     if call.fd < 0 {
         call.fd = fd;
     } else if call.fd != fd {
         call.fd_mismatch = 1;
     }
-    0
 }
 
-/// The Go side of `probectl_syscall_fd`: no System V call is in flight on the thread.
+/// close(2): closing the fd of a known connection ends it.
 #[inline(always)]
-fn go_syscall_fd_of(ctx: &TracePointContext, pid_tgid: u64) {
-    // SAFETY: every sys_enter_* record of these syscalls has the fd as its first argument.
-    if let Ok(fd) = unsafe { ctx.read_at::<u64>(SYSCALL_ARG0) } {
-        go_syscall_fd(pid_tgid, fd as i32);
-    }
-}
-
-/// Attached to sys_enter_close: closing the fd of a known connection ends it.
-#[tracepoint]
-pub fn probectl_close(ctx: TracePointContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: sys_enter_close's record has the fd as its first argument.
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(SYSCALL_ARG0) }) else {
-        return 0;
-    };
-    let key = FdKey {
-        tgid,
-        fd: fd as i32,
-    };
+fn fd_closed(pid_tgid: u64, fd: i32) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let key = FdKey { tgid, fd };
     // SAFETY: the value is copied out at once.
     let Some(connection) = (unsafe { SOCKET_FDS.get(&key) }).copied() else {
-        return 0;
+        return;
     };
     let _ = SOCKET_FDS.remove(&key);
-    end_connection(tgid, connection, Some(fd as i32), close_cause::FD_CLOSED);
-    0
+    end_connection(tgid, connection, Some(fd), close_cause::FD_CLOSED);
 }
 
 /// Ends the kernel's record of a connection handle and tells user space, with the final byte
