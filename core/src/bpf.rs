@@ -253,18 +253,18 @@ impl Tracer {
             program.load().map_err(|error| load_error(&error))?;
         }
         let tracepoints: Vec<(&str, &str, String)> = [
-                (NEWTASK_PROGRAM, "task", "task_newtask".to_string()),
-                (FREE_PROGRAM, "sched", "sched_process_free".to_string()),
-                (
-                    THREAD_EXIT_PROGRAM,
-                    "sched",
-                    "sched_process_exit".to_string(),
-                ),
-                (EXEC_PROGRAM, "sched", "sched_process_exec".to_string()),
-                (MMAP_ENTER_PROGRAM, "syscalls", "sys_enter_mmap".to_string()),
-                (MMAP_EXIT_PROGRAM, "syscalls", "sys_exit_mmap".to_string()),
-            ]
-            .into();
+            (NEWTASK_PROGRAM, "task", "task_newtask".to_string()),
+            (FREE_PROGRAM, "sched", "sched_process_free".to_string()),
+            (
+                THREAD_EXIT_PROGRAM,
+                "sched",
+                "sched_process_exit".to_string(),
+            ),
+            (EXEC_PROGRAM, "sched", "sched_process_exec".to_string()),
+            (MMAP_ENTER_PROGRAM, "syscalls", "sys_enter_mmap".to_string()),
+            (MMAP_EXIT_PROGRAM, "syscalls", "sys_exit_mmap".to_string()),
+        ]
+        .into();
         for name in [
             NEWTASK_PROGRAM,
             FREE_PROGRAM,
@@ -286,17 +286,17 @@ impl Tracer {
         let sys_enter: &mut RawTracePoint = ebpf
             .program_mut(SYS_ENTER_PROGRAM)
             .ok_or_else(|| {
-                BpfError::Load(format!("program {SYS_ENTER_PROGRAM} missing from the object"))
+                BpfError::Load(format!(
+                    "program {SYS_ENTER_PROGRAM} missing from the object"
+                ))
             })?
             .try_into()
             .map_err(|error: aya::programs::ProgramError| BpfError::Load(error.to_string()))?;
         sys_enter.load().map_err(|error| load_error(&error))?;
         match sys_enter.attach("sys_enter") {
             Ok(link) => links.push(AttachedLink::RawTracePoint(SYS_ENTER_PROGRAM, link)),
-            Err(error) => attribution_problems.push(format!(
-                "raw tracepoint sys_enter: {}",
-                error_chain(&error)
-            )),
+            Err(error) => attribution_problems
+                .push(format!("raw tracepoint sys_enter: {}", error_chain(&error))),
         }
         for (program, category, name) in &tracepoints {
             let attached = ebpf
