@@ -135,7 +135,7 @@ pub trait Output: Write {
     ) -> io::Result<()>;
 }
 
-/// A buffer in memory is its own output (tests, and the HTTP decoder's scratch).
+/// A buffer in memory is its own output (tests and examples).
 impl Output for Vec<u8> {
     fn append(
         &mut self,
