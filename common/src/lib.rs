@@ -361,6 +361,22 @@ pub unsafe fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+/// The bytes of a record as the kernel side writes it into the ring buffer: the inverse of
+/// [`read_record`], for replays of the data path (tests, examples).
+///
+/// # Safety
+/// `T` must be a `repr(C)` type made of integers and integer arrays only, with no implicit
+/// padding (the record types of this module spell theirs out as `_padding` fields), so that
+/// every byte is initialised.
+#[cfg(feature = "user")]
+pub unsafe fn record_bytes<T: Copy>(value: &T) -> &[u8] {
+    // SAFETY: `value` is a live T of size_of::<T>() bytes, all initialised (the caller's
+    // guarantee); the slice borrows it.
+    unsafe {
+        core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
+    }
+}
+
 #[cfg(feature = "user")]
 impl ChunkHeader {
     /// Reads a chunk header and its data from a ring buffer record.

@@ -48,14 +48,8 @@ fn record(attach_id: u32, tid: u32, handle: u64, stream_offset: u64, data: &[u8]
         comm: *b"bench\0\0\0\0\0\0\0\0\0\0\0",
         ..ChunkHeader::default()
     };
-    // SAFETY: ChunkHeader is repr(C) plain integers; viewing it as bytes is sound.
-    let mut bytes = unsafe {
-        std::slice::from_raw_parts(
-            (&header as *const ChunkHeader).cast::<u8>(),
-            size_of::<ChunkHeader>(),
-        )
-    }
-    .to_vec();
+    // SAFETY: ChunkHeader is repr(C) integers with its padding spelled out.
+    let mut bytes = unsafe { probectl_common::record_bytes(&header) }.to_vec();
     bytes.extend_from_slice(data);
     bytes
 }

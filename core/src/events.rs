@@ -133,14 +133,8 @@ mod tests {
             flags: if last { chunk_flags::LAST } else { 0 },
             ..ChunkHeader::default()
         };
-        // SAFETY: ChunkHeader is repr(C) plain old data; viewing it as bytes is sound.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&header as *const ChunkHeader).cast::<u8>(),
-                size_of::<ChunkHeader>(),
-            )
-        };
-        let mut out = bytes.to_vec();
+        // SAFETY: ChunkHeader is repr(C) integers with its padding spelled out.
+        let mut out = unsafe { probectl_common::record_bytes(&header) }.to_vec();
         out.extend_from_slice(data);
         out
     }

@@ -305,11 +305,10 @@ mod tests {
         }
     }
 
-    fn bytes_of<T>(value: &T) -> Vec<u8> {
-        // SAFETY: the record types are repr(C) plain old data; viewing one as bytes is sound.
-        unsafe {
-            std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()).to_vec()
-        }
+    fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
+        // SAFETY: only the record types of probectl_common come here: repr(C) integers with
+        // their padding spelled out.
+        unsafe { probectl_common::record_bytes(value) }.to_vec()
     }
 
     /// A chunk of a call of thread `tid` on handle `handle`.

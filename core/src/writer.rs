@@ -218,14 +218,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_byte_arrives_in_order() {
+    /// A writer into memory that tests read back, failing after `fail_after` bytes if set.
+    fn writer_into(fail_after: Option<usize>) -> (BackgroundWriter, Arc<Mutex<Vec<u8>>>) {
         let bytes = Arc::new(Mutex::new(Vec::new()));
-        let mut writer = BackgroundWriter::new(Box::new(Shared {
+        let writer = BackgroundWriter::new(Box::new(Shared {
             bytes: bytes.clone(),
-            fail_after: None,
+            fail_after,
         }))
         .expect("thread");
+        (writer, bytes)
+    }
+
+    #[test]
+    fn every_byte_arrives_in_order() {
+        let (mut writer, bytes) = writer_into(None);
         let mut expected = Vec::new();
         for size in [
             0,
@@ -253,11 +259,7 @@ mod tests {
 
     #[test]
     fn a_write_error_reaches_the_reader() {
-        let mut writer = BackgroundWriter::new(Box::new(Shared {
-            bytes: Arc::new(Mutex::new(Vec::new())),
-            fail_after: Some(10),
-        }))
-        .expect("thread");
+        let (mut writer, _) = writer_into(Some(10));
         let mut result = Ok(());
         for _ in 0..3 * BUFFERS {
             result = writer
@@ -276,12 +278,7 @@ mod tests {
 
     #[test]
     fn appended_events_arrive_whole_and_in_order() {
-        let bytes = Arc::new(Mutex::new(Vec::new()));
-        let mut writer = BackgroundWriter::new(Box::new(Shared {
-            bytes: bytes.clone(),
-            fail_after: None,
-        }))
-        .expect("thread");
+        let (mut writer, bytes) = writer_into(None);
         let mut expected = Vec::new();
         // Small events, events larger than a buffer, and hints that are too small.
         let sizes = [
@@ -315,12 +312,7 @@ mod tests {
 
     #[test]
     fn appending_into_a_full_buffer_hands_it_over_first() {
-        let bytes = Arc::new(Mutex::new(Vec::new()));
-        let mut writer = BackgroundWriter::new(Box::new(Shared {
-            bytes,
-            fail_after: None,
-        }))
-        .expect("thread");
+        let (mut writer, _) = writer_into(None);
         writer
             .write_all(&vec![1; BUFFER_BYTES - 10])
             .expect("write");
