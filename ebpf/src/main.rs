@@ -969,9 +969,9 @@ mod syscall_nr {
 /// The raw `sys_enter` tracepoint: every syscall of every process on the host comes here, so
 /// it leaves at once unless the syscall is one of the few it wants. A raw tracepoint instead
 /// of the `syscalls/sys_enter_*` ones: for those the kernel builds a perf record of the
-/// arguments before the program runs, for every read and write on the host, traced or not
-/// (a 1-byte write, 500 ns untraced: 810 ns with them, 785 ns with this; the rest is the
-/// kernel's slow syscall path and the program's dispatch and pid lookup).
+/// arguments before the program runs, for every read and write on the host, traced or not.
+/// (What remains for other processes, the kernel's slow syscall path and this program's
+/// dispatch and pid lookup, is measured by `scripts/bench --only tax`.)
 /// (A 32-bit process's syscalls come with i386 numbers: they may be taken for others here,
 /// harmlessly, since no probe ever runs in a 32-bit process, so it has no call or connection.)
 #[raw_tracepoint(tracepoint = "sys_enter")]
