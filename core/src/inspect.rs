@@ -6,11 +6,12 @@ use std::fmt::{self, Display, Write as _};
 use std::path::PathBuf;
 
 use crate::discovery::{self, DiscoveryError, TargetFile};
+use crate::locate::Found;
 use crate::placement::{Placement, PlacementMode};
 use crate::plan::{self, Assessment, Outcome, Via};
 use crate::plugin::plugin_for;
 use crate::spec::{Abi, Group, LengthRef, Probe, ReturnType, Role, SpecError, SpecFile};
-use crate::symbols::SymbolCache;
+use crate::symbols::{Resolution, SymbolCache};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
@@ -29,12 +30,18 @@ pub struct FileReport {
     pub symbols: Vec<(String, bool, Option<u64>)>,
     /// Where each defined symbol's probes would go (same order; `None`: not defined).
     pub placements: Vec<Option<Placement>>,
+    /// How each was found, or why not (same order).
+    pub resolutions: Vec<Resolution>,
     pub outcome: Outcome,
 }
 
 impl FileReport {
     fn new(group: &Group, file: &TargetFile, via: Via, cache: &mut SymbolCache) -> FileReport {
-        let Assessment { offsets, outcome } = plan::assess(group, file, cache);
+        let Assessment {
+            offsets,
+            resolutions,
+            outcome,
+        } = plan::assess(group, file, cache);
         let placements = group
             .probes
             .iter()
@@ -43,6 +50,7 @@ impl FileReport {
             .collect();
         FileReport {
             placements,
+            resolutions,
             path: file.path.clone(),
             via,
             symbols: group
@@ -80,16 +88,34 @@ impl FileReport {
             .map(|(name, _, _)| name.len())
             .max()
             .unwrap_or(0);
-        for ((name, optional, offset), placement) in self.symbols.iter().zip(&self.placements) {
+        for (((name, optional, offset), placement), resolution) in self
+            .symbols
+            .iter()
+            .zip(&self.placements)
+            .zip(&self.resolutions)
+        {
+            let found = resolution
+                .found
+                .map(|found| format!("  [{found}]"))
+                .unwrap_or_default();
             let place = match (offset, optional) {
                 (Some(offset), _) => match placement {
-                    Some(placement) => format!("{offset:#x}  {placement}"),
-                    None => format!("{offset:#x}"),
+                    Some(placement) => format!("{offset:#x}  {placement}{found}"),
+                    None => format!("{offset:#x}{found}"),
                 },
+                (None, _) if resolution.stood_in => "missing (another probe stands in)".to_string(),
                 (None, true) => "missing (optional)".to_string(),
                 (None, false) => "missing (required)".to_string(),
             };
             let _ = writeln!(out, "{indent}  {name:<width$}  {place}");
+            // Located functions say what proved them; unlocated ones why not.
+            if let Some(note) = resolution
+                .note
+                .as_ref()
+                .filter(|_| resolution.found != Some(Found::Symbol))
+            {
+                let _ = writeln!(out, "{indent}  {:<width$}    {note}", "");
+            }
         }
     }
 }

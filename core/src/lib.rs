@@ -11,6 +11,7 @@ pub mod features;
 pub mod gosym;
 pub mod http;
 pub mod inspect;
+pub mod locate;
 pub mod output;
 pub mod pcapng;
 pub mod pipeline;

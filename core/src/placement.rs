@@ -197,6 +197,31 @@ pub fn place(
     place_function(elf.bytes(), &function, entry_arguments)
 }
 
+/// Places the probes of a function found without a symbol (`crate::locate`): its bounds come
+/// from the analysis (or a pin), its entry is proven; a pin without a size stays classic.
+fn place_located(
+    path: &Path,
+    function: &FunctionSymbol,
+    entry_arguments: &BTreeSet<u8>,
+    mode: PlacementMode,
+    entry_only: bool,
+) -> Placement {
+    if mode == PlacementMode::Classic {
+        return Placement::classic("--placement classic");
+    }
+    if function.size == 0 {
+        return Placement::classic("pinned without a size");
+    }
+    let elf = match ElfFile::open(path) {
+        Ok(elf) => elf,
+        Err(error) => return Placement::classic(format!("cannot read the file: {error}")),
+    };
+    if entry_only {
+        return place_entry(elf.bytes(), function, entry_arguments);
+    }
+    place_function(elf.bytes(), function, entry_arguments)
+}
+
 /// The entry-only placement of one function whose code is in `file` (see [`entry_only`]).
 fn place_entry(
     file: &[u8],
@@ -880,7 +905,13 @@ impl SymbolCache {
         if let Some(known) = self.placements.get(&key) {
             return known.clone();
         }
-        let placement = if probe.abi == Abi::Go {
+        let located = match self.located.get(&(id, probe.symbol.clone())) {
+            Some(Ok(located)) => Some(located.function),
+            _ => None,
+        };
+        let placement = if let Some(function) = located {
+            place_located(path, &function, &arguments, self.placement_mode, entry_only)
+        } else if probe.abi == Abi::Go {
             // Whatever the placement mode: a uretprobe is never safe in Go.
             go_placement(path, &probe.symbol)
         } else {

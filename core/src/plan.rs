@@ -8,7 +8,7 @@ use crate::discovery::{self, DiscoveryError, TargetFile};
 use crate::placement::Placement;
 use crate::plugin::{plugin_for, Verdict};
 use crate::spec::{Group, Probe};
-use crate::symbols::{ElfFile, FileId, SymbolCache};
+use crate::symbols::{ElfFile, FileId, Resolution, SymbolCache};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -364,9 +364,35 @@ fn library_match(group: &Group, path: &Path) -> Option<Via> {
 
 fn defines_required(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -> bool {
     let required: Vec<&str> = group.required_symbols().collect();
-    cache
+    if cache
         .resolve(file.id, &file.host_path, &required)
         .is_ok_and(|offsets| offsets.iter().all(Option::is_some))
+    {
+        return true;
+    }
+    // A stripped executable: its functions may still be located (see `crate::locate`).
+    let locatable =
+        group.probes.iter().any(|probe| probe.locate.is_some()) || !group.pins.is_empty();
+    locatable
+        && cache
+            .resolve_group(file.id, &file.host_path, group)
+            .is_ok_and(|resolved| missing_required(group, &resolved).is_empty())
+}
+
+/// The required probes of `group` that `resolved` has no function for, and nothing stands in.
+fn missing_required(group: &Group, resolved: &[Resolution]) -> Vec<String> {
+    group
+        .probes
+        .iter()
+        .zip(resolved)
+        .filter(|(probe, resolution)| {
+            !probe.optional
+                && probe.instead_of.is_none()
+                && resolution.offset.is_none()
+                && !resolution.stood_in
+        })
+        .map(|(probe, _)| probe.symbol.clone())
+        .collect()
 }
 
 /// What a group would do with one file.
@@ -374,6 +400,8 @@ fn defines_required(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -
 pub struct Assessment {
     /// The file offset of each of the group's probes, in spec order (`None`: not defined).
     pub offsets: Vec<Option<u64>>,
+    /// How each was found, or why not (same order).
+    pub resolutions: Vec<Resolution>,
     pub outcome: Outcome,
 }
 
@@ -404,27 +432,21 @@ impl Outcome {
 
 /// Resolves a group's symbols in `file` and asks the group's plugin, if any, about it.
 pub fn assess(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -> Assessment {
-    let symbols: Vec<&str> = group
-        .probes
-        .iter()
-        .map(|probe| probe.symbol.as_str())
-        .collect();
-    let offsets = match cache.resolve(file.id, &file.host_path, &symbols) {
-        Ok(offsets) => offsets,
+    let resolutions = match cache.resolve_group(file.id, &file.host_path, group) {
+        Ok(resolutions) => resolutions,
         Err(error) => {
             return Assessment {
-                offsets: vec![None; symbols.len()],
+                offsets: vec![None; group.probes.len()],
+                resolutions: vec![Resolution::default(); group.probes.len()],
                 outcome: Outcome::Unreadable(error.to_string()),
             }
         }
     };
-    let missing_required: Vec<String> = group
-        .probes
+    let offsets: Vec<Option<u64>> = resolutions
         .iter()
-        .zip(&offsets)
-        .filter(|(probe, offset)| !probe.optional && offset.is_none())
-        .map(|(probe, _)| probe.symbol.clone())
+        .map(|resolution| resolution.offset)
         .collect();
+    let missing_required = missing_required(group, &resolutions);
     let outcome = if !missing_required.is_empty() {
         Outcome::MissingRequired(missing_required)
     } else {
@@ -437,7 +459,11 @@ pub fn assess(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -> Asse
             Some(Ok(Verdict::Accept { version })) => Outcome::Traced { version },
         }
     };
-    Assessment { offsets, outcome }
+    Assessment {
+        offsets,
+        resolutions,
+        outcome,
+    }
 }
 
 fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut SymbolCache) {
@@ -456,7 +482,11 @@ fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut Sy
         let reason = format!("already traced by [{}]", owner.group);
         return skip(plan, None, reason);
     }
-    let Assessment { offsets, outcome } = assess(group, &file, cache);
+    let Assessment {
+        offsets,
+        resolutions,
+        outcome,
+    } = assess(group, &file, cache);
     let version = match outcome {
         Outcome::Traced { version } => version,
         other => {
@@ -465,7 +495,7 @@ fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut Sy
         }
     };
     let file_index = plan.files.len();
-    for (probe, offset) in group.probes.iter().zip(offsets) {
+    for ((probe, offset), resolution) in group.probes.iter().zip(offsets).zip(&resolutions) {
         match offset {
             Some(offset) => match cache.placement(file.id, &file.host_path, probe) {
                 Placement::Refused { reason } => skip(plan, Some(&probe.symbol), reason),
@@ -476,10 +506,22 @@ fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut Sy
                     placement,
                 }),
             },
+            // A stand-in that is not needed is no news.
+            None if probe.instead_of.is_some()
+                && resolution
+                    .note
+                    .as_deref()
+                    .is_some_and(|note| note.starts_with("not needed")) => {}
             None => skip(
                 plan,
                 Some(&probe.symbol),
-                "optional symbol not defined in this file".to_string(),
+                match &resolution.note {
+                    Some(note) if resolution.stood_in => {
+                        format!("not defined in this file: {note}")
+                    }
+                    Some(note) => format!("not found: {note}"),
+                    None => "optional symbol not defined in this file".to_string(),
+                },
             ),
         }
     }

@@ -98,6 +98,9 @@ pub struct Group {
     /// Parsing moves them into `probes` with [`Role::End`].
     #[serde(rename = "end", default)]
     ends: Vec<EndProbe>,
+    /// Function addresses pinned per build id, for builds that `locate` rules cannot handle.
+    #[serde(rename = "pin", default)]
+    pub pins: Vec<crate::locate::Pin>,
 }
 
 /// A lifecycle function of a group (`SSL_free`, `SSL_clear`, `gnutls_deinit`, `PR_Close`): when
@@ -148,6 +151,15 @@ pub struct Probe {
     /// `buffer` points at a list of buffers (iovec style), not at the bytes.
     #[serde(default)]
     pub vector: Option<BufferVector>,
+    /// How to find the function in a file that has no symbol for it (a stripped executable):
+    /// see [`crate::locate`].
+    #[serde(default)]
+    pub locate: Option<crate::locate::LocateRule>,
+    /// Probed only in files where the named probe's function is not found, and then it
+    /// stands in for it (BoringSSL's `SSL_peek` where link-time optimisation inlined
+    /// `SSL_read`, which is `SSL_peek` plus consuming the bytes, into its callers).
+    #[serde(default)]
+    pub instead_of: Option<String>,
     /// Data probe, or lifecycle function (from `[[group.end]]`).
     #[serde(skip)]
     pub role: Role,
@@ -169,6 +181,8 @@ impl From<EndProbe> for Probe {
             optional: true,
             only_if: end.only_if,
             vector: None,
+            locate: None,
+            instead_of: None,
             role: Role::End,
             abi: Abi::SystemV,
         }
@@ -491,6 +505,34 @@ impl SpecFile {
                 }
             }
             for probe in &group.probes {
+                if let Some(other) = &probe.instead_of {
+                    let stands_for = group.probes.iter().find(|candidate| {
+                        &candidate.symbol == other && candidate.instead_of.is_none()
+                    });
+                    match stands_for {
+                        Some(target) if target.direction == probe.direction => {}
+                        Some(_) => {
+                            return Err(invalid(format!(
+                                "group \"{}\", probe {}: instead_of = \"{other}\" names a probe of the other direction",
+                                group.name, probe.symbol
+                            )))
+                        }
+                        None => {
+                            return Err(invalid(format!(
+                                "group \"{}\", probe {}: instead_of = \"{other}\" names no other probe of the group",
+                                group.name, probe.symbol
+                            )))
+                        }
+                    }
+                }
+                if let Some(rule) = &probe.locate {
+                    if rule.source.is_empty() || rule.errors.is_empty() {
+                        return Err(invalid(format!(
+                            "group \"{}\", probe {}: locate needs a source and at least one error reason",
+                            group.name, probe.symbol
+                        )));
+                    }
+                }
                 if probe.symbol.is_empty() {
                     return Err(invalid(format!(
                         "group \"{}\": a probe has an empty symbol",
@@ -578,7 +620,7 @@ impl Group {
     pub fn required_symbols(&self) -> impl Iterator<Item = &str> {
         self.probes
             .iter()
-            .filter(|probe| !probe.optional)
+            .filter(|probe| !probe.optional && probe.instead_of.is_none())
             .map(|probe| probe.symbol.as_str())
     }
 }

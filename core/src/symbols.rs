@@ -17,7 +17,9 @@ use goblin::elf::{program_header::PT_LOAD, sym, Elf, ProgramHeader, SectionHeade
 use goblin::strtab::Strtab;
 use scroll::Pread;
 
+use crate::locate::{Found, LocateRule};
 use crate::placement::{Placement, PlacementMode};
+use crate::spec::Group;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolError {
@@ -82,6 +84,59 @@ impl ElfFile {
     /// The file's bytes (e.g. for a plugin looking for a version string).
     pub fn bytes(&self) -> &[u8] {
         &self.map
+    }
+
+    /// The file's GNU build id (`.note.gnu.build-id`) in hex: what identifies one build of an
+    /// executable across hosts, paths and copies (the key of located functions' cache).
+    pub fn build_id(&self) -> Option<String> {
+        let lean = LeanElf::parse(&self.map).ok()?;
+        let note = lean.section_bytes(".note.gnu.build-id")?;
+        let word = |at: usize| -> Option<usize> {
+            let bytes: [u8; 4] = note.get(at..at + 4)?.try_into().ok()?;
+            usize::try_from(u32::from_le_bytes(bytes)).ok()
+        };
+        let (name_size, descriptor_size) = (word(0)?, word(4)?);
+        let descriptor_start = 12 + name_size.div_ceil(4) * 4;
+        let id = note.get(descriptor_start..descriptor_start.checked_add(descriptor_size)?)?;
+        (!id.is_empty()).then(|| id.iter().map(|byte| format!("{byte:02x}")).collect())
+    }
+
+    /// The PT_LOAD segments as (virtual address, file offset, bytes in the file, executable).
+    pub fn load_segments(&self) -> Vec<LoadSegment> {
+        LeanElf::parse(&self.map)
+            .map(|lean| {
+                lean.program_headers
+                    .iter()
+                    .filter(|header| header.p_type == PT_LOAD)
+                    .map(|header| LoadSegment {
+                        address: header.p_vaddr,
+                        file_offset: header.p_offset,
+                        file_size: header.p_filesz,
+                        executable: header.p_flags & goblin::elf::program_header::PF_X != 0,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether the file is position independent (ET_DYN: a shared object or a PIE), so that
+    /// its code reaches its data by `%rip`-relative addressing rather than absolute addresses.
+    pub fn position_independent(&self) -> bool {
+        Elf::parse_header(&self.map)
+            .is_ok_and(|header| header.e_type == goblin::elf::header::ET_DYN)
+    }
+
+    /// The function at `address` whose code spans `size` bytes, as a symbol would give it.
+    pub fn function_at(&self, address: u64, size: u64) -> Option<FunctionSymbol> {
+        let lean = LeanElf::parse(&self.map).ok()?;
+        let (file_offset, segment_left) = lean.file_offset(address)?;
+        Some(FunctionSymbol {
+            address,
+            size,
+            file_offset,
+            in_file: size <= segment_left,
+            ifunc: false,
+        })
     }
 
     /// The file's RPATH and RUNPATH entries (colon-separated lists, `$ORIGIN` unexpanded).
@@ -229,6 +284,28 @@ impl ElfFile {
     }
 }
 
+/// How one probe of a group resolved in one file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolution {
+    /// The function's file offset (`None`: not found, or not needed).
+    pub offset: Option<u64>,
+    /// How it was found.
+    pub found: Option<Found>,
+    /// What proved a located function, or why one was not found or not needed.
+    pub note: Option<String>,
+    /// Not found, and an `instead_of` probe stands in for it.
+    pub stood_in: bool,
+}
+
+/// A PT_LOAD segment of an ELF file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadSegment {
+    pub address: u64,
+    pub file_offset: u64,
+    pub file_size: u64,
+    pub executable: bool,
+}
+
 /// A function symbol of an ELF file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FunctionSymbol {
@@ -366,6 +443,10 @@ impl<'a> LeanElf<'a> {
 #[derive(Default)]
 pub struct SymbolCache {
     resolved: HashMap<(FileId, String), Option<u64>>,
+    /// Functions looked for without a symbol (`crate::locate`), per (file, symbol).
+    pub(crate) located: HashMap<(FileId, String), crate::locate::Outcome>,
+    /// Where located functions are cached per build id (`None`: not cached).
+    pub(crate) locate_cache: Option<PathBuf>,
     pub(crate) placement_mode: PlacementMode,
     /// (file, symbol, argument registers read at entry) -> placement.
     pub(crate) placements: HashMap<(FileId, String, Vec<u8>, bool), Placement>,
@@ -376,8 +457,94 @@ impl SymbolCache {
     pub fn with_placement(mode: PlacementMode) -> SymbolCache {
         SymbolCache {
             placement_mode: mode,
+            locate_cache: crate::locate::cache::default_dir(),
             ..SymbolCache::default()
         }
+    }
+
+    /// Resolves every probe of `group` in a file: by symbol, else by the probe's `locate` rule
+    /// or a pin; then a probe with `instead_of` is kept only where its counterpart is missing.
+    pub fn resolve_group(
+        &mut self,
+        id: FileId,
+        path: &Path,
+        group: &Group,
+    ) -> Result<Vec<Resolution>, SymbolError> {
+        let names: Vec<&str> = group
+            .probes
+            .iter()
+            .map(|probe| probe.symbol.as_str())
+            .collect();
+        let offsets = self.resolve(id, path, &names)?;
+        let wanted: Vec<(&str, Option<&LocateRule>)> = group
+            .probes
+            .iter()
+            .zip(&offsets)
+            .filter(|(probe, offset)| {
+                offset.is_none()
+                    && (probe.locate.is_some()
+                        || group.pins.iter().any(|pin| pin.symbol == probe.symbol))
+                    && !self.located.contains_key(&(id, probe.symbol.clone()))
+            })
+            .map(|(probe, _)| (probe.symbol.as_str(), probe.locate.as_ref()))
+            .collect();
+        if !wanted.is_empty() {
+            let elf = ElfFile::open(path)?;
+            let outcomes =
+                crate::locate::locate(&elf, &wanted, &group.pins, self.locate_cache.as_deref());
+            for (symbol, outcome) in outcomes {
+                self.located.insert((id, symbol), outcome);
+            }
+        }
+        let mut resolved: Vec<Resolution> = group
+            .probes
+            .iter()
+            .zip(offsets)
+            .map(|(probe, offset)| match offset {
+                Some(offset) => Resolution {
+                    offset: Some(offset),
+                    found: Some(Found::Symbol),
+                    ..Resolution::default()
+                },
+                None => match self.located.get(&(id, probe.symbol.clone())) {
+                    Some(Ok(located)) => Resolution {
+                        offset: Some(located.function.file_offset),
+                        found: Some(located.found),
+                        note: Some(located.evidence.clone()),
+                        ..Resolution::default()
+                    },
+                    Some(Err(why)) => Resolution {
+                        offset: None,
+                        note: Some(why.clone()),
+                        ..Resolution::default()
+                    },
+                    None => Resolution::default(),
+                },
+            })
+            .collect();
+        for (index, probe) in group.probes.iter().enumerate() {
+            let Some(other) = &probe.instead_of else {
+                continue;
+            };
+            let Some(counterpart) = group.probes.iter().position(|p| &p.symbol == other) else {
+                continue;
+            };
+            if resolved[counterpart].offset.is_some() {
+                resolved[index] = Resolution {
+                    note: Some(format!("not needed: {other} is found")),
+                    ..Resolution::default()
+                };
+            } else if resolved[index].offset.is_some() {
+                let note = resolved[counterpart].note.take();
+                resolved[counterpart].note = Some(format!(
+                    "{}{} stands in for it",
+                    note.map(|note| format!("{note}; ")).unwrap_or_default(),
+                    probe.symbol
+                ));
+                resolved[counterpart].stood_in = true;
+            }
+        }
+        Ok(resolved)
     }
 
     /// Offsets of `names` in the file at `path` (None: not defined there).

@@ -19,6 +19,24 @@ pub const BORINGSSL_ONLY_FUNCTIONS: &[&str] = &[
 /// executable that links BoringSSL statically even when its symbol table is stripped.
 const BORINGSSL_NAME: &[u8] = b"\0BoringSSL\0";
 
+/// The tail of the path of BoringSSL's `ssl_lib.cc` as its error reports pass it (`__FILE__`):
+/// `../../vendor/boringssl/ssl/ssl_lib.cc` in Bun, `../../third_party/boringssl/src/ssl/...`
+/// in Chromium. It stays in executables whose symbols are stripped.
+const BORINGSSL_SOURCE: &[u8] = b"/ssl/ssl_lib.cc\0";
+
+/// Whether a NUL-terminated path ending in `BORINGSSL_SOURCE` names a boringssl directory.
+fn carries_boringssl_source(bytes: &[u8]) -> bool {
+    memchr::memmem::find_iter(bytes, BORINGSSL_SOURCE).any(|at| {
+        let start = bytes[..at]
+            .iter()
+            .rposition(|&byte| byte == 0)
+            .map_or(0, |nul| nul + 1);
+        bytes[start..at]
+            .windows(b"boringssl".len())
+            .any(|window| window == b"boringssl")
+    })
+}
+
 /// Why `file` is BoringSSL (`None`: it is not), in words for the user.
 pub fn boringssl_evidence(file: &ElfFile) -> Option<String> {
     if let Ok(found) = file.resolve(BORINGSSL_ONLY_FUNCTIONS) {
@@ -30,7 +48,11 @@ pub fn boringssl_evidence(file: &ElfFile) -> Option<String> {
             return Some(format!("it defines {name}, which only BoringSSL has"));
         }
     }
-    contains(file.bytes(), BORINGSSL_NAME).then(|| "it carries BoringSSL's name string".to_string())
+    if contains(file.bytes(), BORINGSSL_NAME) {
+        return Some("it carries BoringSSL's name string".to_string());
+    }
+    carries_boringssl_source(file.bytes())
+        .then(|| "it carries the source path of BoringSSL's ssl/ssl_lib.cc".to_string())
 }
 
 /// OpenSSL 1.1.1 and later define the `_ex` forms; BoringSSL (of Debian 12) does not.

@@ -1,0 +1,389 @@
+//! Locating functions in executables that carry a TLS library without its symbols (Bun's and
+//! Chromium's BoringSSL, Deno's and uv's aws-lc), by what every build keeps.
+//!
+//! BoringSSL and its descendants report errors with `OPENSSL_PUT_ERROR(LIB, REASON)`, which
+//! passes the library code, the reason code and the source file's `__FILE__` path to one error
+//! function. The path string survives stripping, and so do the calls: a function is known by
+//! the set of (library, reason) pairs it reports from its source file, which changes only when
+//! the function's own checks change, not with the compiler, the build or the release's layout.
+//! A spec names that set ([`LocateRule`]); [`locate`] finds every function reporting from the
+//! source file ([`code`] decodes them by control flow) and accepts a rule's answer only when
+//! exactly one function matches. Otherwise nothing is attached there, and the reason is given.
+//!
+//! Results are cached per build id ([`cache`]) so that a second run on a 100 MiB executable
+//! does not decode it again, and a user can pin a function's address per build id in a spec
+//! file ([`Pin`]) for a build the analysis cannot handle.
+
+pub mod cache;
+pub mod code;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::symbols::{ElfFile, FunctionSymbol};
+use code::{Code, Function};
+
+/// How a function without a symbol is recognised: the error reports it makes from one source
+/// file (`[[group.probe]] locate = { ... }` in a spec).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocateRule {
+    /// The tail of the `__FILE__` path the library's error reports pass, e.g. `ssl/ssl_lib.cc`.
+    pub source: String,
+    /// The library code the reports pass (`ERR_LIB_SSL` is 16, `ERR_LIB_CIPHER` 30).
+    pub library: u64,
+    /// Reason codes the function reports from `source`: all of them.
+    pub errors: Vec<u64>,
+    /// Those and no other (from `source`).
+    #[serde(default)]
+    pub exact: bool,
+    /// A function it calls directly that reports these (same source and library).
+    #[serde(default)]
+    pub calls: Option<CalleeRule>,
+}
+
+/// The callee part of a [`LocateRule`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalleeRule {
+    pub errors: Vec<u64>,
+    #[serde(default)]
+    pub exact: bool,
+}
+
+/// A function's address pinned by the user for one build (`[[group.pin]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    /// The executable's GNU build id in hex (`file` or `readelf -n` shows it).
+    pub build_id: String,
+    pub symbol: String,
+    /// The function's virtual address (as `objdump -d` shows it).
+    pub address: u64,
+    /// Its size in bytes; 0 (the default) keeps the classic probe placement.
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// How a probed function was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Found {
+    /// By its name in the symbol table (or Go's pclntab).
+    Symbol,
+    /// By cross-reference analysis, just now.
+    CrossReference,
+    /// By cross-reference analysis on an earlier run (the build-id cache).
+    Cached,
+    /// By a `[[group.pin]]` of the spec file.
+    Pinned,
+}
+
+impl fmt::Display for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Found::Symbol => "symbol",
+            Found::CrossReference => "cross-reference analysis",
+            Found::Cached => "cross-reference analysis, cached",
+            Found::Pinned => "pinned",
+        })
+    }
+}
+
+/// A function found without a symbol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub function: FunctionSymbol,
+    pub found: Found,
+    /// What proved it, in words.
+    pub evidence: String,
+}
+
+/// The outcome for one wanted function: found, or why not.
+pub type Outcome = Result<Located, String>;
+
+/// Finds `wanted` (symbol name, rule) in `elf`: pins first, then the cache, then analysis.
+/// `cache_dir`: where results are kept per build id (`None`: not kept).
+pub fn locate(
+    elf: &ElfFile,
+    wanted: &[(&str, Option<&LocateRule>)],
+    pins: &[Pin],
+    cache_dir: Option<&Path>,
+) -> HashMap<String, Outcome> {
+    let mut outcomes: HashMap<String, Outcome> = HashMap::new();
+    let build_id = elf.build_id();
+    let mut left: Vec<(&str, &LocateRule)> = Vec::new();
+    for &(symbol, rule) in wanted {
+        let pinned = build_id.as_deref().and_then(|id| {
+            pins.iter()
+                .find(|pin| pin.symbol == symbol && pin.build_id.eq_ignore_ascii_case(id))
+        });
+        match pinned {
+            Some(pin) => {
+                let outcome = elf
+                    .function_at(pin.address, pin.size)
+                    .map(|function| Located {
+                        function,
+                        found: Found::Pinned,
+                        evidence: format!(
+                            "pinned at {:#x} for build {}",
+                            pin.address, pin.build_id
+                        ),
+                    })
+                    .ok_or_else(|| {
+                        format!(
+                            "the pinned address {:#x} is in no loaded segment",
+                            pin.address
+                        )
+                    });
+                outcomes.insert(symbol.to_string(), outcome);
+            }
+            None => {
+                let Some(rule) = rule else { continue };
+                // A file without the source path is not this library: no analysis, no cache.
+                let mut path = rule.source.as_bytes().to_vec();
+                path.push(0);
+                if crate::plugin::contains(elf.bytes(), &path) {
+                    left.push((symbol, rule));
+                } else {
+                    outcomes.insert(
+                        symbol.to_string(),
+                        Err(format!("no string ending in {:?} in the file", rule.source)),
+                    );
+                }
+            }
+        }
+    }
+    if left.is_empty() {
+        return outcomes;
+    }
+    let mut cache = match (&build_id, cache_dir) {
+        (Some(id), Some(dir)) => Some(cache::Entry::load(dir, id)),
+        _ => None,
+    };
+    let mut to_analyse: Vec<(&str, &LocateRule)> = Vec::new();
+    for (symbol, rule) in left {
+        match cache.as_ref().and_then(|entry| entry.get(symbol, rule)) {
+            Some(cached) => {
+                let outcome = cached.and_then(|(address, size, evidence)| {
+                    elf.function_at(address, size)
+                        .map(|function| Located {
+                            function,
+                            found: Found::Cached,
+                            evidence,
+                        })
+                        .ok_or_else(|| format!("the cached address {address:#x} is in no segment"))
+                });
+                outcomes.insert(symbol.to_string(), outcome);
+            }
+            None => to_analyse.push((symbol, rule)),
+        }
+    }
+    if to_analyse.is_empty() {
+        return outcomes;
+    }
+    let code = Code::new(elf.bytes(), elf.load_segments(), elf.position_independent());
+    let mut indexes: HashMap<(String, u64), SourceIndex> = HashMap::new();
+    for (symbol, rule) in to_analyse {
+        let index = indexes
+            .entry((rule.source.clone(), rule.library))
+            .or_insert_with(|| SourceIndex::build(&code, &rule.source, rule.library));
+        let damage = cache
+            .as_ref()
+            .and_then(|entry| entry.damage())
+            .map(|why| format!(" (the cache file was damaged: {why}; analysed anew)"))
+            .unwrap_or_default();
+        let outcome = index.resolve(rule).and_then(|(function, mut evidence)| {
+            evidence.push_str(&damage);
+            elf.function_at(function.entry, function.end - function.entry)
+                .map(|symbol| Located {
+                    function: symbol,
+                    found: Found::CrossReference,
+                    evidence,
+                })
+                .ok_or_else(|| format!("{:#x} is in no loaded segment", function.entry))
+        });
+        if let Some(entry) = cache.as_mut() {
+            entry.put(
+                symbol,
+                rule,
+                outcome.as_ref().map(|located| {
+                    (
+                        located.function.address,
+                        located.function.size,
+                        located.evidence.clone(),
+                    )
+                }),
+            );
+        }
+        outcomes.insert(symbol.to_string(), outcome);
+    }
+    if let Some(entry) = cache {
+        // A cache that cannot be written costs the next run its time, nothing else.
+        let _ = entry.save();
+    }
+    outcomes
+}
+
+/// The functions of `elf` that report errors of `library` from `source`: entry, size and
+/// reasons (what a rule for a new build or library is written from).
+pub fn survey(elf: &ElfFile, source: &str, library: u64) -> Vec<(u64, u64, Vec<u64>)> {
+    let code = Code::new(elf.bytes(), elf.load_segments(), elf.position_independent());
+    SourceIndex::build(&code, source, library)
+        .functions
+        .values()
+        .map(|(function, reasons)| {
+            (
+                function.entry,
+                function.end - function.entry,
+                reasons.iter().copied().collect(),
+            )
+        })
+        .collect()
+}
+
+/// Every function of one file that reports errors of one library from one source file.
+struct SourceIndex {
+    source: String,
+    library: u64,
+    /// The source path strings found.
+    strings: usize,
+    /// References to them, and how many of those no proven function holds.
+    references: usize,
+    unplaced: usize,
+    /// Function entry -> the function and the reasons it reports.
+    functions: BTreeMap<u64, (Function, BTreeSet<u64>)>,
+}
+
+impl SourceIndex {
+    fn build(code: &Code, source: &str, library: u64) -> SourceIndex {
+        let mut index = SourceIndex {
+            source: source.to_string(),
+            library,
+            strings: 0,
+            references: 0,
+            unplaced: 0,
+            functions: BTreeMap::new(),
+        };
+        let strings = code.strings_ending_with(source);
+        index.strings = strings.len();
+        for string in strings {
+            for site in code.references(string) {
+                index.references += 1;
+                // Sites of one function are many: decode it once.
+                let known = index
+                    .functions
+                    .values()
+                    .map(|(function, _)| function)
+                    .find(|function| function.contains(site))
+                    .cloned();
+                let Some(function) = known.or_else(|| code.function_containing(site)) else {
+                    index.unplaced += 1;
+                    continue;
+                };
+                let Some(error) = code.error_site(&function, site, string) else {
+                    continue;
+                };
+                if error.library != library {
+                    continue;
+                }
+                index
+                    .functions
+                    .entry(function.entry)
+                    .or_insert_with(|| (function, BTreeSet::new()))
+                    .1
+                    .insert(error.reason);
+            }
+        }
+        index
+    }
+
+    /// The one function matching `rule`, with the evidence; or why there is none.
+    fn resolve(&self, rule: &LocateRule) -> Result<(Function, String), String> {
+        let wanted = describe(&rule.errors, rule.exact);
+        if self.strings == 0 {
+            return Err(format!("no string ending in {:?} in the file", self.source));
+        }
+        let matches: Vec<&(Function, BTreeSet<u64>)> = self
+            .functions
+            .values()
+            .filter(|(_, reasons)| reasons_match(reasons, &rule.errors, rule.exact))
+            .filter(|(function, _)| match &rule.calls {
+                None => true,
+                Some(callee) => function.callees().iter().any(|target| {
+                    self.functions.get(target).is_some_and(|(_, reasons)| {
+                        reasons_match(reasons, &callee.errors, callee.exact)
+                    })
+                }),
+            })
+            .collect();
+        let callee_text = rule.calls.as_ref().map_or(String::new(), |callee| {
+            format!(
+                " and calls one reporting {}",
+                describe(&callee.errors, callee.exact)
+            )
+        });
+        let seen = format!(
+            "{} references to {:?} in {} functions",
+            self.references,
+            self.source,
+            self.functions.len()
+        );
+        match matches.as_slice() {
+            [(function, reasons)] => Ok((
+                function.clone(),
+                format!(
+                    "the only function that reports library {} reasons {}{} from {:?} \
+                     (reports {}; {seen})",
+                    self.library,
+                    wanted,
+                    callee_text,
+                    self.source,
+                    list(reasons)
+                ),
+            )),
+            [] => Err(format!(
+                "no function reports library {} reasons {wanted}{callee_text} from {:?} ({seen}{})",
+                self.library,
+                self.source,
+                if self.unplaced > 0 {
+                    format!(", {} in code not proven to be a function", self.unplaced)
+                } else {
+                    String::new()
+                }
+            )),
+            many => Err(format!(
+                "{} functions report library {} reasons {wanted}{callee_text} from {:?} (at {}): \
+                 ambiguous, nothing attached",
+                many.len(),
+                self.library,
+                self.source,
+                many.iter()
+                    .map(|(function, _)| format!("{:#x}", function.entry))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+}
+
+fn reasons_match(reasons: &BTreeSet<u64>, wanted: &[u64], exact: bool) -> bool {
+    wanted.iter().all(|reason| reasons.contains(reason))
+        && (!exact || reasons.len() == wanted.iter().collect::<BTreeSet<_>>().len())
+}
+
+fn list(reasons: &BTreeSet<u64>) -> String {
+    reasons
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe(reasons: &[u64], exact: bool) -> String {
+    let set: BTreeSet<u64> = reasons.iter().copied().collect();
+    format!("{}{}", list(&set), if exact { " (only)" } else { "" })
+}
