@@ -332,8 +332,15 @@ pub mod stat {
     pub const LOOPS_NOT_STORED: u32 = 10;
     /// New processes of traced processes not traced because the pid filter was full.
     pub const FILTER_FULL: u32 = 11;
+    /// Connections whose fd was learnt from the socket syscalls their thread made next to the
+    /// library's calls, not during one (libraries that buffer: Bun's BoringSSL writes into a
+    /// corked buffer and reads from one filled before the call).
+    pub const FD_INFERRED: u32 = 12;
+    /// Calls of a connection without an fd whose thread's next socket write could have been
+    /// another connection's: no fd was inferred from it.
+    pub const FD_AMBIGUOUS: u32 = 13;
     /// Number of counters.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 14;
 }
 
 const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40);

@@ -150,6 +150,14 @@ impl ConnectionTable {
             .or_insert_with(|| Connection::new(id, pid, handle))
     }
 
+    /// Whether the current connection of (pid, handle) has a known fd.
+    pub fn fd_known(&self, pid: u32, handle: u64) -> bool {
+        self.current
+            .get(&(pid, handle))
+            .and_then(|id| self.connections.get(id))
+            .is_some_and(|connection| connection.fd.is_some())
+    }
+
     /// The kernel saw `record.connection` on `record.fd`.
     pub fn on_connection(&mut self, record: &ConnectionRecord) {
         let key = (record.pid, record.connection);

@@ -5,10 +5,14 @@
 //! call with its stream offset and [`ConnectionTable`] places it; [`Call::missing`] says what
 //! an event lacks, and [`Pipeline::emit`] splits that into over-the-limit and lost.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use probectl_common::{read_record, record_kind, CloseRecord, ConnectionRecord, ProcessRecord};
+use probectl_common::{
+    read_record, record_kind, ChunkHeader, CloseRecord, ConnectionRecord, ProcessRecord,
+};
 
 use crate::connections::{ConnectionTable, StreamRun};
 use crate::events::{Call, Reassembler};
@@ -93,6 +97,58 @@ pub struct Pipeline {
     /// Lookups requested by the records since the last `take_lookups`.
     lookups: Vec<Lookup>,
     write_error: Option<std::io::Error>,
+    /// Chunk records of connections whose fd is not known yet, held back a moment (see
+    /// [`Held`]).
+    held: Held,
+}
+
+/// How long the calls of a connection without an fd wait for it.
+const HOLD_FOR: Duration = Duration::from_millis(200);
+/// Bytes of chunk records held at most, over all connections: past it the oldest connection's
+/// calls go out as they are.
+const HOLD_MAX_BYTES: usize = 4 << 20;
+
+/// Calls of connections whose fd is not known when they arrive. A library that buffers (Bun's
+/// BoringSSL writes into a corked buffer) makes no socket syscall inside its write call: the
+/// kernel learns the connection's fd from the thread's next socket write, just after the
+/// call's chunks. Holding them until the connection record comes lets every event of the
+/// connection carry its fd and addresses. Per connection the order stays as it was; a
+/// connection whose fd never comes is released after [`HOLD_FOR`], unchanged.
+#[derive(Default)]
+struct Held {
+    /// (pid, handle) -> when its first record was held, and its records in arrival order.
+    queues: HashMap<(u32, u64), (Instant, Vec<Vec<u8>>)>,
+    bytes: usize,
+}
+
+impl Held {
+    fn take(&mut self, key: (u32, u64)) -> Vec<Vec<u8>> {
+        let Some((_, records)) = self.queues.remove(&key) else {
+            return Vec::new();
+        };
+        self.bytes -= records.iter().map(Vec::len).sum::<usize>();
+        records
+    }
+
+    /// The connections held for longer than `HOLD_FOR` at `now`, oldest first, or every
+    /// connection with `all`.
+    fn due(&self, now: Instant, all: bool) -> Vec<(u32, u64)> {
+        let mut due: Vec<(Instant, (u32, u64))> = self
+            .queues
+            .iter()
+            .filter(|(_, (since, _))| all || now.duration_since(*since) >= HOLD_FOR)
+            .map(|(key, (since, _))| (*since, *key))
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, key)| key).collect()
+    }
+
+    fn oldest(&self) -> Option<(u32, u64)> {
+        self.queues
+            .iter()
+            .min_by_key(|(_, (since, _))| *since)
+            .map(|(key, _)| *key)
+    }
 }
 
 impl Pipeline {
@@ -115,6 +171,7 @@ impl Pipeline {
             counts: PipelineCounts::default(),
             lookups: Vec::new(),
             write_error: None,
+            held: Held::default(),
         })
     }
 
@@ -123,14 +180,27 @@ impl Pipeline {
         // SAFETY: every record starts with its u32 kind; u32 is plain integers.
         match unsafe { read_record::<u32>(record) } {
             Some(record_kind::CHUNK) => {
-                let mut reassembler = std::mem::take(&mut self.reassembler);
-                reassembler.push(record, &mut |call| self.emit(call));
-                self.reassembler = reassembler;
+                // SAFETY: ChunkHeader is repr(C) integers only.
+                if let Some(header) = unsafe { read_record::<ChunkHeader>(record) } {
+                    let key = (header.pid, header.connection);
+                    if self.held.queues.contains_key(&key) && header.fd >= 0 {
+                        // The fd came some other way: what waited goes first.
+                        self.release(key);
+                    } else if header.fd < 0
+                        && (self.held.queues.contains_key(&key)
+                            || !self.connections.fd_known(header.pid, header.connection))
+                    {
+                        self.hold(key, record);
+                        return;
+                    }
+                }
+                self.chunk(record);
             }
             Some(record_kind::CONNECTION) => {
                 // SAFETY: ConnectionRecord is repr(C) integers only.
                 if let Some(connection) = unsafe { read_record::<ConnectionRecord>(record) } {
                     self.connections.on_connection(&connection);
+                    self.release((connection.pid, connection.connection));
                 }
             }
             Some(kind @ (record_kind::EXEC | record_kind::MAP)) => {
@@ -150,12 +220,49 @@ impl Pipeline {
             Some(record_kind::CLOSE) => {
                 // SAFETY: CloseRecord is repr(C) integers only.
                 if let Some(close) = unsafe { read_record::<CloseRecord>(record) } {
+                    self.release((close.pid, close.connection));
                     if let Some(id) = self.connections.on_close(&close) {
                         self.closed(id, close.ts_ns);
                     }
                 }
             }
             _ => self.counts.unknown_records += 1,
+        }
+    }
+
+    fn chunk(&mut self, record: &[u8]) {
+        let mut reassembler = std::mem::take(&mut self.reassembler);
+        reassembler.push(record, &mut |call| self.emit(call));
+        self.reassembler = reassembler;
+    }
+
+    fn hold(&mut self, key: (u32, u64), record: &[u8]) {
+        while self.held.bytes + record.len() > HOLD_MAX_BYTES {
+            match self.held.oldest() {
+                Some(oldest) => self.release(oldest),
+                None => break,
+            }
+        }
+        self.held
+            .queues
+            .entry(key)
+            .or_insert_with(|| (Instant::now(), Vec::new()))
+            .1
+            .push(record.to_vec());
+        self.held.bytes += record.len();
+    }
+
+    /// Delivers the held records of `key`, in their order.
+    fn release(&mut self, key: (u32, u64)) {
+        for record in self.held.take(key) {
+            self.chunk(&record);
+        }
+    }
+
+    /// Delivers what waited too long for its fd (or everything, with `all`).
+    fn release_due(&mut self, all: bool) {
+        for key in self.held.due(Instant::now(), all) {
+            self.release(key);
         }
     }
 
@@ -250,6 +357,7 @@ impl Pipeline {
 
     /// Flushes the output; false once writing failed (the session should stop).
     pub fn flush(&mut self) -> bool {
+        self.release_due(false);
         if self.write_error.is_none() {
             if let Err(error) = self.out.flush() {
                 self.write_error = Some(error);
@@ -262,6 +370,7 @@ impl Pipeline {
     /// kernel's byte counts of the connections still open ((pid, handle) → (write, read)).
     /// Returns the first write error, if any.
     pub fn finish(&mut self, open_positions: &[((u32, u64), [u64; 2])]) -> Option<std::io::Error> {
+        self.release_due(true);
         let mut reassembler = std::mem::take(&mut self.reassembler);
         reassembler.flush(&mut |call| self.emit(call));
         for (key, position) in open_positions {
@@ -420,6 +529,58 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// `record` (a chunk) as the kernel sends it for a call whose fd it does not know.
+    fn without_fd(record: Vec<u8>) -> Vec<u8> {
+        // SAFETY: ChunkHeader is repr(C) integers only.
+        let mut header = unsafe { read_record::<ChunkHeader>(&record) }.expect("header");
+        header.fd = -1;
+        let mut patched = bytes_of(&header);
+        patched.extend_from_slice(&record[patched.len()..]);
+        patched
+    }
+
+    /// (conn id, direction, fd) of every JSON line.
+    fn fds(out: &Shared) -> Vec<(u64, String, Option<i64>)> {
+        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+        text.lines()
+            .map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).expect("json");
+                (
+                    value["conn"]["id"].as_u64().expect("id"),
+                    value["direction"].as_str().expect("direction").to_string(),
+                    value["conn"]["fd"].as_i64(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_call_without_an_fd_waits_for_its_connections_fd() {
+        let (mut pipeline, out) = pipeline();
+        // A buffering library: the write call makes no syscall, its fd comes after it (the
+        // thread's next socket write); another connection's call passes meanwhile.
+        pipeline.record(&without_fd(chunk(0, 7, 0xabc, 10, 3, 0, 0, b"GET", true)));
+        pipeline.record(&chunk(1, 8, 0xdef, 15, 2, 0, 0, b"hi", true));
+        assert!(pipeline.flush());
+        pipeline.record(&connection(0xabc, 40000));
+        pipeline.record(&chunk(1, 7, 0xabc, 20, 2, 0, 0, b"OK", true));
+        // A connection whose fd never comes goes out unchanged at the end.
+        pipeline.record(&without_fd(chunk(0, 9, 0x123, 30, 4, 0, 0, b"POST", true)));
+        assert!(pipeline.finish(&[]).is_none());
+        assert_eq!(
+            fds(&out),
+            vec![
+                (1, "read".into(), Some(5)),
+                (2, "write".into(), Some(5)),
+                (2, "read".into(), Some(5)),
+                (3, "write".into(), None)
+            ]
+        );
+        let held = pipeline.connections.get(2).expect("conn 2");
+        assert_eq!(held.local.as_deref(), Some("127.0.0.1:40000"));
+        assert_eq!(held.moved, [3, 2]);
     }
 
     #[test]

@@ -142,6 +142,17 @@ impl std::fmt::Display for Summary {
             self.kernel.fd_unknown,
             self.kernel.fd_mismatches,
         )?;
+        if self.kernel.fd_inferred > 0 || self.kernel.fd_ambiguous > 0 {
+            // Libraries that buffer (Bun's BoringSSL) make no socket syscall inside their
+            // calls: the fd comes from the thread's socket calls next to them.
+            write!(
+                f,
+                "\nprobectl: fds inferred from the socket syscalls next to the library's calls: \
+                 {} connections (their earlier calls waited for it); {} waiting writes left \
+                 without one (two connections waited)",
+                self.kernel.fd_inferred, self.kernel.fd_ambiguous,
+            )?;
+        }
         // Every connection with a loss, and the first few of the others: one record each.
         let mut listed = 0;
         for connection in &self.connections {

@@ -28,8 +28,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use probectl_common::{
-    abi, chunk_flags, close_cause, length_source, record_kind, return_width, stat, Chunk,
-    ChunkHeader, CloseRecord, ConnectionKey, ConnectionState, KernelOffsets, ProbeSpec,
+    abi, chunk_flags, close_cause, direction, length_source, record_kind, return_width, stat,
+    Chunk, ChunkHeader, CloseRecord, ConnectionKey, ConnectionState, KernelOffsets, ProbeSpec,
     ProcessRecord, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX, MAX_ARGUMENT_REGISTERS,
     VECTOR_MAX_ENTRIES,
 };
@@ -124,6 +124,9 @@ struct ActiveCall {
     fd: i32,
     /// 1 when a later syscall of the call used another fd.
     fd_mismatch: u32,
+    /// 1 when `fd` was inferred from the thread's syscalls next to the call (`infer_read_fd`).
+    fd_inferred: u32,
+    _padding: u32,
 }
 
 /// Traced calls a thread can be inside at once (nested through callbacks).
@@ -145,6 +148,15 @@ fn nesting_slot(index: usize) -> usize {
 #[derive(Clone, Copy)]
 struct ThreadCalls {
     depth: u32,
+    /// The fd of the thread's last read-family socket syscall made outside traced calls since
+    /// its last traced call returned (-1: none): where a read call that makes no syscall of
+    /// its own got its bytes from (see `infer_read_fd`).
+    read_fd: i32,
+    /// The handle of a write call that returned without a known fd, waiting for the thread's
+    /// next socket write (0: none; see `infer_write_fd`).
+    pending_write: u64,
+    /// 1 when write calls of two handles were waiting: the next write cannot tell whose.
+    pending_ambiguous: u32,
     _padding: u32,
     calls: [ActiveCall; MAX_NESTING],
 }
@@ -382,6 +394,9 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
         None => {
             let empty = ThreadCalls {
                 depth: 0,
+                read_fd: -1,
+                pending_write: 0,
+                pending_ambiguous: 0,
                 _padding: 0,
                 calls: [ActiveCall {
                     stack_pointer: 0,
@@ -392,6 +407,8 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
                     vector_count: 0,
                     fd: -1,
                     fd_mismatch: 0,
+                    fd_inferred: 0,
+                    _padding: 0,
                 }; MAX_NESTING],
             };
             let _ = THREADS.insert(&pid_tgid, &empty, 0);
@@ -436,6 +453,8 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
         },
         fd: -1,
         fd_mismatch: 0,
+        fd_inferred: 0,
+        _padding: 0,
     };
     threads.depth = depth as u32 + 1;
     0
@@ -464,6 +483,8 @@ fn go_entered(spec: &ProbeSpec, registers: &Registers, pid_tgid: u64, goroutine:
         },
         fd: -1,
         fd_mismatch: 0,
+        fd_inferred: 0,
+        _padding: 0,
     };
     // SAFETY: the value is copied out at once.
     if let Some(previous) = unsafe { GOROUTINES.get(&key) }.copied() {
@@ -600,7 +621,111 @@ fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
     let Some(spec) = PROBE_SPECS.get(cookie as u32).copied() else {
         return 0;
     };
+    let mut call = call;
+    let fresh_read_fd = take_read_fd(pid_tgid);
+    if call.fd < 0 && spec.direction == direction::READ {
+        infer_read_fd(pid_tgid, &mut call, fresh_read_fd);
+    }
     emit_call(cookie, &spec, &call, pid_tgid, rax)
+}
+
+/// Takes the thread's fresh read fd (see `ThreadCalls::read_fd`): a traced call's return ends
+/// its freshness.
+#[inline(always)]
+fn take_read_fd(pid_tgid: u64) -> i32 {
+    let Some(threads) = THREADS.get_ptr_mut(pid_tgid) else {
+        return -1;
+    };
+    // SAFETY: pointer from a successful map lookup, valid for this program run.
+    let threads = unsafe { &mut *threads };
+    let fd = threads.read_fd;
+    threads.read_fd = -1;
+    fd
+}
+
+/// A read call that made no socket syscall, of a handle without a known fd: its bytes came
+/// from a buffer the library filled earlier, and the thread's last socket read since its last
+/// traced call (`fresh_read_fd`) is what filled it (an event loop reads a socket, then hands
+/// its bytes to that connection's library). Only a socket counts.
+#[inline(always)]
+fn infer_read_fd(pid_tgid: u64, call: &mut ActiveCall, fresh_read_fd: i32) {
+    if fresh_read_fd < 0 {
+        return;
+    }
+    let key = ConnectionKey {
+        connection: call.connection,
+        tgid: (pid_tgid >> 32) as u32,
+        _padding: 0,
+    };
+    // SAFETY: the value is copied out at once.
+    if let Some(state) = unsafe { CONNECTIONS.get(&key) } {
+        if state.fd >= 0 {
+            return;
+        }
+    }
+    if socket::is_socket(&KERNEL_OFFSETS, fresh_read_fd) {
+        call.fd = fresh_read_fd;
+        call.fd_inferred = 1;
+    }
+}
+
+/// A write call of a handle still without an fd once it returned: the library buffered the
+/// bytes, and the thread's next socket write sends them. Remembered until then; a second
+/// handle waiting at the same time makes the next write ambiguous.
+#[inline(always)]
+fn await_write_fd(pid_tgid: u64, connection: u64) {
+    let Some(threads) = THREADS.get_ptr_mut(pid_tgid) else {
+        return;
+    };
+    // SAFETY: pointer from a successful map lookup, valid for this program run.
+    let threads = unsafe { &mut *threads };
+    if threads.pending_write == 0 || threads.pending_write == connection {
+        threads.pending_write = connection;
+    } else {
+        threads.pending_ambiguous = 1;
+    }
+}
+
+/// A socket syscall outside traced calls, on a thread that makes traced calls: a read is
+/// remembered for the next read call; a write sends what a waiting write call buffered.
+#[inline(always)]
+fn neighbouring_syscall(pid_tgid: u64, threads: &mut ThreadCalls, fd: i32, read: bool) {
+    if read {
+        threads.read_fd = fd;
+        return;
+    }
+    let connection = threads.pending_write;
+    if connection == 0 {
+        return;
+    }
+    if !socket::is_socket(&KERNEL_OFFSETS, fd) {
+        // A log line, a pipe: not what the library sends with.
+        return;
+    }
+    threads.pending_write = 0;
+    if threads.pending_ambiguous != 0 {
+        threads.pending_ambiguous = 0;
+        count(stat::FD_AMBIGUOUS, 1);
+        return;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let key = ConnectionKey {
+        connection,
+        tgid,
+        _padding: 0,
+    };
+    let Some(state) = CONNECTIONS.get_ptr_mut(&key) else {
+        return;
+    };
+    // SAFETY: pointer from a successful map lookup, valid for this program run.
+    let state = unsafe { &mut *state };
+    if state.fd >= 0 {
+        return;
+    }
+    state.fd = fd;
+    let _ = SOCKET_FDS.insert(&FdKey { tgid, fd }, &connection, 0);
+    socket::emit_connection(&EVENTS, &KERNEL_OFFSETS, tgid, fd, connection);
+    count(stat::FD_INFERRED, 1);
 }
 
 /// Takes the thread's call entered with stack pointer `entry_sp` off its stack of calls in
@@ -673,6 +798,9 @@ fn emit_call(cookie: u64, spec: &ProbeSpec, call: &ActiveCall, pid_tgid: u64, ra
     }
     if fd < 0 {
         count(stat::FD_UNKNOWN, 1);
+        if spec.direction == direction::WRITE && spec.abi != abi::GO {
+            await_write_fd(pid_tgid, call.connection);
+        }
     }
     let mut header = ChunkHeader {
         kind: record_kind::CHUNK,
@@ -940,6 +1068,9 @@ fn track_connection(tgid: u32, call: &ActiveCall, direction: u8, call_len: u64) 
             // The handle moved to another socket: a new connection, with new streams.
             state.position = [0; 2];
         }
+        if call.fd_inferred != 0 {
+            count(stat::FD_INFERRED, 1);
+        }
         state.fd = fd;
         let _ = SOCKET_FDS.insert(&FdKey { tgid, fd }, &call.connection, 0);
         socket::emit_connection(&EVENTS, &KERNEL_OFFSETS, tgid, fd, call.connection);
@@ -1007,14 +1138,18 @@ pub fn probectl_sys_enter(ctx: RawTracePointContext) -> i32 {
     if close {
         fd_closed(pid_tgid, fd as i32);
     } else {
-        syscall_fd(pid_tgid, fd as i32);
+        let read = matches!(
+            id,
+            syscall_nr::READ | syscall_nr::READV | syscall_nr::RECVFROM | syscall_nr::RECVMSG
+        );
+        syscall_fd(pid_tgid, fd as i32, read);
     }
     0
 }
 
 /// A socket I/O syscall made inside a traced TLS call tells the call's fd.
 #[inline(always)]
-fn syscall_fd(pid_tgid: u64, fd: i32) {
+fn syscall_fd(pid_tgid: u64, fd: i32, read: bool) {
     let Some(threads) = THREADS.get_ptr_mut(pid_tgid) else {
         go_syscall_fd(pid_tgid, fd);
         return;
@@ -1022,7 +1157,12 @@ fn syscall_fd(pid_tgid: u64, fd: i32) {
     // SAFETY: pointer from a successful map lookup, valid for this program run.
     let threads = unsafe { &mut *threads };
     let depth = threads.depth as usize;
-    if depth == 0 || depth > MAX_NESTING {
+    if depth == 0 {
+        neighbouring_syscall(pid_tgid, threads, fd, read);
+        go_syscall_fd(pid_tgid, fd);
+        return;
+    }
+    if depth > MAX_NESTING {
         go_syscall_fd(pid_tgid, fd);
         return;
     }

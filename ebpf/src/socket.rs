@@ -27,6 +27,33 @@ fn offset(field: &u32) -> u32 {
     unsafe { core::ptr::read_volatile(field) }
 }
 
+/// Whether `fd` of the current process is a socket (false when the kernel offsets are
+/// unknown: nothing is inferred then). A BPF subprogram, like `emit_connection`.
+#[inline(never)]
+pub fn is_socket(o: &KernelOffsets, fd: i32) -> bool {
+    if fd < 0 || offset(&o.valid) != 1 {
+        return false;
+    }
+    let offsets = KernelOffsetsView(o).read();
+    // SAFETY: helper without preconditions; the task pointer is only read through
+    // bpf_probe_read_kernel.
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read(task, offsets.task_files);
+    let fdtable: u64 = read(files, offsets.files_fdt);
+    let max_fds: u32 = read(fdtable, offsets.fdtable_max_fds);
+    if fd as u32 >= max_fds {
+        return false;
+    }
+    let fd_array: u64 = read(fdtable, offsets.fdtable_fd);
+    let file: u64 = read(fd_array, fd as u32 * 8);
+    if file == 0 {
+        return false;
+    }
+    let inode: u64 = read(file, offsets.file_inode);
+    let mode: u16 = read(inode, offsets.inode_mode);
+    mode & S_IFMT == S_IFSOCK
+}
+
 /// Emits a [`ConnectionRecord`] for `fd` of the current process. A function of its own (a BPF
 /// subprogram): its stack frame is not added to the return probe's.
 #[inline(never)]

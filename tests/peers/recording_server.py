@@ -1,5 +1,6 @@
 """An HTTPS server that records, per connection, every byte it read and every byte it wrote
-(DIR/N.in and DIR/N.out, N counting connections from 0): the independent oracle of what a
+(DIR/N.in and DIR/N.out, N counting connections from 0; DIR/N.peer holds the client's
+"address:port"): the independent oracle of what a
 traced client sent and received. HTTP/1.1 with keep-alive; for each request:
   GET /download/N  -> N bytes of a fixed pattern
   POST             -> reads Content-Length bytes, answers their sha256 (hex)
@@ -21,7 +22,9 @@ def pattern(size):
     return (PATTERN * (size // len(PATTERN) + 1))[:size]
 
 
-def serve(tls, index, directory):
+def serve(tls, index, directory, peer):
+    with open(os.path.join(directory, f"{index}.peer"), "w") as out:
+        out.write(f"{peer[0]}:{peer[1]}")
     received = open(os.path.join(directory, f"{index}.in"), "wb")
     sent = open(os.path.join(directory, f"{index}.out"), "wb")
     buffered = b""
@@ -85,13 +88,13 @@ def main():
     listener.listen(64)
     print("listening", flush=True)
     while True:
-        connection, _ = listener.accept()
+        connection, peer = listener.accept()
         try:
             tls = context.wrap_socket(connection, server_side=True)
         except (ssl.SSLError, OSError):
             connection.close()
             continue
-        threading.Thread(target=serve, args=(tls, next(counter), directory), daemon=True).start()
+        threading.Thread(target=serve, args=(tls, next(counter), directory, peer), daemon=True).start()
 
 
 if __name__ == "__main__":
