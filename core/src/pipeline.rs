@@ -117,9 +117,12 @@ const HOLD_MAX_BYTES: usize = 4 << 20;
 #[derive(Default)]
 struct Held {
     /// (pid, handle) -> when its first record was held, and its records in arrival order.
-    queues: HashMap<(u32, u64), (Instant, Vec<Vec<u8>>)>,
+    queues: HashMap<(u32, u64), HeldQueue>,
     bytes: usize,
 }
+
+/// When a connection's first record was held, and its records in arrival order.
+type HeldQueue = (Instant, Vec<Vec<u8>>);
 
 impl Held {
     fn take(&mut self, key: (u32, u64)) -> Vec<Vec<u8>> {
