@@ -94,8 +94,14 @@ impl FileReport {
             .zip(&self.placements)
             .zip(&self.resolutions)
         {
+            // A stand-in whose counterpart is found is no news.
+            if resolution.not_needed {
+                continue;
+            }
+            // Found by symbol is the rule: only the other ways are named.
             let found = resolution
                 .found
+                .filter(|found| *found != Found::Symbol)
                 .map(|found| format!("  [{found}]"))
                 .unwrap_or_default();
             let place = match (offset, optional) {
@@ -104,6 +110,7 @@ impl FileReport {
                     None => format!("{offset:#x}{found}"),
                 },
                 (None, _) if resolution.stood_in => "missing (another probe stands in)".to_string(),
+                (None, _) if resolution.not_needed => resolution.note.clone().unwrap_or_default(),
                 (None, true) => "missing (optional)".to_string(),
                 (None, false) => "missing (required)".to_string(),
             };
@@ -112,7 +119,7 @@ impl FileReport {
             if let Some(note) = resolution
                 .note
                 .as_ref()
-                .filter(|_| resolution.found != Some(Found::Symbol))
+                .filter(|_| resolution.found != Some(Found::Symbol) && !resolution.not_needed)
             {
                 let _ = writeln!(out, "{indent}  {:<width$}    {note}", "");
             }

@@ -295,6 +295,8 @@ pub struct Resolution {
     pub note: Option<String>,
     /// Not found, and an `instead_of` probe stands in for it.
     pub stood_in: bool,
+    /// An `instead_of` probe whose counterpart is found: not probed.
+    pub not_needed: bool,
 }
 
 /// A PT_LOAD segment of an ELF file.
@@ -532,6 +534,7 @@ impl SymbolCache {
             if resolved[counterpart].offset.is_some() {
                 resolved[index] = Resolution {
                     note: Some(format!("not needed: {other} is found")),
+                    not_needed: true,
                     ..Resolution::default()
                 };
             } else if resolved[index].offset.is_some() {
