@@ -57,7 +57,10 @@ impl FileReport {
                 .probes
                 .iter()
                 .zip(offsets)
-                .map(|(probe, offset)| (probe.symbol.clone(), probe.optional, offset))
+                .map(|(probe, offset)| {
+                    let optional = probe.optional || probe.instead_of.is_some();
+                    (probe.symbol.clone(), optional, offset)
+                })
                 .collect(),
             outcome,
         }

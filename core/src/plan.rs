@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::discovery::{self, DiscoveryError, TargetFile};
+use crate::locate::Found;
 use crate::placement::Placement;
 use crate::plugin::{plugin_for, Verdict};
 use crate::spec::{Group, Probe};
@@ -370,13 +371,20 @@ fn defines_required(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -
     {
         return true;
     }
-    // A stripped executable: its functions may still be located (see `crate::locate`).
+    // A stripped executable: its functions may still be located (see `crate::locate`). One
+    // where some were located and others not is offered too, so that planning and `check`
+    // say what was found and what was not, instead of passing it by in silence.
     let locatable =
         group.probes.iter().any(|probe| probe.locate.is_some()) || !group.pins.is_empty();
     locatable
         && cache
             .resolve_group(file.id, &file.host_path, group)
-            .is_ok_and(|resolved| missing_required(group, &resolved).is_empty())
+            .is_ok_and(|resolved| {
+                missing_required(group, &resolved).is_empty()
+                    || resolved.iter().any(|resolution| {
+                        resolution.found.is_some_and(|found| found != Found::Symbol)
+                    })
+            })
 }
 
 /// The required probes of `group` that `resolved` has no function for, and nothing stands in.
@@ -391,7 +399,22 @@ fn missing_required(group: &Group, resolved: &[Resolution]) -> Vec<String> {
                 && resolution.offset.is_none()
                 && !resolution.stood_in
         })
-        .map(|(probe, _)| probe.symbol.clone())
+        .map(|(probe, resolution)| {
+            // Why it and its stand-ins were not located, when they were looked for.
+            let mut why: Vec<String> = resolution.note.iter().cloned().collect();
+            for (stand_in, its) in group.probes.iter().zip(resolved) {
+                if stand_in.instead_of.as_deref() == Some(probe.symbol.as_str()) {
+                    if let Some(note) = &its.note {
+                        why.push(format!("its stand-in {}: {note}", stand_in.symbol));
+                    }
+                }
+            }
+            if why.is_empty() {
+                probe.symbol.clone()
+            } else {
+                format!("{} ({})", probe.symbol, why.join("; "))
+            }
+        })
         .collect()
 }
 
