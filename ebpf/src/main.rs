@@ -646,7 +646,7 @@ fn take_read_fd(pid_tgid: u64) -> i32 {
 /// A read call that made no socket syscall, of a handle without a known fd: its bytes came
 /// from a buffer the library filled earlier, and the thread's last socket read since its last
 /// traced call (`fresh_read_fd`) is what filled it (an event loop reads a socket, then hands
-/// its bytes to that connection's library). Only a socket counts.
+/// its bytes to that connection's library).
 #[inline(always)]
 fn infer_read_fd(pid_tgid: u64, call: &mut ActiveCall, fresh_read_fd: i32) {
     if fresh_read_fd < 0 {
@@ -663,10 +663,9 @@ fn infer_read_fd(pid_tgid: u64, call: &mut ActiveCall, fresh_read_fd: i32) {
             return;
         }
     }
-    if socket::is_socket(&KERNEL_OFFSETS, fresh_read_fd) {
-        call.fd = fresh_read_fd;
-        call.fd_inferred = 1;
-    }
+    // A socket: only those are kept in `read_fd` (see `neighbouring_syscall`).
+    call.fd = fresh_read_fd;
+    call.fd_inferred = 1;
 }
 
 /// A write call of a handle still without an fd once it returned: the library buffered the
@@ -691,7 +690,11 @@ fn await_write_fd(pid_tgid: u64, connection: u64) {
 #[inline(always)]
 fn neighbouring_syscall(pid_tgid: u64, threads: &mut ThreadCalls, fd: i32, read: bool) {
     if read {
-        threads.read_fd = fd;
+        // Only sockets: an eventfd or a file read between the socket read and the library's
+        // call must not hide it.
+        if socket::is_socket(&KERNEL_OFFSETS, fd) {
+            threads.read_fd = fd;
+        }
         return;
     }
     let connection = threads.pending_write;

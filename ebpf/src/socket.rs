@@ -34,23 +34,24 @@ pub fn is_socket(o: &KernelOffsets, fd: i32) -> bool {
     if fd < 0 || offset(&o.valid) != 1 {
         return false;
     }
-    let offsets = KernelOffsetsView(o).read();
+    // Field by field, not through `KernelOffsetsView::read`: this runs from the syscall hook,
+    // and a copy of every offset would weigh on its stack.
     // SAFETY: helper without preconditions; the task pointer is only read through
     // bpf_probe_read_kernel.
     let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read(task, offsets.task_files);
-    let fdtable: u64 = read(files, offsets.files_fdt);
-    let max_fds: u32 = read(fdtable, offsets.fdtable_max_fds);
+    let files: u64 = read(task, offset(&o.task_files));
+    let fdtable: u64 = read(files, offset(&o.files_fdt));
+    let max_fds: u32 = read(fdtable, offset(&o.fdtable_max_fds));
     if fd as u32 >= max_fds {
         return false;
     }
-    let fd_array: u64 = read(fdtable, offsets.fdtable_fd);
+    let fd_array: u64 = read(fdtable, offset(&o.fdtable_fd));
     let file: u64 = read(fd_array, fd as u32 * 8);
     if file == 0 {
         return false;
     }
-    let inode: u64 = read(file, offsets.file_inode);
-    let mode: u16 = read(inode, offsets.inode_mode);
+    let inode: u64 = read(file, offset(&o.file_inode));
+    let mode: u16 = read(inode, offset(&o.inode_mode));
     mode & S_IFMT == S_IFSOCK
 }
 
