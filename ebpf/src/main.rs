@@ -148,10 +148,11 @@ fn nesting_slot(index: usize) -> usize {
 #[derive(Clone, Copy)]
 struct ThreadCalls {
     depth: u32,
-    /// The fd of the thread's last read-family socket syscall made outside traced calls since
-    /// its last traced call returned (-1: none): where a read call that makes no syscall of
-    /// its own got its bytes from (see `infer_read_fd`).
-    read_fd: i32,
+    /// 1 + the fd of the thread's last read-family socket syscall made outside traced calls
+    /// since its last traced call returned (0: none; so that an all-zero entry, the initial
+    /// value, has none): where a read call that makes no syscall of its own got its bytes
+    /// from (see `infer_read_fd`).
+    read_socket: i32,
     /// The handle of a write call that returned without a known fd, waiting for the thread's
     /// next socket write (0: none; see `infer_write_fd`).
     pending_write: u64,
@@ -227,6 +228,10 @@ static SOCKET_FDS: LruHashMap<FdKey, u64> = LruHashMap::with_max_entries(65536, 
 /// can interleave on one CPU.
 #[map]
 static CHUNK_LOOPS: HashMap<u64, ChunkLoop> = HashMap::with_max_entries(4096, 0);
+
+/// One all-zero `ThreadCalls`: the initial value of new `THREADS` entries.
+#[map]
+static THREAD_CALLS_ZERO: Array<ThreadCalls> = Array::with_max_entries(1, 0);
 
 /// One all-zero `ChunkLoop`: the initial value of new `CHUNK_LOOPS` entries.
 #[map]
@@ -392,26 +397,15 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
     let threads = match THREADS.get_ptr_mut(&pid_tgid) {
         Some(threads) => threads,
         None => {
-            let empty = ThreadCalls {
-                depth: 0,
-                read_fd: -1,
-                pending_write: 0,
-                pending_ambiguous: 0,
-                _padding: 0,
-                calls: [ActiveCall {
-                    stack_pointer: 0,
-                    start_ns: 0,
-                    connection: 0,
-                    buffer: 0,
-                    length_pointer: 0,
-                    vector_count: 0,
-                    fd: -1,
-                    fd_mismatch: 0,
-                    fd_inferred: 0,
-                    _padding: 0,
-                }; MAX_NESTING],
+            // The initial value comes from a map, not the stack: a ThreadCalls on the stack
+            // takes this program over the verifier's combined stack limit on 6.1. All zero is
+            // a thread in no call (each slot is written whole when a call enters).
+            let Some(empty) = THREAD_CALLS_ZERO.get_ptr(0) else {
+                count(stat::CALLS_NOT_STORED, 1);
+                return 0;
             };
-            let _ = THREADS.insert(&pid_tgid, &empty, 0);
+            // SAFETY: a pointer from a successful map lookup, valid for this program run.
+            let _ = THREADS.insert(&pid_tgid, unsafe { &*empty }, 0);
             match THREADS.get_ptr_mut(&pid_tgid) {
                 Some(threads) => threads,
                 None => {
@@ -629,7 +623,7 @@ fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
     emit_call(cookie, &spec, &call, pid_tgid, rax)
 }
 
-/// Takes the thread's fresh read fd (see `ThreadCalls::read_fd`): a traced call's return ends
+/// Takes the thread's fresh read fd (see `ThreadCalls::read_socket`): a traced call's return ends
 /// its freshness.
 #[inline(always)]
 fn take_read_fd(pid_tgid: u64) -> i32 {
@@ -638,8 +632,8 @@ fn take_read_fd(pid_tgid: u64) -> i32 {
     };
     // SAFETY: pointer from a successful map lookup, valid for this program run.
     let threads = unsafe { &mut *threads };
-    let fd = threads.read_fd;
-    threads.read_fd = -1;
+    let fd = threads.read_socket - 1;
+    threads.read_socket = 0;
     fd
 }
 
@@ -663,7 +657,7 @@ fn infer_read_fd(pid_tgid: u64, call: &mut ActiveCall, fresh_read_fd: i32) {
             return;
         }
     }
-    // A socket: only those are kept in `read_fd` (see `neighbouring_syscall`).
+    // A socket: only those are kept in `read_socket` (see `neighbouring_syscall`).
     call.fd = fresh_read_fd;
     call.fd_inferred = 1;
 }
@@ -693,7 +687,7 @@ fn neighbouring_syscall(pid_tgid: u64, threads: &mut ThreadCalls, fd: i32, read:
         // Only sockets: an eventfd or a file read between the socket read and the library's
         // call must not hide it.
         if socket::is_socket(&KERNEL_OFFSETS, fd) {
-            threads.read_fd = fd;
+            threads.read_socket = fd + 1;
         }
         return;
     }
