@@ -65,7 +65,7 @@ pub enum DecodeArg {
     Http,
 }
 
-/// Where the uprobes go (see README, "Probe placement").
+/// Where the uprobes go (see docs/how-it-works.md, "Probe placement").
 #[derive(Clone, Copy, ValueEnum)]
 pub enum PlacementArg {
     /// Entry uprobe at each function's start plus a uretprobe.
