@@ -48,7 +48,7 @@ fn curl_to_s_server_command_mode_is_byte_exact() {
     assert_eq!(stream(&run.events, curl_pid, "read"), received);
     let event = &run.events[0];
     assert_eq!(
-        (event.comm.as_str(), event.plugin.as_str()),
+        (event.comm.as_str(), event.group.as_str()),
         ("curl", "openssl")
     );
     assert!(event.library.ends_with("libssl.so.3"), "{}", event.library);
