@@ -128,11 +128,6 @@ pub fn process_error(error: &ProcessError) -> ExitCode {
 pub fn run_error(error: &RunError) -> ExitCode {
     match error {
         RunError::Process(process) => process_error(process),
-        // One name for what `run` takes: a group of probes.toml.
-        RunError::UnknownPlugin { name, known } => self::error(
-            format_args!("unknown group \"{name}\"; known groups: {known}"),
-            ERROR,
-        ),
         other => self::error(other, ERROR),
     }
 }

@@ -29,7 +29,7 @@ pub const MAX_CAPTURE_LIMIT: u64 = 64 * 1024 * 1024;
 pub enum RunError {
     #[error(transparent)]
     Spec(#[from] SpecError),
-    #[error("unknown plugin \"{name}\"; known plugins: {known}")]
+    #[error("unknown group \"{name}\"; known groups: {known}")]
     UnknownPlugin { name: String, known: String },
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
