@@ -80,6 +80,9 @@ fn python_client_is_captured_through_the_ex_functions() {
 
 #[test]
 fn node_static_openssl_is_captured_from_the_executable() {
+    // Not beside the system-wide test below: a node running when that trace starts gets its
+    // executable attached at once, not "new in pid N" at its exec.
+    let _exclusive = exclusive();
     let (_server, port) = s_server();
     let exchange = Exchange::new(&unique_request("node"));
     let script = peer("tls_client.js");
