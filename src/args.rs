@@ -4,13 +4,14 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use probectl_core::output::Format;
 use probectl_core::placement::PlacementMode;
 use probectl_core::process::{find_executable, resolve_pid, PidTarget, ProcessError};
 use probectl_core::session::{RunOptions, Target, MAX_CAPTURE_LIMIT};
 
 use crate::exit;
+use crate::size;
 
 const RUN_EXAMPLES: &str = "\
 Examples:
@@ -28,23 +29,63 @@ With -- CMD, probectl exits with CMD's status (128+N if signal N ended it; 126: 
 const LIST_EXAMPLES: &str = "\
 Examples:
   probectl list                                   the built-in probes.toml
-  probectl list --probes my-probes.toml           your own specs";
+  probectl list --probes my-probes.toml           your own specs
+  probectl list --format json                     the same as one JSON object";
 
 const CHECK_EXAMPLES: &str = "\
 Examples:
   probectl check --pid 1234                       why (or why not) process 1234 can be traced
-  probectl check --pid $(pgrep -n nginx)          the newest nginx process";
+  probectl check --pid $(pgrep -n nginx)          the newest nginx process
+  probectl check --pid 1234 --all                 also the files that no group matches
+  probectl check --pid 1234 --format json         the same as one JSON object";
 
 #[derive(Parser)]
 #[command(
     name = "probectl",
     version,
     about = "Shows the plaintext of TLS traffic of running programs (eBPF uprobes; no keys, restarts or recompiles)",
-    after_help = "Examples:\n  probectl run openssl --pid 1234\n  probectl run openssl -- curl https://127.0.0.1:8443/\n  probectl list\n  probectl check --pid 1234\n\nExit status: 0, or the command's with -- CMD; 1 on any error of probectl's own."
+    after_help = "Examples:\n  probectl run openssl --pid 1234\n  probectl run openssl -- curl https://127.0.0.1:8443/\n  probectl list\n  probectl check --pid 1234\n\nExit status: 0, or the command's with -- CMD; 1 on any error of probectl's own.",
+    max_term_width = 100
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Options of every subcommand.
+#[derive(ClapArgs, Clone, Copy)]
+pub struct GlobalArgs {
+    /// Say nothing on stderr but errors and warnings (no attach report, no summary).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Colour on stderr and in `check`: auto (on a terminal, unless NO_COLOR is set), always,
+    /// never.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHEN",
+        default_value = "auto",
+        global = true
+    )]
+    pub color: ColorArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+/// The format of `list` and `check`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// For people.
+    Text,
+    /// One JSON object (fields: see docs/usage.md).
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -65,7 +106,7 @@ pub enum DecodeArg {
     Http,
 }
 
-/// Where the uprobes go (see README, "Probe placement").
+/// Where the uprobes go (see docs/how-it-works.md, "Probe placement").
 #[derive(Clone, Copy, ValueEnum)]
 pub enum PlacementArg {
     /// Entry uprobe at each function's start plus a uretprobe.
@@ -84,23 +125,13 @@ impl From<PlacementArg> for PlacementMode {
     }
 }
 
-/// `--ring-bytes`: a power of two of at least 4096 that fits the kernel's u32.
-fn ring_bytes(text: &str) -> Result<u32, String> {
-    let value: u32 = text
-        .parse()
-        .map_err(|error| format!("not a number of bytes: {error}"))?;
-    if !value.is_power_of_two() || value < 4096 {
-        return Err("must be a power of two of at least 4096".into());
-    }
-    Ok(value)
-}
-
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// The probes.toml group to trace (e.g. openssl), or "all".
-    plugin: String,
+    /// The group of probes.toml to trace (openssl, boringssl, gnutls, nss, go, ...), or "all".
+    #[arg(value_name = "GROUP")]
+    group: String,
     /// Trace this running process (a thread id stands for its process), and its children.
-    #[arg(long, short, conflicts_with = "command", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, short, value_name = "PID", conflicts_with = "command", value_parser = clap::value_parser!(u32).range(1..))]
     pid: Option<u32>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
@@ -110,27 +141,29 @@ pub struct RunArgs {
     hex: bool,
     /// Write events to this file (created with mode 0600, only once tracing has started)
     /// instead of stdout.
-    #[arg(long, short)]
+    #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Probe specs to use instead of the built-in probes.toml.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     probes: Option<PathBuf>,
-    /// Bytes captured per call at most (1 to 64 MiB); the rest is counted as truncated.
-    #[arg(long, default_value_t = 1024 * 1024,
-          value_parser = clap::value_parser!(u64).range(1..=MAX_CAPTURE_LIMIT))]
+    /// Bytes captured per call at most (1 to 64M); the rest is counted as truncated. Sizes
+    /// take K, M, G suffixes (powers of 1024; KB, MB, GB: of 1000).
+    #[arg(long, value_name = "BYTES", default_value = "1M",
+          value_parser = |text: &str| size::capture_limit(text, MAX_CAPTURE_LIMIT))]
     max_bytes: u64,
-    /// Size of the kernel ring buffer (a power of two, at least 4096).
-    #[arg(long, default_value_t = 64 * 1024 * 1024, value_parser = ring_bytes)]
+    /// Size of the kernel ring buffer (a power of two, at least 4K).
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = size::ring_bytes)]
     ring_bytes: u32,
     /// Decode a protocol: one record per exchange instead of one per call (connections that
     /// are not HTTP stay raw). Not with --format pcapng.
     #[arg(long, value_enum)]
     decode: Option<DecodeArg>,
     /// With --decode: bytes kept per body at most; the rest is counted.
-    #[arg(long, default_value_t = probectl_core::http::DEFAULT_MAX_BODY, requires = "decode")]
+    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = size::body_limit,
+          requires = "decode")]
     max_body: u64,
     /// Probe placement: classic (entry uprobe + uretprobe) or auto (emulated where proven).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, value_name = "WHERE", default_value = "auto")]
     placement: PlacementArg,
     /// With --pid: a process that maps no matching library yet is traced anyway, and its
     /// library is attached as soon as it loads one (dlopen), instead of an error.
@@ -143,7 +176,7 @@ pub struct RunArgs {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Trace a library's plaintext: in one process (--pid), in a command it starts (-- CMD), or
+    /// Trace a group's plaintext: in one process (--pid), in a command it starts (-- CMD), or
     /// in every process on the host.
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
@@ -152,35 +185,62 @@ pub enum Command {
     #[command(after_help = LIST_EXAMPLES)]
     List {
         /// Probe specs to use instead of the built-in probes.toml.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         probes: Option<PathBuf>,
         /// Probe placement: classic (entry uprobe + uretprobe) or auto (emulated where proven).
-        #[arg(long, value_enum, default_value = "auto")]
+        #[arg(long, value_enum, value_name = "WHERE", default_value = "auto")]
         placement: PlacementArg,
+        /// Output format.
+        #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+        format: ReportFormat,
     },
-    /// Show, for one process, every file it maps, which group matches it, and each symbol's
-    /// offset or why it is missing.
+    /// Say whether one process can be traced, and how: which group matches which of its files,
+    /// and each symbol's offset or why it is missing.
     #[command(after_help = CHECK_EXAMPLES)]
     Check {
         /// The process to look at (a thread id stands for its process).
-        #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, short, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
         pid: u32,
         /// Probe specs to use instead of the built-in probes.toml.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         probes: Option<PathBuf>,
         /// Probe placement: classic (entry uprobe + uretprobe) or auto (emulated where proven).
-        #[arg(long, value_enum, default_value = "auto")]
+        #[arg(long, value_enum, value_name = "WHERE", default_value = "auto")]
         placement: PlacementArg,
+        /// Also show the mapped files that no group matches.
+        #[arg(long)]
+        all: bool,
+        /// Output format.
+        #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+        format: ReportFormat,
+    },
+    /// Print the man page or shell completions (for packaging; scripts/install uses it).
+    #[command(hide = true, subcommand)]
+    Generate(Generate),
+}
+
+#[derive(Subcommand)]
+pub enum Generate {
+    /// Write the man pages (probectl.1, probectl-run.1, ...) into a directory.
+    Man {
+        /// The directory (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print the completion script for a shell.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
     },
 }
 
-/// The process `--pid` names: a thread id becomes its process (said on stderr), a kernel
-/// thread is an error.
-pub fn process_of(pid: u32) -> Result<u32, ProcessError> {
+/// The process `--pid` names: a thread id becomes its process (said on stderr, with `doing`:
+/// "tracing" or "checking"), a kernel thread is an error.
+pub fn process_of(pid: u32, doing: &str) -> Result<u32, ProcessError> {
     let target = resolve_pid(pid)?;
     if let PidTarget::ThreadOf { tid, tgid } = target {
         exit::note(format_args!(
-            "{tid} is a thread of process {tgid} ({}): tracing process {tgid}",
+            "{tid} is a thread of process {tgid} ({}): {doing} process {tgid}",
             probectl_core::discovery::comm(tgid)
         ));
     }
@@ -188,6 +248,11 @@ pub fn process_of(pid: u32) -> Result<u32, ProcessError> {
 }
 
 impl RunArgs {
+    /// `--wait` needs `--pid` (clap's `requires` does not see it beside `-- CMD`).
+    pub fn wait_without_pid(&self) -> bool {
+        self.wait && self.pid.is_none()
+    }
+
     /// Checks what clap cannot and derives the run's options.
     pub fn resolve(self) -> Result<RunOptions, ProcessError> {
         let format = match (self.format, self.hex) {
@@ -197,11 +262,14 @@ impl RunArgs {
             (FormatArg::Text, false) => Format::Text,
         };
         let target = match (self.pid, self.command.first()) {
-            (Some(pid), _) => Target::Pid(process_of(pid)?),
+            (Some(pid), _) => Target::Pid(process_of(pid, "tracing")?),
             (None, Some(program)) => {
                 // Not found (127) or not executable (126) is said before anything is attached.
                 find_executable(program)?;
-                if self.output.is_none() && probectl_core::terminal::stdout_is_terminal() {
+                if self.output.is_none()
+                    && probectl_core::terminal::stdout_is_terminal()
+                    && !exit::is_quiet()
+                {
                     exit::note(
                         "the command's output and the events share this terminal (events are \
                          written in whole lines); use -o FILE to keep them apart",
@@ -212,7 +280,7 @@ impl RunArgs {
             (None, None) => Target::AllProcesses,
         };
         Ok(RunOptions {
-            plugin: self.plugin,
+            plugin: self.group,
             target,
             specs: self.probes,
             format,

@@ -10,23 +10,112 @@
 //! | 1 | any error of probectl's own: a usage error, a bad option, a startup or runtime error |
 
 use std::fmt::Display;
+use std::io::IsTerminal;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitCode, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use probectl_core::process::ProcessError;
 use probectl_core::session::RunError;
 
+use crate::args::ColorArg;
+
 /// The status of every error of probectl's own (usage errors included, as strace does).
 pub const ERROR: u8 = 1;
 
-/// A message on stderr: what probectl decided or noticed.
+/// Colour on stderr (decided once, by [`configure`]).
+static STDERR_COLOR: AtomicBool = AtomicBool::new(false);
+/// Colour on stdout (`check`'s verdict).
+static STDOUT_COLOR: AtomicBool = AtomicBool::new(false);
+
+/// Applies `--quiet` and `--color`: `auto` colours a stream that is a terminal, unless the
+/// NO_COLOR environment variable is set to anything but the empty string (no-color.org).
+pub fn configure(quiet: bool, color: ColorArg) {
+    probectl_core::terminal::set_quiet(quiet);
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    let decide = |is_terminal: bool| match color {
+        ColorArg::Always => true,
+        ColorArg::Never => false,
+        ColorArg::Auto => is_terminal && !no_color,
+    };
+    STDERR_COLOR.store(decide(std::io::stderr().is_terminal()), Ordering::Relaxed);
+    STDOUT_COLOR.store(decide(std::io::stdout().is_terminal()), Ordering::Relaxed);
+}
+
+/// `--color` as clap takes it, read before clap parses (so that its own errors and help are
+/// coloured the same way).
+pub fn clap_color(args: &[std::ffi::OsString]) -> clap::ColorChoice {
+    let mut choice = "auto".to_string();
+    let mut words = args.iter().skip(1).map(|arg| arg.to_string_lossy());
+    while let Some(word) = words.next() {
+        if word == "--" {
+            break;
+        }
+        if let Some(value) = word.strip_prefix("--color=") {
+            choice = value.to_string();
+        } else if word == "--color" {
+            choice = words
+                .next()
+                .map(|value| value.to_string())
+                .unwrap_or_default();
+        }
+    }
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    match choice.as_str() {
+        "always" => clap::ColorChoice::Always,
+        "never" => clap::ColorChoice::Never,
+        _ if no_color => clap::ColorChoice::Never,
+        _ => clap::ColorChoice::Auto,
+    }
+}
+
+/// Whether `-q` was given.
+pub fn is_quiet() -> bool {
+    probectl_core::terminal::is_quiet()
+}
+
+/// SGR codes of the few styles probectl uses.
+#[derive(Clone, Copy)]
+pub enum Style {
+    Error,
+    Good,
+    Bad,
+}
+
+impl Style {
+    fn code(self) -> &'static str {
+        match self {
+            Style::Error => "1;31",
+            Style::Good => "1;32",
+            Style::Bad => "1;31",
+        }
+    }
+}
+
+fn paint(text: &str, style: Style, on: bool) -> String {
+    if on {
+        format!("\x1b[{}m{text}\x1b[0m", style.code())
+    } else {
+        text.to_string()
+    }
+}
+
+/// `text` in `style` when stdout is coloured.
+pub fn stdout_style(text: &str, style: Style) -> String {
+    paint(text, style, STDOUT_COLOR.load(Ordering::Relaxed))
+}
+
+/// A message on stderr: what probectl decided or noticed (not with `-q`).
 pub fn note(message: impl Display) {
-    eprintln!("probectl: {message}");
+    if !is_quiet() {
+        eprintln!("probectl: {message}");
+    }
 }
 
 /// An error on stderr; the status to exit with.
 pub fn error(message: impl Display, status: u8) -> ExitCode {
-    eprintln!("probectl: error: {message}");
+    let label = paint("error:", Style::Error, STDERR_COLOR.load(Ordering::Relaxed));
+    eprintln!("probectl: {label} {message}");
     ExitCode::from(status)
 }
 

@@ -1,56 +1,160 @@
 //! The `probectl` command line: [`args`] parses and validates it, [`exit`] owns what is said on
-//! stderr and the exit status.
+//! stderr and the exit status, [`privileges`] checks the capabilities a run needs first.
 
 mod args;
 mod exit;
+mod generate;
+mod privileges;
+mod size;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use probectl_core::inspect;
-use probectl_core::session::run;
+use clap::{CommandFactory, FromArgMatches};
+use probectl_core::inspect::{self, CheckReport, Verdict};
+use probectl_core::session::{run, Target};
 
-use args::{Cli, Command, RunArgs};
+use args::{Cli, Command, ReportFormat, RunArgs};
 
 fn main() -> ExitCode {
     probectl_openssl::register();
     probectl_boringssl::register();
     probectl_gnutls::register();
     probectl_go::register();
-    let cli = match Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = Cli::command()
+        .color(exit::clap_color(&argv))
+        .try_get_matches_from(&argv);
+    let cli = match matches.and_then(|matches| Cli::from_arg_matches(&matches)) {
         Ok(cli) => cli,
         Err(error) => return exit::usage(error),
     };
-    let report = match cli.command {
-        Command::List { probes, placement } => {
-            inspect::list(probes.as_deref(), placement.into()).map(|r| r.to_string())
-        }
+    exit::configure(cli.global.quiet, cli.global.color);
+    match cli.command {
+        Command::List {
+            probes,
+            placement,
+            format,
+        } => match inspect::list(probes.as_deref(), placement.into()) {
+            Ok(report) => print_report(format, report.to_string(), || report.to_json()),
+            Err(error) => exit::error(error, exit::ERROR),
+        },
         Command::Check {
             pid,
             probes,
             placement,
-        } => match args::process_of(pid) {
-            Ok(pid) => {
-                inspect::check(pid, probes.as_deref(), placement.into()).map(|r| r.to_string())
+            all,
+            format,
+        } => {
+            let pid = match args::process_of(pid, "checking") {
+                Ok(pid) => pid,
+                Err(error) => return exit::process_error(&error),
+            };
+            if let Err(message) =
+                privileges::check_readable(pid, &privileges::Credentials::current())
+            {
+                return exit::error(message, exit::ERROR);
             }
-            Err(error) => return exit::process_error(&error),
-        },
-        Command::Run(run_args) => return run_command(run_args),
-    };
-    match report {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
+            match inspect::check(pid, probes.as_deref(), placement.into()) {
+                Ok(report) => {
+                    let report = CheckReport {
+                        show_all: all,
+                        ..report
+                    };
+                    let text = format!("{}\n\n{report}", verdict_line(&report.verdict()));
+                    print_report(format, text, || report.to_json())
+                }
+                Err(error) => exit::error(error, exit::ERROR),
+            }
         }
-        Err(error) => exit::error(error, exit::ERROR),
+        Command::Run(run_args) => run_command(run_args),
+        Command::Generate(what) => match generate::generate(&what) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => exit::error(error, exit::ERROR),
+        },
     }
 }
 
+/// `list`/`check` output: the text, or one JSON object on one line.
+fn print_report(
+    format: ReportFormat,
+    text: String,
+    json: impl FnOnce() -> serde_json::Value,
+) -> ExitCode {
+    match format {
+        ReportFormat::Text => print!("{text}"),
+        ReportFormat::Json => println!("{}", json()),
+    }
+    ExitCode::SUCCESS
+}
+
+/// `check`'s first line: `traceable: probectl run openssl --pid N (libssl.so.3)`, or why not.
+fn verdict_line(verdict: &Verdict) -> String {
+    let name = |path: &std::path::Path| {
+        path.file_name().map_or_else(
+            || path.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        )
+    };
+    if verdict.groups.is_empty() {
+        let why = match verdict.refused.as_slice() {
+            [] => "no group of the specs matches a file it maps".to_string(),
+            refused => refused
+                .iter()
+                .map(|(group, path, reason)| format!("[{group}] {}: {reason}", name(path)))
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        return format!(
+            "{} process {} ({}): {why}",
+            exit::stdout_style("not traceable:", exit::Style::Bad),
+            verdict.pid,
+            verdict.comm
+        );
+    }
+    let ways: Vec<String> = verdict
+        .groups
+        .iter()
+        .map(|(group, files)| {
+            let files: Vec<String> = files.iter().map(|path| name(path)).collect();
+            format!(
+                "probectl run {group} --pid {} ({})",
+                verdict.pid,
+                files.join(", ")
+            )
+        })
+        .collect();
+    format!(
+        "{} {}",
+        exit::stdout_style("traceable:", exit::Style::Good),
+        ways.join("; or ")
+    )
+}
+
 fn run_command(run_args: RunArgs) -> ExitCode {
+    if run_args.wait_without_pid() {
+        let mut command = Cli::command();
+        command.build();
+        let message = "--wait needs --pid: it waits for a running process to load its TLS \
+                       library (a command started with -- CMD is traced from its exec anyway)";
+        let kind = clap::error::ErrorKind::MissingRequiredArgument;
+        let error = match command.find_subcommand_mut("run") {
+            Some(run) => run.error(kind, message),
+            None => command.error(kind, message),
+        };
+        return exit::usage(error);
+    }
     let options = match run_args.resolve() {
         Ok(options) => options,
         Err(error) => return exit::process_error(&error),
     };
+    let reach = match options.target {
+        Target::Pid(pid) => privileges::Reach::Process(pid),
+        Target::Command(_) => privileges::Reach::Command,
+        Target::AllProcesses => privileges::Reach::AllProcesses,
+    };
+    if let Err(missing) = privileges::check(reach, &privileges::Credentials::current()) {
+        return exit::error(missing, exit::ERROR);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

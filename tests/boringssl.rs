@@ -46,7 +46,7 @@ fn bssl_client_and_server_are_captured_on_both_sides() {
             "{}",
             run.stderr
         );
-        assert!(run.events.iter().all(|e| e.plugin == "boringssl"
+        assert!(run.events.iter().all(|e| e.group == "boringssl"
             && e.library.ends_with("android/libssl.so.0")
             && (e.function == "SSL_write" || e.function == "SSL_read")));
     }
@@ -100,6 +100,6 @@ fn run_all_gives_boringssl_files_to_the_boringssl_group_only() {
         run.stderr
     );
     assert_eq!(run.events.len(), 1, "one SSL_read, captured once");
-    assert_eq!(run.events[0].plugin, "boringssl");
+    assert_eq!(run.events[0].group, "boringssl");
     assert_eq!(stream(&run.events, server.pid(), "read"), request);
 }

@@ -106,6 +106,7 @@ fn missing_probes_file() {
 
 #[test]
 fn not_privileged_enough_to_load_bpf() {
+    ensure_tracefs();
     // Drop to nobody: no capabilities at all.
     let output = Command::new("setpriv")
         .args([

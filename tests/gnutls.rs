@@ -50,7 +50,7 @@ fn check_gnutls_run(run: &Finished) {
         "the plugin names the version: {}",
         run.stderr
     );
-    assert!(run.events.iter().all(|e| e.plugin == "gnutls"));
+    assert!(run.events.iter().all(|e| e.group == "gnutls"));
 }
 
 #[test]

@@ -98,7 +98,7 @@ fn tstclnt_and_selfserv_are_captured_and_only_tls_io_is() {
         &request,
         &printed,
     );
-    assert!(client_run.events.iter().all(|e| e.plugin == "nss"
+    assert!(client_run.events.iter().all(|e| e.group == "nss"
         && e.library.ends_with("libnspr4.so")
         && ["PR_Send", "PR_Recv", "PR_Write", "PR_Read"].contains(&e.function.as_str())));
     assert_ne!(handle, "0x0");

@@ -65,7 +65,7 @@ fn hex_value(digit: u8) -> u8 {
     }
 }
 
-/// Decodes `--format text` output (README: printable ASCII as is, `\n` shown and followed by a
+/// Decodes `--format text` output (docs/output.md: printable ASCII as is, `\n` shown and followed by a
 /// line break, `\r` `\t` `\\` and `\xNN` escapes, a line break after data that does not end
 /// with one). Each header says how many bytes follow, so data that looks like a header cannot
 /// be mistaken for one.

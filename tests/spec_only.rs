@@ -181,7 +181,7 @@ fn a_library_added_by_a_probes_file_alone_is_captured_byte_exact() {
     assert!(run
         .events
         .iter()
-        .all(|e| e.plugin == "mylib" && std::path::Path::new(&e.library) == built.library));
+        .all(|e| e.group == "mylib" && std::path::Path::new(&e.library) == built.library));
 }
 
 /// Replaces what varies between machines and runs in list/check output.

@@ -43,8 +43,8 @@ pub const MAX_ATTACH_POINTS: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
     #[error(
-        "not privileged enough to load BPF programs: run as root, or with CAP_BPF and CAP_PERFMON \
-         (missing: {missing})"
+        "not privileged enough to load BPF programs (missing: {missing}): run as root, or see \
+         \"Requirements\" in the README for the capabilities"
     )]
     NotPrivileged { missing: String },
     #[error("loading the BPF programs failed: {0}")]

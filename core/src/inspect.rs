@@ -5,6 +5,8 @@
 use std::fmt::{self, Display, Write as _};
 use std::path::PathBuf;
 
+use serde_json::{json, Value};
+
 use crate::discovery::{self, DiscoveryError, TargetFile};
 use crate::locate::Found;
 use crate::placement::{Placement, PlacementMode};
@@ -64,6 +66,37 @@ impl FileReport {
                 .collect(),
             outcome,
         }
+    }
+
+    /// The report as JSON (`list --format json`, `check --format json`).
+    pub fn to_json(&self) -> Value {
+        let (outcome, version) = match &self.outcome {
+            Outcome::Traced { version } => ("traced", version.clone()),
+            Outcome::MissingRequired(_) => ("missing_required", None),
+            Outcome::Rejected(_) => ("rejected", None),
+            Outcome::Unreadable(_) => ("unreadable", None),
+        };
+        let symbols: Vec<Value> = self
+            .symbols
+            .iter()
+            .zip(&self.placements)
+            .map(|((symbol, optional, offset), placement)| {
+                json!({
+                    "symbol": symbol,
+                    "optional": optional,
+                    "offset": offset,
+                    "placement": placement.as_ref().map(|placement| placement.to_string()),
+                })
+            })
+            .collect();
+        json!({
+            "path": self.path,
+            "via": via_name(self.via),
+            "outcome": outcome,
+            "reason": self.outcome.reason_not_traced(),
+            "version": version,
+            "symbols": symbols,
+        })
     }
 
     /// The verdict line and the symbol lines, indented by `indent`.
@@ -127,6 +160,15 @@ impl FileReport {
                 let _ = writeln!(out, "{indent}  {:<width$}    {note}", "");
             }
         }
+    }
+}
+
+/// How a group matched a file, as JSON says it.
+fn via_name(via: Via) -> &'static str {
+    match via {
+        Via::Library => "library",
+        Via::Path => "path",
+        Via::Executable => "executable",
     }
 }
 
@@ -231,6 +273,44 @@ fn describe_files(group: &Group) -> String {
     parts.join("; ")
 }
 
+impl ListReport {
+    /// `list --format json`: one object.
+    pub fn to_json(&self) -> Value {
+        let groups: Vec<Value> = self
+            .groups
+            .iter()
+            .map(|report| {
+                let group = &report.group;
+                let probes: Vec<Value> = group
+                    .probes
+                    .iter()
+                    .map(|probe| {
+                        json!({
+                            "symbol": probe.symbol,
+                            "role": match probe.role {
+                                Role::Data => "data",
+                                Role::End => "end",
+                            },
+                            "direction": (probe.role == Role::Data).then(|| probe.direction.as_str()),
+                            "optional": probe.optional,
+                            "description": describe_probe(probe).trim_end(),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": group.name,
+                    "description": group.description,
+                    "plugin": report.has_plugin,
+                    "looks_for": describe_files(group),
+                    "probes": probes,
+                    "files": report.files.iter().map(FileReport::to_json).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({ "specs": self.specs_name, "groups": groups })
+    }
+}
+
 impl Display for ListReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = String::new();
@@ -248,7 +328,7 @@ impl Display for ListReport {
                     "none: the spec alone"
                 }
             );
-            let _ = writeln!(out, "  files: {}", describe_files(group));
+            let _ = writeln!(out, "  looks for: {}", describe_files(group));
             let _ = writeln!(out, "  probes:");
             let width = group
                 .probes
@@ -285,6 +365,20 @@ impl Display for ListReport {
 pub struct CheckReport {
     /// The process and its descendants, the root first (depth-first).
     pub processes: Vec<ProcessReport>,
+    /// Show the files no group matches too (`check --all`); the executable is always shown.
+    pub show_all: bool,
+}
+
+/// What `check` concludes for a process tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub pid: u32,
+    pub comm: String,
+    /// Each group that would trace a file of the tree (as `run all` assigns them), with its
+    /// files, in the order the report shows them.
+    pub groups: Vec<(String, Vec<PathBuf>)>,
+    /// Files a group matched by name or symbols but would not trace: (group, path, why).
+    pub refused: Vec<(String, PathBuf, String)>,
 }
 
 /// One process of the tree.
@@ -363,7 +457,10 @@ pub fn check(
             ..report
         });
     }
-    Ok(CheckReport { processes })
+    Ok(CheckReport {
+        processes,
+        show_all: false,
+    })
 }
 
 /// Every file one process maps and what each group makes of it.
@@ -426,7 +523,7 @@ fn process_report(
 }
 
 impl ProcessReport {
-    fn render(&self, out: &mut String) {
+    fn render(&self, out: &mut String, show_all: bool) {
         let above = self.shown_above.iter().filter(|&&shown| shown).count();
         let note = match above {
             0 => String::new(),
@@ -442,12 +539,17 @@ impl ProcessReport {
             self.files.len()
         );
         let mut traced_by: Vec<(&str, &std::path::Path)> = Vec::new();
+        let mut hidden = 0;
         for (file, _) in self
             .files
             .iter()
             .zip(&self.shown_above)
             .filter(|(_, &shown)| !shown)
         {
+            if !show_all && file.groups.is_empty() && !file.is_executable {
+                hidden += 1;
+                continue;
+            }
             let _ = writeln!(out);
             let label = if file.is_executable {
                 " (executable)"
@@ -496,6 +598,112 @@ impl ProcessReport {
                 report.render(out, "    ");
             }
         }
+        if hidden > 0 {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "({hidden} more mapped file{} that no group matches: --all shows them)",
+                if hidden == 1 { "" } else { "s" }
+            );
+        }
+    }
+}
+
+impl CheckReport {
+    /// Which groups would trace the tree, and through which files.
+    pub fn verdict(&self) -> Verdict {
+        let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
+        let mut refused: Vec<(String, PathBuf, String)> = Vec::new();
+        for process in &self.processes {
+            for (group, path) in process.traced() {
+                let path = path.to_path_buf();
+                match groups.iter_mut().find(|(name, _)| name == group) {
+                    Some((_, files)) if files.contains(&path) => {}
+                    Some((_, files)) => files.push(path),
+                    None => groups.push((group.to_string(), vec![path])),
+                }
+            }
+            for file in &process.files {
+                for (group, report) in &file.groups {
+                    if let Some(reason) = report.outcome.reason_not_traced() {
+                        let entry = (group.clone(), file.path.clone(), reason);
+                        if !refused.contains(&entry) {
+                            refused.push(entry);
+                        }
+                    }
+                }
+            }
+        }
+        let (pid, comm) = self
+            .processes
+            .first()
+            .map_or((0, String::new()), |root| (root.pid, root.comm.clone()));
+        Verdict {
+            pid,
+            comm,
+            groups,
+            refused,
+        }
+    }
+
+    /// `check --format json`: one object, every mapped file included.
+    pub fn to_json(&self) -> Value {
+        let verdict = self.verdict();
+        let processes: Vec<Value> = self
+            .processes
+            .iter()
+            .map(|process| {
+                let files: Vec<Value> = process
+                    .files
+                    .iter()
+                    .zip(&process.shown_above)
+                    .map(|(file, shown_above)| {
+                        let matches: Vec<Value> = file
+                            .groups
+                            .iter()
+                            .map(|(group, report)| {
+                                let mut value = report.to_json();
+                                if let Value::Object(map) = &mut value {
+                                    map.insert("group".into(), json!(group));
+                                    map.remove("path");
+                                }
+                                value
+                            })
+                            .collect();
+                        json!({
+                            "path": file.path,
+                            "host_view": file.host_view,
+                            "executable": file.is_executable,
+                            "shown_above": shown_above,
+                            "matches": matches,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "pid": process.pid,
+                    "comm": process.comm,
+                    "depth": process.depth,
+                    "executable": process.executable,
+                    "files": files,
+                })
+            })
+            .collect();
+        json!({
+            "pid": verdict.pid,
+            "comm": verdict.comm,
+            "traceable": !verdict.groups.is_empty(),
+            "groups": verdict
+                .groups
+                .iter()
+                .map(|(group, files)| json!({ "group": group, "files": files }))
+                .collect::<Vec<_>>(),
+            "refused": verdict
+                .refused
+                .iter()
+                .map(|(group, path, reason)| json!({ "group": group, "path": path, "reason": reason }))
+                .collect::<Vec<_>>(),
+            "processes": processes,
+        })
     }
 }
 
@@ -533,7 +741,7 @@ impl Display for CheckReport {
             if index > 0 {
                 let _ = writeln!(out);
             }
-            process.render(&mut out);
+            process.render(&mut out, self.show_all);
         }
         f.write_str(&out)
     }

@@ -183,6 +183,8 @@ struct JsonEvent<'a> {
     pid: u32,
     tid: u32,
     comm: &'a str,
+    /// The group of probes.toml (`group` in JSON).
+    #[serde(rename = "group")]
     plugin: &'a str,
     library: &'a Path,
     function: &'a str,

@@ -29,7 +29,7 @@ pub const MAX_CAPTURE_LIMIT: u64 = 64 * 1024 * 1024;
 pub enum RunError {
     #[error(transparent)]
     Spec(#[from] SpecError),
-    #[error("unknown plugin \"{name}\"; known plugins: {known}")]
+    #[error("unknown group \"{name}\"; known groups: {known}")]
     UnknownPlugin { name: String, known: String },
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
@@ -139,7 +139,7 @@ pub(crate) fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_s
             .as_deref()
             .map(|v| format!(" ({v})"))
             .unwrap_or_default();
-        eprintln!(
+        crate::note!(
             "probectl: [{}] {}{version}: {count} probes{note} ({emulated} emulated{at_rets})",
             file.group,
             file.file.describe()
@@ -147,13 +147,13 @@ pub(crate) fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_s
     }
     for skip in plan.skipped.iter().filter(|_| report_skips) {
         match &skip.symbol {
-            Some(symbol) => eprintln!(
+            Some(symbol) => crate::note!(
                 "probectl: [{}] skipped {symbol} in {}: {}",
                 skip.group,
                 skip.path.display(),
                 skip.reason
             ),
-            None => eprintln!(
+            None => crate::note!(
                 "probectl: [{}] skipped {}: {}",
                 skip.group,
                 skip.path.display(),
@@ -332,9 +332,17 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     }
     let table = AttachTable::default();
     let attached = attach_plan(&mut tracer, &table, &plan)?;
-    report_plan(&plan, &attached, "", true);
+    // What was skipped is said only for files the traced processes map (a `--pid` tree's):
+    // a command, or a system-wide run, is planned from the host's library directories, whose
+    // files it may never map (BoringSSL's android/libssl.so.0 beside libssl.so.3).
+    report_plan(
+        &plan,
+        &attached,
+        "",
+        matches!(options.target, Target::Pid(_)),
+    );
     if let Some(note) = plan.tree.as_ref().and_then(|tree| tree.note()) {
-        eprintln!("probectl: {note}");
+        crate::note!("probectl: {note}");
     }
     for problem in &tracer.attribution_problems {
         eprintln!("probectl: connection attribution degraded: {problem}");
@@ -376,7 +384,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         0 => String::new(),
         count => format!(", {count} FAILED"),
     };
-    eprintln!(
+    crate::note!(
         "probectl: tracing {} in {who}: {} probes attached{failed}; Ctrl-C to stop",
         group_names.join(", "),
         tracer.attached(),
@@ -476,7 +484,7 @@ impl Running {
         exited_already: bool,
     ) -> Result<Option<std::process::ExitStatus>, RunError> {
         if exited_already {
-            eprintln!(
+            crate::note!(
                 "probectl: traced process {} exited",
                 watched_pid.unwrap_or(0)
             );
@@ -499,7 +507,7 @@ impl Running {
                     return Ok(status.ok().and_then(Result::ok));
                 }
                 _ = wait_some(pidfd.as_ref().map(|pidfd| pidfd.readable())), if pidfd.is_some() => {
-                    eprintln!("probectl: traced process {} exited", watched_pid.unwrap_or(0));
+                    crate::note!("probectl: traced process {} exited", watched_pid.unwrap_or(0));
                     return Ok(None);
                 }
                 _ = self.interrupt.recv() => return Ok(None),
@@ -539,8 +547,13 @@ impl Running {
             attach_failures: attach_failures + report.late_attach_failures,
             command_status,
         };
-        // The summary first: detaching takes the kernel about 100 ms per probe.
-        eprintln!("{summary}");
+        // The summary first: detaching takes the kernel about 100 ms per probe. With -q, only
+        // its losses, when there were any: nothing is lost silently.
+        if !crate::terminal::is_quiet() {
+            eprintln!("{summary}");
+        } else if !summary.losses().is_empty() {
+            eprintln!("probectl: losses: {}", summary.losses().join("; "));
+        }
         // Every probe goes when its last descriptor closes: a child closes them after we
         // exit, so that probectl does not wait for the kernel's detach (see
         // `detach_in_background`).

@@ -204,7 +204,7 @@ pub struct Event {
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
-    pub plugin: String,
+    pub group: String,
     pub library: String,
     pub function: String,
     pub direction: String,
@@ -235,7 +235,7 @@ pub fn parse_events(path: &Path) -> Vec<Event> {
                 pid: number("pid") as u32,
                 tid: number("tid") as u32,
                 comm: field("comm"),
-                plugin: field("plugin"),
+                group: field("group"),
                 library: field("library"),
                 function: field("function"),
                 direction: field("direction"),
@@ -835,4 +835,21 @@ pub fn redact_offsets(text: &str) -> String {
         out.push_str(rest);
     }
     out
+}
+
+/// Mounts tracefs at /sys/kernel/tracing if it is not (a fresh machine), as probectl run as
+/// root would: tests of what an unprivileged probectl says must not depend on whether a root
+/// run happened before them.
+pub fn ensure_tracefs() {
+    let mounted = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.split_whitespace().nth(1) == Some("/sys/kernel/tracing"));
+    if !mounted {
+        let status = Command::new("mount")
+            .args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting tracefs");
+    }
 }

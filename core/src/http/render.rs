@@ -112,6 +112,8 @@ struct JsonExchange<'a> {
     pid: u32,
     tid: u32,
     comm: &'a str,
+    /// The group of probes.toml (`group` in JSON).
+    #[serde(rename = "group")]
     plugin: &'a str,
     conn: JsonConnection<'a>,
     /// Why the exchange is not complete; `null` when it is.
