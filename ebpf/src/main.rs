@@ -122,12 +122,15 @@ struct ActiveCall {
     vector_count: u64,
     /// The fd of the first socket syscall the call made, -1 before any.
     fd: i32,
-    /// 1 when a later syscall of the call used another fd.
-    fd_mismatch: u32,
-    /// 1 when `fd` was inferred from the thread's syscalls next to the call (`infer_read_fd`).
-    fd_inferred: u32,
-    _padding: u32,
+    /// `FD_MISMATCH`: a later syscall of the call used another fd; `FD_INFERRED`: `fd` was
+    /// inferred from the thread's syscalls next to the call (`infer_read_fd`). One field, not
+    /// two: a bigger ActiveCall takes the exit program over 6.1's combined stack limit.
+    fd_flags: u32,
 }
+
+/// Bits of `ActiveCall::fd_flags`.
+const FD_MISMATCH: u32 = 1;
+const FD_INFERRED: u32 = 2;
 
 /// Traced calls a thread can be inside at once (nested through callbacks).
 const MAX_NESTING: usize = 4;
@@ -446,9 +449,7 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
             select_arg(&registers, spec.vector_count_arg)
         },
         fd: -1,
-        fd_mismatch: 0,
-        fd_inferred: 0,
-        _padding: 0,
+        fd_flags: 0,
     };
     threads.depth = depth as u32 + 1;
     0
@@ -476,9 +477,7 @@ fn go_entered(spec: &ProbeSpec, registers: &Registers, pid_tgid: u64, goroutine:
             select_arg(registers, spec.vector_count_arg)
         },
         fd: -1,
-        fd_mismatch: 0,
-        fd_inferred: 0,
-        _padding: 0,
+        fd_flags: 0,
     };
     // SAFETY: the value is copied out at once.
     if let Some(previous) = unsafe { GOROUTINES.get(&key) }.copied() {
@@ -659,7 +658,7 @@ fn infer_read_fd(pid_tgid: u64, call: &mut ActiveCall, fresh_read_fd: i32) {
     }
     // A socket: only those are kept in `read_socket` (see `neighbouring_syscall`).
     call.fd = fresh_read_fd;
-    call.fd_inferred = 1;
+    call.fd_flags |= FD_INFERRED;
 }
 
 /// A write call of a handle still without an fd once it returned: the library buffered the
@@ -789,7 +788,7 @@ fn emit_call(cookie: u64, spec: &ProbeSpec, call: &ActiveCall, pid_tgid: u64, ra
     let tgid = (pid_tgid >> 32) as u32;
     let (fd, stream_offset) = track_connection(tgid, call, spec.direction, call_len);
     let mut flags = 0;
-    if call.fd_mismatch != 0 {
+    if call.fd_flags & FD_MISMATCH != 0 {
         flags |= chunk_flags::FD_MISMATCH;
         count(stat::FD_MISMATCHES, 1);
     }
@@ -1065,7 +1064,7 @@ fn track_connection(tgid: u32, call: &ActiveCall, direction: u8, call_len: u64) 
             // The handle moved to another socket: a new connection, with new streams.
             state.position = [0; 2];
         }
-        if call.fd_inferred != 0 {
+        if call.fd_flags & FD_INFERRED != 0 {
             count(stat::FD_INFERRED, 1);
         }
         state.fd = fd;
@@ -1168,7 +1167,7 @@ fn syscall_fd(pid_tgid: u64, fd: i32, read: bool) {
     if call.fd < 0 {
         call.fd = fd;
     } else if call.fd != fd {
-        call.fd_mismatch = 1;
+        call.fd_flags |= FD_MISMATCH;
     }
 }
 
