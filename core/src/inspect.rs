@@ -57,7 +57,11 @@ impl FileReport {
                 .probes
                 .iter()
                 .zip(offsets)
-                .map(|(probe, offset)| (probe.symbol.clone(), probe.optional, offset))
+                // A stand-in (`instead_of`) is never required: the plan does not ask for it.
+                .map(|(probe, offset)| {
+                    let optional = probe.optional || probe.instead_of.is_some();
+                    (probe.symbol.clone(), optional, offset)
+                })
                 .collect(),
             outcome,
         }
