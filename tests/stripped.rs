@@ -639,3 +639,25 @@ int main(void) { char line[8]; puts("ready"); fflush(stdout); return fgets(line,
     process.close_stdin();
     let _ = process.wait_exit();
 }
+
+#[test]
+fn check_of_deno_says_what_locating_found() {
+    let deno = Guard(
+        Command::new(npm_peer("deno"))
+            .args(["eval", "setTimeout(() => {}, 60000)"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("deno"),
+    );
+    let cache = cache_dir();
+    let report = check(deno.pid(), &cache);
+    // Only the executable's part: the files deno maps besides (its own caches, libraries)
+    // depend on what ran before.
+    let executable: String = report
+        .split("\n\n")
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    insta::assert_snapshot!(redact(&executable, &[deno.pid()], &cache));
+}
