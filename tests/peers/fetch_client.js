@@ -1,7 +1,7 @@
 // A fetch() client for Bun (tests/stripped.rs): on one keep-alive connection to
 // tests/peers/recording_server.py, GET /download/SIZE, then POST the file BODY to /upload.
 // Prints what it received: the download's length and the server's answer to the POST (the
-// body's sha256), so that a test can tell the peers themselves worked.
+// body's sha256), for running it by hand (tests/stripped.rs checks the server's recording).
 // Usage: NODE_TLS_REJECT_UNAUTHORIZED=0 bun fetch_client.js PORT SIZE BODY
 import { readFileSync } from "node:fs";
 
