@@ -59,6 +59,7 @@ impl FileReport {
                 .probes
                 .iter()
                 .zip(offsets)
+                // A stand-in (`instead_of`) is never required: the plan does not ask for it.
                 .map(|(probe, offset)| {
                     let optional = probe.optional || probe.instead_of.is_some();
                     (probe.symbol.clone(), optional, offset)
@@ -426,6 +427,9 @@ pub struct MappedFile {
     pub groups: Vec<(String, FileReport)>,
     /// For an executable no group recognised: the groups that look at executables.
     pub executable_groups: Vec<String>,
+    /// For such an executable: why each function a group could locate without a symbol was
+    /// not found (`[group] symbol: reason`).
+    pub not_located: Vec<String>,
 }
 
 pub fn check(
@@ -480,12 +484,31 @@ fn process_report(
         let is_executable = file.id == executable.id;
         let mut groups = Vec::new();
         let mut executable_groups = Vec::new();
+        let mut not_located = Vec::new();
         for group in &specs.groups {
             let via = match plan::library_match_of(group, &file.path) {
                 Some(via) => Some(via),
                 None if is_executable && group.executables => {
                     executable_groups.push(group.name.clone());
-                    plan::executable_matches(group, file, cache).then_some(Via::Executable)
+                    let matches = plan::executable_matches(group, file, cache);
+                    if !matches {
+                        // One line per reason: usually all functions share it (no source path).
+                        let mut reasons: Vec<(&str, Vec<&str>)> = Vec::new();
+                        for probe in group.probes.iter().filter(|probe| probe.locate.is_some()) {
+                            let key = (file.id, probe.symbol.clone());
+                            let Some(Err(why)) = cache.located.get(&key) else {
+                                continue;
+                            };
+                            match reasons.iter_mut().find(|(reason, _)| reason == why) {
+                                Some((_, symbols)) => symbols.push(&probe.symbol),
+                                None => reasons.push((why, vec![&probe.symbol])),
+                            }
+                        }
+                        not_located.extend(reasons.into_iter().map(|(why, symbols)| {
+                            format!("[{}] {}: {why}", group.name, symbols.join(", "))
+                        }));
+                    }
+                    matches.then_some(Via::Executable)
                 }
                 None => None,
             };
@@ -501,6 +524,7 @@ fn process_report(
             is_executable,
             groups,
             executable_groups,
+            not_located,
         });
     }
     // The executable, then the files a group matches, then the rest, each by path: an order
@@ -569,6 +593,9 @@ impl ProcessReport {
                         "  no group matches (it does not define the required symbols of {})",
                         file.executable_groups.join(", ")
                     );
+                    for why in &file.not_located {
+                        let _ = writeln!(out, "    not located: {why}");
+                    }
                 }
                 continue;
             }

@@ -222,6 +222,24 @@ pub fn describe_search(group: &Group) -> String {
     if let Some(required) = executables {
         parts.push(format!("an executable defining {required}"));
     }
+    // Stripped executables count too when functions can be located (see `crate::locate`).
+    let mut located: Vec<(&str, Vec<&str>)> = Vec::new();
+    for probe in &group.probes {
+        let Some(rule) = &probe.locate else { continue };
+        match located
+            .iter_mut()
+            .find(|(source, _)| *source == rule.source)
+        {
+            Some((_, symbols)) => symbols.push(&probe.symbol),
+            None => located.push((&rule.source, vec![&probe.symbol])),
+        }
+    }
+    for (source, symbols) in located {
+        parts.push(format!(
+            "a stripped executable where {} can be located by their error reports from {source:?}",
+            symbols.join(" and ")
+        ));
+    }
     format!("[{}] {}", group.name, parts.join(", or "))
 }
 

@@ -298,8 +298,19 @@ impl Trace {
     /// Starts `probectl run <args> --format json --output <file>` and waits until its probes are
     /// attached. `command` (after `--`) is optional.
     pub fn start(args: &[&str], command: &[&str]) -> Trace {
+        Trace::start_with_env(args, command, &[])
+    }
+
+    /// [`Trace::start`] with these environment variables set for probectl (and so for the
+    /// command it starts), e.g. `PROBECTL_CACHE_DIR`.
+    pub fn start_with_env(
+        args: &[&str],
+        command: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Trace {
         let output = scratch_file("events.json");
         let mut cmd = Command::new(PROBECTL);
+        cmd.envs(env.iter().copied());
         cmd.arg("run")
             .args(args)
             .arg("--format")
@@ -852,4 +863,47 @@ pub fn ensure_tracefs() {
             .expect("mount");
         assert!(status.success(), "mounting tracefs");
     }
+}
+
+/// Where scripts/setup installs the pinned programs that carry their own TLS without its
+/// symbols (bun, deno, uv): `$PROBECTL_PEERS`, else /opt/probectl-peers.
+pub fn peers_dir() -> PathBuf {
+    std::env::var_os("PROBECTL_PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/probectl-peers"))
+}
+
+fn installed_peer(path: PathBuf, what: &str) -> PathBuf {
+    let runs = Command::new(&path)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|output| output.status.success());
+    // Absent is a failure, not a skip: CI runs scripts/setup, so a missing peer is a broken
+    // setup, and a test that silently passed without it would prove nothing.
+    assert!(
+        runs,
+        "{what} is not installed at {} (run scripts/setup)",
+        path.display()
+    );
+    path
+}
+
+/// A program of an npm package installed by scripts/setup: `bun` (1.4.5) or `deno` (2.9.6).
+/// Panics (the test fails) when it is not there.
+pub fn npm_peer(name: &str) -> PathBuf {
+    let binary = match name {
+        "bun" => "bun/bin/bun.exe",
+        "deno" => "deno/deno",
+        other => panic!("no npm peer {other} in scripts/setup"),
+    };
+    installed_peer(
+        peers_dir().join("npm/node_modules").join(binary),
+        &format!("npm package {name}"),
+    )
+}
+
+/// uv 0.13.9 (PyPI), installed by scripts/setup into a venv. Panics when it is not there.
+pub fn uv_peer() -> PathBuf {
+    installed_peer(peers_dir().join("uv/bin/uv"), "PyPI package uv")
 }

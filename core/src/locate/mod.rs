@@ -16,6 +16,8 @@
 
 pub mod cache;
 pub mod code;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -196,8 +198,7 @@ pub fn locate(
             .and_then(|entry| entry.damage())
             .map(|why| format!(" (the cache file was damaged: {why}; analysed anew)"))
             .unwrap_or_default();
-        let outcome = index.resolve(rule).and_then(|(function, mut evidence)| {
-            evidence.push_str(&damage);
+        let mut outcome = index.resolve(rule).and_then(|(function, evidence)| {
             elf.function_at(function.entry, function.end - function.entry)
                 .map(|symbol| Located {
                     function: symbol,
@@ -218,6 +219,11 @@ pub fn locate(
                     )
                 }),
             );
+        }
+        // Said on this run only: the rewritten file is sound, and a later run reading it
+        // must not report damage that is gone.
+        if let Ok(located) = outcome.as_mut() {
+            located.evidence.push_str(&damage);
         }
         outcomes.insert(symbol.to_string(), outcome);
     }

@@ -1,0 +1,63 @@
+#include <stdio.h>
+
+/* The error function of BoringSSL's OPENSSL_PUT_ERROR, by its System V arguments. */
+__attribute__((noinline)) void ERR_put_error(int library, int unused, int reason,
+                                             const char *file, unsigned line) {
+  fprintf(stderr, "%d %d %d %s:%u\n", library, unused, reason, file, line);
+}
+
+#define PUT(library, reason) ERR_put_error(library, 0, reason, "x/ssl/ssl_lib.cc", __LINE__)
+
+/* Reports 66, 111, 226: what SSL_write reports. */
+__attribute__((noinline)) int write_like(int n) {
+  if (n == 1) { PUT(16, 66); return -1; }
+  if (n < 0) { PUT(16, 111); return -1; }
+  if (n == 7) { PUT(16, 226); return -1; }
+  return n * 5;
+}
+
+/* Reports 215 and 226 only: ssl_read_impl. */
+__attribute__((noinline)) int read_impl(int n) {
+  if (n == 2) { PUT(16, 215); return -1; }
+  if (n == 3) { PUT(16, 226); return -1; }
+  return n + 11;
+}
+
+/* Reports 66 only and calls read_impl: SSL_peek. */
+__attribute__((noinline)) int peek_like(int n) {
+  if (n == 4) { PUT(16, 66); return -1; }
+  return read_impl(n) * 3;
+}
+
+/* Also reports 66 only, but calls nothing that reports. */
+__attribute__((noinline)) int other_66(int n) {
+  if (n == 5) { PUT(16, 66); return -1; }
+  return n * 7;
+}
+
+/* Two functions with the same reasons: no rule on reasons alone tells them apart. */
+__attribute__((noinline)) int twin_a(int n) {
+  if (n == 8) { PUT(16, 300); return -1; }
+  if (n == 9) { PUT(16, 301); return -1; }
+  return n + 1;
+}
+
+__attribute__((noinline)) int twin_b(int n) {
+  if (n == 10) { PUT(16, 300); return -1; }
+  if (n == 11) { PUT(16, 301); return -1; }
+  return n + 2;
+}
+
+/* SSL_write's reasons under another library code (ERR_LIB_CIPHER, 30). */
+__attribute__((noinline)) int other_library(int n) {
+  if (n == 12) { PUT(30, 66); return -1; }
+  if (n == 13) { PUT(30, 111); return -1; }
+  if (n == 14) { PUT(30, 226); return -1; }
+  return n - 1;
+}
+
+int main(int argc, char **argv) {
+  (void)argv;
+  return write_like(argc) + peek_like(argc) + other_66(argc) + twin_a(argc) + twin_b(argc) +
+         other_library(argc);
+}

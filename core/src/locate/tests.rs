@@ -1,0 +1,379 @@
+//! [`super::locate`] and [`super::code`] on a synthetic stripped executable that gcc builds
+//! from testdata/error_reports.c: functions reporting errors the way BoringSSL's
+//! `OPENSSL_PUT_ERROR` does, with known reason sets. The oracle is the unstripped build's
+//! symbol table (`nm`), read before stripping; the analysis only ever sees the stripped copy.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use super::code::Code;
+use super::{locate, survey, CalleeRule, Found, LocateRule, Outcome};
+use crate::symbols::ElfFile;
+
+const SOURCE: &str = "ssl/ssl_lib.cc";
+
+/// The two ways gcc lays out an executable here: absolute addresses (`mov $string, %ecx`)
+/// and `%rip`-relative ones (`lea string(%rip), %rcx`).
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    Fixed,
+    PositionIndependent,
+}
+
+/// A stripped build and the (address, size) of each function of the unstripped one.
+struct Build {
+    stripped: PathBuf,
+    functions: BTreeMap<String, (u64, u64)>,
+}
+
+fn build(layout: Layout) -> &'static Build {
+    static FIXED: OnceLock<Build> = OnceLock::new();
+    static PIE: OnceLock<Build> = OnceLock::new();
+    let (cell, flags, name) = match layout {
+        Layout::Fixed => (&FIXED, ["-fno-pie", "-no-pie"], "fixed"),
+        Layout::PositionIndependent => (&PIE, ["-fpie", "-pie"], "pie"),
+    };
+    cell.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("probectl-locate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("build dir");
+        let source =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("src/locate/testdata/error_reports.c");
+        let unstripped = dir.join(format!("{name}-unstripped"));
+        let stripped = dir.join(name);
+        let status = Command::new("gcc")
+            .arg("-O2")
+            .args(flags)
+            .arg("-Wl,--build-id")
+            .arg("-o")
+            .arg(&unstripped)
+            .arg(&source)
+            .status()
+            .expect("gcc");
+        assert!(status.success(), "gcc {name}");
+        let status = Command::new("strip")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(&unstripped)
+            .status()
+            .expect("strip");
+        assert!(status.success(), "strip {name}");
+        let nm = Command::new("nm")
+            .args(["-S", "--defined-only"])
+            .arg(&unstripped)
+            .output()
+            .expect("nm");
+        assert!(nm.status.success());
+        let functions = String::from_utf8_lossy(&nm.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                let address = u64::from_str_radix(words.next()?, 16).ok()?;
+                let size = u64::from_str_radix(words.next()?, 16).ok()?;
+                let kind = words.next()?;
+                let name = words.next()?;
+                matches!(kind, "T" | "t").then(|| (name.to_string(), (address, size)))
+            })
+            .collect();
+        // The analysis must not be helped by what it is checked against.
+        let check = Command::new("nm").arg(&stripped).output().expect("nm");
+        assert!(
+            String::from_utf8_lossy(&check.stderr).contains("no symbols"),
+            "{name} is stripped"
+        );
+        Build {
+            stripped,
+            functions,
+        }
+    })
+}
+
+impl Build {
+    fn address(&self, function: &str) -> u64 {
+        self.functions
+            .get(function)
+            .unwrap_or_else(|| panic!("{function} in nm's output"))
+            .0
+    }
+
+    fn elf(&self) -> ElfFile {
+        ElfFile::open(&self.stripped).expect("open the stripped build")
+    }
+
+    fn locate_one(&self, rule: &LocateRule) -> Outcome {
+        let elf = self.elf();
+        let mut outcomes = locate(&elf, &[("wanted", Some(rule))], &[], None);
+        outcomes.remove("wanted").expect("an outcome")
+    }
+}
+
+fn rule(library: u64, errors: &[u64], exact: bool) -> LocateRule {
+    LocateRule {
+        source: SOURCE.to_string(),
+        library,
+        errors: errors.to_vec(),
+        exact,
+        calls: None,
+    }
+}
+
+const LAYOUTS: [Layout; 2] = [Layout::Fixed, Layout::PositionIndependent];
+
+#[test]
+fn a_unique_rule_finds_the_function() {
+    for layout in LAYOUTS {
+        let build = build(layout);
+        let located = build
+            .locate_one(&rule(16, &[66, 111, 226], false))
+            .unwrap_or_else(|why| panic!("{layout:?}: {why}"));
+        assert_eq!(
+            located.function.address,
+            build.address("write_like"),
+            "{layout:?}"
+        );
+        assert_eq!(located.found, Found::CrossReference);
+        assert!(
+            located
+                .evidence
+                .contains("the only function that reports library 16"),
+            "{}",
+            located.evidence
+        );
+        // A subset of the reasons is enough when it is still one function's only.
+        let located = build
+            .locate_one(&rule(16, &[215], false))
+            .unwrap_or_else(|why| panic!("{layout:?}: {why}"));
+        assert_eq!(located.function.address, build.address("read_impl"));
+    }
+}
+
+#[test]
+fn the_library_code_tells_functions_with_the_same_reasons_apart() {
+    for layout in LAYOUTS {
+        let build = build(layout);
+        let located = build
+            .locate_one(&rule(30, &[66, 111, 226], true))
+            .unwrap_or_else(|why| panic!("{layout:?}: {why}"));
+        assert_eq!(located.function.address, build.address("other_library"));
+    }
+}
+
+#[test]
+fn an_ambiguous_rule_locates_nothing() {
+    for layout in LAYOUTS {
+        let build = build(layout);
+        let why = build
+            .locate_one(&rule(16, &[300, 301], true))
+            .expect_err("twin_a and twin_b report the same");
+        assert!(why.contains("ambiguous"), "{layout:?}: {why}");
+        assert!(why.starts_with("2 functions report"), "{why}");
+        for twin in ["twin_a", "twin_b"] {
+            assert!(
+                why.contains(&format!("{:#x}", build.address(twin))),
+                "{why} names {twin}"
+            );
+        }
+        // 66 alone: peek_like and other_66.
+        let why = build
+            .locate_one(&rule(16, &[66], true))
+            .expect_err("two functions report only 66");
+        assert!(why.contains("ambiguous"), "{layout:?}: {why}");
+    }
+}
+
+#[test]
+fn a_calls_rule_picks_the_caller() {
+    for layout in LAYOUTS {
+        let build = build(layout);
+        let mut peek = rule(16, &[66], true);
+        peek.calls = Some(CalleeRule {
+            errors: vec![215, 226],
+            exact: true,
+        });
+        let located = build
+            .locate_one(&peek)
+            .unwrap_or_else(|why| panic!("{layout:?}: {why}"));
+        assert_eq!(located.function.address, build.address("peek_like"));
+        assert!(
+            located
+                .evidence
+                .contains("calls one reporting 215, 226 (only)"),
+            "{}",
+            located.evidence
+        );
+    }
+}
+
+#[test]
+fn no_function_matching_is_said_with_what_was_seen() {
+    let build = build(Layout::Fixed);
+    let why = build
+        .locate_one(&rule(16, &[66, 999], false))
+        .expect_err("no function reports 999");
+    assert!(
+        why.starts_with("no function reports library 16 reasons 66, 999 from \"ssl/ssl_lib.cc\""),
+        "{why}"
+    );
+    // 3 + 2 + 1 + 1 + 2 + 2 + 3 loads of the string; other_library's 3 report library 30,
+    // so its function is not one of library 16's.
+    assert!(
+        why.contains("14 references to \"ssl/ssl_lib.cc\" in 6 functions"),
+        "{why}"
+    );
+}
+
+#[test]
+fn an_absent_source_is_said_and_nothing_analysed() {
+    for layout in LAYOUTS {
+        let build = build(layout);
+        let mut absent = rule(16, &[66], false);
+        absent.source = "ssl/s3_pkt.cc".to_string();
+        let why = build.locate_one(&absent).expect_err("no such string");
+        assert_eq!(why, "no string ending in \"ssl/s3_pkt.cc\" in the file");
+    }
+}
+
+#[test]
+fn results_are_cached_per_build_id_and_read_back() {
+    let build = build(Layout::PositionIndependent);
+    let dir = std::env::temp_dir().join(format!("probectl-locate-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let elf = build.elf();
+    let wanted = rule(16, &[66, 111, 226], false);
+    let first = locate(&elf, &[("SSL_write", Some(&wanted))], &[], Some(&dir));
+    let first = first["SSL_write"].as_ref().expect("located");
+    assert_eq!(first.found, Found::CrossReference);
+    let build_id = elf.build_id().expect("gcc's build id");
+    assert!(dir.join(format!("{build_id}.json")).is_file());
+    let second = locate(&elf, &[("SSL_write", Some(&wanted))], &[], Some(&dir));
+    let second = second["SSL_write"].as_ref().expect("located");
+    assert_eq!(second.found, Found::Cached);
+    assert_eq!(second.function, first.function);
+    assert_eq!(second.evidence, first.evidence);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What `survey` reports per function, by name through the unstripped build's symbols.
+fn surveyed(build: &Build, library: u64) -> BTreeMap<String, BTreeSet<u64>> {
+    let by_address: BTreeMap<u64, &String> = build
+        .functions
+        .iter()
+        .map(|(name, (address, _))| (*address, name))
+        .collect();
+    survey(&build.elf(), SOURCE, library)
+        .into_iter()
+        .map(|(entry, size, reasons)| {
+            let name = by_address
+                .get(&entry)
+                .unwrap_or_else(|| panic!("{entry:#x} is a function's entry"));
+            let (_, symbol_size) = build.functions[*name];
+            assert!(
+                size > 0 && size <= symbol_size,
+                "{name}: {size} bytes decoded, the symbol has {symbol_size}"
+            );
+            ((*name).clone(), reasons.into_iter().collect())
+        })
+        .collect()
+}
+
+#[test]
+fn survey_finds_every_reporting_function_with_its_reasons() {
+    for layout in LAYOUTS {
+        let build = build(layout);
+        let expected: BTreeMap<String, BTreeSet<u64>> = [
+            ("write_like", &[66, 111, 226][..]),
+            ("read_impl", &[215, 226]),
+            ("peek_like", &[66]),
+            ("other_66", &[66]),
+            ("twin_a", &[300, 301]),
+            ("twin_b", &[300, 301]),
+        ]
+        .into_iter()
+        .map(|(name, reasons)| (name.to_string(), reasons.iter().copied().collect()))
+        .collect();
+        assert_eq!(surveyed(build, 16), expected, "{layout:?}");
+        let other: BTreeMap<String, BTreeSet<u64>> =
+            [("other_library".to_string(), [66, 111, 226].into())].into();
+        assert_eq!(surveyed(build, 30), other, "{layout:?}");
+    }
+}
+
+#[test]
+fn code_finds_references_functions_and_error_sites() {
+    for layout in LAYOUTS {
+        let build = build(layout);
+        let elf = build.elf();
+        let code = Code::new(elf.bytes(), elf.load_segments(), elf.position_independent());
+        let strings = code.strings_ending_with(SOURCE);
+        assert_eq!(strings.len(), 1, "{layout:?}: one merged string");
+        let references = code.references(strings[0]);
+        assert_eq!(references.len(), 14, "{layout:?}: one load per report");
+        let write_like = build.address("write_like");
+        let (_, write_size) = build.functions["write_like"];
+        let mine: Vec<u64> = references
+            .iter()
+            .copied()
+            .filter(|&site| site >= write_like && site < write_like + write_size)
+            .collect();
+        assert_eq!(mine.len(), 3, "{layout:?}");
+        let mut reasons = BTreeSet::new();
+        for site in mine {
+            let function = code.function_containing(site).expect("a proven function");
+            assert_eq!(function.entry, write_like);
+            assert!(function.contains(site));
+            let error = code
+                .error_site(&function, site, strings[0])
+                .expect("an error report");
+            assert_eq!(error.library, 16);
+            reasons.insert(error.reason);
+        }
+        assert_eq!(reasons, [66, 111, 226].into());
+        // A site that loads no string reports nothing (the entry branches before any call).
+        let function = code.follow(write_like).expect("follow");
+        assert_eq!(function.entry, write_like);
+        assert_eq!(code.error_site(&function, write_like, strings[0]), None);
+        // peek_like's only direct callees: read_impl and the error function.
+        let peek = code.follow(build.address("peek_like")).expect("follow");
+        assert_eq!(
+            peek.callees(),
+            [build.address("read_impl"), build.address("ERR_put_error")].into()
+        );
+        assert!(code.is_call_target(build.address("read_impl")));
+    }
+}
+
+#[test]
+fn a_damaged_cache_is_said_once_and_the_rewritten_file_is_read_back() {
+    let build = build(Layout::Fixed);
+    let dir = std::env::temp_dir().join(format!("probectl-locate-damage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let elf = build.elf();
+    let wanted = rule(16, &[66, 111, 226], false);
+    let run = || {
+        let mut outcomes = locate(&elf, &[("SSL_write", Some(&wanted))], &[], Some(&dir));
+        outcomes
+            .remove("SSL_write")
+            .expect("an outcome")
+            .expect("located")
+    };
+    let first = run();
+    let file = dir.join(format!("{}.json", elf.build_id().expect("build id")));
+    std::fs::write(&file, "{ not json").expect("damage");
+    let recomputed = run();
+    assert_eq!(recomputed.found, Found::CrossReference);
+    assert_eq!(recomputed.function, first.function);
+    assert!(
+        recomputed.evidence.starts_with(&first.evidence)
+            && recomputed
+                .evidence
+                .contains("(the cache file was damaged: not a cache file:"),
+        "{}",
+        recomputed.evidence
+    );
+    // The damage was this run's news: the rewritten file holds the evidence alone.
+    let after = run();
+    assert_eq!(after.found, Found::Cached);
+    assert_eq!(after.evidence, first.evidence);
+    let _ = std::fs::remove_dir_all(&dir);
+}
