@@ -134,6 +134,9 @@ pub mod record_kind {
     /// A [`ProcessRecord`]: a process in scope mapped a file executable (`dlopen`, a late
     /// library load): user space looks for TLS code in it at once.
     pub const MAP: u32 = 5;
+    /// A [`ProcessRecord`]: a process that had connections exited (its leader thread did): its
+    /// connections still open end, whether or not it closed them.
+    pub const EXIT: u32 = 6;
 }
 
 /// Why a connection ended (`CloseRecord::cause`).

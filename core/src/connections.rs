@@ -3,7 +3,7 @@
 //! carries its handle, fd and stream offset. This module gives each connection a stable id,
 //! places every event in its connection's stream, and counts the gaps.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use probectl_common::{family, CloseRecord, ConnectionRecord};
@@ -127,8 +127,29 @@ pub struct Placement {
     pub gap_before: u64,
 }
 
+/// Ended connections kept one by one (for the summary's per-connection lines); older ones fold
+/// into [`Folded`], so that a run of weeks over short connections keeps a bounded table.
+pub const KEPT_ENDED: usize = 1024;
+
+/// Totals of the ended connections no longer kept one by one.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Folded {
+    pub connections: u64,
+    /// Per direction (write, read): bytes moved, and of those not captured.
+    pub moved: [u64; 2],
+    pub lost: [u64; 2],
+    /// Of the connections, those with bytes not captured.
+    pub lossy: u64,
+}
+
 #[derive(Default)]
 pub struct ConnectionTable {
+    /// Ended connections still kept, oldest first.
+    ended: VecDeque<u64>,
+    /// What the ended connections folded out of the table moved.
+    pub folded: Folded,
+    /// Connections ended because their process was gone without closing them.
+    pub ended_by_exit: u64,
     /// The current connection of each (pid, handle).
     current: HashMap<(u32, u64), u64>,
     connections: HashMap<u64, Connection>,
@@ -144,7 +165,10 @@ impl ConnectionTable {
     fn create(&mut self, pid: u32, handle: u64) -> &mut Connection {
         self.next_id += 1;
         let id = self.next_id;
-        self.current.insert((pid, handle), id);
+        // The handle's previous connection (if any) is over: it folds like an ended one.
+        if let Some(previous) = self.current.insert((pid, handle), id) {
+            self.ended.push_back(previous);
+        }
         self.connections
             .entry(id)
             .or_insert_with(|| Connection::new(id, pid, handle))
@@ -186,7 +210,64 @@ impl ConnectionTable {
         let connection = self.connections.get_mut(&id)?;
         connection.closed = true;
         connection.set_kernel_total(record.position);
+        self.ended(id);
         Some(id)
+    }
+
+    /// Process `pid` is gone: its connections still open end (it may never have closed them:
+    /// it crashed, or exited with them open). Returns their ids.
+    pub fn on_process_exit(&mut self, pid: u32) -> Vec<u64> {
+        let mut keys: Vec<(u32, u64)> = self
+            .current
+            .keys()
+            .filter(|(owner, _)| *owner == pid)
+            .copied()
+            .collect();
+        keys.sort_unstable();
+        let mut ids = Vec::new();
+        for key in keys {
+            let Some(id) = self.current.remove(&key) else {
+                continue;
+            };
+            if let Some(connection) = self.connections.get_mut(&id) {
+                connection.closed = true;
+                self.ended_by_exit += 1;
+                ids.push(id);
+                self.ended.push_back(id);
+            }
+        }
+        ids
+    }
+
+    /// Folds the oldest ended connections beyond [`KEPT_ENDED`] into [`Folded`]. Called after
+    /// the writer was told of an end (it may still look the connection up until then).
+    pub fn fold_ended(&mut self) {
+        while self.ended.len() > KEPT_ENDED {
+            let Some(id) = self.ended.pop_front() else {
+                break;
+            };
+            let Some(connection) = self.connections.remove(&id) else {
+                continue;
+            };
+            let lost = connection.lost();
+            self.folded.connections += 1;
+            for direction in 0..2 {
+                self.folded.moved[direction] += connection.moved[direction];
+                self.folded.lost[direction] += lost[direction];
+            }
+            if lost != [0, 0] {
+                self.folded.lossy += 1;
+            }
+        }
+    }
+
+    fn ended(&mut self, id: u64) {
+        self.ended.push_back(id);
+    }
+
+    /// Every connection seen: the ones kept one by one and the folded ones.
+    pub fn total(&self) -> u64 {
+        self.connections.len() as u64 + self.folded.connections
     }
 
     /// The kernel's count of a connection still open at the end, by (pid, handle).
@@ -223,7 +304,9 @@ impl ConnectionTable {
         });
         if restarted {
             self.restarted += 1;
-            self.current.remove(&(pid, handle));
+            if let Some(previous) = self.current.remove(&(pid, handle)) {
+                self.ended.push_back(previous);
+            }
         }
         let id = match self.current.get(&(pid, handle)) {
             Some(id) => *id,

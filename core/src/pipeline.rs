@@ -220,6 +220,25 @@ impl Pipeline {
                     });
                 }
             }
+            Some(record_kind::EXIT) => {
+                // SAFETY: ProcessRecord is repr(C) integers only.
+                if let Some(process) = unsafe { read_record::<ProcessRecord>(record) } {
+                    let held: Vec<(u32, u64)> = self
+                        .held
+                        .queues
+                        .keys()
+                        .filter(|(pid, _)| *pid == process.pid)
+                        .copied()
+                        .collect();
+                    for key in held {
+                        self.release(key);
+                    }
+                    for id in self.connections.on_process_exit(process.pid) {
+                        self.closed(id, process.ts_ns);
+                    }
+                    self.connections.fold_ended();
+                }
+            }
             Some(record_kind::CLOSE) => {
                 // SAFETY: CloseRecord is repr(C) integers only.
                 if let Some(close) = unsafe { read_record::<CloseRecord>(record) } {
@@ -227,6 +246,7 @@ impl Pipeline {
                     if let Some(id) = self.connections.on_close(&close) {
                         self.closed(id, close.ts_ns);
                     }
+                    self.connections.fold_ended();
                 }
             }
             _ => self.counts.unknown_records += 1,
@@ -584,6 +604,57 @@ mod tests {
         let held = pipeline.connections.get(2).expect("conn 2");
         assert_eq!(held.local.as_deref(), Some("127.0.0.1:40000"));
         assert_eq!(held.moved, [3, 2]);
+    }
+
+    fn exited(pid: u32) -> Vec<u8> {
+        bytes_of(&ProcessRecord {
+            kind: record_kind::EXIT,
+            pid,
+            ts_ns: 99,
+        })
+    }
+
+    #[test]
+    fn a_process_gone_without_closing_ends_its_connections() {
+        let (mut pipeline, _out) = pipeline();
+        pipeline.record(&chunk(0, 7, 0xabc, 10, 3, 0, 0, b"GET", true));
+        pipeline.record(&chunk(0, 7, 0xdef, 20, 4, 0, 0, b"POST", true));
+        // Another process's exit changes nothing here.
+        pipeline.record(&exited(101));
+        assert!(pipeline.connections.all().iter().all(|c| !c.closed));
+        pipeline.record(&exited(100));
+        let all = pipeline.connections.all();
+        assert_eq!(all.len(), 2);
+        assert!(all.iter().all(|c| c.closed), "{all:?}");
+        assert_eq!(pipeline.connections.ended_by_exit, 2);
+        // The handle used again (a pid reused) is a new connection.
+        pipeline.record(&chunk(0, 7, 0xabc, 30, 2, 0, 0, b"OK", true));
+        assert_eq!(pipeline.connections.total(), 3);
+        assert!(pipeline.finish(&[]).is_none());
+    }
+
+    #[test]
+    fn ended_connections_fold_into_totals_beyond_the_kept_ones() {
+        use crate::connections::KEPT_ENDED;
+        let (mut pipeline, _out) = pipeline();
+        let many = KEPT_ENDED as u64 + 500;
+        for handle in 1..=many {
+            pipeline.record(&chunk(0, 7, handle, handle * 10, 5, 0, 0, b"hello", true));
+            // The first connection wrote 5 bytes more than were captured (a call lost whole):
+            // its loss stays in the totals once it is folded.
+            let written = if handle == 1 { 10 } else { 5 };
+            pipeline.record(&close(handle, close_cause::HANDLE_ENDED, [written, 0]));
+        }
+        let table = &pipeline.connections;
+        assert_eq!(table.all().len(), KEPT_ENDED);
+        assert_eq!(table.total(), many);
+        assert_eq!(table.folded.connections, 500);
+        assert_eq!(table.folded.moved, [500 * 5 + 5, 0]);
+        assert_eq!(table.folded.lost, [5, 0]);
+        assert_eq!(table.folded.lossy, 1);
+        // The kept ones are the most recent.
+        assert_eq!(table.all()[0].id, 501);
+        assert!(pipeline.finish(&[]).is_none());
     }
 
     #[test]

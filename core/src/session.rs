@@ -541,6 +541,8 @@ impl Running {
             counts: self.pipeline.counts,
             kernel: report.kernel,
             connections: connections.all().into_iter().cloned().collect(),
+            folded: connections.folded,
+            ended_by_exit: connections.ended_by_exit,
             out_of_order: connections.out_of_order,
             connections_restarted: connections.restarted,
             probes_attached: report.probes_attached,

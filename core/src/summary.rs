@@ -4,7 +4,7 @@
 use std::process::ExitStatus;
 
 use crate::bpf::KernelStats;
-use crate::connections::Connection;
+use crate::connections::{Connection, Folded};
 use crate::pipeline::PipelineCounts;
 
 /// Connections the summary lists one by one (those with losses are always listed).
@@ -15,8 +15,13 @@ const SUMMARY_CONNECTIONS: usize = 20;
 pub struct Summary {
     pub counts: PipelineCounts,
     pub kernel: KernelStats,
-    /// Every connection seen, with its byte counts.
+    /// The connections kept one by one (every open one, the most recent ended ones), with
+    /// their byte counts.
     pub connections: Vec<Connection>,
+    /// Totals of the ended connections folded out of the table (see `KEPT_ENDED`).
+    pub folded: Folded,
+    /// Connections ended because their process was gone without closing them.
+    pub ended_by_exit: u64,
     /// Events that arrived behind their stream's position.
     pub out_of_order: u64,
     /// Connections whose kernel state restarted without an end (evicted).
@@ -134,11 +139,12 @@ impl std::fmt::Display for Summary {
         } else {
             write!(f, "\nprobectl: losses: {}", losses.join("; "))?;
         }
-        let closed = self.connections.iter().filter(|c| c.closed).count();
+        let closed =
+            self.connections.iter().filter(|c| c.closed).count() as u64 + self.folded.connections;
         write!(
             f,
             "\nprobectl: {} connections ({closed} closed), {} calls without a known fd, {} calls on two fds",
-            self.connections.len(),
+            self.connections.len() as u64 + self.folded.connections,
             self.kernel.fd_unknown,
             self.kernel.fd_mismatches,
         )?;
@@ -193,6 +199,27 @@ impl std::fmt::Display for Summary {
                 f,
                 "\nprobectl: ... and {} more connections",
                 self.connections.len() - listed
+            )?;
+        }
+        if self.ended_by_exit > 0 {
+            write!(
+                f,
+                "\nprobectl: {} connections ended with their process (it exited without closing them)",
+                self.ended_by_exit
+            )?;
+        }
+        if self.folded.connections > 0 {
+            // Only the most recent ended connections are kept one by one: the rest are totals.
+            write!(
+                f,
+                "\nprobectl: {} earlier ended connections as totals: {} bytes written, {} read; \
+                 not captured {} bytes written, {} read ({} connections with losses)",
+                self.folded.connections,
+                self.folded.moved[0],
+                self.folded.moved[1],
+                self.folded.lost[0],
+                self.folded.lost[1],
+                self.folded.lossy,
             )?;
         }
         Ok(())

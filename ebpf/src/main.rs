@@ -214,6 +214,13 @@ static GO_PENDING_FDS: HashMap<u64, GoPendingFd> = HashMap::with_max_entries(655
 static CONNECTIONS: LruHashMap<ConnectionKey, ConnectionState> =
     LruHashMap::with_max_entries(65536, 0);
 
+/// Processes (tgids) with an entry in `CONNECTIONS`: the ones whose exit user space is told
+/// (`record_kind::EXIT`, from `probectl_thread_exit`), so that their connections end even if
+/// they never closed them. An LRU: an evicted process's connections end at probectl's end
+/// instead, counted as open.
+#[map]
+static TGIDS_WITH_CONNECTIONS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
 /// A socket fd of a process that carried TLS.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -1050,6 +1057,7 @@ fn track_connection(tgid: u32, call: &ActiveCall, direction: u8, call_len: u64) 
                 position: [0; 2],
             };
             let _ = CONNECTIONS.insert(&key, &fresh, 0);
+            let _ = TGIDS_WITH_CONNECTIONS.insert(&tgid, &1, 0);
             match CONNECTIONS.get_ptr_mut(&key) {
                 Some(state) => state,
                 None => return (call.fd, 0),
@@ -1354,13 +1362,13 @@ pub fn probectl_newtask(ctx: TracePointContext) -> u32 {
 /// process that reuses its pid is not traced by accident.
 #[tracepoint]
 pub fn probectl_free(ctx: TracePointContext) -> u32 {
-    if read_config(&FILTER_BY_PID) == 0 {
-        return 0;
-    }
     // SAFETY: the offset comes from this kernel's format file for the tracepoint.
     let Ok(pid) = (unsafe { ctx.read_at::<u32>(read_config(&FREE_PID_OFFSET) as usize) }) else {
         return 0;
     };
+    if read_config(&FILTER_BY_PID) == 0 {
+        return 0;
+    }
     // Only a process's leader has its tgid as pid; other threads are not in the filter.
     let _ = TRACED_PIDS.remove(&pid);
     0
@@ -1369,8 +1377,22 @@ pub fn probectl_free(ctx: TracePointContext) -> u32 {
 /// Attached to sched_process_exit (every thread's exit): the thread's call table entry goes.
 #[tracepoint]
 pub fn probectl_thread_exit(_ctx: TracePointContext) -> u32 {
-    let _ = THREADS.remove(&bpf_get_current_pid_tgid());
-    let _ = GO_PENDING_FDS.remove(&bpf_get_current_pid_tgid());
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let _ = THREADS.remove(&pid_tgid);
+    let _ = GO_PENDING_FDS.remove(&pid_tgid);
+    // The leader's exit is the process's (its exit waits for no other thread, but a process
+    // whose leader leaves first is rare; user space then counts the later calls as new
+    // connections). Here, in do_exit, it comes before the parent can reap the process, so
+    // before a command probectl waits for can end; sched_process_free comes after an RCU
+    // grace period, too late for that.
+    let tgid = (pid_tgid >> 32) as u32;
+    if pid_tgid as u32 == tgid {
+        // SAFETY: the value is only tested for presence.
+        if unsafe { TGIDS_WITH_CONNECTIONS.get(&tgid) }.is_some() {
+            let _ = TGIDS_WITH_CONNECTIONS.remove(&tgid);
+            emit_process_record(record_kind::EXIT, tgid, wakeup_flags());
+        }
+    }
     0
 }
 
