@@ -251,9 +251,9 @@ impl ConnectionTable {
             };
             let lost = connection.lost();
             self.folded.connections += 1;
-            for direction in 0..2 {
+            for (direction, lost) in lost.iter().enumerate() {
                 self.folded.moved[direction] += connection.moved[direction];
-                self.folded.lost[direction] += lost[direction];
+                self.folded.lost[direction] += lost;
             }
             if lost != [0, 0] {
                 self.folded.lossy += 1;
