@@ -81,12 +81,23 @@ impl FileReport {
             .symbols
             .iter()
             .zip(&self.placements)
-            .map(|((symbol, optional, offset), placement)| {
+            .zip(&self.resolutions)
+            .filter(|(_, resolution)| !resolution.not_needed)
+            .map(|(((symbol, optional, offset), placement), resolution)| {
                 json!({
                     "symbol": symbol,
                     "optional": optional,
                     "offset": offset,
                     "placement": placement.as_ref().map(|placement| placement.to_string()),
+                    // "symbol", "cross-reference", "cached" or "pinned"; null: not found.
+                    "found": resolution.found.map(|found| match found {
+                        Found::Symbol => "symbol",
+                        Found::CrossReference => "cross-reference",
+                        Found::Cached => "cached",
+                        Found::Pinned => "pinned",
+                    }),
+                    // What proved a located function, or why it was not found.
+                    "note": resolution.note,
                 })
             })
             .collect();
@@ -430,6 +441,8 @@ pub struct MappedFile {
     /// For such an executable: why each function a group could locate without a symbol was
     /// not found (`[group] symbol: reason`).
     pub not_located: Vec<String>,
+    /// TLS code the executable carries that probectl does not trace yet (`locate::untraced_tls`).
+    pub untraced_tls: Option<String>,
 }
 
 pub fn check(
@@ -504,9 +517,16 @@ fn process_report(
                                 None => reasons.push((why, vec![&probe.symbol])),
                             }
                         }
-                        not_located.extend(reasons.into_iter().map(|(why, symbols)| {
-                            format!("[{}] {}: {why}", group.name, symbols.join(", "))
-                        }));
+                        // A file without the library's source path is simply not that
+                        // library: no word about it.
+                        not_located.extend(
+                            reasons
+                                .into_iter()
+                                .filter(|(why, _)| !why.starts_with(crate::locate::NO_SOURCE))
+                                .map(|(why, symbols)| {
+                                    format!("[{}] {}: {why}", group.name, symbols.join(", "))
+                                }),
+                        );
                     }
                     matches.then_some(Via::Executable)
                 }
@@ -517,6 +537,14 @@ fn process_report(
                 groups.push((group.name.clone(), report));
             }
         }
+        // TLS code that no group traces yet (rustls), named when it is there.
+        let untraced_tls = if is_executable && groups.is_empty() {
+            crate::symbols::ElfFile::open(&file.host_path)
+                .ok()
+                .and_then(|elf| crate::locate::untraced_tls(elf.bytes()))
+        } else {
+            None
+        };
         files.push(MappedFile {
             path: file.path.clone(),
             host_view: file.host_view(),
@@ -525,6 +553,7 @@ fn process_report(
             groups,
             executable_groups,
             not_located,
+            untraced_tls,
         });
     }
     // The executable, then the files a group matches, then the rest, each by path: an order
@@ -595,6 +624,12 @@ impl ProcessReport {
                     );
                     for why in &file.not_located {
                         let _ = writeln!(out, "    not located: {why}");
+                    }
+                    if let Some(tls) = &file.untraced_tls {
+                        let _ = writeln!(
+                            out,
+                            "    it carries {tls}, which probectl does not trace yet (see docs/stripped.md)"
+                        );
                     }
                 }
                 continue;

@@ -440,9 +440,17 @@ impl RunningCommand {
             return;
         };
         if events == 0 && state.seen_after_exec && !state.mapped {
+            // What it carries instead, when probectl knows it.
+            let carries = crate::symbols::ElfFile::open(std::path::Path::new(&self.name))
+                .ok()
+                .and_then(|elf| crate::locate::untraced_tls(elf.bytes()))
+                .map(|tls| {
+                    format!("; it carries {tls}, which probectl does not trace yet (see docs/stripped.md)")
+                })
+                .unwrap_or_default();
             eprintln!(
                 "probectl: warning: {} (pid {}) mapped no library of {} while it ran \
-                 (looked for {}): nothing of its TLS could be captured",
+                 (looked for {}): nothing of its TLS could be captured{carries}",
                 self.name, self.pid, watch.groups, watch.looked_for
             );
         }

@@ -28,6 +28,39 @@ use serde::{Deserialize, Serialize};
 use crate::symbols::{ElfFile, FunctionSymbol};
 use code::{Code, Function};
 
+/// How the reason of a file without the rule's source path starts: such a file is simply not
+/// the library, which messages need not say.
+pub const NO_SOURCE: &str = "no string ending in";
+
+/// TLS code probectl recognises in an executable but does not trace yet, in words ("rustls
+/// 0.23.46 with aws-lc-rs 1.18.0"), from what every build keeps: the crate paths of Rust's
+/// panic locations (`.../rustls-0.23.46/src/...`) and aws-lc's source paths.
+pub fn untraced_tls(bytes: &[u8]) -> Option<String> {
+    // The version of crate `name` from a path component "/NAME-VERSION/".
+    let version = |name: &str| -> Option<String> {
+        let needle = format!("/{name}-");
+        memchr::memmem::find_iter(bytes, needle.as_bytes()).find_map(|at| {
+            let rest = bytes.get(at + needle.len()..)?;
+            let end = rest.iter().position(|&byte| byte == b'/')?;
+            let text = std::str::from_utf8(rest.get(..end)?).ok()?;
+            let valid = !text.is_empty()
+                && text.len() <= 16
+                && text.starts_with(|c: char| c.is_ascii_digit())
+                && text.chars().all(|c| c.is_ascii_digit() || c == '.');
+            valid.then(|| text.to_string())
+        })
+    };
+    let provider = version("aws-lc-rs")
+        .map(|v| format!("aws-lc-rs {v}"))
+        .or_else(|| version("ring").map(|v| format!("ring {v}")));
+    match (version("rustls"), provider) {
+        (Some(rustls), Some(provider)) => Some(format!("rustls {rustls} with {provider}")),
+        (Some(rustls), None) => Some(format!("rustls {rustls}")),
+        (None, _) if crate::plugin::contains(bytes, b"/aws-lc/crypto/") => Some("aws-lc".into()),
+        (None, _) => None,
+    }
+}
+
 /// How a function without a symbol is recognised: the error reports it makes from one source
 /// file (`[[group.probe]] locate = { ... }` in a spec).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -153,7 +186,7 @@ pub fn locate(
                 } else {
                     outcomes.insert(
                         symbol.to_string(),
-                        Err(format!("no string ending in {:?} in the file", rule.source)),
+                        Err(format!("{NO_SOURCE} {:?} in the file", rule.source)),
                     );
                 }
             }
@@ -311,7 +344,7 @@ impl SourceIndex {
     fn resolve(&self, rule: &LocateRule) -> Result<(Function, String), String> {
         let wanted = describe(&rule.errors, rule.exact);
         if self.strings == 0 {
-            return Err(format!("no string ending in {:?} in the file", self.source));
+            return Err(format!("{NO_SOURCE} {:?} in the file", self.source));
         }
         let matches: Vec<&(Function, BTreeSet<u64>)> = self
             .functions

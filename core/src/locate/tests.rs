@@ -377,3 +377,32 @@ fn a_damaged_cache_is_said_once_and_the_rewritten_file_is_read_back() {
     assert_eq!(after.evidence, first.evidence);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn rustls_and_its_provider_are_named_from_their_crate_paths() {
+    let rustls = b"\0/home/u/.cargo/registry/src/index/rustls-0.23.46/src/conn.rs\0\
+        /home/u/.cargo/registry/src/index/tokio-rustls-0.26.6/src/lib.rs\0\
+        /home/u/.cargo/registry/src/index/aws-lc-rs-1.18.0/src/aead.rs\0";
+    assert_eq!(
+        super::untraced_tls(rustls).as_deref(),
+        Some("rustls 0.23.46 with aws-lc-rs 1.18.0")
+    );
+    let ring = b"\0/src/rustls-0.23.40/src/x.rs\0/src/ring-0.17.14/src/aead.rs\0";
+    assert_eq!(
+        super::untraced_tls(ring).as_deref(),
+        Some("rustls 0.23.40 with ring 0.17.14")
+    );
+    // tokio-rustls alone is not rustls' own path; nothing else is named.
+    assert_eq!(
+        super::untraced_tls(b"\0/src/tokio-rustls-0.26.6/src/lib.rs\0"),
+        None
+    );
+    assert_eq!(
+        super::untraced_tls(b"\0/aws-lc/crypto/fipsmodule/cipher/aead.c\0").as_deref(),
+        Some("aws-lc")
+    );
+    assert_eq!(
+        super::untraced_tls(b"\0../../vendor/boringssl/ssl/ssl_lib.cc\0"),
+        None
+    );
+}
