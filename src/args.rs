@@ -143,6 +143,10 @@ pub struct RunArgs {
     /// instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// When the run ends, write its summary as JSON to this file (created with mode 0600 when
+    /// the run starts): totals, every loss by cause, connections, probes.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
     /// Probe specs to use instead of the built-in probes.toml.
     #[arg(long, value_name = "FILE")]
     probes: Option<PathBuf>,
@@ -249,6 +253,11 @@ pub fn process_of(pid: u32, doing: &str) -> Result<u32, ProcessError> {
 
 impl RunArgs {
     /// `--wait` needs `--pid` (clap's `requires` does not see it beside `-- CMD`).
+    /// `--report FILE`.
+    pub fn report_path(&self) -> Option<PathBuf> {
+        self.report.clone()
+    }
+
     pub fn wait_without_pid(&self) -> bool {
         self.wait && self.pid.is_none()
     }

@@ -5,6 +5,7 @@ mod args;
 mod exit;
 mod generate;
 mod privileges;
+mod report;
 mod size;
 
 use std::process::ExitCode;
@@ -143,6 +144,16 @@ fn run_command(run_args: RunArgs) -> ExitCode {
         };
         return exit::usage(error);
     }
+    // The report file is made now, so that a path that cannot be written is an error before
+    // anything is traced.
+    let report = match run_args
+        .report_path()
+        .map(|path| report::create(&path).map(|file| (path, file)))
+    {
+        Some(Ok(report)) => Some(report),
+        Some(Err(message)) => return exit::error(message, exit::ERROR),
+        None => None,
+    };
     let options = match run_args.resolve() {
         Ok(options) => options,
         Err(error) => return exit::process_error(&error),
@@ -165,7 +176,14 @@ fn run_command(run_args: RunArgs) -> ExitCode {
         }
     };
     match runtime.block_on(run(options)) {
-        Ok(summary) => exit::finished(summary.command_status),
+        Ok(summary) => {
+            if let Some((path, file)) = report {
+                if let Err(message) = report::write(&path, file, &summary) {
+                    return exit::error(message, exit::ERROR);
+                }
+            }
+            exit::finished(summary.command_status)
+        }
         Err(error) => exit::run_error(&error),
     }
 }

@@ -10,8 +10,10 @@ fn connections_of_processes_that_exit_without_closing_end_with_them() {
     let (_server, port) = python_server(false);
     let children = 12;
     let tag = format!("exit-{}", std::process::id());
+    let report = scratch_file("report.json");
+    let report_arg = report.display().to_string();
     let run = Trace::start(
-        &["openssl"],
+        &["openssl", "--report", &report_arg],
         &[
             "/usr/bin/python3",
             &peer("exit_without_close.py").display().to_string(),
@@ -37,7 +39,34 @@ fn connections_of_processes_that_exit_without_closing_end_with_them() {
         .collect();
     expected.sort();
     assert_eq!(requests, expected);
-    // No close(2) ended them: their processes' ends did, and the summary says so.
+    // No close(2) ended them: their processes' ends did. The report (JSON) says so, in its
+    // own fields; the summary on stderr too.
+    let mode = std::fs::metadata(&report).expect("report").permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(report["format"], 1);
+    assert_eq!(report["connections"]["total"], children);
+    assert_eq!(report["connections"]["closed"], children);
+    assert_eq!(report["connections"]["ended_with_their_process"], children);
+    assert_eq!(report["events"].as_u64(), Some(run.events.len() as u64));
+    assert_eq!(report["command_exit_code"], 0);
+    let losses = report["losses"].as_object().expect("losses");
+    assert!(losses.values().all(|count| count == 0), "{report}");
+    let kept = report["connections"]["kept"].as_array().expect("kept");
+    assert_eq!(kept.len(), children);
+    for connection in kept {
+        assert_eq!(connection["transport"], "tcp", "{connection}");
+        assert_eq!(
+            connection["remote"],
+            format!("127.0.0.1:{port}"),
+            "{connection}"
+        );
+        assert_eq!(connection["not_captured_written"], 0, "{connection}");
+    }
     assert!(
         run.stderr.contains(&format!(
             "probectl: {children} connections ({children} closed)"
@@ -52,4 +81,23 @@ fn connections_of_processes_that_exit_without_closing_end_with_them() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn a_report_that_cannot_be_written_is_an_error_before_anything_is_traced() {
+    let (code, stdout, stderr) = probectl(&[
+        "run",
+        "openssl",
+        "--report",
+        "/nonexistent-directory/report.json",
+        "--",
+        "/bin/true",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("cannot create the report /nonexistent-directory/report.json"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("tracing"), "{stderr}");
 }

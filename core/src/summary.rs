@@ -33,7 +33,83 @@ pub struct Summary {
     pub command_status: Option<ExitStatus>,
 }
 
+/// Bumped when a field of [`Summary::to_json`] changes meaning or goes away.
+pub const REPORT_FORMAT: u32 = 1;
+
 impl Summary {
+    /// The summary as one JSON object (`--report FILE`): what tests and scripts read, instead
+    /// of the prose on stderr. Counts are numbers; every cause of loss has its own field.
+    pub fn to_json(&self) -> serde_json::Value {
+        let k = &self.kernel;
+        let connection = |c: &Connection| {
+            let lost = c.lost();
+            serde_json::json!({
+                "id": c.id,
+                "pid": c.pid,
+                "handle": format!("{:#x}", c.handle),
+                "fd": c.fd,
+                "transport": c.transport,
+                "local": c.local,
+                "remote": c.remote,
+                "written": c.moved[0],
+                "read": c.moved[1],
+                "not_captured_written": lost[0],
+                "not_captured_read": lost[1],
+                "closed": c.closed,
+            })
+        };
+        let closed =
+            self.connections.iter().filter(|c| c.closed).count() as u64 + self.folded.connections;
+        serde_json::json!({
+            "format": REPORT_FORMAT,
+            "events": self.counts.events,
+            "bytes_captured": self.counts.bytes_captured,
+            "bytes_truncated": self.counts.bytes_truncated,
+            "probes": {
+                "attached": self.probes_attached,
+                "failed": self.attach_failures,
+            },
+            "losses": {
+                "chunks_ring_full": k.chunks_lost,
+                "bytes_ring_full": k.bytes_lost,
+                "calls_chunk_loop_table_full": k.loops_not_stored,
+                "buffers_unreadable": k.read_faults,
+                "lengths_unreadable": k.length_faults,
+                "calls_not_stored": k.calls_not_stored,
+                "calls_nesting_overflow": k.nesting_overflows,
+                "returns_missed": k.returns_missed,
+                "records_ring_full": k.records_lost,
+                "processes_pid_filter_full": k.filter_full,
+                "events_out_of_order": self.out_of_order,
+                "connections_restarted": self.connections_restarted,
+                "unknown_records": self.counts.unknown_records,
+                "unknown_attach_ids": self.counts.unknown_attach_ids,
+            },
+            "loss_messages": self.losses(),
+            "fds": {
+                "calls_without_fd": k.fd_unknown,
+                "calls_on_two_fds": k.fd_mismatches,
+                "connections_inferred": k.fd_inferred,
+                "waiting_writes_ambiguous": k.fd_ambiguous,
+            },
+            "connections": {
+                "total": self.connections.len() as u64 + self.folded.connections,
+                "closed": closed,
+                "ended_with_their_process": self.ended_by_exit,
+                "folded": {
+                    "connections": self.folded.connections,
+                    "written": self.folded.moved[0],
+                    "read": self.folded.moved[1],
+                    "not_captured_written": self.folded.lost[0],
+                    "not_captured_read": self.folded.lost[1],
+                    "with_losses": self.folded.lossy,
+                },
+                "kept": self.connections.iter().map(connection).collect::<Vec<_>>(),
+            },
+            "command_exit_code": self.command_status.and_then(|status| status.code()),
+        })
+    }
+
     /// Every cause of loss with its count, those that happened only.
     pub fn losses(&self) -> Vec<String> {
         let kernel = &self.kernel;
