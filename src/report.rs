@@ -2,26 +2,17 @@
 //! `Summary::to_json`). The file is created when the run starts (0600: it names the traced
 //! processes and their peers) and written when it ends.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use probectl_core::output::create_private;
 use probectl_core::session::Summary;
 
 /// Creates (or empties) the report file, mode 0600.
 pub fn create(path: &Path) -> Result<File, String> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|error| format!("cannot create the report {}: {error}", path.display()))?;
-    // An existing file keeps its mode on open: tighten it too.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(|error| format!("cannot restrict the report {}: {error}", path.display()))?;
-    Ok(file)
+    create_private(path)
+        .map_err(|error| format!("cannot create the report {}: {error}", path.display()))
 }
 
 /// Writes the summary into the report file.

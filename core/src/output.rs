@@ -109,17 +109,22 @@ pub fn open_output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, OutputE
         path: path.to_path_buf(),
         source,
     };
+    let file = create_private(path).map_err(create_error)?;
+    Ok(Box::new(io::BufWriter::with_capacity(1 << 16, file)))
+}
+
+/// Creates (or empties) `path` with mode 0600, also when it existed with another mode: what
+/// probectl writes names traced programs and carries their plaintext.
+pub fn create_private(path: &Path) -> io::Result<std::fs::File> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)
-        .map_err(create_error)?;
+        .open(path)?;
     // An existing file keeps its mode on open: tighten it too.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(create_error)?;
-    Ok(Box::new(io::BufWriter::with_capacity(1 << 16, file)))
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }
 
 /// Where an [`EventWriter`] puts its bytes: a `Write` that also lends the buffer its bytes are

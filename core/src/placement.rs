@@ -191,10 +191,20 @@ pub fn place(
         },
         Err(error) => return Placement::classic(format!("cannot read the file: {error}")),
     };
+    place_in(&elf, &function, entry_arguments, entry_only)
+}
+
+/// The entry and exit points (or, with `entry_only`, the entry point alone) of `function`.
+fn place_in(
+    elf: &ElfFile,
+    function: &FunctionSymbol,
+    entry_arguments: &BTreeSet<u8>,
+    entry_only: bool,
+) -> Placement {
     if entry_only {
-        return place_entry(elf.bytes(), &function, entry_arguments);
+        return place_entry(elf.bytes(), function, entry_arguments);
     }
-    place_function(elf.bytes(), &function, entry_arguments)
+    place_function(elf.bytes(), function, entry_arguments)
 }
 
 /// Places the probes of a function found without a symbol (`crate::locate`): its bounds come
@@ -212,14 +222,10 @@ fn place_located(
     if function.size == 0 {
         return Placement::classic("pinned without a size");
     }
-    let elf = match ElfFile::open(path) {
-        Ok(elf) => elf,
-        Err(error) => return Placement::classic(format!("cannot read the file: {error}")),
-    };
-    if entry_only {
-        return place_entry(elf.bytes(), function, entry_arguments);
+    match ElfFile::open(path) {
+        Ok(elf) => place_in(&elf, function, entry_arguments, entry_only),
+        Err(error) => Placement::classic(format!("cannot read the file: {error}")),
     }
-    place_function(elf.bytes(), function, entry_arguments)
 }
 
 /// The entry-only placement of one function whose code is in `file` (see [`entry_only`]).
