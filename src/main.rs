@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     probectl_boringssl::register();
     probectl_gnutls::register();
     probectl_go::register();
+    probectl_rustls::register();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let matches = Cli::command()
         .color(exit::clap_color(&argv))

@@ -13,6 +13,10 @@ pub mod length_source {
     pub const RETURN: u8 = 0;
     /// A `size_t*` out-argument, valid when the call returns a positive value (OpenSSL `_ex`).
     pub const OUT_POINTER: u8 = 1;
+    /// An argument's value: the call's input, captured when the call is entered (the buffer
+    /// and the length are read then, and nothing waits for the return). For functions that
+    /// overwrite their input, such as an in-place encryption.
+    pub const ENTRY_ARGUMENT: u8 = 2;
 }
 
 /// Direction of the data, from the traced process's point of view.
@@ -38,6 +42,19 @@ pub mod abi {
 
 /// Argument registers a spec may name: nine for Go's ABI, six for System V.
 pub const MAX_ARGUMENT_REGISTERS: usize = 9;
+
+/// Arguments a spec may name at all: System V passes those after the sixth on the stack, where
+/// the entry program reads them (`arg6` is the 8 bytes above the return address).
+pub const MAX_ARGUMENTS: usize = 16;
+
+/// TLS record types (RFC 8446 `ContentType`): only application data is plaintext a program
+/// sent or received; the rest is the protocol's own (handshake, alerts).
+pub const TLS_APPLICATION_DATA: u8 = 23;
+
+/// Bytes of zero padding the kernel looks through, from a TLS 1.3 record's end, for its inner
+/// content type. Senders seldom pad (OpenSSL, BoringSSL, Go, rustls and NSS do not by default);
+/// a record padded further is counted (`stat::RECORDS_UNSCANNED`), not guessed at.
+pub const TLS13_PADDING_SCAN: u64 = 64;
 
 /// What a spec's return value is: decides how the return register is sign-extended.
 pub mod return_width {
@@ -87,7 +104,14 @@ pub struct ProbeSpec {
     pub vector_length_size: u8,
     /// One of [`abi`].
     pub abi: u8,
-    pub _padding: [u8; 2],
+    /// For a function that seals or opens one TLS record (an AEAD of the record layer): the
+    /// arguments holding its additional data (the record header the AEAD authenticates) and
+    /// that data's length, read at entry; [`ARG_NONE`] for a plain plaintext function. The
+    /// header tells the record's type and version: only application data is captured, and a
+    /// TLS 1.3 record loses its inner content type and padding. A record function's handle
+    /// is the key context of one direction (see [`connection_flags::PER_DIRECTION`]).
+    pub record_ad_arg: u8,
+    pub record_ad_length_arg: u8,
     /// The stack pointer at the entry point minus its value at the function's first
     /// instruction (0 for the classic entry uprobe; e.g. -0x18 after a `sub $0x18,%rsp`). The
     /// entry program keys a call by the function-entry stack pointer, whatever its placement.
@@ -137,6 +161,13 @@ pub mod record_kind {
     /// A [`ProcessRecord`]: a process that had connections exited (its leader thread did): its
     /// connections still open end, whether or not it closed them.
     pub const EXIT: u32 = 6;
+}
+
+/// Flags of a connection handle (`ConnectionState::flags`, `ConnectionRecord::flags`).
+pub mod connection_flags {
+    /// The handle carries one direction of a connection (a record-layer key context): user
+    /// space joins the handles seen on one fd into one connection.
+    pub const PER_DIRECTION: u32 = 1;
 }
 
 /// Why a connection ended (`CloseRecord::cause`).
@@ -226,7 +257,8 @@ pub struct ConnectionRecord {
     /// Host byte order.
     pub local_port: u16,
     pub remote_port: u16,
-    pub _padding: u32,
+    /// [`connection_flags`] of the handle.
+    pub flags: u32,
 }
 
 /// A connection ended: its fd was closed, or the library's lifecycle function ran for its
@@ -274,7 +306,8 @@ pub struct ConnectionState {
     /// The socket fd, -1 until a call's syscall showed it. Calls served from the library's
     /// buffer (no syscall) use this.
     pub fd: i32,
-    pub _padding: u32,
+    /// [`connection_flags`].
+    pub flags: u32,
     /// Bytes moved so far, per direction: the stream offset of the next call.
     pub position: [u64; 2],
 }
@@ -342,8 +375,13 @@ pub mod stat {
     /// Calls of a connection without an fd whose thread's next socket write could have been
     /// another connection's: no fd was inferred from it.
     pub const FD_AMBIGUOUS: u32 = 13;
+    /// TLS 1.3 records (of record-layer probes) whose padding went on beyond
+    /// [`TLS13_PADDING_SCAN`](crate::TLS13_PADDING_SCAN) bytes: their type is unknown and
+    /// their bytes are not captured (counted in `BYTES_UNSCANNED`).
+    pub const RECORDS_UNSCANNED: u32 = 14;
+    pub const BYTES_UNSCANNED: u32 = 15;
     /// Number of counters.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 16;
 }
 
 const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40);

@@ -172,6 +172,8 @@ pub struct KernelStats {
     pub returns_missed: u64,
     pub loops_not_stored: u64,
     pub filter_full: u64,
+    pub records_unscanned: u64,
+    pub bytes_unscanned: u64,
 }
 
 /// The loaded programs and the maps user space talks to. Dropping it detaches every probe.
@@ -588,6 +590,8 @@ impl Tracer {
             returns_missed: read(stat::RETURNS_MISSED),
             loops_not_stored: read(stat::LOOPS_NOT_STORED),
             filter_full: read(stat::FILTER_FULL),
+            records_unscanned: read(stat::RECORDS_UNSCANNED),
+            bytes_unscanned: read(stat::BYTES_UNSCANNED),
         }
     }
 

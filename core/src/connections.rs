@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use probectl_common::{family, CloseRecord, ConnectionRecord};
+use probectl_common::{connection_flags, family, CloseRecord, ConnectionRecord};
 
 use crate::output::ConnectionView;
 use crate::spec::Direction;
@@ -25,6 +25,9 @@ pub struct Connection {
     pub local: Option<String>,
     pub remote: Option<String>,
     pub closed: bool,
+    /// The handles joined into this connection after its first (`handle`): record-layer key
+    /// contexts, one per direction and key (see [`ConnectionTable::on_connection`]).
+    pub joined: Vec<u64>,
     /// Per direction (write, read): where the next event should start in the stream.
     next_offset: [u64; 2],
     /// Per direction: bytes the connection moved. The kernel's own count when it is known
@@ -46,6 +49,7 @@ impl Connection {
             local: None,
             remote: None,
             closed: false,
+            joined: Vec::new(),
             next_offset: [0; 2],
             moved: [0; 2],
             captured: [0; 2],
@@ -159,6 +163,13 @@ pub struct ConnectionTable {
     /// Connections whose kernel state started again from offset 0 without an end (its entry
     /// was evicted from the kernel's table, or its end record was lost): a new connection.
     pub restarted: u64,
+    /// Open connections of per-direction handles, by (pid, fd): where the other direction's
+    /// handle (and a later key's) joins.
+    by_fd: HashMap<(u32, i32), u64>,
+    /// A joined handle's streams start where its connection's stood when it joined (a new
+    /// key after a TLS 1.3 KeyUpdate counts its bytes from 0 again): per direction, the
+    /// offset added to its events, set by its first event in that direction.
+    bases: HashMap<(u32, u64), [Option<u64>; 2]>,
 }
 
 impl ConnectionTable {
@@ -182,9 +193,16 @@ impl ConnectionTable {
             .is_some_and(|connection| connection.fd.is_some())
     }
 
-    /// The kernel saw `record.connection` on `record.fd`.
+    /// The kernel saw `record.connection` on `record.fd`. A per-direction handle (the key
+    /// context of a record layer: one for sending, one for receiving, and new ones after a
+    /// key update) joins the open connection its fd already has, if any: one TLS connection
+    /// is one connection, whatever its library's handles.
     pub fn on_connection(&mut self, record: &ConnectionRecord) {
         let key = (record.pid, record.connection);
+        let per_direction = record.flags & connection_flags::PER_DIRECTION != 0;
+        if per_direction && self.join(record) {
+            return;
+        }
         // A connection seen before its fd was known gets its fd now; anything else is new.
         let learning = self.current.get(&key).copied().filter(|id| {
             self.connections
@@ -200,16 +218,94 @@ impl ConnectionTable {
         connection.transport = transport;
         connection.local = local;
         connection.remote = remote;
+        if per_direction {
+            let id = connection.id;
+            self.by_fd.insert((record.pid, record.fd), id);
+        }
+    }
+
+    /// Joins a per-direction handle to the open connection on its fd; false when there is
+    /// none to join (or the handle already has events of its own elsewhere).
+    fn join(&mut self, record: &ConnectionRecord) -> bool {
+        let key = (record.pid, record.connection);
+        let Some(&id) = self.by_fd.get(&(record.pid, record.fd)) else {
+            return false;
+        };
+        if self
+            .connections
+            .get(&id)
+            .is_none_or(|connection| connection.closed)
+        {
+            self.by_fd.remove(&(record.pid, record.fd));
+            return false;
+        }
+        match self.current.get(&key).copied() {
+            Some(current) if current == id => return true,
+            Some(current) => {
+                // Seen before its fd: joinable only while it has no events of its own.
+                let empty = self.connections.get(&current).is_some_and(|connection| {
+                    connection.fd.is_none() && connection.moved == [0, 0]
+                });
+                if !empty {
+                    return false;
+                }
+                self.connections.remove(&current);
+            }
+            None => {}
+        }
+        self.current.insert(key, id);
+        self.bases.insert(key, [None; 2]);
+        if let Some(connection) = self.connections.get_mut(&id) {
+            connection.joined.push(record.connection);
+        }
+        true
+    }
+
+    /// Where a handle's stream offsets start in its connection's, per direction: 0 for the
+    /// handle a connection began with.
+    fn base(&mut self, key: (u32, u64), direction: usize, next_offset: u64) -> u64 {
+        match self.bases.get_mut(&key) {
+            None => 0,
+            Some(bases) => *bases[direction].get_or_insert(next_offset),
+        }
+    }
+
+    /// Forgets every handle of an ended connection, so that none of them reaches it again.
+    fn forget_handles(&mut self, id: u64) {
+        let Some(connection) = self.connections.get(&id) else {
+            return;
+        };
+        let pid = connection.pid;
+        let handles: Vec<u64> = std::iter::once(connection.handle)
+            .chain(connection.joined.iter().copied())
+            .collect();
+        for handle in handles {
+            if self.current.get(&(pid, handle)) == Some(&id) {
+                self.current.remove(&(pid, handle));
+            }
+            self.bases.remove(&(pid, handle));
+        }
+        self.by_fd.retain(|_, open| *open != id);
     }
 
     /// The connection ended (its fd was closed, or its handle ended); the kernel's final
     /// counts come with it. Returns the id of the connection it ended.
     pub fn on_close(&mut self, record: &CloseRecord) -> Option<u64> {
         let key = (record.pid, record.connection);
-        let id = self.current.remove(&key)?;
+        let id = *self.current.get(&key)?;
+        let bases = self.bases.get(&key).copied().unwrap_or([Some(0); 2]);
+        self.forget_handles(id);
         let connection = self.connections.get_mut(&id)?;
         connection.closed = true;
-        connection.set_kernel_total(record.position);
+        // A joined handle's kernel counts start at its base; a direction it never moved
+        // bytes in tells nothing.
+        let mut position = [0; 2];
+        for (direction, moved) in record.position.iter().enumerate() {
+            if let Some(base) = bases[direction] {
+                position[direction] = base + moved;
+            }
+        }
+        connection.set_kernel_total(position);
         self.ended(id);
         Some(id)
     }
@@ -226,10 +322,15 @@ impl ConnectionTable {
         keys.sort_unstable();
         let mut ids = Vec::new();
         for key in keys {
-            let Some(id) = self.current.remove(&key) else {
+            let Some(id) = self.current.get(&key).copied() else {
                 continue;
             };
+            self.forget_handles(id);
+            self.current.remove(&key);
             if let Some(connection) = self.connections.get_mut(&id) {
+                if connection.closed {
+                    continue;
+                }
                 connection.closed = true;
                 self.ended_by_exit += 1;
                 ids.push(id);
@@ -272,12 +373,19 @@ impl ConnectionTable {
 
     /// The kernel's count of a connection still open at the end, by (pid, handle).
     pub fn on_kernel_position(&mut self, key: (u32, u64), position: [u64; 2]) {
+        let bases = self.bases.get(&key).copied().unwrap_or([Some(0); 2]);
         if let Some(connection) = self
             .current
             .get(&key)
             .and_then(|id| self.connections.get_mut(id))
         {
-            connection.set_kernel_total(position);
+            let mut rebased = [0; 2];
+            for (direction, moved) in position.iter().enumerate() {
+                if let Some(base) = bases[direction] {
+                    rebased[direction] = base + moved;
+                }
+            }
+            connection.set_kernel_total(rebased);
         }
     }
 
@@ -293,6 +401,17 @@ impl ConnectionTable {
             captured,
         } = *run;
         let direction = index(direction);
+        let key = (pid, handle);
+        let offset = if self.bases.contains_key(&key) {
+            let next = self
+                .current
+                .get(&key)
+                .and_then(|id| self.connections.get(id))
+                .map_or(0, |connection| connection.next_offset[direction]);
+            offset + self.base(key, direction, next)
+        } else {
+            offset
+        };
         // A stream that starts again from 0 is a new connection whose start the kernel did
         // not tell (its state was evicted, or the end record lost).
         let restarted = self.current.get(&(pid, handle)).is_some_and(|id| {

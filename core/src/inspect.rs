@@ -247,6 +247,16 @@ fn describe_probe(probe: &Probe) -> String {
             LengthRef::OutPointer(arg) => {
                 let _ = write!(text, "  length=*arg{arg}");
             }
+            LengthRef::Argument(arg) => {
+                let _ = write!(text, "  length=arg{arg} (captured at entry)");
+            }
+        }
+        if let Some(record) = probe.tls_record {
+            let _ = write!(
+                text,
+                "  tls_record=(ad=arg{}, ad_length=arg{})",
+                record.ad.0, record.ad_length.0
+            );
         }
         text.push_str(match (probe.abi, probe.returns) {
             // Go's int is 64 bits.
@@ -441,7 +451,7 @@ pub struct MappedFile {
     /// For such an executable: why each function a group could locate without a symbol was
     /// not found (`[group] symbol: reason`).
     pub not_located: Vec<String>,
-    /// TLS code the executable carries that probectl does not trace yet (`locate::untraced_tls`).
+    /// TLS code the executable carries that probectl does not trace yet (`locate::rust_tls`).
     pub untraced_tls: Option<String>,
 }
 
@@ -541,7 +551,8 @@ fn process_report(
         let untraced_tls = if is_executable && groups.is_empty() {
             crate::symbols::ElfFile::open(&file.host_path)
                 .ok()
-                .and_then(|elf| crate::locate::untraced_tls(elf.bytes()))
+                .and_then(|elf| crate::locate::rust_tls(elf.bytes()))
+                .map(|tls| tls.to_string())
         } else {
             None
         };

@@ -443,7 +443,8 @@ impl RunningCommand {
             // What it carries instead, when probectl knows it.
             let carries = crate::symbols::ElfFile::open(std::path::Path::new(&self.name))
                 .ok()
-                .and_then(|elf| crate::locate::untraced_tls(elf.bytes()))
+                .and_then(|elf| crate::locate::rust_tls(elf.bytes()))
+                .map(|tls| tls.to_string())
                 .map(|tls| {
                     format!("; it carries {tls}, which probectl does not trace yet (see docs/stripped.md)")
                 })

@@ -18,9 +18,12 @@ pub const DEFAULT_SPECS: &str = include_str!("../../probes.toml");
 /// The name the embedded specs are reported under.
 pub const DEFAULT_SPECS_NAME: &str = "probes.toml (built in)";
 
-/// Argument registers a probe may name: Go's register ABI has nine integer argument registers
-/// (`arg0`..`arg8`), System V x86-64 six (`arg0`..`arg5`, checked by `validate`).
-const MAX_ARGS: u8 = probectl_common::MAX_ARGUMENT_REGISTERS as u8;
+/// Arguments a probe may name (`arg0`..`arg15`): Go's register ABI has nine integer argument
+/// registers (`arg0`..`arg8`, checked by `validate`); System V x86-64 six, and the kernel reads
+/// the rest from the stack at the call's entry.
+const MAX_ARGS: u8 = probectl_common::MAX_ARGUMENTS as u8;
+/// Go's integer argument registers.
+const GO_ARGS: u8 = probectl_common::MAX_ARGUMENT_REGISTERS as u8;
 /// System V x86-64 integer argument registers.
 const SYSV_ARGS: u8 = 6;
 
@@ -114,6 +117,9 @@ pub struct EndProbe {
     pub connection: ArgRef,
     #[serde(default)]
     pub only_if: Option<CallFilter>,
+    /// How to find the function without a symbol, as for probes.
+    #[serde(default)]
+    pub locate: Option<crate::locate::LocateRule>,
 }
 
 /// What a probe is for.
@@ -137,7 +143,8 @@ pub struct Probe {
     pub connection: Option<ArgRef>,
     /// Register holding the plaintext buffer pointer.
     pub buffer: ArgRef,
-    /// `"return"` or `"*argN"` (a `size_t*` filled on success).
+    /// `"return"`, `"*argN"` (a `size_t*` filled on success) or `"argN"` (the input's length,
+    /// captured at entry).
     pub length: LengthRef,
     /// C type of the return value: `"int"` (default) or `"ssize_t"`.
     #[serde(default)]
@@ -151,6 +158,9 @@ pub struct Probe {
     /// `buffer` points at a list of buffers (iovec style), not at the bytes.
     #[serde(default)]
     pub vector: Option<BufferVector>,
+    /// The function seals or opens one TLS record (see [`TlsRecord`]).
+    #[serde(default)]
+    pub tls_record: Option<TlsRecord>,
     /// How to find the function in a file that has no symbol for it (a stripped executable):
     /// see [`crate::locate`].
     #[serde(default)]
@@ -181,7 +191,8 @@ impl From<EndProbe> for Probe {
             optional: true,
             only_if: end.only_if,
             vector: None,
-            locate: None,
+            tls_record: None,
+            locate: end.locate,
             instead_of: None,
             role: Role::End,
             abi: Abi::SystemV,
@@ -201,6 +212,20 @@ pub struct BufferVector {
     pub base_offset: u8,
     pub length_offset: u8,
     pub length_size: u8,
+}
+
+/// A function of a TLS record layer: it encrypts or decrypts one record with an AEAD (aws-lc's
+/// `EVP_AEAD_CTX_seal`/`_open` under rustls), authenticating the record header it is given as
+/// additional data: `ad` holds its address and `ad_length` its length. The header tells the
+/// record's type and TLS version: only application data is captured, without a TLS 1.3
+/// record's inner content type and padding. The connection handle of such a function is the
+/// key context of one direction: user space joins the contexts seen on one fd into one
+/// connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsRecord {
+    pub ad: ArgRef,
+    pub ad_length: ArgRef,
 }
 
 /// A condition on a call's arguments, checked in the kernel when the call is entered: start
@@ -271,6 +296,9 @@ pub enum LengthRef {
     Return,
     /// The `size_t` an out-pointer argument points at, when the call returns a positive value.
     OutPointer(u8),
+    /// An argument's value: the length of the call's input, which is captured when the call
+    /// is entered (for functions that overwrite their input, such as in-place encryption).
+    Argument(u8),
 }
 
 impl<'de> Deserialize<'de> for LengthRef {
@@ -279,12 +307,15 @@ impl<'de> Deserialize<'de> for LengthRef {
         if text == "return" {
             return Ok(LengthRef::Return);
         }
+        if let Some(arg) = parse_arg(&text) {
+            return Ok(LengthRef::Argument(arg));
+        }
         text.strip_prefix('*')
             .and_then(parse_arg)
             .map(LengthRef::OutPointer)
             .ok_or_else(|| {
                 serde::de::Error::custom(format!(
-                    "expected \"return\" or an out-pointer \"*argN\", found \"{text}\""
+                    "expected \"return\", an out-pointer \"*argN\" or an argument \"argN\", found \"{text}\""
                 ))
             })
     }
@@ -296,6 +327,7 @@ impl Probe {
         let (source, length_arg) = match self.length {
             LengthRef::Return => (length_source::RETURN, ARG_NONE),
             LengthRef::OutPointer(arg) => (length_source::OUT_POINTER, arg),
+            LengthRef::Argument(arg) => (length_source::ENTRY_ARGUMENT, arg),
         };
         let mut spec = ProbeSpec {
             connection_arg: self.connection.map_or(ARG_NONE, |arg| arg.0),
@@ -325,7 +357,10 @@ impl Probe {
                 Abi::SystemV => abi::SYSV,
                 Abi::Go => abi::GO,
             },
-            _padding: [0; 2],
+            record_ad_arg: self.tls_record.map_or(ARG_NONE, |record| record.ad.0),
+            record_ad_length_arg: self
+                .tls_record
+                .map_or(ARG_NONE, |record| record.ad_length.0),
             entry_stack_offset: 0,
             exit_stack_offset: 0,
         };
@@ -468,29 +503,69 @@ impl SpecFile {
                     )));
                 }
             }
-            if group.abi == Abi::SystemV {
-                let registers = group.probes.iter().flat_map(|probe| {
+            // A call filter reads registers only (System V's first six; Go's nine).
+            let filters = group
+                .probes
+                .iter()
+                .filter_map(|probe| probe.only_if.as_ref())
+                .chain(group.ends.iter().filter_map(|end| end.only_if.as_ref()));
+            let register_limit = match group.abi {
+                Abi::SystemV => SYSV_ARGS,
+                Abi::Go => GO_ARGS,
+            };
+            if let Some(filter) = filters
+                .into_iter()
+                .find(|filter| filter.argument.0 >= register_limit)
+            {
+                return Err(invalid(format!(
+                    "group \"{}\": only_if starts from arg{}, which is not an argument register (arg0 to arg{})",
+                    group.name,
+                    filter.argument.0,
+                    register_limit - 1
+                )));
+            }
+            if group.abi == Abi::Go {
+                let arguments = group.probes.iter().flat_map(|probe| {
                     let mut used = vec![probe.buffer.0];
                     used.extend(probe.connection.map(|arg| arg.0));
-                    if let LengthRef::OutPointer(arg) = probe.length {
-                        used.push(arg);
-                    }
                     used.extend(probe.vector.map(|vector| vector.count.0));
-                    used.extend(probe.only_if.as_ref().map(|filter| filter.argument.0));
                     used
                 });
-                let ends = group.ends.iter().flat_map(|end| {
-                    let mut used = vec![end.connection.0];
-                    used.extend(end.only_if.as_ref().map(|filter| filter.argument.0));
-                    used
-                });
-                if let Some(arg) = registers.chain(ends).find(|&arg| arg >= SYSV_ARGS) {
+                let ends = group.ends.iter().map(|end| end.connection.0);
+                if let Some(arg) = arguments.chain(ends).find(|&arg| arg >= GO_ARGS) {
                     return Err(invalid(format!(
-                        "group \"{}\": arg{arg} is no System V argument register (arg0 to arg{}); only abi = \"go\" has more",
+                        "group \"{}\": arg{arg} is no Go argument register (arg0 to arg{})",
                         group.name,
-                        SYSV_ARGS - 1
+                        GO_ARGS - 1
                     )));
                 }
+                if let Some(probe) = group.probes.iter().find(|probe| {
+                    probe.tls_record.is_some() || matches!(probe.length, LengthRef::Argument(_))
+                }) {
+                    return Err(invalid(format!(
+                        "group \"{}\", probe {}: tls_record and length = \"argN\" are for abi = \"sysv\"",
+                        group.name, probe.symbol
+                    )));
+                }
+            }
+            if let Some(probe) = group.probes.iter().find(|probe| {
+                matches!(probe.length, LengthRef::Argument(_))
+                    && (probe.direction != Direction::Write || probe.vector.is_some())
+            }) {
+                return Err(invalid(format!(
+                    "group \"{}\", probe {}: length = \"argN\" captures the input at entry: it is for direction = \"write\" and one buffer",
+                    group.name, probe.symbol
+                )));
+            }
+            if let Some(probe) = group
+                .probes
+                .iter()
+                .find(|probe| probe.tls_record.is_some() && probe.connection.is_none())
+            {
+                return Err(invalid(format!(
+                    "group \"{}\", probe {}: a tls_record probe needs its key context as connection",
+                    group.name, probe.symbol
+                )));
             }
             if group.abi == Abi::Go {
                 if let Some(probe) = group

@@ -80,6 +80,8 @@ impl Summary {
                 "returns_missed": k.returns_missed,
                 "records_ring_full": k.records_lost,
                 "processes_pid_filter_full": k.filter_full,
+                "tls13_records_padding_unscanned": k.records_unscanned,
+                "tls13_bytes_padding_unscanned": k.bytes_unscanned,
                 "events_out_of_order": self.out_of_order,
                 "connections_restarted": self.connections_restarted,
                 "unknown_records": self.counts.unknown_records,
@@ -160,6 +162,15 @@ impl Summary {
             format!(
                 "{} connection/close/process records found the ring buffer full",
                 kernel.records_lost
+            ),
+        );
+        add(
+            kernel.records_unscanned,
+            format!(
+                "{} TLS 1.3 records ({} bytes) not captured: padded beyond {} bytes, type unknown",
+                kernel.records_unscanned,
+                kernel.bytes_unscanned,
+                probectl_common::TLS13_PADDING_SCAN
             ),
         );
         add(

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use goblin::container::Ctx;
 use goblin::elf::dynamic::{DT_RPATH, DT_RUNPATH};
 use goblin::elf::section_header::{SHT_DYNAMIC, SHT_DYNSYM, SHT_SYMTAB};
-use goblin::elf::{program_header::PT_LOAD, sym, Elf, ProgramHeader, SectionHeader, Symtab};
+use goblin::elf::{
+    program_header::PT_GNU_EH_FRAME, program_header::PT_LOAD, sym, Elf, ProgramHeader,
+    SectionHeader, Symtab,
+};
 use goblin::strtab::Strtab;
 use scroll::Pread;
 
@@ -117,6 +120,53 @@ impl ElfFile {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The function starts of the file's unwind table (the `.eh_frame_hdr` search table that
+    /// PT_GNU_EH_FRAME points at), sorted: every entry is where the compiler said a function
+    /// (or a split-off part of one) begins. Empty when the file has no such table.
+    pub fn unwind_function_starts(&self) -> Vec<u64> {
+        let Ok(lean) = LeanElf::parse(&self.map) else {
+            return Vec::new();
+        };
+        let Some(header) = lean
+            .program_headers
+            .iter()
+            .find(|header| header.p_type == PT_GNU_EH_FRAME)
+        else {
+            return Vec::new();
+        };
+        let (Ok(start), Ok(size)) = (
+            usize::try_from(header.p_offset),
+            usize::try_from(header.p_filesz),
+        ) else {
+            return Vec::new();
+        };
+        let Some(bytes) = start
+            .checked_add(size)
+            .and_then(|end| self.map.get(start..end))
+        else {
+            return Vec::new();
+        };
+        let bases = gimli::BaseAddresses::default().set_eh_frame_hdr(header.p_vaddr);
+        let hdr = gimli::EhFrameHdr::new(bytes, gimli::LittleEndian);
+        let Ok(parsed) = hdr.parse(&bases, 8) else {
+            return Vec::new();
+        };
+        let Some(table) = parsed.table() else {
+            return Vec::new();
+        };
+        let mut starts = Vec::new();
+        let mut entries = table.iter(&bases);
+        // A malformed entry ends the table: what was read before it stands.
+        while let Ok(Some((location, _fde))) = entries.next() {
+            if let gimli::Pointer::Direct(address) = location {
+                starts.push(address);
+            }
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        starts
     }
 
     /// Whether the file is position independent (ET_DYN: a shared object or a PIE), so that

@@ -28,9 +28,10 @@ use aya_ebpf::{
     EbpfContext,
 };
 use probectl_common::{
-    abi, chunk_flags, close_cause, direction, length_source, record_kind, return_width, stat,
-    Chunk, ChunkHeader, CloseRecord, ConnectionKey, ConnectionState, KernelOffsets, ProbeSpec,
-    ProcessRecord, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX, MAX_ARGUMENT_REGISTERS,
+    abi, chunk_flags, close_cause, connection_flags, direction, length_source, record_kind,
+    return_width, stat, Chunk, ChunkHeader, CloseRecord, ConnectionKey, ConnectionState,
+    KernelOffsets, ProbeSpec, ProcessRecord, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX,
+    MAX_ARGUMENTS, MAX_ARGUMENT_REGISTERS, TLS13_PADDING_SCAN, TLS_APPLICATION_DATA,
     VECTOR_MAX_ENTRIES,
 };
 
@@ -123,14 +124,17 @@ struct ActiveCall {
     /// The fd of the first socket syscall the call made, -1 before any.
     fd: i32,
     /// `FD_MISMATCH`: a later syscall of the call used another fd; `FD_INFERRED`: `fd` was
-    /// inferred from the thread's syscalls next to the call (`infer_read_fd`). One field, not
-    /// two: a bigger ActiveCall takes the exit program over 6.1's combined stack limit.
+    /// inferred from the thread's syscalls next to the call (`infer_read_fd`);
+    /// `RECORD_TLS13`: the call opens a TLS 1.3 record, whose plaintext ends in its inner
+    /// content type and padding. One field, not several: a bigger ActiveCall takes the exit
+    /// program over 6.1's combined stack limit.
     fd_flags: u32,
 }
 
 /// Bits of `ActiveCall::fd_flags`.
 const FD_MISMATCH: u32 = 1;
 const FD_INFERRED: u32 = 2;
+const RECORD_TLS13: u32 = 4;
 
 /// Traced calls a thread can be inside at once (nested through callbacks).
 const MAX_NESTING: usize = 4;
@@ -350,6 +354,96 @@ fn select_arg(registers: &Registers, index: u8) -> u64 {
     }
 }
 
+/// Argument `index` of a call, at its entry: a register, or (System V, from `arg6` on) the
+/// stack, where the caller left it above the return address. `entry_sp` is the stack pointer
+/// at the function's first instruction.
+#[inline(always)]
+fn argument(spec: &ProbeSpec, registers: &Registers, entry_sp: u64, index: u8) -> u64 {
+    if spec.abi == abi::GO || index < 6 || index as usize >= MAX_ARGUMENTS {
+        return select_arg(registers, index);
+    }
+    let at = entry_sp.wrapping_add(8 * (index as u64 - 5));
+    // SAFETY: bpf_probe_read_user checks the address; an unreadable stack reads as 0.
+    unsafe { bpf_probe_read_user(at as *const u64) }.unwrap_or(0)
+}
+
+/// What a record-layer call's additional data (the record header) says: whether the record
+/// is application data, and of which TLS version.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Record {
+    /// Not application data (handshake, alert, change cipher spec), or no TLS record at all
+    /// (another use of the same AEAD): not captured.
+    Other,
+    /// TLS 1.0 to 1.2: the header says the type; the plaintext is all data.
+    Plain,
+    /// TLS 1.3: the header says "application data" for every record; the real type ends the
+    /// plaintext, followed by zero padding.
+    Tls13,
+}
+
+/// Reads and checks the record header a record-layer call authenticates (see
+/// `ProbeSpec::record_ad_arg`): 13 bytes (sequence number, type, version, length) up to TLS
+/// 1.2, 5 bytes (opaque type 23, legacy version 3.3, length) in TLS 1.3.
+#[inline(always)]
+fn record_of(spec: &ProbeSpec, registers: &Registers, entry_sp: u64) -> Record {
+    let ad = argument(spec, registers, entry_sp, spec.record_ad_arg);
+    let ad_length = argument(spec, registers, entry_sp, spec.record_ad_length_arg);
+    if ad_length == 13 {
+        // SAFETY: bpf_probe_read_user checks the address; a bad one is an error.
+        let Ok(header) = (unsafe { bpf_probe_read_user(ad as *const [u8; 13]) }) else {
+            return Record::Other;
+        };
+        if header[8] == TLS_APPLICATION_DATA && header[9] == 3 && header[10] <= 3 {
+            return Record::Plain;
+        }
+    } else if ad_length == 5 {
+        // SAFETY: as above.
+        let Ok(header) = (unsafe { bpf_probe_read_user(ad as *const [u8; 5]) }) else {
+            return Record::Other;
+        };
+        if header[0] == TLS_APPLICATION_DATA && header[1] == 3 && header[2] == 3 {
+            return Record::Tls13;
+        }
+    }
+    Record::Other
+}
+
+/// Not application data: what `tls13_content` returns for another record type.
+const NOT_DATA: u64 = u64::MAX;
+/// Padding beyond the scan: the record's type is unknown.
+const UNSCANNED: u64 = u64::MAX - 1;
+
+/// The application data of a TLS 1.3 record's plaintext (`TLSInnerPlaintext`: content, the
+/// content type, zero padding): its length, or `NOT_DATA`, or `UNSCANNED` (counted). A BPF
+/// function of its own: its loop and frame stay out of the calling programs' stack.
+#[inline(never)]
+fn tls13_content(buffer: u64, length: u64) -> u64 {
+    let mut back = 0;
+    while back < TLS13_PADDING_SCAN {
+        if back >= length {
+            // All zeros: no type at all, not a valid record.
+            return NOT_DATA;
+        }
+        let at = buffer + (length - 1 - back);
+        // SAFETY: bpf_probe_read_user checks the address; a bad one is an error.
+        let Ok(byte) = (unsafe { bpf_probe_read_user(at as *const u8) }) else {
+            count(stat::READ_FAULTS, 1);
+            return NOT_DATA;
+        };
+        if byte != 0 {
+            return if byte == TLS_APPLICATION_DATA {
+                length - 1 - back
+            } else {
+                NOT_DATA
+            };
+        }
+        back += 1;
+    }
+    count(stat::RECORDS_UNSCANNED, 1);
+    count(stat::BYTES_UNSCANNED, length);
+    UNSCANNED
+}
+
 /// The spec's call filter (see `ProbeSpec::filter_arg`): follows at most two pointers from an
 /// argument and compares a 4-byte value. Unreadable memory fails the filter.
 #[inline(always)]
@@ -399,34 +493,54 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
         go_entered(&spec, &registers, pid_tgid, goroutine);
         return 0;
     }
-    let length_pointer = if spec.length_source == length_source::OUT_POINTER {
-        select_arg(&registers, spec.length_arg)
+    let record = if spec.record_ad_arg == ARG_NONE {
+        Record::Plain
     } else {
-        0
+        record_of(&spec, &registers, stack_pointer)
     };
-    let threads = match THREADS.get_ptr_mut(&pid_tgid) {
-        Some(threads) => threads,
-        None => {
-            // The initial value comes from a map, not the stack: a ThreadCalls on the stack
-            // takes this program over the verifier's combined stack limit on 6.1. All zero is
-            // a thread in no call (each slot is written whole when a call enters).
-            let Some(empty) = THREAD_CALLS_ZERO.get_ptr(0) else {
-                count(stat::CALLS_NOT_STORED, 1);
-                return 0;
-            };
-            // SAFETY: a pointer from a successful map lookup, valid for this program run.
-            let _ = THREADS.insert(&pid_tgid, unsafe { &*empty }, 0);
-            match THREADS.get_ptr_mut(&pid_tgid) {
-                Some(threads) => threads,
-                None => {
-                    count(stat::CALLS_NOT_STORED, 1);
-                    return 0;
-                }
-            }
-        }
+    if record == Record::Other {
+        return 0;
+    }
+    let Some(threads) = thread_calls(pid_tgid) else {
+        count(stat::CALLS_NOT_STORED, 1);
+        return 0;
     };
     // SAFETY: pointer from a successful map lookup, valid for this program run.
     let threads = unsafe { &mut *threads };
+    let connection = argument(&spec, &registers, stack_pointer, spec.connection_arg);
+    let buffer = argument(&spec, &registers, stack_pointer, spec.buffer_arg);
+    if spec.length_source == length_source::ENTRY_ARGUMENT {
+        // The call's input, captured now: the call may overwrite it (in-place encryption).
+        let mut length = argument(&spec, &registers, stack_pointer, spec.length_arg);
+        if record == Record::Tls13 {
+            length = tls13_content(buffer, length);
+            if length >= UNSCANNED {
+                return 0;
+            }
+        }
+        if length == 0 {
+            return 0;
+        }
+        let call = ActiveCall {
+            stack_pointer,
+            // SAFETY: helper without preconditions.
+            start_ns: unsafe { bpf_ktime_get_ns() },
+            connection,
+            buffer,
+            length_pointer: 0,
+            vector_count: 0,
+            fd: -1,
+            fd_flags: 0,
+        };
+        // SAFETY: the context is a valid uprobe context; the helper only reads the cookie.
+        let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+        return emit_call(cookie, &spec, &call, pid_tgid, length);
+    }
+    let length_pointer = if spec.length_source == length_source::OUT_POINTER {
+        argument(&spec, &registers, stack_pointer, spec.length_arg)
+    } else {
+        0
+    };
     // Frames at or below our stack pointer cannot be calls we run inside: their return was
     // missed (a longjmp, say). Drop them, counted.
     // Slots are visited with constant indexes, innermost first: older verifiers (6.1) cannot
@@ -447,19 +561,38 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
         stack_pointer,
         // SAFETY: helper without preconditions.
         start_ns: unsafe { bpf_ktime_get_ns() },
-        connection: select_arg(&registers, spec.connection_arg),
-        buffer: select_arg(&registers, spec.buffer_arg),
+        connection,
+        buffer,
         length_pointer,
         vector_count: if spec.vector_count_arg == ARG_NONE {
             0
         } else {
-            select_arg(&registers, spec.vector_count_arg)
+            argument(&spec, &registers, stack_pointer, spec.vector_count_arg)
         },
         fd: -1,
-        fd_flags: 0,
+        fd_flags: if record == Record::Tls13 {
+            RECORD_TLS13
+        } else {
+            0
+        },
     };
     threads.depth = depth as u32 + 1;
     0
+}
+
+/// The thread's entry of calls in flight, created (empty) if needed.
+#[inline(always)]
+fn thread_calls(pid_tgid: u64) -> Option<*mut ThreadCalls> {
+    if let Some(threads) = THREADS.get_ptr_mut(&pid_tgid) {
+        return Some(threads);
+    }
+    // The initial value comes from a map, not the stack: a ThreadCalls on the stack takes the
+    // entry program over the verifier's combined stack limit on 6.1. All zero is a thread in
+    // no call (each slot is written whole when a call enters).
+    let empty = THREAD_CALLS_ZERO.get_ptr(0)?;
+    // SAFETY: a pointer from a successful map lookup, valid for this program run.
+    let _ = THREADS.insert(&pid_tgid, unsafe { &*empty }, 0);
+    THREADS.get_ptr_mut(&pid_tgid)
 }
 
 /// The entry of a Go call: one call in flight per goroutine (Go's crypto/tls calls do not nest).
@@ -585,7 +718,11 @@ pub fn probectl_exit(ctx: ProbeContext) -> u32 {
     let Some(call) = call else {
         return 0;
     };
-    emit_call(cookie, &spec, &call, pid_tgid, rax)
+    let call_len = call_length(&spec, &call, rax);
+    if call_len == 0 {
+        return 0;
+    }
+    emit_call(cookie, &spec, &call, pid_tgid, call_len)
 }
 
 /// Takes the goroutine's Go call in flight, if any.
@@ -621,12 +758,50 @@ fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
     let Some(spec) = PROBE_SPECS.get(cookie as u32).copied() else {
         return 0;
     };
+    let call_len = call_length(&spec, &call, rax);
+    if call_len == 0 {
+        // Nothing moved, or a record of the protocol's own: the thread's fresh socket read
+        // stays for the call that hands out its data.
+        return 0;
+    }
     let mut call = call;
     let fresh_read_fd = take_read_fd(pid_tgid);
     if call.fd < 0 && spec.direction == direction::READ {
         infer_read_fd(pid_tgid, &mut call, fresh_read_fd);
     }
-    emit_call(cookie, &spec, &call, pid_tgid, rax)
+    emit_call(cookie, &spec, &call, pid_tgid, call_len)
+}
+
+/// The bytes of plaintext a returned call moved: from its return value or its length
+/// out-pointer, less a TLS 1.3 record's type and padding. 0 when it moved none (an error, a
+/// record that is no application data, a length that cannot be read: counted).
+#[inline(always)]
+fn call_length(spec: &ProbeSpec, call: &ActiveCall, rax: u64) -> u64 {
+    let ret = if spec.return_width == return_width::INT32 {
+        rax as u32 as i32 as i64
+    } else {
+        rax as i64
+    };
+    if ret <= 0 {
+        return 0;
+    }
+    let call_len = if spec.length_source == length_source::OUT_POINTER {
+        // SAFETY: bpf_probe_read_user checks the address; a bad one returns an error.
+        match unsafe { bpf_probe_read_user(call.length_pointer as *const u64) } {
+            Ok(len) => len,
+            Err(_) => {
+                count(stat::LENGTH_FAULTS, 1);
+                return 0;
+            }
+        }
+    } else {
+        ret as u64
+    };
+    if call.fd_flags & RECORD_TLS13 != 0 && call_len != 0 {
+        let content = tls13_content(call.buffer, call_len);
+        return if content >= UNSCANNED { 0 } else { content };
+    }
+    call_len
 }
 
 /// Takes the thread's fresh read fd (see `ThreadCalls::read_socket`): a traced call's return ends
@@ -727,7 +902,7 @@ fn neighbouring_syscall(pid_tgid: u64, threads: &mut ThreadCalls, fd: i32, read:
     }
     state.fd = fd;
     let _ = SOCKET_FDS.insert(&FdKey { tgid, fd }, &connection, 0);
-    socket::emit_connection(&EVENTS, &KERNEL_OFFSETS, tgid, fd, connection);
+    socket::emit_connection(&KERNEL_OFFSETS, tgid, fd, connection, state.flags);
     count(stat::FD_INFERRED, 1);
 }
 
@@ -759,33 +934,15 @@ fn thread_call_returned(pid_tgid: u64, entry_sp: u64) -> Option<ActiveCall> {
     Some(call)
 }
 
-/// Reads a returned call's length and emits its chunks. `rax` is the return value register.
+/// Emits the chunks of a call that moved `call_len` bytes (> 0).
 #[inline(always)]
-fn emit_call(cookie: u64, spec: &ProbeSpec, call: &ActiveCall, pid_tgid: u64, rax: u64) -> u32 {
-    let raw: u64 = rax;
-    let ret = if spec.return_width == return_width::INT32 {
-        raw as u32 as i32 as i64
-    } else {
-        raw as i64
-    };
-    if ret <= 0 {
-        return 0;
-    }
-    let call_len = if spec.length_source == length_source::OUT_POINTER {
-        // SAFETY: bpf_probe_read_user checks the address; a bad one returns an error.
-        match unsafe { bpf_probe_read_user(call.length_pointer as *const u64) } {
-            Ok(len) => len,
-            Err(_) => {
-                count(stat::LENGTH_FAULTS, 1);
-                return 0;
-            }
-        }
-    } else {
-        ret as u64
-    };
-    if call_len == 0 {
-        return 0;
-    }
+fn emit_call(
+    cookie: u64,
+    spec: &ProbeSpec,
+    call: &ActiveCall,
+    pid_tgid: u64,
+    call_len: u64,
+) -> u32 {
     let capture_len = if call_len < read_config(&MAX_CAPTURE_BYTES) {
         call_len
     } else {
@@ -793,7 +950,12 @@ fn emit_call(cookie: u64, spec: &ProbeSpec, call: &ActiveCall, pid_tgid: u64, ra
     };
 
     let tgid = (pid_tgid >> 32) as u32;
-    let (fd, stream_offset) = track_connection(tgid, call, spec.direction, call_len);
+    let handle_flags = if spec.record_ad_arg == ARG_NONE {
+        0
+    } else {
+        connection_flags::PER_DIRECTION
+    };
+    let (fd, stream_offset) = track_connection(tgid, call, spec.direction, call_len, handle_flags);
     let mut flags = 0;
     if call.fd_flags & FD_MISMATCH != 0 {
         flags |= chunk_flags::FD_MISMATCH;
@@ -1042,7 +1204,13 @@ fn emit_chunk<const N: usize>(
 /// Updates what the kernel side knows of the call's connection handle; returns the call's fd
 /// (-1 if unknown) and the stream offset of its first byte.
 #[inline(always)]
-fn track_connection(tgid: u32, call: &ActiveCall, direction: u8, call_len: u64) -> (i32, u64) {
+fn track_connection(
+    tgid: u32,
+    call: &ActiveCall,
+    direction: u8,
+    call_len: u64,
+    handle_flags: u32,
+) -> (i32, u64) {
     let key = ConnectionKey {
         connection: call.connection,
         tgid,
@@ -1053,7 +1221,7 @@ fn track_connection(tgid: u32, call: &ActiveCall, direction: u8, call_len: u64) 
         None => {
             let fresh = ConnectionState {
                 fd: -1,
-                _padding: 0,
+                flags: handle_flags,
                 position: [0; 2],
             };
             let _ = CONNECTIONS.insert(&key, &fresh, 0);
@@ -1077,7 +1245,7 @@ fn track_connection(tgid: u32, call: &ActiveCall, direction: u8, call_len: u64) 
         }
         state.fd = fd;
         let _ = SOCKET_FDS.insert(&FdKey { tgid, fd }, &call.connection, 0);
-        socket::emit_connection(&EVENTS, &KERNEL_OFFSETS, tgid, fd, call.connection);
+        socket::emit_connection(&KERNEL_OFFSETS, tgid, fd, call.connection, state.flags);
     } else if fd < 0 {
         fd = state.fd;
     }
@@ -1246,7 +1414,9 @@ pub fn probectl_end(ctx: ProbeContext) -> u32 {
     if spec.filter_arg != ARG_NONE && !filter_passes(&spec, &registers) {
         return 0;
     }
-    let connection = select_arg(&registers, spec.connection_arg);
+    // SAFETY: ctx.regs points at the probed thread's saved registers.
+    let entry_sp = unsafe { (*ctx.regs).rsp }.wrapping_sub(spec.entry_stack_offset as i64 as u64);
+    let connection = argument(&spec, &registers, entry_sp, spec.connection_arg);
     end_connection(tgid, connection, None, close_cause::HANDLE_ENDED);
     0
 }

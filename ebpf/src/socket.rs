@@ -2,10 +2,7 @@
 //! -> socket -> sock. The member offsets come from user space (read from the kernel's BTF), so
 //! this works on any kernel with BTF, without kprobes and without races against close().
 
-use aya_ebpf::{
-    helpers::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
-    maps::RingBuf,
-};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel};
 use probectl_common::{family, record_kind, ConnectionRecord, KernelOffsets};
 
 /// S_IFMT and S_IFSOCK from linux/stat.h.
@@ -58,14 +55,8 @@ pub fn is_socket(o: &KernelOffsets, fd: i32) -> bool {
 /// Emits a [`ConnectionRecord`] for `fd` of the current process. A function of its own (a BPF
 /// subprogram): its stack frame is not added to the return probe's.
 #[inline(never)]
-pub fn emit_connection(
-    events: &RingBuf,
-    offsets: &KernelOffsets,
-    tgid: u32,
-    fd: i32,
-    connection: u64,
-) {
-    let Some(mut entry) = events.reserve::<ConnectionRecord>(0) else {
+pub fn emit_connection(offsets: &KernelOffsets, tgid: u32, fd: i32, connection: u64, flags: u32) {
+    let Some(mut entry) = crate::EVENTS.reserve::<ConnectionRecord>(0) else {
         crate::count(probectl_common::stat::RECORDS_LOST, 1);
         return;
     };
@@ -80,6 +71,7 @@ pub fn emit_connection(
     record.pid = tgid;
     record.fd = fd;
     record.connection = connection;
+    record.flags = flags;
     // SAFETY: helper without preconditions.
     record.ts_ns = unsafe { bpf_ktime_get_ns() };
     if offset(&offsets.valid) == 1 {

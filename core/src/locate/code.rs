@@ -31,9 +31,12 @@ pub struct Code<'a> {
     file: &'a [u8],
     segments: Vec<LoadSegment>,
     position_independent: bool,
-    /// Every direct call target in executable code, sorted: the function entries the code
-    /// itself proves. Scanned when first needed.
+    /// Every direct call target in executable code and every function start of the unwind
+    /// table, sorted: the function entries the file itself proves. Scanned when first needed.
     call_targets: std::cell::OnceCell<Vec<u64>>,
+    /// The unwind table's function starts (`ElfFile::unwind_function_starts`): the entries
+    /// of code that is only called indirectly (through the GOT, a vtable).
+    unwind_starts: Vec<u64>,
 }
 
 /// A function found by flow from a proven entry.
@@ -79,12 +82,18 @@ const REASON_REGISTER: Register = Register::RDX;
 const FILE_REGISTER: Register = Register::RCX;
 
 impl<'a> Code<'a> {
-    pub fn new(file: &'a [u8], segments: Vec<LoadSegment>, position_independent: bool) -> Self {
+    pub fn new(
+        file: &'a [u8],
+        segments: Vec<LoadSegment>,
+        position_independent: bool,
+        unwind_starts: Vec<u64>,
+    ) -> Self {
         Code {
             file,
             segments,
             position_independent,
             call_targets: std::cell::OnceCell::new(),
+            unwind_starts,
         }
     }
 
@@ -158,6 +167,7 @@ impl<'a> Code<'a> {
                 }
             }
         }
+        targets.extend_from_slice(&self.unwind_starts);
         targets.sort_unstable();
         targets.dedup();
         targets
@@ -362,16 +372,16 @@ impl<'a> Code<'a> {
             }
             start = before;
         }
-        let mut values: HashMap<Register, u64> = HashMap::new();
+        let mut values = Values::default();
         let mut factory = InstructionInfoFactory::new();
         let mut address = start;
         for _ in 0..MAX_BACKWARD + MAX_FORWARD {
             let instruction = function.instructions.get(&address)?;
             match instruction.flow_control() {
                 FlowControl::Call => {
-                    let library = *values.get(&LIBRARY_REGISTER)?;
-                    let reason = *values.get(&REASON_REGISTER)?;
-                    return (values.get(&FILE_REGISTER) == Some(&file))
+                    let library = *values.registers.get(&LIBRARY_REGISTER)?;
+                    let reason = *values.registers.get(&REASON_REGISTER)?;
+                    return (values.registers.get(&FILE_REGISTER) == Some(&file))
                         .then_some(ErrorSite { library, reason });
                 }
                 FlowControl::UnconditionalBranch
@@ -390,15 +400,33 @@ impl<'a> Code<'a> {
     }
 }
 
-/// Updates the known register values for one instruction: constants loaded, addresses taken,
-/// registers copied; any other write forgets the register.
-fn track(
-    values: &mut HashMap<Register, u64>,
-    instruction: &Instruction,
-    factory: &mut InstructionInfoFactory,
-) {
+/// What the straight-line code before an error report is known to have loaded: registers, and
+/// the values it pushed (size-optimised code loads small constants with `push imm8; pop reg`).
+#[derive(Default)]
+struct Values {
+    registers: HashMap<Register, u64>,
+    /// The values pushed since the line began, innermost last (`None`: not a known constant).
+    pushed: Vec<Option<u64>>,
+}
+
+/// Updates the known register values for one instruction: constants loaded (directly or
+/// through a push and a pop), addresses taken, registers copied; any other write forgets the
+/// register.
+fn track(values: &mut Values, instruction: &Instruction, factory: &mut InstructionInfoFactory) {
     let destination = instruction.op0_register().full_register();
     let known = match instruction.code() {
+        Opcode::Pushq_imm8 | Opcode::Pushq_imm32 => {
+            values
+                .pushed
+                .push(Some(instruction.immediate32to64() as u64));
+            return;
+        }
+        Opcode::Push_r64 => {
+            let value = values.registers.get(&destination).copied();
+            values.pushed.push(value);
+            return;
+        }
+        Opcode::Pop_r64 => values.pushed.pop().flatten(),
         Opcode::Mov_r32_imm32 => Some(u64::from(instruction.immediate32())),
         Opcode::Mov_rm32_imm32 if instruction.op0_kind() == OpKind::Register => {
             Some(u64::from(instruction.immediate32()))
@@ -421,6 +449,7 @@ fn track(
                 && instruction.op1_kind() == OpKind::Register =>
         {
             values
+                .registers
                 .get(&instruction.op1_register().full_register())
                 .copied()
         }
@@ -432,10 +461,10 @@ fn track(
             used.access(),
             OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
         ) {
-            values.remove(&used.register().full_register());
+            values.registers.remove(&used.register().full_register());
         }
     }
     if let Some(value) = known {
-        values.insert(destination, value);
+        values.registers.insert(destination, value);
     }
 }

@@ -32,10 +32,30 @@ use code::{Code, Function};
 /// the library, which messages need not say.
 pub const NO_SOURCE: &str = "no string ending in";
 
-/// TLS code probectl recognises in an executable but does not trace yet, in words ("rustls
-/// 0.23.46 with aws-lc-rs 1.18.0"), from what every build keeps: the crate paths of Rust's
+/// Rust TLS code in an executable, from what every build keeps: the crate paths of Rust's
 /// panic locations (`.../rustls-0.23.46/src/...`) and aws-lc's source paths.
-pub fn untraced_tls(bytes: &[u8]) -> Option<String> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RustTls {
+    /// The rustls version, if rustls is there.
+    pub rustls: Option<String>,
+    /// Its crypto provider with version ("aws-lc-rs 1.18.0", "ring 0.17.14").
+    pub provider: Option<String>,
+    /// Whether the provider is aws-lc-rs, or aws-lc's sources are there at all.
+    pub aws_lc: bool,
+}
+
+impl fmt::Display for RustTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.rustls, &self.provider) {
+            (Some(rustls), Some(provider)) => write!(f, "rustls {rustls} with {provider}"),
+            (Some(rustls), None) => write!(f, "rustls {rustls}"),
+            (None, _) => f.write_str("aws-lc"),
+        }
+    }
+}
+
+/// The Rust TLS in `bytes` (an executable), if any.
+pub fn rust_tls(bytes: &[u8]) -> Option<RustTls> {
     // The version of crate `name` from a path component "/NAME-VERSION/".
     let version = |name: &str| -> Option<String> {
         let needle = format!("/{name}-");
@@ -50,15 +70,18 @@ pub fn untraced_tls(bytes: &[u8]) -> Option<String> {
             valid.then(|| text.to_string())
         })
     };
-    let provider = version("aws-lc-rs")
+    let aws_lc_rs = version("aws-lc-rs");
+    let provider = aws_lc_rs
+        .as_ref()
         .map(|v| format!("aws-lc-rs {v}"))
         .or_else(|| version("ring").map(|v| format!("ring {v}")));
-    match (version("rustls"), provider) {
-        (Some(rustls), Some(provider)) => Some(format!("rustls {rustls} with {provider}")),
-        (Some(rustls), None) => Some(format!("rustls {rustls}")),
-        (None, _) if crate::plugin::contains(bytes, b"/aws-lc/crypto/") => Some("aws-lc".into()),
-        (None, _) => None,
-    }
+    let aws_lc = aws_lc_rs.is_some() || crate::plugin::contains(bytes, b"/aws-lc/crypto/");
+    let rustls = version("rustls");
+    (rustls.is_some() || aws_lc).then_some(RustTls {
+        provider: if rustls.is_some() { provider } else { None },
+        rustls,
+        aws_lc,
+    })
 }
 
 /// How a function without a symbol is recognised: the error reports it makes from one source
@@ -220,7 +243,12 @@ pub fn locate(
     if to_analyse.is_empty() {
         return outcomes;
     }
-    let code = Code::new(elf.bytes(), elf.load_segments(), elf.position_independent());
+    let code = Code::new(
+        elf.bytes(),
+        elf.load_segments(),
+        elf.position_independent(),
+        elf.unwind_function_starts(),
+    );
     let mut indexes: HashMap<(String, u64), SourceIndex> = HashMap::new();
     for (symbol, rule) in to_analyse {
         let index = indexes
@@ -270,7 +298,12 @@ pub fn locate(
 /// The functions of `elf` that report errors of `library` from `source`: entry, size and
 /// reasons (what a rule for a new build or library is written from).
 pub fn survey(elf: &ElfFile, source: &str, library: u64) -> Vec<(u64, u64, Vec<u64>)> {
-    let code = Code::new(elf.bytes(), elf.load_segments(), elf.position_independent());
+    let code = Code::new(
+        elf.bytes(),
+        elf.load_segments(),
+        elf.position_independent(),
+        elf.unwind_function_starts(),
+    );
     SourceIndex::build(&code, source, library)
         .functions
         .values()

@@ -304,7 +304,12 @@ fn code_finds_references_functions_and_error_sites() {
     for layout in LAYOUTS {
         let build = build(layout);
         let elf = build.elf();
-        let code = Code::new(elf.bytes(), elf.load_segments(), elf.position_independent());
+        let code = Code::new(
+            elf.bytes(),
+            elf.load_segments(),
+            elf.position_independent(),
+            elf.unwind_function_starts(),
+        );
         let strings = code.strings_ending_with(SOURCE);
         assert_eq!(strings.len(), 1, "{layout:?}: one merged string");
         let references = code.references(strings[0]);
@@ -384,25 +389,29 @@ fn rustls_and_its_provider_are_named_from_their_crate_paths() {
         /home/u/.cargo/registry/src/index/tokio-rustls-0.26.6/src/lib.rs\0\
         /home/u/.cargo/registry/src/index/aws-lc-rs-1.18.0/src/aead.rs\0";
     assert_eq!(
-        super::untraced_tls(rustls).as_deref(),
+        super::rust_tls(rustls)
+            .map(|tls| tls.to_string())
+            .as_deref(),
         Some("rustls 0.23.46 with aws-lc-rs 1.18.0")
     );
     let ring = b"\0/src/rustls-0.23.40/src/x.rs\0/src/ring-0.17.14/src/aead.rs\0";
     assert_eq!(
-        super::untraced_tls(ring).as_deref(),
+        super::rust_tls(ring).map(|tls| tls.to_string()).as_deref(),
         Some("rustls 0.23.40 with ring 0.17.14")
     );
     // tokio-rustls alone is not rustls' own path; nothing else is named.
     assert_eq!(
-        super::untraced_tls(b"\0/src/tokio-rustls-0.26.6/src/lib.rs\0"),
+        super::rust_tls(b"\0/src/tokio-rustls-0.26.6/src/lib.rs\0"),
         None
     );
     assert_eq!(
-        super::untraced_tls(b"\0/aws-lc/crypto/fipsmodule/cipher/aead.c\0").as_deref(),
+        super::rust_tls(b"\0/aws-lc/crypto/fipsmodule/cipher/aead.c\0")
+            .map(|tls| tls.to_string())
+            .as_deref(),
         Some("aws-lc")
     );
     assert_eq!(
-        super::untraced_tls(b"\0../../vendor/boringssl/ssl/ssl_lib.cc\0"),
+        super::rust_tls(b"\0../../vendor/boringssl/ssl/ssl_lib.cc\0"),
         None
     );
 }
