@@ -902,7 +902,7 @@ fn neighbouring_syscall(pid_tgid: u64, threads: &mut ThreadCalls, fd: i32, read:
     }
     state.fd = fd;
     let _ = SOCKET_FDS.insert(&FdKey { tgid, fd }, &connection, 0);
-    socket::emit_connection(&KERNEL_OFFSETS, tgid, fd, connection, state.flags);
+    socket::emit_connection(tgid, socket::fd_and_flags(fd, state.flags), connection);
     count(stat::FD_INFERRED, 1);
 }
 
@@ -1245,7 +1245,7 @@ fn track_connection(
         }
         state.fd = fd;
         let _ = SOCKET_FDS.insert(&FdKey { tgid, fd }, &call.connection, 0);
-        socket::emit_connection(&KERNEL_OFFSETS, tgid, fd, call.connection, state.flags);
+        socket::emit_connection(tgid, socket::fd_and_flags(fd, state.flags), call.connection);
     } else if fd < 0 {
         fd = state.fd;
     }

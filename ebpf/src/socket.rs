@@ -52,10 +52,23 @@ pub fn is_socket(o: &KernelOffsets, fd: i32) -> bool {
     mode & S_IFMT == S_IFSOCK
 }
 
+/// The second argument of [`emit_connection`].
+#[inline(always)]
+pub fn fd_and_flags(fd: i32, flags: u32) -> u64 {
+    ((flags as u64) << 32) | fd as u32 as u64
+}
+
 /// Emits a [`ConnectionRecord`] for `fd` of the current process. A function of its own (a BPF
 /// subprogram): its stack frame is not added to the return probe's.
 #[inline(never)]
-pub fn emit_connection(offsets: &KernelOffsets, tgid: u32, fd: i32, connection: u64, flags: u32) {
+pub fn emit_connection(tgid: u32, fd_and_flags: u64, connection: u64) {
+    // The fd (low half) and the handle's flags (high half) come in one argument: each
+    // argument is kept in a register or on the stack across the ring buffer reservation, and
+    // 6.1's combined stack limit has no room for one more slot.
+    let fd = fd_and_flags as u32 as i32;
+    let flags = (fd_and_flags >> 32) as u32;
+    // The offsets are the global's, not a parameter, for the same reason.
+    let offsets = &crate::KERNEL_OFFSETS;
     let Some(mut entry) = crate::EVENTS.reserve::<ConnectionRecord>(0) else {
         crate::count(probectl_common::stat::RECORDS_LOST, 1);
         return;
