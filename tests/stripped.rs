@@ -15,8 +15,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use common::recording::*;
 use common::*;
-use sha2::Digest as _;
 
 /// The download size and the upload size of the fetch client.
 const DOWNLOAD: usize = 300_000;
@@ -27,108 +27,6 @@ fn cache_dir() -> PathBuf {
     let dir = scratch_file("locate-cache");
     std::fs::create_dir_all(&dir).expect("cache dir");
     dir
-}
-
-/// The recording server, its port and the directory of its recordings.
-struct Recording {
-    _server: Guard,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Recording {
-    fn start() -> Recording {
-        let (cert, key) = cert_and_key();
-        let dir = scratch_file("recording");
-        std::fs::create_dir_all(&dir).expect("recording dir");
-        let port = free_port();
-        let server = Guard(
-            Command::new("/usr/bin/python3")
-                .arg(peer("recording_server.py"))
-                .arg(port.to_string())
-                .arg(cert)
-                .arg(key)
-                .arg(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("recording server"),
-        );
-        wait_for_listener(port);
-        Recording {
-            _server: server,
-            port,
-            dir,
-        }
-    }
-
-    /// The client address ("127.0.0.1:PORT") of every connection the server accepted, with
-    /// (bytes read, bytes written).
-    fn by_client(&self) -> BTreeMap<String, (Vec<u8>, Vec<u8>)> {
-        (0..)
-            .map_while(|n| {
-                let peer = std::fs::read_to_string(self.dir.join(format!("{n}.peer"))).ok()?;
-                let read = std::fs::read(self.dir.join(format!("{n}.in"))).ok()?;
-                let written = std::fs::read(self.dir.join(format!("{n}.out"))).ok()?;
-                Some((peer, (read, written)))
-            })
-            .collect()
-    }
-
-    /// (bytes read, bytes written) of every connection the server accepted, in order.
-    fn connections(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        (0..)
-            .map_while(|n| {
-                let read = std::fs::read(self.dir.join(format!("{n}.in"))).ok()?;
-                let written = std::fs::read(self.dir.join(format!("{n}.out"))).ok()?;
-                Some((read, written))
-            })
-            .collect()
-    }
-}
-
-/// Deterministic bytes that are not text.
-fn noise(len: usize, seed: u32) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", sha2::Sha256::digest(bytes))
-}
-
-/// The bytes recording_server.py sends for `GET /download/N` (its own definition, restated).
-fn download_pattern(size: usize) -> Vec<u8> {
-    (0..251u8).cycle().take(size).collect()
-}
-
-/// HTTP/1.1 messages with Content-Length bodies (what the recording server and Bun's fetch
-/// exchange here), parsed from one direction of a recording: (start line, body).
-fn http_messages(mut bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut messages = Vec::new();
-    while !bytes.is_empty() {
-        let end = bytes
-            .windows(4)
-            .position(|window| window == b"\r\n\r\n")
-            .expect("a complete head");
-        let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
-        let length: usize = head
-            .lines()
-            .filter_map(|line| line.split_once(": "))
-            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-            .map_or(0, |(_, value)| value.parse().expect("content-length"));
-        let body = bytes[end + 4..end + 4 + length].to_vec();
-        messages.push((head.lines().next().unwrap_or_default().to_string(), body));
-        bytes = &bytes[end + 4 + length..];
-    }
-    messages
 }
 
 /// Bun's fetch: GET /download/300000, then POST a 200 KB body, on the recording server,
@@ -181,16 +79,6 @@ fn traced_bun_fetch(args: &[&str]) -> (FinishedLines, Recording, Vec<u8>) {
     assert_eq!(responses[0].1, download_pattern(DOWNLOAD));
     assert_eq!(responses[1].1, sha256_hex(&body).into_bytes());
     (run, recording, body)
-}
-
-/// The raw events of a run (the lines of `--format json` without `--decode`).
-fn events_of(run: &FinishedLines) -> Vec<Event> {
-    let file = scratch_file("events-copy.json");
-    let text: String = run.lines.iter().map(|line| format!("{line}\n")).collect();
-    std::fs::write(&file, text).expect("events copy");
-    let events = parse_events(&file);
-    let _ = std::fs::remove_file(&file);
-    events
 }
 
 /// Every event is Bun's own TLS, from its executable, and each of its connections (by
@@ -320,13 +208,6 @@ fn bun_fetch_under_run_all_is_traced_once_by_boringssl() {
         .collect();
     assert_eq!(attached.len(), 1, "{}", run.stderr);
     assert!(attached[0].contains("[boringssl]"), "{}", run.stderr);
-}
-
-fn decode_b64(value: &serde_json::Value) -> Vec<u8> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .decode(value.as_str().expect("base64 string"))
-        .expect("base64")
 }
 
 #[test]

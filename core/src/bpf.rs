@@ -425,6 +425,15 @@ impl Tracer {
                 (Placement::Emulated { entry, .. }, Role::End) => {
                     vec![(END_PROGRAM, entry.file_offset)]
                 }
+                // A call captured at entry: nothing waits for its return.
+                (Placement::Classic { .. } | Placement::Returns { .. }, Role::Data)
+                    if planned.probe.entry_only() =>
+                {
+                    vec![(ENTRY_PROGRAM, planned.offset)]
+                }
+                (Placement::Emulated { entry, .. }, Role::Data) if planned.probe.entry_only() => {
+                    vec![(ENTRY_PROGRAM, entry.file_offset)]
+                }
                 (Placement::Classic { .. }, Role::Data) => vec![
                     (ENTRY_PROGRAM, planned.offset),
                     (RETURN_PROGRAM, planned.offset),

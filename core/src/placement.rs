@@ -52,7 +52,7 @@ use iced_x86::{
     OpKind, Register,
 };
 
-use crate::spec::{Abi, LengthRef, Probe, Role};
+use crate::spec::{Abi, LengthRef, Probe};
 use crate::symbols::{ElfFile, FileId, FunctionSymbol, SymbolCache};
 
 /// How probes are placed: `--placement classic|auto`.
@@ -132,8 +132,11 @@ impl fmt::Display for Placement {
 pub fn entry_arguments(probe: &Probe) -> BTreeSet<u8> {
     let mut arguments = BTreeSet::from([probe.buffer.0]);
     arguments.extend(probe.connection.map(|arg| arg.0));
-    if let LengthRef::OutPointer(arg) = probe.length {
+    if let LengthRef::OutPointer(arg) | LengthRef::Argument(arg) = probe.length {
         arguments.insert(arg);
+    }
+    if let Some(record) = probe.tls_record {
+        arguments.extend([record.ad.0, record.ad_length.0]);
     }
     arguments.extend(probe.vector.map(|vector| vector.count.0));
     arguments.extend(probe.only_if.as_ref().map(|filter| filter.argument.0));
@@ -236,6 +239,12 @@ fn place_entry(
 ) -> Placement {
     if function.ifunc {
         return Placement::classic("an ifunc resolver, not the function itself");
+    }
+    if entry_arguments.iter().any(|&arg| arg >= 6) {
+        // Read relative to the stack pointer, which the entry-only search does not follow.
+        return Placement::classic(
+            "reads arguments from the stack: one entry uprobe at its first instruction",
+        );
     }
     let start = function.file_offset as usize;
     let code = match start
@@ -901,7 +910,7 @@ impl SymbolCache {
     /// computed once per (file, symbol, registers read at entry).
     pub fn placement(&mut self, id: FileId, path: &Path, probe: &Probe) -> Placement {
         let arguments = entry_arguments(probe);
-        let entry_only = probe.role == Role::End;
+        let entry_only = probe.entry_only();
         let key = (
             id,
             probe.symbol.clone(),
@@ -990,7 +999,7 @@ mod tests {
                     let _ = writeln!(table, "  {}: not defined", probe.symbol);
                     continue;
                 };
-                let placement = if probe.role == Role::End {
+                let placement = if probe.entry_only() {
                     place_entry(elf.bytes(), function, &entry_arguments(probe))
                 } else {
                     place_function(elf.bytes(), function, &entry_arguments(probe))

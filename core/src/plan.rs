@@ -224,8 +224,12 @@ pub fn describe_search(group: &Group) -> String {
     }
     // Stripped executables count too when functions can be located (see `crate::locate`).
     let mut located: Vec<(&str, Vec<&str>)> = Vec::new();
+    // The functions a file needs (optional ones and lifecycle ends are extras).
     for probe in &group.probes {
         let Some(rule) = &probe.locate else { continue };
+        if probe.optional && probe.instead_of.is_none() {
+            continue;
+        }
         match located
             .iter_mut()
             .find(|(source, _)| *source == rule.source)

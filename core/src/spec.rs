@@ -322,6 +322,12 @@ impl<'de> Deserialize<'de> for LengthRef {
 }
 
 impl Probe {
+    /// Whether the probe runs only when its function is entered: a lifecycle function, or a
+    /// call whose input is captured at entry (`length = "argN"`). No return is probed.
+    pub fn entry_only(&self) -> bool {
+        self.role == Role::End || matches!(self.length, LengthRef::Argument(_))
+    }
+
     /// The configuration the BPF programs read for this probe.
     pub fn bpf_spec(&self) -> ProbeSpec {
         let (source, length_arg) = match self.length {

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
+pub mod recording;
+
 pub const PROBECTL: &str = env!("CARGO_BIN_EXE_probectl");
 
 /// A scratch directory for this test binary.
@@ -60,6 +62,116 @@ pub fn cert_and_key() -> &'static (PathBuf, PathBuf) {
         assert!(status.success());
         (cert, key)
     })
+}
+
+/// A CA certificate, and a server certificate it signed for `IP:127.0.0.1` with its key: what
+/// rustls accepts (it refuses a self-signed certificate used as the server's own). (CA, leaf,
+/// leaf key).
+pub fn ca_and_leaf() -> &'static (PathBuf, PathBuf, PathBuf) {
+    static FILES: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
+    FILES.get_or_init(|| {
+        let ca = scratch_file("ca.pem");
+        let ca_key = scratch_file("ca.key");
+        let leaf = scratch_file("leaf.pem");
+        let leaf_key = scratch_file("leaf.key");
+        let request = scratch_file("leaf.csr");
+        let extensions = scratch_file("leaf.ext");
+        std::fs::write(
+            &extensions,
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("extensions");
+        let run = |args: &[&std::ffi::OsStr]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        let os = |text: &'static str| std::ffi::OsStr::new(text);
+        run(&[
+            os("req"),
+            os("-x509"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-days"),
+            os("2"),
+            os("-subj"),
+            os("/CN=probectl test CA"),
+            os("-addext"),
+            os("basicConstraints=critical,CA:TRUE"),
+            os("-keyout"),
+            ca_key.as_os_str(),
+            os("-out"),
+            ca.as_os_str(),
+        ]);
+        run(&[
+            os("req"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-subj"),
+            os("/CN=127.0.0.1"),
+            os("-keyout"),
+            leaf_key.as_os_str(),
+            os("-out"),
+            request.as_os_str(),
+        ]);
+        run(&[
+            os("x509"),
+            os("-req"),
+            os("-days"),
+            os("2"),
+            os("-in"),
+            request.as_os_str(),
+            os("-CA"),
+            ca.as_os_str(),
+            os("-CAkey"),
+            ca_key.as_os_str(),
+            os("-CAcreateserial"),
+            os("-extfile"),
+            extensions.as_os_str(),
+            os("-out"),
+            leaf.as_os_str(),
+        ]);
+        (ca, leaf, leaf_key)
+    })
+}
+
+/// The rustls fixture (tests/peers/rustls-fixture) built with the crypto provider `provider`
+/// ("aws-lc-rs" or "ring"): stripped, fat LTO, the versions of its Cargo.lock. Built once into
+/// target/rustls-fixture/PROVIDER (cargo makes a second build a no-op, and serialises
+/// concurrent ones).
+pub fn rustls_fixture(provider: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = root.join("target/rustls-fixture").join(provider);
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--quiet",
+            "--no-default-features",
+        ])
+        .args(["--features", provider])
+        .arg("--manifest-path")
+        .arg(root.join("tests/peers/rustls-fixture/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        // The build must not inherit this test's own cargo settings (profile, target dir).
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    let output = command.output().expect("cargo build of the rustls fixture");
+    assert!(
+        output.status.success(),
+        "building the rustls fixture ({provider}) failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    target.join("release/rustls-fixture")
 }
 
 pub fn free_port() -> u16 {
