@@ -679,4 +679,85 @@ mod tests {
         assert_eq!(before.id, after.id);
         assert_eq!(table.get(after.id).and_then(|c| c.fd), Some(4));
     }
+
+    fn run(handle: u64, direction: Direction, offset: u64, span: u64) -> StreamRun {
+        StreamRun {
+            pid: 7,
+            handle,
+            fd: 5,
+            direction,
+            offset,
+            span,
+            captured: span,
+        }
+    }
+
+    fn per_direction(handle: u64, fd: i32) -> ConnectionRecord {
+        ConnectionRecord {
+            flags: connection_flags::PER_DIRECTION,
+            ..record(7, handle, fd, 40000, 443)
+        }
+    }
+
+    #[test]
+    fn per_direction_handles_on_one_fd_are_one_connection() {
+        let mut table = ConnectionTable::default();
+        // The sending key context, then the receiving one, on fd 5.
+        table.on_connection(&per_direction(0xa, 5));
+        let sent = table.place(&run(0xa, Direction::Write, 0, 100));
+        table.on_connection(&per_direction(0xb, 5));
+        let received = table.place(&run(0xb, Direction::Read, 0, 300));
+        assert_eq!((sent.id, received.id), (1, 1));
+        assert_eq!(table.total(), 1);
+        // A key update: a new sending context, whose stream starts at 0 again, continues
+        // the connection's.
+        table.on_connection(&per_direction(0xc, 5));
+        let updated = table.place(&run(0xc, Direction::Write, 0, 50));
+        assert_eq!(
+            updated,
+            Placement {
+                id: 1,
+                offset: 100,
+                gap_before: 0
+            }
+        );
+        // The fd's close comes for one handle and ends the connection, with the kernel's
+        // count of that handle placed after the bytes before it.
+        let ended = table.on_close(&CloseRecord {
+            pid: 7,
+            fd: 5,
+            connection: 0xc,
+            position: [60, 0],
+            ..CloseRecord::default()
+        });
+        assert_eq!(ended, Some(1));
+        let connection = table.get(1).expect("kept");
+        assert!(connection.closed);
+        assert_eq!(connection.moved, [160, 300]);
+        assert_eq!(connection.lost(), [10, 0]);
+        // The other handles' later ends find nothing, and the process's exit ends nothing
+        // more.
+        let late = CloseRecord {
+            pid: 7,
+            fd: 5,
+            connection: 0xb,
+            cause: probectl_common::close_cause::HANDLE_ENDED,
+            ..CloseRecord::default()
+        };
+        assert_eq!(table.on_close(&late), None);
+        assert!(table.on_process_exit(7).is_empty());
+        // The next connection on the same fd, with new contexts, is a new connection.
+        table.on_connection(&per_direction(0xd, 5));
+        assert_eq!(table.place(&run(0xd, Direction::Write, 0, 10)).id, 2);
+    }
+
+    #[test]
+    fn handles_of_other_libraries_on_one_fd_stay_apart() {
+        let mut table = ConnectionTable::default();
+        table.on_connection(&record(7, 0xa, 5, 40000, 443));
+        table.on_connection(&record(7, 0xb, 5, 40000, 443));
+        let first = table.place(&run(0xa, Direction::Write, 0, 1));
+        let second = table.place(&run(0xb, Direction::Write, 0, 1));
+        assert_ne!(first.id, second.id);
+    }
 }

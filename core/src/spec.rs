@@ -781,7 +781,7 @@ mod tests {
         let specs = SpecFile::load(None).expect("built-in specs");
         assert_eq!(
             specs.group_names(),
-            ["openssl", "boringssl", "gnutls", "nss", "go"]
+            ["openssl", "boringssl", "gnutls", "nss", "go", "rustls"]
         );
         let nss = specs.group("nss").expect("nss group");
         for probe in &nss.probes {
@@ -853,6 +853,43 @@ mod tests {
     }
 
     #[test]
+    fn the_rustls_group_reads_records_and_the_stack() {
+        let specs = SpecFile::load(None).expect("built-in specs");
+        let rustls = specs.group("rustls").expect("rustls group");
+        let spec = |symbol: &str| {
+            rustls
+                .probes
+                .iter()
+                .find(|probe| probe.symbol == symbol)
+                .expect(symbol)
+        };
+        let seal = spec("EVP_AEAD_CTX_seal");
+        assert!(seal.entry_only());
+        let bpf = seal.bpf_spec();
+        assert_eq!(
+            (bpf.buffer_arg, bpf.length_source, bpf.length_arg),
+            (6, length_source::ENTRY_ARGUMENT, 7)
+        );
+        assert_eq!((bpf.record_ad_arg, bpf.record_ad_length_arg), (8, 9));
+        let scatter = spec("EVP_AEAD_CTX_seal_scatter").bpf_spec();
+        assert_eq!(
+            (scatter.record_ad_arg, scatter.record_ad_length_arg),
+            (11, 12)
+        );
+        let open = spec("EVP_AEAD_CTX_open");
+        assert!(!open.entry_only());
+        assert_eq!(open.bpf_spec().length_source, length_source::OUT_POINTER);
+        assert!(spec("EVP_AEAD_CTX_init_with_direction").entry_only());
+        // Every other group's probes read no record headers.
+        for group in specs.groups.iter().filter(|group| group.name != "rustls") {
+            assert!(group
+                .probes
+                .iter()
+                .all(|probe| probe.bpf_spec().record_ad_arg == ARG_NONE));
+        }
+    }
+
+    #[test]
     fn glob() {
         assert!(glob_match("libssl.so*", "libssl.so.3"));
         assert!(glob_match("libssl.so*", "libssl.so"));
@@ -875,7 +912,7 @@ mod tests {
             ("syntax", "[[group]\nname = \"x\"\n".to_string()),
             ("unknown_field", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}symbl = \"g\"\n")),
             ("bad_register", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{}", GOOD_PROBE.replace("arg1", "rdi"))),
-            ("bad_length", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{}", GOOD_PROBE.replace("\"return\"", "\"arg9\""))),
+            ("bad_length", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{}", GOOD_PROBE.replace("\"return\"", "\"arg99\""))),
             ("bad_direction", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{}", GOOD_PROBE.replace("write", "both"))),
             ("missing_symbol", "[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n[[group.probe]]\ndirection = \"read\"\nbuffer = \"arg1\"\nlength = \"return\"\n".to_string()),
             ("wrong_type", "[[group]]\nname = 7\n".to_string()),
@@ -889,7 +926,10 @@ mod tests {
             ("vector_bad_length_size", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}vector = {{ count = \"arg2\", entry_size = 16, length_offset = 8, length_size = 2 }}\n")),
             ("vector_entry_too_small", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}vector = {{ count = \"arg2\", entry_size = 12, length_offset = 8, length_size = 8 }}\n")),
             ("filter_bad_field", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}only_if = {{ argument = \"arg0\", value = 1 }}\n")),
-            ("sysv_register_beyond_arg5", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{}", GOOD_PROBE.replace("arg1", "arg6"))),
+            ("filter_on_the_stack", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}only_if = {{ argument = \"arg6\", equals = 1 }}\n")),
+            ("go_beyond_arg8", format!("[[group]]\nname = \"x\"\nexecutables = true\nabi = \"go\"\n{}", GOOD_PROBE.replace("arg1", "arg9"))),
+            ("entry_length_on_a_read", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{}", GOOD_PROBE.replace("\"return\"", "\"arg7\"").replace("write", "read"))),
+            ("tls_record_without_connection", format!("[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n{GOOD_PROBE}tls_record = {{ ad = \"arg8\", ad_length = \"arg9\" }}\n")),
             ("go_out_pointer_length", format!("[[group]]\nname = \"x\"\nexecutables = true\nabi = \"go\"\n{}", GOOD_PROBE.replace("\"return\"", "\"*arg3\""))),
             ("unknown_abi", format!("[[group]]\nname = \"x\"\nexecutables = true\nabi = \"rust\"\n{GOOD_PROBE}")),
         ];

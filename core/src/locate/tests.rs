@@ -215,10 +215,10 @@ fn no_function_matching_is_said_with_what_was_seen() {
         why.starts_with("no function reports library 16 reasons 66, 999 from \"ssl/ssl_lib.cc\""),
         "{why}"
     );
-    // 3 + 2 + 1 + 1 + 2 + 2 + 3 loads of the string; other_library's 3 report library 30,
-    // so its function is not one of library 16's.
+    // 3 + 2 + 1 + 1 + 2 + 2 + 3 + 2 loads of the string; other_library's 3 and
+    // indirect_like's 2 report library 30, so their functions are not library 16's.
     assert!(
-        why.contains("14 references to \"ssl/ssl_lib.cc\" in 6 functions"),
+        why.contains("16 references to \"ssl/ssl_lib.cc\" in 6 functions"),
         "{why}"
     );
 }
@@ -255,13 +255,13 @@ fn results_are_cached_per_build_id_and_read_back() {
 }
 
 /// What `survey` reports per function, by name through the unstripped build's symbols.
-fn surveyed(build: &Build, library: u64) -> BTreeMap<String, BTreeSet<u64>> {
+fn surveyed(build: &Build, source: &str, library: u64) -> BTreeMap<String, BTreeSet<u64>> {
     let by_address: BTreeMap<u64, &String> = build
         .functions
         .iter()
         .map(|(name, (address, _))| (*address, name))
         .collect();
-    survey(&build.elf(), SOURCE, library)
+    survey(&build.elf(), source, library)
         .into_iter()
         .map(|(entry, size, reasons)| {
             let name = by_address
@@ -292,10 +292,69 @@ fn survey_finds_every_reporting_function_with_its_reasons() {
         .into_iter()
         .map(|(name, reasons)| (name.to_string(), reasons.iter().copied().collect()))
         .collect();
-        assert_eq!(surveyed(build, 16), expected, "{layout:?}");
-        let other: BTreeMap<String, BTreeSet<u64>> =
-            [("other_library".to_string(), [66, 111, 226].into())].into();
-        assert_eq!(surveyed(build, 30), other, "{layout:?}");
+        assert_eq!(surveyed(build, SOURCE, 16), expected, "{layout:?}");
+        let other: BTreeMap<String, BTreeSet<u64>> = [
+            ("other_library".to_string(), [66, 111, 226].into()),
+            ("indirect_like".to_string(), [500, 501].into()),
+        ]
+        .into();
+        assert_eq!(surveyed(build, SOURCE, 30), other, "{layout:?}");
+        // Constants loaded through the stack (`push imm8; pop reg`).
+        let pushed: BTreeMap<String, BTreeSet<u64>> =
+            [("pushed_like".to_string(), [117].into())].into();
+        assert_eq!(
+            surveyed(build, "crypto/fipsmodule/cipher/aead.c", 30),
+            pushed,
+            "{layout:?}"
+        );
+    }
+}
+
+#[test]
+fn a_function_called_only_indirectly_is_found_by_the_unwind_table() {
+    for layout in LAYOUTS {
+        let build = build(layout);
+        let elf = build.elf();
+        let indirect = build.address("indirect_like");
+        let starts = elf.unwind_function_starts();
+        assert!(
+            starts.contains(&indirect),
+            "{layout:?}: gcc's .eh_frame_hdr lists it"
+        );
+        let site = |code: &Code| {
+            let string = code.strings_ending_with(SOURCE)[0];
+            code.references(string)
+                .into_iter()
+                .find(|&site| {
+                    site > indirect && site < indirect + build.functions["indirect_like"].1
+                })
+                .expect("a reference in indirect_like")
+        };
+        // Without the unwind table no direct call proves its entry: the nearest call target
+        // below is another function, whose flow does not reach the reference.
+        let bare = Code::new(
+            elf.bytes(),
+            elf.load_segments(),
+            elf.position_independent(),
+            Vec::new(),
+        );
+        assert!(!bare.is_call_target(indirect), "{layout:?}");
+        assert_ne!(
+            bare.function_containing(site(&bare))
+                .map(|function| function.entry),
+            Some(indirect),
+            "{layout:?}"
+        );
+        let code = Code::new(
+            elf.bytes(),
+            elf.load_segments(),
+            elf.position_independent(),
+            starts,
+        );
+        let function = code
+            .function_containing(site(&code))
+            .expect("proven by the unwind table");
+        assert_eq!(function.entry, indirect, "{layout:?}");
     }
 }
 
@@ -313,7 +372,7 @@ fn code_finds_references_functions_and_error_sites() {
         let strings = code.strings_ending_with(SOURCE);
         assert_eq!(strings.len(), 1, "{layout:?}: one merged string");
         let references = code.references(strings[0]);
-        assert_eq!(references.len(), 14, "{layout:?}: one load per report");
+        assert_eq!(references.len(), 16, "{layout:?}: one load per report");
         let write_like = build.address("write_like");
         let (_, write_size) = build.functions["write_like"];
         let mine: Vec<u64> = references

@@ -56,8 +56,45 @@ __attribute__((noinline)) int other_library(int n) {
   return n - 1;
 }
 
+/* Called only through a function pointer (as aws-lc's functions are, through the GOT, in
+   uv): no direct call marks its entry, the unwind table (.eh_frame_hdr) does. */
+__attribute__((noinline)) int indirect_like(int n) {
+  if (n == 15) { PUT(30, 500); return -1; }
+  if (n == 16) { PUT(30, 501); return -1; }
+  return n + 4;
+}
+int (*volatile indirect)(int) = indirect_like;
+
+/* Size-optimised code (clang -Oz, as in Deno) loads small constants with `push imm8; pop reg`:
+   CIPHER_R_TOO_LARGE (117) from aead.c, written out by hand. */
+const char aead_source[] = "x/crypto/fipsmodule/cipher/aead.c";
+__attribute__((naked, noinline)) int pushed_like(int n) {
+  __asm__ volatile(
+      "cmp $17, %edi\n"
+      "jne 1f\n"
+#ifdef __PIE__
+      "lea aead_source(%rip), %rcx\n"
+#else
+      "mov $aead_source, %ecx\n"
+#endif
+      "push $0x1e\n"
+      "pop %rdi\n"
+      "push $0x75\n"
+      "pop %rdx\n"
+      "push $0x49\n"
+      "pop %r8\n"
+      "xor %esi, %esi\n"
+      "sub $8, %rsp\n"
+      "call ERR_put_error\n"
+      "add $8, %rsp\n"
+      "mov $-1, %eax\n"
+      "ret\n"
+      "1: lea 3(%rdi), %eax\n"
+      "ret\n");
+}
+
 int main(int argc, char **argv) {
   (void)argv;
   return write_like(argc) + peek_like(argc) + other_66(argc) + twin_a(argc) + twin_b(argc) +
-         other_library(argc);
+         other_library(argc) + indirect(argc) + pushed_like(argc);
 }
