@@ -580,6 +580,38 @@ mod tests {
     }
 
     #[test]
+    fn per_direction_handles_on_one_fd_are_one_connection_in_the_output() {
+        let (mut pipeline, out) = pipeline();
+        let per_direction = |handle: u64| {
+            let mut record = connection(handle, 40000);
+            // SAFETY: ConnectionRecord is repr(C) integers only.
+            let mut parsed = unsafe { read_record::<ConnectionRecord>(&record) }.expect("record");
+            parsed.flags = probectl_common::connection_flags::PER_DIRECTION;
+            record = bytes_of(&parsed);
+            record
+        };
+        // A record layer: the sending key context's first record waits for its fd (the next
+        // socket write), the receiving context comes with the fd of the socket read before it.
+        pipeline.record(&without_fd(chunk(0, 7, 0xa, 10, 3, 0, 0, b"GET", true)));
+        pipeline.record(&per_direction(0xa));
+        pipeline.record(&per_direction(0xb));
+        pipeline.record(&chunk(1, 7, 0xb, 20, 2, 0, 0, b"OK", true));
+        pipeline.record(&chunk(0, 7, 0xa, 30, 4, 0, 3, b" /x\n", true));
+        // The fd's close comes for the handle the kernel saw last on it; it ends the one
+        // connection.
+        pipeline.record(&close(0xb, close_cause::FD_CLOSED, [0, 2]));
+        assert!(pipeline.finish(&[]).is_none());
+        assert_eq!(
+            lines(&out),
+            vec![
+                (1, "write".into(), 0, 3, 0),
+                (1, "read".into(), 0, 2, 0),
+                (1, "write".into(), 3, 4, 0),
+            ]
+        );
+    }
+
+    #[test]
     fn a_call_without_an_fd_waits_for_its_connections_fd() {
         let (mut pipeline, out) = pipeline();
         // A buffering library: the write call makes no syscall, its fd comes after it (the

@@ -241,8 +241,8 @@ impl std::fmt::Display for Summary {
             write!(
                 f,
                 "\nprobectl: fds inferred from the socket syscalls next to the library's calls: \
-                 {} connections (their earlier calls waited for it); {} waiting writes left \
-                 without one (two connections waited)",
+                 {} connection handles (their earlier calls waited for it); {} waiting writes \
+                 left without one (two connections waited)",
                 self.kernel.fd_inferred, self.kernel.fd_ambiguous,
             )?;
         }

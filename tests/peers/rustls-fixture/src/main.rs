@@ -5,6 +5,11 @@
 //! UPLOAD bytes, each response read whole; then close_notify. The server's recording is the
 //! oracle. Prints the local address.
 //!
+//! `rustls-fixture loop CA CERT KEY SIZE COUNT`: a client and a server in this process over a
+//! loopback TCP connection, on one thread: COUNT times, the client writes SIZE bytes and the
+//! server reads them (one record sealed and one opened per message up to 16 KiB). Prints
+//! `{"seconds": S, "count": COUNT, "size": SIZE}`, the loop's own time (scripts/bench).
+//!
 //! `rustls-fixture server PORT CERT KEY`: a tokio-rustls server (multi-threaded runtime).
 //! Each connection sends one request (read up to its blank line) and gets
 //! `HTTP/1.0 200 OK` with a body of the request line repeated to 40,000 bytes, then
@@ -154,11 +159,97 @@ fn server(args: &[String]) {
     });
 }
 
+/// Moves the client's pending records to the socket, and the server's reads until `want`
+/// bytes of plaintext arrived (see `bench_loop`).
+fn receive(
+    server: &mut rustls::ServerConnection,
+    socket: &mut TcpStream,
+    buffer: &mut [u8],
+    want: usize,
+) {
+    let mut got = 0;
+    while got < want {
+        match server.reader().read(&mut buffer[..]) {
+            Ok(read) => {
+                got += read;
+                continue;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => panic!("server read: {error}"),
+        }
+        server.read_tls(socket).expect("server read_tls");
+        server.process_new_packets().expect("server records");
+    }
+}
+
+fn bench_loop(args: &[String]) {
+    let [ca, cert, key, size, count] = args else {
+        panic!("loop CA CERT KEY SIZE COUNT");
+    };
+    let size: usize = size.parse().expect("size");
+    let count: usize = count.parse().expect("count");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
+        roots.add(cert.expect("CA cert")).expect("CA added");
+    }
+    let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .expect("cert file")
+        .map(|cert| cert.expect("cert"))
+        .collect();
+    let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, PrivateKeyDer::from_pem_file(key).expect("key"))
+        .expect("server config");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut client_socket = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+    let (mut server_socket, _) = listener.accept().expect("accept");
+    let name = ServerName::try_from("127.0.0.1").expect("name");
+    let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).expect("client");
+    let mut server = rustls::ServerConnection::new(Arc::new(server_config)).expect("server");
+    // The handshake, both sides on this thread: each moves what it has until neither has more.
+    while client.is_handshaking() || server.is_handshaking() {
+        while client.wants_write() {
+            client.write_tls(&mut client_socket).expect("client write_tls");
+        }
+        if server.is_handshaking() || server.wants_read() {
+            server.read_tls(&mut server_socket).expect("server read_tls");
+            server.process_new_packets().expect("server handshake");
+        }
+        while server.wants_write() {
+            server.write_tls(&mut server_socket).expect("server write_tls");
+        }
+        if client.is_handshaking() {
+            client.read_tls(&mut client_socket).expect("client read_tls");
+            client.process_new_packets().expect("client handshake");
+        }
+    }
+    let message = vec![b'x'; size];
+    let mut buffer = vec![0u8; size.max(16384)];
+    let started = std::time::Instant::now();
+    for _ in 0..count {
+        client.writer().write_all(&message).expect("write");
+        while client.wants_write() {
+            client.write_tls(&mut client_socket).expect("client write_tls");
+        }
+        receive(&mut server, &mut server_socket, &mut buffer, size);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!("{{\"seconds\": {seconds}, \"count\": {count}, \"size\": {size}}}");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("client") => client(&args[1..]),
         Some("server") => server(&args[1..]),
+        Some("loop") => bench_loop(&args[1..]),
         _ => {
             eprintln!("usage: rustls-fixture client|server ...");
             std::process::exit(2);
