@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use probectl_core::output::Format;
-use probectl_core::placement::PlacementMode;
-use probectl_core::process::{find_executable, resolve_pid, PidTarget, ProcessError};
+use probectl_core::plan::placement::PlacementMode;
+use probectl_core::session::process::{find_executable, resolve_pid, PidTarget, ProcessError};
 use probectl_core::session::{RunOptions, Target, MAX_CAPTURE_LIMIT};
 
 use crate::exit;
@@ -276,7 +276,7 @@ impl RunArgs {
                 // Not found (127) or not executable (126) is said before anything is attached.
                 find_executable(program)?;
                 if self.output.is_none()
-                    && probectl_core::terminal::stdout_is_terminal()
+                    && probectl_core::output::terminal::stdout_is_terminal()
                     && !exit::is_quiet()
                 {
                     exit::note(
@@ -299,7 +299,7 @@ impl RunArgs {
             wait_for_library: self.wait,
             decode: self
                 .decode
-                .map(|DecodeArg::Http| (probectl_core::http::Decode::Http, self.max_body)),
+                .map(|DecodeArg::Http| (probectl_core::decode::http::Decode::Http, self.max_body)),
             placement: self.placement.into(),
         })
     }

@@ -15,7 +15,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitCode, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use probectl_core::process::ProcessError;
+use probectl_core::session::process::ProcessError;
 use probectl_core::session::RunError;
 
 use crate::args::ColorArg;
@@ -31,7 +31,7 @@ static STDOUT_COLOR: AtomicBool = AtomicBool::new(false);
 /// Applies `--quiet` and `--color`: `auto` colours a stream that is a terminal, unless the
 /// NO_COLOR environment variable is set to anything but the empty string (no-color.org).
 pub fn configure(quiet: bool, color: ColorArg) {
-    probectl_core::terminal::set_quiet(quiet);
+    probectl_core::output::terminal::set_quiet(quiet);
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     let decide = |is_terminal: bool| match color {
         ColorArg::Always => true,
@@ -71,7 +71,7 @@ pub fn clap_color(args: &[std::ffi::OsString]) -> clap::ColorChoice {
 
 /// Whether `-q` was given.
 pub fn is_quiet() -> bool {
-    probectl_core::terminal::is_quiet()
+    probectl_core::output::terminal::is_quiet()
 }
 
 /// SGR codes of the few styles probectl uses.

@@ -11,7 +11,7 @@ mod size;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use probectl_core::inspect::{self, CheckReport, Verdict};
+use probectl_core::plan::inspect::{self, CheckReport, Verdict};
 use probectl_core::session::{run, Target};
 
 use args::{Cli, Command, ReportFormat, RunArgs};

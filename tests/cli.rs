@@ -184,7 +184,10 @@ fn list_json_schema() {
     assert_field(&list, "groups", "array");
     let groups = list["groups"].as_array().expect("groups");
     let names: Vec<&str> = groups.iter().filter_map(|g| g["name"].as_str()).collect();
-    assert_eq!(names, ["openssl", "boringssl", "gnutls", "nss", "go", "rustls"]);
+    assert_eq!(
+        names,
+        ["openssl", "boringssl", "gnutls", "nss", "go", "rustls"]
+    );
     for group in groups {
         for (key, kind) in [
             ("name", "string"),

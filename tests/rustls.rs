@@ -1,6 +1,6 @@
 //! rustls with the aws-lc-rs provider, through real BPF: Deno 2.9.6 (npm) and uv 0.13.9 (PyPI),
 //! stripped executables whose aws-lc record AEAD is found by its error reports (see
-//! `probectl_core::locate`), and the rustls fixture (tests/peers/rustls-fixture) built from
+//! `probectl_core::symbols::locate`), and the rustls fixture (tests/peers/rustls-fixture) built from
 //! crates with fat LTO and stripped: a client on TLS 1.3 and 1.2, and a tokio-rustls server
 //! under 20 concurrent connections. The ring provider is recognised and said to be untraced.
 //!

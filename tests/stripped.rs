@@ -1,6 +1,6 @@
 //! Executables that carry their TLS library without its symbols, through real BPF: Bun 1.4.5
 //! (BoringSSL linked in, SSL_write and SSL_peek found by the errors they report, see
-//! `probectl_core::locate`), and programs where there is nothing of the kind to find (Deno's
+//! `probectl_core::symbols::locate`), and programs where there is nothing of the kind to find (Deno's
 //! aws-lc, a stripped C program). The peers are pinned and installed by scripts/setup; a
 //! missing one fails the test.
 //!

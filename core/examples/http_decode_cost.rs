@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use probectl_core::http::HttpWriter;
+use probectl_core::decode::http::HttpWriter;
 use probectl_core::output::{AttachInfo, ConnectionView, Event, EventWriter, Format, Renderer};
 use probectl_core::spec::Direction;
 

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use probectl_core::locate::survey;
+use probectl_core::symbols::locate::survey;
 use probectl_core::symbols::ElfFile;
 
 fn main() -> ExitCode {

@@ -1,6 +1,6 @@
 //! probectl's kernel side: ONE uprobe and ONE uretprobe program serve every probe spec of every
 //! library (plus one plain uprobe for the exit points of emulated placements, see
-//! core/src/placement.rs). What differs per attach point (which register holds the buffer,
+//! core/src/plan/placement.rs). What differs per attach point (which register holds the buffer,
 //! where the length comes from, ...) is read from `PROBE_SPECS`, indexed by the attach point's
 //! BPF cookie.
 #![no_std]
@@ -691,7 +691,7 @@ pub fn probectl_return(ctx: RetProbeContext) -> u32 {
     call_returned(cookie, sp.wrapping_sub(8), rax)
 }
 
-/// A plain uprobe on an exit point of an emulated placement (see core/src/placement.rs): an
+/// A plain uprobe on an exit point of an emulated placement (see core/src/plan/placement.rs): an
 /// instruction after which the return value is final, at a known stack offset.
 #[uprobe]
 pub fn probectl_exit(ctx: ProbeContext) -> u32 {

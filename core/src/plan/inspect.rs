@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use crate::discovery::{self, DiscoveryError, TargetFile};
-use crate::locate::Found;
-use crate::placement::{Placement, PlacementMode};
+use crate::plan::placement::{Placement, PlacementMode};
 use crate::plan::{self, Assessment, Outcome, Via};
-use crate::plugin::plugin_for;
+use crate::spec::plugin::plugin_for;
 use crate::spec::{Abi, Group, LengthRef, Probe, ReturnType, Role, SpecError, SpecFile};
+use crate::symbols::locate::Found;
 use crate::symbols::{Resolution, SymbolCache};
 
 #[derive(Debug, thiserror::Error)]
@@ -532,7 +532,9 @@ fn process_report(
                         not_located.extend(
                             reasons
                                 .into_iter()
-                                .filter(|(why, _)| !why.starts_with(crate::locate::NO_SOURCE))
+                                .filter(|(why, _)| {
+                                    !why.starts_with(crate::symbols::locate::NO_SOURCE)
+                                })
                                 .map(|(why, symbols)| {
                                     format!("[{}] {}: {why}", group.name, symbols.join(", "))
                                 }),
@@ -551,7 +553,7 @@ fn process_report(
         let untraced_tls = if is_executable && groups.is_empty() {
             crate::symbols::ElfFile::open(&file.host_path)
                 .ok()
-                .and_then(|elf| crate::locate::rust_tls(elf.bytes()))
+                .and_then(|elf| crate::symbols::locate::rust_tls(elf.bytes()))
                 .map(|tls| tls.to_string())
         } else {
             None

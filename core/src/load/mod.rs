@@ -1,6 +1,10 @@
 //! Loading the (one) BPF object, configuring it, and attaching its two generic programs at every
 //! planned attach point, with the attach id as BPF cookie.
 
+pub mod btf;
+pub mod features;
+pub mod scoped;
+
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
@@ -14,9 +18,9 @@ use probectl_common::{stat, ConnectionKey, ConnectionState, ProbeSpec};
 
 use std::collections::BTreeSet;
 
-use crate::placement::Placement;
+use crate::load::scoped::ScopedProbes;
+use crate::plan::placement::Placement;
 use crate::plan::Plan;
-use crate::scoped::ScopedProbes;
 use crate::spec::Role;
 use crate::symbols::FileId;
 
@@ -56,7 +60,7 @@ pub enum BpfError {
     #[error("updating the traced process list: {0}")]
     PidFilter(String),
     #[error(transparent)]
-    Kernel(#[from] crate::features::FeatureError),
+    Kernel(#[from] crate::load::features::FeatureError),
 }
 
 /// Linux capability numbers (linux/capability.h).
@@ -214,10 +218,10 @@ impl Tracer {
     pub fn load(options: &LoadOptions) -> Result<Tracer, BpfError> {
         check_privileges()?;
         // Before the object: a kernel that lacks a feature gets one line, not a verifier log.
-        crate::features::KernelFeatures::probe()?.require()?;
+        crate::load::features::KernelFeatures::probe()?.require()?;
         let mut attribution_problems = Vec::new();
         let filter = u8::from(options.filter_by_pid);
-        let offsets = crate::btf::running_kernel_offsets().unwrap_or_else(|error| {
+        let offsets = crate::load::btf::running_kernel_offsets().unwrap_or_else(|error| {
             attribution_problems.push(format!("no socket addresses: {error}"));
             probectl_common::KernelOffsets::default()
         });
@@ -345,7 +349,7 @@ impl Tracer {
 
     /// The threads of every traced process (with a pid filter).
     fn traced_tasks(&self) -> BTreeSet<u32> {
-        crate::scoped::tasks_of(self.traced_pids.keys().filter_map(Result::ok))
+        crate::load::scoped::tasks_of(self.traced_pids.keys().filter_map(Result::ok))
     }
 
     /// Adds a process to the kernel-side pid filter.

@@ -3,9 +3,9 @@
 
 use std::process::ExitStatus;
 
-use crate::bpf::KernelStats;
-use crate::connections::{Connection, Folded};
-use crate::pipeline::PipelineCounts;
+use crate::events::connections::{Connection, Folded};
+use crate::events::pipeline::PipelineCounts;
+use crate::load::KernelStats;
 
 /// Connections the summary lists one by one (those with losses are always listed).
 const SUMMARY_CONNECTIONS: usize = 20;

@@ -7,6 +7,10 @@
 //! form one event whose span covers the gap (counted as not captured), the bytes after it the
 //! next event, each at its true position.
 
+pub mod connections;
+pub mod pipeline;
+pub mod summary;
+
 use std::collections::HashMap;
 
 use probectl_common::{chunk_flags, ChunkHeader};

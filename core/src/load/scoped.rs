@@ -27,7 +27,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use crate::bpf::TRACEFS;
+use crate::load::TRACEFS;
 /// Also as `UPROBE_EVENTS_C`, for the detach child.
 const UPROBE_EVENTS: &str = "/sys/kernel/tracing/uprobe_events";
 /// Prefix of the tracefs group of every probectl process.
@@ -240,7 +240,7 @@ impl Drop for ScopedProbes {
     /// through RCU grace periods.
     fn drop(&mut self) {
         drop(self.take_probes());
-        if !crate::process::detach_child_started() {
+        if !crate::session::process::detach_child_started() {
             self.remove_events();
         }
     }

@@ -22,7 +22,7 @@ pub fn is_quiet() -> bool {
 #[macro_export]
 macro_rules! note {
     ($($arg:tt)*) => {
-        if !$crate::terminal::is_quiet() {
+        if !$crate::output::terminal::is_quiet() {
             eprintln!($($arg)*);
         }
     };

@@ -14,10 +14,10 @@ use probectl_common::{
     read_record, record_kind, ChunkHeader, CloseRecord, ConnectionRecord, ProcessRecord,
 };
 
-use crate::connections::{ConnectionTable, StreamRun};
+use crate::events::connections::{ConnectionTable, StreamRun};
 use crate::events::{Call, Reassembler};
+use crate::output::writer::BackgroundWriter;
 use crate::output::{AttachInfo, ConnectionView, Event, EventWriter};
-use crate::writer::BackgroundWriter;
 
 /// Attach id (the BPF cookie) → what was attached there. The control plane appends entries
 /// before it attaches them, so a record never carries an id the table lacks.
@@ -667,7 +667,7 @@ mod tests {
 
     #[test]
     fn ended_connections_fold_into_totals_beyond_the_kept_ones() {
-        use crate::connections::KEPT_ENDED;
+        use crate::events::connections::KEPT_ENDED;
         let (mut pipeline, _out) = pipeline();
         let many = KEPT_ENDED as u64 + 500;
         for handle in 1..=many {

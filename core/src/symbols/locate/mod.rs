@@ -75,7 +75,7 @@ pub fn rust_tls(bytes: &[u8]) -> Option<RustTls> {
         .as_ref()
         .map(|v| format!("aws-lc-rs {v}"))
         .or_else(|| version("ring").map(|v| format!("ring {v}")));
-    let aws_lc = aws_lc_rs.is_some() || crate::plugin::contains(bytes, b"/aws-lc/crypto/");
+    let aws_lc = aws_lc_rs.is_some() || crate::spec::plugin::contains(bytes, b"/aws-lc/crypto/");
     let rustls = version("rustls");
     (rustls.is_some() || aws_lc).then_some(RustTls {
         provider: if rustls.is_some() { provider } else { None },
@@ -204,7 +204,7 @@ pub fn locate(
                 // A file without the source path is not this library: no analysis, no cache.
                 let mut path = rule.source.as_bytes().to_vec();
                 path.push(0);
-                if crate::plugin::contains(elf.bytes(), &path) {
+                if crate::spec::plugin::contains(elf.bytes(), &path) {
                     left.push((symbol, rule));
                 } else {
                     outcomes.insert(

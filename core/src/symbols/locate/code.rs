@@ -1,4 +1,4 @@
-//! The x86-64 code analysis behind [`crate::locate`]: where a string is referenced, which
+//! The x86-64 code analysis behind [`crate::symbols::locate`]: where a string is referenced, which
 //! function holds a reference, and what a library's error-reporting call there says.
 //!
 //! Nothing here trusts a byte pattern. A reference is a decoded instruction that loads the

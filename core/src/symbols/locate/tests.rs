@@ -38,8 +38,8 @@ fn build(layout: Layout) -> &'static Build {
     cell.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("probectl-locate-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("build dir");
-        let source =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("src/locate/testdata/error_reports.c");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/symbols/locate/testdata/error_reports.c");
         let unstripped = dir.join(format!("{name}-unstripped"));
         let stripped = dir.join(name);
         let status = Command::new("gcc")

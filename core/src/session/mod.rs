@@ -1,5 +1,8 @@
 //! A tracing session: specs -> plan -> load and attach -> event loop -> summary.
 
+pub mod control;
+pub mod process;
+
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -7,16 +10,16 @@ use std::path::PathBuf;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::bpf::{Attached, BpfError, LoadOptions, Tracer};
-use crate::control::{attach_plan, ControlPlane};
 use crate::discovery::{self, DiscoveryError};
+use crate::events::pipeline::{AttachTable, Pipeline};
+pub use crate::events::summary::Summary;
+use crate::load::{Attached, BpfError, LoadOptions, Tracer};
 use crate::output::{open_output, Format, OutputError};
-use crate::pipeline::{AttachTable, Pipeline};
-use crate::placement::{Placement, PlacementMode};
+use crate::plan::placement::{Placement, PlacementMode};
 use crate::plan::{plan, Plan, PlanError, Scope};
-use crate::process::{find_executable, pidfd_open, spawn_held, ChildStatus, ProcessError};
+use crate::session::control::{attach_plan, ControlPlane};
+use crate::session::process::{find_executable, pidfd_open, spawn_held, ChildStatus, ProcessError};
 use crate::spec::{Group, SpecError, SpecFile};
-pub use crate::summary::Summary;
 use crate::symbols::SymbolCache;
 
 /// How often the event loop drains the ring buffer when no wakeup came.
@@ -72,7 +75,7 @@ pub struct RunOptions {
     pub max_capture_bytes: u64,
     pub ring_bytes: u32,
     /// `--decode http` (with `--max-body`): exchanges instead of calls.
-    pub decode: Option<(crate::http::Decode, u64)>,
+    pub decode: Option<(crate::decode::http::Decode, u64)>,
     /// Where the uprobes go (`--placement`).
     pub placement: PlacementMode,
     /// `--pid` of a process that maps no matching library yet: trace it anyway and attach
@@ -226,7 +229,7 @@ fn check_options(options: &RunOptions) -> Result<(), RunError> {
     }
     if options.format == Format::Pcapng
         && options.output.is_none()
-        && crate::terminal::stdout_is_terminal()
+        && crate::output::terminal::stdout_is_terminal()
     {
         return Err(RunError::Option(
             "--format pcapng is binary: write it to a file (-o FILE) or a pipe (| tshark -i -), \
@@ -279,7 +282,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
     let specs = SpecFile::load(options.specs.as_deref())?;
     let groups = select_groups(&specs, &options.plugin)?;
-    crate::bpf::check_privileges()?;
+    crate::load::check_privileges()?;
     let scope = scope_for(&options.target)?;
     let mut cache = SymbolCache::with_placement(options.placement);
     let plan = match (plan(&groups, &scope, &mut cache), &options.target) {
@@ -413,9 +416,9 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let pipeline = Pipeline::new(
         table.clone(),
         match options.decode {
-            Some((crate::http::Decode::Http, max_body)) => {
-                Box::new(crate::http::HttpWriter::new(options.format, max_body))
-            }
+            Some((crate::decode::http::Decode::Http, max_body)) => Box::new(
+                crate::decode::http::HttpWriter::new(options.format, max_body),
+            ),
             None => crate::output::writer_for(options.format)?,
         },
         out,
@@ -551,7 +554,7 @@ impl Running {
         };
         // The summary first: detaching takes the kernel about 100 ms per probe. With -q, only
         // its losses, when there were any: nothing is lost silently.
-        if !crate::terminal::is_quiet() {
+        if !crate::output::terminal::is_quiet() {
             eprintln!("{summary}");
         } else if !summary.losses().is_empty() {
             eprintln!("probectl: losses: {}", summary.losses().join("; "));
@@ -559,7 +562,7 @@ impl Running {
         // Every probe goes when its last descriptor closes: a child closes them after we
         // exit, so that probectl does not wait for the kernel's detach (see
         // `detach_in_background`).
-        crate::process::detach_in_background();
+        crate::session::process::detach_in_background();
         self.control.stop();
         match write_error {
             Some(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(RunError::Io {

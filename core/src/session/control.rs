@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use crate::bpf::{Attached, BpfError, KernelStats, Tracer};
+use crate::events::pipeline::{AttachTable, Lookup, LookupCause};
+use crate::load::{Attached, BpfError, KernelStats, Tracer};
 use crate::output::AttachInfo;
-use crate::pipeline::{AttachTable, Lookup, LookupCause};
 use crate::plan::{plan, Plan, Scope};
 use crate::spec::Group;
 use crate::symbols::SymbolCache;

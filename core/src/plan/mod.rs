@@ -1,14 +1,17 @@
 //! Attach planning: from specs and a scope (one process, a command to start, the whole host) to
 //! the list of (file, symbol, offset) attach points, and the list of what was skipped and why.
 
+pub mod inspect;
+pub mod placement;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::discovery::{self, DiscoveryError, TargetFile};
-use crate::locate::Found;
-use crate::placement::Placement;
-use crate::plugin::{plugin_for, Verdict};
+use crate::plan::placement::Placement;
+use crate::spec::plugin::{plugin_for, Verdict};
 use crate::spec::{Group, Probe};
+use crate::symbols::locate::Found;
 use crate::symbols::{ElfFile, FileId, Resolution, SymbolCache};
 
 #[derive(Debug, thiserror::Error)]
@@ -222,7 +225,7 @@ pub fn describe_search(group: &Group) -> String {
     if let Some(required) = executables {
         parts.push(format!("an executable defining {required}"));
     }
-    // Stripped executables count too when functions can be located (see `crate::locate`).
+    // Stripped executables count too when functions can be located (see `crate::symbols::locate`).
     let mut located: Vec<(&str, Vec<&str>)> = Vec::new();
     // The functions a file needs (optional ones and lifecycle ends are extras).
     for probe in &group.probes {
@@ -393,7 +396,7 @@ fn defines_required(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -
     {
         return true;
     }
-    // A stripped executable: its functions may still be located (see `crate::locate`). One
+    // A stripped executable: its functions may still be located (see `crate::symbols::locate`). One
     // where some were located and others not is offered too, so that planning and `check`
     // say what was found and what was not, instead of passing it by in silence.
     let locatable =

@@ -2,8 +2,11 @@
 //!
 //! `.dynsym` is searched first, then `.symtab` (unstripped binaries); versioned names such as
 //! `SSL_read@@OPENSSL_3.0.0` match `SSL_read`. A Go executable's functions not found there
-//! (stripped with `-ldflags "-s -w"`) are looked up in its pclntab (`crate::gosym`). A symbol's virtual address becomes a file offset
+//! (stripped with `-ldflags "-s -w"`) are looked up in its pclntab (`crate::symbols::gosym`). A symbol's virtual address becomes a file offset
 //! through the PT_LOAD program header that contains it. Results are cached per (inode, symbol).
+
+pub mod gosym;
+pub mod locate;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -20,9 +23,9 @@ use goblin::elf::{
 use goblin::strtab::Strtab;
 use scroll::Pread;
 
-use crate::locate::{Found, LocateRule};
-use crate::placement::{Placement, PlacementMode};
+use crate::plan::placement::{Placement, PlacementMode};
 use crate::spec::Group;
+use crate::symbols::locate::{Found, LocateRule};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolError {
@@ -330,7 +333,7 @@ impl ElfFile {
             let start = usize::try_from(offset).ok()?;
             Some(self.map.get(start..start.checked_add(length)?)?.to_vec())
         };
-        crate::gosym::buildinfo_version(section, &read_at)
+        crate::symbols::gosym::buildinfo_version(section, &read_at)
     }
 }
 
@@ -421,18 +424,18 @@ impl<'a> LeanElf<'a> {
     /// The Go pclntab: the `.gopclntab` section (`.data.rel.ro.gopclntab` in PIE builds), or
     /// found by its header in `.data.rel.ro` (linkers that merge the sections). None for files
     /// that are not Go executables.
-    fn go_pclntab(&self) -> Option<crate::gosym::Pclntab<'a>> {
+    fn go_pclntab(&self) -> Option<crate::symbols::gosym::Pclntab<'a>> {
         let text = self.section(".text").map_or(0, |section| section.sh_addr);
         for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
             if let Some(table) = self.section_bytes(name) {
-                return crate::gosym::Pclntab::parse(table, text);
+                return crate::symbols::gosym::Pclntab::parse(table, text);
             }
         }
         // Only Go executables have a .go.buildinfo: no scan of other files' data.
         self.section(".go.buildinfo")?;
         let data = self.section_bytes(".data.rel.ro")?;
-        let at = crate::gosym::find_pclntab(data)?;
-        crate::gosym::Pclntab::parse(&data[at..], text)
+        let at = crate::symbols::gosym::find_pclntab(data)?;
+        crate::symbols::gosym::Pclntab::parse(&data[at..], text)
     }
 
     /// The named functions of a Go executable's pclntab, as function symbols.
@@ -490,13 +493,13 @@ impl<'a> LeanElf<'a> {
 /// Resolution results per (file, symbol), so that a library mapped by many processes, or seen
 /// under several paths, is parsed once.
 ///
-/// It also keeps the probe placement mode and the placements found (`crate::placement`): they
+/// It also keeps the probe placement mode and the placements found (`crate::plan::placement`): they
 /// are per (file, symbol) too, and planning asks for them wherever it resolves symbols.
 #[derive(Default)]
 pub struct SymbolCache {
     resolved: HashMap<(FileId, String), Option<u64>>,
-    /// Functions looked for without a symbol (`crate::locate`), per (file, symbol).
-    pub(crate) located: HashMap<(FileId, String), crate::locate::Outcome>,
+    /// Functions looked for without a symbol (`crate::symbols::locate`), per (file, symbol).
+    pub(crate) located: HashMap<(FileId, String), crate::symbols::locate::Outcome>,
     /// Where located functions are cached per build id (`None`: not cached).
     pub(crate) locate_cache: Option<PathBuf>,
     pub(crate) placement_mode: PlacementMode,
@@ -509,7 +512,7 @@ impl SymbolCache {
     pub fn with_placement(mode: PlacementMode) -> SymbolCache {
         SymbolCache {
             placement_mode: mode,
-            locate_cache: crate::locate::cache::default_dir(),
+            locate_cache: crate::symbols::locate::cache::default_dir(),
             ..SymbolCache::default()
         }
     }
@@ -542,8 +545,12 @@ impl SymbolCache {
             .collect();
         if !wanted.is_empty() {
             let elf = ElfFile::open(path)?;
-            let outcomes =
-                crate::locate::locate(&elf, &wanted, &group.pins, self.locate_cache.as_deref());
+            let outcomes = crate::symbols::locate::locate(
+                &elf,
+                &wanted,
+                &group.pins,
+                self.locate_cache.as_deref(),
+            );
             for (symbol, outcome) in outcomes {
                 self.located.insert((id, symbol), outcome);
             }

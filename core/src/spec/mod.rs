@@ -6,6 +6,8 @@
 //! length. The same two BPF programs serve every probe; a probe's spec becomes their per-attach
 //! configuration.
 
+pub mod plugin;
+
 use std::path::{Path, PathBuf};
 
 use probectl_common::{
@@ -14,7 +16,7 @@ use probectl_common::{
 use serde::Deserialize;
 
 /// The specs compiled into the binary; `--probes FILE` replaces them.
-pub const DEFAULT_SPECS: &str = include_str!("../../probes.toml");
+pub const DEFAULT_SPECS: &str = include_str!("../../../probes.toml");
 /// The name the embedded specs are reported under.
 pub const DEFAULT_SPECS_NAME: &str = "probes.toml (built in)";
 
@@ -103,7 +105,7 @@ pub struct Group {
     ends: Vec<EndProbe>,
     /// Function addresses pinned per build id, for builds that `locate` rules cannot handle.
     #[serde(rename = "pin", default)]
-    pub pins: Vec<crate::locate::Pin>,
+    pub pins: Vec<crate::symbols::locate::Pin>,
 }
 
 /// A lifecycle function of a group (`SSL_free`, `SSL_clear`, `gnutls_deinit`, `PR_Close`): when
@@ -119,7 +121,7 @@ pub struct EndProbe {
     pub only_if: Option<CallFilter>,
     /// How to find the function without a symbol, as for probes.
     #[serde(default)]
-    pub locate: Option<crate::locate::LocateRule>,
+    pub locate: Option<crate::symbols::locate::LocateRule>,
 }
 
 /// What a probe is for.
@@ -162,9 +164,9 @@ pub struct Probe {
     #[serde(default)]
     pub tls_record: Option<TlsRecord>,
     /// How to find the function in a file that has no symbol for it (a stripped executable):
-    /// see [`crate::locate`].
+    /// see [`crate::symbols::locate`].
     #[serde(default)]
-    pub locate: Option<crate::locate::LocateRule>,
+    pub locate: Option<crate::symbols::locate::LocateRule>,
     /// Probed only in files where the named probe's function is not found, and then it
     /// stands in for it (BoringSSL's `SSL_peek` where link-time optimisation inlined
     /// `SSL_read`, which is `SSL_peek` plus consuming the bytes, into its callers).

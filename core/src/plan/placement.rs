@@ -210,7 +210,7 @@ fn place_in(
     place_function(elf.bytes(), function, entry_arguments)
 }
 
-/// Places the probes of a function found without a symbol (`crate::locate`): its bounds come
+/// Places the probes of a function found without a symbol (`crate::symbols::locate`): its bounds come
 /// from the analysis (or a pin), its entry is proven; a pin without a size stays classic.
 fn place_located(
     path: &Path,

@@ -1,6 +1,10 @@
 //! Output formats: human text (escaped or hexdump) and lossless JSON lines; files are created
 //! 0600 because captured plaintext is sensitive.
 
+pub mod pcapng;
+pub mod terminal;
+pub mod writer;
+
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -63,7 +67,7 @@ pub enum Format {
     Hex,
     /// One JSON object per line.
     Json,
-    /// Synthesized TCP conversations for Wireshark (`crate::pcapng`).
+    /// Synthesized TCP conversations for Wireshark (`crate::output::pcapng`).
     Pcapng,
 }
 
@@ -76,14 +80,14 @@ pub enum OutputError {
         source: io::Error,
     },
     #[error("cannot start the pcapng output")]
-    Pcapng(#[source] crate::pcapng::PcapngError),
+    Pcapng(#[source] crate::output::pcapng::PcapngError),
 }
 
 /// The writer of a format.
 pub fn writer_for(format: Format) -> Result<Box<dyn EventWriter>, OutputError> {
     Ok(match format {
         Format::Pcapng => {
-            Box::new(crate::pcapng::PcapngWriter::new().map_err(OutputError::Pcapng)?)
+            Box::new(crate::output::pcapng::PcapngWriter::new().map_err(OutputError::Pcapng)?)
         }
         text_or_json => Box::new(Renderer::new(text_or_json)),
     })
@@ -94,8 +98,8 @@ pub fn writer_for(format: Format) -> Result<Box<dyn EventWriter>, OutputError> {
 pub fn open_output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, OutputError> {
     let Some(path) = path else {
         // On a terminal (that the traced command may share), whole lines only.
-        if crate::terminal::stdout_is_terminal() {
-            return Ok(Box::new(crate::terminal::WholeLines::new(
+        if crate::output::terminal::stdout_is_terminal() {
+            return Ok(Box::new(crate::output::terminal::WholeLines::new(
                 io::stdout(),
                 1 << 16,
             )));

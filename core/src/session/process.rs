@@ -443,7 +443,7 @@ impl RunningCommand {
             // What it carries instead, when probectl knows it.
             let carries = crate::symbols::ElfFile::open(std::path::Path::new(&self.name))
                 .ok()
-                .and_then(|elf| crate::locate::rust_tls(elf.bytes()))
+                .and_then(|elf| crate::symbols::locate::rust_tls(elf.bytes()))
                 .map(|tls| tls.to_string())
                 .map(|tls| {
                     format!("; it carries {tls}, which probectl does not trace yet (see docs/stripped.md)")
@@ -655,7 +655,7 @@ pub fn detach_in_background() {
         return;
     }
     // Made before the fork: the child of a multithreaded process must not allocate.
-    let removal = crate::scoped::group_removal_command().into_bytes();
+    let removal = crate::load::scoped::group_removal_command().into_bytes();
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two ints for pipe(2) to fill.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -707,7 +707,7 @@ fn remove_tracefs_events(removal: &[u8]) {
         // SAFETY: a valid NUL-terminated path; the descriptor is closed below.
         let fd = unsafe {
             libc::open(
-                crate::scoped::UPROBE_EVENTS_C.as_ptr(),
+                crate::load::scoped::UPROBE_EVENTS_C.as_ptr(),
                 libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC,
             )
         };
