@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use probectl_core::output::Format;
-use probectl_core::plan::placement::PlacementMode;
 use probectl_core::session::process::{find_executable, resolve_pid, PidTarget, ProcessError};
 use probectl_core::session::{RunOptions, Target, MAX_CAPTURE_LIMIT};
+use probectl_core::symbols::placement::PlacementMode;
 
 use crate::exit;
 use crate::size;

@@ -1,4 +1,4 @@
-//! Probe placement (core/src/plan/placement.rs) through real BPF: the same OpenSSL calls captured
+//! Probe placement (core/src/symbols/placement.rs) through real BPF: the same OpenSSL calls captured
 //! byte for byte with `--placement auto` (SSL_write/SSL_read of libssl.so.3 on emulated entry
 //! and exit points) and `--placement classic` (entry uprobe + uretprobe): error returns, a
 //! traced call nested in another, a call larger than a chunk, and SSL_read returning 0 at close.

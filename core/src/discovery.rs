@@ -10,10 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use crate::symbols::FileId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -25,6 +24,26 @@ pub enum DiscoveryError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Identity of a file on the host, whatever path or mount namespace it is reached through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(path: &Path) -> std::io::Result<FileId> {
+        Ok(FileId::of_metadata(&std::fs::metadata(path)?))
+    }
+
+    pub fn of_metadata(metadata: &std::fs::Metadata) -> FileId {
+        FileId {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+        }
+    }
 }
 
 /// How probectl reaches a file from its own mount namespace.

@@ -1,17 +1,18 @@
 //! probectl's generic core: nothing here knows about a particular TLS library. Libraries are
 //! described by `probes.toml` specs; plugins add what a spec cannot express.
 //!
-//! The modules are the stages of a trace, in the order data flows through them; each uses
-//! only the stages before it (and `output`'s types for what it hands on):
+//! The modules are the stages of a trace, listed so that each uses only modules above it:
 //!
-//! - [`spec`]: the declarative probe specs and the plugins that tell libraries apart;
+//! - [`spec`]: the declarative probe specs (groups, probes, locate rules, pins);
 //! - [`discovery`]: processes, their process trees and the files they map;
-//! - [`symbols`]: functions in ELF files, by symbol, Go's pclntab, or located by analysis;
-//! - [`plan`]: which file, function and offset gets which probe, placed by disassembly
-//!   (`list` and `check` report it);
-//! - [`load`]: the kernel's features, the BPF object loaded, configured and attached;
-//! - [`events`]: ring buffer records reassembled into calls, placed in connections, counted;
+//! - [`symbols`]: functions in ELF files (by symbol, Go's pclntab, or located by analysis) and
+//!   where in them probes can go (placement by disassembly);
+//! - [`plugin`]: what a library needs beyond its spec (telling it apart, its version);
+//! - [`plan`]: which file, function and offset gets which probe (`list` and `check` report it);
+//! - [`load`]: the kernel's features, the BPF object loaded, configured, attached and detached;
 //! - [`output`]: events rendered and written (text, JSON, pcapng);
+//! - [`events`]: ring buffer records reassembled into calls, placed in connections, handed to
+//!   the output, counted in the summary;
 //! - [`decode`]: protocols read out of the plaintext (`--decode http`);
 //! - [`session`]: a whole trace, from specs to summary, and the processes it starts and watches.
 
@@ -21,13 +22,15 @@ pub mod discovery;
 
 pub mod symbols;
 
+pub mod plugin;
+
 pub mod plan;
 
 pub mod load;
 
-pub mod events;
-
 pub mod output;
+
+pub mod events;
 
 pub mod decode;
 

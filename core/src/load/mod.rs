@@ -2,6 +2,7 @@
 //! planned attach point, with the attach id as BPF cookie.
 
 pub mod btf;
+pub mod detach;
 pub mod features;
 pub mod scoped;
 
@@ -18,11 +19,11 @@ use probectl_common::{stat, ConnectionKey, ConnectionState, ProbeSpec};
 
 use std::collections::BTreeSet;
 
+use crate::discovery::FileId;
 use crate::load::scoped::ScopedProbes;
-use crate::plan::placement::Placement;
 use crate::plan::Plan;
 use crate::spec::Role;
-use crate::symbols::FileId;
+use crate::symbols::placement::Placement;
 
 /// The BPF programs built from `ebpf/` by build.rs.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probectl"));

@@ -240,7 +240,7 @@ impl Drop for ScopedProbes {
     /// through RCU grace periods.
     fn drop(&mut self) {
         drop(self.take_probes());
-        if !crate::session::process::detach_child_started() {
+        if !super::detach::detach_child_started() {
             self.remove_events();
         }
     }

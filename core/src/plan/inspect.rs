@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use crate::discovery::{self, DiscoveryError, TargetFile};
-use crate::plan::placement::{Placement, PlacementMode};
 use crate::plan::{self, Assessment, Outcome, Via};
-use crate::spec::plugin::plugin_for;
+use crate::plugin::plugin_for;
 use crate::spec::{Abi, Group, LengthRef, Probe, ReturnType, Role, SpecError, SpecFile};
 use crate::symbols::locate::Found;
+use crate::symbols::placement::{Placement, PlacementMode};
 use crate::symbols::{Resolution, SymbolCache};
 
 #[derive(Debug, thiserror::Error)]
@@ -441,7 +441,7 @@ pub struct MappedFile {
     /// Where the file is for probectl when the path there is another file (a chroot, a
     /// private mount namespace, a bind mount, a deleted file); see [`TargetFile::host_view`].
     pub host_view: Option<String>,
-    pub id: crate::symbols::FileId,
+    pub id: crate::discovery::FileId,
     pub is_executable: bool,
     /// (group name, report) for each group that matches the file by name, path, or (for the
     /// executable) by defining the group's required symbols.

@@ -2,17 +2,17 @@
 //! the list of (file, symbol, offset) attach points, and the list of what was skipped and why.
 
 pub mod inspect;
-pub mod placement;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::discovery::FileId;
 use crate::discovery::{self, DiscoveryError, TargetFile};
-use crate::plan::placement::Placement;
-use crate::spec::plugin::{plugin_for, Verdict};
+use crate::plugin::{plugin_for, Verdict};
 use crate::spec::{Group, Probe};
 use crate::symbols::locate::Found;
-use crate::symbols::{ElfFile, FileId, Resolution, SymbolCache};
+use crate::symbols::placement::Placement;
+use crate::symbols::{ElfFile, Resolution, SymbolCache};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {

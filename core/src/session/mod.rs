@@ -15,11 +15,11 @@ use crate::events::pipeline::{AttachTable, Pipeline};
 pub use crate::events::summary::Summary;
 use crate::load::{Attached, BpfError, LoadOptions, Tracer};
 use crate::output::{open_output, Format, OutputError};
-use crate::plan::placement::{Placement, PlacementMode};
 use crate::plan::{plan, Plan, PlanError, Scope};
 use crate::session::control::{attach_plan, ControlPlane};
 use crate::session::process::{find_executable, pidfd_open, spawn_held, ChildStatus, ProcessError};
 use crate::spec::{Group, SpecError, SpecFile};
+use crate::symbols::placement::{Placement, PlacementMode};
 use crate::symbols::SymbolCache;
 
 /// How often the event loop drains the ring buffer when no wakeup came.
@@ -562,7 +562,7 @@ impl Running {
         // Every probe goes when its last descriptor closes: a child closes them after we
         // exit, so that probectl does not wait for the kernel's detach (see
         // `detach_in_background`).
-        crate::session::process::detach_in_background();
+        crate::load::detach::detach_in_background();
         self.control.stop();
         match write_error {
             Some(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(RunError::Io {

@@ -6,14 +6,12 @@
 //! length. The same two BPF programs serve every probe; a probe's spec becomes their per-attach
 //! configuration.
 
-pub mod plugin;
-
 use std::path::{Path, PathBuf};
 
 use probectl_common::{
     abi, direction, length_source, return_width, ProbeSpec, ARG_NONE, FILTER_MAX_POINTERS,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The specs compiled into the binary; `--probes FILE` replaces them.
 pub const DEFAULT_SPECS: &str = include_str!("../../../probes.toml");
@@ -105,7 +103,7 @@ pub struct Group {
     ends: Vec<EndProbe>,
     /// Function addresses pinned per build id, for builds that `locate` rules cannot handle.
     #[serde(rename = "pin", default)]
-    pub pins: Vec<crate::symbols::locate::Pin>,
+    pub pins: Vec<crate::spec::Pin>,
 }
 
 /// A lifecycle function of a group (`SSL_free`, `SSL_clear`, `gnutls_deinit`, `PR_Close`): when
@@ -121,7 +119,7 @@ pub struct EndProbe {
     pub only_if: Option<CallFilter>,
     /// How to find the function without a symbol, as for probes.
     #[serde(default)]
-    pub locate: Option<crate::symbols::locate::LocateRule>,
+    pub locate: Option<crate::spec::LocateRule>,
 }
 
 /// What a probe is for.
@@ -166,7 +164,7 @@ pub struct Probe {
     /// How to find the function in a file that has no symbol for it (a stripped executable):
     /// see [`crate::symbols::locate`].
     #[serde(default)]
-    pub locate: Option<crate::symbols::locate::LocateRule>,
+    pub locate: Option<crate::spec::LocateRule>,
     /// Probed only in files where the named probe's function is not found, and then it
     /// stands in for it (BoringSSL's `SSL_peek` where link-time optimisation inlined
     /// `SSL_read`, which is `SSL_peek` plus consuming the bytes, into its callers).
@@ -738,6 +736,48 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
         }
     }
     pattern[p..].iter().all(|&c| c == '*')
+}
+
+/// How a function without a symbol is recognised: the error reports it makes from one source
+/// file (`[[group.probe]] locate = { ... }` in a spec).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocateRule {
+    /// The tail of the `__FILE__` path the library's error reports pass, e.g. `ssl/ssl_lib.cc`.
+    pub source: String,
+    /// The library code the reports pass (`ERR_LIB_SSL` is 16, `ERR_LIB_CIPHER` 30).
+    pub library: u64,
+    /// Reason codes the function reports from `source`: all of them.
+    pub errors: Vec<u64>,
+    /// Those and no other (from `source`).
+    #[serde(default)]
+    pub exact: bool,
+    /// A function it calls directly that reports these (same source and library).
+    #[serde(default)]
+    pub calls: Option<CalleeRule>,
+}
+
+/// The callee part of a [`LocateRule`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalleeRule {
+    pub errors: Vec<u64>,
+    #[serde(default)]
+    pub exact: bool,
+}
+
+/// A function's address pinned by the user for one build (`[[group.pin]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    /// The executable's GNU build id in hex (`file` or `readelf -n` shows it).
+    pub build_id: String,
+    pub symbol: String,
+    /// The function's virtual address (as `objdump -d` shows it).
+    pub address: u64,
+    /// Its size in bytes; 0 (the default) keeps the classic probe placement.
+    #[serde(default)]
+    pub size: u64,
 }
 
 #[cfg(test)]

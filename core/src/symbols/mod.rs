@@ -7,10 +7,10 @@
 
 pub mod gosym;
 pub mod locate;
+pub mod placement;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use goblin::container::Ctx;
@@ -23,9 +23,11 @@ use goblin::elf::{
 use goblin::strtab::Strtab;
 use scroll::Pread;
 
-use crate::plan::placement::{Placement, PlacementMode};
+use crate::discovery::FileId;
 use crate::spec::Group;
-use crate::symbols::locate::{Found, LocateRule};
+use crate::spec::LocateRule;
+use crate::symbols::locate::Found;
+use crate::symbols::placement::{Placement, PlacementMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolError {
@@ -37,26 +39,6 @@ pub enum SymbolError {
     },
     #[error("{path} is not an ELF file we can read: {message}")]
     NotElf { path: PathBuf, message: String },
-}
-
-/// Identity of a file on the host, whatever path or mount namespace it is reached through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileId {
-    pub dev: u64,
-    pub ino: u64,
-}
-
-impl FileId {
-    pub fn of(path: &Path) -> std::io::Result<FileId> {
-        Ok(FileId::of_metadata(&std::fs::metadata(path)?))
-    }
-
-    pub fn of_metadata(metadata: &std::fs::Metadata) -> FileId {
-        FileId {
-            dev: metadata.dev(),
-            ino: metadata.ino(),
-        }
-    }
 }
 
 /// An ELF file mapped read-only: goblin only touches the pages it parses, so that probing a
@@ -493,7 +475,7 @@ impl<'a> LeanElf<'a> {
 /// Resolution results per (file, symbol), so that a library mapped by many processes, or seen
 /// under several paths, is parsed once.
 ///
-/// It also keeps the probe placement mode and the placements found (`crate::plan::placement`): they
+/// It also keeps the probe placement mode and the placements found (`crate::symbols::placement`): they
 /// are per (file, symbol) too, and planning asks for them wherever it resolves symbols.
 #[derive(Default)]
 pub struct SymbolCache {

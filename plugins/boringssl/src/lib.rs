@@ -2,7 +2,7 @@
 //! OpenSSL's, so this plugin decides which files really are BoringSSL. The openssl plugin uses
 //! the same test to turn BoringSSL away.
 
-use probectl_core::spec::plugin::{contains, Plugin, PluginRegistration, Verdict};
+use probectl_core::plugin::{contains, Plugin, PluginRegistration, Verdict};
 use probectl_core::symbols::ElfFile;
 
 /// Functions that BoringSSL's libssl defines and OpenSSL's does not (API BoringSSL added after

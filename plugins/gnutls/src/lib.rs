@@ -1,7 +1,7 @@
 //! GnuTLS: everything probing needs is in probes.toml; this plugin only names the version,
 //! from the string GnuTLS logs when debugging is enabled ("Enabled GnuTLS 3.7.9 logging...").
 
-use probectl_core::spec::plugin::{version_strings, Plugin, PluginRegistration, Verdict};
+use probectl_core::plugin::{version_strings, Plugin, PluginRegistration, Verdict};
 use probectl_core::symbols::ElfFile;
 
 pub struct GnuTls;

@@ -3,7 +3,7 @@
 //! ABI (before 1.17, arguments were passed on the stack, which the go group's spec does not
 //! describe).
 
-use probectl_core::spec::plugin::{Plugin, PluginRegistration, Verdict};
+use probectl_core::plugin::{Plugin, PluginRegistration, Verdict};
 use probectl_core::symbols::gosym::version_number;
 use probectl_core::symbols::ElfFile;
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use probectl_boringssl::boringssl_evidence;
-use probectl_core::spec::plugin::{version_strings, Plugin, PluginRegistration, Verdict};
+use probectl_core::plugin::{version_strings, Plugin, PluginRegistration, Verdict};
 use probectl_core::symbols::ElfFile;
 
 pub struct OpenSsl;

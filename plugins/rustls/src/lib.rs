@@ -4,7 +4,7 @@
 //! aws-lc (its own libssl, a program sealing its own data) is left alone: its TLS, if any, is
 //! another group's, and its records are not rustls'.
 
-use probectl_core::spec::plugin::{Plugin, PluginRegistration, Verdict};
+use probectl_core::plugin::{Plugin, PluginRegistration, Verdict};
 use probectl_core::symbols::locate::rust_tls;
 use probectl_core::symbols::ElfFile;
 

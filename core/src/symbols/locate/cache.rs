@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::LocateRule;
+use crate::spec::LocateRule;
 
 /// Bumped when the file's layout or the analysis's meaning changes.
 const FORMAT: u32 = 1;

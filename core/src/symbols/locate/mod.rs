@@ -25,6 +25,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::spec::{LocateRule, Pin};
+
 use crate::symbols::{ElfFile, FunctionSymbol};
 use code::{Code, Function};
 
@@ -75,55 +77,13 @@ pub fn rust_tls(bytes: &[u8]) -> Option<RustTls> {
         .as_ref()
         .map(|v| format!("aws-lc-rs {v}"))
         .or_else(|| version("ring").map(|v| format!("ring {v}")));
-    let aws_lc = aws_lc_rs.is_some() || crate::spec::plugin::contains(bytes, b"/aws-lc/crypto/");
+    let aws_lc = aws_lc_rs.is_some() || memchr::memmem::find(bytes, b"/aws-lc/crypto/").is_some();
     let rustls = version("rustls");
     (rustls.is_some() || aws_lc).then_some(RustTls {
         provider: if rustls.is_some() { provider } else { None },
         rustls,
         aws_lc,
     })
-}
-
-/// How a function without a symbol is recognised: the error reports it makes from one source
-/// file (`[[group.probe]] locate = { ... }` in a spec).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LocateRule {
-    /// The tail of the `__FILE__` path the library's error reports pass, e.g. `ssl/ssl_lib.cc`.
-    pub source: String,
-    /// The library code the reports pass (`ERR_LIB_SSL` is 16, `ERR_LIB_CIPHER` 30).
-    pub library: u64,
-    /// Reason codes the function reports from `source`: all of them.
-    pub errors: Vec<u64>,
-    /// Those and no other (from `source`).
-    #[serde(default)]
-    pub exact: bool,
-    /// A function it calls directly that reports these (same source and library).
-    #[serde(default)]
-    pub calls: Option<CalleeRule>,
-}
-
-/// The callee part of a [`LocateRule`].
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CalleeRule {
-    pub errors: Vec<u64>,
-    #[serde(default)]
-    pub exact: bool,
-}
-
-/// A function's address pinned by the user for one build (`[[group.pin]]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Pin {
-    /// The executable's GNU build id in hex (`file` or `readelf -n` shows it).
-    pub build_id: String,
-    pub symbol: String,
-    /// The function's virtual address (as `objdump -d` shows it).
-    pub address: u64,
-    /// Its size in bytes; 0 (the default) keeps the classic probe placement.
-    #[serde(default)]
-    pub size: u64,
 }
 
 /// How a probed function was found.
@@ -204,7 +164,7 @@ pub fn locate(
                 // A file without the source path is not this library: no analysis, no cache.
                 let mut path = rule.source.as_bytes().to_vec();
                 path.push(0);
-                if crate::spec::plugin::contains(elf.bytes(), &path) {
+                if memchr::memmem::find(elf.bytes(), &path).is_some() {
                     left.push((symbol, rule));
                 } else {
                     outcomes.insert(

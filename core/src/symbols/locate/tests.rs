@@ -9,7 +9,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use super::code::Code;
-use super::{locate, survey, CalleeRule, Found, LocateRule, Outcome};
+use super::{locate, survey, Found, Outcome};
+use crate::spec::{CalleeRule, LocateRule};
 use crate::symbols::ElfFile;
 
 const SOURCE: &str = "ssl/ssl_lib.cc";
