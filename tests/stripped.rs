@@ -59,25 +59,7 @@ fn traced_bun_fetch(args: &[&str]) -> (FinishedLines, Recording, Vec<u8>) {
     .wait_lines();
     assert!(run.status.success(), "{}", run.stderr);
     // The peers worked: the server got the body and answered its digest after the download.
-    let connections = recording.connections();
-    let read: Vec<u8> = connections.iter().flat_map(|c| c.0.clone()).collect();
-    let written: Vec<u8> = connections.iter().flat_map(|c| c.1.clone()).collect();
-    let requests = http_messages(&read);
-    let responses = http_messages(&written);
-    assert_eq!(
-        requests
-            .iter()
-            .map(|(line, body)| (line.as_str(), body.len()))
-            .collect::<Vec<_>>(),
-        [
-            (format!("GET /download/{DOWNLOAD} HTTP/1.1").as_str(), 0),
-            ("POST /upload HTTP/1.1", UPLOAD)
-        ],
-    );
-    assert_eq!(requests[1].1, body);
-    assert_eq!(responses.len(), 2);
-    assert_eq!(responses[0].1, download_pattern(DOWNLOAD));
-    assert_eq!(responses[1].1, sha256_hex(&body).into_bytes());
+    recording.assert_fetched(DOWNLOAD, &body);
     (run, recording, body)
 }
 

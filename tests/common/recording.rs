@@ -62,6 +62,30 @@ impl Recording {
     }
 
     /// (bytes read, bytes written) of every connection the server accepted, in order.
+    /// The server's side of tests/peers/fetch_client.js: `GET /download/DOWNLOAD` answered with
+    /// the pattern, then a `POST` of `body` answered with its sha256 (the peers worked).
+    pub fn assert_fetched(&self, download: usize, body: &[u8]) {
+        let connections = self.connections();
+        let read: Vec<u8> = connections.iter().flat_map(|c| c.0.clone()).collect();
+        let written: Vec<u8> = connections.iter().flat_map(|c| c.1.clone()).collect();
+        let requests = http_messages(&read);
+        let responses = http_messages(&written);
+        assert_eq!(
+            requests
+                .iter()
+                .map(|(line, body)| (line.as_str(), body.len()))
+                .collect::<Vec<_>>(),
+            [
+                (format!("GET /download/{download} HTTP/1.1").as_str(), 0),
+                ("POST /upload HTTP/1.1", body.len())
+            ],
+        );
+        assert_eq!(requests[1].1, body);
+        assert_eq!(responses.len(), 2);
+        assert_eq!(responses[0].1, download_pattern(download));
+        assert_eq!(responses[1].1, sha256_hex(body).into_bytes());
+    }
+
     pub fn connections(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         (0..)
             .map_while(|n| {
