@@ -245,7 +245,7 @@ pub fn process_of(pid: u32, doing: &str) -> Result<u32, ProcessError> {
     if let PidTarget::ThreadOf { tid, tgid } = target {
         exit::note(format_args!(
             "{tid} is a thread of process {tgid} ({}): {doing} process {tgid}",
-            probectl_core::discovery::comm(tgid)
+            probectl_core::targets::comm(tgid)
         ));
     }
     Ok(target.pid())

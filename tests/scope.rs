@@ -1,5 +1,5 @@
 //! `--pid` and `-- cmd` probe only the traced processes: the kernel puts the breakpoints into
-//! their address spaces alone (process-scoped uprobes, core/src/load/scoped.rs). The oracle is the
+//! their address spaces alone (process-scoped uprobes, core/src/kernel/scoped.rs). The oracle is the
 //! kernel's own state, read independently of probectl: a process's executable mapping of
 //! libssl compared byte for byte with the file on disk (a uprobe is an int3, 0xCC, written
 //! over the instruction), and tracefs's `uprobe_events`. Other tracers on the machine may have

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use probectl_common::{record_kind, ChunkHeader, CHUNK_DATA_MAX};
-use probectl_core::events::pipeline::{AttachTable, Pipeline};
+use probectl_core::capture::pipeline::{AttachTable, Pipeline};
 use probectl_core::output::{open_output, writer_for, AttachInfo, Format};
 use probectl_core::spec::Direction;
 

@@ -4,21 +4,21 @@
 //! The modules are the stages of a trace, listed so that each uses only modules above it:
 //!
 //! - [`spec`]: the declarative probe specs (groups, probes, locate rules, pins);
-//! - [`discovery`]: processes, their process trees and the files they map;
+//! - [`targets`]: processes, their process trees and the files they map;
 //! - [`symbols`]: functions in ELF files (by symbol, Go's pclntab, or located by analysis) and
 //!   where in them probes can go (placement by disassembly);
 //! - [`plugin`]: what a library needs beyond its spec (telling it apart, its version);
 //! - [`plan`]: which file, function and offset gets which probe (`list` and `check` report it);
-//! - [`load`]: the kernel's features, the BPF object loaded, configured, attached and detached;
+//! - [`kernel`]: the kernel's features, the BPF object loaded, configured, attached and detached;
 //! - [`output`]: events rendered and written (text, JSON, pcapng);
-//! - [`events`]: ring buffer records reassembled into calls, placed in connections, handed to
+//! - [`capture`]: ring buffer records reassembled into calls, placed in connections, handed to
 //!   the output, counted in the summary;
 //! - [`decode`]: protocols read out of the plaintext (`--decode http`);
 //! - [`session`]: a whole trace, from specs to summary, and the processes it starts and watches.
 
 pub mod spec;
 
-pub mod discovery;
+pub mod targets;
 
 pub mod symbols;
 
@@ -26,11 +26,11 @@ pub mod plugin;
 
 pub mod plan;
 
-pub mod load;
+pub mod kernel;
 
 pub mod output;
 
-pub mod events;
+pub mod capture;
 
 pub mod decode;
 

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use crate::discovery::{self, DiscoveryError, TargetFile};
 use crate::plan::{self, Assessment, Outcome, Via};
 use crate::plugin::plugin_for;
 use crate::spec::{Abi, Group, LengthRef, Probe, ReturnType, Role, SpecError, SpecFile};
 use crate::symbols::locate::Found;
 use crate::symbols::placement::{Placement, PlacementMode};
 use crate::symbols::{Resolution, SymbolCache};
+use crate::targets::{self, DiscoveryError, TargetFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
@@ -441,7 +441,7 @@ pub struct MappedFile {
     /// Where the file is for probectl when the path there is another file (a chroot, a
     /// private mount namespace, a bind mount, a deleted file); see [`TargetFile::host_view`].
     pub host_view: Option<String>,
-    pub id: crate::discovery::FileId,
+    pub id: crate::targets::FileId,
     pub is_executable: bool,
     /// (group name, report) for each group that matches the file by name, path, or (for the
     /// executable) by defining the group's required symbols.
@@ -461,13 +461,13 @@ pub fn check(
     placement: PlacementMode,
 ) -> Result<CheckReport, InspectError> {
     let specs = SpecFile::load(specs_path)?;
-    if !discovery::process_exists(pid) {
+    if !targets::process_exists(pid) {
         return Err(DiscoveryError::NoSuchProcess { pid }.into());
     }
     let mut cache = SymbolCache::with_placement(placement);
     let mut shown = std::collections::BTreeSet::new();
     let mut processes = Vec::new();
-    for member in discovery::process_tree(pid) {
+    for member in targets::process_tree(pid) {
         let report = match process_report(member, &specs, &mut cache) {
             Ok(report) => report,
             Err(error) if member.pid == pid => return Err(error),
@@ -492,13 +492,13 @@ pub fn check(
 
 /// Every file one process maps and what each group makes of it.
 fn process_report(
-    member: discovery::TreeMember,
+    member: targets::TreeMember,
     specs: &SpecFile,
     cache: &mut SymbolCache,
 ) -> Result<ProcessReport, InspectError> {
     let pid = member.pid;
-    let executable = discovery::executable(pid)?;
-    let mut mapped = discovery::mapped_files(pid)?;
+    let executable = targets::executable(pid)?;
+    let mut mapped = targets::mapped_files(pid)?;
     if !mapped.iter().any(|file| file.id == executable.id) {
         mapped.insert(0, executable.clone());
     }
@@ -580,7 +580,7 @@ fn process_report(
     });
     Ok(ProcessReport {
         pid,
-        comm: discovery::comm(pid),
+        comm: targets::comm(pid),
         depth: member.depth,
         executable: executable.path,
         shown_above: vec![false; files.len()],

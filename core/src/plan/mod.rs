@@ -6,13 +6,13 @@ pub mod inspect;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::discovery::FileId;
-use crate::discovery::{self, DiscoveryError, TargetFile};
 use crate::plugin::{plugin_for, Verdict};
 use crate::spec::{Group, Probe};
 use crate::symbols::locate::Found;
 use crate::symbols::placement::Placement;
 use crate::symbols::{ElfFile, Resolution, SymbolCache};
+use crate::targets::FileId;
+use crate::targets::{self, DiscoveryError, TargetFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -37,7 +37,7 @@ pub enum Scope {
     /// One running process (one that just started a program, looked at for new files).
     Process(u32),
     /// A running process and its descendants that exist now (`--pid`): `members` holds the
-    /// root first (see [`discovery::process_tree`]). The kernel follows later forks.
+    /// root first (see [`targets::process_tree`]). The kernel follows later forks.
     Tree { root: u32, members: Vec<u32> },
     /// A command probectl starts: its executable and the host's libraries it may load.
     Command { executable: PathBuf },
@@ -120,12 +120,12 @@ impl TreeCoverage {
         let named: Vec<String> = self
             .mapping
             .iter()
-            .map(|pid| format!("{pid} ({})", discovery::comm(*pid)))
+            .map(|pid| format!("{pid} ({})", targets::comm(*pid)))
             .collect();
         Some(format!(
             "pid {} ({}) maps no {} library itself; tracing its descendants that do: {}",
             self.root,
-            discovery::comm(self.root),
+            targets::comm(self.root),
             self.groups,
             named.join(", ")
         ))
@@ -187,7 +187,7 @@ pub fn plan(groups: &[&Group], scope: &Scope, cache: &mut SymbolCache) -> Result
         }
         return Err(match scope {
             Scope::Process(pid) | Scope::Tree { root: pid, .. }
-                if !discovery::process_exists(*pid) =>
+                if !targets::process_exists(*pid) =>
             {
                 DiscoveryError::NoSuchProcess { pid: *pid }.into()
             }
@@ -205,7 +205,7 @@ pub fn plan(groups: &[&Group], scope: &Scope, cache: &mut SymbolCache) -> Result
                 }
                 PlanError::NothingToTrace {
                     pid: *pid,
-                    comm: discovery::comm(*pid),
+                    comm: targets::comm(*pid),
                     groups: groups_text,
                     looked_for: format!("looked in {file_list} for {looked_for}"),
                 }
@@ -284,13 +284,13 @@ fn candidates(
                             cache: &mut SymbolCache|
      -> Result<(), DiscoveryError> {
         let mut offered = Vec::new();
-        for file in discovery::mapped_files(pid)? {
+        for file in targets::mapped_files(pid)? {
             if let Some(via) = library_match(group, &file.path) {
                 offered.push((file, via));
             }
         }
         if group.executables {
-            let executable = discovery::executable(pid)?;
+            let executable = targets::executable(pid)?;
             if defines_required(group, &executable, cache) {
                 offered.push((executable, Via::Executable));
             }
@@ -314,7 +314,7 @@ fn candidates(
             }
         }
         Scope::Host | Scope::Command { .. } => {
-            for file in discovery::host_libraries(&|name| group.matches_library_name(name)) {
+            for file in targets::host_libraries(&|name| group.matches_library_name(name)) {
                 push(&mut found, file, Via::Library);
             }
             for path in &group.paths {
@@ -328,7 +328,7 @@ fn candidates(
                     // The command may find its libraries outside the standard directories:
                     // through LD_LIBRARY_PATH or its own RPATH/RUNPATH.
                     let directories = command_library_dirs(executable);
-                    for file in discovery::libraries_in(&directories, &|name| {
+                    for file in targets::libraries_in(&directories, &|name| {
                         group.matches_library_name(name)
                     }) {
                         push(&mut found, file, Via::Library);
@@ -343,7 +343,7 @@ fn candidates(
                     }
                 }
                 _ => {
-                    for pid in discovery::all_pids() {
+                    for pid in targets::all_pids() {
                         if pid == std::process::id() {
                             continue;
                         }
@@ -602,7 +602,7 @@ fn forget_skips_of_claimed_files(plan: &mut Plan) {
 pub fn host_candidates(group: &Group) -> Vec<(TargetFile, Via)> {
     let mut found: Vec<(TargetFile, Via)> = Vec::new();
     let mut seen: BTreeSet<FileId> = BTreeSet::new();
-    for file in discovery::host_libraries(&|name| group.matches_library_name(name)) {
+    for file in targets::host_libraries(&|name| group.matches_library_name(name)) {
         if seen.insert(file.id) {
             found.push((file, Via::Library));
         }

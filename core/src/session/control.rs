@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use crate::events::pipeline::{AttachTable, Lookup, LookupCause};
-use crate::load::{Attached, BpfError, KernelStats, Tracer};
+use crate::capture::pipeline::{AttachTable, Lookup, LookupCause};
+use crate::kernel::{Attached, BpfError, KernelStats, Tracer};
 use crate::output::AttachInfo;
 use crate::plan::{plan, Plan, Scope};
 use crate::spec::Group;

@@ -10,10 +10,9 @@ use std::path::PathBuf;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::discovery::{self, DiscoveryError};
-use crate::events::pipeline::{AttachTable, Pipeline};
-pub use crate::events::summary::Summary;
-use crate::load::{Attached, BpfError, LoadOptions, Tracer};
+use crate::capture::pipeline::{AttachTable, Pipeline};
+pub use crate::capture::summary::Summary;
+use crate::kernel::{Attached, BpfError, LoadOptions, Tracer};
 use crate::output::{open_output, Format, OutputError};
 use crate::plan::{plan, Plan, PlanError, Scope};
 use crate::session::control::{attach_plan, ControlPlane};
@@ -21,6 +20,7 @@ use crate::session::process::{find_executable, pidfd_open, spawn_held, ChildStat
 use crate::spec::{Group, SpecError, SpecFile};
 use crate::symbols::placement::{Placement, PlacementMode};
 use crate::symbols::SymbolCache;
+use crate::targets::{self, DiscoveryError};
 
 /// How often the event loop drains the ring buffer when no wakeup came.
 const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
@@ -244,11 +244,11 @@ fn check_options(options: &RunOptions) -> Result<(), RunError> {
 fn scope_for(target: &Target) -> Result<Scope, RunError> {
     Ok(match target {
         Target::Pid(pid) => {
-            if !discovery::process_exists(*pid) {
+            if !targets::process_exists(*pid) {
                 return Err(DiscoveryError::NoSuchProcess { pid: *pid }.into());
             }
             // The process and its descendants that exist now; the kernel follows later forks.
-            let members = discovery::process_tree(*pid)
+            let members = targets::process_tree(*pid)
                 .iter()
                 .map(|m| m.pid)
                 .collect();
@@ -282,7 +282,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
     let specs = SpecFile::load(options.specs.as_deref())?;
     let groups = select_groups(&specs, &options.plugin)?;
-    crate::load::check_privileges()?;
+    crate::kernel::check_privileges()?;
     let scope = scope_for(&options.target)?;
     let mut cache = SymbolCache::with_placement(options.placement);
     let plan = match (plan(&groups, &scope, &mut cache), &options.target) {
@@ -363,11 +363,11 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let out = open_output(options.output.as_deref())?;
     let who = match &options.target {
         Target::Pid(pid) => match plan.tree.as_ref().map_or(0, |tree| tree.descendants()) {
-            0 => format!("pid {pid} ({})", discovery::comm(*pid)),
-            1 => format!("pid {pid} ({}) and its descendant", discovery::comm(*pid)),
+            0 => format!("pid {pid} ({})", targets::comm(*pid)),
+            1 => format!("pid {pid} ({}) and its descendant", targets::comm(*pid)),
             count => format!(
                 "pid {pid} ({}) and its {count} descendants",
-                discovery::comm(*pid)
+                targets::comm(*pid)
             ),
         },
         Target::Command(argv) => format!(
@@ -562,7 +562,7 @@ impl Running {
         // Every probe goes when its last descriptor closes: a child closes them after we
         // exit, so that probectl does not wait for the kernel's detach (see
         // `detach_in_background`).
-        crate::load::detach::detach_in_background();
+        crate::kernel::detach::detach_in_background();
         self.control.stop();
         match write_error {
             Some(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(RunError::Io {

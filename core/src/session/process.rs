@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::discovery::FileId;
+use crate::targets::FileId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -501,7 +501,7 @@ async fn sample_mapped_files(pid: u32, files: BTreeSet<FileId>, state: Arc<Mutex
         if Some(current) == ours {
             continue; // not exec'd yet
         }
-        let Ok(mapped) = crate::discovery::mapped_files(pid) else {
+        let Ok(mapped) = crate::targets::mapped_files(pid) else {
             return;
         };
         let found = mapped.iter().any(|file| files.contains(&file.id));

@@ -23,11 +23,11 @@ use goblin::elf::{
 use goblin::strtab::Strtab;
 use scroll::Pread;
 
-use crate::discovery::FileId;
 use crate::spec::Group;
 use crate::spec::LocateRule;
 use crate::symbols::locate::Found;
 use crate::symbols::placement::{Placement, PlacementMode};
+use crate::targets::FileId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolError {

@@ -19,11 +19,11 @@ use probectl_common::{stat, ConnectionKey, ConnectionState, ProbeSpec};
 
 use std::collections::BTreeSet;
 
-use crate::discovery::FileId;
-use crate::load::scoped::ScopedProbes;
+use crate::kernel::scoped::ScopedProbes;
 use crate::plan::Plan;
 use crate::spec::Role;
 use crate::symbols::placement::Placement;
+use crate::targets::FileId;
 
 /// The BPF programs built from `ebpf/` by build.rs.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probectl"));
@@ -61,7 +61,7 @@ pub enum BpfError {
     #[error("updating the traced process list: {0}")]
     PidFilter(String),
     #[error(transparent)]
-    Kernel(#[from] crate::load::features::FeatureError),
+    Kernel(#[from] crate::kernel::features::FeatureError),
 }
 
 /// Linux capability numbers (linux/capability.h).
@@ -219,10 +219,10 @@ impl Tracer {
     pub fn load(options: &LoadOptions) -> Result<Tracer, BpfError> {
         check_privileges()?;
         // Before the object: a kernel that lacks a feature gets one line, not a verifier log.
-        crate::load::features::KernelFeatures::probe()?.require()?;
+        crate::kernel::features::KernelFeatures::probe()?.require()?;
         let mut attribution_problems = Vec::new();
         let filter = u8::from(options.filter_by_pid);
-        let offsets = crate::load::btf::running_kernel_offsets().unwrap_or_else(|error| {
+        let offsets = crate::kernel::btf::running_kernel_offsets().unwrap_or_else(|error| {
             attribution_problems.push(format!("no socket addresses: {error}"));
             probectl_common::KernelOffsets::default()
         });
@@ -350,7 +350,7 @@ impl Tracer {
 
     /// The threads of every traced process (with a pid filter).
     fn traced_tasks(&self) -> BTreeSet<u32> {
-        crate::load::scoped::tasks_of(self.traced_pids.keys().filter_map(Result::ok))
+        crate::kernel::scoped::tasks_of(self.traced_pids.keys().filter_map(Result::ok))
     }
 
     /// Adds a process to the kernel-side pid filter.

@@ -15,7 +15,7 @@ pub fn detach_in_background() {
         return;
     }
     // Made before the fork: the child of a multithreaded process must not allocate.
-    let removal = crate::load::scoped::group_removal_command().into_bytes();
+    let removal = crate::kernel::scoped::group_removal_command().into_bytes();
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two ints for pipe(2) to fill.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -67,7 +67,7 @@ fn remove_tracefs_events(removal: &[u8]) {
         // SAFETY: a valid NUL-terminated path; the descriptor is closed below.
         let fd = unsafe {
             libc::open(
-                crate::load::scoped::UPROBE_EVENTS_C.as_ptr(),
+                crate::kernel::scoped::UPROBE_EVENTS_C.as_ptr(),
                 libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC,
             )
         };

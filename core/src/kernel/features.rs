@@ -88,7 +88,7 @@ impl KernelFeatures {
             })?,
             uprobe_cookies: helper(UPROBE_COOKIES.name, BpfHelper::BPF_FUNC_get_attach_cookie)?,
             bpf_loop: helper(BPF_LOOP.name, BpfHelper::BPF_FUNC_loop)?,
-            btf: std::path::Path::new(crate::load::btf::VMLINUX_BTF).exists(),
+            btf: std::path::Path::new(crate::kernel::btf::VMLINUX_BTF).exists(),
         })
     }
 

@@ -14,8 +14,8 @@ use probectl_common::{
     read_record, record_kind, ChunkHeader, CloseRecord, ConnectionRecord, ProcessRecord,
 };
 
-use crate::events::connections::{ConnectionTable, StreamRun};
-use crate::events::{Call, Reassembler};
+use crate::capture::connections::{ConnectionTable, StreamRun};
+use crate::capture::{Call, Reassembler};
 use crate::output::writer::BackgroundWriter;
 use crate::output::{AttachInfo, ConnectionView, Event, EventWriter};
 
@@ -667,7 +667,7 @@ mod tests {
 
     #[test]
     fn ended_connections_fold_into_totals_beyond_the_kept_ones() {
-        use crate::events::connections::KEPT_ENDED;
+        use crate::capture::connections::KEPT_ENDED;
         let (mut pipeline, _out) = pipeline();
         let many = KEPT_ENDED as u64 + 500;
         for handle in 1..=many {

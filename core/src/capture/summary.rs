@@ -3,9 +3,9 @@
 
 use std::process::ExitStatus;
 
-use crate::events::connections::{Connection, Folded};
-use crate::events::pipeline::PipelineCounts;
-use crate::load::KernelStats;
+use crate::capture::connections::{Connection, Folded};
+use crate::capture::pipeline::PipelineCounts;
+use crate::kernel::KernelStats;
 
 /// Connections the summary lists one by one (those with losses are always listed).
 const SUMMARY_CONNECTIONS: usize = 20;

@@ -27,7 +27,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use crate::load::TRACEFS;
+use crate::kernel::TRACEFS;
 /// Also as `UPROBE_EVENTS_C`, for the detach child.
 const UPROBE_EVENTS: &str = "/sys/kernel/tracing/uprobe_events";
 /// Prefix of the tracefs group of every probectl process.
