@@ -111,7 +111,7 @@ fn eight_mib_upload_and_download_are_captured_completely() {
         .events
         .iter()
         .any(|e| e.direction == "write" && e.len > EIGHT_MIB as u64));
-    assert_eq!(run.summary_number("chunks lost"), 0);
+    assert_eq!(run.report_number("/losses/chunks_ring_full"), 0);
     assert_contiguous_streams(&run.events, server.pid());
 }
 
@@ -357,7 +357,7 @@ fn a_tiny_ring_buffer_reports_exactly_the_bytes_it_lost() {
         "a 64 KiB ring cannot hold an 8 MiB burst: {}",
         run.stderr
     );
-    assert_eq!(run.summary_number("bytes truncated"), 0);
+    assert_eq!(run.report_number("/bytes_truncated"), 0);
     // The totals: every byte curl moved was captured or reported lost, exactly.
     assert_eq!(
         sent + received,

@@ -383,7 +383,7 @@ fn a_capture_limit_given_with_a_suffix_is_applied() {
     let big = read.iter().find(|e| e.len > 1024).expect("a read over 1K");
     assert_eq!(big.data.len(), 1024);
     assert_eq!(big.truncated, big.len - 1024);
-    assert!(run.summary_number("bytes truncated") > 0);
+    assert!(run.report_number("/bytes_truncated") > 0);
 }
 
 #[test]

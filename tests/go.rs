@@ -280,17 +280,13 @@ fn https_exchange(build: Build) {
         &response,
         "the response body the server wrote",
     );
-    assert!(
-        server_run.stderr.contains("losses: none"),
-        "{}",
-        server_run.stderr
-    );
+    server_run.assert_no_losses();
     assert!(
         client.stderr.contains("(Go 1."),
         "the attach report names the Go version:\n{}",
         client.stderr
     );
-    assert!(client.stderr.contains("losses: none"), "{}", client.stderr);
+    client.assert_no_losses();
     assert!(
         !client.stderr.contains("warning:"),
         "a traced Go command gets no warning:\n{}",
@@ -369,7 +365,7 @@ fn a_go_program_that_grows_its_stacks_runs_correctly_traced() {
         stream(&run.events, pid, "write"),
         b"GET /deep HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     );
-    assert!(run.stderr.contains("losses: none"), "{}", run.stderr);
+    run.assert_no_losses();
 }
 
 /// `check --pid` on a stripped Go server: the go group, its Go version, and the same function
@@ -579,7 +575,7 @@ fn concurrent_go_requests_land_in_their_own_connections() {
         got.sort();
         assert!(got == bodies, "the bodies of connection {local}");
     }
-    assert!(run.stderr.contains("losses: none"), "{}", run.stderr);
+    run.assert_no_losses();
 }
 
 /// A Go program started while a system-wide trace runs is attached when it execs (it is held

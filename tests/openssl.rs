@@ -52,8 +52,8 @@ fn curl_to_s_server_command_mode_is_byte_exact() {
         ("curl", "openssl")
     );
     assert!(event.library.ends_with("libssl.so.3"), "{}", event.library);
-    assert_eq!(run.summary_number("events,"), run.events.len() as u64);
-    assert_eq!(run.summary_number("chunks lost"), 0);
+    assert_eq!(run.report_number("/events"), run.events.len() as u64);
+    assert_eq!(run.report_number("/losses/chunks_ring_full"), 0);
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn calls_beyond_max_bytes_are_captured_up_to_the_limit_and_counted() {
     assert_eq!(read.data, received[..100]);
     assert_eq!(read.truncated, received.len() as u64 - 100);
     let expected_truncated: u64 = run.events.iter().map(|e| e.len.saturating_sub(100)).sum();
-    assert_eq!(run.summary_number("bytes truncated"), expected_truncated);
+    assert_eq!(run.report_number("/bytes_truncated"), expected_truncated);
 }
 
 #[test]

@@ -161,23 +161,6 @@ fn body(stream: &[u8]) -> &[u8] {
     &stream[head_end..]
 }
 
-/// A number of probectl's summary line: the one before `label`.
-fn summary_number(stderr: &str, label: &str) -> u64 {
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|line| line.contains(" events, "))
-        .unwrap_or_else(|| panic!("no summary in stderr:\n{stderr}"));
-    let at = line
-        .find(&format!(" {label}"))
-        .unwrap_or_else(|| panic!("no {label} in {line}"));
-    line[..at]
-        .rsplit(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no number before {label} in {line}"))
-}
-
 /// A unique path in memory (tmpfs). The downloads and probectl's output (up to 500 MB of
 /// hexdump) are written there, not to the disk: these tests are about the reader keeping up,
 /// not about the disk's writeback (a run to a slow disk can fall behind, and counts the loss).
@@ -210,9 +193,10 @@ fn random_file_server() -> (Guard, u16, String, String, Removed) {
 /// settings otherwise; checks what curl saved. Returns probectl's stderr, its output file
 /// (removed when dropped) and the sha256 of the served file. The caller holds `exclusive()`:
 /// decoding hundreds of MB of output must not run beside another test's download.
-fn traced_download(format: &[&str]) -> (String, Removed, String) {
+fn traced_download(format: &[&str]) -> (String, serde_json::Value, Removed, String) {
     let (_server, port, path, expected_sha, _served) = random_file_server();
     let output = ram_file("capture");
+    let report = ram_file("report.json");
     let download = ram_file("download.bin");
     let url = format!("https://127.0.0.1:{port}{path}");
     let run = Command::new(PROBECTL)
@@ -220,6 +204,8 @@ fn traced_download(format: &[&str]) -> (String, Removed, String) {
         .args(format)
         .arg("-o")
         .arg(&output)
+        .arg("--report")
+        .arg(&report)
         .args(["--", "curl", "-sk", "-o"])
         .arg(&download)
         .arg(&url)
@@ -235,7 +221,10 @@ fn traced_download(format: &[&str]) -> (String, Removed, String) {
         "curl saved the file the server was given"
     );
     let _ = std::fs::remove_file(&download);
-    (stderr, Removed(output), expected_sha)
+    let report_text = std::fs::read_to_string(&report).expect("the --report file");
+    let _ = std::fs::remove_file(&report);
+    let report = serde_json::from_str(&report_text).expect("report JSON");
+    (stderr, report, Removed(output), expected_sha)
 }
 
 /// A file removed when dropped.
@@ -255,8 +244,8 @@ fn read_stream<'a>(events: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<u8>
         .collect()
 }
 
-fn assert_complete(stderr: &str, received: &[u8], expected_sha: &str) {
-    assert_eq!(summary_number(stderr, "chunks lost"), 0, "{stderr}");
+fn assert_complete(stderr: &str, report: &serde_json::Value, received: &[u8], expected_sha: &str) {
+    assert_no_losses(report, stderr);
     let body = body(received);
     assert_eq!(body.len() as u64, SIZE, "{stderr}");
     assert_eq!(sha256(body), expected_sha);
@@ -265,31 +254,31 @@ fn assert_complete(stderr: &str, received: &[u8], expected_sha: &str) {
 #[test]
 fn a_100_mb_binary_download_is_captured_completely_as_text() {
     let _exclusive = exclusive();
-    let (stderr, output, expected_sha) = traced_download(&[]);
+    let (stderr, report, output, expected_sha) = traced_download(&[]);
     let events = parse_text(&std::fs::read(&output.0).expect("output"));
     assert!(events.windows(2).all(|w| w[0].pid() == w[1].pid()));
     let received = read_stream(events.iter().map(|e| (e.direction(), e.data.as_slice())));
-    assert_complete(&stderr, &received, &expected_sha);
+    assert_complete(&stderr, &report, &received, &expected_sha);
 }
 
 #[test]
 fn a_100_mb_binary_download_is_captured_completely_as_hex() {
     let _exclusive = exclusive();
-    let (stderr, output, expected_sha) = traced_download(&["--hex"]);
+    let (stderr, report, output, expected_sha) = traced_download(&["--hex"]);
     let events = parse_hex(&std::fs::read(&output.0).expect("output"));
     let received = read_stream(events.iter().map(|e| (e.direction(), e.data.as_slice())));
-    assert_complete(&stderr, &received, &expected_sha);
+    assert_complete(&stderr, &report, &received, &expected_sha);
 }
 
 #[test]
 fn a_100_mb_binary_download_is_captured_completely_as_json() {
     let _exclusive = exclusive();
-    let (stderr, output, expected_sha) = traced_download(&["--format", "json"]);
+    let (stderr, report, output, expected_sha) = traced_download(&["--format", "json"]);
     let events = parse_events(&output.0);
     let received = read_stream(
         events
             .iter()
             .map(|e| (e.direction.as_str(), e.data.as_slice())),
     );
-    assert_complete(&stderr, &received, &expected_sha);
+    assert_complete(&stderr, &report, &received, &expected_sha);
 }

@@ -174,7 +174,7 @@ fn deno_fetch_is_byte_exact_in_both_directions() {
         "the versions are named: {}",
         run.stderr
     );
-    assert!(run.stderr.contains("losses: none"), "{}", run.stderr);
+    run.assert_no_losses();
 }
 
 #[test]
@@ -329,7 +329,7 @@ fn fixture_client_is_byte_exact(version: &[&str]) -> Vec<String> {
     let events = events_of(&run);
     assert_rustls_events(&events, &fixture);
     assert_client_matches_recording(&events, &recording);
-    assert!(run.stderr.contains("losses: none"), "{}", run.stderr);
+    run.assert_no_losses();
     let mut sealing: Vec<String> = events
         .iter()
         .filter(|event| event.direction == "write")

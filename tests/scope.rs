@@ -165,11 +165,7 @@ fn tracing_a_pid_probes_it_and_its_new_children_and_no_other_process() {
         .pid;
     assert_eq!(stream(&run.events, client, "write"), exchange.request);
     assert_eq!(stream(&run.events, client, "read"), exchange.response());
-    assert!(
-        run.stderr.contains("probectl: losses: none"),
-        "{}",
-        run.stderr
-    );
+    run.assert_no_losses();
 
     // After probectl, the traced process is as before: no breakpoint, no tracefs event.
     eventually("the run's tracefs events were not removed", || {

@@ -120,11 +120,7 @@ fn one_connection_per_client(program: &str, script: &str, tag: &str) {
             String::from_utf8_lossy(&received)
         );
     }
-    assert!(
-        run.stderr.contains("probectl: losses: none"),
-        "{}",
-        run.stderr
-    );
+    run.assert_no_losses();
 }
 
 #[test]
@@ -153,11 +149,7 @@ fn a_child_forked_after_17000_threads_is_traced() {
     let pid = run.events.first().expect("the child's events").pid;
     assert_eq!(stream(&run.events, pid, "write"), exchange.request);
     assert_eq!(stream(&run.events, pid, "read"), exchange.response());
-    assert!(
-        run.stderr.contains("probectl: losses: none"),
-        "{}",
-        run.stderr
-    );
+    run.assert_no_losses();
 }
 
 /// A private copy of libssl and libcrypto in an unusual directory.

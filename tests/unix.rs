@@ -99,7 +99,12 @@ fn signal_to_probectl_ends_the_command(signal: i32, expected_status: i32) {
         .map(|line| line.replace(&child.to_string(), "[pid]"))
         .collect();
     insta::assert_snapshot!(format!("signal_{expected_status}"), said.join("\n"));
-    assert_eq!(run.summary_number("chunks lost"), 0, "{}", run.stderr);
+    assert_eq!(
+        run.report_number("/losses/chunks_ring_full"),
+        0,
+        "{}",
+        run.stderr
+    );
     assert_eq!(stream(&run.events, child, "write"), exchange.request);
     assert_eq!(stream(&run.events, child, "read"), exchange.response());
 }

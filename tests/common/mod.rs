@@ -377,6 +377,8 @@ pub struct Trace {
     stderr: Arc<Mutex<String>>,
     stderr_thread: Option<std::thread::JoinHandle<()>>,
     pub output: PathBuf,
+    /// The run's `--report` file: its totals and losses as JSON.
+    report: PathBuf,
 }
 
 /// A finished probectl run.
@@ -385,25 +387,39 @@ pub struct Finished {
     pub status: ExitStatus,
     pub stderr: String,
     pub events: Vec<Event>,
+    /// What `--report` wrote (`Null` when probectl was killed before it could).
+    pub report: serde_json::Value,
 }
 
 impl Finished {
-    /// A number of the summary line: the one before `label`, e.g. "bytes truncated".
-    pub fn summary_number(&self, label: &str) -> u64 {
-        let line = self
-            .stderr
-            .lines()
-            .rev()
-            .find(|line| line.contains(" events, "))
-            .unwrap_or_else(|| panic!("no summary in stderr:\n{}", self.stderr));
-        let at = line
-            .find(&format!(" {label}"))
-            .unwrap_or_else(|| panic!("no {label} in {line}"));
-        let number = line[..at].rsplit(' ').next().expect("word");
-        number
-            .parse()
-            .unwrap_or_else(|_| panic!("no number before {label} in {line}"))
+    /// A number of the report, by JSON pointer, e.g. "/bytes_truncated".
+    pub fn report_number(&self, pointer: &str) -> u64 {
+        report_number(&self.report, pointer, &self.stderr)
     }
+
+    /// Asserts that the report counts no loss of any cause.
+    pub fn assert_no_losses(&self) {
+        assert_no_losses(&self.report, &self.stderr);
+    }
+}
+
+/// A number of a `--report` JSON, by JSON pointer.
+pub fn report_number(report: &serde_json::Value, pointer: &str, stderr: &str) -> u64 {
+    report
+        .pointer(pointer)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("no number at {pointer} in the report {report}\n{stderr}"))
+}
+
+/// Every loss counter of a `--report` JSON is 0, and it has no loss message.
+pub fn assert_no_losses(report: &serde_json::Value, stderr: &str) {
+    let losses = report["losses"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no losses in the report {report}\n{stderr}"));
+    for (cause, count) in losses {
+        assert_eq!(count.as_u64(), Some(0), "{cause}: {report}\n{stderr}");
+    }
+    assert_eq!(report["loss_messages"], serde_json::json!([]), "{stderr}");
 }
 
 impl Trace {
@@ -421,6 +437,8 @@ impl Trace {
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Trace {
         let output = scratch_file("events.json");
+        let report = scratch_file("report.json");
+        let _ = std::fs::remove_file(&report);
         let mut cmd = Command::new(PROBECTL);
         cmd.envs(env.iter().copied());
         cmd.arg("run")
@@ -428,7 +446,9 @@ impl Trace {
             .arg("--format")
             .arg("json")
             .arg("--output")
-            .arg(&output);
+            .arg(&output)
+            .arg("--report")
+            .arg(&report);
         if !command.is_empty() {
             cmd.arg("--").args(command);
         }
@@ -454,6 +474,7 @@ impl Trace {
             stderr,
             stderr_thread: Some(stderr_thread),
             output,
+            report,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -513,6 +534,7 @@ impl Trace {
         let _ = std::fs::remove_file(&self.output);
         FinishedLines {
             status,
+            report: self.take_report(),
             stderr: self.stderr_text(),
             lines: text
                 .lines()
@@ -531,9 +553,17 @@ impl Trace {
             status,
             stderr: self.stderr_text(),
             events: parse_events(&self.output),
+            report: self.take_report(),
         };
         let _ = std::fs::remove_file(&self.output);
         finished
+    }
+
+    /// The `--report` JSON of a run that ended (`Null` if it wrote none), and the file gone.
+    fn take_report(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(&self.report).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.report);
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
     }
 
     fn wait_exit(&mut self) -> ExitStatus {
@@ -561,6 +591,15 @@ pub struct FinishedLines {
     pub status: ExitStatus,
     pub stderr: String,
     pub lines: Vec<serde_json::Value>,
+    /// What `--report` wrote (see [`Finished::report`]).
+    pub report: serde_json::Value,
+}
+
+impl FinishedLines {
+    /// Asserts that the report counts no loss of any cause.
+    pub fn assert_no_losses(&self) {
+        assert_no_losses(&self.report, &self.stderr);
+    }
 }
 
 /// Runs `probectl <args>` to completion; returns (exit code, stdout, stderr).

@@ -248,10 +248,7 @@ fn scope_for(target: &Target) -> Result<Scope, RunError> {
                 return Err(DiscoveryError::NoSuchProcess { pid: *pid }.into());
             }
             // The process and its descendants that exist now; the kernel follows later forks.
-            let members = targets::process_tree(*pid)
-                .iter()
-                .map(|m| m.pid)
-                .collect();
+            let members = targets::process_tree(*pid).iter().map(|m| m.pid).collect();
             Scope::Tree {
                 root: *pid,
                 members,
