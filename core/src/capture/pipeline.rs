@@ -61,6 +61,10 @@ pub struct PipelineCounts {
     pub unknown_records: u64,
     /// Chunks whose attach id is in no table (never expected).
     pub unknown_attach_ids: u64,
+    /// Events written without an fd: their connection's fd was never learnt, not even after
+    /// they were held for it (the kernel's count of calls emitted without one includes the
+    /// calls whose fd came later).
+    pub events_without_fd: u64,
 }
 
 /// A request to the control plane, made by a record: look at process `pid` for TLS code,
@@ -344,6 +348,9 @@ impl Pipeline {
                 ..ConnectionView::default()
             },
         };
+        if conn.fd.is_none() {
+            self.counts.events_without_fd += 1;
+        }
         let event = Event {
             ts_ns: header.call_end_ns + self.clock_offset,
             pid: header.pid,

@@ -34,7 +34,7 @@ pub struct Summary {
 }
 
 /// Bumped when a field of [`Summary::to_json`] changes meaning or goes away.
-pub const REPORT_FORMAT: u32 = 1;
+pub const REPORT_FORMAT: u32 = 2;
 
 impl Summary {
     /// The summary as one JSON object (`--report FILE`): what tests and scripts read, instead
@@ -89,7 +89,8 @@ impl Summary {
             },
             "loss_messages": self.losses(),
             "fds": {
-                "calls_without_fd": k.fd_unknown,
+                "events_without_fd": self.counts.events_without_fd,
+                "calls_emitted_without_fd": k.fd_unknown,
                 "calls_on_two_fds": k.fd_mismatches,
                 "connections_inferred": k.fd_inferred,
                 "waiting_writes_ambiguous": k.fd_ambiguous,
@@ -230,9 +231,9 @@ impl std::fmt::Display for Summary {
             self.connections.iter().filter(|c| c.closed).count() as u64 + self.folded.connections;
         write!(
             f,
-            "\nprobectl: {} connections ({closed} closed), {} calls without a known fd, {} calls on two fds",
+            "\nprobectl: {} connections ({closed} closed), {} events without a known fd, {} calls on two fds",
             self.connections.len() as u64 + self.folded.connections,
-            self.kernel.fd_unknown,
+            self.counts.events_without_fd,
             self.kernel.fd_mismatches,
         )?;
         if self.kernel.fd_inferred > 0 || self.kernel.fd_ambiguous > 0 {
