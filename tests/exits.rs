@@ -48,7 +48,7 @@ fn connections_of_processes_that_exit_without_closing_end_with_them() {
     );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
-    assert_eq!(report["format"], 1);
+    assert_eq!(report["format"], 2);
     assert_eq!(report["connections"]["total"], children);
     assert_eq!(report["connections"]["closed"], children);
     assert_eq!(report["connections"]["ended_with_their_process"], children);
