@@ -237,9 +237,10 @@ fn deno_fetch_decoded_as_http_matches_the_recording() {
     assert_eq!(recorded[1].2, sha256_hex(&body));
 }
 
-#[test]
-fn uv_pip_install_request_and_answer_are_byte_exact() {
-    let _exclusive = exclusive();
+/// `uv pip install six` against the recording server as its index, traced by `probectl run
+/// rustls <args>`. uv asks for /simple/six/ and gets "hello /simple/six/", which is no index
+/// page: it fails, after the exchange the tests are about.
+fn traced_uv_install(args: &[&str]) -> (FinishedLines, Recording) {
     let uv = uv_peer();
     let (ca, leaf, key) = ca_and_leaf();
     let recording = Recording::start_with(leaf, key);
@@ -253,8 +254,10 @@ fn uv_pip_install_request_and_answer_are_byte_exact() {
     assert!(status.success());
     let index = format!("https://127.0.0.1:{}/simple/", recording.port);
     let python = venv.join("bin/python");
+    let mut probectl_args = vec!["rustls"];
+    probectl_args.extend_from_slice(args);
     let run = Trace::start_with_env(
-        &["rustls"],
+        &probectl_args,
         &[
             uv.to_str().expect("path"),
             "pip",
@@ -272,8 +275,6 @@ fn uv_pip_install_request_and_answer_are_byte_exact() {
         ],
     )
     .wait_lines();
-    // uv asked the index for six and got "hello /simple/six/", which is no index page: it
-    // fails, after the exchange this test is about.
     let recorded = recording.connections();
     assert_eq!(recorded.len(), 1, "uv connected once: {}", run.stderr);
     assert!(
@@ -282,15 +283,52 @@ fn uv_pip_install_request_and_answer_are_byte_exact() {
         String::from_utf8_lossy(&recorded[0].0)
     );
     assert!(recorded[0].1.ends_with(b"hello /simple/six/"));
-    let events = events_of(&run);
-    assert_rustls_events(&events, &uv);
-    assert_client_matches_recording(&events, &recording);
     assert!(
         run.stderr
             .contains("(rustls 0.23.46 with aws-lc-rs 1.18.0): 4 probes"),
         "{}",
         run.stderr
     );
+    (run, recording)
+}
+
+#[test]
+fn uv_pip_install_request_and_answer_are_byte_exact() {
+    let _exclusive = exclusive();
+    let (run, recording) = traced_uv_install(&[]);
+    let events = events_of(&run);
+    assert_rustls_events(&events, &uv_peer());
+    assert_client_matches_recording(&events, &recording);
+}
+
+#[test]
+fn uv_pip_install_decoded_as_http_matches_the_recording() {
+    let _exclusive = exclusive();
+    let (run, recording) = traced_uv_install(&["--decode", "http"]);
+    let exchanges: Vec<&serde_json::Value> = run
+        .lines
+        .iter()
+        .filter(|line| line["type"] == "http")
+        .collect();
+    assert_eq!(exchanges.len(), 1, "one exchange: {:?}", run.lines);
+    let exchange = exchanges[0];
+    assert_eq!(
+        exchange["incomplete"],
+        serde_json::Value::Null,
+        "{exchange}"
+    );
+    let recorded = &recording.connections()[0];
+    let request = &http_messages(&recorded.0)[0];
+    let response = &http_messages(&recorded.1)[0];
+    assert_eq!(exchange["method"], "GET");
+    assert_eq!(exchange["path"], "/simple/six/");
+    assert_eq!(request.0, "GET /simple/six/ HTTP/1.1");
+    assert_eq!(exchange["status"], 200);
+    assert_eq!(
+        sha256_hex(&decode_b64(&exchange["response"]["body_b64"])),
+        sha256_hex(&response.1)
+    );
+    assert_eq!(response.1, b"hello /simple/six/");
 }
 
 /// The fixture's client against the recording server, on one TLS version; returns the
