@@ -381,6 +381,17 @@ pub struct Trace {
     report: PathBuf,
 }
 
+impl Drop for Trace {
+    /// A test that fails before it stops its trace must not leave a tracer running: the next
+    /// tests would share the machine with its probes (and a system-wide one sees them all).
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A finished probectl run.
 #[derive(Debug)]
 pub struct Finished {
