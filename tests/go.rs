@@ -698,3 +698,56 @@ fn go_http2_client_and_server() {
         "the body in the DATA frames the server wrote"
     );
 }
+
+/// A Go server killed while its goroutines are blocked in `Read`: those calls never return,
+/// and what they left in the kernel's table of Go calls is removed when the process's exit is
+/// heard (the report counts it); the table does not fill with the dead.
+#[test]
+fn calls_left_in_flight_by_a_killed_go_server_are_removed() {
+    const IDLE: usize = 12;
+    let _alone = exclusive();
+    let response = payload("killed-response", 100);
+    let (mut server, port, _) = go_server(Build::Normal, &response, "killed");
+    let pid = server.pid().to_string();
+    let trace = Trace::start(&["go", "--pid", &pid], &[]);
+    // Connections that finish their handshake and send nothing: each server goroutine then
+    // waits in tls.(*Conn).Read.
+    let mut idle = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import socket, ssl, sys\n\
+             port, count = int(sys.argv[1]), int(sys.argv[2])\n\
+             context = ssl.create_default_context()\n\
+             context.check_hostname = False\n\
+             context.verify_mode = ssl.CERT_NONE\n\
+             held = [context.wrap_socket(socket.create_connection(('127.0.0.1', port)), server_hostname='x') for _ in range(count)]\n\
+             print('ready', flush=True)\n\
+             sys.stdin.read()\n",
+            &port.to_string(),
+            &IDLE.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("idle clients");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(idle.stdout.take().expect("stdout")),
+        &mut ready,
+    )
+    .expect("ready line");
+    assert_eq!(ready.trim(), "ready");
+    // The server's goroutines reach Read right after their handshakes.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+    let run = trace.wait();
+    drop(idle.stdin.take());
+    let _ = idle.wait();
+    let removed = run.report_number("/kernel_entries_of_exited_processes_removed/go_calls");
+    assert!(
+        removed >= IDLE as u64,
+        "{removed} Go calls removed, {IDLE} were blocked in Read: {}",
+        run.report
+    );
+}

@@ -290,6 +290,29 @@ pub struct ProcessRecord {
     pub ts_ns: u64,
 }
 
+/// A goroutine of a process: the key of the kernel's table of Go calls in flight. User space
+/// removes the entries of processes that exited (their calls never return).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoroutineKey {
+    /// The goroutine's `g` (R14 in Go's register ABI).
+    pub goroutine: u64,
+    pub tgid: u32,
+    pub _padding: u32,
+}
+
+/// Bytes of a call in flight as the kernel keeps it (the value of its tables of calls): user
+/// space only removes entries, and needs the size to name the map's type.
+pub const ACTIVE_CALL_SIZE: usize = 56;
+
+/// The key of the kernel's table of socket fds that belong to connections.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdKey {
+    pub tgid: u32,
+    pub fd: i32,
+}
+
 /// A connection handle in a process: the key of the kernel's connection table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -391,6 +414,8 @@ const _: () = assert!(core::mem::size_of::<ConnectionRecord>() == 80);
 const _: () = assert!(core::mem::size_of::<CloseRecord>() == 48);
 const _: () = assert!(core::mem::size_of::<ProcessRecord>() == 16);
 const _: () = assert!(core::mem::size_of::<ConnectionKey>() == 16);
+const _: () = assert!(core::mem::size_of::<GoroutineKey>() == 16);
+const _: () = assert!(core::mem::size_of::<FdKey>() == 8);
 const _: () = assert!(core::mem::size_of::<ConnectionState>() == 24);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 
@@ -450,3 +475,9 @@ unsafe impl aya::Pod for ConnectionKey {}
 // SAFETY: repr(C), integer fields and explicit padding only.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ConnectionState {}
+// SAFETY: repr(C), integer fields and explicit padding only.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for GoroutineKey {}
+// SAFETY: repr(C), two 4-byte integers.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FdKey {}

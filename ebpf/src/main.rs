@@ -33,8 +33,8 @@ use aya_ebpf::{
 };
 use probectl_common::{
     abi, chunk_flags, close_cause, connection_flags, direction, length_source, record_kind,
-    return_width, stat, Chunk, ChunkHeader, CloseRecord, ConnectionKey, ConnectionState,
-    KernelOffsets, ProbeSpec, ProcessRecord, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX,
+    return_width, stat, Chunk, ChunkHeader, CloseRecord, ConnectionKey, ConnectionState, FdKey,
+    GoroutineKey, KernelOffsets, ProbeSpec, ProcessRecord, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX,
     MAX_ARGUMENTS, MAX_ARGUMENT_REGISTERS, TLS13_PADDING_SCAN, TLS_APPLICATION_DATA,
     VECTOR_MAX_ENTRIES,
 };
@@ -140,6 +140,8 @@ const FD_MISMATCH: u32 = 1;
 const FD_INFERRED: u32 = 2;
 const RECORD_TLS13: u32 = 4;
 
+const _: () = assert!(core::mem::size_of::<ActiveCall>() == probectl_common::ACTIVE_CALL_SIZE);
+
 /// Traced calls a thread can be inside at once (nested through callbacks).
 const MAX_NESTING: usize = 4;
 
@@ -179,22 +181,13 @@ struct ThreadCalls {
 #[map]
 static THREADS: HashMap<u64, ThreadCalls> = HashMap::with_max_entries(65536, 0);
 
-/// A goroutine of a process: the key of Go calls in flight.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct GoroutineKey {
-    /// The goroutine's `g` (R14 in Go's register ABI).
-    goroutine: u64,
-    tgid: u32,
-    _padding: u32,
-}
-
 /// (goroutine, tgid) -> the goroutine's traced call in flight (specs with `abi::GO`). Keyed by
 /// goroutine, not thread: a goroutine blocked in `Read` resumes on another thread, and Go
 /// moves a goroutine's stack when it grows, so neither the thread nor the stack pointer
 /// identifies the call at its return. The entry goes at the return; one left by a call that
-/// never returned is replaced at the goroutine's next call (counted). Not an LRU: a full table
-/// is counted (`stat::CALLS_NOT_STORED`).
+/// never returned is replaced at the goroutine's next call (counted); those of a process that
+/// exited are removed by user space when it hears of the exit. Not an LRU: a full table is
+/// counted (`stat::CALLS_NOT_STORED`).
 #[map]
 static GOROUTINES: HashMap<GoroutineKey, ActiveCall> = HashMap::with_max_entries(65536, 0);
 
@@ -228,14 +221,6 @@ static CONNECTIONS: LruHashMap<ConnectionKey, ConnectionState> =
 /// instead, counted as open.
 #[map]
 static TGIDS_WITH_CONNECTIONS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
-
-/// A socket fd of a process that carried TLS.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct FdKey {
-    tgid: u32,
-    fd: i32,
-}
 
 /// (tgid, fd) -> connection handle: lets close() end the connection.
 #[map]
@@ -635,6 +620,11 @@ fn go_entered(spec: &ProbeSpec, registers: &Registers, pid_tgid: u64, goroutine:
     if GOROUTINES.insert(&key, &call, 0).is_err() {
         count(stat::CALLS_NOT_STORED, 1);
         return;
+    }
+    // Its process's exit is told to user space, which removes what the process left here.
+    // SAFETY: the value is only tested for presence.
+    if unsafe { TGIDS_WITH_CONNECTIONS.get(&tgid) }.is_none() {
+        let _ = TGIDS_WITH_CONNECTIONS.insert(&tgid, &1, 0);
     }
     // A full table only costs the fd (counted as unknown at the return).
     let _ = GO_PENDING_FDS.insert(

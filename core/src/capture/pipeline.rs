@@ -100,6 +100,9 @@ pub struct Pipeline {
     pub counts: PipelineCounts,
     /// Lookups requested by the records since the last `take_lookups`.
     lookups: Vec<Lookup>,
+    /// Processes that exited since the last `take_exited` (bounded by the records of one
+    /// drain: the session takes them after each).
+    exited: Vec<u32>,
     write_error: Option<std::io::Error>,
     /// Chunk records of connections whose fd is not known yet, held back a moment (see
     /// [`Held`]).
@@ -177,6 +180,7 @@ impl Pipeline {
             max_capture_bytes,
             counts: PipelineCounts::default(),
             lookups: Vec::new(),
+            exited: Vec::new(),
             write_error: None,
             held: Held::default(),
         })
@@ -237,6 +241,7 @@ impl Pipeline {
                     for key in held {
                         self.release(key);
                     }
+                    self.exited.push(process.pid);
                     for id in self.connections.on_process_exit(process.pid) {
                         self.closed(id, process.ts_ns);
                     }
@@ -296,6 +301,12 @@ impl Pipeline {
     /// The lookups the records asked for since the last call.
     pub fn take_lookups(&mut self) -> Vec<Lookup> {
         std::mem::take(&mut self.lookups)
+    }
+
+    /// The processes that exited since the last call (what they left in the kernel's tables
+    /// is to be swept).
+    pub fn take_exited(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.exited)
     }
 
     fn attach_info(&mut self, id: u32) -> Option<&Arc<AttachInfo>> {

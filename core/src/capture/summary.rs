@@ -5,7 +5,7 @@ use std::process::ExitStatus;
 
 use crate::capture::connections::{Connection, Folded};
 use crate::capture::pipeline::PipelineCounts;
-use crate::kernel::KernelStats;
+use crate::kernel::{KernelStats, Swept};
 
 /// Connections the summary lists one by one (those with losses are always listed).
 const SUMMARY_CONNECTIONS: usize = 20;
@@ -31,6 +31,8 @@ pub struct Summary {
     pub attach_failures: usize,
     /// The exit status of the command probectl started, if any.
     pub command_status: Option<ExitStatus>,
+    /// Kernel table entries that exited processes left, removed.
+    pub swept: Swept,
 }
 
 /// Bumped when a field of [`Summary::to_json`] changes meaning or goes away.
@@ -110,6 +112,11 @@ impl Summary {
                 "kept": self.connections.iter().map(connection).collect::<Vec<_>>(),
             },
             "command_exit_code": self.command_status.and_then(|status| status.code()),
+            "kernel_entries_of_exited_processes_removed": {
+                "go_calls": self.swept.goroutines,
+                "connections": self.swept.connections,
+                "socket_fds": self.swept.socket_fds,
+            },
         })
     }
 

@@ -15,7 +15,9 @@ use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use probectl_common::{stat, ConnectionKey, ConnectionState, ProbeSpec};
+use probectl_common::{
+    stat, ConnectionKey, ConnectionState, FdKey, GoroutineKey, ProbeSpec, ACTIVE_CALL_SIZE,
+};
 
 use std::collections::BTreeSet;
 
@@ -188,6 +190,9 @@ pub struct Tracer {
     stats: PerCpuArray<MapData, u64>,
     /// The kernel's connection table: its byte counts are the truth for open connections.
     connections: HashMap<MapData, ConnectionKey, ConnectionState>,
+    /// Go calls in flight and socket fds of connections: swept of exited processes.
+    goroutines: HashMap<MapData, GoroutineKey, [u8; ACTIVE_CALL_SIZE]>,
+    socket_fds: HashMap<MapData, FdKey, u64>,
     events: Option<RingBuf<MapData>>,
     attached: usize,
     next_attach_id: u32,
@@ -333,11 +338,15 @@ impl Tracer {
         let events = RingBuf::try_from(take("EVENTS")?).map_err(map_error("EVENTS"))?;
         let connections =
             HashMap::try_from(take("CONNECTIONS")?).map_err(map_error("CONNECTIONS"))?;
+        let goroutines = HashMap::try_from(take("GOROUTINES")?).map_err(map_error("GOROUTINES"))?;
+        let socket_fds = HashMap::try_from(take("SOCKET_FDS")?).map_err(map_error("SOCKET_FDS"))?;
         Ok(Tracer {
             ebpf,
             traced_pids,
             stats,
             connections,
+            goroutines,
+            socket_fds,
             events: Some(events),
             attached: 0,
             next_attach_id: 0,
@@ -611,12 +620,75 @@ impl Tracer {
 
     /// The kernel's byte counts (write, read) of every connection it still holds, by
     /// (pid, handle).
+    /// Removes what processes that exited left in the kernel's tables: Go calls that will
+    /// never return, connection state and fds (the last two are LRUs, whose evictions nobody
+    /// counts: a dead process's entries must not push out a live one's).
+    pub fn sweep(&mut self, tgids: &BTreeSet<u32>) -> Swept {
+        let mut swept = Swept::default();
+        if tgids.is_empty() {
+            return swept;
+        }
+        // Keys first, removals after: removing during a walk of a hash map restarts it.
+        let goroutines: Vec<GoroutineKey> = self
+            .goroutines
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| tgids.contains(&key.tgid))
+            .collect();
+        for key in goroutines {
+            if self.goroutines.remove(&key).is_ok() {
+                swept.goroutines += 1;
+            }
+        }
+        let connections: Vec<ConnectionKey> = self
+            .connections
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| tgids.contains(&key.tgid))
+            .collect();
+        for key in connections {
+            if self.connections.remove(&key).is_ok() {
+                swept.connections += 1;
+            }
+        }
+        let fds: Vec<FdKey> = self
+            .socket_fds
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| tgids.contains(&key.tgid))
+            .collect();
+        for key in fds {
+            if self.socket_fds.remove(&key).is_ok() {
+                swept.socket_fds += 1;
+            }
+        }
+        swept
+    }
+
     pub fn connection_positions(&self) -> Vec<((u32, u64), [u64; 2])> {
         self.connections
             .iter()
             .filter_map(Result::ok)
             .map(|(key, state)| ((key.tgid, key.connection), state.position))
             .collect()
+    }
+}
+
+/// Entries removed from the kernel's tables because their process exited.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Go calls in flight that never returned.
+    pub goroutines: u64,
+    /// Connection states and the fds of connections.
+    pub connections: u64,
+    pub socket_fds: u64,
+}
+
+impl std::ops::AddAssign for Swept {
+    fn add_assign(&mut self, other: Swept) {
+        self.goroutines += other.goroutines;
+        self.connections += other.connections;
+        self.socket_fds += other.socket_fds;
     }
 }
 

@@ -4,12 +4,12 @@
 //! started, a file mapped executable); it tells the pipeline what new attach ids are through
 //! the shared [`AttachTable`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use crate::capture::pipeline::{AttachTable, Lookup, LookupCause};
-use crate::kernel::{Attached, BpfError, KernelStats, Tracer};
+use crate::kernel::{Attached, BpfError, KernelStats, Swept, Tracer};
 use crate::output::AttachInfo;
 use crate::plan::{plan, Plan, Scope};
 use crate::spec::Group;
@@ -26,10 +26,14 @@ pub struct ControlReport {
     pub late_attach_failures: usize,
     /// Files attached after start.
     pub late_files: usize,
+    /// Kernel table entries of exited processes, removed.
+    pub swept: Swept,
 }
 
 enum Request {
     Look(Vec<Lookup>),
+    /// Processes that exited: what they left in the kernel's tables goes.
+    Sweep(Vec<u32>),
     Report(mpsc::Sender<ControlReport>),
 }
 
@@ -90,6 +94,7 @@ impl ControlPlane {
                     table,
                     late_attach_failures: 0,
                     late_files: 0,
+                    swept: Swept::default(),
                 };
                 worker.serve(&inbox);
             })
@@ -107,6 +112,17 @@ impl ControlPlane {
         }
         if let Some(requests) = &self.requests {
             let _ = requests.send(Request::Look(lookups));
+        }
+    }
+
+    /// Asks for what exited processes left in the kernel's tables to be removed; returns at
+    /// once.
+    pub fn sweep(&self, pids: Vec<u32>) {
+        if pids.is_empty() {
+            return;
+        }
+        if let Some(requests) = &self.requests {
+            let _ = requests.send(Request::Sweep(pids));
         }
     }
 
@@ -149,6 +165,8 @@ struct Worker {
     table: AttachTable,
     late_attach_failures: usize,
     late_files: usize,
+    /// What exited processes left in the kernel's tables, removed.
+    swept: Swept,
 }
 
 impl Worker {
@@ -169,27 +187,42 @@ impl Worker {
                     while let Ok(next) = inbox.try_recv() {
                         match next {
                             Request::Look(more) => add(more),
-                            report @ Request::Report(_) => deferred.push(report),
+                            other => deferred.push(other),
                         }
                     }
                     for lookup in pids.into_values() {
                         self.attach_new_files(&lookup);
                     }
                     for request in deferred {
-                        if let Request::Report(reply) = request {
-                            let _ = reply.send(self.report());
-                        }
+                        self.serve_one(request);
                     }
                 }
-                Request::Report(reply) => {
-                    let _ = reply.send(self.report());
+                other => self.serve_one(other),
+            }
+        }
+    }
+
+    /// A request other than a lookup, in its turn.
+    fn serve_one(&mut self, request: Request) {
+        match request {
+            Request::Look(lookups) => {
+                for lookup in lookups {
+                    self.attach_new_files(&lookup);
                 }
+            }
+            Request::Sweep(pids) => {
+                let pids: BTreeSet<u32> = pids.into_iter().collect();
+                self.swept += self.tracer.sweep(&pids);
+            }
+            Request::Report(reply) => {
+                let _ = reply.send(self.report());
             }
         }
     }
 
     fn report(&self) -> ControlReport {
         ControlReport {
+            swept: self.swept,
             kernel: self.tracer.kernel_stats(),
             open_positions: self.tracer.connection_positions(),
             probes_attached: self.tracer.attached(),

@@ -514,6 +514,7 @@ impl Running {
                 _ = self.terminate.recv() => return Ok(None),
             }
             self.control.look(self.pipeline.take_lookups());
+            self.control.sweep(self.pipeline.take_exited());
             if !self.pipeline.flush() {
                 return Ok(None);
             }
@@ -532,6 +533,7 @@ impl Running {
     ) -> Result<Summary, RunError> {
         // Whatever the kernel wrote before we stopped is still delivered.
         self.drain();
+        self.control.sweep(self.pipeline.take_exited());
         let report = self.control.report();
         // Records written while the report was made (a connection closed meanwhile).
         self.drain();
@@ -548,6 +550,7 @@ impl Running {
             probes_attached: report.probes_attached,
             attach_failures: attach_failures + report.late_attach_failures,
             command_status,
+            swept: report.swept,
         };
         // The summary first: detaching takes the kernel about 100 ms per probe. With -q, only
         // its losses, when there were any: nothing is lost silently.
