@@ -43,6 +43,10 @@ pub mod abi {
 /// Argument registers a spec may name: nine for Go's ABI, six for System V.
 pub const MAX_ARGUMENT_REGISTERS: usize = 9;
 
+/// A tracepoint field offset the running kernel's format file does not have: the program
+/// that would read it does nothing (user space says what is not followed).
+pub const NO_FIELD: u32 = u32::MAX;
+
 /// Arguments a spec may name at all: System V passes those after the sixth on the stack, where
 /// the entry program reads them (`arg6` is the 8 bytes above the return address).
 pub const MAX_ARGUMENTS: usize = 16;

@@ -35,7 +35,7 @@ use probectl_common::{
     abi, chunk_flags, close_cause, connection_flags, direction, length_source, record_kind,
     return_width, stat, Chunk, ChunkHeader, CloseRecord, ConnectionKey, ConnectionState, FdKey,
     GoroutineKey, KernelOffsets, ProbeSpec, ProcessRecord, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX,
-    MAX_ARGUMENTS, MAX_ARGUMENT_REGISTERS, TLS13_PADDING_SCAN, TLS_APPLICATION_DATA,
+    MAX_ARGUMENTS, MAX_ARGUMENT_REGISTERS, NO_FIELD, TLS13_PADDING_SCAN, TLS_APPLICATION_DATA,
     VECTOR_MAX_ENTRIES,
 };
 
@@ -1503,11 +1503,19 @@ pub fn probectl_newtask(ctx: TracePointContext) -> u32 {
     if unsafe { TRACED_PIDS.get(&parent) }.is_none() {
         return 0;
     }
+    let (pid_offset, flags_offset) = (
+        read_config(&NEWTASK_PID_OFFSET),
+        read_config(&NEWTASK_FLAGS_OFFSET),
+    );
+    if pid_offset == NO_FIELD || flags_offset == NO_FIELD {
+        // The format file lacks a field: never read at a guessed offset.
+        return 0;
+    }
     // SAFETY: the offsets come from this kernel's format file for the tracepoint.
     let (Ok(child), Ok(flags)) = (unsafe {
         (
-            ctx.read_at::<u32>(read_config(&NEWTASK_PID_OFFSET) as usize),
-            ctx.read_at::<u64>(read_config(&NEWTASK_FLAGS_OFFSET) as usize),
+            ctx.read_at::<u32>(pid_offset as usize),
+            ctx.read_at::<u64>(flags_offset as usize),
         )
     }) else {
         return 0;
@@ -1526,8 +1534,12 @@ pub fn probectl_newtask(ctx: TracePointContext) -> u32 {
 /// process that reuses its pid is not traced by accident.
 #[tracepoint]
 pub fn probectl_free(ctx: TracePointContext) -> u32 {
+    let pid_offset = read_config(&FREE_PID_OFFSET);
+    if pid_offset == NO_FIELD {
+        return 0;
+    }
     // SAFETY: the offset comes from this kernel's format file for the tracepoint.
-    let Ok(pid) = (unsafe { ctx.read_at::<u32>(read_config(&FREE_PID_OFFSET) as usize) }) else {
+    let Ok(pid) = (unsafe { ctx.read_at::<u32>(pid_offset as usize) }) else {
         return 0;
     };
     if read_config(&FILTER_BY_PID) == 0 {

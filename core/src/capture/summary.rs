@@ -84,6 +84,7 @@ impl Summary {
                 "processes_pid_filter_full": k.filter_full,
                 "tls13_records_padding_unscanned": k.records_unscanned,
                 "tls13_bytes_padding_unscanned": k.bytes_unscanned,
+                "kernel_counters_unreadable": k.counters_unreadable,
                 "events_out_of_order": self.out_of_order,
                 "connections_restarted": self.connections_restarted,
                 "unknown_records": self.counts.unknown_records,
@@ -170,6 +171,13 @@ impl Summary {
             format!(
                 "{} connection/close/process records found the ring buffer full",
                 kernel.records_lost
+            ),
+        );
+        add(
+            kernel.counters_unreadable,
+            format!(
+                "{} of the kernel's counters could not be read: the losses they count are unknown",
+                kernel.counters_unreadable
             ),
         );
         add(
@@ -318,5 +326,22 @@ impl std::fmt::Display for Summary {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_that_cannot_be_read_are_a_loss_of_their_own_not_a_zero() {
+        let mut summary = Summary::default();
+        assert!(summary.losses().is_empty());
+        summary.kernel.counters_unreadable = 3;
+        assert_eq!(
+            summary.losses(),
+            ["3 of the kernel's counters could not be read: the losses they count are unknown"]
+        );
+        assert_eq!(summary.to_json()["losses"]["kernel_counters_unreadable"], 3);
     }
 }

@@ -181,6 +181,8 @@ pub struct KernelStats {
     pub filter_full: u64,
     pub records_unscanned: u64,
     pub bytes_unscanned: u64,
+    /// Counters that could not be read: the losses they count are unknown, not zero.
+    pub counters_unreadable: u64,
 }
 
 /// The loaded programs and the maps user space talks to. Dropping it detaches every probe.
@@ -234,12 +236,14 @@ impl Tracer {
         if let Err(problem) = ensure_tracefs() {
             attribution_problems.push(problem);
         }
+        // A field the format file lacks is never read at a guessed offset: the BPF program
+        // skips the tracepoint (probectl_common::NO_FIELD), and the problem is told.
         let mut field_offset = |event: &str, field: &str| {
             tracepoint_field_offset(event, field).unwrap_or_else(|| {
                 attribution_problems.push(format!(
                     "children are not followed: no field {field} in the format of {event}"
                 ));
-                0
+                probectl_common::NO_FIELD
             })
         };
         let newtask_pid = field_offset("task/task_newtask", "pid");
@@ -592,13 +596,18 @@ impl Tracer {
     }
 
     pub fn kernel_stats(&self) -> KernelStats {
+        let unreadable = std::cell::Cell::new(0);
         let read = |index: u32| -> u64 {
-            self.stats
-                .get(&index, 0)
-                .map(|values| values.iter().sum())
-                .unwrap_or(0)
+            match self.stats.get(&index, 0) {
+                Ok(values) => values.iter().sum(),
+                Err(_) => {
+                    // Not a zero: counted, so that the summary says its losses are unknown.
+                    unreadable.set(unreadable.get() + 1);
+                    0
+                }
+            }
         };
-        KernelStats {
+        let mut stats = KernelStats {
             chunks_lost: read(stat::CHUNKS_LOST),
             bytes_lost: read(stat::BYTES_LOST),
             read_faults: read(stat::READ_FAULTS),
@@ -615,11 +624,12 @@ impl Tracer {
             filter_full: read(stat::FILTER_FULL),
             records_unscanned: read(stat::RECORDS_UNSCANNED),
             bytes_unscanned: read(stat::BYTES_UNSCANNED),
-        }
+            counters_unreadable: 0,
+        };
+        stats.counters_unreadable = unreadable.get();
+        stats
     }
 
-    /// The kernel's byte counts (write, read) of every connection it still holds, by
-    /// (pid, handle).
     /// Removes what processes that exited left in the kernel's tables: Go calls that will
     /// never return, connection state and fds (the last two are LRUs, whose evictions nobody
     /// counts: a dead process's entries must not push out a live one's).
@@ -665,6 +675,8 @@ impl Tracer {
         swept
     }
 
+    /// The kernel's byte counts (write, read) of every connection it still holds, by
+    /// (pid, handle).
     pub fn connection_positions(&self) -> Vec<((u32, u64), [u64; 2])> {
         self.connections
             .iter()
