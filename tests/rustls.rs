@@ -11,7 +11,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::recording::*;
@@ -20,13 +20,6 @@ use common::*;
 /// The download size and the upload size of the fetch clients.
 const DOWNLOAD: usize = 300_000;
 const UPLOAD: usize = 200_000;
-
-/// A per-test directory for probectl's cache of located functions (`PROBECTL_CACHE_DIR`).
-fn cache_dir() -> PathBuf {
-    let dir = scratch_file("locate-cache");
-    std::fs::create_dir_all(&dir).expect("cache dir");
-    dir
-}
 
 /// What every event of a traced rustls program must be.
 fn assert_rustls_events(events: &[Event], executable: &Path) {

@@ -22,13 +22,6 @@ use common::*;
 const DOWNLOAD: usize = 300_000;
 const UPLOAD: usize = 200_000;
 
-/// A per-test directory for probectl's cache of located functions (`PROBECTL_CACHE_DIR`).
-fn cache_dir() -> PathBuf {
-    let dir = scratch_file("locate-cache");
-    std::fs::create_dir_all(&dir).expect("cache dir");
-    dir
-}
-
 /// Bun's fetch: GET /download/300000, then POST a 200 KB body, on the recording server,
 /// traced by `probectl run <args> -- bun.exe fetch_client.js`. Returns the run, Bun's pid
 /// (the events' only pid), the recording and the body.

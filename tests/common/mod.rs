@@ -34,6 +34,13 @@ pub fn peer(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A per-test directory for probectl's cache of located functions (`PROBECTL_CACHE_DIR`).
+pub fn cache_dir() -> PathBuf {
+    let dir = scratch_file("locate-cache");
+    std::fs::create_dir_all(&dir).expect("cache dir");
+    dir
+}
+
 /// A self-signed certificate and key (made once per test binary).
 pub fn cert_and_key() -> &'static (PathBuf, PathBuf) {
     static CERT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();

@@ -176,10 +176,13 @@ impl ConnectionTable {
     fn create(&mut self, pid: u32, handle: u64) -> &mut Connection {
         self.next_id += 1;
         let id = self.next_id;
-        // The handle's previous connection (if any) is over: it folds like an ended one.
+        // The handle's previous connection (if any) is over: it folds like an ended one, for
+        // every handle joined to it; the handle's offsets start afresh.
         if let Some(previous) = self.current.insert((pid, handle), id) {
+            self.forget_handles(previous);
             self.ended.push_back(previous);
         }
+        self.bases.remove(&(pid, handle));
         self.connections
             .entry(id)
             .or_insert_with(|| Connection::new(id, pid, handle))
@@ -360,6 +363,9 @@ impl ConnectionTable {
                 self.folded.lossy += 1;
             }
         }
+        // No fd keeps pointing at a connection that is gone (a restarted one is never closed).
+        let connections = &self.connections;
+        self.by_fd.retain(|_, id| connections.contains_key(id));
     }
 
     fn ended(&mut self, id: u64) {
@@ -749,6 +755,31 @@ mod tests {
         // The next connection on the same fd, with new contexts, is a new connection.
         table.on_connection(&per_direction(0xd, 5));
         assert_eq!(table.place(&run(0xd, Direction::Write, 0, 10)).id, 2);
+    }
+
+    #[test]
+    fn a_joined_handle_that_moves_to_another_fd_starts_afresh() {
+        let mut table = ConnectionTable::default();
+        table.on_connection(&per_direction(0xa, 5));
+        table.place(&run(0xa, Direction::Write, 0, 100));
+        table.on_connection(&per_direction(0xb, 5));
+        table.place(&run(0xb, Direction::Write, 0, 40));
+        // 0xb on fd 6, where nothing is open: a connection of its own, whose offsets are its
+        // own again (no base left from its join), and the one it left ends for all handles.
+        table.on_connection(&per_direction(0xb, 6));
+        let moved = table.place(&StreamRun {
+            fd: 6,
+            ..run(0xb, Direction::Write, 0, 10)
+        });
+        assert_eq!(
+            moved,
+            Placement {
+                id: 2,
+                offset: 0,
+                gap_before: 0
+            }
+        );
+        assert_eq!(table.place(&run(0xa, Direction::Write, 100, 1)).id, 3);
     }
 
     #[test]
