@@ -262,14 +262,39 @@ impl Tracer {
             .map_max_entries("EVENTS", options.ring_bytes)
             .load(BPF_OBJECT)
             .map_err(|error| load_error(&error))?;
-        for name in [ENTRY_PROGRAM, RETURN_PROGRAM, EXIT_PROGRAM, END_PROGRAM] {
-            let program: &mut UProbe = ebpf
-                .program_mut(name)
-                .ok_or_else(|| BpfError::Load(format!("program {name} missing from the object")))?
-                .try_into()
-                .map_err(|error: aya::programs::ProgramError| BpfError::Load(error.to_string()))?;
-            program.load().map_err(|error| load_error(&error))?;
+        // The verifier takes most of a start (tenths of a second for each of the three large
+        // uprobe programs): they are verified side by side, one thread each.
+        let uprobe_names = [ENTRY_PROGRAM, RETURN_PROGRAM, EXIT_PROGRAM, END_PROGRAM];
+        let mut uprobes: Vec<(&str, &mut UProbe)> = Vec::new();
+        for (name, program) in ebpf.programs_mut() {
+            if let Some(&name) = uprobe_names.iter().find(|wanted| **wanted == name) {
+                let program: &mut UProbe =
+                    program
+                        .try_into()
+                        .map_err(|error: aya::programs::ProgramError| {
+                            BpfError::Load(error.to_string())
+                        })?;
+                uprobes.push((name, program));
+            }
         }
+        if let Some(name) = uprobe_names
+            .iter()
+            .find(|name| !uprobes.iter().any(|(found, _)| found == *name))
+        {
+            return Err(BpfError::Load(format!(
+                "program {name} missing from the object"
+            )));
+        }
+        std::thread::scope(|scope| {
+            let loads: Vec<_> = uprobes
+                .into_iter()
+                .map(|(_, program)| scope.spawn(move || program.load()))
+                .collect();
+            loads.into_iter().try_for_each(|load| match load.join() {
+                Ok(result) => result.map_err(|error| load_error(&error)),
+                Err(_) => Err(BpfError::Load("a program's load panicked".to_string())),
+            })
+        })?;
         let tracepoints: Vec<(&str, &str, String)> = [
             (NEWTASK_PROGRAM, "task", "task_newtask".to_string()),
             (FREE_PROGRAM, "sched", "sched_process_free".to_string()),
