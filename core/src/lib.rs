@@ -35,3 +35,7 @@ pub mod capture;
 pub mod decode;
 
 pub mod session;
+
+/// For the fuzz targets (`fuzz/`) only.
+#[doc(hidden)]
+pub mod fuzzing;

@@ -11,7 +11,7 @@ pub mod grpc;
 pub mod h1;
 pub mod h2;
 pub mod hpack;
-mod hpack_tables;
+pub(crate) mod hpack_tables;
 mod render;
 #[cfg(test)]
 mod tests;
