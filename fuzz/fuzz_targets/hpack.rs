@@ -1,4 +1,4 @@
-//! HPACK (RFC 7541). Two parts per input:
+//! HPACK (RFC 7541). Two parts per input (format: see `Input`):
 //! - raw header blocks decoded in sequence twice, by a decoder without a limit and one with a
 //!   header list limit: both return the same result, the limited one keeps a prefix of the
 //!   fields and counts the rest, its kept fields fit the limit, and both tables stay the same
@@ -9,17 +9,41 @@
 //!   encoder's model of it (eviction agrees).
 #![no_main]
 
-use arbitrary::Arbitrary;
+use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use probectl_core::decode::http::hpack::{Decoder, TABLE_MEMORY_CAP};
 use probectl_fuzz::{known, Encoder, Representation};
 
-#[derive(Arbitrary, Debug)]
+/// The input: `[joined: u8][limit: u16 BE][blocks: u8]`, that many raw header blocks
+/// `[length: u16 BE][block]` (the seeds are hpack-test-case stories), and the rest read by
+/// `arbitrary` as the header lists to encode.
 struct Input {
     joined: bool,
     limit: u16,
     raw: Vec<Vec<u8>>,
     lists: Vec<List>,
+}
+
+impl Input {
+    fn parse(data: &[u8]) -> Option<Input> {
+        let (head, mut rest) = (data.get(..4)?, &data[4..]);
+        let mut raw = Vec::new();
+        for _ in 0..head[3] {
+            if rest.len() < 2 {
+                break;
+            }
+            let length = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+            raw.push(rest[2..2 + length].to_vec());
+            rest = &rest[2 + length..];
+        }
+        let lists = Vec::<List>::arbitrary_take_rest(Unstructured::new(rest)).ok()?;
+        Some(Input {
+            joined: head[0] & 1 != 0,
+            limit: u16::from_be_bytes([head[1], head[2]]),
+            raw,
+            lists,
+        })
+    }
 }
 
 #[derive(Arbitrary, Debug)]
@@ -44,7 +68,10 @@ fn field_size(field: &probectl_core::decode::http::Field) -> usize {
     32 + field.name.as_ref().map_or(0, Vec::len) + field.value.as_ref().map_or(0, Vec::len)
 }
 
-fuzz_target!(|input: Input| {
+fuzz_target!(|data: &[u8]| {
+    let Some(input) = Input::parse(data) else {
+        return;
+    };
     // Raw blocks: limited and unlimited decoders agree.
     let new = |joined: bool| if joined { Decoder::joined() } else { Decoder::new() };
     let (mut whole, mut limited) = (new(input.joined), new(input.joined));

@@ -14,7 +14,7 @@
 #![no_main]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use arbitrary::Arbitrary;
@@ -72,6 +72,18 @@ struct Model {
     slots: HashMap<u64, Option<(SocketAddr, SocketAddr)>>,
     data: Vec<Packet>,
     control_packets: usize,
+}
+
+fn as_written(local: SocketAddr, remote: SocketAddr) -> (SocketAddr, SocketAddr) {
+    let v6 = |address: SocketAddr| match address.ip() {
+        IpAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), address.port()),
+        IpAddr::V6(_) => address,
+    };
+    if local.is_ipv4() && remote.is_ipv4() {
+        (local, remote)
+    } else {
+        (v6(local), v6(remote))
+    }
 }
 
 fn tuple(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
@@ -156,6 +168,8 @@ fuzz_target!(|input: Input| {
                     }
                 }
                 if let Some(Some((local, remote))) = model.slots.get(&id) {
+                    // IPv6 unless both ends are IPv4 (an IPv4 address then v4-mapped).
+                    let (local, remote) = &as_written(*local, *remote);
                     let (from, to, isn) =
                         if *is_read { (*remote, *local, 0x2000_0000u32) } else { (*local, *remote, 0x1000_0000u32) };
                     for (index, payload) in data.chunks(MAX_SEGMENT_PAYLOAD).enumerate() {

@@ -8,7 +8,7 @@
 //! JSON: one line per event counted, each with its data + truncated = len, and per connection
 //! and direction in stream order unless the table counted the run as out of order; text is
 //! UTF-8; `--decode http` output as the http targets check it; pcapng well-formed (as the
-//! pcapng target checks it).
+//! pcapng target checks it). `PROBECTL_FUZZ_SHOW=1` prints the counts and the output.
 #![no_main]
 
 use std::collections::HashMap;
@@ -78,6 +78,9 @@ fuzz_target!(|data: &[u8]| {
     let counts = pipeline.counts;
     assert!(counts.bytes_captured <= chunk_bytes, "{} bytes captured of {chunk_bytes} in chunks", counts.bytes_captured);
     let out = out.0.lock().unwrap().clone();
+    if std::env::var_os("PROBECTL_FUZZ_SHOW").is_some() {
+        eprintln!("{counts:?}\n{}", String::from_utf8_lossy(&out));
+    }
     match options & 3 {
         0 => {
             let text = std::str::from_utf8(&out).expect("JSON is UTF-8");

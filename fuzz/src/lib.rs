@@ -222,7 +222,8 @@ pub fn check_http_output(out: &[u8], format: Format, max_body: u64) -> u64 {
     exchanges
 }
 
-/// Runs calls through an `HttpWriter` and checks the bound, the output and the counts.
+/// Runs calls through an `HttpWriter` and checks the bound, the output and the counts
+/// (`PROBECTL_FUZZ_SHOW=1` prints them).
 pub fn run_http(options: Options, calls: &[Call]) {
     let writer = HttpWriter::new(options.format, options.max_body).quiet();
     let mut feeder = Feeder::new(writer);
@@ -238,6 +239,9 @@ pub fn run_http(options: Options, calls: &[Call]) {
     }
     feeder.finish();
     let stats = feeder.writer.stats.clone();
+    if std::env::var_os("PROBECTL_FUZZ_SHOW").is_some() {
+        eprintln!("{stats:?}\n{}", String::from_utf8_lossy(&feeder.out));
+    }
     assert!(stats.incomplete <= stats.exchanges);
     let written = check_http_output(&feeder.out, options.format, options.max_body);
     if options.format == Format::Json {
