@@ -51,6 +51,10 @@ impl Reassembler {
         let Some((header, data)) = ChunkHeader::read_from(record) else {
             return;
         };
+        // A chunk carries at most what its call moved from the chunk's offset on: bytes past
+        // that (a malformed record, as a damaged recording may hold) are not the call's.
+        let room = header.call_len.saturating_sub(header.offset);
+        let data = &data[..data.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
         let last = header.flags & chunk_flags::LAST != 0;
         let readable = header.flags & chunk_flags::READ_FAULT == 0;
         // A new call on a thread means its previous call will get no more chunks.
@@ -76,7 +80,10 @@ impl Reassembler {
                 emit(Call {
                     header: &pending.header,
                     start: pending.start,
-                    span: header.offset.saturating_sub(pending.start),
+                    span: header
+                        .offset
+                        .min(pending.header.call_len)
+                        .saturating_sub(pending.start),
                     data: &pending.data,
                 });
             }
@@ -84,7 +91,7 @@ impl Reassembler {
         let pending = self.pending.entry(header.tid).or_insert_with(|| Pending {
             header,
             start: header.offset,
-            data: Vec::with_capacity((header.call_len - header.offset).min(1 << 26) as usize),
+            data: Vec::with_capacity(room.min(1 << 26) as usize),
         });
         if readable {
             pending.data.extend_from_slice(data);
@@ -99,7 +106,7 @@ impl Reassembler {
             emit(Call {
                 header: &pending.header,
                 start: pending.start,
-                span: pending.header.call_len - pending.start,
+                span: pending.header.call_len.saturating_sub(pending.start),
                 data: &pending.data,
             });
         }
@@ -201,6 +208,25 @@ mod tests {
         assert_eq!(
             calls,
             vec![(1, 0, b"abc".to_vec(), 3), (1, 0, b"q".to_vec(), 0)]
+        );
+    }
+
+    #[test]
+    fn a_chunk_never_carries_more_than_its_call_moved() {
+        // Malformed records (found by the pipeline fuzz target): data past the call's length,
+        // and a chunk whose offset is past it.
+        let calls = run(&[
+            record(1, 10, 2, 0, b"hello", true),
+            record(2, 20, 3, 5, b"xy", false),
+            record(2, 20, 3, 9, b"z", true),
+        ]);
+        assert_eq!(
+            calls,
+            vec![
+                (1, 0, b"he".to_vec(), 0),
+                (2, 5, Vec::new(), 0),
+                (2, 9, Vec::new(), 0)
+            ]
         );
     }
 

@@ -346,7 +346,7 @@ impl Pipeline {
             handle: header.connection,
             fd: header.fd,
             direction: attach.direction,
-            offset: header.stream_offset + call.start,
+            offset: header.stream_offset.saturating_add(call.start),
             span: call.span,
             captured: call.data.len() as u64,
         });
@@ -785,6 +785,24 @@ mod tests {
         );
         assert_eq!(pipeline.connections.restarted, 1);
         assert_eq!(pipeline.connections.out_of_order, 0);
+    }
+
+    #[test]
+    fn stream_offsets_at_the_end_of_the_range_saturate() {
+        // Malformed records (found by the pipeline fuzz target): stream offsets near u64::MAX
+        // overflowed the placement.
+        let (mut pipeline, out) = pipeline();
+        pipeline.record(&chunk(0, 7, 0xabc, 10, 5, 0, u64::MAX - 1, b"hello", true));
+        pipeline.record(&chunk(0, 7, 0xabc, 20, 2, 0, u64::MAX, b"hi", true));
+        assert!(pipeline.finish(&[]).is_none());
+        assert_eq!(
+            lines(&out),
+            vec![
+                (1, "write".into(), u64::MAX - 1, 5, 0),
+                (1, "write".into(), u64::MAX, 2, 0)
+            ]
+        );
+        assert_eq!(pipeline.connections.get(1).expect("conn").moved, [u64::MAX, 0]);
     }
 
     #[test]
