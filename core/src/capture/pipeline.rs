@@ -340,7 +340,7 @@ impl Pipeline {
         };
         self.counts.events += 1;
         self.counts.bytes_captured += call.data.len() as u64;
-        self.counts.bytes_truncated += over_limit;
+        self.counts.bytes_truncated = self.counts.bytes_truncated.saturating_add(over_limit);
         let placement = self.connections.place(&StreamRun {
             pid: header.pid,
             handle: header.connection,
@@ -803,6 +803,12 @@ mod tests {
             ]
         );
         assert_eq!(pipeline.connections.get(1).expect("conn").moved, [u64::MAX, 0]);
+        // Call lengths near u64::MAX: the count of bytes over the limit saturates.
+        let (mut long_calls, _out) = self::pipeline();
+        long_calls.record(&chunk(0, 7, 0xabc, 10, u64::MAX, 0, 0, b"a", true));
+        long_calls.record(&chunk(0, 7, 0xdef, 20, u64::MAX, 0, 0, b"b", true));
+        assert!(long_calls.finish(&[]).is_none());
+        assert_eq!(long_calls.counts.bytes_truncated, u64::MAX);
     }
 
     #[test]
