@@ -63,7 +63,11 @@ fn check_split(body: &[u8], messages: &[&Message]) {
     assert!(body.len() - used < 5, "a whole prefix is left over");
     if let Some((_, whole)) = messages.split_last() {
         for message in whole {
-            assert_eq!(message.data.len() as u64, message.len, "a message before the last is whole");
+            assert_eq!(
+                message.data.len() as u64,
+                message.len,
+                "a message before the last is whole"
+            );
         }
     }
 }
@@ -92,7 +96,11 @@ fuzz_target!(|input: Input| {
         (MessageDirection::Request, &input.raw_request),
         (MessageDirection::Response, &input.raw_response),
     ] {
-        let mine: Vec<&Message> = call.messages.iter().filter(|m| m.direction == direction).collect();
+        let mine: Vec<&Message> = call
+            .messages
+            .iter()
+            .filter(|m| m.direction == direction)
+            .collect();
         check_split(body, &mine);
     }
 
@@ -105,7 +113,11 @@ fuzz_target!(|input: Input| {
         body.extend_from_slice(&(data.len() as u32).to_be_bytes());
         body.extend_from_slice(data);
         expected[usize::from(*response)].push(Message {
-            direction: if *response { MessageDirection::Response } else { MessageDirection::Request },
+            direction: if *response {
+                MessageDirection::Response
+            } else {
+                MessageDirection::Request
+            },
             compressed: *compressed,
             data: data.clone(),
             len: data.len() as u64,
@@ -145,12 +157,19 @@ fuzz_target!(|input: Input| {
         1 => b"application/grpc+proto",
         _ => b"application/json",
     };
-    let built = exchange(part(content_type, bodies[0].clone()), response.clone(), Some(path));
+    let built = exchange(
+        part(content_type, bodies[0].clone()),
+        response.clone(),
+        Some(path),
+    );
     let call = grpc::decode(&built).expect("the response's content type is gRPC");
     let messages: Vec<Message> = expected.concat();
     assert_eq!(call.messages, messages);
     assert_eq!(call.status, input.status);
-    assert_eq!(call.message.as_deref(), Some(&*String::from_utf8_lossy(&input.text)));
+    assert_eq!(
+        call.message.as_deref(),
+        Some(&*String::from_utf8_lossy(&input.text))
+    );
     assert_eq!(call.service.as_deref(), Some(input.service.as_str()));
     assert_eq!(call.method.as_deref(), Some(method.as_str()));
 

@@ -73,7 +73,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // Raw blocks: limited and unlimited decoders agree.
-    let new = |joined: bool| if joined { Decoder::joined() } else { Decoder::new() };
+    let new = |joined: bool| {
+        if joined {
+            Decoder::joined()
+        } else {
+            Decoder::new()
+        }
+    };
     let (mut whole, mut limited) = (new(input.joined), new(input.joined));
     let limit = usize::from(input.limit);
     for block in &input.raw {
@@ -110,7 +116,10 @@ fuzz_target!(|data: &[u8]| {
                     seen[usize::from(again) % seen.len()].clone()
                 }
                 (_, Some(index)) => (
-                    statics[usize::from(index) % statics.len()].0.as_bytes().to_vec(),
+                    statics[usize::from(index) % statics.len()]
+                        .0
+                        .as_bytes()
+                        .to_vec(),
                     spec.value.clone(),
                 ),
                 _ => (spec.name.clone(), spec.value.clone()),

@@ -102,9 +102,15 @@ fuzz_target!(|input: Input| {
         function: function.into(),
         direction,
     };
-    let (read, write) = (attach(Direction::Read, "SSL_read"), attach(Direction::Write, "SSL_write"));
-    let texts: Vec<(Option<String>, Option<String>)> =
-        input.endpoints.iter().map(|(l, r)| (l.text(), r.text())).collect();
+    let (read, write) = (
+        attach(Direction::Read, "SSL_read"),
+        attach(Direction::Write, "SSL_write"),
+    );
+    let texts: Vec<(Option<String>, Option<String>)> = input
+        .endpoints
+        .iter()
+        .map(|(l, r)| (l.text(), r.text()))
+        .collect();
     let mut out = Vec::new();
     let mut generation = [0u64; 4];
     let mut offsets: HashMap<(u64, bool), u64> = HashMap::new();
@@ -118,7 +124,14 @@ fuzz_target!(|input: Input| {
     for op in &input.ops {
         ts_ns += 1000;
         match op {
-            Op::Call { conn, read: is_read, lost, data, uncaptured, big } => {
+            Op::Call {
+                conn,
+                read: is_read,
+                lost,
+                data,
+                uncaptured,
+                big,
+            } => {
                 let conn = usize::from(conn % 4);
                 let id = 1 + conn as u64 + 4 * generation[conn];
                 let (local, remote) = &texts[conn];
@@ -170,8 +183,11 @@ fuzz_target!(|input: Input| {
                 if let Some(Some((local, remote))) = model.slots.get(&id) {
                     // IPv6 unless both ends are IPv4 (an IPv4 address then v4-mapped).
                     let (local, remote) = &as_written(*local, *remote);
-                    let (from, to, isn) =
-                        if *is_read { (*remote, *local, 0x2000_0000u32) } else { (*local, *remote, 0x1000_0000u32) };
+                    let (from, to, isn) = if *is_read {
+                        (*remote, *local, 0x2000_0000u32)
+                    } else {
+                        (*local, *remote, 0x1000_0000u32)
+                    };
                     for (index, payload) in data.chunks(MAX_SEGMENT_PAYLOAD).enumerate() {
                         let at = start + (index * MAX_SEGMENT_PAYLOAD) as u64;
                         model.data.push(Packet {
@@ -186,7 +202,10 @@ fuzz_target!(|input: Input| {
             Op::Close { conn } => {
                 let conn = usize::from(conn % 4);
                 let id = 1 + conn as u64 + 4 * generation[conn];
-                let view = ConnectionView { id, ..ConnectionView::default() };
+                let view = ConnectionView {
+                    id,
+                    ..ConnectionView::default()
+                };
                 writer.connection_closed(&view, ts_ns, &mut out).unwrap();
                 generation[conn] += 1;
                 if let Some(Some((local, remote))) = model.slots.remove(&id) {
@@ -201,5 +220,9 @@ fuzz_target!(|input: Input| {
     let (data, control): (Vec<Packet>, Vec<Packet>) =
         packets.into_iter().partition(|p| !p.payload.is_empty());
     assert_eq!(data, model.data, "the data packets are the events' bytes");
-    assert_eq!(control.len(), model.control_packets, "handshakes and closes");
+    assert_eq!(
+        control.len(),
+        model.control_packets,
+        "handshakes and closes"
+    );
 });

@@ -48,7 +48,13 @@ fuzz_target!(|data: &[u8]| {
         function: function.into(),
         direction,
     };
-    assert!(table.extend(0, vec![info("SSL_write", Direction::Write), info("SSL_read", Direction::Read)]));
+    assert!(table.extend(
+        0,
+        vec![
+            info("SSL_write", Direction::Write),
+            info("SSL_read", Direction::Read)
+        ]
+    ));
     let writer: Box<dyn EventWriter> = match options & 3 {
         0 => Box::new(Renderer::new(Format::Json)),
         1 => Box::new(Renderer::new(Format::Text)),
@@ -64,7 +70,9 @@ fuzz_target!(|data: &[u8]| {
         let length = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
         let record = &rest[2..2 + length];
         rest = &rest[2 + length..];
-        if record.len() >= 4 && u32::from_le_bytes(record[..4].try_into().unwrap()) == record_kind::CHUNK {
+        if record.len() >= 4
+            && u32::from_le_bytes(record[..4].try_into().unwrap()) == record_kind::CHUNK
+        {
             chunk_bytes += record.len().saturating_sub(header_size) as u64;
         }
         pipeline.record(record);
@@ -76,7 +84,11 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(pipeline.finish(&[]).is_none(), "no write error");
     let counts = pipeline.counts;
-    assert!(counts.bytes_captured <= chunk_bytes, "{} bytes captured of {chunk_bytes} in chunks", counts.bytes_captured);
+    assert!(
+        counts.bytes_captured <= chunk_bytes,
+        "{} bytes captured of {chunk_bytes} in chunks",
+        counts.bytes_captured
+    );
     let out = out.0.lock().unwrap().clone();
     if std::env::var_os("PROBECTL_FUZZ_SHOW").is_some() {
         eprintln!("{counts:?}\n{}", String::from_utf8_lossy(&out));
@@ -93,7 +105,10 @@ fuzz_target!(|data: &[u8]| {
                 let len = value["len"].as_u64().expect("len");
                 let kept = b64(&value["data_b64"]).len() as u64;
                 assert_eq!(kept + value["truncated"].as_u64().expect("truncated"), len);
-                let key = (value["conn"]["id"].as_u64().expect("id"), value["direction"].as_str().expect("direction").to_string());
+                let key = (
+                    value["conn"]["id"].as_u64().expect("id"),
+                    value["direction"].as_str().expect("direction").to_string(),
+                );
                 let offset = value["conn"]["offset"].as_u64().expect("offset");
                 let expected = next.entry(key).or_insert(0);
                 if offset < *expected {
@@ -102,7 +117,11 @@ fuzz_target!(|data: &[u8]| {
                 *expected = (*expected).max(offset.saturating_add(len));
             }
             assert_eq!(lines, counts.events, "one line per event");
-            assert!(behind <= pipeline.connections.out_of_order, "{behind} events behind their stream, {} counted", pipeline.connections.out_of_order);
+            assert!(
+                behind <= pipeline.connections.out_of_order,
+                "{behind} events behind their stream, {} counted",
+                pipeline.connections.out_of_order
+            );
         }
         1 => {
             std::str::from_utf8(&out).expect("text is UTF-8");

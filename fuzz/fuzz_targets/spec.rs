@@ -19,8 +19,14 @@ fuzz_target!(|data: &[u8]| {
         Err(SpecError::Syntax { line, column, .. }) => {
             let lines = text.split('\n').count();
             assert!(line >= 1 && line <= lines, "line {line} of {lines}");
-            let length = text.split('\n').nth(line - 1).map_or(0, |l| l.chars().count());
-            assert!(column >= 1 && column <= length + 1, "column {column} of {length}");
+            let length = text
+                .split('\n')
+                .nth(line - 1)
+                .map_or(0, |l| l.chars().count());
+            assert!(
+                column >= 1 && column <= length + 1,
+                "column {column} of {length}"
+            );
             return;
         }
         Err(_) => return,
@@ -28,7 +34,9 @@ fuzz_target!(|data: &[u8]| {
     assert!(!specs.groups.is_empty());
     for (index, group) in specs.groups.iter().enumerate() {
         assert!(!group.name.is_empty() && group.name != "all");
-        assert!(specs.groups[..index].iter().all(|other| other.name != group.name));
+        assert!(specs.groups[..index]
+            .iter()
+            .all(|other| other.name != group.name));
         assert!(specs.group(&group.name).is_some());
         let _ = group.describe_files();
         let _ = group.required_symbols().count();
@@ -42,7 +50,11 @@ fuzz_target!(|data: &[u8]| {
         }
         for probe in &group.probes {
             let spec = probe.bpf_spec();
-            let limit = if spec.abi == abi::GO { MAX_ARGUMENT_REGISTERS } else { MAX_ARGUMENTS } as u8;
+            let limit = if spec.abi == abi::GO {
+                MAX_ARGUMENT_REGISTERS
+            } else {
+                MAX_ARGUMENTS
+            } as u8;
             for (what, arg) in [
                 ("connection", spec.connection_arg),
                 ("buffer", spec.buffer_arg),
@@ -52,7 +64,12 @@ fuzz_target!(|data: &[u8]| {
                 ("record ad", spec.record_ad_arg),
                 ("record ad length", spec.record_ad_length_arg),
             ] {
-                assert!(arg == ARG_NONE || arg < limit, "{} {}: {what} argument {arg}", group.name, probe.symbol);
+                assert!(
+                    arg == ARG_NONE || arg < limit,
+                    "{} {}: {what} argument {arg}",
+                    group.name,
+                    probe.symbol
+                );
             }
             assert!(usize::from(spec.filter_pointers) <= FILTER_MAX_POINTERS);
         }
@@ -60,7 +77,8 @@ fuzz_target!(|data: &[u8]| {
     // Written back by toml and read again: the same specs.
     let table: toml::Table = toml::from_str(text).expect("accepted text is TOML");
     if let Ok(again) = toml::to_string(&table) {
-        let reparsed = SpecFile::parse(&again, "again.toml").expect("the same TOML is accepted again");
+        let reparsed =
+            SpecFile::parse(&again, "again.toml").expect("the same TOML is accepted again");
         assert_eq!(format!("{specs:?}"), format!("{reparsed:?}"));
     }
 });

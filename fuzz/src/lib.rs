@@ -39,7 +39,8 @@ impl Options {
     pub fn parse(byte: u8) -> Options {
         Options {
             format: [Format::Text, Format::Hex, Format::Json, Format::Json][usize::from(byte & 3)],
-            max_body: [0, 16, 4096, 1 << 20][usize::from((byte >> 2) & 1) * 2 + usize::from(byte >> 7)],
+            max_body: [0, 16, 4096, 1 << 20]
+                [usize::from((byte >> 2) & 1) * 2 + usize::from(byte >> 7)],
             close_at_end: byte & 0x08 != 0,
             extra: (byte >> 4) & 0x7,
         }
@@ -235,7 +236,11 @@ pub fn run_http(options: Options, calls: &[Call]) {
     if options.close_at_end {
         feeder.close(1);
         feeder.close(2);
-        assert_eq!(feeder.writer.held_bytes(), 0, "closed connections hold nothing");
+        assert_eq!(
+            feeder.writer.held_bytes(),
+            0,
+            "closed connections hold nothing"
+        );
     }
     feeder.finish();
     let stats = feeder.writer.stats.clone();
@@ -245,7 +250,10 @@ pub fn run_http(options: Options, calls: &[Call]) {
     assert!(stats.incomplete <= stats.exchanges);
     let written = check_http_output(&feeder.out, options.format, options.max_body);
     if options.format == Format::Json {
-        assert_eq!(written, stats.exchanges, "every exchange counted is written");
+        assert_eq!(
+            written, stats.exchanges,
+            "every exchange counted is written"
+        );
     }
 }
 
@@ -468,7 +476,11 @@ pub fn blocks(file: &[u8]) -> Vec<Vec<u8>> {
         let length = u32_at(file, at + 4) as usize;
         assert!(length >= 12 && length % 4 == 0, "block length {length}");
         assert!(at + length <= file.len(), "block past the end");
-        assert_eq!(u32_at(file, at + length - 4) as usize, length, "trailing length");
+        assert_eq!(
+            u32_at(file, at + length - 4) as usize,
+            length,
+            "trailing length"
+        );
         let body = &file[at + 8..at + length - 4];
         match (index, kind) {
             (0, 0x0A0D_0D0A) => {
@@ -489,7 +501,10 @@ pub fn blocks(file: &[u8]) -> Vec<Vec<u8>> {
         at += length;
         index += 1;
     }
-    assert!(index >= 2 || file.is_empty(), "a section header and an interface");
+    assert!(
+        index >= 2 || file.is_empty(),
+        "a section header and an interface"
+    );
     packets
 }
 
@@ -502,15 +517,31 @@ pub fn packet(frame: &[u8]) -> Packet {
     let payload = headers.payload.slice().to_vec();
     let (from, to, checksum) = match headers.net.expect("IP") {
         NetHeaders::Ipv4(ip, _) => {
-            assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "IPv4 checksum");
-            assert_eq!(usize::from(ip.total_len), frame.len() - 14, "IPv4 total length");
+            assert_eq!(
+                ip.header_checksum,
+                ip.calc_header_checksum(),
+                "IPv4 checksum"
+            );
+            assert_eq!(
+                usize::from(ip.total_len),
+                frame.len() - 14,
+                "IPv4 total length"
+            );
             let checksum = tcp.calc_checksum_ipv4(&ip, &payload).expect("checksum");
             (ip.source.into(), ip.destination.into(), checksum)
         }
         NetHeaders::Ipv6(ip, _) => {
-            assert_eq!(usize::from(ip.payload_length), frame.len() - 54, "IPv6 payload length");
+            assert_eq!(
+                usize::from(ip.payload_length),
+                frame.len() - 54,
+                "IPv6 payload length"
+            );
             let checksum = tcp.calc_checksum_ipv6(&ip, &payload).expect("checksum");
-            (std::net::IpAddr::from(ip.source), std::net::IpAddr::from(ip.destination), checksum)
+            (
+                std::net::IpAddr::from(ip.source),
+                std::net::IpAddr::from(ip.destination),
+                checksum,
+            )
         }
         other => panic!("IP: {other:?}"),
     };

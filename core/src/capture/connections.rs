@@ -455,7 +455,8 @@ impl ConnectionTable {
         if offset < expected {
             self.out_of_order += 1;
         }
-        connection.next_offset[direction] = connection.next_offset[direction].max(offset.saturating_add(span));
+        connection.next_offset[direction] =
+            connection.next_offset[direction].max(offset.saturating_add(span));
         connection.moved[direction] = connection.moved[direction].max(offset.saturating_add(span));
         connection.captured[direction] += captured;
         Placement {

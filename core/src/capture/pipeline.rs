@@ -802,7 +802,10 @@ mod tests {
                 (1, "write".into(), u64::MAX, 2, 0)
             ]
         );
-        assert_eq!(pipeline.connections.get(1).expect("conn").moved, [u64::MAX, 0]);
+        assert_eq!(
+            pipeline.connections.get(1).expect("conn").moved,
+            [u64::MAX, 0]
+        );
         // Call lengths near u64::MAX: the count of bytes over the limit saturates.
         let (mut long_calls, _out) = self::pipeline();
         long_calls.record(&chunk(0, 7, 0xabc, 10, u64::MAX, 0, 0, b"a", true));

@@ -934,7 +934,10 @@ fn stream_offsets_at_the_end_of_the_range_do_not_overflow() {
     }
     // The stream's end saturated at u64::MAX, where the second request starts: no gap.
     let lines = feeder.json();
-    let paths: Vec<&str> = lines.iter().map(|l| l["path"].as_str().expect("path")).collect();
+    let paths: Vec<&str> = lines
+        .iter()
+        .map(|l| l["path"].as_str().expect("path"))
+        .collect();
     assert_eq!(paths, vec!["/edge", "/edge"]);
 }
 
