@@ -39,6 +39,23 @@ struct Pending {
     data: Vec<u8>,
 }
 
+impl Pending {
+    /// What is pending as a run of `span` bytes of its call: never more data than the span
+    /// (chunks of one call that disagree on its length are malformed records).
+    fn run(&self, span: u64) -> Call<'_> {
+        let kept = self
+            .data
+            .len()
+            .min(usize::try_from(span).unwrap_or(usize::MAX));
+        Call {
+            header: &self.header,
+            start: self.start,
+            span,
+            data: &self.data[..kept],
+        }
+    }
+}
+
 /// Reassembles chunks into calls, keyed by thread.
 #[derive(Default)]
 pub struct Reassembler {
@@ -77,15 +94,14 @@ impl Reassembler {
         if gap {
             if let Some(pending) = self.pending.remove(&header.tid) {
                 // Deliver what came before the gap, its span reaching up to this chunk.
-                emit(Call {
-                    header: &pending.header,
-                    start: pending.start,
-                    span: header
-                        .offset
-                        .min(pending.header.call_len)
-                        .saturating_sub(pending.start),
-                    data: &pending.data,
-                });
+                emit(
+                    pending.run(
+                        header
+                            .offset
+                            .min(pending.header.call_len)
+                            .saturating_sub(pending.start),
+                    ),
+                );
             }
         }
         let pending = self.pending.entry(header.tid).or_insert_with(|| Pending {
@@ -103,12 +119,7 @@ impl Reassembler {
 
     fn flush_thread(&mut self, tid: u32, emit: &mut dyn FnMut(Call<'_>)) {
         if let Some(pending) = self.pending.remove(&tid) {
-            emit(Call {
-                header: &pending.header,
-                start: pending.start,
-                span: pending.header.call_len.saturating_sub(pending.start),
-                data: &pending.data,
-            });
+            emit(pending.run(pending.header.call_len.saturating_sub(pending.start)));
         }
     }
 
@@ -228,6 +239,17 @@ mod tests {
                 (2, 9, Vec::new(), 0)
             ]
         );
+    }
+
+    #[test]
+    fn chunks_that_disagree_on_the_call_length_keep_the_first() {
+        // Found by the pipeline fuzz target: a later chunk of the call said it was longer, and
+        // its data went past the span of the run.
+        let calls = run(&[
+            record(1, 10, 4, 0, b"ab", false),
+            record(1, 10, 100, 2, b"cdefgh", true),
+        ]);
+        assert_eq!(calls, vec![(1, 0, b"abcd".to_vec(), 0)]);
     }
 
     #[test]
