@@ -14,8 +14,9 @@ targets whose inputs have a format of their own, from real traffic shapes:
             chunk, close, exit, exec and map records (ChunkHeader and the others, packed as
             probectl-common lays them out) carrying HTTP/1 and HTTP/2 exchanges;
   spec      probes.toml, and each of its groups alone.
-The `grpc` and `pcapng` targets read their input with `arbitrary`; their seeds are a few
-inputs of a fuzzing run, minimised (`cargo fuzz cmin`), kept as they are.
+The `grpc` and `pcapng` targets read their input with `arbitrary`; their seeds are the 8
+largest inputs of a fuzzing run's corpus after `-merge=1` (libFuzzer's minimisation), kept as
+they are (this script leaves them alone).
 """
 import glob
 import gzip
