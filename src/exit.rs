@@ -112,6 +112,16 @@ pub fn note(message: impl Display) {
     }
 }
 
+/// A warning on stderr (also with `-q`): something the user must know about the output.
+pub fn warning(message: impl Display) {
+    let label = paint(
+        "warning:",
+        Style::Error,
+        STDERR_COLOR.load(Ordering::Relaxed),
+    );
+    eprintln!("probectl: {label} {message}");
+}
+
 /// An error on stderr; the status to exit with.
 pub fn error(message: impl Display, status: u8) -> ExitCode {
     let label = paint("error:", Style::Error, STDERR_COLOR.load(Ordering::Relaxed));

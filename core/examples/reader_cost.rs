@@ -84,7 +84,7 @@ fn replay(records: &[Vec<u8>], format: Format, path: &Path) -> (f64, u64) {
         pipeline.record(record);
         // The event loop flushes after each drain of the ring.
         if call % 64 == 63 {
-            pipeline.flush();
+            pipeline.flush(call as u64);
         }
     }
     // Waits for the writer thread: its writes count.

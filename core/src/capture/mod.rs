@@ -9,6 +9,7 @@
 
 pub mod connections;
 pub mod pipeline;
+pub mod recording;
 pub mod summary;
 
 use std::collections::HashMap;

@@ -163,7 +163,8 @@ pub struct Attached {
 }
 
 /// Counters the BPF programs keep (summed over CPUs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct KernelStats {
     pub chunks_lost: u64,
     pub bytes_lost: u64,
@@ -712,7 +713,8 @@ impl Tracer {
 }
 
 /// Entries removed from the kernel's tables because their process exited.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Swept {
     /// Go calls in flight that never returned.
     pub goroutines: u64,

@@ -2,15 +2,18 @@
 
 pub mod control;
 pub mod process;
+pub mod replay;
 
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::capture::pipeline::{AttachTable, Pipeline};
+use crate::capture::recording::{End, Recorder, Start};
 pub use crate::capture::summary::Summary;
 use crate::kernel::{Attached, BpfError, LoadOptions, Tracer};
 use crate::output::{open_output, Format, OutputError};
@@ -48,6 +51,8 @@ pub enum RunError {
     NothingAttached(String),
     #[error("invalid option: {0}")]
     Option(String),
+    #[error(transparent)]
+    Recording(#[from] crate::capture::recording::RecordingError),
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -81,6 +86,8 @@ pub struct RunOptions {
     /// `--pid` of a process that maps no matching library yet: trace it anyway and attach
     /// when it loads one, instead of failing.
     pub wait_for_library: bool,
+    /// `--record FILE`: the pipeline's whole input, for `probectl replay`.
+    pub record: Option<PathBuf>,
 }
 
 /// Resolves the plugin name to groups: one, or every group for `all`.
@@ -194,18 +201,25 @@ fn watch_readable<T: AsRawFd>(inner: T, context: &'static str) -> Result<AsyncFd
     )
 }
 
+/// A clock's time in ns.
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: time is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(clock, &mut time) };
+    time.tv_sec as u64 * 1_000_000_000 + time.tv_nsec as u64
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of BPF timestamps, and of the pipeline.
+pub(crate) fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
 /// Offset from CLOCK_MONOTONIC (what BPF timestamps use) to wall-clock time.
 fn monotonic_to_realtime_ns() -> u64 {
-    let now = |clock| {
-        let mut time = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: time is a valid timespec for clock_gettime to fill.
-        unsafe { libc::clock_gettime(clock, &mut time) };
-        time.tv_sec as u64 * 1_000_000_000 + time.tv_nsec as u64
-    };
-    now(libc::CLOCK_REALTIME).saturating_sub(now(libc::CLOCK_MONOTONIC))
+    clock_ns(libc::CLOCK_REALTIME).saturating_sub(monotonic_ns())
 }
 
 /// Checks the options that the command line parser cannot.
@@ -410,22 +424,33 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         }
         None => None,
     };
-    let pipeline = Pipeline::new(
+    let clock_offset = monotonic_to_realtime_ns();
+    let recorder = match &options.record {
+        Some(path) => Some(Recorder::create(
+            path,
+            &Start {
+                probectl: env!("CARGO_PKG_VERSION").to_string(),
+                clock_offset,
+                max_capture_bytes: options.max_capture_bytes,
+                kernel: crate::kernel::features::kernel_release(),
+            },
+        )?),
+        None => None,
+    };
+    let mut pipeline = Pipeline::new(
         table.clone(),
-        match options.decode {
-            Some((crate::decode::http::Decode::Http, max_body)) => Box::new(
-                crate::decode::http::HttpWriter::new(options.format, max_body),
-            ),
-            None => crate::output::writer_for(options.format)?,
-        },
+        writer_for(options.format, options.decode)?,
         out,
-        monotonic_to_realtime_ns(),
+        clock_offset,
         options.max_capture_bytes,
     )
     .map_err(|source| RunError::Io {
         context: "starting the output thread",
         source,
     })?;
+    if let Some(recorder) = recorder {
+        pipeline.record_into(recorder);
+    }
     let groups: Vec<Group> = groups.into_iter().cloned().collect();
     let mut running = Running {
         ring: watch_readable(ring, "polling the ring buffer")?,
@@ -515,7 +540,7 @@ impl Running {
             }
             self.control.look(self.pipeline.take_lookups());
             self.control.sweep(self.pipeline.take_exited());
-            if !self.pipeline.flush() {
+            if !self.pipeline.flush(monotonic_ns()) {
                 return Ok(None);
             }
         }
@@ -537,28 +562,20 @@ impl Running {
         let report = self.control.report();
         // Records written while the report was made (a connection closed meanwhile).
         self.drain();
-        let write_error = self.pipeline.finish(&report.open_positions);
-        let connections = &self.pipeline.connections;
-        let summary = Summary {
-            counts: self.pipeline.counts,
+        let end = End {
+            open_positions: report.open_positions,
             kernel: report.kernel,
-            connections: connections.all().into_iter().cloned().collect(),
-            folded: connections.folded,
-            ended_by_exit: connections.ended_by_exit,
-            out_of_order: connections.out_of_order,
-            connections_restarted: connections.restarted,
             probes_attached: report.probes_attached,
             attach_failures: attach_failures + report.late_attach_failures,
-            command_status,
             swept: report.swept,
+            command_code: command_status.and_then(|status| status.code()),
+            command_signal: command_status.and_then(|status| status.signal()),
         };
-        // The summary first: detaching takes the kernel about 100 ms per probe. With -q, only
-        // its losses, when there were any: nothing is lost silently.
-        if !crate::output::terminal::is_quiet() {
-            eprintln!("{summary}");
-        } else if !summary.losses().is_empty() {
-            eprintln!("probectl: losses: {}", summary.losses().join("; "));
-        }
+        self.pipeline.end_recording(&end);
+        let write_error = self.pipeline.finish(&end.open_positions);
+        let summary = summarize(&self.pipeline, &end, command_status);
+        // The summary first: detaching takes the kernel about 100 ms per probe.
+        print_summary(&summary);
         // Every probe goes when its last descriptor closes: a child closes them after we
         // exit, so that probectl does not wait for the kernel's detach (see
         // `detach_in_background`).
@@ -571,6 +588,51 @@ impl Running {
             }),
             _ => Ok(summary),
         }
+    }
+}
+
+/// The writer of a format, or of decoded exchanges.
+fn writer_for(
+    format: Format,
+    decode: Option<(crate::decode::http::Decode, u64)>,
+) -> Result<Box<dyn crate::output::EventWriter>, RunError> {
+    Ok(match decode {
+        Some((crate::decode::http::Decode::Http, max_body)) => {
+            Box::new(crate::decode::http::HttpWriter::new(format, max_body))
+        }
+        None => crate::output::writer_for(format)?,
+    })
+}
+
+/// A finished pipeline's summary, with what the end of the run said (live or recorded).
+fn summarize(
+    pipeline: &Pipeline,
+    end: &End,
+    command_status: Option<std::process::ExitStatus>,
+) -> Summary {
+    let connections = &pipeline.connections;
+    Summary {
+        counts: pipeline.counts,
+        kernel: end.kernel,
+        connections: connections.all().into_iter().cloned().collect(),
+        folded: connections.folded,
+        ended_by_exit: connections.ended_by_exit,
+        out_of_order: connections.out_of_order,
+        connections_restarted: connections.restarted,
+        probes_attached: end.probes_attached,
+        attach_failures: end.attach_failures,
+        command_status,
+        swept: end.swept,
+    }
+}
+
+/// The summary on stderr; with -q, only its losses, when there were any: nothing is lost
+/// silently.
+pub fn print_summary(summary: &Summary) {
+    if !crate::output::terminal::is_quiet() {
+        eprintln!("{summary}");
+    } else if !summary.losses().is_empty() {
+        eprintln!("probectl: losses: {}", summary.losses().join("; "));
     }
 }
 
