@@ -291,6 +291,12 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     };
     let interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
+    // Also a flag the handler sets itself: an output that blocks the event loop's thread
+    // must not keep the stop from being seen (see `crate::output::writer`).
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        signal_hook::flag::register(signal, crate::output::writer::stop_flag())
+            .map_err(signal_error)?;
+    }
     let specs = SpecFile::load(options.specs.as_deref())?;
     let groups = select_groups(&specs, &options.plugin)?;
     crate::kernel::check_privileges()?;
@@ -525,8 +531,11 @@ impl Running {
                 _ = drain_timer.tick() => self.drain(),
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard.map_err(|source| RunError::Io { context: "polling the ring buffer", source })?;
-                    drain(guard.get_inner_mut(), &mut self.pipeline);
-                    guard.clear_ready();
+                    // Readiness is cleared only when the ring was emptied: what a bounded
+                    // round left is taken next time round the loop.
+                    if drain(guard.get_inner_mut(), &mut self.pipeline) {
+                        guard.clear_ready();
+                    }
                 }
                 status = wait_some(child_status.as_mut()), if child_status.is_some() => {
                     return Ok(status.ok().and_then(Result::ok));
@@ -550,6 +559,11 @@ impl Running {
         drain(self.ring.get_mut(), &mut self.pipeline);
     }
 
+    /// Drains the ring until it is empty (at the end: nothing comes any more).
+    fn drain_all(&mut self) {
+        while !drain(self.ring.get_mut(), &mut self.pipeline) {}
+    }
+
     /// Delivers what is left, prints the summary, detaches.
     fn finish(
         mut self,
@@ -557,11 +571,11 @@ impl Running {
         command_status: Option<std::process::ExitStatus>,
     ) -> Result<Summary, RunError> {
         // Whatever the kernel wrote before we stopped is still delivered.
-        self.drain();
+        self.drain_all();
         self.control.sweep(self.pipeline.take_exited());
         let report = self.control.report();
         // Records written while the report was made (a connection closed meanwhile).
-        self.drain();
+        self.drain_all();
         let end = End {
             open_positions: report.open_positions,
             kernel: report.kernel,
@@ -636,8 +650,18 @@ pub fn print_summary(summary: &Summary) {
     }
 }
 
-fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline) {
-    while let Some(record) = ring.next() {
-        pipeline.record(&record);
+/// Records taken from the ring in one round of the event loop at most: between rounds it
+/// handles signals, the command's exit and the control plane's lookups, however busy the
+/// traced programs are.
+const DRAIN_BATCH: usize = 4096;
+
+/// Takes up to [`DRAIN_BATCH`] records; true when the ring was emptied.
+fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline) -> bool {
+    for _ in 0..DRAIN_BATCH {
+        match ring.next() {
+            Some(record) => pipeline.record(&record),
+            None => return true,
+        }
     }
+    false
 }
