@@ -159,7 +159,7 @@ fn replay_command(replay_args: ReplayArgs) -> ExitCode {
                      summary",
                 );
             }
-            probectl_core::session::print_summary(&replayed.summary);
+            exit::summary(&replayed.summary);
             if let Some((path, file)) = report {
                 if let Err(message) = report::write(&path, file, &replayed.summary) {
                     return exit::error(message, exit::ERROR);
@@ -217,6 +217,7 @@ fn run_command(run_args: RunArgs) -> ExitCode {
     };
     match runtime.block_on(run(options)) {
         Ok(summary) => {
+            exit::summary(&summary);
             if let Some((path, file)) = report {
                 if let Err(message) = report::write(&path, file, &summary) {
                     return exit::error(message, exit::ERROR);

@@ -3,6 +3,8 @@
 //!
 //! The modules are the stages of a trace, listed so that each uses only modules above it:
 //!
+//! - [`notice`]: what the core has to say while it works, handed to the program's sink (the
+//!   core never prints);
 //! - [`spec`]: the declarative probe specs (groups, probes, locate rules, pins);
 //! - [`targets`]: processes, their process trees and the files they map;
 //! - [`symbols`]: functions in ELF files (by symbol, Go's pclntab, or located by analysis) and
@@ -12,9 +14,12 @@
 //! - [`kernel`]: the kernel's features, the BPF object loaded, configured, attached and detached;
 //! - [`output`]: events rendered and written (text, JSON, pcapng);
 //! - [`capture`]: ring buffer records reassembled into calls, placed in connections, handed to
-//!   the output, counted in the summary;
+//!   the output, counted in the summary; recordings of them (`--record`);
 //! - [`decode`]: protocols read out of the plaintext (`--decode http`);
-//! - [`session`]: a whole trace, from specs to summary, and the processes it starts and watches.
+//! - [`session`]: a whole trace, from specs to summary, and the processes it starts and watches;
+//!   a replay of a recording.
+
+pub mod notice;
 
 pub mod spec;
 

@@ -619,7 +619,7 @@ impl EventWriter for PcapngWriter {
 
     fn finish(&mut self, out: &mut dyn Output) -> io::Result<()> {
         for note in self.notes() {
-            eprintln!("probectl: {note}");
+            crate::notice::info(crate::notice::Topic::Output, note);
         }
         self.drain(out)
     }

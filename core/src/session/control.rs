@@ -244,7 +244,10 @@ impl Worker {
         let attached = match attach_plan(&mut self.tracer, &self.table, &plan) {
             Ok(attached) => attached,
             Err(error) => {
-                eprintln!("probectl: attaching to new files of pid {pid} failed: {error}");
+                crate::notice::warning(
+                    crate::notice::Topic::Attach,
+                    format!("attaching to new files of pid {pid} failed: {error}"),
+                );
                 self.late_attach_failures += 1;
                 return;
             }

@@ -16,6 +16,7 @@ use crate::capture::pipeline::{AttachTable, Pipeline};
 use crate::capture::recording::{End, Recorder, Start};
 pub use crate::capture::summary::Summary;
 use crate::kernel::{Attached, BpfError, LoadOptions, Tracer};
+use crate::notice::{self, Topic};
 use crate::output::{open_output, Format, OutputError};
 use crate::plan::{plan, Plan, PlanError, Scope};
 use crate::session::control::{attach_plan, ControlPlane};
@@ -53,6 +54,13 @@ pub enum RunError {
     Option(String),
     #[error(transparent)]
     Recording(#[from] crate::capture::recording::RecordingError),
+    /// Writing the output failed: the run stopped there, and its summary is still told.
+    #[error("writing output: {source}")]
+    WriteFailed {
+        summary: Box<Summary>,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -112,11 +120,14 @@ pub fn select_groups<'a>(specs: &'a SpecFile, name: &str) -> Result<Vec<&'a Grou
 /// and what failed.
 pub(crate) fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_skips: bool) {
     if let Some(first) = attached.unscoped.first() {
-        eprintln!(
-            "probectl: warning: {} probe(s) attached for all processes, not only the traced \
-             ones (other processes that map the file pay the uprobe traps; what is captured is \
-             still filtered): {first}",
-            attached.unscoped.len()
+        notice::warning(
+            Topic::Attach,
+            format!(
+                "{} probe(s) attached for all processes, not only the traced ones (other \
+                 processes that map the file pay the uprobe traps; what is captured is still \
+                 filtered): {first}",
+                attached.unscoped.len()
+            ),
         );
     }
     let failures = &attached.failures;
@@ -149,34 +160,34 @@ pub(crate) fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_s
             .as_deref()
             .map(|v| format!(" ({v})"))
             .unwrap_or_default();
-        crate::note!(
-            "probectl: [{}] {}{version}: {count} probes{note} ({emulated} emulated{at_rets})",
-            file.group,
-            file.file.describe()
+        notice::info(
+            Topic::Attach,
+            format!(
+                "[{}] {}{version}: {count} probes{note} ({emulated} emulated{at_rets})",
+                file.group,
+                file.file.describe()
+            ),
         );
     }
     for skip in plan.skipped.iter().filter(|_| report_skips) {
-        match &skip.symbol {
-            Some(symbol) => crate::note!(
-                "probectl: [{}] skipped {symbol} in {}: {}",
-                skip.group,
-                skip.path.display(),
-                skip.reason
-            ),
-            None => crate::note!(
-                "probectl: [{}] skipped {}: {}",
-                skip.group,
-                skip.path.display(),
-                skip.reason
-            ),
-        }
+        let what = match &skip.symbol {
+            Some(symbol) => format!("{symbol} in {}", skip.path.display()),
+            None => skip.path.display().to_string(),
+        };
+        notice::info(
+            Topic::Attach,
+            format!("[{}] skipped {what}: {}", skip.group, skip.reason),
+        );
     }
     for failure in failures {
-        eprintln!(
-            "probectl: FAILED to attach {} in {}: {}",
-            failure.symbol,
-            failure.path.display(),
-            failure.message
+        notice::warning(
+            Topic::Attach,
+            format!(
+                "FAILED to attach {} in {}: {}",
+                failure.symbol,
+                failure.path.display(),
+                failure.message
+            ),
         );
     }
 }
@@ -314,9 +325,12 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             }),
             Target::Pid(_),
         ) if options.wait_for_library => {
-            eprintln!(
-                "probectl: warning: process {pid} ({comm}) maps no library of {groups} yet \
-                 ({looked_for}); waiting for it to load one"
+            notice::warning(
+                Topic::Coverage,
+                format!(
+                    "process {pid} ({comm}) maps no library of {groups} yet ({looked_for}); \
+                     waiting for it to load one"
+                ),
             );
             Plan::default()
         }
@@ -362,10 +376,13 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         matches!(options.target, Target::Pid(_)),
     );
     if let Some(note) = plan.tree.as_ref().and_then(|tree| tree.note()) {
-        crate::note!("probectl: {note}");
+        notice::info(Topic::Tracing, note);
     }
     for problem in &tracer.attribution_problems {
-        eprintln!("probectl: connection attribution degraded: {problem}");
+        notice::warning(
+            Topic::Attribution,
+            format!("connection attribution degraded: {problem}"),
+        );
     }
     if tracer.attached() == 0 && !plan.probes.is_empty() {
         let reasons: Vec<String> = attached
@@ -404,10 +421,13 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         0 => String::new(),
         count => format!(", {count} FAILED"),
     };
-    crate::note!(
-        "probectl: tracing {} in {who}: {} probes attached{failed}; Ctrl-C to stop",
-        group_names.join(", "),
-        tracer.attached(),
+    notice::info(
+        Topic::Tracing,
+        format!(
+            "tracing {} in {who}: {} probes attached{failed}; Ctrl-C to stop",
+            group_names.join(", "),
+            tracer.attached(),
+        ),
     );
 
     let ring = tracer
@@ -515,9 +535,9 @@ impl Running {
         exited_already: bool,
     ) -> Result<Option<std::process::ExitStatus>, RunError> {
         if exited_already {
-            crate::note!(
-                "probectl: traced process {} exited",
-                watched_pid.unwrap_or(0)
+            notice::info(
+                Topic::Tracing,
+                format!("traced process {} exited", watched_pid.unwrap_or(0)),
             );
             return Ok(None);
         }
@@ -541,7 +561,7 @@ impl Running {
                     return Ok(status.ok().and_then(Result::ok));
                 }
                 _ = wait_some(pidfd.as_ref().map(|pidfd| pidfd.readable())), if pidfd.is_some() => {
-                    crate::note!("probectl: traced process {} exited", watched_pid.unwrap_or(0));
+                    notice::info(Topic::Tracing, format!("traced process {} exited", watched_pid.unwrap_or(0)));
                     return Ok(None);
                 }
                 _ = self.interrupt.recv() => return Ok(None),
@@ -588,20 +608,26 @@ impl Running {
         self.pipeline.end_recording(&end);
         let write_error = self.pipeline.finish(&end.open_positions);
         let summary = summarize(&self.pipeline, &end, command_status);
-        // The summary first: detaching takes the kernel about 100 ms per probe.
-        print_summary(&summary);
         // Every probe goes when its last descriptor closes: a child closes them after we
         // exit, so that probectl does not wait for the kernel's detach (see
         // `detach_in_background`).
         crate::kernel::detach::detach_in_background();
         self.control.stop();
-        match write_error {
-            Some(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(RunError::Io {
-                context: "writing output",
+        finished(summary, write_error)
+    }
+}
+
+/// The end of a run (or a replay): its summary, or the output's error with the summary (a
+/// reader that went away, EPIPE, is no error: `probectl ... | head` is fine).
+fn finished(summary: Summary, write_error: Option<std::io::Error>) -> Result<Summary, RunError> {
+    match write_error {
+        Some(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(RunError::WriteFailed {
+                summary: Box::new(summary),
                 source: error,
-            }),
-            _ => Ok(summary),
+            })
         }
+        _ => Ok(summary),
     }
 }
 
@@ -637,16 +663,6 @@ fn summarize(
         attach_failures: end.attach_failures,
         command_status,
         swept: end.swept,
-    }
-}
-
-/// The summary on stderr; with -q, only its losses, when there were any: nothing is lost
-/// silently.
-pub fn print_summary(summary: &Summary) {
-    if !crate::output::terminal::is_quiet() {
-        eprintln!("{summary}");
-    } else if !summary.losses().is_empty() {
-        eprintln!("probectl: losses: {}", summary.losses().join("; "));
     }
 }
 

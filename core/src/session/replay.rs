@@ -83,16 +83,13 @@ pub fn replay(options: &ReplayOptions) -> Result<Replayed, RunError> {
         (None, Some(signal)) => Some(std::process::ExitStatus::from_raw(signal & 0x7f)),
         (None, None) => None,
     };
-    let summary = super::summarize(&pipeline, &end, command_status);
-    match write_error {
-        Some(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(RunError::Io {
-            context: "writing output",
-            source: error,
-        }),
-        _ => Ok(Replayed {
-            summary,
-            start: reader.start,
-            incomplete: incomplete || reader.cut_short,
-        }),
-    }
+    let summary = super::finished(
+        super::summarize(&pipeline, &end, command_status),
+        write_error,
+    )?;
+    Ok(Replayed {
+        summary,
+        start: reader.start,
+        incomplete: incomplete || reader.cut_short,
+    })
 }
