@@ -428,7 +428,7 @@ const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 /// # Safety
 /// `T` must be a `repr(C)` type made of integers and integer arrays only (every bit pattern is
 /// a valid value), as every record type of this module is.
-#[cfg(feature = "user")]
+#[cfg(feature = "records")]
 pub unsafe fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < core::mem::size_of::<T>() {
         return None;
@@ -445,7 +445,7 @@ pub unsafe fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
 /// `T` must be a `repr(C)` type made of integers and integer arrays only, with no implicit
 /// padding (the record types of this module spell theirs out as `_padding` fields), so that
 /// every byte is initialised.
-#[cfg(feature = "user")]
+#[cfg(feature = "records")]
 pub unsafe fn record_bytes<T: Copy>(value: &T) -> &[u8] {
     // SAFETY: `value` is a live T of size_of::<T>() bytes, all initialised (the caller's
     // guarantee); the slice borrows it.
@@ -454,7 +454,7 @@ pub unsafe fn record_bytes<T: Copy>(value: &T) -> &[u8] {
     }
 }
 
-#[cfg(feature = "user")]
+#[cfg(feature = "records")]
 impl ChunkHeader {
     /// Reads a chunk header and its data from a ring buffer record.
     pub fn read_from(record: &[u8]) -> Option<(ChunkHeader, &[u8])> {

@@ -3,8 +3,6 @@
 //!
 //! The modules are the stages of a trace, listed so that each uses only modules above it:
 //!
-//! - [`notice`]: what the core has to say while it works, handed to the program's sink (the
-//!   core never prints);
 //! - [`spec`]: the declarative probe specs (groups, probes, locate rules, pins);
 //! - [`targets`]: processes, their process trees and the files they map;
 //! - [`symbols`]: functions in ELF files (by symbol, Go's pclntab, or located by analysis) and
@@ -12,14 +10,10 @@
 //! - [`plugin`]: what a library needs beyond its spec (telling it apart, its version);
 //! - [`plan`]: which file, function and offset gets which probe (`list` and `check` report it);
 //! - [`kernel`]: the kernel's features, the BPF object loaded, configured, attached and detached;
-//! - [`output`]: events rendered and written (text, JSON, pcapng);
-//! - [`capture`]: ring buffer records reassembled into calls, placed in connections, handed to
-//!   the output, counted in the summary; recordings of them (`--record`);
-//! - [`decode`]: protocols read out of the plaintext (`--decode http`);
+//! - [`output`], [`capture`], [`decode`] and [`notice`]: the data path from ring buffer
+//!   records to what is printed, the crate `probectl-pipeline` (no aya, no tokio), re-exported;
 //! - [`session`]: a whole trace, from specs to summary, and the processes it starts and watches;
 //!   a replay of a recording.
-
-pub mod notice;
 
 pub mod spec;
 
@@ -33,10 +27,7 @@ pub mod plan;
 
 pub mod kernel;
 
-pub mod output;
-
-pub mod capture;
-
-pub mod decode;
+// The data path, a crate of its own without aya or tokio (see probectl-pipeline).
+pub use probectl_pipeline::{capture, decode, notice, output};
 
 pub mod session;

@@ -162,29 +162,7 @@ pub struct Attached {
     pub files: Vec<usize>,
 }
 
-/// Counters the BPF programs keep (summed over CPUs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct KernelStats {
-    pub chunks_lost: u64,
-    pub bytes_lost: u64,
-    pub read_faults: u64,
-    pub length_faults: u64,
-    pub fd_mismatches: u64,
-    pub fd_unknown: u64,
-    pub fd_inferred: u64,
-    pub fd_ambiguous: u64,
-    pub records_lost: u64,
-    pub nesting_overflows: u64,
-    pub calls_not_stored: u64,
-    pub returns_missed: u64,
-    pub loops_not_stored: u64,
-    pub filter_full: u64,
-    pub records_unscanned: u64,
-    pub bytes_unscanned: u64,
-    /// Counters that could not be read: the losses they count are unknown, not zero.
-    pub counters_unreadable: u64,
-}
+pub use probectl_pipeline::{KernelStats, Swept};
 
 /// The loaded programs and the maps user space talks to. Dropping it detaches every probe.
 pub struct Tracer {
@@ -709,25 +687,6 @@ impl Tracer {
             .filter_map(Result::ok)
             .map(|(key, state)| ((key.tgid, key.connection), state.position))
             .collect()
-    }
-}
-
-/// Entries removed from the kernel's tables because their process exited.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct Swept {
-    /// Go calls in flight that never returned.
-    pub goroutines: u64,
-    /// Connection states and the fds of connections.
-    pub connections: u64,
-    pub socket_fds: u64,
-}
-
-impl std::ops::AddAssign for Swept {
-    fn add_assign(&mut self, other: Swept) {
-        self.goroutines += other.goroutines;
-        self.connections += other.connections;
-        self.socket_fds += other.socket_fds;
     }
 }
 

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::io;
 
 use crate::output::{ConnectionView, Event, EventWriter, Format, Output, Renderer};
-use crate::spec::Direction;
+use crate::Direction;
 pub use hpack::Field;
 
 /// Default of `--max-body`: bytes kept per body; the rest is counted.

@@ -491,7 +491,7 @@ mod tests {
 
     use super::*;
     use crate::output::{Format, Renderer};
-    use crate::spec::Direction;
+    use crate::Direction;
 
     /// An output that tests can read after the pipeline wrote to it.
     #[derive(Clone, Default)]

@@ -28,7 +28,7 @@ use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, Endianness};
 
 use crate::output::{ConnectionView, Event, EventWriter, Output};
-use crate::spec::Direction;
+use crate::Direction;
 
 /// Most payload bytes in one segment: what fits an IPv4 packet (65535 - 20 - 20), under 64 KiB.
 /// A larger call is split into several segments.

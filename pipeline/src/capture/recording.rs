@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::{KernelStats, Swept};
 use crate::output::AttachInfo;
+use crate::{KernelStats, Swept};
 
 /// The first bytes of every recording.
 pub const MAGIC: &[u8; 19] = b"probectl-recording\n";
@@ -356,7 +356,7 @@ fn read_full(input: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Direction;
+    use crate::Direction;
 
     fn start() -> Start {
         Start {
