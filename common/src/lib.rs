@@ -190,6 +190,15 @@ pub mod close_cause {
 /// capture limit; (`tid`, `call_start_ns`) identifies the call they belong to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "records",
+    derive(
+        zerocopy::FromBytes,
+        zerocopy::IntoBytes,
+        zerocopy::KnownLayout,
+        zerocopy::Immutable
+    )
+)]
 pub struct ChunkHeader {
     /// [`record_kind::CHUNK`].
     pub kind: u32,
@@ -241,6 +250,15 @@ pub mod family {
 /// A connection handle seen on a new fd: what that fd is, read from the kernel's socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "records",
+    derive(
+        zerocopy::FromBytes,
+        zerocopy::IntoBytes,
+        zerocopy::KnownLayout,
+        zerocopy::Immutable
+    )
+)]
 pub struct ConnectionRecord {
     /// [`record_kind::CONNECTION`].
     pub kind: u32,
@@ -270,6 +288,15 @@ pub struct ConnectionRecord {
 /// also when its last calls were lost.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "records",
+    derive(
+        zerocopy::FromBytes,
+        zerocopy::IntoBytes,
+        zerocopy::KnownLayout,
+        zerocopy::Immutable
+    )
+)]
 pub struct CloseRecord {
     /// [`record_kind::CLOSE`].
     pub kind: u32,
@@ -288,6 +315,15 @@ pub struct CloseRecord {
 /// ([`record_kind::MAP`]): user space looks for TLS code in it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "records",
+    derive(
+        zerocopy::FromBytes,
+        zerocopy::IntoBytes,
+        zerocopy::KnownLayout,
+        zerocopy::Immutable
+    )
+)]
 pub struct ProcessRecord {
     pub kind: u32,
     pub pid: u32,
@@ -423,43 +459,25 @@ const _: () = assert!(core::mem::size_of::<FdKey>() == 8);
 const _: () = assert!(core::mem::size_of::<ConnectionState>() == 24);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 
-/// Reads a plain-old-data record from the start of `bytes`, if it is long enough.
-///
-/// # Safety
-/// `T` must be a `repr(C)` type made of integers and integer arrays only (every bit pattern is
-/// a valid value), as every record type of this module is.
+/// Reads a record from the start of `bytes`, if it is long enough. The ring buffer gives no
+/// alignment: the record is copied out.
 #[cfg(feature = "records")]
-pub unsafe fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < core::mem::size_of::<T>() {
-        return None;
-    }
-    // SAFETY: the slice holds at least size_of::<T>() bytes, the caller guarantees any bytes
-    // are a valid T, and read_unaligned makes no alignment assumption about the ring buffer.
-    Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+pub fn read_record<T: zerocopy::FromBytes>(bytes: &[u8]) -> Option<T> {
+    T::read_from_prefix(bytes).ok().map(|(record, _)| record)
 }
 
 /// The bytes of a record as the kernel side writes it into the ring buffer: the inverse of
 /// [`read_record`], for replays of the data path (tests, examples).
-///
-/// # Safety
-/// `T` must be a `repr(C)` type made of integers and integer arrays only, with no implicit
-/// padding (the record types of this module spell theirs out as `_padding` fields), so that
-/// every byte is initialised.
 #[cfg(feature = "records")]
-pub unsafe fn record_bytes<T: Copy>(value: &T) -> &[u8] {
-    // SAFETY: `value` is a live T of size_of::<T>() bytes, all initialised (the caller's
-    // guarantee); the slice borrows it.
-    unsafe {
-        core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
-    }
+pub fn record_bytes<T: zerocopy::IntoBytes + zerocopy::Immutable>(value: &T) -> &[u8] {
+    value.as_bytes()
 }
 
 #[cfg(feature = "records")]
 impl ChunkHeader {
     /// Reads a chunk header and its data from a ring buffer record.
     pub fn read_from(record: &[u8]) -> Option<(ChunkHeader, &[u8])> {
-        // SAFETY: ChunkHeader is repr(C) integers only.
-        let header: ChunkHeader = unsafe { read_record(record) }?;
+        let header: ChunkHeader = read_record(record)?;
         let rest = &record[core::mem::size_of::<ChunkHeader>()..];
         let data_len = (header.data_len as usize).min(rest.len());
         Some((header, &rest[..data_len]))

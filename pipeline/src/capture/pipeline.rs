@@ -212,11 +212,9 @@ impl Pipeline {
             }
             recorder.record(record);
         }
-        // SAFETY: every record starts with its u32 kind; u32 is plain integers.
-        match unsafe { read_record::<u32>(record) } {
+        match read_record::<u32>(record) {
             Some(record_kind::CHUNK) => {
-                // SAFETY: ChunkHeader is repr(C) integers only.
-                if let Some(header) = unsafe { read_record::<ChunkHeader>(record) } {
+                if let Some(header) = read_record::<ChunkHeader>(record) {
                     let key = (header.pid, header.connection);
                     if self.held.queues.contains_key(&key) && header.fd >= 0 {
                         // The fd came some other way: what waited goes first.
@@ -232,15 +230,13 @@ impl Pipeline {
                 self.chunk(record);
             }
             Some(record_kind::CONNECTION) => {
-                // SAFETY: ConnectionRecord is repr(C) integers only.
-                if let Some(connection) = unsafe { read_record::<ConnectionRecord>(record) } {
+                if let Some(connection) = read_record::<ConnectionRecord>(record) {
                     self.connections.on_connection(&connection);
                     self.release((connection.pid, connection.connection));
                 }
             }
             Some(kind @ (record_kind::EXEC | record_kind::MAP)) => {
-                // SAFETY: ProcessRecord is repr(C) integers only.
-                if let Some(process) = unsafe { read_record::<ProcessRecord>(record) } {
+                if let Some(process) = read_record::<ProcessRecord>(record) {
                     self.lookups.push(Lookup {
                         pid: process.pid,
                         why: if kind == record_kind::EXEC {
@@ -253,8 +249,7 @@ impl Pipeline {
                 }
             }
             Some(record_kind::EXIT) => {
-                // SAFETY: ProcessRecord is repr(C) integers only.
-                if let Some(process) = unsafe { read_record::<ProcessRecord>(record) } {
+                if let Some(process) = read_record::<ProcessRecord>(record) {
                     let held: Vec<(u32, u64)> = self
                         .held
                         .queues
@@ -273,8 +268,7 @@ impl Pipeline {
                 }
             }
             Some(record_kind::CLOSE) => {
-                // SAFETY: CloseRecord is repr(C) integers only.
-                if let Some(close) = unsafe { read_record::<CloseRecord>(record) } {
+                if let Some(close) = read_record::<CloseRecord>(record) {
                     self.release((close.pid, close.connection));
                     if let Some(id) = self.connections.on_close(&close) {
                         self.closed(id, close.ts_ns);
@@ -507,10 +501,8 @@ mod tests {
         }
     }
 
-    fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
-        // SAFETY: only the record types of probectl_common come here: repr(C) integers with
-        // their padding spelled out.
-        unsafe { probectl_common::record_bytes(value) }.to_vec()
+    fn bytes_of<T: zerocopy::IntoBytes + zerocopy::Immutable>(value: &T) -> Vec<u8> {
+        probectl_common::record_bytes(value).to_vec()
     }
 
     /// A chunk of a call of thread `tid` on handle `handle`.
@@ -626,8 +618,7 @@ mod tests {
 
     /// `record` (a chunk) as the kernel sends it for a call whose fd it does not know.
     fn without_fd(record: Vec<u8>) -> Vec<u8> {
-        // SAFETY: ChunkHeader is repr(C) integers only.
-        let mut header = unsafe { read_record::<ChunkHeader>(&record) }.expect("header");
+        let mut header = read_record::<ChunkHeader>(&record).expect("header");
         header.fd = -1;
         let mut patched = bytes_of(&header);
         patched.extend_from_slice(&record[patched.len()..]);
@@ -654,8 +645,7 @@ mod tests {
         let (mut pipeline, out) = pipeline();
         let per_direction = |handle: u64| {
             let mut record = connection(handle, 40000);
-            // SAFETY: ConnectionRecord is repr(C) integers only.
-            let mut parsed = unsafe { read_record::<ConnectionRecord>(&record) }.expect("record");
+            let mut parsed = read_record::<ConnectionRecord>(&record).expect("record");
             parsed.flags = probectl_common::connection_flags::PER_DIRECTION;
             record = bytes_of(&parsed);
             record
