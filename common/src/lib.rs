@@ -183,6 +183,28 @@ pub mod close_cause {
     pub const HANDLE_ENDED: u32 = 1;
 }
 
+/// Entries of the BPF maps: one definition for the programs (their maps) and for user space
+/// (which checks against them, and sizes some maps from the run's scope at load).
+pub mod capacity {
+    /// Attach points (BPF cookies) of one run: `PROBE_SPECS`.
+    pub const ATTACH_POINTS: u32 = 4096;
+    /// Processes in a pid-filtered run's scope: `TRACED_PIDS`.
+    pub const TRACED_PIDS: u32 = 16384;
+    /// Threads with calls in flight: `THREADS` (allocated as used).
+    pub const THREADS: u32 = 65536;
+    /// Go calls in flight, and Go calls waiting for their fd (allocated as used).
+    pub const GOROUTINES: u32 = 65536;
+    pub const GO_PENDING_FDS: u32 = 65536;
+    /// Connections, their fds, and the processes that have any (LRUs).
+    pub const CONNECTIONS: u32 = 65536;
+    pub const SOCKET_FDS: u32 = 65536;
+    pub const TGIDS_WITH_CONNECTIONS: u32 = 16384;
+    /// Calls whose chunks are being written (allocated as used).
+    pub const CHUNK_LOOPS: u32 = 4096;
+    /// Threads inside an mmap(2) of an executable mapping (an LRU).
+    pub const MMAP_PENDING: u32 = 4096;
+}
+
 /// Header of a chunk record: one chunk of one TLS call's plaintext. The data follows the
 /// header directly (`data_len` bytes valid).
 ///

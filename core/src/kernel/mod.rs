@@ -15,6 +15,7 @@ use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
+use probectl_common::capacity;
 use probectl_common::{
     stat, ConnectionKey, ConnectionState, FdKey, GoroutineKey, ProbeSpec, ACTIVE_CALL_SIZE,
 };
@@ -45,7 +46,7 @@ const MMAP_EXIT_PROGRAM: &str = "probectl_mmap_exit";
 /// Where tracefs is (mounted there if it is not).
 pub(crate) const TRACEFS: &str = "/sys/kernel/tracing";
 /// Capacity of the attach table (`PROBE_SPECS`).
-pub const MAX_ATTACH_POINTS: usize = 4096;
+pub const MAX_ATTACH_POINTS: usize = probectl_common::capacity::ATTACH_POINTS as usize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
@@ -100,6 +101,9 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// Trace only the pids added with `Tracer::trace_pid`.
     pub filter_by_pid: bool,
+    /// A group of the run traces Go (`abi = "go"`): the Go tables are sized for it, else
+    /// they get one entry.
+    pub go: bool,
 }
 
 /// An attach point that could not be attached.
@@ -239,6 +243,28 @@ impl Tracer {
             .override_global("FREE_PID_OFFSET", &free_pid, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .map_max_entries("EVENTS", options.ring_bytes)
+            // Sized from the run's scope: tables the run never uses take one entry (the
+            // preallocated ones take their memory at load).
+            .map_max_entries(
+                "TRACED_PIDS",
+                if options.filter_by_pid {
+                    capacity::TRACED_PIDS
+                } else {
+                    1
+                },
+            )
+            .map_max_entries(
+                "GOROUTINES",
+                if options.go { capacity::GOROUTINES } else { 1 },
+            )
+            .map_max_entries(
+                "GO_PENDING_FDS",
+                if options.go {
+                    capacity::GO_PENDING_FDS
+                } else {
+                    1
+                },
+            )
             .load(BPF_OBJECT)
             .map_err(|error| load_error(&error))?;
         // The verifier takes most of a start (tenths of a second for each of the three large

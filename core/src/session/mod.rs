@@ -341,6 +341,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         max_capture_bytes: options.max_capture_bytes,
         ring_bytes: options.ring_bytes,
         filter_by_pid: !matches!(options.target, Target::AllProcesses),
+        go: groups.iter().any(|group| group.abi == crate::spec::Abi::Go),
     })?;
     // The target goes into the kernel's pid filter before any probe exists. A command is held
     // before exec (and killed if anything below fails).
