@@ -10,9 +10,9 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use probectl_core::decode::http::grpc::{self, Message, MessageDirection};
-use probectl_core::decode::http::{Body, Exchange, Origin, Part, Version};
 use probectl_fuzz::known;
+use probectl_pipeline::decode::http::grpc::{self, Message, MessageDirection};
+use probectl_pipeline::decode::http::{Body, Exchange, Origin, Part, Version};
 
 #[derive(Arbitrary, Debug)]
 struct Input {

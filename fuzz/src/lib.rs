@@ -16,9 +16,9 @@ use std::path::PathBuf;
 
 use base64::Engine as _;
 use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
-use probectl_core::decode::http::{hpack, Field, HttpWriter};
-use probectl_core::output::{AttachInfo, ConnectionView, Event, EventWriter, Format};
-use probectl_core::spec::Direction;
+use probectl_pipeline::decode::http::{hpack, Field, HttpWriter};
+use probectl_pipeline::output::{AttachInfo, ConnectionView, Event, EventWriter, Format};
+use probectl_pipeline::Direction;
 
 /// Bytes a decoder may hold for a connection, whatever it is fed (the decoder tests' bound:
 /// bodies up to the per-connection limit plus the fixed caps of heads, frames and tables).
@@ -311,7 +311,7 @@ pub fn encode_integer(out: &mut Vec<u8>, first: u8, prefix_bits: u8, mut value: 
 }
 
 pub fn huffman_encode(input: &[u8]) -> Vec<u8> {
-    let codes = probectl_core::fuzzing::HUFFMAN_CODES;
+    let codes = probectl_pipeline::fuzzing::HUFFMAN_CODES;
     let mut out = Vec::new();
     let mut bits: u64 = 0;
     let mut count = 0u32;
@@ -346,7 +346,7 @@ pub fn encode_string(out: &mut Vec<u8>, text: &[u8], huffman: bool) {
 impl Encoder {
     /// The index of (name, value), or of the name alone, in the static then dynamic table.
     fn find(&self, name: &[u8], value: &[u8]) -> (Option<u64>, Option<u64>) {
-        let statics = probectl_core::fuzzing::STATIC_TABLE;
+        let statics = probectl_pipeline::fuzzing::STATIC_TABLE;
         let mut name_index = None;
         for (index, (n, v)) in statics.iter().enumerate() {
             if n.as_bytes() == name {

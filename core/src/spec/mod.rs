@@ -243,21 +243,9 @@ pub struct CallFilter {
     pub equals: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    Read,
-    Write,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Read => "read",
-            Direction::Write => "write",
-        }
-    }
-}
+/// Which way plaintext moves through a probed function (owned by the pipeline crate, whose
+/// events carry it).
+pub use probectl_pipeline::Direction;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum ReturnType {

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::io;
 
 use crate::output::{ConnectionView, Event, EventWriter, Format, Output, Renderer};
-use crate::spec::Direction;
+use crate::Direction;
 pub use hpack::Field;
 
 /// Default of `--max-body`: bytes kept per body; the rest is counted.
@@ -547,18 +547,21 @@ impl EventWriter for HttpWriter {
         self.raw.finish(out)?;
         if self.report {
             let stats = &self.stats;
-            eprintln!(
-                "probectl: http: {} exchanges ({} incomplete) on {} HTTP/1 and {} HTTP/2 connections, \
+            crate::notice::info(
+                crate::notice::Topic::Decode,
+                format!(
+                    "http: {} exchanges ({} incomplete) on {} HTTP/1 and {} HTTP/2 connections, \
                  {} connections raw; {} gaps, {} bytes skipped to resynchronise, \
                  {} body bytes not kept (over --max-body or the connection limit)",
-                stats.exchanges,
-                stats.incomplete,
-                stats.connections_http1,
-                stats.connections_http2,
-                stats.connections_raw,
-                stats.gaps,
-                stats.bytes_skipped,
-                stats.body_bytes_not_kept
+                    stats.exchanges,
+                    stats.incomplete,
+                    stats.connections_http1,
+                    stats.connections_http2,
+                    stats.connections_raw,
+                    stats.gaps,
+                    stats.bytes_skipped,
+                    stats.body_bytes_not_kept
+                ),
             );
         }
         Ok(())

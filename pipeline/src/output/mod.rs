@@ -14,10 +14,10 @@ use serde::Serialize;
 
 use probectl_encode as encode;
 
-use crate::spec::Direction;
+use crate::Direction;
 
 /// What one attach point is, for output: looked up by the chunk's attach id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AttachInfo {
     pub plugin: String,
     pub library: PathBuf,
