@@ -139,10 +139,15 @@ pub struct RunArgs {
     /// Show data as a hexdump (the same as --format hex).
     #[arg(long, conflicts_with = "format")]
     hex: bool,
-    /// Write events to this file (created with mode 0600, only once tracing has started)
-    /// instead of stdout.
+    /// Write events to this file instead of stdout: a new file, created with mode 0600, opened
+    /// and checked before tracing starts. An existing file is refused (see --force); a
+    /// symbolic link is never followed.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// With -o: overwrite an existing regular file (it keeps its mode; a read-only file is
+    /// still refused, and a symbolic link is never followed).
+    #[arg(long, requires = "output")]
+    force: bool,
     /// When the run ends, write its summary as JSON to this file (created with mode 0600 when
     /// the run starts): totals, every loss by cause, connections, probes.
     #[arg(long, value_name = "FILE")]
@@ -294,6 +299,7 @@ impl RunArgs {
             specs: self.probes,
             format,
             output: self.output,
+            force: self.force,
             max_capture_bytes: self.max_bytes,
             ring_bytes: self.ring_bytes,
             wait_for_library: self.wait,

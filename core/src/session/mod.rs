@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::capture::pipeline::{AttachTable, Pipeline};
 pub use crate::capture::summary::Summary;
 use crate::kernel::{Attached, BpfError, LoadOptions, Tracer};
-use crate::output::{open_output, Format, OutputError};
+use crate::output::{open_output, Format, OutputError, OutputFile};
 use crate::plan::{plan, Plan, PlanError, Scope};
 use crate::session::control::{attach_plan, ControlPlane};
 use crate::session::process::{find_executable, pidfd_open, spawn_held, ChildStatus, ProcessError};
@@ -72,6 +72,8 @@ pub struct RunOptions {
     pub specs: Option<PathBuf>,
     pub format: Format,
     pub output: Option<PathBuf>,
+    /// `--force`: an existing regular output file may be overwritten (it keeps its mode).
+    pub force: bool,
     pub max_capture_bytes: u64,
     pub ring_bytes: u32,
     /// `--decode http` (with `--max-body`): exchanges instead of calls.
@@ -281,6 +283,14 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let groups = select_groups(&specs, &options.plugin)?;
     crate::kernel::check_privileges()?;
     let scope = scope_for(&options.target)?;
+    // The output is opened and probed before anything is traced: a file that may not or cannot
+    // be written is an error before the command runs. It is emptied (an existing file, with
+    // --force) only once tracing starts, and a file created here is removed if it never does.
+    let output_file = options
+        .output
+        .as_deref()
+        .map(|path| OutputFile::prepare(path, options.force))
+        .transpose()?;
     let mut cache = SymbolCache::with_placement(options.placement);
     let plan = match (plan(&groups, &scope, &mut cache), &options.target) {
         (Ok(plan), _) => plan,
@@ -355,9 +365,9 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             .collect();
         return Err(RunError::NothingAttached(reasons.join("; ")));
     }
-    // Only now, with everything attached, is the output created (or truncated): a run that
-    // fails to start leaves no file behind and an existing one untouched.
-    let out = open_output(options.output.as_deref())?;
+    // Only now, with everything attached, is the output kept (and an existing file emptied): a
+    // run that fails to start leaves no file behind and an existing one untouched.
+    let out = open_output(output_file)?;
     let who = match &options.target {
         Target::Pid(pid) => match plan.tree.as_ref().map_or(0, |tree| tree.descendants()) {
             0 => format!("pid {pid} ({})", targets::comm(*pid)),
@@ -433,6 +443,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         control: ControlPlane::start(tracer, groups, cache, table),
         interrupt,
         terminate,
+        output: options.output.clone(),
     };
     // The probes are in place: let the command exec.
     let mut command = held.map(|child| child.release()).transpose()?;
@@ -471,6 +482,8 @@ struct Running {
     control: ControlPlane,
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    /// The `-o` file (None: stdout), named in a write error.
+    output: Option<PathBuf>,
 }
 
 impl Running {
@@ -564,11 +577,14 @@ impl Running {
         // `detach_in_background`).
         crate::kernel::detach::detach_in_background();
         self.control.stop();
-        match write_error {
-            Some(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(RunError::Io {
-                context: "writing output",
-                source: error,
-            }),
+        match (write_error, self.output) {
+            (Some(source), Some(path)) => Err(OutputError::Write { path, source }.into()),
+            (Some(error), None) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(RunError::Io {
+                    context: "writing output",
+                    source: error,
+                })
+            }
             _ => Ok(summary),
         }
     }

@@ -7,6 +7,7 @@
 //! A jump in a stream's offset (bytes lost) ends the exchanges in progress as incomplete and
 //! the decoder resynchronises on the next message or frame it recognises: nothing is guessed.
 
+pub mod encoding;
 pub mod grpc;
 pub mod h1;
 pub mod h2;

@@ -1,10 +1,11 @@
 //! Writing exchanges: text in the style of `curl -v`, or one JSON object per line.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use base64::Engine as _;
 use serde::Serialize;
 
+use super::encoding::{self, Decoded, Outcome};
 use super::grpc::{self, Call};
 use super::{Exchange, Field, Part, Version};
 use crate::output::{format_time, Format};
@@ -17,7 +18,7 @@ pub(super) fn exchange(
 ) -> io::Result<()> {
     let call = grpc::decode(exchange);
     match format {
-        Format::Json => json(exchange, call.as_ref(), out),
+        Format::Json => json(exchange, call.as_ref(), max_body, out),
         // Text and Hex (and any other human format): curl -v style.
         _ => text(exchange, call.as_ref(), format, max_body, out),
     }
@@ -50,18 +51,52 @@ struct JsonPart {
     trailers: Vec<serde_json::Value>,
     /// The message was seen to its end.
     complete: bool,
+    /// The body with its `Content-Encoding` undone (only when it has one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_encoding: Option<JsonDecoded>,
+}
+
+/// A body's content coding undone (`encoding::decode`).
+#[derive(Serialize)]
+struct JsonDecoded {
+    /// The `Content-Encoding` value as sent.
+    coding: String,
+    decoded_b64: String,
+    decoded_len: u64,
+    /// Decoded to its end: the whole body was kept and is a valid stream of its coding.
+    complete: bool,
+    /// Why not complete (`null` when complete).
+    note: Option<String>,
 }
 
 impl JsonPart {
-    fn new(part: &Part) -> JsonPart {
+    fn new(part: &Part, max_body: u64) -> JsonPart {
         JsonPart {
             headers: part.headers.iter().map(json_field).collect(),
             body_b64: base64(&part.body.data),
             body_len: part.body.len,
             trailers: part.trailers.iter().map(json_field).collect(),
             complete: part.complete,
+            content_encoding: decoded_body(part, max_body).map(|decoded| JsonDecoded {
+                decoded_b64: base64(&decoded.data),
+                decoded_len: decoded.data.len() as u64,
+                complete: decoded.outcome == Outcome::Complete,
+                note: decoded.outcome.note(),
+                coding: decoded.coding,
+            }),
         }
     }
+}
+
+/// The body of `part` with its content coding undone, when it has one (and a body).
+fn decoded_body(part: &Part, max_body: u64) -> Option<Decoded> {
+    if part.body.len == 0 {
+        return None;
+    }
+    let coding = part.header("content-encoding")?;
+    // A body not seen to its end is cut as much as one over --max-body.
+    let cut = part.body.not_kept() > 0 || !part.complete;
+    encoding::decode(coding, &part.body.data, cut, max_body)
 }
 
 #[derive(Serialize)]
@@ -122,7 +157,12 @@ struct JsonExchange<'a> {
     grpc: Option<JsonGrpc<'a>>,
 }
 
-fn json(exchange: &Exchange, call: Option<&Call>, out: &mut dyn Write) -> io::Result<()> {
+fn json(
+    exchange: &Exchange,
+    call: Option<&Call>,
+    max_body: u64,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let origin = &exchange.origin;
     let line = JsonExchange {
         kind: "http",
@@ -132,8 +172,14 @@ fn json(exchange: &Exchange, call: Option<&Call>, out: &mut dyn Write) -> io::Re
         authority: exchange.authority.as_deref(),
         status: exchange.status,
         interim: &exchange.interim,
-        request: exchange.request.as_ref().map(JsonPart::new),
-        response: exchange.response.as_ref().map(JsonPart::new),
+        request: exchange
+            .request
+            .as_ref()
+            .map(|part| JsonPart::new(part, max_body)),
+        response: exchange
+            .response
+            .as_ref()
+            .map(|part| JsonPart::new(part, max_body)),
         duration_ns: exchange.duration_ns(),
         stream_id: exchange.stream_id,
         ts_ns: exchange.ts_ns(),
@@ -326,35 +372,6 @@ fn printable(bytes: &[u8]) -> bool {
     })
 }
 
-/// Decompresses a gzip or deflate body, at most `max_body` bytes of output.
-fn decompress(encoding: &[u8], data: &[u8], max_body: u64) -> Option<Vec<u8>> {
-    let mut decoded = Vec::new();
-    let limit = max_body;
-    let result =
-        if encoding.eq_ignore_ascii_case(b"gzip") || encoding.eq_ignore_ascii_case(b"x-gzip") {
-            flate2::read::MultiGzDecoder::new(data)
-                .take(limit)
-                .read_to_end(&mut decoded)
-        } else if encoding.eq_ignore_ascii_case(b"deflate") {
-            // "deflate" is zlib-wrapped by the standard; some servers send it raw.
-            match flate2::read::ZlibDecoder::new(data)
-                .take(limit)
-                .read_to_end(&mut decoded)
-            {
-                Ok(n) => Ok(n),
-                Err(_) => {
-                    decoded.clear();
-                    flate2::read::DeflateDecoder::new(data)
-                        .take(limit)
-                        .read_to_end(&mut decoded)
-                }
-            }
-        } else {
-            return None;
-        };
-    result.ok().map(|_| decoded)
-}
-
 fn body(
     out: &mut dyn Write,
     part: &Part,
@@ -394,22 +411,37 @@ fn body(
             }
         }
     } else {
-        let encoding = part.header("content-encoding");
-        let decoded = match encoding {
-            Some(encoding) if part.body.not_kept() == 0 => {
-                decompress(encoding, &part.body.data, max_body)
+        let decoded = decoded_body(part, max_body);
+        let mut shown: &[u8] = &part.body.data;
+        if let Some(decoded) = &decoded {
+            let coding = escape(decoded.coding.as_bytes());
+            match &decoded.outcome {
+                // The body as sent is shown: its coding could not be undone.
+                Outcome::Unsupported(_) | Outcome::Failed(_) => writeln!(
+                    out,
+                    "[{} bytes {coding}: {}]",
+                    part.body.len,
+                    decoded.outcome.note().unwrap_or_default()
+                )?,
+                outcome => {
+                    shown = &decoded.data;
+                    match outcome.note() {
+                        None => writeln!(
+                            out,
+                            "[{} bytes {coding}, {} decompressed]",
+                            part.body.len,
+                            decoded.data.len()
+                        )?,
+                        Some(note) => writeln!(
+                            out,
+                            "[{} bytes {coding}, {} kept, {} decompressed: {note}]",
+                            part.body.len,
+                            part.body.data.len(),
+                            decoded.data.len()
+                        )?,
+                    }
+                }
             }
-            _ => None,
-        };
-        let shown = decoded.as_deref().unwrap_or(&part.body.data);
-        if let (Some(encoding), Some(decoded)) = (encoding, &decoded) {
-            writeln!(
-                out,
-                "[{} bytes {}, {} decompressed]",
-                part.body.len,
-                escape(encoding),
-                decoded.len()
-            )?;
         }
         if format == Format::Hex {
             hexdump(out, shown)?;
