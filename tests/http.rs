@@ -571,3 +571,134 @@ fn http2_bytes_not_captured_end_the_exchange_and_decoding_resumes() {
     assert_eq!(response_body(second), small);
     assert_eq!(second["incomplete"], Value::Null, "{second}");
 }
+
+/// The Python HTTPS/1.1 server of `tests/peers/http_server.py` serving the files of `files`.
+fn python_http_server(files: &Path) -> (Guard, u16) {
+    let (cert, key) = cert_and_key();
+    let port = free_port();
+    let server = Guard(
+        Command::new("/usr/bin/python3")
+            .arg(peer("http_server.py"))
+            .arg(port.to_string())
+            .arg(cert)
+            .arg(key)
+            .arg(files)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("python3 server"),
+    );
+    wait_for_listener(port);
+    (server, port)
+}
+
+#[test]
+fn br_and_zstd_bodies_decode_to_the_original() {
+    let files = dir("encoded-files");
+    // Text of about 60 kB that compresses well but not to nothing.
+    let original: Vec<u8> = (0..3000u32)
+        .flat_map(|i| {
+            format!("line {i}: {}\n", i.wrapping_mul(2_654_435_761) % 99_991).into_bytes()
+        })
+        .collect();
+    let original_path = files.join("original.txt");
+    std::fs::write(&original_path, &original).expect("write");
+    // Compressed by tools of their own (node's zlib, the zstd program): the oracle is the file
+    // written above, never probectl's output.
+    let status = Command::new("node")
+        .arg("-e")
+        .arg(
+            "const fs = require('fs'), zlib = require('zlib');\
+             fs.writeFileSync(process.argv[2], zlib.brotliCompressSync(fs.readFileSync(process.argv[1])));",
+        )
+        .arg(&original_path)
+        .arg(files.join("original.br"))
+        .status()
+        .expect("node");
+    assert!(status.success(), "node brotli");
+    let status = Command::new("zstd")
+        .args(["-q", "-f", "-o"])
+        .arg(files.join("original.zst"))
+        .arg(&original_path)
+        .status()
+        .expect("zstd");
+    assert!(status.success(), "zstd");
+    let br = std::fs::read(files.join("original.br")).expect("br");
+    let zst = std::fs::read(files.join("original.zst")).expect("zst");
+    assert!(br.len() < original.len() / 2 && zst.len() < original.len() / 2);
+    let (_server, port) = python_http_server(&files);
+    let saved_br = scratch_file("saved.br");
+    let saved_zst = scratch_file("saved.zst");
+    let curl_args = [
+        "curl".to_string(),
+        "-sk".to_string(),
+        "--http1.1".to_string(),
+        "-o".to_string(),
+        saved_br.display().to_string(),
+        "-o".to_string(),
+        saved_zst.display().to_string(),
+        format!("https://127.0.0.1:{port}/encoded/br/original.br"),
+        format!("https://127.0.0.1:{port}/encoded/zstd/original.zst"),
+    ];
+    let command: Vec<&str> = curl_args.iter().map(String::as_str).collect();
+    let run = Trace::start(&["openssl", "--decode", "http"], &command).wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    // The peers worked: curl saved the coded bodies as sent.
+    assert_eq!(std::fs::read(&saved_br).expect("saved"), br);
+    assert_eq!(std::fs::read(&saved_zst).expect("saved"), zst);
+    let http = exchanges(&run.lines);
+    assert_eq!(http.len(), 2, "{:?}", run.lines);
+    for (exchange, coding, coded) in [(http[0], "br", &br), (http[1], "zstd", &zst)] {
+        let response = &exchange["response"];
+        assert_eq!(&response_body(exchange), coded, "the raw body is kept");
+        let decoded = &response["content_encoding"];
+        assert_eq!(decoded["coding"], coding, "{exchange}");
+        assert_eq!(decoded["complete"], true, "{exchange}");
+        assert_eq!(decoded["note"], Value::Null, "{exchange}");
+        assert_eq!(decoded["decoded_len"], original.len() as u64);
+        assert!(decode_b64(&decoded["decoded_b64"]) == original, "{coding}");
+    }
+
+    // Cut by --max-body: the coding is still named, what was kept is decoded, and it says so.
+    let cut = Trace::start(
+        &["openssl", "--decode", "http", "--max-body", "2000"],
+        &command,
+    )
+    .wait_lines();
+    assert!(cut.status.success(), "{}", cut.stderr);
+    let http = exchanges(&cut.lines);
+    assert_eq!(http.len(), 2, "{:?}", cut.lines);
+    for (exchange, coding) in [(http[0], "br"), (http[1], "zstd")] {
+        let decoded = &exchange["response"]["content_encoding"];
+        assert_eq!(decoded["coding"], coding, "{exchange}");
+        assert_eq!(decoded["complete"], false, "{exchange}");
+        assert!(
+            decoded["note"]
+                .as_str()
+                .is_some_and(|note| note.contains("cut")),
+            "{exchange}"
+        );
+        let prefix = decode_b64(&decoded["decoded_b64"]);
+        assert!(original.starts_with(&prefix), "{coding}: a true prefix");
+    }
+
+    // Text names the coding and shows the text.
+    let output = Command::new(PROBECTL)
+        .args(["run", "openssl", "--decode", "http", "--"])
+        .args(&curl_args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("probectl");
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    for line in [
+        format!("[{} bytes br, {} decompressed]\n", br.len(), original.len()),
+        format!(
+            "[{} bytes zstd, {} decompressed]\n",
+            zst.len(),
+            original.len()
+        ),
+        "line 2999: ".to_string(),
+    ] {
+        assert!(text.contains(&line), "{line:?} in:\n{text}");
+    }
+}

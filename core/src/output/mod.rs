@@ -90,6 +90,13 @@ pub enum OutputError {
     Symlink { path: PathBuf },
     #[error("output file {path} is read-only (mode {mode:04o}): probectl does not write it, even with --force")]
     ReadOnly { path: PathBuf, mode: u32 },
+    #[error(
+        "output file {path} is on {filesystem}, a kernel interface, not a place for captured data"
+    )]
+    KernelFile {
+        path: PathBuf,
+        filesystem: &'static str,
+    },
     #[error("output file {path} cannot be written: {source}")]
     Unwritable {
         path: PathBuf,
@@ -237,8 +244,39 @@ impl OutputFile {
             }
             Err(error) => return Err(create_error(error)),
         };
+        prepared.refuse_kernel_files()?;
         prepared.probe()?;
         Ok(prepared)
+    }
+
+    /// A file of procfs, sysfs, ... is the kernel's interface: a write there changes settings
+    /// (`/proc/self/comm`, `/proc/sys/...`) rather than keeping data. Refused, even with --force.
+    fn refuse_kernel_files(&self) -> Result<(), OutputError> {
+        use std::os::fd::AsRawFd;
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        // SAFETY: statfs is plain integers, filled by fstatfs on our own open fd.
+        let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid fd and a valid statfs to fill.
+        if unsafe { libc::fstatfs(file.as_raw_fd(), &mut stat) } != 0 {
+            return Ok(());
+        }
+        let filesystem = match stat.f_type {
+            libc::PROC_SUPER_MAGIC => "procfs",
+            libc::SYSFS_MAGIC => "sysfs",
+            libc::CGROUP_SUPER_MAGIC | libc::CGROUP2_SUPER_MAGIC => "cgroupfs",
+            libc::DEBUGFS_MAGIC => "debugfs",
+            libc::TRACEFS_MAGIC => "tracefs",
+            libc::BPF_FS_MAGIC => "bpffs",
+            libc::SECURITYFS_MAGIC => "securityfs",
+            0x6265_6570 => "configfs",
+            _ => return Ok(()),
+        };
+        Err(OutputError::KernelFile {
+            path: self.path.clone(),
+            filesystem,
+        })
     }
 
     /// A write of zero bytes: the kernel checks that the file takes writes at all.
@@ -658,6 +696,8 @@ mod tests {
         let error = OutputFile::prepare(Path::new("/nonexistent-dir/out"), false)
             .expect_err("no directory");
         assert!(matches!(error, OutputError::Create { .. }), "{error}");
+        let error = OutputFile::prepare(Path::new("/proc/self/comm"), true).expect_err("procfs");
+        assert!(matches!(error, OutputError::KernelFile { .. }), "{error}");
         // A device with nothing to overwrite is written as it is.
         OutputFile::prepare(Path::new("/dev/null"), false).expect("/dev/null");
     }
