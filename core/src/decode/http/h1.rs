@@ -168,6 +168,11 @@ impl Decoder {
         }
     }
 
+    /// The side requests are sent on (the client's).
+    pub(crate) fn request_side(&self) -> Side {
+        self.request_side
+    }
+
     /// Bytes held: buffers and the exchanges waiting.
     pub fn held_bytes(&self) -> usize {
         self.streams

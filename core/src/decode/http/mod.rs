@@ -16,6 +16,7 @@ mod hpack_tables;
 mod render;
 #[cfg(test)]
 mod tests;
+pub mod websocket;
 
 use std::collections::HashMap;
 use std::io;
@@ -305,6 +306,8 @@ enum Protocol {
     Raw,
     Http1(Box<h1::Decoder>),
     Http2(Box<h2::Decoder>),
+    /// After a `101` to `Upgrade: websocket`: frames decoded into messages.
+    WebSocket(Box<websocket::Decoder>),
 }
 
 struct ConnectionState {
@@ -327,6 +330,11 @@ pub struct Stats {
     pub gaps: u64,
     /// Bytes skipped while looking for the next message or frame after a gap or a join.
     pub bytes_skipped: u64,
+    /// Connections upgraded to WebSocket, and the messages decoded on them.
+    pub connections_websocket: u64,
+    pub websocket_messages: u64,
+    /// WebSocket directions written raw after a loss or a frame that is not one.
+    pub websocket_raw_directions: u64,
 }
 
 /// The `--decode http` writer.
@@ -336,6 +344,8 @@ pub struct HttpWriter {
     raw: Renderer,
     connections: HashMap<u64, ConnectionState>,
     done: Vec<Exchange>,
+    /// WebSocket messages decoded, written after the exchanges of the same event.
+    messages: Vec<websocket::Message>,
     pub stats: Stats,
     /// Whether the end-of-run counts go to stderr (off in tests).
     report: bool,
@@ -349,6 +359,7 @@ impl HttpWriter {
             raw: Renderer::new(format),
             connections: HashMap::new(),
             done: Vec::new(),
+            messages: Vec::new(),
             stats: Stats::default(),
             report: true,
         }
@@ -373,6 +384,7 @@ impl HttpWriter {
             .map(|state| match &state.protocol {
                 Protocol::Http1(decoder) => decoder.held_bytes(),
                 Protocol::Http2(decoder) => decoder.held_bytes(),
+                Protocol::WebSocket(decoder) => decoder.held_bytes(),
                 Protocol::Unknown | Protocol::Raw => 0,
             })
             .sum()
@@ -390,7 +402,45 @@ impl HttpWriter {
             }
             render::exchange(&exchange, self.format, self.limits.max_body, out)?;
         }
+        for message in self.messages.drain(..) {
+            self.stats.websocket_messages += 1;
+            self.stats.body_bytes_not_kept += message.not_kept();
+            render::websocket(&message, self.format, out)?;
+        }
         Ok(())
+    }
+
+    /// The exchange that upgraded connection `id` to WebSocket, if it did: its `101` answered
+    /// `Upgrade: websocket`. Returns whether permessage-deflate was accepted.
+    fn websocket_upgrade(&self, id: u64) -> Option<bool> {
+        let exchange = self
+            .done
+            .iter()
+            .rev()
+            .find(|exchange| exchange.origin.conn.id == id && exchange.status == Some(101))?;
+        let response = exchange.response.as_ref()?;
+        let upgrade = response.header("upgrade")?;
+        if !String::from_utf8_lossy(upgrade)
+            .to_ascii_lowercase()
+            .contains("websocket")
+        {
+            return None;
+        }
+        // Only an extension the server accepted counts (RFC 7692, section 5).
+        let deflate = response.headers.iter().any(|field| {
+            field
+                .name
+                .as_deref()
+                .is_some_and(|name| name.eq_ignore_ascii_case(b"sec-websocket-extensions"))
+                && field.value.as_deref().is_some_and(|value| {
+                    String::from_utf8_lossy(value).split(',').any(|extension| {
+                        extension.split(';').next().is_some_and(|name| {
+                            name.trim().eq_ignore_ascii_case("permessage-deflate")
+                        })
+                    })
+                })
+        });
+        Some(deflate)
     }
 
     /// `at_stream_start`: `data` is the first byte of its direction's stream.
@@ -478,12 +528,49 @@ impl EventWriter for HttpWriter {
                 }
                 self.stats.bytes_skipped += decoder.take_skipped();
             }
+            Protocol::WebSocket(decoder) => {
+                if gap {
+                    self.stats.gaps += 1;
+                    decoder.gap(side, &mut self.messages);
+                }
+                if decoder.decodes(side) {
+                    decoder.feed(side, event.data, event.ts_ns, &origin(), &mut self.messages);
+                    if event.truncated > 0 {
+                        self.stats.gaps += 1;
+                        decoder.gap(side, &mut self.messages);
+                    }
+                } else {
+                    raw_from = Some(0);
+                }
+            }
         }
-        if let (Some(_), Protocol::Http1(decoder)) = (raw_from, &mut protocol) {
-            // Upgraded: what follows the switch is another protocol, shown raw.
+        if let (Some(at), Protocol::Http1(decoder)) = (raw_from, &mut protocol) {
+            let request_side = decoder.request_side();
+            // Upgraded: what follows the switch is another protocol, shown raw unless it is
+            // WebSocket.
             decoder.finish("connection upgraded", &mut self.done);
-            protocol = Protocol::Raw;
-            self.stats.connections_raw += 1;
+            match self.websocket_upgrade(event.conn.id) {
+                Some(deflate) => {
+                    let mut ws =
+                        websocket::Decoder::new(request_side, deflate, self.limits.max_body);
+                    let rest = &event.data[at.min(event.data.len())..];
+                    ws.feed(side, rest, event.ts_ns, &origin(), &mut self.messages);
+                    if event.truncated > 0 {
+                        self.stats.gaps += 1;
+                        ws.gap(side, &mut self.messages);
+                    }
+                    raw_from = None;
+                    protocol = Protocol::WebSocket(Box::new(ws));
+                    self.stats.connections_websocket += 1;
+                }
+                None => {
+                    protocol = Protocol::Raw;
+                    self.stats.connections_raw += 1;
+                }
+            }
+        }
+        if let Protocol::WebSocket(decoder) = &mut protocol {
+            self.stats.websocket_raw_directions += std::mem::take(&mut decoder.lost_directions);
         }
         if let Some(state) = self.connections.get_mut(&event.conn.id) {
             state.protocol = protocol;
@@ -519,6 +606,9 @@ impl EventWriter for HttpWriter {
                 Protocol::Http2(mut decoder) => {
                     decoder.finish("connection closed first", &mut self.done)
                 }
+                Protocol::WebSocket(mut decoder) => {
+                    decoder.finish("connection closed first", &mut self.messages)
+                }
                 Protocol::Unknown => self.stats.connections_raw += 1,
                 Protocol::Raw => {}
             }
@@ -538,6 +628,9 @@ impl EventWriter for HttpWriter {
                     }
                     Protocol::Http2(mut decoder) => {
                         decoder.finish("trace ended first", &mut self.done)
+                    }
+                    Protocol::WebSocket(mut decoder) => {
+                        decoder.finish("trace ended first", &mut self.messages)
                     }
                     Protocol::Unknown => self.stats.connections_raw += 1,
                     Protocol::Raw => {}
@@ -561,6 +654,15 @@ impl EventWriter for HttpWriter {
                 stats.bytes_skipped,
                 stats.body_bytes_not_kept
             );
+            if stats.connections_websocket > 0 {
+                eprintln!(
+                    "probectl: websocket: {} messages on {} connections; {} directions written \
+                     raw (bytes lost, or a frame that is not one)",
+                    stats.websocket_messages,
+                    stats.connections_websocket,
+                    stats.websocket_raw_directions
+                );
+            }
         }
         Ok(())
     }

@@ -497,3 +497,167 @@ fn version_text(version: Version) -> &'static str {
         Version::Http10 => "HTTP/1.0",
     }
 }
+
+#[derive(Serialize)]
+struct JsonClose {
+    code: u16,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct JsonWebSocket<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// `client` or `server`: which end sent it.
+    sender: &'static str,
+    /// `write` (the traced process sent it) or `read`.
+    direction: &'static str,
+    opcode: &'static str,
+    frames: u32,
+    masked: bool,
+    compressed: bool,
+    /// Payload bytes on the wire (all frames).
+    wire_len: u64,
+    /// Bytes of the message (inflated, when compressed); more than `data_b64` holds when over
+    /// `--max-body`.
+    len: u64,
+    data_b64: String,
+    /// A text message's data as text (when it is valid UTF-8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    close: Option<JsonClose>,
+    ts_ns: u64,
+    duration_ns: u64,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    #[serde(rename = "group")]
+    plugin: &'a str,
+    conn: JsonConnection<'a>,
+    incomplete: Option<&'a str>,
+    note: Option<&'a str>,
+}
+
+/// One WebSocket message: a JSON line, or a header line and its data.
+pub(super) fn websocket(
+    message: &super::websocket::Message,
+    format: Format,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let origin = &message.origin;
+    let text = (message.opcode_name() == "text")
+        .then(|| std::str::from_utf8(&message.data).ok())
+        .flatten();
+    if format == Format::Json {
+        let line = JsonWebSocket {
+            kind: "websocket",
+            sender: message.sender.as_str(),
+            direction: match message.side {
+                super::Side::Read => "read",
+                super::Side::Write => "write",
+            },
+            opcode: message.opcode_name(),
+            frames: message.frames,
+            masked: message.masked,
+            compressed: message.compressed,
+            wire_len: message.wire_len,
+            len: message.len,
+            data_b64: base64(&message.data),
+            text,
+            close: message
+                .close()
+                .map(|(code, reason)| JsonClose { code, reason }),
+            ts_ns: message.first_ns,
+            duration_ns: message.last_ns.saturating_sub(message.first_ns),
+            pid: origin.pid,
+            tid: origin.tid,
+            comm: &origin.comm,
+            plugin: &origin.plugin,
+            conn: JsonConnection {
+                id: origin.conn.id,
+                handle: format!("{:#x}", origin.conn.handle),
+                fd: origin.conn.fd,
+                transport: origin.conn.transport.as_deref(),
+                local: origin.conn.local.as_deref(),
+                remote: origin.conn.remote.as_deref(),
+            },
+            incomplete: message.incomplete.as_deref(),
+            note: message.note.as_deref(),
+        };
+        let mut bytes = serde_json::to_vec(&line)?;
+        bytes.push(b'\n');
+        return out.write_all(&bytes);
+    }
+    let conn = &origin.conn;
+    write!(
+        out,
+        "=== {} {}[{}/{}] {} conn#{} ",
+        format_time(message.first_ns),
+        origin.comm,
+        origin.pid,
+        origin.tid,
+        origin.plugin,
+        conn.id
+    )?;
+    match (&conn.local, &conn.remote) {
+        (Some(local), Some(remote)) => write!(out, "{local} -> {remote} ")?,
+        _ => write!(out, "handle {:#x} ", conn.handle)?,
+    }
+    let mark = match message.sender {
+        super::websocket::Sender::Client => '>',
+        super::websocket::Sender::Server => '<',
+    };
+    let mut details = vec![format!("{} bytes", message.len)];
+    if message.masked {
+        details.push("masked".into());
+    }
+    if message.frames > 1 {
+        details.push(format!("{} frames", message.frames));
+    }
+    if message.compressed {
+        details.push(format!("deflated: {} bytes sent", message.wire_len));
+    }
+    write!(
+        out,
+        "WebSocket {mark} {} ({})",
+        message.opcode_name(),
+        details.join(", ")
+    )?;
+    if let Some((code, reason)) = message.close() {
+        write!(out, " {code}")?;
+        if !reason.is_empty() {
+            write!(out, " {}", escape(reason.as_bytes()))?;
+        }
+        writeln!(out)?;
+    } else {
+        writeln!(out)?;
+        let data = &message.data;
+        if !data.is_empty() {
+            if format == Format::Hex {
+                hexdump(out, data)?;
+            } else if text.is_some() || printable(data) {
+                out.write_all(data)?;
+                if !data.ends_with(b"\n") {
+                    writeln!(out)?;
+                }
+            } else {
+                writeln!(out, "[{} bytes]", data.len())?;
+            }
+        }
+    }
+    if message.not_kept() > 0 {
+        writeln!(
+            out,
+            "[{} more message bytes not kept (over --max-body)]",
+            message.not_kept()
+        )?;
+    }
+    if let Some(note) = &message.note {
+        writeln!(out, "* {note}")?;
+    }
+    if let Some(reason) = &message.incomplete {
+        writeln!(out, "* incomplete: {reason}")?;
+    }
+    Ok(())
+}

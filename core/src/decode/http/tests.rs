@@ -262,11 +262,11 @@ fn h1_upgrade_switches_the_connection_to_raw() {
     let mut feeder = Feeder::new(Format::Json, MAX_BODY);
     feeder.write(
         1,
-        b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"GET /tunnel HTTP/1.1\r\nHost: h\r\nUpgrade: other\r\nConnection: Upgrade\r\n\r\n",
     );
     feeder.read(
         1,
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\n\r\n\x81\x02hi",
     );
     feeder.write(1, b"\x81\x02yo");
     let lines = feeder.json();
@@ -275,8 +275,93 @@ fn h1_upgrade_switches_the_connection_to_raw() {
     assert_eq!(lines[0]["incomplete"], serde_json::Value::Null);
     // The bytes after the switch, raw, at their true offsets.
     assert_eq!(b64(&lines[1]["data_b64"]), b"\x81\x02hi");
-    assert_eq!(lines[1]["conn"]["offset"], 56);
+    assert_eq!(lines[1]["conn"]["offset"], 52);
     assert_eq!(b64(&lines[2]["data_b64"]), b"\x81\x02yo");
+}
+
+/// The upgrade of a WebSocket client (the traced end writes the request), then frames both ways.
+fn websocket_session(feeder: &mut Feeder, deflate: bool) {
+    feeder.write(
+        1,
+        b"GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
+    );
+    let mut response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGJzhZRbK+xOo=\r\n"
+        .to_vec();
+    if deflate {
+        response.extend(b"Sec-WebSocket-Extensions: permessage-deflate\r\n");
+    }
+    response.extend(b"\r\n");
+    // The server's first frame in the same call as the 101: "hello" unmasked.
+    response.extend(b"\x81\x05hello");
+    feeder.read(1, &response);
+    // The client: "hi" masked, then a binary message in two fragments.
+    feeder.write(1, b"\x81\x82\x3a\x76\x57\x32\x52\x1f");
+    feeder.write(1, b"\x02\x02\x00\x01");
+    feeder.write(1, b"\x80\x01\xff");
+    // The server closes: 1000 "bye".
+    feeder.read(1, b"\x88\x05\x03\xe8bye");
+}
+
+#[test]
+fn websocket_frames_decoded_after_the_upgrade() {
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    websocket_session(&mut feeder, false);
+    let lines = feeder.json();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert_eq!(lines[0]["status"], 101);
+    let messages: Vec<(&str, &str, Vec<u8>)> = lines[1..]
+        .iter()
+        .map(|line| {
+            assert_eq!(line["type"], "websocket");
+            assert_eq!(line["incomplete"], serde_json::Value::Null);
+            (
+                line["sender"].as_str().expect("sender"),
+                line["opcode"].as_str().expect("opcode"),
+                b64(&line["data_b64"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        vec![
+            ("server", "text", b"hello".to_vec()),
+            ("client", "text", b"hi".to_vec()),
+            ("client", "binary", vec![0, 1, 0xff]),
+            ("server", "close", b"\x03\xe8bye".to_vec()),
+        ]
+    );
+    assert_eq!(lines[1]["text"], "hello");
+    assert_eq!(lines[2]["masked"], true);
+    assert_eq!(lines[3]["frames"], 2);
+    assert_eq!(lines[4]["close"]["code"], 1000);
+    assert_eq!(lines[4]["close"]["reason"], "bye");
+}
+
+#[test]
+fn websocket_text_like_curl_verbose() {
+    let mut feeder = Feeder::new(Format::Text, MAX_BODY);
+    websocket_session(&mut feeder, false);
+    let (text, stats) = feeder.finish();
+    assert_eq!(stats.websocket_messages, 4);
+    assert_eq!(stats.connections_websocket, 1);
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn websocket_extension_only_counts_when_the_server_accepts_it() {
+    // The client offered permessage-deflate, the server did not accept: RSV1 is not deflate.
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    websocket_session(&mut feeder, false);
+    feeder.read(1, b"\xc1\x03abc");
+    let lines = feeder.json();
+    let last = lines.last().expect("a message");
+    assert_eq!(b64(&last["data_b64"]), b"abc");
+    assert!(last["note"]
+        .as_str()
+        .is_some_and(|n| n.contains("not negotiated")));
 }
 
 #[test]
