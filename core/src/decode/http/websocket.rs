@@ -204,6 +204,7 @@ impl Decoder {
     }
 
     /// Why `side` is written raw, if it is.
+    #[cfg(test)]
     pub(crate) fn lost_reason(&self, side: Side) -> Option<&'static str> {
         self.streams[side.index()].lost
     }
