@@ -1,6 +1,7 @@
 //! `--decode http` through real BPF and real peers: Python's http.client against a Python
 //! HTTPS server (HTTP/1.1), curl and node against nginx (HTTP/2), gRPC with python3-grpcio,
-//! and an HTTP/2 connection joined mid-stream. Expected values are what the peers were given
+//! an HTTP/2 connection joined mid-stream, br and zstd bodies, and WebSocket (python3-websockets
+//! over wss). Expected values are what the peers were given
 //! to send (files the test wrote), never probectl's capture.
 
 mod common;
@@ -700,5 +701,146 @@ fn br_and_zstd_bodies_decode_to_the_original() {
         "line 2999: ".to_string(),
     ] {
         assert!(text.contains(&line), "{line:?} in:\n{text}");
+    }
+}
+
+/// A peer's log of `tests/peers/ws_peer.py`: (direction, kind, data) in order.
+fn websocket_log(path: &Path) -> Vec<(String, String, Vec<u8>)> {
+    std::fs::read_to_string(path)
+        .expect("peer log")
+        .lines()
+        .map(|line| {
+            let entry: Value = serde_json::from_str(line).expect("JSON");
+            (
+                entry["dir"].as_str().expect("dir").to_string(),
+                entry["kind"].as_str().expect("kind").to_string(),
+                decode_b64(&entry["b64"]),
+            )
+        })
+        .collect()
+}
+
+/// The data messages of one sender as probectl decoded them: (kind, data).
+fn websocket_messages(lines: &[Value], sender: &str) -> Vec<(String, Vec<u8>)> {
+    lines
+        .iter()
+        .filter(|line| line["type"] == "websocket" && line["sender"] == sender)
+        .filter(|line| line["opcode"] == "text" || line["opcode"] == "binary")
+        .map(|line| {
+            (
+                line["opcode"].as_str().expect("opcode").to_string(),
+                decode_b64(&line["data_b64"]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn websocket_messages_from_python_websockets_over_wss() {
+    let (cert, key) = cert_and_key();
+    for compression in ["none", "deflate"] {
+        let port = free_port();
+        let server_log = scratch_file("ws-server.log");
+        let _server = Guard(
+            Command::new("/usr/bin/python3")
+                .arg(peer("ws_peer.py"))
+                .arg("server")
+                .arg(port.to_string())
+                .arg(cert)
+                .arg(key)
+                .arg(&server_log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("python3 websockets server"),
+        );
+        wait_for_listener(port);
+        let client_log = scratch_file("ws-client.log");
+        let script = peer("ws_peer.py");
+        let port_arg = port.to_string();
+        let run = Trace::start(
+            &["openssl", "--decode", "http"],
+            &[
+                "/usr/bin/python3",
+                script.to_str().expect("path"),
+                "client",
+                &port_arg,
+                client_log.to_str().expect("path"),
+                compression,
+            ],
+        )
+        .wait_lines();
+        assert!(run.status.success(), "{compression}: {}", run.stderr);
+        let client = websocket_log(&client_log);
+        let server = websocket_log(&server_log);
+        let of = |log: &[(String, String, Vec<u8>)], direction: &str| -> Vec<(String, Vec<u8>)> {
+            log.iter()
+                .filter(|(dir, _, _)| dir == direction)
+                .map(|(_, kind, data)| (kind.clone(), data.clone()))
+                .collect()
+        };
+        // The peers agree with each other (the oracle is sound) ...
+        assert_eq!(of(&client, "sent"), of(&server, "received"));
+        assert_eq!(of(&server, "sent"), of(&client, "received"));
+        assert_eq!(of(&client, "sent").len(), 4);
+        assert_eq!(of(&server, "sent").len(), 12);
+        // ... and probectl's messages are theirs, in order.
+        let sent_by_client = websocket_messages(&run.lines, "client");
+        let sent_by_server = websocket_messages(&run.lines, "server");
+        assert!(
+            sent_by_client == of(&client, "sent"),
+            "{compression}: the client's messages"
+        );
+        assert!(
+            sent_by_server == of(&client, "received"),
+            "{compression}: the server's messages"
+        );
+        let records: Vec<&Value> = run
+            .lines
+            .iter()
+            .filter(|line| line["type"] == "websocket")
+            .collect();
+        for record in &records {
+            assert_eq!(record["incomplete"], Value::Null, "{record}");
+            assert_eq!(record["note"], Value::Null, "{record}");
+            // Client frames are masked, the server's are not.
+            assert_eq!(record["masked"], record["sender"] == "client", "{record}");
+            assert_eq!(
+                record["direction"],
+                if record["sender"] == "client" {
+                    "write"
+                } else {
+                    "read"
+                }
+            );
+        }
+        // Text as text; the fragmented messages reassembled from their frames.
+        assert!(records
+            .iter()
+            .any(|r| r["text"] == "hello, websocket" && r["frames"] == 1));
+        assert!(records.iter().any(|r| r["sender"] == "client"
+            && r["text"] == "first fragment, second fragment, third"
+            && r["frames"].as_u64().is_some_and(|frames| frames >= 3)));
+        assert!(records.iter().any(|r| r["sender"] == "server"
+            && r["text"] == "fragmented from the server"
+            && r["frames"].as_u64().is_some_and(|frames| frames >= 3)));
+        let compressed = records.iter().filter(|r| r["compressed"] == true).count();
+        if compression == "deflate" {
+            // Every data message was deflated (and inflated back, as the checks above show).
+            assert_eq!(compressed, 16, "{compression}");
+            let big = records
+                .iter()
+                .find(|r| r["len"] == 120_890)
+                .expect("the 100 kB message");
+            assert!(big["wire_len"].as_u64().expect("wire_len") < 60_000);
+        } else {
+            assert_eq!(compressed, 0);
+        }
+        assert!(
+            run.stderr
+                .contains("websocket: 18 messages on 1 connections"),
+            "{}",
+            run.stderr
+        );
     }
 }
