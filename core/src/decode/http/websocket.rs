@@ -693,3 +693,37 @@ mod tests {
         assert!(messages[0].note.is_some());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Random bytes in random pieces, both directions, with and without deflate: no panic,
+        /// and what is held stays within the bound (headers, control payloads, one message per
+        /// direction up to the limit).
+        #[test]
+        fn random_frames_do_not_panic_and_stay_bounded(
+            pieces in prop::collection::vec(
+                (any::<bool>(), prop::collection::vec(any::<u8>(), 0..200)),
+                1..20,
+            ),
+            deflate in any::<bool>(),
+        ) {
+            let mut decoder = Decoder::new(Side::Write, deflate, 64);
+            let mut done = Vec::new();
+            for (read, bytes) in &pieces {
+                let side = if *read { Side::Read } else { Side::Write };
+                decoder.feed(side, bytes, 1, &Origin::default(), &mut done);
+                prop_assert!(decoder.held_bytes() <= 2 * (64 + 128 + 14) + 256);
+            }
+            decoder.finish("trace ended first", &mut done);
+            for message in &done {
+                prop_assert!(message.data.len() <= 64.max(MAX_CONTROL as usize));
+            }
+        }
+    }
+}
