@@ -102,8 +102,12 @@ pub enum FormatArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum DecodeArg {
-    /// HTTP/1.x, HTTP/2 (HPACK) and gRPC exchanges.
+    /// HTTP/1.x, HTTP/2 (HPACK), gRPC and WebSocket, live: each head when it is complete, each
+    /// body piece (SSE event) as it arrives, then the exchange's record with its timing.
     Http,
+    /// The same, with one record per exchange, written when it is over.
+    #[value(name = "http=exchange")]
+    HttpExchange,
 }
 
 /// Where the uprobes go (see docs/how-it-works.md, "Probe placement").
@@ -303,9 +307,16 @@ impl RunArgs {
             max_capture_bytes: self.max_bytes,
             ring_bytes: self.ring_bytes,
             wait_for_library: self.wait,
-            decode: self
-                .decode
-                .map(|DecodeArg::Http| (probectl_core::decode::http::Decode::Http, self.max_body)),
+            decode: self.decode.map(|decode| {
+                let mode = match decode {
+                    DecodeArg::Http => probectl_core::decode::http::live::Mode::Live,
+                    DecodeArg::HttpExchange => probectl_core::decode::http::live::Mode::Exchange,
+                };
+                (
+                    probectl_core::decode::http::Decode::Http(mode),
+                    self.max_body,
+                )
+            }),
             placement: self.placement.into(),
         })
     }

@@ -423,8 +423,8 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let pipeline = Pipeline::new(
         table.clone(),
         match options.decode {
-            Some((crate::decode::http::Decode::Http, max_body)) => Box::new(
-                crate::decode::http::HttpWriter::new(options.format, max_body),
+            Some((crate::decode::http::Decode::Http(mode), max_body)) => Box::new(
+                crate::decode::http::HttpWriter::new(options.format, max_body).with_mode(mode),
             ),
             None => crate::output::writer_for(options.format)?,
         },

@@ -168,6 +168,11 @@ impl Decoder {
         }
     }
 
+    /// The exchanges in progress, oldest first (for live output).
+    pub(crate) fn in_progress(&self) -> impl Iterator<Item = &Exchange> {
+        self.pending.iter().map(|pending| &pending.exchange)
+    }
+
     /// The side requests are sent on (the client's).
     pub(crate) fn request_side(&self) -> Side {
         self.request_side
@@ -319,6 +324,7 @@ impl Decoder {
                 exchange.request = Some(part);
                 let seq = self.next_seq;
                 self.next_seq += 1;
+                exchange.key = seq;
                 self.pending.push_back(Pending {
                     seq,
                     exchange,
@@ -361,6 +367,7 @@ impl Decoder {
                         let seq = self.next_seq;
                         self.next_seq += 1;
                         let mut exchange = Exchange::new(head.version, input.origin.clone());
+                        exchange.key = seq;
                         exchange.mark_incomplete("request not seen");
                         self.pending.push_back(Pending {
                             seq,

@@ -13,6 +13,7 @@ pub mod h1;
 pub mod h2;
 pub mod hpack;
 mod hpack_tables;
+pub mod live;
 mod render;
 #[cfg(test)]
 mod tests;
@@ -31,7 +32,8 @@ pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 /// Which protocols `--decode` decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decode {
-    Http,
+    /// HTTP (and WebSocket), live or one record per exchange.
+    Http(live::Mode),
 }
 
 /// The connection an exchange belongs to, owned (the events' views are borrowed).
@@ -186,6 +188,9 @@ pub struct Exchange {
     pub origin: Origin,
     /// Why the exchange is not complete (bytes lost, connection closed first, ...).
     pub incomplete: Option<String>,
+    /// Which exchange of its connection it is (HTTP/1: its place in the order of requests;
+    /// HTTP/2: its stream id): with the connection id, the key of live output.
+    pub(crate) key: u64,
 }
 
 impl Exchange {
@@ -233,6 +238,7 @@ impl Exchange {
             stream_id: None,
             origin,
             incomplete: None,
+            key: 0,
         }
     }
 
@@ -242,6 +248,14 @@ impl Exchange {
             .as_ref()
             .or(self.response.as_ref())
             .map_or(0, |part| part.first_ns)
+    }
+
+    /// Time to first byte: from the request's first call to the response's first call
+    /// (`None` when either was not seen).
+    pub fn ttfb_ns(&self) -> Option<u64> {
+        let request = self.request.as_ref()?;
+        let response = self.response.as_ref()?;
+        Some(response.first_ns.saturating_sub(request.first_ns))
     }
 
     /// From the request's first call to the last call of the exchange.
@@ -346,6 +360,14 @@ pub struct HttpWriter {
     done: Vec<Exchange>,
     /// WebSocket messages decoded, written after the exchanges of the same event.
     messages: Vec<websocket::Message>,
+    /// Live output, or one record per exchange.
+    mode: live::Mode,
+    /// What was written of each exchange in progress, by (connection, exchange key).
+    live: HashMap<(u64, u64), live::State>,
+    /// The next exchange id.
+    next_id: u64,
+    /// The exchange the last text lines belong to (a new one starts with its `===` line).
+    last_text: Option<u64>,
     pub stats: Stats,
     /// Whether the end-of-run counts go to stderr (off in tests).
     report: bool,
@@ -360,6 +382,10 @@ impl HttpWriter {
             connections: HashMap::new(),
             done: Vec::new(),
             messages: Vec::new(),
+            mode: live::Mode::Exchange,
+            live: HashMap::new(),
+            next_id: 1,
+            last_text: None,
             stats: Stats::default(),
             report: true,
         }
@@ -368,6 +394,12 @@ impl HttpWriter {
     /// With other limits (tests).
     pub fn with_limits(mut self, limits: Limits) -> HttpWriter {
         self.limits = limits;
+        self
+    }
+
+    /// Live output (heads and body pieces as they arrive) or one record per exchange.
+    pub fn with_mode(mut self, mode: live::Mode) -> HttpWriter {
+        self.mode = mode;
         self
     }
 
@@ -391,7 +423,7 @@ impl HttpWriter {
     }
 
     fn write_done(&mut self, out: &mut dyn Output) -> io::Result<()> {
-        for exchange in self.done.drain(..) {
+        for exchange in std::mem::take(&mut self.done) {
             self.stats.exchanges += 1;
             self.stats.incomplete += u64::from(exchange.incomplete.is_some());
             for part in [&exchange.request, &exchange.response]
@@ -400,12 +432,163 @@ impl HttpWriter {
             {
                 self.stats.body_bytes_not_kept += part.body.not_kept();
             }
-            render::exchange(&exchange, self.format, self.limits.max_body, out)?;
+            match self.mode {
+                live::Mode::Exchange => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.last_text = None;
+                    render::exchange(&exchange, id, None, self.format, self.limits.max_body, out)?;
+                }
+                live::Mode::Live => {
+                    let ts_ns = [&exchange.request, &exchange.response]
+                        .into_iter()
+                        .flatten()
+                        .map(|part| part.last_ns)
+                        .max()
+                        .unwrap_or(0);
+                    self.live_update(&exchange, ts_ns, true, out)?;
+                    let key = (exchange.origin.conn.id, exchange.key);
+                    if let Some(state) = self.live.remove(&key) {
+                        self.text_header(&exchange, state.id, ts_ns, out)?;
+                        render::exchange(
+                            &exchange,
+                            state.id,
+                            Some(&state),
+                            self.format,
+                            self.limits.max_body,
+                            out,
+                        )?;
+                    }
+                }
+            }
         }
         for message in self.messages.drain(..) {
             self.stats.websocket_messages += 1;
             self.stats.body_bytes_not_kept += message.not_kept();
+            self.last_text = None;
             render::websocket(&message, self.format, out)?;
+        }
+        Ok(())
+    }
+
+    /// In text, the `===` line of exchange `id` when the last lines were of something else.
+    fn text_header(
+        &mut self,
+        exchange: &Exchange,
+        id: u64,
+        ts_ns: u64,
+        out: &mut dyn Output,
+    ) -> io::Result<()> {
+        if self.format != Format::Json && self.last_text != Some(id) {
+            render::live_header(exchange, id, ts_ns, out)?;
+        }
+        self.last_text = Some(id);
+        Ok(())
+    }
+
+    /// Live output of the exchanges in progress on a connection: what is new in them.
+    fn look(&mut self, protocol: &Protocol, ts_ns: u64, out: &mut dyn Output) -> io::Result<()> {
+        match protocol {
+            Protocol::Http1(decoder) => {
+                for exchange in decoder.in_progress() {
+                    self.live_update(exchange, ts_ns, false, out)?;
+                }
+            }
+            Protocol::Http2(decoder) => {
+                for exchange in decoder.in_progress() {
+                    self.live_update(exchange, ts_ns, false, out)?;
+                }
+            }
+            Protocol::Unknown | Protocol::Raw | Protocol::WebSocket(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Writes what is new in `exchange` since it was last looked at: a head that is complete,
+    /// body bytes (SSE events whole); `end`: the exchange is over, an SSE event without its
+    /// blank line is written too.
+    fn live_update(
+        &mut self,
+        exchange: &Exchange,
+        ts_ns: u64,
+        end: bool,
+        out: &mut dyn Output,
+    ) -> io::Result<()> {
+        use live::Which;
+        let key = (exchange.origin.conn.id, exchange.key);
+        if !self.live.contains_key(&key) {
+            let id = self.next_id;
+            self.next_id += 1;
+            self.live.insert(
+                key,
+                live::State {
+                    id,
+                    ..live::State::default()
+                },
+            );
+        }
+        for which in [Which::Request, Which::Response] {
+            let part = match which {
+                Which::Request => exchange.request.as_ref(),
+                Which::Response => exchange.response.as_ref(),
+            };
+            let Some(part) = part else {
+                continue;
+            };
+            let index = which as usize;
+            let Some(state) = self.live.get_mut(&key) else {
+                return Ok(());
+            };
+            let id = state.id;
+            let write_head = !state.head[index];
+            state.head[index] = true;
+            let data = &part.body.data;
+            let start = state.written[index].min(data.len());
+            state.written[index] = data.len();
+            let sse = which == Which::Response
+                && live::is_event_stream(part)
+                && render::streamed_in_text(part);
+            // Pieces: (offset in the body, bytes).
+            let mut pieces: Vec<(u64, Vec<u8>)> = Vec::new();
+            if sse {
+                let mut offset = (start - state.sse.len()) as u64;
+                state.sse.extend_from_slice(&data[start..]);
+                for event in live::split_events(&mut state.sse, end) {
+                    let len = event.len() as u64;
+                    pieces.push((offset, event));
+                    offset += len;
+                }
+            } else if start < data.len() {
+                pieces.push((start as u64, data[start..].to_vec()));
+            }
+            state.pieces[index] += pieces.len() as u64;
+            if !write_head && pieces.is_empty() {
+                continue;
+            }
+            let text_pieces = self.format == Format::Json || render::streamed_in_text(part);
+            if write_head || text_pieces {
+                self.text_header(exchange, id, ts_ns, out)?;
+            }
+            if write_head {
+                render::live_head(exchange, which, id, self.format, out)?;
+            }
+            if !text_pieces {
+                continue;
+            }
+            for (offset, piece) in pieces {
+                let event = sse.then(|| live::parse_event(&piece));
+                render::live_piece(
+                    exchange,
+                    which,
+                    id,
+                    offset,
+                    &piece,
+                    event.as_ref(),
+                    ts_ns,
+                    self.format,
+                    out,
+                )?;
+            }
         }
         Ok(())
     }
@@ -572,11 +755,17 @@ impl EventWriter for HttpWriter {
         if let Protocol::WebSocket(decoder) = &mut protocol {
             self.stats.websocket_raw_directions += std::mem::take(&mut decoder.lost_directions);
         }
+        // Exchanges that ended first, then what is new in those in progress.
+        let mut result = self.write_done(out);
+        if result.is_ok() && self.mode == live::Mode::Live {
+            result = self.look(&protocol, event.ts_ns, out);
+        }
         if let Some(state) = self.connections.get_mut(&event.conn.id) {
             state.protocol = protocol;
         }
-        self.write_done(out)?;
+        result?;
         if let Some(at) = raw_from {
+            self.last_text = None;
             let at = at.min(event.data.len());
             if at < event.data.len() || (at == 0 && event.data.is_empty()) {
                 let rest = Event {
