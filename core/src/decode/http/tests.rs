@@ -39,6 +39,20 @@ impl Feeder {
         }
     }
 
+    /// A feeder whose writer writes live (heads and pieces as they arrive).
+    fn live(format: Format, max_body: u64) -> Feeder {
+        let mut feeder = Feeder::new(format, max_body);
+        feeder.writer = HttpWriter::new(format, max_body)
+            .quiet()
+            .with_mode(super::live::Mode::Live);
+        feeder
+    }
+
+    /// What was written so far.
+    fn text_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.out).into_owned()
+    }
+
     fn view(conn: u64, offset: u64) -> ConnectionView<'static> {
         ConnectionView {
             id: conn,
@@ -1143,4 +1157,144 @@ fn valid_streams_decode_whole_when_cut_anywhere() {
             assert_eq!(complete, expected, "cut {cut}: {lines:?}");
         }
     }
+}
+
+// ---------------------------------------------------------------- live output
+
+/// A chunked SSE response, one event per call, as a server streams it.
+const SSE_HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+fn sse_chunk(event: &str) -> Vec<u8> {
+    format!("{:x}\r\n{event}\r\n", event.len()).into_bytes()
+}
+
+#[test]
+fn live_text_shows_each_part_as_it_arrives() {
+    let mut feeder = Feeder::live(Format::Text, MAX_BODY);
+    feeder.write(
+        1,
+        b"GET /stream HTTP/1.1\r\nHost: h\r\nAccept: text/event-stream\r\n\r\n",
+    );
+    let after_request = feeder.text_so_far();
+    assert!(
+        after_request.contains("> GET /stream HTTP/1.1\n"),
+        "{after_request}"
+    );
+    assert!(!after_request.contains("< HTTP"), "{after_request}");
+    feeder.read(1, SSE_HEAD);
+    assert!(feeder.text_so_far().contains("< HTTP/1.1 200 OK\n"));
+    let events = [
+        "data: one\n\n",
+        "event: tick\ndata: two\n\n",
+        "data: thr",
+        "ee\n\n",
+    ];
+    feeder.read(1, &sse_chunk(events[0]));
+    assert!(feeder.text_so_far().ends_with("data: one\n\n"));
+    feeder.read(1, &sse_chunk(events[1]));
+    assert!(feeder.text_so_far().ends_with("event: tick\ndata: two\n\n"));
+    // Half an event waits for its other half.
+    feeder.read(1, &sse_chunk(events[2]));
+    assert!(!feeder.text_so_far().contains("data: thr"));
+    feeder.read(1, &sse_chunk(events[3]));
+    assert!(feeder.text_so_far().ends_with("data: three\n\n"));
+    assert!(!feeder.text_so_far().contains("* done"));
+    feeder.read(1, b"0\r\n\r\n");
+    let (text, stats) = feeder.finish();
+    assert_eq!(stats.exchanges, 1);
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn live_json_pieces_join_to_the_body_and_carry_the_exchange_id() {
+    let mut feeder = Feeder::live(Format::Json, MAX_BODY);
+    // Two exchanges on two connections, interleaved: each piece names its own.
+    for conn in [1, 2] {
+        feeder.write(conn, b"GET /s HTTP/1.1\r\nHost: h\r\n\r\n");
+        feeder.read(conn, SSE_HEAD);
+    }
+    let events = ["data: a\n\n", "id: 9\ndata: b\ndata: c\n\n"];
+    for event in events {
+        for conn in [1, 2] {
+            feeder.read(conn, &sse_chunk(event));
+        }
+    }
+    for conn in [1, 2] {
+        feeder.read(conn, b"0\r\n\r\n");
+    }
+    let lines = feeder.json();
+    let kinds: Vec<&str> = lines
+        .iter()
+        .map(|l| l["type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "http_head",
+            "http_head",
+            "http_head",
+            "http_head",
+            "http_body",
+            "http_body",
+            "http_body",
+            "http_body",
+            "http",
+            "http"
+        ]
+    );
+    for id in [1, 2] {
+        let of_it: Vec<&serde_json::Value> = lines.iter().filter(|l| l["id"] == id).collect();
+        let pieces: Vec<u8> = of_it
+            .iter()
+            .filter(|l| l["type"] == "http_body")
+            .flat_map(|l| b64(&l["data_b64"]))
+            .collect();
+        let last = of_it.last().expect("the exchange's record");
+        assert_eq!(last["type"], "http");
+        assert_eq!(
+            pieces,
+            b64(&last["response"]["body_b64"]),
+            "pieces join to the body"
+        );
+        let sse: Vec<&serde_json::Value> = of_it.iter().filter_map(|l| l.get("sse")).collect();
+        assert_eq!(sse[0]["data"], "a");
+        assert_eq!(sse[1]["data"], "b\nc");
+        assert_eq!(sse[1]["id"], "9");
+        assert_eq!(last["ttfb_ns"], 1_000_000);
+        let conn = of_it[0]["conn"]["id"].clone();
+        assert!(of_it
+            .iter()
+            .all(|l| l["conn"] == conn || l["conn"]["id"] == conn));
+    }
+}
+
+#[test]
+fn live_http2_data_frames_are_pieces() {
+    let mut feeder = Feeder::live(Format::Json, MAX_BODY);
+    let mut client = h2::PREFACE.to_vec();
+    client.extend(frame(SETTINGS, 0, 0, &[]));
+    client.extend(frame(
+        HEADERS,
+        0x1 | 0x4,
+        1,
+        &literal_block(&[(":method", "GET"), (":path", "/s"), (":scheme", "https")]),
+    ));
+    feeder.write(1, &client);
+    feeder.read(
+        1,
+        &frame(HEADERS, 0x4, 1, &literal_block(&[(":status", "200")])),
+    );
+    feeder.read(1, &frame(DATA, 0, 1, b"first piece "));
+    let so_far = feeder.text_so_far();
+    assert!(so_far.contains("\"type\":\"http_body\""), "{so_far}");
+    feeder.read(1, &frame(DATA, 0x1, 1, b"second piece"));
+    let lines = feeder.json();
+    let pieces: Vec<Vec<u8>> = lines
+        .iter()
+        .filter(|l| l["type"] == "http_body")
+        .map(|l| b64(&l["data_b64"]))
+        .collect();
+    assert_eq!(pieces, [b"first piece ".to_vec(), b"second piece".to_vec()]);
+    assert_eq!(lines.last().expect("record")["type"], "http");
 }
