@@ -181,7 +181,15 @@ fn python_http_client_keep_alive_get_post_big_and_chunked() {
     .wait_lines();
     assert!(run.status.success(), "{}", run.stderr);
     let http = exchanges(&run.lines);
-    assert_eq!(http.len(), run.lines.len(), "nothing raw: {:?}", run.lines);
+    // Nothing raw: exchanges, and their live heads and body pieces.
+    assert!(
+        run.lines
+            .iter()
+            .all(|line| ["http", "http_head", "http_body"]
+                .contains(&line["type"].as_str().unwrap_or("raw"))),
+        "nothing raw: {:?}",
+        run.lines
+    );
     let summary: Vec<(&str, &str, u64)> = http
         .iter()
         .map(|e| {
@@ -288,26 +296,37 @@ fn curl_http2_two_urls_over_one_connection_from_nginx() {
     assert_eq!(response_body(http[0]), small);
     assert_eq!(response_body(http[1]), big, "byte-exact");
 
-    // The same in text, as curl -v shows it.
-    let output = Command::new(PROBECTL)
-        .args(["run", "openssl", "--decode", "http", "--"])
-        .args(&curl_args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("probectl");
-    assert!(output.status.success());
-    let text = String::from_utf8_lossy(&output.stdout);
-    for line in [
-        "> GET /a.txt HTTP/2\n",
-        "> user-agent: probectl-test\n",
-        "< HTTP/2 200\n",
-        "hello from nginx\n",
-        "> GET /big.bin HTTP/2\n",
-        "[300000 bytes]\n",
-    ] {
-        assert!(text.contains(line), "{line:?} in:\n{text}");
+    // The same in text, as curl -v shows it: live (the default), and one exchange at once.
+    for mode in ["http", "http=exchange"] {
+        let output = Command::new(PROBECTL)
+            .args(["run", "openssl", "--decode", mode, "--"])
+            .args(&curl_args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("probectl");
+        assert!(output.status.success());
+        let text = String::from_utf8_lossy(&output.stdout);
+        for line in [
+            "> GET /a.txt HTTP/2\n",
+            "> user-agent: probectl-test\n",
+            "< HTTP/2 200\n",
+            "hello from nginx\n",
+            "> GET /big.bin HTTP/2\n",
+        ] {
+            assert!(text.contains(line), "{mode}: {line:?} in:\n{text}");
+        }
+        if mode == "http" {
+            // Each exchange starts with its line and id, and ends with its totals and timing.
+            assert!(text.contains(" HTTP/2 stream 3 #2\n"), "{text}");
+            assert!(
+                text.contains("* done #2: 200, request body 0 bytes, response body 300000 bytes;"),
+                "{text}"
+            );
+        } else {
+            assert!(text.contains("[300000 bytes]\n"), "{text}");
+            assert!(text.contains(" HTTP/2 stream 3 ("), "{text}");
+        }
     }
-    assert!(text.contains(" HTTP/2 stream 3 ("), "{text}");
 }
 
 #[test]
