@@ -169,8 +169,8 @@ impl Decoder {
     }
 
     /// The exchanges in progress, oldest first (for live output).
-    pub(crate) fn in_progress(&self) -> impl Iterator<Item = &Exchange> {
-        self.pending.iter().map(|pending| &pending.exchange)
+    pub(crate) fn in_progress(&mut self) -> impl Iterator<Item = &mut Exchange> {
+        self.pending.iter_mut().map(|pending| &mut pending.exchange)
     }
 
     /// The side requests are sent on (the client's).

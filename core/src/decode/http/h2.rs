@@ -246,10 +246,10 @@ pub struct Decoder {
 
 impl Decoder {
     /// The exchanges in progress, by stream id (for live output).
-    pub(crate) fn in_progress(&self) -> impl Iterator<Item = &Exchange> {
+    pub(crate) fn in_progress(&mut self) -> impl Iterator<Item = &mut Exchange> {
         self.streams
-            .values()
-            .filter_map(|stream| stream.exchange.as_ref())
+            .values_mut()
+            .filter_map(|stream| stream.exchange.as_mut())
     }
 
     /// A decoder for a connection recognised on `side` as `start`.

@@ -45,8 +45,10 @@ pub struct State {
     pub id: u64,
     /// Its head was written, per part.
     pub head: [bool; 2],
-    /// Body bytes written as pieces, per part (of those kept).
+    /// Body bytes kept (`Body::data`) already taken into pieces, per part.
     pub written: [usize; 2],
+    /// Where the next piece starts in the body, per part.
+    pub next_offset: [u64; 2],
     /// Pieces written, per part.
     pub pieces: [u64; 2],
     /// The SSE event being assembled (response only).
@@ -75,14 +77,9 @@ pub fn is_event_stream(part: &Part) -> bool {
 /// stays. With `all`, the rest is an event too (the stream ended).
 pub fn split_events(buffer: &mut Vec<u8>, all: bool) -> Vec<Vec<u8>> {
     let mut events = Vec::new();
-    loop {
-        match event_end(buffer) {
-            Some(end) => {
-                let rest = buffer.split_off(end);
-                events.push(std::mem::replace(buffer, rest));
-            }
-            None => break,
-        }
+    while let Some(end) = event_end(buffer) {
+        let rest = buffer.split_off(end);
+        events.push(std::mem::replace(buffer, rest));
     }
     if (all || buffer.len() > MAX_SSE_EVENT) && !buffer.is_empty() {
         events.push(std::mem::take(buffer));

@@ -79,6 +79,9 @@ pub struct Limits {
     /// Body bytes kept at most by one connection, all exchanges in flight together (pipelined
     /// HTTP/1 requests, multiplexed HTTP/2 streams): the memory bound.
     pub connection_bodies: u64,
+    /// Live output: body bytes past the limits are handed over (`Body::overflow`) instead of
+    /// only counted, so that a stream longer than `--max-body` is still shown piece by piece.
+    pub live: bool,
 }
 
 impl Limits {
@@ -86,6 +89,7 @@ impl Limits {
         Limits {
             max_body,
             connection_bodies: max_body.max(32 << 20),
+            live: false,
         }
     }
 }
@@ -96,6 +100,9 @@ pub struct Body {
     pub data: Vec<u8>,
     /// Bytes the body had on the wire (after de-chunking); more than `data` when over the limit.
     pub len: u64,
+    /// Live output only: bytes past the limits that arrived since the writer last looked (it
+    /// takes them after each call, so this holds at most one call's bytes).
+    pub(crate) overflow: Vec<u8>,
 }
 
 impl Body {
@@ -106,7 +113,11 @@ impl Body {
         let room = (limits.max_body as usize)
             .saturating_sub(self.data.len())
             .min(limits.connection_bodies.saturating_sub(held) as usize);
-        self.data.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let kept = bytes.len().min(room);
+        self.data.extend_from_slice(&bytes[..kept]);
+        if limits.live {
+            self.overflow.extend_from_slice(&bytes[kept..]);
+        }
     }
 
     /// Bytes of the body not kept (over `--max-body`).
@@ -400,6 +411,7 @@ impl HttpWriter {
     /// Live output (heads and body pieces as they arrive) or one record per exchange.
     pub fn with_mode(mut self, mode: live::Mode) -> HttpWriter {
         self.mode = mode;
+        self.limits.live = mode == live::Mode::Live;
         self
     }
 
@@ -423,7 +435,7 @@ impl HttpWriter {
     }
 
     fn write_done(&mut self, out: &mut dyn Output) -> io::Result<()> {
-        for exchange in std::mem::take(&mut self.done) {
+        for mut exchange in std::mem::take(&mut self.done) {
             self.stats.exchanges += 1;
             self.stats.incomplete += u64::from(exchange.incomplete.is_some());
             for part in [&exchange.request, &exchange.response]
@@ -446,7 +458,7 @@ impl HttpWriter {
                         .map(|part| part.last_ns)
                         .max()
                         .unwrap_or(0);
-                    self.live_update(&exchange, ts_ns, true, out)?;
+                    self.live_update(&mut exchange, ts_ns, true, out)?;
                     let key = (exchange.origin.conn.id, exchange.key);
                     if let Some(state) = self.live.remove(&key) {
                         self.text_header(&exchange, state.id, ts_ns, out)?;
@@ -487,7 +499,12 @@ impl HttpWriter {
     }
 
     /// Live output of the exchanges in progress on a connection: what is new in them.
-    fn look(&mut self, protocol: &Protocol, ts_ns: u64, out: &mut dyn Output) -> io::Result<()> {
+    fn look(
+        &mut self,
+        protocol: &mut Protocol,
+        ts_ns: u64,
+        out: &mut dyn Output,
+    ) -> io::Result<()> {
         match protocol {
             Protocol::Http1(decoder) => {
                 for exchange in decoder.in_progress() {
@@ -509,7 +526,7 @@ impl HttpWriter {
     /// blank line is written too.
     fn live_update(
         &mut self,
-        exchange: &Exchange,
+        exchange: &mut Exchange,
         ts_ns: u64,
         end: bool,
         out: &mut dyn Output,
@@ -529,12 +546,15 @@ impl HttpWriter {
         }
         for which in [Which::Request, Which::Response] {
             let part = match which {
-                Which::Request => exchange.request.as_ref(),
-                Which::Response => exchange.response.as_ref(),
+                Which::Request => exchange.request.as_mut(),
+                Which::Response => exchange.response.as_mut(),
             };
             let Some(part) = part else {
                 continue;
             };
+            // Bytes past the limits, handed over once and not kept.
+            let overflow = std::mem::take(&mut part.body.overflow);
+            let part: &Part = part;
             let index = which as usize;
             let Some(state) = self.live.get_mut(&key) else {
                 return Ok(());
@@ -545,27 +565,30 @@ impl HttpWriter {
             let data = &part.body.data;
             let start = state.written[index].min(data.len());
             state.written[index] = data.len();
-            let sse = which == Which::Response
-                && live::is_event_stream(part)
-                && render::streamed_in_text(part);
+            let mut new = data[start..].to_vec();
+            new.extend_from_slice(&overflow);
+            let streamed = render::streamed_in_text(part);
+            let sse = which == Which::Response && live::is_event_stream(part) && streamed;
             // Pieces: (offset in the body, bytes).
             let mut pieces: Vec<(u64, Vec<u8>)> = Vec::new();
             if sse {
-                let mut offset = (start - state.sse.len()) as u64;
-                state.sse.extend_from_slice(&data[start..]);
+                state.sse.extend_from_slice(&new);
                 for event in live::split_events(&mut state.sse, end) {
                     let len = event.len() as u64;
-                    pieces.push((offset, event));
-                    offset += len;
+                    pieces.push((state.next_offset[index], event));
+                    state.next_offset[index] += len;
                 }
-            } else if start < data.len() {
-                pieces.push((start as u64, data[start..].to_vec()));
+            } else if !new.is_empty() {
+                let len = new.len() as u64;
+                pieces.push((state.next_offset[index], new));
+                state.next_offset[index] += len;
             }
             state.pieces[index] += pieces.len() as u64;
             if !write_head && pieces.is_empty() {
                 continue;
             }
-            let text_pieces = self.format == Format::Json || render::streamed_in_text(part);
+            let text_pieces = self.format == Format::Json || streamed;
+            let exchange: &Exchange = exchange;
             if write_head || text_pieces {
                 self.text_header(exchange, id, ts_ns, out)?;
             }
@@ -758,7 +781,7 @@ impl EventWriter for HttpWriter {
         // Exchanges that ended first, then what is new in those in progress.
         let mut result = self.write_done(out);
         if result.is_ok() && self.mode == live::Mode::Live {
-            result = self.look(&protocol, event.ts_ns, out);
+            result = self.look(&mut protocol, event.ts_ns, out);
         }
         if let Some(state) = self.connections.get_mut(&event.conn.id) {
             state.protocol = protocol;

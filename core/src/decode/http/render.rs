@@ -581,15 +581,8 @@ fn live_end(
         let Some(part) = part else {
             continue;
         };
-        if streamed_in_text(part) {
-            if part.body.not_kept() > 0 {
-                writeln!(
-                    out,
-                    "[{} more body bytes not kept (over --max-body, or the connection's limit)]",
-                    part.body.not_kept()
-                )?;
-            }
-        } else if live.written[which as usize] > 0 || part.body.len > 0 {
+        // A streamed body was shown whole, piece by piece, also past --max-body.
+        if !streamed_in_text(part) && (live.written[which as usize] > 0 || part.body.len > 0) {
             body(out, part, call, direction, format, max_body)?;
         }
         headers(out, mark, &part.trailers, h2, &[])?;

@@ -433,6 +433,7 @@ fn the_bodies_a_connection_keeps_are_bounded_together() {
         .with_limits(Limits {
             max_body: 8,
             connection_bodies: 12,
+            live: false,
         });
     // Three streams in flight with 8-byte bodies: the third gets what is left of 12.
     let mut client = h2::PREFACE.to_vec();
@@ -1297,4 +1298,33 @@ fn live_http2_data_frames_are_pieces() {
         .collect();
     assert_eq!(pieces, [b"first piece ".to_vec(), b"second piece".to_vec()]);
     assert_eq!(lines.last().expect("record")["type"], "http");
+}
+
+#[test]
+fn live_pieces_go_on_past_max_body() {
+    // 10 bytes kept per body: the exchange's record keeps 10, the live pieces show all.
+    let mut feeder = Feeder::live(Format::Json, 10);
+    feeder.write(1, b"GET /s HTTP/1.1\r\nHost: h\r\n\r\n");
+    feeder.read(1, SSE_HEAD);
+    let events: Vec<String> = (0..20)
+        .map(|i| format!("data: event number {i}\n\n"))
+        .collect();
+    for event in &events {
+        feeder.read(1, &sse_chunk(event));
+    }
+    feeder.read(1, b"0\r\n\r\n");
+    let lines = feeder.json();
+    let pieces: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["type"] == "http_body").collect();
+    assert_eq!(pieces.len(), 20);
+    let joined: Vec<u8> = pieces.iter().flat_map(|p| b64(&p["data_b64"])).collect();
+    assert_eq!(joined, events.concat().into_bytes());
+    let mut offset = 0;
+    for piece in &pieces {
+        assert_eq!(piece["offset"], offset);
+        offset += piece["len"].as_u64().expect("len");
+    }
+    let record = lines.last().expect("record");
+    assert_eq!(b64(&record["response"]["body_b64"]).len(), 10);
+    assert_eq!(record["response"]["body_len"], offset);
 }
