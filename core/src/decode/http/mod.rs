@@ -431,7 +431,12 @@ impl HttpWriter {
                 Protocol::WebSocket(decoder) => decoder.held_bytes(),
                 Protocol::Unknown | Protocol::Raw => 0,
             })
-            .sum()
+            .sum::<usize>()
+            + self
+                .live
+                .values()
+                .map(|state| state.sse.capacity())
+                .sum::<usize>()
     }
 
     fn write_done(&mut self, out: &mut dyn Output) -> io::Result<()> {

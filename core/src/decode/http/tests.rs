@@ -1051,20 +1051,29 @@ fn valid_h2() -> Vec<(Direction, Vec<u8>)> {
 
 /// Feeds `calls` cut at `cuts`, with bytes lost where `gaps` says; checks the bound.
 fn feed_all(calls: &[(Direction, Vec<u8>)], cuts: &[usize], gaps: &[u8], format: Format) {
-    let mut feeder = Feeder::new(format, 4096);
-    for (index, (direction, bytes)) in calls.iter().enumerate() {
-        let cut = cuts.get(index).copied().unwrap_or(0) % (bytes.len() + 1);
-        for (part_index, part) in [&bytes[..cut], &bytes[cut..]].into_iter().enumerate() {
-            if part.is_empty() {
-                continue;
+    // Both modes: one record per exchange, and live.
+    for live in [false, true] {
+        let mut feeder = if live {
+            Feeder::live(format, 4096)
+        } else {
+            Feeder::new(format, 4096)
+        };
+        for (index, (direction, bytes)) in calls.iter().enumerate() {
+            let cut = cuts.get(index).copied().unwrap_or(0) % (bytes.len() + 1);
+            for (part_index, part) in [&bytes[..cut], &bytes[cut..]].into_iter().enumerate() {
+                if part.is_empty() {
+                    continue;
+                }
+                let lost =
+                    u64::from(gaps.get(index * 2 + part_index).copied().unwrap_or(0) % 8 == 7);
+                feeder.call(1, *direction, part, part.len() as u64, lost * 3);
+                assert!(feeder.writer.held_bytes() < MEMORY_BOUND);
             }
-            let lost = u64::from(gaps.get(index * 2 + part_index).copied().unwrap_or(0) % 8 == 7);
-            feeder.call(1, *direction, part, part.len() as u64, lost * 3);
         }
+        feeder.close(1);
+        assert!(feeder.writer.held_bytes() < MEMORY_BOUND);
+        let _ = feeder.finish();
     }
-    feeder.close(1);
-    assert!(feeder.writer.held_bytes() < MEMORY_BOUND);
-    let _ = feeder.finish();
 }
 
 fn mutate(calls: &mut [(Direction, Vec<u8>)], edits: &[(usize, usize, u8)]) {
