@@ -337,6 +337,8 @@ enum Protocol {
 
 struct ConnectionState {
     protocol: Protocol,
+    /// Bytes written raw while the protocol was not known yet.
+    raw_bytes: u64,
     /// Where each direction's stream continues (read, write): a larger offset is a gap.
     next_offset: [Option<u64>; 2],
 }
@@ -360,6 +362,21 @@ pub struct Stats {
     pub websocket_messages: u64,
     /// WebSocket directions written raw after a loss or a frame that is not one.
     pub websocket_raw_directions: u64,
+    /// HTTP/1 connections joined mid-stream (decoded from a boundary after bytes shown raw),
+    /// and the bytes shown raw before it.
+    pub joined_mid_stream: u64,
+    pub joined_raw_bytes: u64,
+}
+
+/// Whether the traced end of a connection is its server: its port is the lower one (a
+/// listening port against an ephemeral one). `None` when the ports are not known.
+fn traced_is_server(conn: &ConnectionView<'_>) -> Option<bool> {
+    let port = |address: Option<&str>| {
+        address
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+    };
+    Some(port(conn.local)? < port(conn.remote)?)
 }
 
 /// The `--decode http` writer.
@@ -654,21 +671,71 @@ impl HttpWriter {
         Some(deflate)
     }
 
-    /// `at_stream_start`: `data` is the first byte of its direction's stream.
-    fn detect(&mut self, side: Side, data: &[u8], at_stream_start: bool) -> Protocol {
+    /// The protocol of a connection not recognised yet, from a call of `side`, and where in the
+    /// call decoding starts (bytes before it are shown raw).
+    ///
+    /// - At the start of the call: an HTTP/1 request or status line; the HTTP/2 client preface,
+    ///   or (joined after its start) a plausible run of frames.
+    /// - Joined in the middle of an HTTP/1 body: a whole chunk at the start of the call (its
+    ///   size line, its data and its CRLF), or the last chunk; or, anywhere in the call, a
+    ///   request or status line right after an empty line (the end of a head or of a chunked
+    ///   body). Nothing less counts as a boundary.
+    fn detect(
+        &mut self,
+        side: Side,
+        event: &Event<'_>,
+        origin: &dyn Fn() -> Origin,
+    ) -> (Protocol, usize) {
+        let data = event.data;
         if let Some(role) = h1::detect(data) {
             self.stats.connections_http1 += 1;
             let request_side = match role {
                 h1::Role::Request => side,
                 h1::Role::Response => side.other(),
             };
-            return Protocol::Http1(Box::new(h1::Decoder::new(request_side, self.limits)));
+            return (
+                Protocol::Http1(Box::new(h1::Decoder::new(request_side, self.limits))),
+                0,
+            );
         }
-        if let Some(start) = h2::detect(data, at_stream_start) {
+        if let Some(start) = h2::detect(data, event.conn.offset == 0) {
             self.stats.connections_http2 += 1;
-            return Protocol::Http2(Box::new(h2::Decoder::new(side, start, self.limits)));
+            return (
+                Protocol::Http2(Box::new(h2::Decoder::new(side, start, self.limits))),
+                0,
+            );
         }
-        Protocol::Unknown
+        if h1::chunk_start(data) {
+            self.stats.connections_http1 += 1;
+            // The chunks are a response's, unless the traced end is the server (its port is
+            // the lower one) and reads them, or the client and writes them.
+            let traced_is_server = traced_is_server(&event.conn).unwrap_or(false);
+            let request_side = if traced_is_server == (side == Side::Read) {
+                side
+            } else {
+                side.other()
+            };
+            let decoder = h1::Decoder::joined_in_chunked_body(
+                side,
+                request_side,
+                self.limits,
+                &origin(),
+                event.ts_ns,
+            );
+            return (Protocol::Http1(Box::new(decoder)), 0);
+        }
+        if let Some((at, role)) = h1::message_after_blank_line(data) {
+            self.stats.connections_http1 += 1;
+            let request_side = match role {
+                h1::Role::Request => side,
+                h1::Role::Response => side.other(),
+            };
+            return (
+                Protocol::Http1(Box::new(h1::Decoder::new(request_side, self.limits))),
+                at,
+            );
+        }
+        (Protocol::Unknown, 0)
     }
 }
 
@@ -680,14 +747,13 @@ impl EventWriter for HttpWriter {
             .entry(event.conn.id)
             .or_insert(ConnectionState {
                 protocol: Protocol::Unknown,
+                raw_bytes: 0,
                 next_offset: [None, None],
             });
         let gap = state.next_offset[side.index()].is_some_and(|next| event.conn.offset != next);
         state.next_offset[side.index()] = Some(event.conn.offset + event.len);
         let mut protocol = std::mem::replace(&mut state.protocol, Protocol::Raw);
-        if matches!(protocol, Protocol::Unknown) && !event.data.is_empty() {
-            protocol = self.detect(side, event.data, event.conn.offset == 0);
-        }
+        let raw_before = state.raw_bytes;
         // Who made the call: owned copies, only for the decoded protocols.
         let origin = || Origin {
             pid: event.pid,
@@ -696,9 +762,53 @@ impl EventWriter for HttpWriter {
             plugin: event.attach.plugin.clone(),
             conn: Connection::from_view(&event.conn),
         };
+        // Where decoding starts in this call (after bytes shown raw, when joined mid-stream).
+        let mut decode_from = 0;
+        if matches!(protocol, Protocol::Unknown) && !event.data.is_empty() {
+            let (detected, from) = self.detect(side, event, &origin);
+            protocol = detected;
+            decode_from = from;
+            if !matches!(protocol, Protocol::Unknown) && (raw_before > 0 || from > 0) {
+                // Joined mid-stream: what came before the first boundary was shown raw.
+                self.stats.joined_mid_stream += 1;
+                self.stats.joined_raw_bytes += raw_before + from as u64;
+            }
+            if from > 0 {
+                self.last_text = None;
+                let before = Event {
+                    data: &event.data[..from],
+                    len: from as u64,
+                    truncated: 0,
+                    ..*event
+                };
+                if let Err(error) = self.raw.event(&before, out) {
+                    if let Some(state) = self.connections.get_mut(&event.conn.id) {
+                        state.protocol = protocol;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        let data = &event.data[decode_from..];
+        let event = &Event {
+            data,
+            len: event.len - decode_from as u64,
+            conn: ConnectionView {
+                offset: event.conn.offset + decode_from as u64,
+                ..event.conn
+            },
+            ..*event
+        };
         let mut raw_from = None;
         match &mut protocol {
-            Protocol::Unknown | Protocol::Raw => raw_from = Some(0),
+            Protocol::Unknown | Protocol::Raw => {
+                raw_from = Some(0);
+                if let (Protocol::Unknown, Some(state)) =
+                    (&protocol, self.connections.get_mut(&event.conn.id))
+                {
+                    state.raw_bytes += event.len;
+                }
+            }
             Protocol::Http1(decoder) => {
                 if gap {
                     self.stats.gaps += 1;
@@ -871,6 +981,13 @@ impl EventWriter for HttpWriter {
                 stats.bytes_skipped,
                 stats.body_bytes_not_kept
             );
+            if stats.joined_mid_stream > 0 {
+                eprintln!(
+                    "probectl: http: {} connections joined mid-stream, decoded from a message or \
+                     chunk boundary after {} bytes shown raw",
+                    stats.joined_mid_stream, stats.joined_raw_bytes
+                );
+            }
             if stats.connections_websocket > 0 {
                 eprintln!(
                     "probectl: websocket: {} messages on {} connections; {} directions written \

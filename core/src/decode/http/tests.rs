@@ -1337,3 +1337,89 @@ fn live_pieces_go_on_past_max_body() {
     assert_eq!(b64(&record["response"]["body_b64"]).len(), 10);
     assert_eq!(record["response"]["body_len"], offset);
 }
+
+// ---------------------------------------------------------------- joining HTTP/1 mid-stream
+
+#[test]
+fn joined_in_a_chunked_response_resynchronises_at_a_whole_chunk() {
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    // Joined in the middle of a chunk: not a boundary, shown raw.
+    feeder.read(1, b"rest of an earlier chunk\r\n");
+    // A chunk-size line whose chunk is not whole in the call: no proof either.
+    feeder.read(1, b"40\r\nonly part of it");
+    feeder.read(1, b"5\r\nabcde\r\n");
+    feeder.read(1, b"3\r\nxyz\r\n");
+    feeder.read(1, b"0\r\n\r\n");
+    feeder.write(1, b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+    feeder.read(1, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let (text, stats) = feeder.finish();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(b64(&lines[0]["data_b64"]), b"rest of an earlier chunk\r\n");
+    assert_eq!(b64(&lines[1]["data_b64"]), b"40\r\nonly part of it");
+    let joined = &lines[2];
+    assert_eq!(joined["type"], "http");
+    assert_eq!(joined["request"], serde_json::Value::Null);
+    assert_eq!(b64(&joined["response"]["body_b64"]), b"abcdexyz");
+    assert_eq!(joined["response"]["complete"], true);
+    assert!(joined["incomplete"]
+        .as_str()
+        .is_some_and(|reason| reason.starts_with("joined mid-stream")));
+    assert_eq!(lines[3]["path"], "/next");
+    assert_eq!(b64(&lines[3]["response"]["body_b64"]), b"ok");
+    assert_eq!(lines[3]["incomplete"], serde_json::Value::Null);
+    assert_eq!(stats.joined_mid_stream, 1);
+    assert_eq!(stats.joined_raw_bytes, 26 + 19);
+}
+
+#[test]
+fn joined_before_a_request_after_an_empty_line_starts_there() {
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    feeder.write(
+        1,
+        b"tail of a body\r\nX-Trailer: 1\r\n\r\nGET /x HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    feeder.read(1, b"HTTP/1.1 204 No Content\r\n\r\n");
+    let (text, stats) = feeder.finish();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        b64(&lines[0]["data_b64"]),
+        b"tail of a body\r\nX-Trailer: 1\r\n\r\n"
+    );
+    assert_eq!(lines[0]["conn"]["offset"], 0);
+    assert_eq!(lines[1]["path"], "/x");
+    assert_eq!(lines[1]["status"], 204);
+    assert_eq!(lines[1]["incomplete"], serde_json::Value::Null);
+    assert_eq!(stats.joined_raw_bytes, 32);
+}
+
+#[test]
+fn chunk_and_boundary_proofs() {
+    assert!(h1::chunk_start(b"5\r\nabcde\r\n"));
+    assert!(h1::chunk_start(b"5;ext=1\r\nabcde\r\n6\r\n"));
+    assert!(h1::chunk_start(b"0\r\n\r\n"));
+    assert!(!h1::chunk_start(b"5\r\nabcdef\r\n"));
+    assert!(!h1::chunk_start(b"5\r\nabc"));
+    assert!(!h1::chunk_start(b"zz\r\nabcde\r\n"));
+    assert!(!h1::chunk_start(b"5\nabcde\r\n"));
+    assert!(!h1::chunk_start(b"0\r\nX"));
+    assert_eq!(
+        h1::message_after_blank_line(b"x\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        Some((5, h1::Role::Response))
+    );
+    assert_eq!(
+        h1::message_after_blank_line(b"x\r\nGET / HTTP/1.1\r\n"),
+        None
+    );
+    assert_eq!(
+        h1::message_after_blank_line(b"x\r\n\r\nGET / HTTP/1.1"),
+        None
+    );
+}
