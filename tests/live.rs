@@ -327,3 +327,82 @@ fn python_client_sse_is_shown_as_it_arrives() {
         "1.1",
     );
 }
+
+/// `--pid` of a curl half-way through a long chunked response (SSE over HTTP/1.1): the rest of
+/// the response is decoded from the first whole chunk on (its heads were not seen), and what
+/// came before that is shown raw and counted. The oracle is what curl saved.
+#[test]
+fn joined_mid_way_through_a_chunked_response() {
+    let server = SseServer::start();
+    let saved = scratch_file("joined-sse");
+    let url = format!("https://127.0.0.1:{}/sse?n=16&gap={GAP_MS}", server.port);
+    let mut curl = Guard(
+        Command::new("curl")
+            .args(["-sk", "-N", "--http1.1", "-o"])
+            .arg(&saved)
+            .arg(&url)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("curl"),
+    );
+    wait_for_mapping(curl.pid(), "libssl");
+    // A few events go by untraced.
+    std::thread::sleep(std::time::Duration::from_millis(4 * GAP_MS));
+    let pid = curl.pid().to_string();
+    let run = Trace::start(&["openssl", "--decode", "http", "--pid", &pid], &[]).wait_lines();
+    let _ = curl.0.wait();
+    assert!(run.status.success(), "{}", run.stderr);
+    let saved = std::fs::read(&saved).expect("curl's file");
+    assert!(
+        saved.ends_with(b"data: event 16 of 16\n\n"),
+        "curl got it all"
+    );
+    let record = run
+        .lines
+        .iter()
+        .find(|line| line["type"] == "http")
+        .unwrap_or_else(|| panic!("an exchange: {:?}", run.lines));
+    assert!(
+        record["incomplete"]
+            .as_str()
+            .is_some_and(|reason| reason.starts_with("joined mid-stream")),
+        "{record}"
+    );
+    assert_eq!(record["request"], Value::Null);
+    assert_eq!(record["response"]["complete"], true, "{record}");
+    let body = decode_b64(&record["response"]["body_b64"]);
+    assert!(
+        body.len() >= 8 * 26 && saved.ends_with(&body),
+        "the rest of the body, de-chunked, is the end of what curl saved: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(
+        !body.starts_with(b"id: 1\n"),
+        "joined after the first event"
+    );
+    // Live pieces were written as the chunks came, and join to the same body.
+    let pieces: Vec<u8> = run
+        .lines
+        .iter()
+        .filter(|line| line["type"] == "http_body" && line["id"] == record["id"])
+        .flat_map(|line| decode_b64(&line["data_b64"]))
+        .collect();
+    assert_eq!(pieces, body);
+    // Whatever came before the first whole chunk was written raw, and counted.
+    let raw: u64 = run
+        .lines
+        .iter()
+        .filter(|line| line.get("type").is_none())
+        .map(|line| line["len"].as_u64().expect("len"))
+        .sum();
+    if raw > 0 {
+        assert!(
+            run.stderr.contains(&format!(
+                "1 connections joined mid-stream, decoded from a message or chunk boundary after {raw} bytes shown raw"
+            )),
+            "{}",
+            run.stderr
+        );
+    }
+    let _ = server.sent();
+}

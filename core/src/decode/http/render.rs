@@ -345,6 +345,10 @@ fn request_head(out: &mut dyn Write, exchange: &Exchange, request: &Part) -> io:
 fn response_head(out: &mut dyn Write, exchange: &Exchange, response: &Part) -> io::Result<()> {
     let version = version_text(exchange.version);
     let h2 = exchange.version == Version::Http2;
+    if exchange.status.is_none() && response.headers.is_empty() {
+        // Joined mid-stream: the body goes on, its head was never seen.
+        return writeln!(out, "< [response head not seen]\n<");
+    }
     for status in &exchange.interim {
         writeln!(out, "< {version} {status}")?;
     }
