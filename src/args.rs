@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use probectl_core::output::Format;
 use probectl_core::session::process::{find_executable, resolve_pid, PidTarget, ProcessError};
+use probectl_core::session::replay::ReplayOptions;
 use probectl_core::session::{RunOptions, Target, MAX_CAPTURE_LIMIT};
 use probectl_core::symbols::placement::PlacementMode;
 
@@ -25,6 +26,14 @@ Examples:
 
 With -- CMD, probectl exits with CMD's status (128+N if signal N ended it; 126: not executable;
 127: not found); SIGINT/SIGTERM to probectl are passed on to CMD. probectl's own errors exit 1.";
+
+const REPLAY_EXAMPLES: &str = "\
+Examples:
+  probectl run openssl --record run.rec -- curl https://127.0.0.1:8443/
+                                                  trace, and keep the raw records
+  probectl replay run.rec                         what the run printed, again
+  probectl replay run.rec --decode http --format json
+                                                  the same records, decoded as HTTP";
 
 const LIST_EXAMPLES: &str = "\
 Examples:
@@ -182,9 +191,82 @@ pub struct RunArgs {
     /// library is attached as soon as it loads one (dlopen), instead of an error.
     #[arg(long, requires = "pid")]
     wait: bool,
+    /// Also keep the run's raw records in this file (created with mode 0600; an existing
+    /// file is refused), for `probectl replay FILE`: a recording sent with a bug report
+    /// replays anywhere.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// Start this command and trace it (and only it) from its first TLS byte.
     #[arg(last = true)]
     command: Vec<OsString>,
+}
+
+/// `probectl replay FILE`: what the run printed, again, from its recording.
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    /// A recording made by `probectl run --record FILE`.
+    #[arg(value_name = "FILE")]
+    recording: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: FormatArg,
+    /// Show data as a hexdump (the same as --format hex).
+    #[arg(long, conflicts_with = "format")]
+    hex: bool,
+    /// Write events to this file instead of stdout, as `run -o` does: a new file, created with
+    /// mode 0600 (see --force); a symbolic link is never followed.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// With -o: overwrite an existing regular file (it keeps its mode).
+    #[arg(long, requires = "output")]
+    force: bool,
+    /// Write the summary as JSON to this file (mode 0600), as `run --report` does.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Decode a protocol, as `run --decode` does.
+    #[arg(long, value_enum)]
+    decode: Option<DecodeArg>,
+    /// With --decode: bytes kept per body at most; the rest is counted.
+    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = size::body_limit,
+          requires = "decode")]
+    max_body: u64,
+}
+
+impl ReplayArgs {
+    pub fn resolve(self) -> ReplayOptions {
+        ReplayOptions {
+            recording: self.recording,
+            format: format_of(self.format, self.hex),
+            output: self.output,
+            force: self.force,
+            decode: decode_of(self.decode, self.max_body),
+        }
+    }
+}
+
+/// `--decode` (with `--max-body`): live HTTP, or one record per exchange.
+fn decode_of(
+    decode: Option<DecodeArg>,
+    max_body: u64,
+) -> Option<(probectl_core::decode::http::Decode, u64)> {
+    use probectl_core::decode::http::live::Mode;
+    decode.map(|decode| {
+        let mode = match decode {
+            DecodeArg::Http => Mode::Live,
+            DecodeArg::HttpExchange => Mode::Exchange,
+        };
+        (probectl_core::decode::http::Decode::Http(mode), max_body)
+    })
+}
+
+/// The event format of `--format` and `--hex`.
+fn format_of(format: FormatArg, hex: bool) -> Format {
+    match (format, hex) {
+        (_, true) | (FormatArg::Hex, _) => Format::Hex,
+        (FormatArg::Json, false) => Format::Json,
+        (FormatArg::Pcapng, false) => Format::Pcapng,
+        (FormatArg::Text, false) => Format::Text,
+    }
 }
 
 #[derive(Subcommand)]
@@ -227,6 +309,10 @@ pub enum Command {
         #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
         format: ReportFormat,
     },
+    /// Print again what a run printed, from its recording (`run --record FILE`), in any
+    /// format or decoded; needs no privileges.
+    #[command(after_help = REPLAY_EXAMPLES)]
+    Replay(ReplayArgs),
     /// Print the man page or shell completions (for packaging; scripts/install uses it).
     #[command(hide = true, subcommand)]
     Generate(Generate),
@@ -273,12 +359,7 @@ impl RunArgs {
 
     /// Checks what clap cannot and derives the run's options.
     pub fn resolve(self) -> Result<RunOptions, ProcessError> {
-        let format = match (self.format, self.hex) {
-            (_, true) | (FormatArg::Hex, _) => Format::Hex,
-            (FormatArg::Json, false) => Format::Json,
-            (FormatArg::Pcapng, false) => Format::Pcapng,
-            (FormatArg::Text, false) => Format::Text,
-        };
+        let format = format_of(self.format, self.hex);
         let target = match (self.pid, self.command.first()) {
             (Some(pid), _) => Target::Pid(process_of(pid, "tracing")?),
             (None, Some(program)) => {
@@ -307,17 +388,9 @@ impl RunArgs {
             max_capture_bytes: self.max_bytes,
             ring_bytes: self.ring_bytes,
             wait_for_library: self.wait,
-            decode: self.decode.map(|decode| {
-                let mode = match decode {
-                    DecodeArg::Http => probectl_core::decode::http::live::Mode::Live,
-                    DecodeArg::HttpExchange => probectl_core::decode::http::live::Mode::Exchange,
-                };
-                (
-                    probectl_core::decode::http::Decode::Http(mode),
-                    self.max_body,
-                )
-            }),
+            decode: decode_of(self.decode, self.max_body),
             placement: self.placement.into(),
+            record: self.record,
         })
     }
 }

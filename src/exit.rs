@@ -1,5 +1,6 @@
-//! Everything probectl says on stderr from the command line, and its exit status. One place
-//! decides both:
+//! Everything probectl says on stderr, and its exit status. One place decides both: the core
+//! says nothing itself, it returns errors and summaries and hands its notices to the sink
+//! installed here (`probectl_core::notice`).
 //!
 //! | status | when |
 //! | --- | --- |
@@ -15,8 +16,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitCode, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use probectl_core::notice::{Level, Notice};
 use probectl_core::session::process::ProcessError;
-use probectl_core::session::RunError;
+use probectl_core::session::{RunError, Summary};
 
 use crate::args::ColorArg;
 
@@ -31,7 +33,16 @@ static STDOUT_COLOR: AtomicBool = AtomicBool::new(false);
 /// Applies `--quiet` and `--color`: `auto` colours a stream that is a terminal, unless the
 /// NO_COLOR environment variable is set to anything but the empty string (no-color.org).
 pub fn configure(quiet: bool, color: ColorArg) {
-    probectl_core::output::terminal::set_quiet(quiet);
+    QUIET.store(quiet, Ordering::Relaxed);
+    // The core's notices come here: said as notes, warnings or errors.
+    probectl_core::notice::set_sink(|notice: &Notice| match notice.level {
+        Level::Info => note(&notice.text),
+        Level::Warning => warning(&notice.text),
+        Level::Error => {
+            let label = paint("error:", Style::Error, STDERR_COLOR.load(Ordering::Relaxed));
+            eprintln!("probectl: {label} {}", notice.text);
+        }
+    });
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     let decide = |is_terminal: bool| match color {
         ColorArg::Always => true,
@@ -69,9 +80,23 @@ pub fn clap_color(args: &[std::ffi::OsString]) -> clap::ColorChoice {
     }
 }
 
+/// `-q`: informational messages (attach reports, the summary) are not written; warnings,
+/// errors and losses still are.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
 /// Whether `-q` was given.
 pub fn is_quiet() -> bool {
-    probectl_core::output::terminal::is_quiet()
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// A run's summary on stderr; with `-q`, only its losses, when there were any: nothing is
+/// lost silently.
+pub fn summary(summary: &Summary) {
+    if !is_quiet() {
+        eprintln!("{summary}");
+    } else if !summary.losses().is_empty() {
+        eprintln!("probectl: losses: {}", summary.losses().join("; "));
+    }
 }
 
 /// SGR codes of the few styles probectl uses.
@@ -112,6 +137,16 @@ pub fn note(message: impl Display) {
     }
 }
 
+/// A warning on stderr (also with `-q`): something the user must know about the output.
+pub fn warning(message: impl Display) {
+    let label = paint(
+        "warning:",
+        Style::Error,
+        STDERR_COLOR.load(Ordering::Relaxed),
+    );
+    eprintln!("probectl: {label} {message}");
+}
+
 /// An error on stderr; the status to exit with.
 pub fn error(message: impl Display, status: u8) -> ExitCode {
     let label = paint("error:", Style::Error, STDERR_COLOR.load(Ordering::Relaxed));
@@ -124,10 +159,15 @@ pub fn process_error(error: &ProcessError) -> ExitCode {
     self::error(error, error.shell_status().unwrap_or(ERROR))
 }
 
-/// A failed run: 126/127 when the command could not be started, else [`ERROR`].
+/// A failed run: 126/127 when the command could not be started, else [`ERROR`]. A run that
+/// stopped on its output's error tells its summary first.
 pub fn run_error(error: &RunError) -> ExitCode {
     match error {
         RunError::Process(process) => process_error(process),
+        RunError::WriteFailed { summary, .. } => {
+            self::summary(summary);
+            self::error(error, ERROR)
+        }
         other => self::error(other, ERROR),
     }
 }

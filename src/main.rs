@@ -14,7 +14,7 @@ use clap::{CommandFactory, FromArgMatches};
 use probectl_core::plan::inspect::{self, CheckReport, Verdict};
 use probectl_core::session::{run, Target};
 
-use args::{Cli, Command, ReportFormat, RunArgs};
+use args::{Cli, Command, ReplayArgs, ReportFormat, RunArgs};
 
 fn main() -> ExitCode {
     probectl_openssl::register();
@@ -69,6 +69,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run(run_args) => run_command(run_args),
+        Command::Replay(replay_args) => replay_command(replay_args),
         Command::Generate(what) => match generate::generate(&what) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => exit::error(error, exit::ERROR),
@@ -132,6 +133,44 @@ fn verdict_line(verdict: &Verdict) -> String {
     )
 }
 
+fn replay_command(replay_args: ReplayArgs) -> ExitCode {
+    let report = match replay_args
+        .report
+        .clone()
+        .map(|path| report::create(&path).map(|file| (path, file)))
+    {
+        Some(Ok(report)) => Some(report),
+        Some(Err(message)) => return exit::error(message, exit::ERROR),
+        None => None,
+    };
+    let options = replay_args.resolve();
+    match probectl_core::session::replay::replay(&options) {
+        Ok(replayed) => {
+            exit::note(format_args!(
+                "replayed {} (recorded by probectl {} on Linux {})",
+                options.recording.display(),
+                replayed.start.probectl,
+                replayed.start.kernel
+            ));
+            if replayed.incomplete {
+                exit::warning(
+                    "the recording ends before its run did (was probectl killed?): what it holds \
+                     was replayed; the kernel's counts of the run's end are missing from the \
+                     summary",
+                );
+            }
+            exit::summary(&replayed.summary);
+            if let Some((path, file)) = report {
+                if let Err(message) = report::write(&path, file, &replayed.summary) {
+                    return exit::error(message, exit::ERROR);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => exit::run_error(&error),
+    }
+}
+
 fn run_command(run_args: RunArgs) -> ExitCode {
     if run_args.wait_without_pid() {
         let mut command = Cli::command();
@@ -178,6 +217,7 @@ fn run_command(run_args: RunArgs) -> ExitCode {
     };
     match runtime.block_on(run(options)) {
         Ok(summary) => {
+            exit::summary(&summary);
             if let Some((path, file)) = report {
                 if let Err(message) = report::write(&path, file, &summary) {
                     return exit::error(message, exit::ERROR);

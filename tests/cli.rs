@@ -490,6 +490,7 @@ fn man_page_and_completions_are_generated_from_the_cli() {
         [
             "probectl-check.1",
             "probectl-list.1",
+            "probectl-replay.1",
             "probectl-run.1",
             "probectl.1"
         ]

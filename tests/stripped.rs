@@ -256,6 +256,111 @@ fn bun_fetch_decoded_as_http_matches_the_recording() {
     assert_eq!(recorded[1].3, sha256_hex(&body));
 }
 
+/// Debian's Chromium: BoringSSL linked into a stripped 300 MB executable, where SSL_read has
+/// SSL_peek inlined and SSL_peek is a function of its own too (Chromium peeks at one byte).
+const CHROMIUM: &str = "/usr/lib/chromium/chromium";
+
+/// Headless Chromium loads a 300 KB page from the recording server. Its network service (a
+/// child process of the same executable) writes the requests and reads the page through
+/// SSL_write and SSL_read, located by the errors they report: every connection's bytes are
+/// what the server recorded for that client address, with fd and 4-tuple, and no peeked byte
+/// is shown twice.
+#[test]
+fn chromium_page_load_is_byte_exact_with_fd_and_addresses() {
+    let _exclusive = exclusive();
+    let recording = Recording::start();
+    let cache = cache_dir();
+    let profile = scratch_file("chromium-profile");
+    let url = format!("https://127.0.0.1:{}/page/{DOWNLOAD}", recording.port);
+    let profile_arg = format!("--user-data-dir={}", profile.display());
+    // The executable itself, not Debian's wrapper script: probectl attaches a command's files
+    // before its exec, while a file mapped after an exec of the script's is attached late.
+    let run = Trace::start_with_env(
+        &["boringssl"],
+        &[
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--ignore-certificate-errors",
+            &profile_arg,
+            "--dump-dom",
+            &url,
+        ],
+        &[("PROBECTL_CACHE_DIR", cache.as_os_str())],
+    )
+    .wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    run.assert_no_losses();
+    // The page was asked for and sent whole (the server's record).
+    let recorded: BTreeMap<String, (Vec<u8>, Vec<u8>)> = recording
+        .by_client()
+        .into_iter()
+        .filter(|(_, (read, written))| !read.is_empty() || !written.is_empty())
+        .collect();
+    let asked = format!("GET /page/{DOWNLOAD} HTTP/1.1");
+    assert!(
+        recorded
+            .values()
+            .any(|(read, written)| read.starts_with(asked.as_bytes()) && written.len() > DOWNLOAD),
+        "the server sent the page"
+    );
+    let events = events_of(&run);
+    assert!(!events.is_empty(), "no events: {}", run.stderr);
+    let mut by_address: BTreeMap<String, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
+    for event in &events {
+        assert_eq!(event.group, "boringssl", "{}", event.json);
+        assert_eq!(event.library, CHROMIUM, "{}", event.json);
+        let expected = if event.direction == "write" {
+            "SSL_write"
+        } else {
+            "SSL_read"
+        };
+        assert_eq!(event.function, expected, "{}", event.json);
+        assert_eq!(event.truncated, 0, "{}", event.json);
+        let conn = &event.json["conn"];
+        assert!(conn["fd"].is_u64(), "conn.fd is known: {}", event.json);
+        assert_eq!(
+            conn["remote"].as_str(),
+            Some(format!("127.0.0.1:{}", recording.port).as_str()),
+            "{}",
+            event.json
+        );
+        let local = conn["local"].as_str().expect("conn.local").to_string();
+        let streams = by_address.entry(local).or_default();
+        match event.direction.as_str() {
+            "write" => streams.0.extend_from_slice(&event.data),
+            _ => streams.1.extend_from_slice(&event.data),
+        }
+    }
+    assert_eq!(
+        by_address.keys().collect::<Vec<_>>(),
+        recorded.keys().collect::<Vec<_>>(),
+        "one captured connection per connection that carried bytes"
+    );
+    for (address, (written, read)) in &by_address {
+        let (server_read, server_wrote) = &recorded[address];
+        assert!(
+            written == server_read,
+            "{address}: {} bytes written captured, the server read {}",
+            written.len(),
+            server_read.len()
+        );
+        assert!(
+            read == server_wrote,
+            "{address}: {} bytes read captured, the server wrote {}",
+            read.len(),
+            server_wrote.len()
+        );
+    }
+    assert!(
+        run.stderr
+            .contains(&format!("[boringssl] {CHROMIUM} (BoringSSL): 2 probes")),
+        "{}",
+        run.stderr
+    );
+}
+
 /// Replaces whole numbers equal to one of `pids` with `[pid]`.
 fn redact_pids(text: &str, pids: &[u32]) -> String {
     let mut out = String::with_capacity(text.len());

@@ -381,3 +381,66 @@ fn a_command_never_runs_when_probectl_fails_to_start() {
     assert!(stderr.contains("cannot create output file"), "{stderr}");
     assert!(!marker.exists(), "the command ran untraced");
 }
+
+/// An output that takes nothing (a pipe nobody reads, a paused pager) blocks the thread that
+/// drains the ring, and with it the event loop. Ctrl-C still stops the run: once the output has
+/// taken nothing for a while after it, probectl gives it up, says how many bytes were not
+/// written, prints its summary and exits 1.
+#[test]
+fn ctrl_c_stops_a_run_whose_output_takes_nothing() {
+    let _exclusive = exclusive();
+    let recording = common::recording::Recording::start();
+    const SIZE: usize = 30_000_000;
+    let url = format!("https://127.0.0.1:{}/download/{SIZE}", recording.port);
+    let mut child = Command::new(PROBECTL)
+        .args(["run", "openssl", "--hex", "--"])
+        .args(["curl", "-sk", "-o", "/dev/null", &url])
+        .stdin(Stdio::null())
+        // Piped and never read: after the pipe's buffer and probectl's own, writes block.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("probectl");
+    let stdout = child.stdout.take();
+    // The download happened (the server's record of what it sent).
+    let sent = recording.dir.join("0.out");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&sent).map_or(0, |m| m.len()) < SIZE as u64 {
+        assert!(Instant::now() < deadline, "the download did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "blocked on its output"
+    );
+    // SAFETY: kill has no memory effects; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "probectl did not stop while its output took nothing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdout);
+    let mut stderr = String::new();
+    use std::io::Read as _;
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bytes captured"), "the summary: {stderr}");
+    assert!(
+        stderr.contains("the output took nothing for 2 s after probectl was told to stop")
+            && stderr.contains("bytes of events not written"),
+        "{stderr}"
+    );
+}

@@ -183,6 +183,28 @@ pub mod close_cause {
     pub const HANDLE_ENDED: u32 = 1;
 }
 
+/// Entries of the BPF maps: one definition for the programs (their maps) and for user space
+/// (which checks against them, and sizes some maps from the run's scope at load).
+pub mod capacity {
+    /// Attach points (BPF cookies) of one run: `PROBE_SPECS`.
+    pub const ATTACH_POINTS: u32 = 4096;
+    /// Processes in a pid-filtered run's scope: `TRACED_PIDS`.
+    pub const TRACED_PIDS: u32 = 16384;
+    /// Threads with calls in flight: `THREADS` (allocated as used).
+    pub const THREADS: u32 = 65536;
+    /// Go calls in flight, and Go calls waiting for their fd (allocated as used).
+    pub const GOROUTINES: u32 = 65536;
+    pub const GO_PENDING_FDS: u32 = 65536;
+    /// Connections, their fds, and the processes that have any (LRUs).
+    pub const CONNECTIONS: u32 = 65536;
+    pub const SOCKET_FDS: u32 = 65536;
+    pub const TGIDS_WITH_CONNECTIONS: u32 = 16384;
+    /// Calls whose chunks are being written (allocated as used).
+    pub const CHUNK_LOOPS: u32 = 4096;
+    /// Threads inside an mmap(2) of an executable mapping (an LRU).
+    pub const MMAP_PENDING: u32 = 4096;
+}
+
 /// Header of a chunk record: one chunk of one TLS call's plaintext. The data follows the
 /// header directly (`data_len` bytes valid).
 ///
@@ -190,6 +212,15 @@ pub mod close_cause {
 /// capture limit; (`tid`, `call_start_ns`) identifies the call they belong to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "records",
+    derive(
+        zerocopy::FromBytes,
+        zerocopy::IntoBytes,
+        zerocopy::KnownLayout,
+        zerocopy::Immutable
+    )
+)]
 pub struct ChunkHeader {
     /// [`record_kind::CHUNK`].
     pub kind: u32,
@@ -241,6 +272,15 @@ pub mod family {
 /// A connection handle seen on a new fd: what that fd is, read from the kernel's socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "records",
+    derive(
+        zerocopy::FromBytes,
+        zerocopy::IntoBytes,
+        zerocopy::KnownLayout,
+        zerocopy::Immutable
+    )
+)]
 pub struct ConnectionRecord {
     /// [`record_kind::CONNECTION`].
     pub kind: u32,
@@ -270,6 +310,15 @@ pub struct ConnectionRecord {
 /// also when its last calls were lost.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "records",
+    derive(
+        zerocopy::FromBytes,
+        zerocopy::IntoBytes,
+        zerocopy::KnownLayout,
+        zerocopy::Immutable
+    )
+)]
 pub struct CloseRecord {
     /// [`record_kind::CLOSE`].
     pub kind: u32,
@@ -288,6 +337,15 @@ pub struct CloseRecord {
 /// ([`record_kind::MAP`]): user space looks for TLS code in it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "records",
+    derive(
+        zerocopy::FromBytes,
+        zerocopy::IntoBytes,
+        zerocopy::KnownLayout,
+        zerocopy::Immutable
+    )
+)]
 pub struct ProcessRecord {
     pub kind: u32,
     pub pid: u32,
@@ -423,43 +481,25 @@ const _: () = assert!(core::mem::size_of::<FdKey>() == 8);
 const _: () = assert!(core::mem::size_of::<ConnectionState>() == 24);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 
-/// Reads a plain-old-data record from the start of `bytes`, if it is long enough.
-///
-/// # Safety
-/// `T` must be a `repr(C)` type made of integers and integer arrays only (every bit pattern is
-/// a valid value), as every record type of this module is.
-#[cfg(feature = "user")]
-pub unsafe fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < core::mem::size_of::<T>() {
-        return None;
-    }
-    // SAFETY: the slice holds at least size_of::<T>() bytes, the caller guarantees any bytes
-    // are a valid T, and read_unaligned makes no alignment assumption about the ring buffer.
-    Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+/// Reads a record from the start of `bytes`, if it is long enough. The ring buffer gives no
+/// alignment: the record is copied out.
+#[cfg(feature = "records")]
+pub fn read_record<T: zerocopy::FromBytes>(bytes: &[u8]) -> Option<T> {
+    T::read_from_prefix(bytes).ok().map(|(record, _)| record)
 }
 
 /// The bytes of a record as the kernel side writes it into the ring buffer: the inverse of
 /// [`read_record`], for replays of the data path (tests, examples).
-///
-/// # Safety
-/// `T` must be a `repr(C)` type made of integers and integer arrays only, with no implicit
-/// padding (the record types of this module spell theirs out as `_padding` fields), so that
-/// every byte is initialised.
-#[cfg(feature = "user")]
-pub unsafe fn record_bytes<T: Copy>(value: &T) -> &[u8] {
-    // SAFETY: `value` is a live T of size_of::<T>() bytes, all initialised (the caller's
-    // guarantee); the slice borrows it.
-    unsafe {
-        core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
-    }
+#[cfg(feature = "records")]
+pub fn record_bytes<T: zerocopy::IntoBytes + zerocopy::Immutable>(value: &T) -> &[u8] {
+    value.as_bytes()
 }
 
-#[cfg(feature = "user")]
+#[cfg(feature = "records")]
 impl ChunkHeader {
     /// Reads a chunk header and its data from a ring buffer record.
     pub fn read_from(record: &[u8]) -> Option<(ChunkHeader, &[u8])> {
-        // SAFETY: ChunkHeader is repr(C) integers only.
-        let header: ChunkHeader = unsafe { read_record(record) }?;
+        let header: ChunkHeader = read_record(record)?;
         let rest = &record[core::mem::size_of::<ChunkHeader>()..];
         let data_len = (header.data_len as usize).min(rest.len());
         Some((header, &rest[..data_len]))

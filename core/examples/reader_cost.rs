@@ -48,8 +48,7 @@ fn record(attach_id: u32, tid: u32, handle: u64, stream_offset: u64, data: &[u8]
         comm: *b"bench\0\0\0\0\0\0\0\0\0\0\0",
         ..ChunkHeader::default()
     };
-    // SAFETY: ChunkHeader is repr(C) integers with its padding spelled out.
-    let mut bytes = unsafe { probectl_common::record_bytes(&header) }.to_vec();
+    let mut bytes = probectl_common::record_bytes(&header).to_vec();
     bytes.extend_from_slice(data);
     bytes
 }
@@ -86,7 +85,7 @@ fn replay(records: &[Vec<u8>], format: Format, path: &Path) -> (f64, u64) {
         pipeline.record(record);
         // The event loop flushes after each drain of the ring.
         if call % 64 == 63 {
-            pipeline.flush();
+            pipeline.flush(call as u64);
         }
     }
     // Waits for the writer thread: its writes count.

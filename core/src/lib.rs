@@ -10,11 +10,10 @@
 //! - [`plugin`]: what a library needs beyond its spec (telling it apart, its version);
 //! - [`plan`]: which file, function and offset gets which probe (`list` and `check` report it);
 //! - [`kernel`]: the kernel's features, the BPF object loaded, configured, attached and detached;
-//! - [`output`]: events rendered and written (text, JSON, pcapng);
-//! - [`capture`]: ring buffer records reassembled into calls, placed in connections, handed to
-//!   the output, counted in the summary;
-//! - [`decode`]: protocols read out of the plaintext (`--decode http`);
-//! - [`session`]: a whole trace, from specs to summary, and the processes it starts and watches.
+//! - [`output`], [`capture`], [`decode`] and [`notice`]: the data path from ring buffer
+//!   records to what is printed, the crate `probectl-pipeline` (no aya, no tokio), re-exported;
+//! - [`session`]: a whole trace, from specs to summary, and the processes it starts and watches;
+//!   a replay of a recording.
 
 pub mod spec;
 
@@ -28,10 +27,7 @@ pub mod plan;
 
 pub mod kernel;
 
-pub mod output;
-
-pub mod capture;
-
-pub mod decode;
+// The data path, a crate of its own without aya or tokio (see probectl-pipeline).
+pub use probectl_pipeline::{capture, decode, notice, output};
 
 pub mod session;

@@ -18,7 +18,7 @@ mod socket;
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::pt_regs,
+    bindings::{pt_regs, BPF_F_NO_PREALLOC},
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user,
@@ -32,11 +32,11 @@ use aya_ebpf::{
     EbpfContext,
 };
 use probectl_common::{
-    abi, chunk_flags, close_cause, connection_flags, direction, length_source, record_kind,
-    return_width, stat, Chunk, ChunkHeader, CloseRecord, ConnectionKey, ConnectionState, FdKey,
-    GoroutineKey, KernelOffsets, ProbeSpec, ProcessRecord, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX,
-    MAX_ARGUMENTS, MAX_ARGUMENT_REGISTERS, NO_FIELD, TLS13_PADDING_SCAN, TLS_APPLICATION_DATA,
-    VECTOR_MAX_ENTRIES,
+    abi, capacity, chunk_flags, close_cause, connection_flags, direction, length_source,
+    record_kind, return_width, stat, Chunk, ChunkHeader, CloseRecord, ConnectionKey,
+    ConnectionState, FdKey, GoroutineKey, KernelOffsets, ProbeSpec, ProcessRecord, ARG_NONE,
+    CHUNK_CLASSES, CHUNK_DATA_MAX, MAX_ARGUMENTS, MAX_ARGUMENT_REGISTERS, NO_FIELD,
+    TLS13_PADDING_SCAN, TLS_APPLICATION_DATA, VECTOR_MAX_ENTRIES,
 };
 
 /// Capture limit per call, in bytes; set by user space at load time.
@@ -105,11 +105,11 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
 
 /// attach_id (BPF cookie) -> what to read at that attach point.
 #[map]
-static PROBE_SPECS: Array<ProbeSpec> = Array::with_max_entries(4096, 0);
+static PROBE_SPECS: Array<ProbeSpec> = Array::with_max_entries(capacity::ATTACH_POINTS, 0);
 
 /// Processes (tgids) to trace when `FILTER_BY_PID` is set.
 #[map]
-static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(capacity::TRACED_PIDS, 0);
 
 /// A traced call between its entry and its return.
 #[repr(C)]
@@ -179,7 +179,8 @@ struct ThreadCalls {
 /// silently. An entry is removed when its thread exits (`probectl_thread_exit`); a full table
 /// is counted (`stat::CALLS_NOT_STORED`).
 #[map]
-static THREADS: HashMap<u64, ThreadCalls> = HashMap::with_max_entries(65536, 0);
+static THREADS: HashMap<u64, ThreadCalls> =
+    HashMap::with_max_entries(capacity::THREADS, BPF_F_NO_PREALLOC);
 
 /// (goroutine, tgid) -> the goroutine's traced call in flight (specs with `abi::GO`). Keyed by
 /// goroutine, not thread: a goroutine blocked in `Read` resumes on another thread, and Go
@@ -189,7 +190,8 @@ static THREADS: HashMap<u64, ThreadCalls> = HashMap::with_max_entries(65536, 0);
 /// exited are removed by user space when it hears of the exit. Not an LRU: a full table is
 /// counted (`stat::CALLS_NOT_STORED`).
 #[map]
-static GOROUTINES: HashMap<GoroutineKey, ActiveCall> = HashMap::with_max_entries(65536, 0);
+static GOROUTINES: HashMap<GoroutineKey, ActiveCall> =
+    HashMap::with_max_entries(capacity::GOROUTINES, BPF_F_NO_PREALLOC);
 
 /// A Go call that entered on a thread and has made no socket syscall yet.
 #[repr(C)]
@@ -206,31 +208,34 @@ struct GoPendingFd {
 /// told the fd). The entry is consumed by that syscall, or removed at the call's return on
 /// the same thread, or when the thread exits.
 #[map]
-static GO_PENDING_FDS: HashMap<u64, GoPendingFd> = HashMap::with_max_entries(65536, 0);
+static GO_PENDING_FDS: HashMap<u64, GoPendingFd> =
+    HashMap::with_max_entries(capacity::GO_PENDING_FDS, BPF_F_NO_PREALLOC);
 
 /// (handle, tgid) -> the connection's fd and stream positions. An LRU, because processes that
 /// exit without closing leave entries behind; an evicted connection restarts at offset 0,
 /// which user space notices and counts.
 #[map]
 static CONNECTIONS: LruHashMap<ConnectionKey, ConnectionState> =
-    LruHashMap::with_max_entries(65536, 0);
+    LruHashMap::with_max_entries(capacity::CONNECTIONS, 0);
 
 /// Processes (tgids) with an entry in `CONNECTIONS`: the ones whose exit user space is told
 /// (`record_kind::EXIT`, from `probectl_thread_exit`), so that their connections end even if
 /// they never closed them. An LRU: an evicted process's connections end at probectl's end
 /// instead, counted as open.
 #[map]
-static TGIDS_WITH_CONNECTIONS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+static TGIDS_WITH_CONNECTIONS: LruHashMap<u32, u8> =
+    LruHashMap::with_max_entries(capacity::TGIDS_WITH_CONNECTIONS, 0);
 
 /// (tgid, fd) -> connection handle: lets close() end the connection.
 #[map]
-static SOCKET_FDS: LruHashMap<FdKey, u64> = LruHashMap::with_max_entries(65536, 0);
+static SOCKET_FDS: LruHashMap<FdKey, u64> = LruHashMap::with_max_entries(capacity::SOCKET_FDS, 0);
 
 /// pid_tgid -> the state of the thread's chunk loop (see `probectl_return`). Per thread, not
 /// per CPU: uprobe programs run with migration disabled but can be preempted, so two loops
 /// can interleave on one CPU.
 #[map]
-static CHUNK_LOOPS: HashMap<u64, ChunkLoop> = HashMap::with_max_entries(4096, 0);
+static CHUNK_LOOPS: HashMap<u64, ChunkLoop> =
+    HashMap::with_max_entries(capacity::CHUNK_LOOPS, BPF_F_NO_PREALLOC);
 
 /// One all-zero `ThreadCalls`: the initial value of new `THREADS` entries.
 #[map]
@@ -242,7 +247,7 @@ static CHUNK_LOOP_ZERO: Array<ChunkLoop> = Array::with_max_entries(1, 0);
 
 /// pid_tgid of threads inside an mmap(2) of an executable file mapping.
 #[map]
-static MMAP_PENDING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
+static MMAP_PENDING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(capacity::MMAP_PENDING, 0);
 
 /// The chunks of every call; user space reassembles them. Size set by user space.
 #[map]

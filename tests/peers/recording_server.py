@@ -3,6 +3,7 @@
 "address:port"): the independent oracle of what a
 traced client sent and received. HTTP/1.1 with keep-alive; for each request:
   GET /download/N  -> N bytes of a fixed pattern
+  GET /page/N      -> an HTML page of N bytes (text a browser shows and exits after)
   POST             -> reads Content-Length bytes, answers their sha256 (hex)
   anything else    -> "hello " + the path
 Usage: recording_server.py PORT CERT KEY DIR. Prints "listening" once ready."""
@@ -20,6 +21,12 @@ counter = itertools.count()
 
 def pattern(size):
     return (PATTERN * (size // len(PATTERN) + 1))[:size]
+
+
+def page(size):
+    head, tail = b"<html><body><pre>", b"</pre></body></html>"
+    lines = b"".join(b"line %06d of the page\n" % n for n in range(size // 20 + 1))
+    return head + lines[:max(size - len(head) - len(tail), 0)] + tail
 
 
 def serve(tls, index, directory, peer):
@@ -54,13 +61,17 @@ def serve(tls, index, directory, peer):
                     return
                 buffered += data
             body, buffered = buffered[:length], buffered[length:]
+            kind = b"application/octet-stream"
             if path.startswith(b"/download/"):
                 answer = pattern(int(path[len(b"/download/"):]))
+            elif path.startswith(b"/page/"):
+                kind = b"text/html"
+                answer = page(int(path[len(b"/page/"):]))
             elif method == b"POST":
                 answer = hashlib.sha256(body).hexdigest().encode()
             else:
                 answer = b"hello " + path
-            response = (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+            response = (b"HTTP/1.1 200 OK\r\nContent-Type: " + kind + b"\r\n"
                         b"Content-Length: " + str(len(answer)).encode() + b"\r\n\r\n" + answer)
             tls.sendall(response)
             sent.write(response)

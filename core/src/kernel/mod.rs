@@ -15,6 +15,7 @@ use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
+use probectl_common::capacity;
 use probectl_common::{
     stat, ConnectionKey, ConnectionState, FdKey, GoroutineKey, ProbeSpec, ACTIVE_CALL_SIZE,
 };
@@ -45,7 +46,7 @@ const MMAP_EXIT_PROGRAM: &str = "probectl_mmap_exit";
 /// Where tracefs is (mounted there if it is not).
 pub(crate) const TRACEFS: &str = "/sys/kernel/tracing";
 /// Capacity of the attach table (`PROBE_SPECS`).
-pub const MAX_ATTACH_POINTS: usize = 4096;
+pub const MAX_ATTACH_POINTS: usize = probectl_common::capacity::ATTACH_POINTS as usize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
@@ -100,6 +101,9 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// Trace only the pids added with `Tracer::trace_pid`.
     pub filter_by_pid: bool,
+    /// A group of the run traces Go (`abi = "go"`): the Go tables are sized for it, else
+    /// they get one entry.
+    pub go: bool,
 }
 
 /// An attach point that could not be attached.
@@ -162,28 +166,7 @@ pub struct Attached {
     pub files: Vec<usize>,
 }
 
-/// Counters the BPF programs keep (summed over CPUs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KernelStats {
-    pub chunks_lost: u64,
-    pub bytes_lost: u64,
-    pub read_faults: u64,
-    pub length_faults: u64,
-    pub fd_mismatches: u64,
-    pub fd_unknown: u64,
-    pub fd_inferred: u64,
-    pub fd_ambiguous: u64,
-    pub records_lost: u64,
-    pub nesting_overflows: u64,
-    pub calls_not_stored: u64,
-    pub returns_missed: u64,
-    pub loops_not_stored: u64,
-    pub filter_full: u64,
-    pub records_unscanned: u64,
-    pub bytes_unscanned: u64,
-    /// Counters that could not be read: the losses they count are unknown, not zero.
-    pub counters_unreadable: u64,
-}
+pub use probectl_pipeline::{KernelStats, Swept};
 
 /// The loaded programs and the maps user space talks to. Dropping it detaches every probe.
 pub struct Tracer {
@@ -260,16 +243,63 @@ impl Tracer {
             .override_global("FREE_PID_OFFSET", &free_pid, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .map_max_entries("EVENTS", options.ring_bytes)
+            // Sized from the run's scope: tables the run never uses take one entry (the
+            // preallocated ones take their memory at load).
+            .map_max_entries(
+                "TRACED_PIDS",
+                if options.filter_by_pid {
+                    capacity::TRACED_PIDS
+                } else {
+                    1
+                },
+            )
+            .map_max_entries(
+                "GOROUTINES",
+                if options.go { capacity::GOROUTINES } else { 1 },
+            )
+            .map_max_entries(
+                "GO_PENDING_FDS",
+                if options.go {
+                    capacity::GO_PENDING_FDS
+                } else {
+                    1
+                },
+            )
             .load(BPF_OBJECT)
             .map_err(|error| load_error(&error))?;
-        for name in [ENTRY_PROGRAM, RETURN_PROGRAM, EXIT_PROGRAM, END_PROGRAM] {
-            let program: &mut UProbe = ebpf
-                .program_mut(name)
-                .ok_or_else(|| BpfError::Load(format!("program {name} missing from the object")))?
-                .try_into()
-                .map_err(|error: aya::programs::ProgramError| BpfError::Load(error.to_string()))?;
-            program.load().map_err(|error| load_error(&error))?;
+        // The verifier takes most of a start (tenths of a second for each of the three large
+        // uprobe programs): they are verified side by side, one thread each.
+        let uprobe_names = [ENTRY_PROGRAM, RETURN_PROGRAM, EXIT_PROGRAM, END_PROGRAM];
+        let mut uprobes: Vec<(&str, &mut UProbe)> = Vec::new();
+        for (name, program) in ebpf.programs_mut() {
+            if let Some(&name) = uprobe_names.iter().find(|wanted| **wanted == name) {
+                let program: &mut UProbe =
+                    program
+                        .try_into()
+                        .map_err(|error: aya::programs::ProgramError| {
+                            BpfError::Load(error.to_string())
+                        })?;
+                uprobes.push((name, program));
+            }
         }
+        if let Some(name) = uprobe_names
+            .iter()
+            .find(|name| !uprobes.iter().any(|(found, _)| found == *name))
+        {
+            return Err(BpfError::Load(format!(
+                "program {name} missing from the object"
+            )));
+        }
+        std::thread::scope(|scope| {
+            let loads: Vec<_> = uprobes
+                .into_iter()
+                .map(|(_, program)| scope.spawn(move || program.load()))
+                .collect();
+            loads.into_iter().try_for_each(|load| match load.join() {
+                Ok(result) => result.map_err(|error| load_error(&error)),
+                Err(_) => Err(BpfError::Load("a program's load panicked".to_string())),
+            })
+        })?;
         let tracepoints: Vec<(&str, &str, String)> = [
             (NEWTASK_PROGRAM, "task", "task_newtask".to_string()),
             (FREE_PROGRAM, "sched", "sched_process_free".to_string()),
@@ -683,24 +713,6 @@ impl Tracer {
             .filter_map(Result::ok)
             .map(|(key, state)| ((key.tgid, key.connection), state.position))
             .collect()
-    }
-}
-
-/// Entries removed from the kernel's tables because their process exited.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Swept {
-    /// Go calls in flight that never returned.
-    pub goroutines: u64,
-    /// Connection states and the fds of connections.
-    pub connections: u64,
-    pub socket_fds: u64,
-}
-
-impl std::ops::AddAssign for Swept {
-    fn add_assign(&mut self, other: Swept) {
-        self.goroutines += other.goroutines;
-        self.connections += other.connections;
-        self.socket_fds += other.socket_fds;
     }
 }
 

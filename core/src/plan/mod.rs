@@ -226,19 +226,43 @@ pub fn describe_search(group: &Group) -> String {
         parts.push(format!("an executable defining {required}"));
     }
     // Stripped executables count too when functions can be located (see `crate::symbols::locate`).
-    let mut located: Vec<(&str, Vec<&str>)> = Vec::new();
-    // The functions a file needs (optional ones and lifecycle ends are extras).
+    let mut located: Vec<(&str, Vec<String>)> = Vec::new();
+    // The functions a file needs (optional ones and lifecycle ends are extras), each with the
+    // stand-ins that can take its place.
     for probe in &group.probes {
-        let Some(rule) = &probe.locate else { continue };
-        if probe.optional && probe.instead_of.is_none() {
+        if probe.optional || probe.instead_of.is_some() {
             continue;
+        }
+        let stand_ins: Vec<&crate::spec::Probe> = group
+            .probes
+            .iter()
+            .filter(|other| other.instead_of.as_deref() == Some(probe.symbol.as_str()))
+            .filter(|other| other.locate.is_some())
+            .collect();
+        let Some(rule) = probe
+            .locate
+            .as_ref()
+            .or_else(|| stand_ins.first().and_then(|other| other.locate.as_ref()))
+        else {
+            continue;
+        };
+        let mut name = match &probe.locate {
+            Some(_) => probe.symbol.clone(),
+            None => String::new(),
+        };
+        for other in stand_ins {
+            name = if name.is_empty() {
+                other.symbol.clone()
+            } else {
+                format!("{name} (or {} in its place)", other.symbol)
+            };
         }
         match located
             .iter_mut()
             .find(|(source, _)| *source == rule.source)
         {
-            Some((_, symbols)) => symbols.push(&probe.symbol),
-            None => located.push((&rule.source, vec![&probe.symbol])),
+            Some((_, symbols)) => symbols.push(name),
+            None => located.push((&rule.source, vec![name])),
         }
     }
     for (source, symbols) in located {

@@ -244,7 +244,10 @@ impl Worker {
         let attached = match attach_plan(&mut self.tracer, &self.table, &plan) {
             Ok(attached) => attached,
             Err(error) => {
-                eprintln!("probectl: attaching to new files of pid {pid} failed: {error}");
+                crate::notice::warning(
+                    crate::notice::Topic::Attach,
+                    format!("attaching to new files of pid {pid} failed: {error}"),
+                );
                 self.late_attach_failures += 1;
                 return;
             }
@@ -258,7 +261,7 @@ impl Worker {
             LookupCause::Exec => "its exec",
             LookupCause::Map => "the mapping",
         };
-        let delay_ms = monotonic_ns().saturating_sub(lookup.ts_ns) as f64 / 1e6;
+        let delay_ms = super::monotonic_ns().saturating_sub(lookup.ts_ns) as f64 / 1e6;
         crate::session::report_plan(
             &plan,
             &attached,
@@ -266,15 +269,4 @@ impl Worker {
             false,
         );
     }
-}
-
-/// CLOCK_MONOTONIC in ns (what BPF timestamps use).
-fn monotonic_ns() -> u64 {
-    let mut time = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: time is a valid timespec for clock_gettime to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut time) };
-    time.tv_sec as u64 * 1_000_000_000 + time.tv_nsec as u64
 }

@@ -2,17 +2,21 @@
 
 pub mod control;
 pub mod process;
+pub mod replay;
 
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::capture::pipeline::{AttachTable, Pipeline};
+use crate::capture::recording::{End, Recorder, Start};
 pub use crate::capture::summary::Summary;
 use crate::kernel::{Attached, BpfError, LoadOptions, Tracer};
+use crate::notice::{self, Topic};
 use crate::output::{open_output, Format, OutputError, OutputFile};
 use crate::plan::{plan, Plan, PlanError, Scope};
 use crate::session::control::{attach_plan, ControlPlane};
@@ -48,12 +52,35 @@ pub enum RunError {
     NothingAttached(String),
     #[error("invalid option: {0}")]
     Option(String),
+    #[error(transparent)]
+    Recording(#[from] crate::capture::recording::RecordingError),
+    /// Writing the output failed: the run stopped there, and its summary is still told.
+    #[error("{}", write_failure(.path.as_deref(), .source))]
+    WriteFailed {
+        summary: Box<Summary>,
+        /// The `-o` file (`None`: stdout).
+        path: Option<PathBuf>,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What a write error says: the `-o` file named, and what became of it.
+fn write_failure(path: Option<&std::path::Path>, source: &std::io::Error) -> String {
+    match path {
+        Some(path) => format!(
+            "cannot write output file {}: {source}; the run stopped there, and what was \
+             written before is kept",
+            path.display()
+        ),
+        None => format!("writing output: {source}"),
+    }
 }
 
 /// Who to trace.
@@ -83,6 +110,8 @@ pub struct RunOptions {
     /// `--pid` of a process that maps no matching library yet: trace it anyway and attach
     /// when it loads one, instead of failing.
     pub wait_for_library: bool,
+    /// `--record FILE`: the pipeline's whole input, for `probectl replay`.
+    pub record: Option<PathBuf>,
 }
 
 /// Resolves the plugin name to groups: one, or every group for `all`.
@@ -107,11 +136,14 @@ pub fn select_groups<'a>(specs: &'a SpecFile, name: &str) -> Result<Vec<&'a Grou
 /// and what failed.
 pub(crate) fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_skips: bool) {
     if let Some(first) = attached.unscoped.first() {
-        eprintln!(
-            "probectl: warning: {} probe(s) attached for all processes, not only the traced \
-             ones (other processes that map the file pay the uprobe traps; what is captured is \
-             still filtered): {first}",
-            attached.unscoped.len()
+        notice::warning(
+            Topic::Attach,
+            format!(
+                "{} probe(s) attached for all processes, not only the traced ones (other \
+                 processes that map the file pay the uprobe traps; what is captured is still \
+                 filtered): {first}",
+                attached.unscoped.len()
+            ),
         );
     }
     let failures = &attached.failures;
@@ -144,34 +176,34 @@ pub(crate) fn report_plan(plan: &Plan, attached: &Attached, note: &str, report_s
             .as_deref()
             .map(|v| format!(" ({v})"))
             .unwrap_or_default();
-        crate::note!(
-            "probectl: [{}] {}{version}: {count} probes{note} ({emulated} emulated{at_rets})",
-            file.group,
-            file.file.describe()
+        notice::info(
+            Topic::Attach,
+            format!(
+                "[{}] {}{version}: {count} probes{note} ({emulated} emulated{at_rets})",
+                file.group,
+                file.file.describe()
+            ),
         );
     }
     for skip in plan.skipped.iter().filter(|_| report_skips) {
-        match &skip.symbol {
-            Some(symbol) => crate::note!(
-                "probectl: [{}] skipped {symbol} in {}: {}",
-                skip.group,
-                skip.path.display(),
-                skip.reason
-            ),
-            None => crate::note!(
-                "probectl: [{}] skipped {}: {}",
-                skip.group,
-                skip.path.display(),
-                skip.reason
-            ),
-        }
+        let what = match &skip.symbol {
+            Some(symbol) => format!("{symbol} in {}", skip.path.display()),
+            None => skip.path.display().to_string(),
+        };
+        notice::info(
+            Topic::Attach,
+            format!("[{}] skipped {what}: {}", skip.group, skip.reason),
+        );
     }
     for failure in failures {
-        eprintln!(
-            "probectl: FAILED to attach {} in {}: {}",
-            failure.symbol,
-            failure.path.display(),
-            failure.message
+        notice::warning(
+            Topic::Attach,
+            format!(
+                "FAILED to attach {} in {}: {}",
+                failure.symbol,
+                failure.path.display(),
+                failure.message
+            ),
         );
     }
 }
@@ -196,18 +228,25 @@ fn watch_readable<T: AsRawFd>(inner: T, context: &'static str) -> Result<AsyncFd
     )
 }
 
+/// A clock's time in ns.
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: time is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(clock, &mut time) };
+    time.tv_sec as u64 * 1_000_000_000 + time.tv_nsec as u64
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of BPF timestamps, and of the pipeline.
+pub(crate) fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
 /// Offset from CLOCK_MONOTONIC (what BPF timestamps use) to wall-clock time.
 fn monotonic_to_realtime_ns() -> u64 {
-    let now = |clock| {
-        let mut time = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: time is a valid timespec for clock_gettime to fill.
-        unsafe { libc::clock_gettime(clock, &mut time) };
-        time.tv_sec as u64 * 1_000_000_000 + time.tv_nsec as u64
-    };
-    now(libc::CLOCK_REALTIME).saturating_sub(now(libc::CLOCK_MONOTONIC))
+    clock_ns(libc::CLOCK_REALTIME).saturating_sub(monotonic_ns())
 }
 
 /// Checks the options that the command line parser cannot.
@@ -279,6 +318,12 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     };
     let interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
+    // Also a flag the handler sets itself: an output that blocks the event loop's thread
+    // must not keep the stop from being seen (see `crate::output::writer`).
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        signal_hook::flag::register(signal, crate::output::writer::stop_flag())
+            .map_err(signal_error)?;
+    }
     let specs = SpecFile::load(options.specs.as_deref())?;
     let groups = select_groups(&specs, &options.plugin)?;
     crate::kernel::check_privileges()?;
@@ -304,9 +349,12 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             }),
             Target::Pid(_),
         ) if options.wait_for_library => {
-            eprintln!(
-                "probectl: warning: process {pid} ({comm}) maps no library of {groups} yet \
-                 ({looked_for}); waiting for it to load one"
+            notice::warning(
+                Topic::Coverage,
+                format!(
+                    "process {pid} ({comm}) maps no library of {groups} yet ({looked_for}); \
+                     waiting for it to load one"
+                ),
             );
             Plan::default()
         }
@@ -317,6 +365,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         max_capture_bytes: options.max_capture_bytes,
         ring_bytes: options.ring_bytes,
         filter_by_pid: !matches!(options.target, Target::AllProcesses),
+        go: groups.iter().any(|group| group.abi == crate::spec::Abi::Go),
     })?;
     // The target goes into the kernel's pid filter before any probe exists. A command is held
     // before exec (and killed if anything below fails).
@@ -352,10 +401,13 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         matches!(options.target, Target::Pid(_)),
     );
     if let Some(note) = plan.tree.as_ref().and_then(|tree| tree.note()) {
-        crate::note!("probectl: {note}");
+        notice::info(Topic::Tracing, note);
     }
     for problem in &tracer.attribution_problems {
-        eprintln!("probectl: connection attribution degraded: {problem}");
+        notice::warning(
+            Topic::Attribution,
+            format!("connection attribution degraded: {problem}"),
+        );
     }
     if tracer.attached() == 0 && !plan.probes.is_empty() {
         let reasons: Vec<String> = attached
@@ -394,10 +446,13 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         0 => String::new(),
         count => format!(", {count} FAILED"),
     };
-    crate::note!(
-        "probectl: tracing {} in {who}: {} probes attached{failed}; Ctrl-C to stop",
-        group_names.join(", "),
-        tracer.attached(),
+    notice::info(
+        Topic::Tracing,
+        format!(
+            "tracing {} in {who}: {} probes attached{failed}; Ctrl-C to stop",
+            group_names.join(", "),
+            tracer.attached(),
+        ),
     );
 
     let ring = tracer
@@ -420,22 +475,33 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         }
         None => None,
     };
-    let pipeline = Pipeline::new(
+    let clock_offset = monotonic_to_realtime_ns();
+    let recorder = match &options.record {
+        Some(path) => Some(Recorder::create(
+            path,
+            &Start {
+                probectl: env!("CARGO_PKG_VERSION").to_string(),
+                clock_offset,
+                max_capture_bytes: options.max_capture_bytes,
+                kernel: crate::kernel::features::kernel_release(),
+            },
+        )?),
+        None => None,
+    };
+    let mut pipeline = Pipeline::new(
         table.clone(),
-        match options.decode {
-            Some((crate::decode::http::Decode::Http(mode), max_body)) => Box::new(
-                crate::decode::http::HttpWriter::new(options.format, max_body).with_mode(mode),
-            ),
-            None => crate::output::writer_for(options.format)?,
-        },
+        writer_for(options.format, options.decode)?,
         out,
-        monotonic_to_realtime_ns(),
+        clock_offset,
         options.max_capture_bytes,
     )
     .map_err(|source| RunError::Io {
         context: "starting the output thread",
         source,
     })?;
+    if let Some(recorder) = recorder {
+        pipeline.record_into(recorder);
+    }
     let groups: Vec<Group> = groups.into_iter().cloned().collect();
     let mut running = Running {
         ring: watch_readable(ring, "polling the ring buffer")?,
@@ -497,9 +563,9 @@ impl Running {
         exited_already: bool,
     ) -> Result<Option<std::process::ExitStatus>, RunError> {
         if exited_already {
-            crate::note!(
-                "probectl: traced process {} exited",
-                watched_pid.unwrap_or(0)
+            notice::info(
+                Topic::Tracing,
+                format!("traced process {} exited", watched_pid.unwrap_or(0)),
             );
             return Ok(None);
         }
@@ -513,14 +579,17 @@ impl Running {
                 _ = drain_timer.tick() => self.drain(),
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard.map_err(|source| RunError::Io { context: "polling the ring buffer", source })?;
-                    drain(guard.get_inner_mut(), &mut self.pipeline);
-                    guard.clear_ready();
+                    // Readiness is cleared only when the ring was emptied: what a bounded
+                    // round left is taken next time round the loop.
+                    if drain(guard.get_inner_mut(), &mut self.pipeline) {
+                        guard.clear_ready();
+                    }
                 }
                 status = wait_some(child_status.as_mut()), if child_status.is_some() => {
                     return Ok(status.ok().and_then(Result::ok));
                 }
                 _ = wait_some(pidfd.as_ref().map(|pidfd| pidfd.readable())), if pidfd.is_some() => {
-                    crate::note!("probectl: traced process {} exited", watched_pid.unwrap_or(0));
+                    notice::info(Topic::Tracing, format!("traced process {} exited", watched_pid.unwrap_or(0)));
                     return Ok(None);
                 }
                 _ = self.interrupt.recv() => return Ok(None),
@@ -528,7 +597,7 @@ impl Running {
             }
             self.control.look(self.pipeline.take_lookups());
             self.control.sweep(self.pipeline.take_exited());
-            if !self.pipeline.flush() {
+            if !self.pipeline.flush(monotonic_ns()) {
                 return Ok(None);
             }
         }
@@ -538,6 +607,11 @@ impl Running {
         drain(self.ring.get_mut(), &mut self.pipeline);
     }
 
+    /// Drains the ring until it is empty (at the end: nothing comes any more).
+    fn drain_all(&mut self) {
+        while !drain(self.ring.get_mut(), &mut self.pipeline) {}
+    }
+
     /// Delivers what is left, prints the summary, detaches.
     fn finish(
         mut self,
@@ -545,53 +619,99 @@ impl Running {
         command_status: Option<std::process::ExitStatus>,
     ) -> Result<Summary, RunError> {
         // Whatever the kernel wrote before we stopped is still delivered.
-        self.drain();
+        self.drain_all();
         self.control.sweep(self.pipeline.take_exited());
         let report = self.control.report();
         // Records written while the report was made (a connection closed meanwhile).
-        self.drain();
-        let write_error = self.pipeline.finish(&report.open_positions);
-        let connections = &self.pipeline.connections;
-        let summary = Summary {
-            counts: self.pipeline.counts,
+        self.drain_all();
+        let end = End {
+            open_positions: report.open_positions,
             kernel: report.kernel,
-            connections: connections.all().into_iter().cloned().collect(),
-            folded: connections.folded,
-            ended_by_exit: connections.ended_by_exit,
-            out_of_order: connections.out_of_order,
-            connections_restarted: connections.restarted,
             probes_attached: report.probes_attached,
             attach_failures: attach_failures + report.late_attach_failures,
-            command_status,
             swept: report.swept,
+            command_code: command_status.and_then(|status| status.code()),
+            command_signal: command_status.and_then(|status| status.signal()),
         };
-        // The summary first: detaching takes the kernel about 100 ms per probe. With -q, only
-        // its losses, when there were any: nothing is lost silently.
-        if !crate::output::terminal::is_quiet() {
-            eprintln!("{summary}");
-        } else if !summary.losses().is_empty() {
-            eprintln!("probectl: losses: {}", summary.losses().join("; "));
-        }
+        self.pipeline.end_recording(&end);
+        let write_error = self.pipeline.finish(&end.open_positions);
+        let summary = summarize(&self.pipeline, &end, command_status);
         // Every probe goes when its last descriptor closes: a child closes them after we
         // exit, so that probectl does not wait for the kernel's detach (see
         // `detach_in_background`).
         crate::kernel::detach::detach_in_background();
         self.control.stop();
-        match (write_error, self.output) {
-            (Some(source), Some(path)) => Err(OutputError::Write { path, source }.into()),
-            (Some(error), None) if error.kind() != std::io::ErrorKind::BrokenPipe => {
-                Err(RunError::Io {
-                    context: "writing output",
-                    source: error,
-                })
-            }
-            _ => Ok(summary),
-        }
+        finished(summary, write_error, self.output)
     }
 }
 
-fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline) {
-    while let Some(record) = ring.next() {
-        pipeline.record(&record);
+/// The end of a run (or a replay): its summary, or the output's error with the summary (a
+/// reader that went away, EPIPE, is no error: `probectl ... | head` is fine).
+/// `path`: the `-o` file (`None`: stdout, where a closed pipe is no error).
+fn finished(
+    summary: Summary,
+    write_error: Option<std::io::Error>,
+    path: Option<PathBuf>,
+) -> Result<Summary, RunError> {
+    match write_error {
+        Some(error) if path.is_some() || error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(RunError::WriteFailed {
+                summary: Box::new(summary),
+                path,
+                source: error,
+            })
+        }
+        _ => Ok(summary),
     }
+}
+
+/// The writer of a format, or of decoded exchanges.
+fn writer_for(
+    format: Format,
+    decode: Option<(crate::decode::http::Decode, u64)>,
+) -> Result<Box<dyn crate::output::EventWriter>, RunError> {
+    Ok(match decode {
+        Some((crate::decode::http::Decode::Http(mode), max_body)) => {
+            Box::new(crate::decode::http::HttpWriter::new(format, max_body).with_mode(mode))
+        }
+        None => crate::output::writer_for(format)?,
+    })
+}
+
+/// A finished pipeline's summary, with what the end of the run said (live or recorded).
+fn summarize(
+    pipeline: &Pipeline,
+    end: &End,
+    command_status: Option<std::process::ExitStatus>,
+) -> Summary {
+    let connections = &pipeline.connections;
+    Summary {
+        counts: pipeline.counts,
+        kernel: end.kernel,
+        connections: connections.all().into_iter().cloned().collect(),
+        folded: connections.folded,
+        ended_by_exit: connections.ended_by_exit,
+        out_of_order: connections.out_of_order,
+        connections_restarted: connections.restarted,
+        probes_attached: end.probes_attached,
+        attach_failures: end.attach_failures,
+        command_status,
+        swept: end.swept,
+    }
+}
+
+/// Records taken from the ring in one round of the event loop at most: between rounds it
+/// handles signals, the command's exit and the control plane's lookups, however busy the
+/// traced programs are.
+const DRAIN_BATCH: usize = 4096;
+
+/// Takes up to [`DRAIN_BATCH`] records; true when the ring was emptied.
+fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline) -> bool {
+    for _ in 0..DRAIN_BATCH {
+        match ring.next() {
+            Some(record) => pipeline.record(&record),
+            None => return true,
+        }
+    }
+    false
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::notice::{self, Topic};
 use crate::targets::FileId;
 
 #[derive(Debug, thiserror::Error)]
@@ -343,7 +344,7 @@ impl RunningCommand {
         };
         self.ended = true;
         if let Some(error) = self.exec_error.lock().ok().and_then(|mut slot| slot.take()) {
-            eprintln!("probectl: error: cannot run {}: {error}", self.name);
+            notice::error(Topic::Command, format!("cannot run {}: {error}", self.name));
         }
         status
     }
@@ -357,28 +358,31 @@ impl RunningCommand {
         if let Ok(waited) = tokio::time::timeout(COMMAND_SETTLE, &mut self.status).await {
             return waited.ok().and_then(Result::ok);
         }
-        match received {
-            Some(_) => eprintln!(
-                "probectl: passing {} on to {} (pid {})",
+        let doing = match received {
+            Some(_) => "passing",
+            None => "stopping: sending",
+        };
+        let on_to = if received.is_some() { "on to" } else { "to" };
+        notice::info(
+            Topic::Command,
+            format!(
+                "{doing} {} {on_to} {} (pid {})",
                 signal_name(signal),
                 self.name,
                 self.pid
             ),
-            None => eprintln!(
-                "probectl: stopping: sending {} to {} (pid {})",
-                signal_name(signal),
-                self.name,
-                self.pid
-            ),
-        }
+        );
         if send_signal(&self.pidfd, signal).is_ok() {
             tokio::select! {
                 waited = &mut self.status => return waited.ok().and_then(Result::ok),
-                _ = tokio::time::sleep(COMMAND_GRACE) => eprintln!(
-                    "probectl: {} (pid {}) did not exit within {} s: killing it",
-                    self.name,
-                    self.pid,
-                    COMMAND_GRACE.as_secs()
+                _ = tokio::time::sleep(COMMAND_GRACE) => notice::info(
+                    Topic::Command,
+                    format!(
+                        "{} (pid {}) did not exit within {} s: killing it",
+                        self.name,
+                        self.pid,
+                        COMMAND_GRACE.as_secs()
+                    ),
                 ),
                 _ = self.interrupt.recv() => {}
                 _ = self.terminate.recv() => {}
@@ -410,11 +414,14 @@ impl RunningCommand {
             if FileId::of(executable).is_ok_and(|id| files.contains(&id)) {
                 return;
             }
-            eprintln!(
-                "probectl: warning: {} is a Go program: Go does its TLS in its own crypto/tls, \
-                 not in a library of {groups}: its traffic will not be captured (the go group \
-                 traces it: `probectl run go` or `run all`)",
-                executable.display()
+            notice::warning(
+                Topic::Coverage,
+                format!(
+                    "{} is a Go program: Go does its TLS in its own crypto/tls, not in a \
+                     library of {groups}: its traffic will not be captured (the go group \
+                     traces it: `probectl run go` or `run all`)",
+                    executable.display()
+                ),
             );
             return;
         }
@@ -449,10 +456,13 @@ impl RunningCommand {
                     format!("; it carries {tls}, which probectl does not trace yet (see docs/stripped.md)")
                 })
                 .unwrap_or_default();
-            eprintln!(
-                "probectl: warning: {} (pid {}) mapped no library of {} while it ran \
-                 (looked for {}): nothing of its TLS could be captured{carries}",
-                self.name, self.pid, watch.groups, watch.looked_for
+            notice::warning(
+                Topic::Coverage,
+                format!(
+                    "{} (pid {}) mapped no library of {} while it ran (looked for {}): nothing \
+                     of its TLS could be captured{carries}",
+                    self.name, self.pid, watch.groups, watch.looked_for
+                ),
             );
         }
     }

@@ -243,21 +243,9 @@ pub struct CallFilter {
     pub equals: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    Read,
-    Write,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Read => "read",
-            Direction::Write => "write",
-        }
-    }
-}
+/// Which way plaintext moves through a probed function (owned by the pipeline crate, whose
+/// events carry it).
+pub use probectl_pipeline::Direction;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum ReturnType {
@@ -755,6 +743,17 @@ pub struct LocateRule {
     /// A function it calls directly that reports these (same source and library).
     #[serde(default)]
     pub calls: Option<CalleeRule>,
+    /// It holds another function matching the rest of the rule inlined: of the functions that
+    /// match, the one whose direct calls include every call of another match, and more.
+    /// Chromium's SSL_read has its SSL_peek inlined and then consumes what was peeked, while
+    /// SSL_peek stays a function of its own reporting the same; with a single match (SSL_read
+    /// inlined into its callers, as in Bun) nothing is found, and a stand-in can take over.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub inlines_another: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// The callee part of a [`LocateRule`].

@@ -216,6 +216,7 @@ mod tests {
             errors: vec![66, 226],
             exact: false,
             calls: None,
+            inlines_another: false,
         }
     }
 

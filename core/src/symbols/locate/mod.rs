@@ -352,12 +352,22 @@ impl SourceIndex {
                 }),
             })
             .collect();
-        let callee_text = rule.calls.as_ref().map_or(String::new(), |callee| {
+        let matches = if rule.inlines_another {
+            holding_another_inlined(&matches)
+        } else {
+            matches
+        };
+        let mut callee_text = rule.calls.as_ref().map_or(String::new(), |callee| {
             format!(
                 " and calls one reporting {}",
                 describe(&callee.errors, callee.exact)
             )
         });
+        if rule.inlines_another {
+            callee_text.push_str(
+                ", and holds another such function inlined (makes all its calls, and more)",
+            );
+        }
         let seen = format!(
             "{} references to {:?} in {} functions",
             self.references,
@@ -400,6 +410,29 @@ impl SourceIndex {
             )),
         }
     }
+}
+
+/// Of `matches`, those whose direct calls are a strict superset of another match's: a
+/// function with another inlined makes every call that one makes, and its own on top.
+fn holding_another_inlined<'a>(
+    matches: &[&'a (Function, BTreeSet<u64>)],
+) -> Vec<&'a (Function, BTreeSet<u64>)> {
+    let callees: Vec<BTreeSet<u64>> = matches
+        .iter()
+        .map(|(function, _)| function.callees())
+        .collect();
+    matches
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| {
+            callees.iter().enumerate().any(|(other, theirs)| {
+                other != *index
+                    && theirs.is_subset(&callees[*index])
+                    && theirs.len() < callees[*index].len()
+            })
+        })
+        .map(|(_, matched)| *matched)
+        .collect()
 }
 
 fn reasons_match(reasons: &BTreeSet<u64>, wanted: &[u64], exact: bool) -> bool {

@@ -116,6 +116,7 @@ fn rule(library: u64, errors: &[u64], exact: bool) -> LocateRule {
         errors: errors.to_vec(),
         exact,
         calls: None,
+        inlines_another: false,
     }
 }
 
@@ -184,7 +185,7 @@ fn an_ambiguous_rule_locates_nothing() {
 }
 
 #[test]
-fn a_calls_rule_picks_the_caller() {
+fn a_calls_rule_picks_the_callers() {
     for layout in LAYOUTS {
         let build = build(layout);
         let mut peek = rule(16, &[66], true);
@@ -192,17 +193,53 @@ fn a_calls_rule_picks_the_caller() {
             errors: vec![215, 226],
             exact: true,
         });
-        let located = build
+        // other_66 calls nothing that reports; peek_like and read_like both call read_impl.
+        let why = build
             .locate_one(&peek)
+            .expect_err("two callers of read_impl");
+        assert!(why.contains("calls one reporting 215, 226 (only)"), "{why}");
+        assert!(why.starts_with("2 functions report"), "{layout:?}: {why}");
+        for caller in ["peek_like", "read_like"] {
+            assert!(
+                why.contains(&format!("{:#x}", build.address(caller))),
+                "{why} names {caller}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_inlining_rule_picks_the_function_holding_another_match() {
+    for layout in LAYOUTS {
+        let build = build(layout);
+        let mut read = rule(16, &[66], true);
+        read.calls = Some(CalleeRule {
+            errors: vec![215, 226],
+            exact: true,
+        });
+        read.inlines_another = true;
+        let located = build
+            .locate_one(&read)
             .unwrap_or_else(|why| panic!("{layout:?}: {why}"));
-        assert_eq!(located.function.address, build.address("peek_like"));
+        // read_like calls all that peek_like calls, and consume.
+        assert_eq!(located.function.address, build.address("read_like"));
         assert!(
             located
                 .evidence
-                .contains("calls one reporting 215, 226 (only)"),
+                .contains("holds another such function inlined"),
             "{}",
             located.evidence
         );
+        // A single match holds nothing inlined: found is nothing, not the one match.
+        let mut alone = rule(16, &[215, 226], true);
+        alone.inlines_another = true;
+        let why = build.locate_one(&alone).expect_err("read_impl has no twin");
+        assert!(why.starts_with("no function reports"), "{layout:?}: {why}");
+        // Without calls, three match (other_66 < peek_like < read_like): two hold another.
+        let mut loose = rule(16, &[66], true);
+        loose.inlines_another = true;
+        let why = build.locate_one(&loose).expect_err("two hold other_66");
+        assert!(why.contains("ambiguous"), "{layout:?}: {why}");
     }
 }
 
@@ -216,10 +253,10 @@ fn no_function_matching_is_said_with_what_was_seen() {
         why.starts_with("no function reports library 16 reasons 66, 999 from \"ssl/ssl_lib.cc\""),
         "{why}"
     );
-    // 3 + 2 + 1 + 1 + 2 + 2 + 3 + 2 loads of the string; other_library's 3 and
+    // 3 + 2 + 1 + 1 + 1 + 2 + 2 + 3 + 2 loads of the string; other_library's 3 and
     // indirect_like's 2 report library 30, so their functions are not library 16's.
     assert!(
-        why.contains("16 references to \"ssl/ssl_lib.cc\" in 6 functions"),
+        why.contains("17 references to \"ssl/ssl_lib.cc\" in 7 functions"),
         "{why}"
     );
 }
@@ -287,6 +324,7 @@ fn survey_finds_every_reporting_function_with_its_reasons() {
             ("read_impl", &[215, 226]),
             ("peek_like", &[66]),
             ("other_66", &[66]),
+            ("read_like", &[66]),
             ("twin_a", &[300, 301]),
             ("twin_b", &[300, 301]),
         ]
@@ -373,7 +411,7 @@ fn code_finds_references_functions_and_error_sites() {
         let strings = code.strings_ending_with(SOURCE);
         assert_eq!(strings.len(), 1, "{layout:?}: one merged string");
         let references = code.references(strings[0]);
-        assert_eq!(references.len(), 16, "{layout:?}: one load per report");
+        assert_eq!(references.len(), 17, "{layout:?}: one load per report");
         let write_like = build.address("write_like");
         let (_, write_size) = build.functions["write_like"];
         let mine: Vec<u64> = references

@@ -29,6 +29,19 @@ __attribute__((noinline)) int peek_like(int n) {
   return read_impl(n) * 3;
 }
 
+/* What SSL_read does after peeking: consume, with no reports of its own. */
+volatile int consumed;
+__attribute__((noinline)) void consume(int n) { consumed += n; }
+
+/* SSL_read with SSL_peek inlined (Chromium): reports 66 only, calls read_impl as peek_like
+   does, then consumes. */
+__attribute__((noinline)) int read_like(int n) {
+  if (n == 18) { PUT(16, 66); return -1; }
+  int got = read_impl(n) * 3;
+  consume(got);
+  return got;
+}
+
 /* Also reports 66 only, but calls nothing that reports. */
 __attribute__((noinline)) int other_66(int n) {
   if (n == 5) { PUT(16, 66); return -1; }
@@ -96,5 +109,5 @@ __attribute__((naked, noinline)) int pushed_like(int n) {
 int main(int argc, char **argv) {
   (void)argv;
   return write_like(argc) + peek_like(argc) + other_66(argc) + twin_a(argc) + twin_b(argc) +
-         other_library(argc) + indirect(argc) + pushed_like(argc);
+         other_library(argc) + indirect(argc) + pushed_like(argc) + read_like(argc);
 }

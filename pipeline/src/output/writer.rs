@@ -6,10 +6,19 @@
 //! Memory stays bounded: a fixed pool of buffers goes back and forth between the reader and the
 //! writer thread. When the writer falls behind and every buffer is in flight, the reader waits
 //! for one; the ring buffer then absorbs the burst, and counts what it cannot.
+//!
+//! An output can also stop taking bytes altogether (a pager paused, a pipe nobody reads). The
+//! reader then waits, and so does the event loop on its thread, signals included: Ctrl-C is
+//! seen by [`stop_requested`], a flag the signal handler sets itself. Once it is set, waiting
+//! for an output that takes nothing for [`STALLED_FOR`] ends: what is not written is counted in
+//! the error, and the run ends with its summary.
 
 use std::io::{self, Write};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::output::Output;
 
@@ -17,6 +26,23 @@ use crate::output::Output;
 const BUFFER_BYTES: usize = 1 << 20;
 /// Buffers in the pool: at most this many MiB of output wait to be written.
 const BUFFERS: usize = 8;
+
+/// How long an output may take nothing, once a stop was asked for, before it is given up.
+pub const STALLED_FOR: Duration = Duration::from_secs(2);
+/// How often a wait for the output looks at the stop flag.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Set when the run was told to stop (SIGINT, SIGTERM): the session registers it with the
+/// signal handler (`signal_hook::flag`), so it is set even while the event loop waits here.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    STOP.get_or_init(|| Arc::new(AtomicBool::new(false)))
+        .clone()
+}
+
+fn stop_requested() -> bool {
+    stop_flag().load(Ordering::Relaxed)
+}
 
 enum Message {
     Data(Vec<u8>),
@@ -35,6 +61,12 @@ pub struct BackgroundWriter {
     unflushed: bool,
     /// The writer thread's error, once it is known.
     error: Option<io::Error>,
+    /// Bytes the writer thread has written: whether a stalled output still moves.
+    written: Arc<AtomicU64>,
+    /// Bytes handed over (or left in `current`) that a stalled output never took.
+    abandoned: u64,
+    /// Bytes handed to the writer thread.
+    handed: u64,
 }
 
 impl BackgroundWriter {
@@ -47,6 +79,8 @@ impl BackgroundWriter {
             // Cannot block: the channel holds BUFFERS.
             let _ = give_back.send(Vec::with_capacity(BUFFER_BYTES));
         }
+        let written = Arc::new(AtomicU64::new(0));
+        let progress = written.clone();
         let thread = std::thread::Builder::new()
             .name("probectl-output".into())
             .spawn(move || -> io::Result<()> {
@@ -54,6 +88,7 @@ impl BackgroundWriter {
                     match message {
                         Message::Data(mut buffer) => {
                             out.write_all(&buffer)?;
+                            progress.fetch_add(buffer.len() as u64, Ordering::Relaxed);
                             buffer.clear();
                             // An event larger than a buffer grew it: memory stays bounded by
                             // the pool, not by the largest event seen.
@@ -75,7 +110,45 @@ impl BackgroundWriter {
             thread: Some(thread),
             unflushed: false,
             error: None,
+            written,
+            abandoned: 0,
+            handed: 0,
         })
+    }
+
+    /// Gives up on an output that took nothing for [`STALLED_FOR`] after a stop was asked
+    /// for: its thread is left to the process's exit, and the error says what was not written.
+    fn give_up(&mut self) -> io::Error {
+        let handed = self
+            .handed
+            .saturating_sub(self.written.load(Ordering::Relaxed));
+        self.abandoned = handed + self.current.len() as u64;
+        self.current.clear();
+        self.sender = None;
+        // Joining would wait for a write that never returns.
+        drop(self.thread.take());
+        let error = io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the output took nothing for {} s after probectl was told to stop: {} bytes of \
+                 events not written",
+                STALLED_FOR.as_secs(),
+                self.abandoned
+            ),
+        );
+        self.error = Some(io::Error::new(error.kind(), error.to_string()));
+        error
+    }
+
+    /// Whether the output has taken nothing for [`STALLED_FOR`] since `since` (with the
+    /// bytes written then) while a stop is asked for; updates both when it moved.
+    fn stalled(&self, since: &mut Instant, seen: &mut u64) -> bool {
+        let now_written = self.written.load(Ordering::Relaxed);
+        if now_written != *seen {
+            *seen = now_written;
+            *since = Instant::now();
+        }
+        stop_requested() && since.elapsed() >= STALLED_FOR
     }
 
     /// The writer thread has stopped (on an error): collects its error.
@@ -100,24 +173,51 @@ impl BackgroundWriter {
         if self.current.is_empty() {
             return Ok(());
         }
+        if self.sender.is_none() {
+            return Err(self.stopped());
+        }
+        let mut since = Instant::now();
+        let mut seen = self.written.load(Ordering::Relaxed);
+        let next = loop {
+            match self.free.recv_timeout(POLL) {
+                Ok(next) => break next,
+                Err(RecvTimeoutError::Timeout) if self.stalled(&mut since, &mut seen) => {
+                    return Err(self.give_up());
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(self.stopped()),
+            }
+        };
+        let full = std::mem::replace(&mut self.current, next);
+        let length = full.len() as u64;
         let Some(sender) = &self.sender else {
             return Err(self.stopped());
         };
-        let Ok(next) = self.free.recv() else {
-            return Err(self.stopped());
-        };
-        let full = std::mem::replace(&mut self.current, next);
         if sender.send(Message::Data(full)).is_err() {
             return Err(self.stopped());
         }
+        self.handed += length;
         self.unflushed = true;
         Ok(())
     }
 
-    /// Writes everything handed over so far, flushes, and stops the thread.
+    /// Writes everything handed over so far, flushes, and stops the thread. An output that
+    /// takes nothing once a stop was asked for is given up (see [`STALLED_FOR`]).
     pub fn finish(&mut self) -> io::Result<()> {
         self.hand_over()?;
         self.sender = None;
+        let mut since = Instant::now();
+        let mut seen = self.written.load(Ordering::Relaxed);
+        while self
+            .thread
+            .as_ref()
+            .is_some_and(|thread| !thread.is_finished())
+        {
+            if self.stalled(&mut since, &mut seen) {
+                return Err(self.give_up());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         match self.thread.take() {
             Some(thread) => match thread.join() {
                 Ok(result) => result,
@@ -289,8 +389,9 @@ mod tests {
     fn a_write_error_is_seen_on_an_idle_flush() {
         let (mut writer, _) = writer_into(Some(10));
         writer.write_all(&[0; 100]).expect("buffered");
-        writer.flush().expect("handed over");
-        // Nothing new is written: the idle flushes alone must report the thread's error.
+        // Handed over (the thread may fail on it before this flush's own message is sent:
+        // then this flush reports it already); then nothing new is written: the idle flushes
+        // alone must report the thread's error.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let error = loop {
             if let Err(error) = writer.flush() {

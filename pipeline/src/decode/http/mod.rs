@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::io;
 
 use crate::output::{ConnectionView, Event, EventWriter, Format, Output, Renderer};
-use crate::spec::Direction;
+use crate::Direction;
 pub use hpack::Field;
 
 /// Default of `--max-body`: bytes kept per body; the rest is counted.
@@ -968,33 +968,42 @@ impl EventWriter for HttpWriter {
         self.raw.finish(out)?;
         if self.report {
             let stats = &self.stats;
-            eprintln!(
-                "probectl: http: {} exchanges ({} incomplete) on {} HTTP/1 and {} HTTP/2 connections, \
+            crate::notice::info(
+                crate::notice::Topic::Decode,
+                format!(
+                    "http: {} exchanges ({} incomplete) on {} HTTP/1 and {} HTTP/2 connections, \
                  {} connections raw; {} gaps, {} bytes skipped to resynchronise, \
                  {} body bytes not kept (over --max-body or the connection limit)",
-                stats.exchanges,
-                stats.incomplete,
-                stats.connections_http1,
-                stats.connections_http2,
-                stats.connections_raw,
-                stats.gaps,
-                stats.bytes_skipped,
-                stats.body_bytes_not_kept
+                    stats.exchanges,
+                    stats.incomplete,
+                    stats.connections_http1,
+                    stats.connections_http2,
+                    stats.connections_raw,
+                    stats.gaps,
+                    stats.bytes_skipped,
+                    stats.body_bytes_not_kept
+                ),
             );
             if stats.joined_mid_stream > 0 {
-                eprintln!(
-                    "probectl: http: {} connections joined mid-stream, decoded from a message or \
-                     chunk boundary after {} bytes shown raw",
-                    stats.joined_mid_stream, stats.joined_raw_bytes
+                crate::notice::info(
+                    crate::notice::Topic::Decode,
+                    format!(
+                        "http: {} connections joined mid-stream, decoded from a message or \
+                         chunk boundary after {} bytes shown raw",
+                        stats.joined_mid_stream, stats.joined_raw_bytes
+                    ),
                 );
             }
             if stats.connections_websocket > 0 {
-                eprintln!(
-                    "probectl: websocket: {} messages on {} connections; {} directions written \
-                     raw (bytes lost, or a frame that is not one)",
-                    stats.websocket_messages,
-                    stats.connections_websocket,
-                    stats.websocket_raw_directions
+                crate::notice::info(
+                    crate::notice::Topic::Decode,
+                    format!(
+                        "websocket: {} messages on {} connections; {} directions written raw \
+                         (bytes lost, or a frame that is not one)",
+                        stats.websocket_messages,
+                        stats.connections_websocket,
+                        stats.websocket_raw_directions
+                    ),
                 );
             }
         }

@@ -14,10 +14,10 @@ use serde::Serialize;
 
 use probectl_encode as encode;
 
-use crate::spec::Direction;
+use crate::Direction;
 
 /// What one attach point is, for output: looked up by the chunk's attach id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AttachInfo {
     pub plugin: String,
     pub library: PathBuf,
@@ -99,15 +99,6 @@ pub enum OutputError {
     },
     #[error("output file {path} cannot be written: {source}")]
     Unwritable {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error(
-        "cannot write output file {path}: {source}; the run stopped there, and what was \
-         written before is kept"
-    )]
-    Write {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -251,49 +242,53 @@ impl OutputFile {
 
     /// A file of procfs, sysfs, ... is the kernel's interface: a write there changes settings
     /// (`/proc/self/comm`, `/proc/sys/...`) rather than keeping data. Refused, even with --force.
+    /// The file system is the one `/proc/self/mountinfo` gives for the file's device.
     fn refuse_kernel_files(&self) -> Result<(), OutputError> {
-        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
         let Some(file) = &self.file else {
             return Ok(());
         };
-        // SAFETY: statfs is plain integers, filled by fstatfs on our own open fd.
-        let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid fd and a valid statfs to fill.
-        if unsafe { libc::fstatfs(file.as_raw_fd(), &mut stat) } != 0 {
+        let Ok(metadata) = file.metadata() else {
+            return Ok(());
+        };
+        // Devices and FIFOs live on the file system of their node (devtmpfs): only regular
+        // files are the file system's own.
+        if !metadata.is_file() {
             return Ok(());
         }
-        let filesystem = match stat.f_type {
-            libc::PROC_SUPER_MAGIC => "procfs",
-            libc::SYSFS_MAGIC => "sysfs",
-            libc::CGROUP_SUPER_MAGIC | libc::CGROUP2_SUPER_MAGIC => "cgroupfs",
-            libc::DEBUGFS_MAGIC => "debugfs",
-            libc::TRACEFS_MAGIC => "tracefs",
-            libc::BPF_FS_MAGIC => "bpffs",
-            libc::SECURITYFS_MAGIC => "securityfs",
-            0x6265_6570 => "configfs",
-            _ => return Ok(()),
+        let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return Ok(());
         };
-        Err(OutputError::KernelFile {
-            path: self.path.clone(),
-            filesystem,
-        })
+        let filesystem = filesystem_of(metadata.dev(), &mounts);
+        match KERNEL_FILESYSTEMS
+            .iter()
+            .find(|(kind, _)| Some(*kind) == filesystem)
+        {
+            Some((_, name)) => Err(OutputError::KernelFile {
+                path: self.path.clone(),
+                filesystem: name,
+            }),
+            None => Ok(()),
+        }
     }
 
-    /// A write of zero bytes: the kernel checks that the file takes writes at all.
+    /// A write of zero bytes: the kernel checks that the file takes writes at all (std passes
+    /// an empty write on to write(2)).
     fn probe(&mut self) -> Result<(), OutputError> {
-        use std::os::fd::AsRawFd;
         let Some(file) = &self.file else {
             return Ok(());
         };
-        // SAFETY: a write of zero bytes from a valid (empty) buffer to our own open fd.
-        let written = unsafe { libc::write(file.as_raw_fd(), [0u8; 0].as_ptr().cast(), 0) };
-        if written < 0 {
-            return Err(OutputError::Unwritable {
+        let mut file: &std::fs::File = file;
+        // Zero bytes asked, zero written: the count says nothing, only the error does.
+        #[allow(clippy::unused_io_amount)]
+        let written = file.write(&[]);
+        match written {
+            Ok(_) => Ok(()),
+            Err(source) => Err(OutputError::Unwritable {
                 path: self.path.clone(),
-                source: io::Error::last_os_error(),
-            });
+                source,
+            }),
         }
-        Ok(())
     }
 
     /// The file to write into, from now on kept whatever happens.
@@ -335,6 +330,38 @@ impl Drop for OutputFile {
             }
         }
     }
+}
+
+/// File systems that are kernel interfaces, not storage: the type `/proc/self/mountinfo` gives,
+/// and the name said.
+const KERNEL_FILESYSTEMS: [(&str, &str); 10] = [
+    ("proc", "procfs"),
+    ("sysfs", "sysfs"),
+    ("cgroup", "cgroupfs"),
+    ("cgroup2", "cgroupfs"),
+    ("debugfs", "debugfs"),
+    ("tracefs", "tracefs"),
+    ("bpf", "bpffs"),
+    ("securityfs", "securityfs"),
+    ("configfs", "configfs"),
+    ("pstore", "pstore"),
+];
+
+/// The type of the file system mounted from device `dev`, from the text of
+/// `/proc/self/mountinfo` (`ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS ... - TYPE SOURCE ...`).
+fn filesystem_of(dev: u64, mountinfo: &str) -> Option<&str> {
+    // glibc's encoding of dev_t (gnu_dev_major / gnu_dev_minor).
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let wanted = format!("{major}:{minor}");
+    mountinfo.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        if fields.nth(2)? != wanted {
+            return None;
+        }
+        let (_, after) = line.split_once(" - ")?;
+        after.split(' ').next()
+    })
 }
 
 /// Creates (or empties) `path` with mode 0600, also when it existed with another mode: what

@@ -5,7 +5,7 @@ use std::process::ExitStatus;
 
 use crate::capture::connections::{Connection, Folded};
 use crate::capture::pipeline::PipelineCounts;
-use crate::kernel::{KernelStats, Swept};
+use crate::{KernelStats, Swept};
 
 /// Connections the summary lists one by one (those with losses are always listed).
 const SUMMARY_CONNECTIONS: usize = 20;

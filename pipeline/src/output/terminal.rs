@@ -2,31 +2,6 @@
 //! that the command's output can only come between two lines of ours, never inside one.
 
 use std::io::{self, IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-
-/// `-q`: informational messages on stderr (attach reports, the summary) are not written;
-/// warnings and errors still are.
-static QUIET: AtomicBool = AtomicBool::new(false);
-
-/// Sets `-q` for the whole process (the command line does, once, before anything runs).
-pub fn set_quiet(quiet: bool) {
-    QUIET.store(quiet, Ordering::Relaxed);
-}
-
-/// Whether informational messages are to be left out.
-pub fn is_quiet() -> bool {
-    QUIET.load(Ordering::Relaxed)
-}
-
-/// Writes an informational line on stderr, unless `-q`.
-#[macro_export]
-macro_rules! note {
-    ($($arg:tt)*) => {
-        if !$crate::output::terminal::is_quiet() {
-            eprintln!($($arg)*);
-        }
-    };
-}
 
 /// Whether probectl's stdout is a terminal.
 pub fn stdout_is_terminal() -> bool {

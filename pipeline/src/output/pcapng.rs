@@ -28,7 +28,7 @@ use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, Endianness};
 
 use crate::output::{ConnectionView, Event, EventWriter, Output};
-use crate::spec::Direction;
+use crate::Direction;
 
 /// Most payload bytes in one segment: what fits an IPv4 packet (65535 - 20 - 20), under 64 KiB.
 /// A larger call is split into several segments.
@@ -619,7 +619,7 @@ impl EventWriter for PcapngWriter {
 
     fn finish(&mut self, out: &mut dyn Output) -> io::Result<()> {
         for note in self.notes() {
-            eprintln!("probectl: {note}");
+            crate::notice::info(crate::notice::Topic::Output, note);
         }
         self.drain(out)
     }

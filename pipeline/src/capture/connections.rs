@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use probectl_common::{connection_flags, family, CloseRecord, ConnectionRecord};
 
 use crate::output::ConnectionView;
-use crate::spec::Direction;
+use crate::Direction;
 
 /// What is known of one connection.
 #[derive(Debug, Clone)]

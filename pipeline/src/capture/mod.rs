@@ -9,6 +9,7 @@
 
 pub mod connections;
 pub mod pipeline;
+pub mod recording;
 pub mod summary;
 
 use std::collections::HashMap;
@@ -137,8 +138,7 @@ mod tests {
             flags: if last { chunk_flags::LAST } else { 0 },
             ..ChunkHeader::default()
         };
-        // SAFETY: ChunkHeader is repr(C) integers with its padding spelled out.
-        let mut out = unsafe { probectl_common::record_bytes(&header) }.to_vec();
+        let mut out = probectl_common::record_bytes(&header).to_vec();
         out.extend_from_slice(data);
         out
     }

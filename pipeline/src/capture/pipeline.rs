@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
 
 use probectl_common::{
     read_record, record_kind, ChunkHeader, CloseRecord, ConnectionRecord, ProcessRecord,
 };
 
 use crate::capture::connections::{ConnectionTable, StreamRun};
+use crate::capture::recording::{End, Recorder};
 use crate::capture::{Call, Reassembler};
 use crate::output::writer::BackgroundWriter;
 use crate::output::{AttachInfo, ConnectionView, Event, EventWriter};
@@ -107,10 +107,15 @@ pub struct Pipeline {
     /// Chunk records of connections whose fd is not known yet, held back a moment (see
     /// [`Held`]).
     held: Held,
+    /// CLOCK_MONOTONIC at the last flush: the pipeline's only clock, so that a replay of its
+    /// recorded ticks releases held calls exactly where the live run did.
+    now_ns: u64,
+    /// `--record`: every input, as it comes (see [`crate::capture::recording`]).
+    recorder: Option<Recorder>,
 }
 
-/// How long the calls of a connection without an fd wait for it.
-const HOLD_FOR: Duration = Duration::from_millis(200);
+/// How long the calls of a connection without an fd wait for it (ns).
+const HOLD_FOR_NS: u64 = 200_000_000;
 /// Bytes of chunk records held at most, over all connections: past it the oldest connection's
 /// calls go out as they are.
 const HOLD_MAX_BYTES: usize = 4 << 20;
@@ -128,8 +133,9 @@ struct Held {
     bytes: usize,
 }
 
-/// When a connection's first record was held, and its records in arrival order.
-type HeldQueue = (Instant, Vec<Vec<u8>>);
+/// When a connection's first record was held (the pipeline's clock, ns), and its records in
+/// arrival order.
+type HeldQueue = (u64, Vec<Vec<u8>>);
 
 impl Held {
     fn take(&mut self, key: (u32, u64)) -> Vec<Vec<u8>> {
@@ -140,13 +146,13 @@ impl Held {
         records
     }
 
-    /// The connections held for longer than `HOLD_FOR` at `now`, oldest first, or every
+    /// The connections held for `HOLD_FOR_NS` or longer at `now_ns`, oldest first, or every
     /// connection with `all`.
-    fn due(&self, now: Instant, all: bool) -> Vec<(u32, u64)> {
-        let mut due: Vec<(Instant, (u32, u64))> = self
+    fn due(&self, now_ns: u64, all: bool) -> Vec<(u32, u64)> {
+        let mut due: Vec<(u64, (u32, u64))> = self
             .queues
             .iter()
-            .filter(|(_, (since, _))| all || now.duration_since(*since) >= HOLD_FOR)
+            .filter(|(_, (since, _))| all || now_ns.saturating_sub(*since) >= HOLD_FOR_NS)
             .map(|(key, (since, _))| (*since, *key))
             .collect();
         due.sort();
@@ -156,7 +162,7 @@ impl Held {
     fn oldest(&self) -> Option<(u32, u64)> {
         self.queues
             .iter()
-            .min_by_key(|(_, (since, _))| *since)
+            .min_by_key(|(key, (since, _))| (*since, **key))
             .map(|(key, _)| *key)
     }
 }
@@ -183,16 +189,32 @@ impl Pipeline {
             exited: Vec::new(),
             write_error: None,
             held: Held::default(),
+            now_ns: 0,
+            recorder: None,
         })
+    }
+
+    /// Records every input from now on into `recorder` (`--record`).
+    pub fn record_into(&mut self, recorder: Recorder) {
+        self.recorder = Some(recorder);
     }
 
     /// Dispatches one ring buffer record.
     pub fn record(&mut self, record: &[u8]) {
-        // SAFETY: every record starts with its u32 kind; u32 is plain integers.
-        match unsafe { read_record::<u32>(record) } {
+        if let Some(recorder) = self.recorder.as_mut() {
+            // The table's new entries first: every id a record carries was in the table
+            // before the record was written (the control plane adds, then attaches), so a
+            // replay knows it when it needs it.
+            let known = self.attach.len();
+            self.table.copy_new(&mut self.attach);
+            if self.attach.len() > known {
+                recorder.attach(known as u32, &self.attach[known..]);
+            }
+            recorder.record(record);
+        }
+        match read_record::<u32>(record) {
             Some(record_kind::CHUNK) => {
-                // SAFETY: ChunkHeader is repr(C) integers only.
-                if let Some(header) = unsafe { read_record::<ChunkHeader>(record) } {
+                if let Some(header) = read_record::<ChunkHeader>(record) {
                     let key = (header.pid, header.connection);
                     if self.held.queues.contains_key(&key) && header.fd >= 0 {
                         // The fd came some other way: what waited goes first.
@@ -208,15 +230,13 @@ impl Pipeline {
                 self.chunk(record);
             }
             Some(record_kind::CONNECTION) => {
-                // SAFETY: ConnectionRecord is repr(C) integers only.
-                if let Some(connection) = unsafe { read_record::<ConnectionRecord>(record) } {
+                if let Some(connection) = read_record::<ConnectionRecord>(record) {
                     self.connections.on_connection(&connection);
                     self.release((connection.pid, connection.connection));
                 }
             }
             Some(kind @ (record_kind::EXEC | record_kind::MAP)) => {
-                // SAFETY: ProcessRecord is repr(C) integers only.
-                if let Some(process) = unsafe { read_record::<ProcessRecord>(record) } {
+                if let Some(process) = read_record::<ProcessRecord>(record) {
                     self.lookups.push(Lookup {
                         pid: process.pid,
                         why: if kind == record_kind::EXEC {
@@ -229,8 +249,7 @@ impl Pipeline {
                 }
             }
             Some(record_kind::EXIT) => {
-                // SAFETY: ProcessRecord is repr(C) integers only.
-                if let Some(process) = unsafe { read_record::<ProcessRecord>(record) } {
+                if let Some(process) = read_record::<ProcessRecord>(record) {
                     let held: Vec<(u32, u64)> = self
                         .held
                         .queues
@@ -249,8 +268,7 @@ impl Pipeline {
                 }
             }
             Some(record_kind::CLOSE) => {
-                // SAFETY: CloseRecord is repr(C) integers only.
-                if let Some(close) = unsafe { read_record::<CloseRecord>(record) } {
+                if let Some(close) = read_record::<CloseRecord>(record) {
                     self.release((close.pid, close.connection));
                     if let Some(id) = self.connections.on_close(&close) {
                         self.closed(id, close.ts_ns);
@@ -278,7 +296,7 @@ impl Pipeline {
         self.held
             .queues
             .entry(key)
-            .or_insert_with(|| (Instant::now(), Vec::new()))
+            .or_insert_with(|| (self.now_ns, Vec::new()))
             .1
             .push(record.to_vec());
         self.held.bytes += record.len();
@@ -293,7 +311,7 @@ impl Pipeline {
 
     /// Delivers what waited too long for its fd (or everything, with `all`).
     fn release_due(&mut self, all: bool) {
-        for key in self.held.due(Instant::now(), all) {
+        for key in self.held.due(self.now_ns, all) {
             self.release(key);
         }
     }
@@ -396,15 +414,38 @@ impl Pipeline {
         }
     }
 
-    /// Flushes the output; false once writing failed (the session should stop).
-    pub fn flush(&mut self) -> bool {
+    /// Flushes the output at `now_ns` (CLOCK_MONOTONIC, the BPF timestamps' clock): calls
+    /// held for their fd since `HOLD_FOR_NS` go out. False once writing the output or the
+    /// recording failed (the session should stop).
+    pub fn flush(&mut self, now_ns: u64) -> bool {
+        self.now_ns = self.now_ns.max(now_ns);
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.tick(now_ns);
+        }
         self.release_due(false);
         if self.write_error.is_none() {
             if let Err(error) = self.out.flush() {
                 self.write_error = Some(error);
             }
         }
+        if self.write_error.is_none() {
+            if let Some(error) = self.recorder.as_mut().and_then(Recorder::flush) {
+                self.write_error = Some(recording_error(error));
+            }
+        }
         self.write_error.is_none()
+    }
+
+    /// Ends the recording, if there is one, with what the summary needs beyond the pipeline.
+    /// Call before [`Pipeline::finish`] with the same open positions.
+    pub fn end_recording(&mut self, end: &End) {
+        if let Some(error) = self
+            .recorder
+            .as_mut()
+            .and_then(|recorder| recorder.end(end))
+        {
+            self.write_error.get_or_insert(recording_error(error));
+        }
     }
 
     /// Delivers the calls still waiting for chunks, lets the writer finish, and takes in the
@@ -430,6 +471,11 @@ impl Pipeline {
     }
 }
 
+/// A recording's write error, named as such (the output's own errors are not).
+fn recording_error(error: std::io::Error) -> std::io::Error {
+    std::io::Error::new(error.kind(), format!("the recording: {error}"))
+}
+
 #[cfg(test)]
 mod tests {
     //! Replays of recorded ring buffer records through the whole data path, without BPF.
@@ -439,7 +485,7 @@ mod tests {
 
     use super::*;
     use crate::output::{Format, Renderer};
-    use crate::spec::Direction;
+    use crate::Direction;
 
     /// An output that tests can read after the pipeline wrote to it.
     #[derive(Clone, Default)]
@@ -455,10 +501,8 @@ mod tests {
         }
     }
 
-    fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
-        // SAFETY: only the record types of probectl_common come here: repr(C) integers with
-        // their padding spelled out.
-        unsafe { probectl_common::record_bytes(value) }.to_vec()
+    fn bytes_of<T: zerocopy::IntoBytes + zerocopy::Immutable>(value: &T) -> Vec<u8> {
+        probectl_common::record_bytes(value).to_vec()
     }
 
     /// A chunk of a call of thread `tid` on handle `handle`.
@@ -574,8 +618,7 @@ mod tests {
 
     /// `record` (a chunk) as the kernel sends it for a call whose fd it does not know.
     fn without_fd(record: Vec<u8>) -> Vec<u8> {
-        // SAFETY: ChunkHeader is repr(C) integers only.
-        let mut header = unsafe { read_record::<ChunkHeader>(&record) }.expect("header");
+        let mut header = read_record::<ChunkHeader>(&record).expect("header");
         header.fd = -1;
         let mut patched = bytes_of(&header);
         patched.extend_from_slice(&record[patched.len()..]);
@@ -602,8 +645,7 @@ mod tests {
         let (mut pipeline, out) = pipeline();
         let per_direction = |handle: u64| {
             let mut record = connection(handle, 40000);
-            // SAFETY: ConnectionRecord is repr(C) integers only.
-            let mut parsed = unsafe { read_record::<ConnectionRecord>(&record) }.expect("record");
+            let mut parsed = read_record::<ConnectionRecord>(&record).expect("record");
             parsed.flags = probectl_common::connection_flags::PER_DIRECTION;
             record = bytes_of(&parsed);
             record
@@ -636,7 +678,7 @@ mod tests {
         // thread's next socket write); another connection's call passes meanwhile.
         pipeline.record(&without_fd(chunk(0, 7, 0xabc, 10, 3, 0, 0, b"GET", true)));
         pipeline.record(&chunk(1, 8, 0xdef, 15, 2, 0, 0, b"hi", true));
-        assert!(pipeline.flush());
+        assert!(pipeline.flush(0));
         pipeline.record(&connection(0xabc, 40000));
         pipeline.record(&chunk(1, 7, 0xabc, 20, 2, 0, 0, b"OK", true));
         // A connection whose fd never comes goes out unchanged at the end.
@@ -654,6 +696,25 @@ mod tests {
         let held = pipeline.connections.get(2).expect("conn 2");
         assert_eq!(held.local.as_deref(), Some("127.0.0.1:40000"));
         assert_eq!(held.moved, [3, 2]);
+    }
+
+    #[test]
+    fn held_calls_go_out_by_the_pipeline_clock_alone() {
+        let (mut pipeline, out) = pipeline();
+        // The first flush sets the clock; the call is held from then.
+        assert!(pipeline.flush(1_000_000_000));
+        pipeline.record(&without_fd(chunk(0, 9, 0x123, 30, 4, 0, 0, b"POST", true)));
+        // 199 ms later: still held (however long the test itself took).
+        assert!(pipeline.flush(1_199_000_000));
+        assert_eq!(pipeline.counts.events, 0, "held for its fd");
+        // A clock that goes back (a replayed tick out of order) does not release it either.
+        assert!(pipeline.flush(5));
+        assert_eq!(pipeline.counts.events, 0, "held for its fd");
+        // 200 ms after it was held: out, without an fd.
+        assert!(pipeline.flush(1_200_000_000));
+        assert_eq!(pipeline.counts.events, 1, "released");
+        assert!(pipeline.finish(&[]).is_none());
+        assert_eq!(fds(&out), vec![(1, "write".into(), None)]);
     }
 
     fn exited(pid: u32) -> Vec<u8> {
