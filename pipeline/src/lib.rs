@@ -21,6 +21,10 @@ pub mod capture;
 
 pub mod decode;
 
+/// For the fuzz targets (`fuzz/`) only.
+#[doc(hidden)]
+pub mod fuzzing;
+
 use serde::{Deserialize, Serialize};
 
 /// Which way plaintext moves through a probed function.
