@@ -111,8 +111,12 @@ pub enum FormatArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum DecodeArg {
-    /// HTTP/1.x, HTTP/2 (HPACK) and gRPC exchanges.
+    /// HTTP/1.x, HTTP/2 (HPACK), gRPC and WebSocket, live: each head when it is complete, each
+    /// body piece (SSE event) as it arrives, then the exchange's record with its timing.
     Http,
+    /// The same, with one record per exchange, written when it is over.
+    #[value(name = "http=exchange")]
+    HttpExchange,
 }
 
 /// Where the uprobes go (see docs/how-it-works.md, "Probe placement").
@@ -148,10 +152,15 @@ pub struct RunArgs {
     /// Show data as a hexdump (the same as --format hex).
     #[arg(long, conflicts_with = "format")]
     hex: bool,
-    /// Write events to this file (created with mode 0600, only once tracing has started)
-    /// instead of stdout.
+    /// Write events to this file instead of stdout: a new file, created with mode 0600, opened
+    /// and checked before tracing starts. An existing file is refused (see --force); a
+    /// symbolic link is never followed.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// With -o: overwrite an existing regular file (it keeps its mode; a read-only file is
+    /// still refused, and a symbolic link is never followed).
+    #[arg(long, requires = "output")]
+    force: bool,
     /// When the run ends, write its summary as JSON to this file (created with mode 0600 when
     /// the run starts): totals, every loss by cause, connections, probes.
     #[arg(long, value_name = "FILE")]
@@ -204,9 +213,13 @@ pub struct ReplayArgs {
     /// Show data as a hexdump (the same as --format hex).
     #[arg(long, conflicts_with = "format")]
     hex: bool,
-    /// Write events to this file (created with mode 0600) instead of stdout.
+    /// Write events to this file instead of stdout, as `run -o` does: a new file, created with
+    /// mode 0600 (see --force); a symbolic link is never followed.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// With -o: overwrite an existing regular file (it keeps its mode).
+    #[arg(long, requires = "output")]
+    force: bool,
     /// Write the summary as JSON to this file (mode 0600), as `run --report` does.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -225,11 +238,25 @@ impl ReplayArgs {
             recording: self.recording,
             format: format_of(self.format, self.hex),
             output: self.output,
-            decode: self
-                .decode
-                .map(|DecodeArg::Http| (probectl_core::decode::http::Decode::Http, self.max_body)),
+            force: self.force,
+            decode: decode_of(self.decode, self.max_body),
         }
     }
+}
+
+/// `--decode` (with `--max-body`): live HTTP, or one record per exchange.
+fn decode_of(
+    decode: Option<DecodeArg>,
+    max_body: u64,
+) -> Option<(probectl_core::decode::http::Decode, u64)> {
+    use probectl_core::decode::http::live::Mode;
+    decode.map(|decode| {
+        let mode = match decode {
+            DecodeArg::Http => Mode::Live,
+            DecodeArg::HttpExchange => Mode::Exchange,
+        };
+        (probectl_core::decode::http::Decode::Http(mode), max_body)
+    })
 }
 
 /// The event format of `--format` and `--hex`.
@@ -357,12 +384,11 @@ impl RunArgs {
             specs: self.probes,
             format,
             output: self.output,
+            force: self.force,
             max_capture_bytes: self.max_bytes,
             ring_bytes: self.ring_bytes,
             wait_for_library: self.wait,
-            decode: self
-                .decode
-                .map(|DecodeArg::Http| (probectl_core::decode::http::Decode::Http, self.max_body)),
+            decode: decode_of(self.decode, self.max_body),
             placement: self.placement.into(),
             record: self.record,
         })

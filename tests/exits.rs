@@ -207,3 +207,53 @@ fn thousands_of_processes_dying_with_open_connections_keep_probectl_bounded() {
         }
     }
 }
+
+/// A pid reused: a process exits with its TLS connection open, and the next process the
+/// kernel gives its pid (forced through ns_last_pid) opens one from the same parent state, so
+/// with the same pid and, likely, the same SSL* handle. They are two connections, each with
+/// exactly its own bytes, both ended with their process.
+#[test]
+fn a_reused_pid_starts_new_connections() {
+    let _exclusive = exclusive();
+    let (_server, port) = python_server(false);
+    let tag = format!("reuse-{}", std::process::id());
+    let run = Trace::start(
+        &["openssl"],
+        &[
+            "/usr/bin/python3",
+            &peer("pid_reuse.py").display().to_string(),
+            &port.to_string(),
+            &tag,
+        ],
+    )
+    .wait();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_no_losses(&run.report, &run.stderr);
+    let mut connections: std::collections::BTreeMap<u64, (u32, String, Vec<u8>)> =
+        std::collections::BTreeMap::new();
+    for event in run.events.iter().filter(|event| event.direction == "write") {
+        let conn = &event.json["conn"];
+        let entry = connections
+            .entry(conn["id"].as_u64().expect("conn.id"))
+            .or_insert_with(|| {
+                (
+                    event.pid,
+                    conn["handle"].as_str().expect("handle").to_string(),
+                    Vec::new(),
+                )
+            });
+        entry.2.extend_from_slice(&event.data);
+    }
+    let connections: Vec<(u32, String, Vec<u8>)> = connections.into_values().collect();
+    assert_eq!(connections.len(), 2, "{connections:?}");
+    assert_eq!(connections[0].0, connections[1].0, "the same pid");
+    for (connection, name) in connections.iter().zip(["A", "B"]) {
+        assert_eq!(
+            String::from_utf8_lossy(&connection.2),
+            format!("GET /{tag}/{name} HTTP/1.0\r\nHost: x\r\n\r\n")
+        );
+    }
+    let report = &run.report["connections"];
+    assert_eq!(report["total"], 2, "{report}");
+    assert_eq!(report["ended_with_their_process"], 2, "{report}");
+}

@@ -1,6 +1,7 @@
 //! `--decode http` through real BPF and real peers: Python's http.client against a Python
 //! HTTPS server (HTTP/1.1), curl and node against nginx (HTTP/2), gRPC with python3-grpcio,
-//! and an HTTP/2 connection joined mid-stream. Expected values are what the peers were given
+//! an HTTP/2 connection joined mid-stream, br and zstd bodies, and WebSocket (python3-websockets
+//! over wss). Expected values are what the peers were given
 //! to send (files the test wrote), never probectl's capture.
 
 mod common;
@@ -180,7 +181,15 @@ fn python_http_client_keep_alive_get_post_big_and_chunked() {
     .wait_lines();
     assert!(run.status.success(), "{}", run.stderr);
     let http = exchanges(&run.lines);
-    assert_eq!(http.len(), run.lines.len(), "nothing raw: {:?}", run.lines);
+    // Nothing raw: exchanges, and their live heads and body pieces.
+    assert!(
+        run.lines
+            .iter()
+            .all(|line| ["http", "http_head", "http_body"]
+                .contains(&line["type"].as_str().unwrap_or("raw"))),
+        "nothing raw: {:?}",
+        run.lines
+    );
     let summary: Vec<(&str, &str, u64)> = http
         .iter()
         .map(|e| {
@@ -287,26 +296,37 @@ fn curl_http2_two_urls_over_one_connection_from_nginx() {
     assert_eq!(response_body(http[0]), small);
     assert_eq!(response_body(http[1]), big, "byte-exact");
 
-    // The same in text, as curl -v shows it.
-    let output = Command::new(PROBECTL)
-        .args(["run", "openssl", "--decode", "http", "--"])
-        .args(&curl_args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("probectl");
-    assert!(output.status.success());
-    let text = String::from_utf8_lossy(&output.stdout);
-    for line in [
-        "> GET /a.txt HTTP/2\n",
-        "> user-agent: probectl-test\n",
-        "< HTTP/2 200\n",
-        "hello from nginx\n",
-        "> GET /big.bin HTTP/2\n",
-        "[300000 bytes]\n",
-    ] {
-        assert!(text.contains(line), "{line:?} in:\n{text}");
+    // The same in text, as curl -v shows it: live (the default), and one exchange at once.
+    for mode in ["http", "http=exchange"] {
+        let output = Command::new(PROBECTL)
+            .args(["run", "openssl", "--decode", mode, "--"])
+            .args(&curl_args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("probectl");
+        assert!(output.status.success());
+        let text = String::from_utf8_lossy(&output.stdout);
+        for line in [
+            "> GET /a.txt HTTP/2\n",
+            "> user-agent: probectl-test\n",
+            "< HTTP/2 200\n",
+            "hello from nginx\n",
+            "> GET /big.bin HTTP/2\n",
+        ] {
+            assert!(text.contains(line), "{mode}: {line:?} in:\n{text}");
+        }
+        if mode == "http" {
+            // Each exchange starts with its line and id, and ends with its totals and timing.
+            assert!(text.contains(" HTTP/2 stream 3 #2\n"), "{text}");
+            assert!(
+                text.contains("* done #2: 200, request body 0 bytes, response body 300000 bytes;"),
+                "{text}"
+            );
+        } else {
+            assert!(text.contains("[300000 bytes]\n"), "{text}");
+            assert!(text.contains(" HTTP/2 stream 3 ("), "{text}");
+        }
     }
-    assert!(text.contains(" HTTP/2 stream 3 ("), "{text}");
 }
 
 #[test]
@@ -570,4 +590,276 @@ fn http2_bytes_not_captured_end_the_exchange_and_decoding_resumes() {
     assert_eq!(second["status"], 200);
     assert_eq!(response_body(second), small);
     assert_eq!(second["incomplete"], Value::Null, "{second}");
+}
+
+/// The Python HTTPS/1.1 server of `tests/peers/http_server.py` serving the files of `files`.
+fn python_http_server(files: &Path) -> (Guard, u16) {
+    let (cert, key) = cert_and_key();
+    let port = free_port();
+    let server = Guard(
+        Command::new("/usr/bin/python3")
+            .arg(peer("http_server.py"))
+            .arg(port.to_string())
+            .arg(cert)
+            .arg(key)
+            .arg(files)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("python3 server"),
+    );
+    wait_for_listener(port);
+    (server, port)
+}
+
+#[test]
+fn br_and_zstd_bodies_decode_to_the_original() {
+    let files = dir("encoded-files");
+    // Text of about 60 kB that compresses well but not to nothing.
+    let original: Vec<u8> = (0..3000u32)
+        .flat_map(|i| {
+            format!("line {i}: {}\n", i.wrapping_mul(2_654_435_761) % 99_991).into_bytes()
+        })
+        .collect();
+    let original_path = files.join("original.txt");
+    std::fs::write(&original_path, &original).expect("write");
+    // Compressed by tools of their own (node's zlib, the zstd program): the oracle is the file
+    // written above, never probectl's output.
+    let status = Command::new("node")
+        .arg("-e")
+        .arg(
+            "const fs = require('fs'), zlib = require('zlib');\
+             fs.writeFileSync(process.argv[2], zlib.brotliCompressSync(fs.readFileSync(process.argv[1])));",
+        )
+        .arg(&original_path)
+        .arg(files.join("original.br"))
+        .status()
+        .expect("node");
+    assert!(status.success(), "node brotli");
+    let status = Command::new("zstd")
+        .args(["-q", "-f", "-o"])
+        .arg(files.join("original.zst"))
+        .arg(&original_path)
+        .status()
+        .expect("zstd");
+    assert!(status.success(), "zstd");
+    let br = std::fs::read(files.join("original.br")).expect("br");
+    let zst = std::fs::read(files.join("original.zst")).expect("zst");
+    assert!(br.len() < original.len() / 2 && zst.len() < original.len() / 2);
+    let (_server, port) = python_http_server(&files);
+    let saved_br = scratch_file("saved.br");
+    let saved_zst = scratch_file("saved.zst");
+    let curl_args = [
+        "curl".to_string(),
+        "-sk".to_string(),
+        "--http1.1".to_string(),
+        "-o".to_string(),
+        saved_br.display().to_string(),
+        "-o".to_string(),
+        saved_zst.display().to_string(),
+        format!("https://127.0.0.1:{port}/encoded/br/original.br"),
+        format!("https://127.0.0.1:{port}/encoded/zstd/original.zst"),
+    ];
+    let command: Vec<&str> = curl_args.iter().map(String::as_str).collect();
+    let run = Trace::start(&["openssl", "--decode", "http"], &command).wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    // The peers worked: curl saved the coded bodies as sent.
+    assert_eq!(std::fs::read(&saved_br).expect("saved"), br);
+    assert_eq!(std::fs::read(&saved_zst).expect("saved"), zst);
+    let http = exchanges(&run.lines);
+    assert_eq!(http.len(), 2, "{:?}", run.lines);
+    for (exchange, coding, coded) in [(http[0], "br", &br), (http[1], "zstd", &zst)] {
+        let response = &exchange["response"];
+        assert_eq!(&response_body(exchange), coded, "the raw body is kept");
+        let decoded = &response["content_encoding"];
+        assert_eq!(decoded["coding"], coding, "{exchange}");
+        assert_eq!(decoded["complete"], true, "{exchange}");
+        assert_eq!(decoded["note"], Value::Null, "{exchange}");
+        assert_eq!(decoded["decoded_len"], original.len() as u64);
+        assert!(decode_b64(&decoded["decoded_b64"]) == original, "{coding}");
+    }
+
+    // Cut by --max-body: the coding is still named, what was kept is decoded, and it says so.
+    let cut = Trace::start(
+        &["openssl", "--decode", "http", "--max-body", "2000"],
+        &command,
+    )
+    .wait_lines();
+    assert!(cut.status.success(), "{}", cut.stderr);
+    let http = exchanges(&cut.lines);
+    assert_eq!(http.len(), 2, "{:?}", cut.lines);
+    for (exchange, coding) in [(http[0], "br"), (http[1], "zstd")] {
+        let decoded = &exchange["response"]["content_encoding"];
+        assert_eq!(decoded["coding"], coding, "{exchange}");
+        assert_eq!(decoded["complete"], false, "{exchange}");
+        assert!(
+            decoded["note"]
+                .as_str()
+                .is_some_and(|note| note.contains("cut")),
+            "{exchange}"
+        );
+        let prefix = decode_b64(&decoded["decoded_b64"]);
+        assert!(original.starts_with(&prefix), "{coding}: a true prefix");
+    }
+
+    // Text names the coding and shows the text.
+    let output = Command::new(PROBECTL)
+        .args(["run", "openssl", "--decode", "http", "--"])
+        .args(&curl_args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("probectl");
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    for line in [
+        format!("[{} bytes br, {} decompressed]\n", br.len(), original.len()),
+        format!(
+            "[{} bytes zstd, {} decompressed]\n",
+            zst.len(),
+            original.len()
+        ),
+        "line 2999: ".to_string(),
+    ] {
+        assert!(text.contains(&line), "{line:?} in:\n{text}");
+    }
+}
+
+/// A peer's log of `tests/peers/ws_peer.py`: (direction, kind, data) in order.
+fn websocket_log(path: &Path) -> Vec<(String, String, Vec<u8>)> {
+    std::fs::read_to_string(path)
+        .expect("peer log")
+        .lines()
+        .map(|line| {
+            let entry: Value = serde_json::from_str(line).expect("JSON");
+            (
+                entry["dir"].as_str().expect("dir").to_string(),
+                entry["kind"].as_str().expect("kind").to_string(),
+                decode_b64(&entry["b64"]),
+            )
+        })
+        .collect()
+}
+
+/// The data messages of one sender as probectl decoded them: (kind, data).
+fn websocket_messages(lines: &[Value], sender: &str) -> Vec<(String, Vec<u8>)> {
+    lines
+        .iter()
+        .filter(|line| line["type"] == "websocket" && line["sender"] == sender)
+        .filter(|line| line["opcode"] == "text" || line["opcode"] == "binary")
+        .map(|line| {
+            (
+                line["opcode"].as_str().expect("opcode").to_string(),
+                decode_b64(&line["data_b64"]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn websocket_messages_from_python_websockets_over_wss() {
+    let (cert, key) = cert_and_key();
+    for compression in ["none", "deflate"] {
+        let port = free_port();
+        let server_log = scratch_file("ws-server.log");
+        let _server = Guard(
+            Command::new("/usr/bin/python3")
+                .arg(peer("ws_peer.py"))
+                .arg("server")
+                .arg(port.to_string())
+                .arg(cert)
+                .arg(key)
+                .arg(&server_log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("python3 websockets server"),
+        );
+        wait_for_listener(port);
+        let client_log = scratch_file("ws-client.log");
+        let script = peer("ws_peer.py");
+        let port_arg = port.to_string();
+        let run = Trace::start(
+            &["openssl", "--decode", "http"],
+            &[
+                "/usr/bin/python3",
+                script.to_str().expect("path"),
+                "client",
+                &port_arg,
+                client_log.to_str().expect("path"),
+                compression,
+            ],
+        )
+        .wait_lines();
+        assert!(run.status.success(), "{compression}: {}", run.stderr);
+        let client = websocket_log(&client_log);
+        let server = websocket_log(&server_log);
+        let of = |log: &[(String, String, Vec<u8>)], direction: &str| -> Vec<(String, Vec<u8>)> {
+            log.iter()
+                .filter(|(dir, _, _)| dir == direction)
+                .map(|(_, kind, data)| (kind.clone(), data.clone()))
+                .collect()
+        };
+        // The peers agree with each other (the oracle is sound) ...
+        assert_eq!(of(&client, "sent"), of(&server, "received"));
+        assert_eq!(of(&server, "sent"), of(&client, "received"));
+        assert_eq!(of(&client, "sent").len(), 4);
+        assert_eq!(of(&server, "sent").len(), 12);
+        // ... and probectl's messages are theirs, in order.
+        let sent_by_client = websocket_messages(&run.lines, "client");
+        let sent_by_server = websocket_messages(&run.lines, "server");
+        assert!(
+            sent_by_client == of(&client, "sent"),
+            "{compression}: the client's messages"
+        );
+        assert!(
+            sent_by_server == of(&client, "received"),
+            "{compression}: the server's messages"
+        );
+        let records: Vec<&Value> = run
+            .lines
+            .iter()
+            .filter(|line| line["type"] == "websocket")
+            .collect();
+        for record in &records {
+            assert_eq!(record["incomplete"], Value::Null, "{record}");
+            assert_eq!(record["note"], Value::Null, "{record}");
+            // Client frames are masked, the server's are not.
+            assert_eq!(record["masked"], record["sender"] == "client", "{record}");
+            assert_eq!(
+                record["direction"],
+                if record["sender"] == "client" {
+                    "write"
+                } else {
+                    "read"
+                }
+            );
+        }
+        // Text as text; the fragmented messages reassembled from their frames.
+        assert!(records
+            .iter()
+            .any(|r| r["text"] == "hello, websocket" && r["frames"] == 1));
+        assert!(records.iter().any(|r| r["sender"] == "client"
+            && r["text"] == "first fragment, second fragment, third"
+            && r["frames"].as_u64().is_some_and(|frames| frames >= 3)));
+        assert!(records.iter().any(|r| r["sender"] == "server"
+            && r["text"] == "fragmented from the server"
+            && r["frames"].as_u64().is_some_and(|frames| frames >= 3)));
+        let compressed = records.iter().filter(|r| r["compressed"] == true).count();
+        if compression == "deflate" {
+            // Every data message was deflated (and inflated back, as the checks above show).
+            assert_eq!(compressed, 16, "{compression}");
+            let big = records
+                .iter()
+                .find(|r| r["len"] == 120_890)
+                .expect("the 100 kB message");
+            assert!(big["wire_len"].as_u64().expect("wire_len") < 60_000);
+        } else {
+            assert_eq!(compressed, 0);
+        }
+        assert!(
+            run.stderr
+                .contains("websocket: 18 messages on 1 connections"),
+            "{}",
+            run.stderr
+        );
+    }
 }

@@ -173,7 +173,7 @@ fn deno_fetch_is_byte_exact_in_both_directions() {
 #[test]
 fn deno_fetch_decoded_as_http_matches_the_recording() {
     let _exclusive = exclusive();
-    let (run, recording, body) = traced_deno_fetch(&["rustls", "--decode", "http"]);
+    let (run, recording, body) = traced_deno_fetch(&["rustls", "--decode", "http=exchange"]);
     let exchanges: Vec<&serde_json::Value> = run
         .lines
         .iter()

@@ -188,7 +188,7 @@ fn bun_fetch_under_run_all_is_traced_once_by_boringssl() {
 #[test]
 fn bun_fetch_decoded_as_http_matches_the_recording() {
     let _exclusive = exclusive();
-    let (run, recording, body) = traced_bun_fetch(&["boringssl", "--decode", "http"]);
+    let (run, recording, body) = traced_bun_fetch(&["boringssl", "--decode", "http=exchange"]);
     let exchanges: Vec<&serde_json::Value> = run
         .lines
         .iter()

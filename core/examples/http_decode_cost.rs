@@ -1,10 +1,12 @@
 //! What `--decode http` costs the reader: the same synthetic calls written by the raw JSON
-//! writer and by the HTTP decoder (JSON and text), to a sink, timed.
+//! writer and by the HTTP decoder (JSON and text; one record per exchange, `http=exchange`,
+//! and live, the default), to a sink, timed.
 //!
 //! `cargo run --release -p probectl-core --example http_decode_cost`
 
 use std::time::Instant;
 
+use probectl_core::decode::http::live::Mode;
 use probectl_core::decode::http::HttpWriter;
 use probectl_core::output::{AttachInfo, ConnectionView, Event, EventWriter, Format, Renderer};
 use probectl_core::spec::Direction;
@@ -76,6 +78,33 @@ fn http2(exchanges: usize, size: usize) -> Vec<Call> {
     calls
 }
 
+/// HTTP/1.1 Server-Sent Events: one chunked response of `events` events of about 64 bytes,
+/// one event per call (as a server streaming an LLM's tokens writes them).
+fn sse(events: usize) -> Vec<Call> {
+    let mut calls = vec![
+        (
+            Direction::Write,
+            b"GET /v1/stream HTTP/1.1\r\nHost: example.com\r\nAccept: text/event-stream\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            Direction::Read,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+        ),
+    ];
+    for index in 0..events {
+        let event =
+            format!("id: {index}\ndata: {{\"token\":\"word{index}\",\"index\":{index}}}\n\n");
+        calls.push((
+            Direction::Read,
+            format!("{:x}\r\n{event}\r\n", event.len()).into_bytes(),
+        ));
+    }
+    calls.push((Direction::Read, b"0\r\n\r\n".to_vec()));
+    calls
+}
+
 /// Bytes per second through `writer`, best of three.
 fn measure(calls: &[Call], make: &dyn Fn() -> Box<dyn EventWriter>) -> (f64, f64) {
     let attach = |direction, function: &str| AttachInfo {
@@ -130,44 +159,60 @@ fn measure(calls: &[Call], make: &dyn Fn() -> Box<dyn EventWriter>) -> (f64, f64
 }
 
 fn main() {
-    let workloads: [(&str, Vec<Call>, usize); 4] = [
+    let workloads: [(&str, Vec<Call>, usize, &str); 5] = [
         (
             "HTTP/1.1, 2000 x 64 KiB responses",
             http1(2000, 64 * 1024),
             2000,
+            "exchange",
         ),
         (
             "HTTP/1.1, 20000 x 100 B responses",
             http1(20_000, 100),
             20_000,
+            "exchange",
         ),
         (
             "HTTP/2, 2000 x 64 KiB responses",
             http2(2000, 64 * 1024),
             2000,
+            "exchange",
         ),
         (
             "HTTP/2, 20000 x 100 B responses",
             http2(20_000, 100),
             20_000,
+            "exchange",
+        ),
+        (
+            "HTTP/1.1 SSE, 1 response of 100000 events (~60 B, one per call)",
+            sse(100_000),
+            100_000,
+            "event",
         ),
     ];
-    println!("| workload | raw JSON | --decode http, JSON | --decode http, text |");
-    println!("| --- | --- | --- | --- |");
-    for (name, calls, exchanges) in &workloads {
+    println!("| workload | raw JSON | JSON, exchange | JSON, live | text, exchange | text, live |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (name, calls, units, unit) in &workloads {
         let raw = measure(calls, &|| Box::new(Renderer::new(Format::Json)));
-        let json = measure(calls, &|| {
-            Box::new(HttpWriter::new(Format::Json, 1 << 20).quiet())
-        });
-        let text = measure(calls, &|| {
-            Box::new(HttpWriter::new(Format::Text, 1 << 20).quiet())
-        });
+        let decoded = |format, mode| {
+            measure(calls, &|| {
+                Box::new(HttpWriter::new(format, 1 << 20).quiet().with_mode(mode))
+            })
+        };
         let per = |(mb_s, seconds): (f64, f64)| {
             format!(
-                "{mb_s:.0} MB/s ({:.1} µs/exchange)",
-                seconds * 1e6 / *exchanges as f64
+                "{mb_s:.0} MB/s ({:.1} µs/{unit})",
+                seconds * 1e6 / *units as f64
             )
         };
-        println!("| {name} | {} | {} | {} |", per(raw), per(json), per(text));
+        println!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            per(raw),
+            per(decoded(Format::Json, Mode::Exchange)),
+            per(decoded(Format::Json, Mode::Live)),
+            per(decoded(Format::Text, Mode::Exchange)),
+            per(decoded(Format::Text, Mode::Live)),
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use probectl_common::{record_kind, ChunkHeader, CHUNK_DATA_MAX};
 use probectl_core::capture::pipeline::{AttachTable, Pipeline};
-use probectl_core::output::{open_output, writer_for, AttachInfo, Format};
+use probectl_core::output::{open_output, writer_for, AttachInfo, Format, OutputFile};
 use probectl_core::spec::Direction;
 
 /// The process's CPU time (all threads), in seconds.
@@ -70,7 +70,9 @@ fn replay(records: &[Vec<u8>], format: Format, path: &Path) -> (f64, u64) {
             info("SSL_read", Direction::Read),
         ],
     );
-    let (Ok(writer), Ok(out)) = (writer_for(format), open_output(Some(path))) else {
+    // The bench names the same file on every run: overwritten, as --force does.
+    let out = OutputFile::prepare(path, true).and_then(|file| open_output(Some(file)));
+    let (Ok(writer), Ok(out)) = (writer_for(format), out) else {
         eprintln!("cannot open {}", path.display());
         std::process::exit(1);
     };

@@ -1,7 +1,8 @@
 """An HTTPS/1.1 keep-alive server (Python's http.server) that serves exactly what the test gave
 it: GET /files/NAME answers the bytes of DIR/NAME with a Content-Length; GET /chunked/NAME
-answers them chunked (1000-byte chunks, then a trailer "X-Trailer: done"); POST answers the
-sha256 (hex) of the body. Usage: http_server.py PORT CERT KEY DIR"""
+answers them chunked (1000-byte chunks, then a trailer "X-Trailer: done"); GET
+/encoded/CODING/NAME answers them with "Content-Encoding: CODING" (the file is already coded);
+POST answers the sha256 (hex) of the body. Usage: http_server.py PORT CERT KEY DIR"""
 import hashlib
 import http.server
 import os
@@ -17,10 +18,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         kind, _, name = self.path.lstrip("/").partition("/")
+        coding = None
+        if kind == "encoded":
+            coding, _, name = name.partition("/")
         with open(os.path.join(DIR, os.path.basename(name)), "rb") as f:
             body = f.read()
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
+        if coding:
+            self.send_header("Content-Encoding", coding)
         if kind == "chunked":
             self.send_header("Transfer-Encoding", "chunked")
             self.send_header("Trailer", "X-Trailer")

@@ -17,7 +17,7 @@ use crate::capture::recording::{End, Recorder, Start};
 pub use crate::capture::summary::Summary;
 use crate::kernel::{Attached, BpfError, LoadOptions, Tracer};
 use crate::notice::{self, Topic};
-use crate::output::{open_output, Format, OutputError};
+use crate::output::{open_output, Format, OutputError, OutputFile};
 use crate::plan::{plan, Plan, PlanError, Scope};
 use crate::session::control::{attach_plan, ControlPlane};
 use crate::session::process::{find_executable, pidfd_open, spawn_held, ChildStatus, ProcessError};
@@ -55,9 +55,11 @@ pub enum RunError {
     #[error(transparent)]
     Recording(#[from] crate::capture::recording::RecordingError),
     /// Writing the output failed: the run stopped there, and its summary is still told.
-    #[error("writing output: {source}")]
+    #[error("{}", write_failure(.path.as_deref(), .source))]
     WriteFailed {
         summary: Box<Summary>,
+        /// The `-o` file (`None`: stdout).
+        path: Option<PathBuf>,
         #[source]
         source: std::io::Error,
     },
@@ -67,6 +69,18 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What a write error says: the `-o` file named, and what became of it.
+fn write_failure(path: Option<&std::path::Path>, source: &std::io::Error) -> String {
+    match path {
+        Some(path) => format!(
+            "cannot write output file {}: {source}; the run stopped there, and what was \
+             written before is kept",
+            path.display()
+        ),
+        None => format!("writing output: {source}"),
+    }
 }
 
 /// Who to trace.
@@ -85,6 +99,8 @@ pub struct RunOptions {
     pub specs: Option<PathBuf>,
     pub format: Format,
     pub output: Option<PathBuf>,
+    /// `--force`: an existing regular output file may be overwritten (it keeps its mode).
+    pub force: bool,
     pub max_capture_bytes: u64,
     pub ring_bytes: u32,
     /// `--decode http` (with `--max-body`): exchanges instead of calls.
@@ -312,6 +328,14 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let groups = select_groups(&specs, &options.plugin)?;
     crate::kernel::check_privileges()?;
     let scope = scope_for(&options.target)?;
+    // The output is opened and probed before anything is traced: a file that may not or cannot
+    // be written is an error before the command runs. It is emptied (an existing file, with
+    // --force) only once tracing starts, and a file created here is removed if it never does.
+    let output_file = options
+        .output
+        .as_deref()
+        .map(|path| OutputFile::prepare(path, options.force))
+        .transpose()?;
     let mut cache = SymbolCache::with_placement(options.placement);
     let plan = match (plan(&groups, &scope, &mut cache), &options.target) {
         (Ok(plan), _) => plan,
@@ -393,9 +417,9 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             .collect();
         return Err(RunError::NothingAttached(reasons.join("; ")));
     }
-    // Only now, with everything attached, is the output created (or truncated): a run that
-    // fails to start leaves no file behind and an existing one untouched.
-    let out = open_output(options.output.as_deref())?;
+    // Only now, with everything attached, is the output kept (and an existing file emptied): a
+    // run that fails to start leaves no file behind and an existing one untouched.
+    let out = open_output(output_file)?;
     let who = match &options.target {
         Target::Pid(pid) => match plan.tree.as_ref().map_or(0, |tree| tree.descendants()) {
             0 => format!("pid {pid} ({})", targets::comm(*pid)),
@@ -485,6 +509,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         control: ControlPlane::start(tracer, groups, cache, table),
         interrupt,
         terminate,
+        output: options.output.clone(),
     };
     // The probes are in place: let the command exec.
     let mut command = held.map(|child| child.release()).transpose()?;
@@ -523,6 +548,8 @@ struct Running {
     control: ControlPlane,
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    /// The `-o` file (None: stdout), named in a write error.
+    output: Option<PathBuf>,
 }
 
 impl Running {
@@ -615,17 +642,23 @@ impl Running {
         // `detach_in_background`).
         crate::kernel::detach::detach_in_background();
         self.control.stop();
-        finished(summary, write_error)
+        finished(summary, write_error, self.output)
     }
 }
 
 /// The end of a run (or a replay): its summary, or the output's error with the summary (a
 /// reader that went away, EPIPE, is no error: `probectl ... | head` is fine).
-fn finished(summary: Summary, write_error: Option<std::io::Error>) -> Result<Summary, RunError> {
+/// `path`: the `-o` file (`None`: stdout, where a closed pipe is no error).
+fn finished(
+    summary: Summary,
+    write_error: Option<std::io::Error>,
+    path: Option<PathBuf>,
+) -> Result<Summary, RunError> {
     match write_error {
-        Some(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+        Some(error) if path.is_some() || error.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(RunError::WriteFailed {
                 summary: Box::new(summary),
+                path,
                 source: error,
             })
         }
@@ -639,8 +672,8 @@ fn writer_for(
     decode: Option<(crate::decode::http::Decode, u64)>,
 ) -> Result<Box<dyn crate::output::EventWriter>, RunError> {
     Ok(match decode {
-        Some((crate::decode::http::Decode::Http, max_body)) => {
-            Box::new(crate::decode::http::HttpWriter::new(format, max_body))
+        Some((crate::decode::http::Decode::Http(mode), max_body)) => {
+            Box::new(crate::decode::http::HttpWriter::new(format, max_body).with_mode(mode))
         }
         None => crate::output::writer_for(format)?,
     })

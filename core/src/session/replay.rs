@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use crate::capture::pipeline::{AttachTable, Pipeline};
 use crate::capture::recording::{End, Frame, Reader, RecordingError, Start};
 use crate::capture::summary::Summary;
-use crate::output::{open_output, Format};
+use crate::output::{open_output, Format, OutputFile};
 use crate::session::RunError;
 
 #[derive(Debug, Clone)]
@@ -18,6 +18,8 @@ pub struct ReplayOptions {
     pub recording: PathBuf,
     pub format: Format,
     pub output: Option<PathBuf>,
+    /// `--force`: an existing regular output file may be overwritten (it keeps its mode).
+    pub force: bool,
     /// `--decode http` (with `--max-body`).
     pub decode: Option<(crate::decode::http::Decode, u64)>,
 }
@@ -38,7 +40,12 @@ pub struct Replayed {
 pub fn replay(options: &ReplayOptions) -> Result<Replayed, RunError> {
     let mut reader = Reader::open(&options.recording)?;
     let table = AttachTable::default();
-    let out = open_output(options.output.as_deref())?;
+    let output_file = options
+        .output
+        .as_deref()
+        .map(|path| OutputFile::prepare(path, options.force))
+        .transpose()?;
+    let out = open_output(output_file)?;
     let mut pipeline = Pipeline::new(
         table.clone(),
         super::writer_for(options.format, options.decode)?,
@@ -86,6 +93,7 @@ pub fn replay(options: &ReplayOptions) -> Result<Replayed, RunError> {
     let summary = super::finished(
         super::summarize(&pipeline, &end, command_status),
         write_error,
+        options.output.clone(),
     )?;
     Ok(Replayed {
         summary,

@@ -147,6 +147,7 @@ impl Summary {
                 "go_calls": self.swept.goroutines,
                 "connections": self.swept.connections,
                 "socket_fds": self.swept.socket_fds,
+                "not_removed_pid_reused": self.swept.pids_reused,
             },
             "memory": {
                 "peak_rss_kib": self.memory.peak_rss_kib,

@@ -79,6 +79,30 @@ pub enum OutputError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "output file {path} exists: probectl does not overwrite a file unless told to (--force), \
+         or give another name"
+    )]
+    Exists { path: PathBuf },
+    #[error(
+        "output file {path} is a symbolic link: probectl never follows one (name the file itself)"
+    )]
+    Symlink { path: PathBuf },
+    #[error("output file {path} is read-only (mode {mode:04o}): probectl does not write it, even with --force")]
+    ReadOnly { path: PathBuf, mode: u32 },
+    #[error(
+        "output file {path} is on {filesystem}, a kernel interface, not a place for captured data"
+    )]
+    KernelFile {
+        path: PathBuf,
+        filesystem: &'static str,
+    },
+    #[error("output file {path} cannot be written: {source}")]
+    Unwritable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot start the pcapng output")]
     Pcapng(#[source] crate::output::pcapng::PcapngError),
 }
@@ -93,10 +117,10 @@ pub fn writer_for(format: Format) -> Result<Box<dyn EventWriter>, OutputError> {
     })
 }
 
-/// Opens the output: a file created (or truncated) with mode 0600, or stdout (written in whole
-/// lines when it is a terminal).
-pub fn open_output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, OutputError> {
-    let Some(path) = path else {
+/// Opens the output: the `-o` file prepared by [`OutputFile::prepare`], or stdout (written in
+/// whole lines when it is a terminal).
+pub fn open_output(file: Option<OutputFile>) -> Result<Box<dyn Write + Send>, OutputError> {
+    let Some(file) = file else {
         // On a terminal (that the traced command may share), whole lines only.
         if crate::output::terminal::stdout_is_terminal() {
             return Ok(Box::new(crate::output::terminal::WholeLines::new(
@@ -109,16 +133,239 @@ pub fn open_output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, OutputE
             io::stdout(),
         )));
     };
-    let create_error = |source| OutputError::Create {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = create_private(path).map_err(create_error)?;
+    let file = file.commit()?;
     Ok(Box::new(io::BufWriter::with_capacity(1 << 16, file)))
 }
 
+/// The `-o` file, opened and probed before anything is traced, and written only once the
+/// trace starts ([`OutputFile::commit`]).
+///
+/// - A new file is created with mode 0600 (`O_EXCL`: never an existing one).
+/// - An existing regular file is refused unless `force`; with `force` it keeps its mode (it is
+///   not probectl's to change), a read-only one is refused, and it is emptied only at commit.
+/// - A symbolic link is never followed (`O_NOFOLLOW`), even with `force`.
+/// - Other existing files (a character device such as `/dev/null`, a FIFO) are written as they
+///   are: there is nothing in them to overwrite.
+/// - The file is probed with a write of zero bytes, which fails on files that take no writes
+///   (`/proc/version`: EIO, `/dev/full`: ENOSPC).
+///
+/// Dropped before commit (a startup error), a file it created is removed: a run that fails to
+/// start leaves no file behind and an existing one untouched.
+#[derive(Debug)]
+pub struct OutputFile {
+    file: Option<std::fs::File>,
+    path: PathBuf,
+    /// Created by this run (removed again if the run never starts).
+    created: bool,
+    /// An existing regular file written with `--force`: emptied at commit.
+    empty_at_commit: bool,
+}
+
+impl OutputFile {
+    /// Opens and probes `path` (see [`OutputFile`]).
+    pub fn prepare(path: &Path, force: bool) -> Result<OutputFile, OutputError> {
+        use std::os::unix::fs::FileTypeExt;
+        let create_error = |source| OutputError::Create {
+            path: path.to_path_buf(),
+            source,
+        };
+        let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let mut prepared = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(flags)
+            .open(path)
+        {
+            Ok(file) => OutputFile {
+                file: Some(file),
+                path: path.to_path_buf(),
+                created: true,
+                empty_at_commit: false,
+            },
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                let metadata = std::fs::symlink_metadata(path).map_err(create_error)?;
+                let kind = metadata.file_type();
+                if kind.is_symlink() {
+                    return Err(OutputError::Symlink {
+                        path: path.to_path_buf(),
+                    });
+                }
+                let regular = kind.is_file();
+                if regular && !force {
+                    return Err(OutputError::Exists {
+                        path: path.to_path_buf(),
+                    });
+                }
+                let mode = metadata.permissions().mode() & 0o7777;
+                if regular && mode & 0o222 == 0 {
+                    return Err(OutputError::ReadOnly {
+                        path: path.to_path_buf(),
+                        mode,
+                    });
+                }
+                // Nothing but FIFOs, devices, sockets and (with --force) regular files here.
+                if !(regular || kind.is_fifo() || kind.is_char_device() || kind.is_block_device()) {
+                    return Err(create_error(io::Error::other(
+                        "not a regular file, a device or a FIFO",
+                    )));
+                }
+                let file = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(flags)
+                    .open(path)
+                    .map_err(|error| match error.raw_os_error() {
+                        // Replaced by a link since it was looked at.
+                        Some(libc::ELOOP) => OutputError::Symlink {
+                            path: path.to_path_buf(),
+                        },
+                        _ => create_error(error),
+                    })?;
+                OutputFile {
+                    file: Some(file),
+                    path: path.to_path_buf(),
+                    created: false,
+                    empty_at_commit: regular,
+                }
+            }
+            Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(OutputError::Symlink {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(error) => return Err(create_error(error)),
+        };
+        prepared.refuse_kernel_files()?;
+        prepared.probe()?;
+        Ok(prepared)
+    }
+
+    /// A file of procfs, sysfs, ... is the kernel's interface: a write there changes settings
+    /// (`/proc/self/comm`, `/proc/sys/...`) rather than keeping data. Refused, even with --force.
+    /// The file system is the one `/proc/self/mountinfo` gives for the file's device.
+    fn refuse_kernel_files(&self) -> Result<(), OutputError> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let Ok(metadata) = file.metadata() else {
+            return Ok(());
+        };
+        // Devices and FIFOs live on the file system of their node (devtmpfs): only regular
+        // files are the file system's own.
+        if !metadata.is_file() {
+            return Ok(());
+        }
+        let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return Ok(());
+        };
+        let filesystem = filesystem_of(metadata.dev(), &mounts);
+        match KERNEL_FILESYSTEMS
+            .iter()
+            .find(|(kind, _)| Some(*kind) == filesystem)
+        {
+            Some((_, name)) => Err(OutputError::KernelFile {
+                path: self.path.clone(),
+                filesystem: name,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// A write of zero bytes: the kernel checks that the file takes writes at all (std passes
+    /// an empty write on to write(2)).
+    fn probe(&mut self) -> Result<(), OutputError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let mut file: &std::fs::File = file;
+        // Zero bytes asked, zero written: the count says nothing, only the error does.
+        #[allow(clippy::unused_io_amount)]
+        let written = file.write(&[]);
+        match written {
+            Ok(_) => Ok(()),
+            Err(source) => Err(OutputError::Unwritable {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// The file to write into, from now on kept whatever happens.
+    pub fn commit(mut self) -> Result<std::fs::File, OutputError> {
+        let Some(file) = self.file.take() else {
+            return Err(OutputError::Unwritable {
+                path: self.path.clone(),
+                source: io::Error::other("already committed"),
+            });
+        };
+        self.created = false;
+        if self.empty_at_commit {
+            file.set_len(0).map_err(|source| OutputError::Unwritable {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
+        Ok(file)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for OutputFile {
+    /// A file this run created and never wrote is removed, if the path still names it.
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let Some(file) = self.file.take() else {
+            return;
+        };
+        if !self.created {
+            return;
+        }
+        if let (Ok(ours), Ok(now)) = (file.metadata(), std::fs::symlink_metadata(&self.path)) {
+            if ours.dev() == now.dev() && ours.ino() == now.ino() {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// File systems that are kernel interfaces, not storage: the type `/proc/self/mountinfo` gives,
+/// and the name said.
+const KERNEL_FILESYSTEMS: [(&str, &str); 10] = [
+    ("proc", "procfs"),
+    ("sysfs", "sysfs"),
+    ("cgroup", "cgroupfs"),
+    ("cgroup2", "cgroupfs"),
+    ("debugfs", "debugfs"),
+    ("tracefs", "tracefs"),
+    ("bpf", "bpffs"),
+    ("securityfs", "securityfs"),
+    ("configfs", "configfs"),
+    ("pstore", "pstore"),
+];
+
+/// The type of the file system mounted from device `dev`, from the text of
+/// `/proc/self/mountinfo` (`ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS ... - TYPE SOURCE ...`).
+fn filesystem_of(dev: u64, mountinfo: &str) -> Option<&str> {
+    // glibc's encoding of dev_t (gnu_dev_major / gnu_dev_minor).
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let wanted = format!("{major}:{minor}");
+    mountinfo.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        if fields.nth(2)? != wanted {
+            return None;
+        }
+        let (_, after) = line.split_once(" - ")?;
+        after.split(' ').next()
+    })
+}
+
 /// Creates (or empties) `path` with mode 0600, also when it existed with another mode: what
-/// probectl writes names traced programs and carries their plaintext.
+/// probectl writes names traced programs and carries their plaintext (the `--report` file).
 pub fn create_private(path: &Path) -> io::Result<std::fs::File> {
     let file = OpenOptions::new()
         .write(true)
@@ -403,9 +650,9 @@ mod tests {
     #[test]
     fn output_file_is_private() {
         let path = std::env::temp_dir().join(format!("probectl-output-{}", std::process::id()));
-        std::fs::write(&path, b"old").expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        drop(open_output(Some(&path)).expect("open"));
+        let _ = std::fs::remove_file(&path);
+        let prepared = OutputFile::prepare(&path, false).expect("prepare");
+        drop(open_output(Some(prepared)).expect("open"));
         let mode = std::fs::metadata(&path)
             .expect("metadata")
             .permissions()
@@ -413,5 +660,79 @@ mod tests {
             & 0o777;
         std::fs::remove_file(&path).expect("remove");
         assert_eq!(mode, 0o600);
+    }
+
+    /// A scratch path of its own for each test.
+    fn scratch(name: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("probectl-output-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    #[test]
+    fn an_existing_file_is_kept_unless_forced_and_keeps_its_mode() {
+        let path = scratch("existing");
+        std::fs::write(&path, b"old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let error = OutputFile::prepare(&path, false).expect_err("refused");
+        assert!(matches!(error, OutputError::Exists { .. }), "{error}");
+        // Prepared with --force but never committed (a startup error): untouched.
+        drop(OutputFile::prepare(&path, true).expect("forced"));
+        assert_eq!(std::fs::read(&path).expect("read"), b"old");
+        let mut file = OutputFile::prepare(&path, true)
+            .expect("forced")
+            .commit()
+            .expect("commit");
+        file.write_all(b"new").expect("write");
+        drop(file);
+        assert_eq!(std::fs::read(&path).expect("read"), b"new");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        std::fs::remove_file(&path).expect("remove");
+        assert_eq!(mode, 0o644);
+    }
+
+    #[test]
+    fn links_read_only_files_and_unwritable_files_are_refused() {
+        let target = scratch("target");
+        std::fs::write(&target, b"target").expect("write");
+        let link = scratch("link");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        for force in [false, true] {
+            let error = OutputFile::prepare(&link, force).expect_err("link");
+            assert!(matches!(error, OutputError::Symlink { .. }), "{error}");
+        }
+        // A dangling link too: O_EXCL never creates through it.
+        std::fs::remove_file(&target).expect("remove");
+        let error = OutputFile::prepare(&link, false).expect_err("dangling link");
+        assert!(matches!(error, OutputError::Symlink { .. }), "{error}");
+        assert!(!target.exists());
+        std::fs::remove_file(&link).expect("remove");
+
+        let read_only = scratch("read-only");
+        std::fs::write(&read_only, b"keep").expect("write");
+        std::fs::set_permissions(&read_only, std::fs::Permissions::from_mode(0o444))
+            .expect("chmod");
+        let error = OutputFile::prepare(&read_only, true).expect_err("read-only");
+        assert!(matches!(error, OutputError::ReadOnly { .. }), "{error}");
+        assert_eq!(std::fs::read(&read_only).expect("read"), b"keep");
+        std::fs::remove_file(&read_only).expect("remove");
+
+        let error = OutputFile::prepare(Path::new("/dev/full"), false).expect_err("full");
+        assert!(matches!(error, OutputError::Unwritable { .. }), "{error}");
+        let error = OutputFile::prepare(Path::new("/nonexistent-dir/out"), false)
+            .expect_err("no directory");
+        assert!(matches!(error, OutputError::Create { .. }), "{error}");
+        let error = OutputFile::prepare(Path::new("/proc/self/comm"), true).expect_err("procfs");
+        assert!(matches!(error, OutputError::KernelFile { .. }), "{error}");
+        // A device with nothing to overwrite is written as it is.
+        OutputFile::prepare(Path::new("/dev/null"), false).expect("/dev/null");
+    }
+
+    #[test]
+    fn a_created_file_is_removed_when_the_run_never_starts() {
+        let path = scratch("never-started");
+        drop(OutputFile::prepare(&path, false).expect("prepare"));
+        assert!(!path.exists());
     }
 }

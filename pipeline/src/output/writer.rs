@@ -265,8 +265,17 @@ impl Write for BackgroundWriter {
         Ok(taken)
     }
 
-    /// Hands over what is buffered without waiting for it to be written.
+    /// Hands over what is buffered without waiting for it to be written. An error of the
+    /// writer thread is returned here as soon as the thread has stopped on it, even when there
+    /// is nothing new to hand over (the reader calls this on every idle tick).
     fn flush(&mut self) -> io::Result<()> {
+        if self
+            .thread
+            .as_ref()
+            .is_some_and(|thread| thread.is_finished())
+        {
+            return Err(self.stopped());
+        }
         self.hand_over()?;
         if self.unflushed {
             let Some(sender) = &self.sender else {
@@ -373,6 +382,24 @@ mod tests {
             .err()
             .or_else(|| writer.finish().err())
             .expect("error");
+        assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn a_write_error_is_seen_on_an_idle_flush() {
+        let (mut writer, _) = writer_into(Some(10));
+        writer.write_all(&[0; 100]).expect("buffered");
+        // Handed over (the thread may fail on it before this flush's own message is sent:
+        // then this flush reports it already); then nothing new is written: the idle flushes
+        // alone must report the thread's error.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let error = loop {
+            if let Err(error) = writer.flush() {
+                break error;
+            }
+            assert!(std::time::Instant::now() < deadline, "no error reported");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
         assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
     }
 

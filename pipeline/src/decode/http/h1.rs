@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use super::{Exchange, Field, Input, Limits, Part, Side, Version};
+use super::{Exchange, Field, Input, Limits, Origin, Part, Side, Version};
 
 /// Largest message head kept while waiting for its end (memory bound).
 const HEAD_CAP: usize = 64 * 1024;
@@ -35,6 +35,56 @@ pub fn detect(data: &[u8]) -> Option<Role> {
     message_start(data, Role::Request)
         .then_some(Role::Request)
         .or_else(|| message_start(data, Role::Response).then_some(Role::Response))
+}
+
+/// Whether `data` starts with a whole chunk of a chunked body, the proof that a connection
+/// joined in the middle of one is at a chunk boundary: a chunk-size line (hex digits, perhaps
+/// extensions), then that many bytes and CRLF, all in `data`; or the last chunk, `0` and an
+/// empty line.
+pub fn chunk_start(data: &[u8]) -> bool {
+    let Some(line_end) = memchr::memchr(b'\n', &data[..data.len().min(CHUNK_LINE_CAP)]) else {
+        return false;
+    };
+    let line = &data[..line_end];
+    let Some(line) = line.strip_suffix(b"\r") else {
+        return false;
+    };
+    let digits = line.split(|&b| b == b';').next().unwrap_or_default();
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return false;
+    }
+    let Some(size) = parse_chunk_size(line) else {
+        return false;
+    };
+    let start = line_end + 1;
+    if size == 0 {
+        return data[start..].starts_with(b"\r\n");
+    }
+    let Ok(size) = usize::try_from(size) else {
+        return false;
+    };
+    start
+        .checked_add(size)
+        .and_then(|end| data.get(end..end + 2))
+        == Some(b"\r\n".as_slice())
+}
+
+/// Where a request or status line starts right after an empty line in `data` (the end of a
+/// head, or of a chunked body's trailers), and its role: a boundary that can be proven in the
+/// middle of a call.
+pub fn message_after_blank_line(data: &[u8]) -> Option<(usize, Role)> {
+    let mut from = 0;
+    while let Some(found) = memchr::memmem::find(&data[from..], b"\r\n\r\n") {
+        let at = from + found + 4;
+        if let Some(role) = detect(&data[at..]) {
+            // A whole line: a cut one is not proof enough here.
+            if memchr::memchr(b'\n', &data[at..]).is_some() {
+                return Some((at, role));
+            }
+        }
+        from = from + found + 2;
+    }
+    None
 }
 
 /// Whether `data` starts like a message of `role`: `METHOD SP target SP HTTP/1.x` (the method a
@@ -166,6 +216,52 @@ impl Decoder {
             limits,
             skipped: 0,
         }
+    }
+
+    /// A decoder for a connection joined in the middle of a chunked body on `side` (see
+    /// [`chunk_start`]): its exchange's heads were not seen, the rest of its body is decoded.
+    pub(crate) fn joined_in_chunked_body(
+        side: Side,
+        request_side: Side,
+        limits: Limits,
+        origin: &Origin,
+        ts_ns: u64,
+    ) -> Decoder {
+        let mut decoder = Decoder::new(request_side, limits);
+        let mut exchange = Exchange::new(Version::Http11, origin.clone());
+        exchange.key = 0;
+        exchange.mark_incomplete(
+            "joined mid-stream: the heads and the start of the body were not seen",
+        );
+        let part = Some(Part::started(ts_ns));
+        let request = side == request_side;
+        if request {
+            exchange.request = part;
+        } else {
+            exchange.response = part;
+        }
+        decoder.pending.push_back(Pending {
+            seq: 0,
+            exchange,
+            request_done: !request,
+            response_done: false,
+            awaiting_response: request,
+        });
+        decoder.next_seq = 1;
+        let stream = &mut decoder.streams[side.index()];
+        stream.state = State::Body(BodyState::Chunked(Chunk::Size));
+        stream.current = Some(0);
+        decoder
+    }
+
+    /// The exchanges in progress, oldest first (for live output).
+    pub(crate) fn in_progress(&mut self) -> impl Iterator<Item = &mut Exchange> {
+        self.pending.iter_mut().map(|pending| &mut pending.exchange)
+    }
+
+    /// The side requests are sent on (the client's).
+    pub(crate) fn request_side(&self) -> Side {
+        self.request_side
     }
 
     /// Bytes held: buffers and the exchanges waiting.
@@ -314,6 +410,7 @@ impl Decoder {
                 exchange.request = Some(part);
                 let seq = self.next_seq;
                 self.next_seq += 1;
+                exchange.key = seq;
                 self.pending.push_back(Pending {
                     seq,
                     exchange,
@@ -356,6 +453,7 @@ impl Decoder {
                         let seq = self.next_seq;
                         self.next_seq += 1;
                         let mut exchange = Exchange::new(head.version, input.origin.clone());
+                        exchange.key = seq;
                         exchange.mark_incomplete("request not seen");
                         self.pending.push_back(Pending {
                             seq,

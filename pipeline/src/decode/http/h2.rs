@@ -245,6 +245,13 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// The exchanges in progress, by stream id (for live output).
+    pub(crate) fn in_progress(&mut self) -> impl Iterator<Item = &mut Exchange> {
+        self.streams
+            .values_mut()
+            .filter_map(|stream| stream.exchange.as_mut())
+    }
+
     /// A decoder for a connection recognised on `side` as `start`.
     pub(crate) fn new(side: Side, start: Start, limits: Limits) -> Decoder {
         let mut decoder = Decoder {
@@ -793,6 +800,7 @@ fn part_mut(exchange: &mut Exchange, request: bool, ts_ns: u64) -> &mut Part {
 fn new_exchange(input: &Input<'_>, id: u32) -> Exchange {
     let mut exchange = Exchange::new(Version::Http2, input.origin.clone());
     exchange.stream_id = Some(id);
+    exchange.key = u64::from(id);
     exchange
 }
 

@@ -7,14 +7,17 @@
 //! A jump in a stream's offset (bytes lost) ends the exchanges in progress as incomplete and
 //! the decoder resynchronises on the next message or frame it recognises: nothing is guessed.
 
+pub mod encoding;
 pub mod grpc;
 pub mod h1;
 pub mod h2;
 pub mod hpack;
 pub(crate) mod hpack_tables;
+pub mod live;
 mod render;
 #[cfg(test)]
 mod tests;
+pub mod websocket;
 
 use std::collections::HashMap;
 use std::io;
@@ -29,7 +32,8 @@ pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 /// Which protocols `--decode` decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decode {
-    Http,
+    /// HTTP (and WebSocket), live or one record per exchange.
+    Http(live::Mode),
 }
 
 /// The connection an exchange belongs to, owned (the events' views are borrowed).
@@ -75,6 +79,9 @@ pub struct Limits {
     /// Body bytes kept at most by one connection, all exchanges in flight together (pipelined
     /// HTTP/1 requests, multiplexed HTTP/2 streams): the memory bound.
     pub connection_bodies: u64,
+    /// Live output: body bytes past the limits are handed over (`Body::overflow`) instead of
+    /// only counted, so that a stream longer than `--max-body` is still shown piece by piece.
+    pub live: bool,
 }
 
 impl Limits {
@@ -82,6 +89,7 @@ impl Limits {
         Limits {
             max_body,
             connection_bodies: max_body.max(32 << 20),
+            live: false,
         }
     }
 }
@@ -92,6 +100,9 @@ pub struct Body {
     pub data: Vec<u8>,
     /// Bytes the body had on the wire (after de-chunking); more than `data` when over the limit.
     pub len: u64,
+    /// Live output only: bytes past the limits that arrived since the writer last looked (it
+    /// takes them after each call, so this holds at most one call's bytes).
+    pub(crate) overflow: Vec<u8>,
 }
 
 impl Body {
@@ -102,7 +113,11 @@ impl Body {
         let room = (limits.max_body as usize)
             .saturating_sub(self.data.len())
             .min(limits.connection_bodies.saturating_sub(held) as usize);
-        self.data.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let kept = bytes.len().min(room);
+        self.data.extend_from_slice(&bytes[..kept]);
+        if limits.live {
+            self.overflow.extend_from_slice(&bytes[kept..]);
+        }
     }
 
     /// Bytes of the body not kept (over `--max-body`).
@@ -184,6 +199,9 @@ pub struct Exchange {
     pub origin: Origin,
     /// Why the exchange is not complete (bytes lost, connection closed first, ...).
     pub incomplete: Option<String>,
+    /// Which exchange of its connection it is (HTTP/1: its place in the order of requests;
+    /// HTTP/2: its stream id): with the connection id, the key of live output.
+    pub(crate) key: u64,
 }
 
 impl Exchange {
@@ -231,6 +249,7 @@ impl Exchange {
             stream_id: None,
             origin,
             incomplete: None,
+            key: 0,
         }
     }
 
@@ -240,6 +259,14 @@ impl Exchange {
             .as_ref()
             .or(self.response.as_ref())
             .map_or(0, |part| part.first_ns)
+    }
+
+    /// Time to first byte: from the request's first call to the response's first call
+    /// (`None` when either was not seen).
+    pub fn ttfb_ns(&self) -> Option<u64> {
+        let request = self.request.as_ref()?;
+        let response = self.response.as_ref()?;
+        Some(response.first_ns.saturating_sub(request.first_ns))
     }
 
     /// From the request's first call to the last call of the exchange.
@@ -304,10 +331,14 @@ enum Protocol {
     Raw,
     Http1(Box<h1::Decoder>),
     Http2(Box<h2::Decoder>),
+    /// After a `101` to `Upgrade: websocket`: frames decoded into messages.
+    WebSocket(Box<websocket::Decoder>),
 }
 
 struct ConnectionState {
     protocol: Protocol,
+    /// Bytes written raw while the protocol was not known yet.
+    raw_bytes: u64,
     /// Where each direction's stream continues (read, write): a larger offset is a gap.
     next_offset: [Option<u64>; 2],
 }
@@ -326,6 +357,26 @@ pub struct Stats {
     pub gaps: u64,
     /// Bytes skipped while looking for the next message or frame after a gap or a join.
     pub bytes_skipped: u64,
+    /// Connections upgraded to WebSocket, and the messages decoded on them.
+    pub connections_websocket: u64,
+    pub websocket_messages: u64,
+    /// WebSocket directions written raw after a loss or a frame that is not one.
+    pub websocket_raw_directions: u64,
+    /// HTTP/1 connections joined mid-stream (decoded from a boundary after bytes shown raw),
+    /// and the bytes shown raw before it.
+    pub joined_mid_stream: u64,
+    pub joined_raw_bytes: u64,
+}
+
+/// Whether the traced end of a connection is its server: its port is the lower one (a
+/// listening port against an ephemeral one). `None` when the ports are not known.
+fn traced_is_server(conn: &ConnectionView<'_>) -> Option<bool> {
+    let port = |address: Option<&str>| {
+        address
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+    };
+    Some(port(conn.local)? < port(conn.remote)?)
 }
 
 /// The `--decode http` writer.
@@ -335,6 +386,16 @@ pub struct HttpWriter {
     raw: Renderer,
     connections: HashMap<u64, ConnectionState>,
     done: Vec<Exchange>,
+    /// WebSocket messages decoded, written after the exchanges of the same event.
+    messages: Vec<websocket::Message>,
+    /// Live output, or one record per exchange.
+    mode: live::Mode,
+    /// What was written of each exchange in progress, by (connection, exchange key).
+    live: HashMap<(u64, u64), live::State>,
+    /// The next exchange id.
+    next_id: u64,
+    /// The exchange the last text lines belong to (a new one starts with its `===` line).
+    last_text: Option<u64>,
     pub stats: Stats,
     /// Whether the end-of-run counts go to stderr (off in tests).
     report: bool,
@@ -348,6 +409,11 @@ impl HttpWriter {
             raw: Renderer::new(format),
             connections: HashMap::new(),
             done: Vec::new(),
+            messages: Vec::new(),
+            mode: live::Mode::Exchange,
+            live: HashMap::new(),
+            next_id: 1,
+            last_text: None,
             stats: Stats::default(),
             report: true,
         }
@@ -356,6 +422,13 @@ impl HttpWriter {
     /// With other limits (tests).
     pub fn with_limits(mut self, limits: Limits) -> HttpWriter {
         self.limits = limits;
+        self
+    }
+
+    /// Live output (heads and body pieces as they arrive) or one record per exchange.
+    pub fn with_mode(mut self, mode: live::Mode) -> HttpWriter {
+        self.mode = mode;
+        self.limits.live = mode == live::Mode::Live;
         self
     }
 
@@ -372,13 +445,19 @@ impl HttpWriter {
             .map(|state| match &state.protocol {
                 Protocol::Http1(decoder) => decoder.held_bytes(),
                 Protocol::Http2(decoder) => decoder.held_bytes(),
+                Protocol::WebSocket(decoder) => decoder.held_bytes(),
                 Protocol::Unknown | Protocol::Raw => 0,
             })
-            .sum()
+            .sum::<usize>()
+            + self
+                .live
+                .values()
+                .map(|state| state.sse.capacity())
+                .sum::<usize>()
     }
 
     fn write_done(&mut self, out: &mut dyn Output) -> io::Result<()> {
-        for exchange in self.done.drain(..) {
+        for mut exchange in std::mem::take(&mut self.done) {
             self.stats.exchanges += 1;
             self.stats.incomplete += u64::from(exchange.incomplete.is_some());
             for part in [&exchange.request, &exchange.response]
@@ -387,26 +466,276 @@ impl HttpWriter {
             {
                 self.stats.body_bytes_not_kept += part.body.not_kept();
             }
-            render::exchange(&exchange, self.format, self.limits.max_body, out)?;
+            match self.mode {
+                live::Mode::Exchange => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.last_text = None;
+                    render::exchange(&exchange, id, None, self.format, self.limits.max_body, out)?;
+                }
+                live::Mode::Live => {
+                    let ts_ns = [&exchange.request, &exchange.response]
+                        .into_iter()
+                        .flatten()
+                        .map(|part| part.last_ns)
+                        .max()
+                        .unwrap_or(0);
+                    self.live_update(&mut exchange, ts_ns, true, out)?;
+                    let key = (exchange.origin.conn.id, exchange.key);
+                    if let Some(state) = self.live.remove(&key) {
+                        self.text_header(&exchange, state.id, ts_ns, out)?;
+                        render::exchange(
+                            &exchange,
+                            state.id,
+                            Some(&state),
+                            self.format,
+                            self.limits.max_body,
+                            out,
+                        )?;
+                    }
+                }
+            }
+        }
+        for message in self.messages.drain(..) {
+            self.stats.websocket_messages += 1;
+            self.stats.body_bytes_not_kept += message.not_kept();
+            self.last_text = None;
+            render::websocket(&message, self.format, out)?;
         }
         Ok(())
     }
 
-    /// `at_stream_start`: `data` is the first byte of its direction's stream.
-    fn detect(&mut self, side: Side, data: &[u8], at_stream_start: bool) -> Protocol {
+    /// In text, the `===` line of exchange `id` when the last lines were of something else.
+    fn text_header(
+        &mut self,
+        exchange: &Exchange,
+        id: u64,
+        ts_ns: u64,
+        out: &mut dyn Output,
+    ) -> io::Result<()> {
+        if self.format != Format::Json && self.last_text != Some(id) {
+            render::live_header(exchange, id, ts_ns, out)?;
+        }
+        self.last_text = Some(id);
+        Ok(())
+    }
+
+    /// Live output of the exchanges in progress on a connection: what is new in them.
+    fn look(
+        &mut self,
+        protocol: &mut Protocol,
+        ts_ns: u64,
+        out: &mut dyn Output,
+    ) -> io::Result<()> {
+        match protocol {
+            Protocol::Http1(decoder) => {
+                for exchange in decoder.in_progress() {
+                    self.live_update(exchange, ts_ns, false, out)?;
+                }
+            }
+            Protocol::Http2(decoder) => {
+                for exchange in decoder.in_progress() {
+                    self.live_update(exchange, ts_ns, false, out)?;
+                }
+            }
+            Protocol::Unknown | Protocol::Raw | Protocol::WebSocket(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Writes what is new in `exchange` since it was last looked at: a head that is complete,
+    /// body bytes (SSE events whole); `end`: the exchange is over, an SSE event without its
+    /// blank line is written too.
+    fn live_update(
+        &mut self,
+        exchange: &mut Exchange,
+        ts_ns: u64,
+        end: bool,
+        out: &mut dyn Output,
+    ) -> io::Result<()> {
+        use live::Which;
+        let key = (exchange.origin.conn.id, exchange.key);
+        if !self.live.contains_key(&key) {
+            let id = self.next_id;
+            self.next_id += 1;
+            self.live.insert(
+                key,
+                live::State {
+                    id,
+                    ..live::State::default()
+                },
+            );
+        }
+        for which in [Which::Request, Which::Response] {
+            let part = match which {
+                Which::Request => exchange.request.as_mut(),
+                Which::Response => exchange.response.as_mut(),
+            };
+            let Some(part) = part else {
+                continue;
+            };
+            // Bytes past the limits, handed over once and not kept.
+            let overflow = std::mem::take(&mut part.body.overflow);
+            let part: &Part = part;
+            let index = which as usize;
+            let Some(state) = self.live.get_mut(&key) else {
+                return Ok(());
+            };
+            let id = state.id;
+            let write_head = !state.head[index];
+            state.head[index] = true;
+            let data = &part.body.data;
+            let start = state.written[index].min(data.len());
+            state.written[index] = data.len();
+            let mut new = data[start..].to_vec();
+            new.extend_from_slice(&overflow);
+            let streamed = render::streamed_in_text(part);
+            let sse = which == Which::Response && live::is_event_stream(part) && streamed;
+            // Pieces: (offset in the body, bytes).
+            let mut pieces: Vec<(u64, Vec<u8>)> = Vec::new();
+            if sse {
+                state.sse.extend_from_slice(&new);
+                for event in live::split_events(&mut state.sse, end) {
+                    let len = event.len() as u64;
+                    pieces.push((state.next_offset[index], event));
+                    state.next_offset[index] += len;
+                }
+            } else if !new.is_empty() {
+                let len = new.len() as u64;
+                pieces.push((state.next_offset[index], new));
+                state.next_offset[index] += len;
+            }
+            state.pieces[index] += pieces.len() as u64;
+            if !write_head && pieces.is_empty() {
+                continue;
+            }
+            let text_pieces = self.format == Format::Json || streamed;
+            let exchange: &Exchange = exchange;
+            if write_head || text_pieces {
+                self.text_header(exchange, id, ts_ns, out)?;
+            }
+            if write_head {
+                render::live_head(exchange, which, id, self.format, out)?;
+            }
+            if !text_pieces {
+                continue;
+            }
+            for (offset, piece) in pieces {
+                let event = sse.then(|| live::parse_event(&piece));
+                render::live_piece(
+                    exchange,
+                    which,
+                    id,
+                    offset,
+                    &piece,
+                    event.as_ref(),
+                    ts_ns,
+                    self.format,
+                    out,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The exchange that upgraded connection `id` to WebSocket, if it did: its `101` answered
+    /// `Upgrade: websocket`. Returns whether permessage-deflate was accepted.
+    fn websocket_upgrade(&self, id: u64) -> Option<bool> {
+        let exchange = self
+            .done
+            .iter()
+            .rev()
+            .find(|exchange| exchange.origin.conn.id == id && exchange.status == Some(101))?;
+        let response = exchange.response.as_ref()?;
+        let upgrade = response.header("upgrade")?;
+        if !String::from_utf8_lossy(upgrade)
+            .to_ascii_lowercase()
+            .contains("websocket")
+        {
+            return None;
+        }
+        // Only an extension the server accepted counts (RFC 7692, section 5).
+        let deflate = response.headers.iter().any(|field| {
+            field
+                .name
+                .as_deref()
+                .is_some_and(|name| name.eq_ignore_ascii_case(b"sec-websocket-extensions"))
+                && field.value.as_deref().is_some_and(|value| {
+                    String::from_utf8_lossy(value).split(',').any(|extension| {
+                        extension.split(';').next().is_some_and(|name| {
+                            name.trim().eq_ignore_ascii_case("permessage-deflate")
+                        })
+                    })
+                })
+        });
+        Some(deflate)
+    }
+
+    /// The protocol of a connection not recognised yet, from a call of `side`, and where in the
+    /// call decoding starts (bytes before it are shown raw).
+    ///
+    /// - At the start of the call: an HTTP/1 request or status line; the HTTP/2 client preface,
+    ///   or (joined after its start) a plausible run of frames.
+    /// - Joined in the middle of an HTTP/1 body: a whole chunk at the start of the call (its
+    ///   size line, its data and its CRLF), or the last chunk; or, anywhere in the call, a
+    ///   request or status line right after an empty line (the end of a head or of a chunked
+    ///   body). Nothing less counts as a boundary.
+    fn detect(
+        &mut self,
+        side: Side,
+        event: &Event<'_>,
+        origin: &dyn Fn() -> Origin,
+    ) -> (Protocol, usize) {
+        let data = event.data;
         if let Some(role) = h1::detect(data) {
             self.stats.connections_http1 += 1;
             let request_side = match role {
                 h1::Role::Request => side,
                 h1::Role::Response => side.other(),
             };
-            return Protocol::Http1(Box::new(h1::Decoder::new(request_side, self.limits)));
+            return (
+                Protocol::Http1(Box::new(h1::Decoder::new(request_side, self.limits))),
+                0,
+            );
         }
-        if let Some(start) = h2::detect(data, at_stream_start) {
+        if let Some(start) = h2::detect(data, event.conn.offset == 0) {
             self.stats.connections_http2 += 1;
-            return Protocol::Http2(Box::new(h2::Decoder::new(side, start, self.limits)));
+            return (
+                Protocol::Http2(Box::new(h2::Decoder::new(side, start, self.limits))),
+                0,
+            );
         }
-        Protocol::Unknown
+        if h1::chunk_start(data) {
+            self.stats.connections_http1 += 1;
+            // The chunks are a response's, unless the traced end is the server (its port is
+            // the lower one) and reads them, or the client and writes them.
+            let traced_is_server = traced_is_server(&event.conn).unwrap_or(false);
+            let request_side = if traced_is_server == (side == Side::Read) {
+                side
+            } else {
+                side.other()
+            };
+            let decoder = h1::Decoder::joined_in_chunked_body(
+                side,
+                request_side,
+                self.limits,
+                &origin(),
+                event.ts_ns,
+            );
+            return (Protocol::Http1(Box::new(decoder)), 0);
+        }
+        if let Some((at, role)) = h1::message_after_blank_line(data) {
+            self.stats.connections_http1 += 1;
+            let request_side = match role {
+                h1::Role::Request => side,
+                h1::Role::Response => side.other(),
+            };
+            return (
+                Protocol::Http1(Box::new(h1::Decoder::new(request_side, self.limits))),
+                at,
+            );
+        }
+        (Protocol::Unknown, 0)
     }
 }
 
@@ -418,14 +747,13 @@ impl EventWriter for HttpWriter {
             .entry(event.conn.id)
             .or_insert(ConnectionState {
                 protocol: Protocol::Unknown,
+                raw_bytes: 0,
                 next_offset: [None, None],
             });
         let gap = state.next_offset[side.index()].is_some_and(|next| event.conn.offset != next);
         state.next_offset[side.index()] = Some(event.conn.offset.saturating_add(event.len));
         let mut protocol = std::mem::replace(&mut state.protocol, Protocol::Raw);
-        if matches!(protocol, Protocol::Unknown) && !event.data.is_empty() {
-            protocol = self.detect(side, event.data, event.conn.offset == 0);
-        }
+        let raw_before = state.raw_bytes;
         // Who made the call: owned copies, only for the decoded protocols.
         let origin = || Origin {
             pid: event.pid,
@@ -434,9 +762,53 @@ impl EventWriter for HttpWriter {
             plugin: event.attach.plugin.clone(),
             conn: Connection::from_view(&event.conn),
         };
+        // Where decoding starts in this call (after bytes shown raw, when joined mid-stream).
+        let mut decode_from = 0;
+        if matches!(protocol, Protocol::Unknown) && !event.data.is_empty() {
+            let (detected, from) = self.detect(side, event, &origin);
+            protocol = detected;
+            decode_from = from;
+            if !matches!(protocol, Protocol::Unknown) && (raw_before > 0 || from > 0) {
+                // Joined mid-stream: what came before the first boundary was shown raw.
+                self.stats.joined_mid_stream += 1;
+                self.stats.joined_raw_bytes += raw_before + from as u64;
+            }
+            if from > 0 {
+                self.last_text = None;
+                let before = Event {
+                    data: &event.data[..from],
+                    len: from as u64,
+                    truncated: 0,
+                    ..*event
+                };
+                if let Err(error) = self.raw.event(&before, out) {
+                    if let Some(state) = self.connections.get_mut(&event.conn.id) {
+                        state.protocol = protocol;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        let data = &event.data[decode_from..];
+        let event = &Event {
+            data,
+            len: event.len - decode_from as u64,
+            conn: ConnectionView {
+                offset: event.conn.offset + decode_from as u64,
+                ..event.conn
+            },
+            ..*event
+        };
         let mut raw_from = None;
         match &mut protocol {
-            Protocol::Unknown | Protocol::Raw => raw_from = Some(0),
+            Protocol::Unknown | Protocol::Raw => {
+                raw_from = Some(0);
+                if let (Protocol::Unknown, Some(state)) =
+                    (&protocol, self.connections.get_mut(&event.conn.id))
+                {
+                    state.raw_bytes += event.len;
+                }
+            }
             Protocol::Http1(decoder) => {
                 if gap {
                     self.stats.gaps += 1;
@@ -477,18 +849,61 @@ impl EventWriter for HttpWriter {
                 }
                 self.stats.bytes_skipped += decoder.take_skipped();
             }
+            Protocol::WebSocket(decoder) => {
+                if gap {
+                    self.stats.gaps += 1;
+                    decoder.gap(side, &mut self.messages);
+                }
+                if decoder.decodes(side) {
+                    decoder.feed(side, event.data, event.ts_ns, &origin(), &mut self.messages);
+                    if event.truncated > 0 {
+                        self.stats.gaps += 1;
+                        decoder.gap(side, &mut self.messages);
+                    }
+                } else {
+                    raw_from = Some(0);
+                }
+            }
         }
-        if let (Some(_), Protocol::Http1(decoder)) = (raw_from, &mut protocol) {
-            // Upgraded: what follows the switch is another protocol, shown raw.
+        if let (Some(at), Protocol::Http1(decoder)) = (raw_from, &mut protocol) {
+            let request_side = decoder.request_side();
+            // Upgraded: what follows the switch is another protocol, shown raw unless it is
+            // WebSocket.
             decoder.finish("connection upgraded", &mut self.done);
-            protocol = Protocol::Raw;
-            self.stats.connections_raw += 1;
+            match self.websocket_upgrade(event.conn.id) {
+                Some(deflate) => {
+                    let mut ws =
+                        websocket::Decoder::new(request_side, deflate, self.limits.max_body);
+                    let rest = &event.data[at.min(event.data.len())..];
+                    ws.feed(side, rest, event.ts_ns, &origin(), &mut self.messages);
+                    if event.truncated > 0 {
+                        self.stats.gaps += 1;
+                        ws.gap(side, &mut self.messages);
+                    }
+                    raw_from = None;
+                    protocol = Protocol::WebSocket(Box::new(ws));
+                    self.stats.connections_websocket += 1;
+                }
+                None => {
+                    protocol = Protocol::Raw;
+                    self.stats.connections_raw += 1;
+                }
+            }
+        }
+        if let Protocol::WebSocket(decoder) = &mut protocol {
+            self.stats.websocket_raw_directions += std::mem::take(&mut decoder.lost_directions);
+        }
+        // Exchanges that ended first, then what is new in those in progress.
+        let mut result = self.write_done(out);
+        if result.is_ok() && self.mode == live::Mode::Live {
+            result = self.look(&mut protocol, event.ts_ns, out);
         }
         if let Some(state) = self.connections.get_mut(&event.conn.id) {
             state.protocol = protocol;
         }
-        self.write_done(out)?;
+        result?;
         if let Some(at) = raw_from {
+            self.last_text = None;
             let at = at.min(event.data.len());
             if at < event.data.len() || (at == 0 && event.data.is_empty()) {
                 let rest = Event {
@@ -518,6 +933,9 @@ impl EventWriter for HttpWriter {
                 Protocol::Http2(mut decoder) => {
                     decoder.finish("connection closed first", &mut self.done)
                 }
+                Protocol::WebSocket(mut decoder) => {
+                    decoder.finish("connection closed first", &mut self.messages)
+                }
                 Protocol::Unknown => self.stats.connections_raw += 1,
                 Protocol::Raw => {}
             }
@@ -537,6 +955,9 @@ impl EventWriter for HttpWriter {
                     }
                     Protocol::Http2(mut decoder) => {
                         decoder.finish("trace ended first", &mut self.done)
+                    }
+                    Protocol::WebSocket(mut decoder) => {
+                        decoder.finish("trace ended first", &mut self.messages)
                     }
                     Protocol::Unknown => self.stats.connections_raw += 1,
                     Protocol::Raw => {}
@@ -563,6 +984,28 @@ impl EventWriter for HttpWriter {
                     stats.body_bytes_not_kept
                 ),
             );
+            if stats.joined_mid_stream > 0 {
+                crate::notice::info(
+                    crate::notice::Topic::Decode,
+                    format!(
+                        "http: {} connections joined mid-stream, decoded from a message or \
+                         chunk boundary after {} bytes shown raw",
+                        stats.joined_mid_stream, stats.joined_raw_bytes
+                    ),
+                );
+            }
+            if stats.connections_websocket > 0 {
+                crate::notice::info(
+                    crate::notice::Topic::Decode,
+                    format!(
+                        "websocket: {} messages on {} connections; {} directions written raw \
+                         (bytes lost, or a frame that is not one)",
+                        stats.websocket_messages,
+                        stats.connections_websocket,
+                        stats.websocket_raw_directions
+                    ),
+                );
+            }
         }
         Ok(())
     }

@@ -39,6 +39,20 @@ impl Feeder {
         }
     }
 
+    /// A feeder whose writer writes live (heads and pieces as they arrive).
+    fn live(format: Format, max_body: u64) -> Feeder {
+        let mut feeder = Feeder::new(format, max_body);
+        feeder.writer = HttpWriter::new(format, max_body)
+            .quiet()
+            .with_mode(super::live::Mode::Live);
+        feeder
+    }
+
+    /// What was written so far.
+    fn text_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.out).into_owned()
+    }
+
     fn view(conn: u64, offset: u64) -> ConnectionView<'static> {
         ConnectionView {
             id: conn,
@@ -262,11 +276,11 @@ fn h1_upgrade_switches_the_connection_to_raw() {
     let mut feeder = Feeder::new(Format::Json, MAX_BODY);
     feeder.write(
         1,
-        b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"GET /tunnel HTTP/1.1\r\nHost: h\r\nUpgrade: other\r\nConnection: Upgrade\r\n\r\n",
     );
     feeder.read(
         1,
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\n\r\n\x81\x02hi",
     );
     feeder.write(1, b"\x81\x02yo");
     let lines = feeder.json();
@@ -275,8 +289,93 @@ fn h1_upgrade_switches_the_connection_to_raw() {
     assert_eq!(lines[0]["incomplete"], serde_json::Value::Null);
     // The bytes after the switch, raw, at their true offsets.
     assert_eq!(b64(&lines[1]["data_b64"]), b"\x81\x02hi");
-    assert_eq!(lines[1]["conn"]["offset"], 56);
+    assert_eq!(lines[1]["conn"]["offset"], 52);
     assert_eq!(b64(&lines[2]["data_b64"]), b"\x81\x02yo");
+}
+
+/// The upgrade of a WebSocket client (the traced end writes the request), then frames both ways.
+fn websocket_session(feeder: &mut Feeder, deflate: bool) {
+    feeder.write(
+        1,
+        b"GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
+    );
+    let mut response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGJzhZRbK+xOo=\r\n"
+        .to_vec();
+    if deflate {
+        response.extend(b"Sec-WebSocket-Extensions: permessage-deflate\r\n");
+    }
+    response.extend(b"\r\n");
+    // The server's first frame in the same call as the 101: "hello" unmasked.
+    response.extend(b"\x81\x05hello");
+    feeder.read(1, &response);
+    // The client: "hi" masked, then a binary message in two fragments.
+    feeder.write(1, b"\x81\x82\x3a\x76\x57\x32\x52\x1f");
+    feeder.write(1, b"\x02\x02\x00\x01");
+    feeder.write(1, b"\x80\x01\xff");
+    // The server closes: 1000 "bye".
+    feeder.read(1, b"\x88\x05\x03\xe8bye");
+}
+
+#[test]
+fn websocket_frames_decoded_after_the_upgrade() {
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    websocket_session(&mut feeder, false);
+    let lines = feeder.json();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert_eq!(lines[0]["status"], 101);
+    let messages: Vec<(&str, &str, Vec<u8>)> = lines[1..]
+        .iter()
+        .map(|line| {
+            assert_eq!(line["type"], "websocket");
+            assert_eq!(line["incomplete"], serde_json::Value::Null);
+            (
+                line["sender"].as_str().expect("sender"),
+                line["opcode"].as_str().expect("opcode"),
+                b64(&line["data_b64"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        vec![
+            ("server", "text", b"hello".to_vec()),
+            ("client", "text", b"hi".to_vec()),
+            ("client", "binary", vec![0, 1, 0xff]),
+            ("server", "close", b"\x03\xe8bye".to_vec()),
+        ]
+    );
+    assert_eq!(lines[1]["text"], "hello");
+    assert_eq!(lines[2]["masked"], true);
+    assert_eq!(lines[3]["frames"], 2);
+    assert_eq!(lines[4]["close"]["code"], 1000);
+    assert_eq!(lines[4]["close"]["reason"], "bye");
+}
+
+#[test]
+fn websocket_text_like_curl_verbose() {
+    let mut feeder = Feeder::new(Format::Text, MAX_BODY);
+    websocket_session(&mut feeder, false);
+    let (text, stats) = feeder.finish();
+    assert_eq!(stats.websocket_messages, 4);
+    assert_eq!(stats.connections_websocket, 1);
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn websocket_extension_only_counts_when_the_server_accepts_it() {
+    // The client offered permessage-deflate, the server did not accept: RSV1 is not deflate.
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    websocket_session(&mut feeder, false);
+    feeder.read(1, b"\xc1\x03abc");
+    let lines = feeder.json();
+    let last = lines.last().expect("a message");
+    assert_eq!(b64(&last["data_b64"]), b"abc");
+    assert!(last["note"]
+        .as_str()
+        .is_some_and(|n| n.contains("not negotiated")));
 }
 
 #[test]
@@ -334,6 +433,7 @@ fn the_bodies_a_connection_keeps_are_bounded_together() {
         .with_limits(Limits {
             max_body: 8,
             connection_bodies: 12,
+            live: false,
         });
     // Three streams in flight with 8-byte bodies: the third gets what is left of 12.
     let mut client = h2::PREFACE.to_vec();
@@ -980,20 +1080,29 @@ fn valid_h2() -> Vec<(Direction, Vec<u8>)> {
 
 /// Feeds `calls` cut at `cuts`, with bytes lost where `gaps` says; checks the bound.
 fn feed_all(calls: &[(Direction, Vec<u8>)], cuts: &[usize], gaps: &[u8], format: Format) {
-    let mut feeder = Feeder::new(format, 4096);
-    for (index, (direction, bytes)) in calls.iter().enumerate() {
-        let cut = cuts.get(index).copied().unwrap_or(0) % (bytes.len() + 1);
-        for (part_index, part) in [&bytes[..cut], &bytes[cut..]].into_iter().enumerate() {
-            if part.is_empty() {
-                continue;
+    // Both modes: one record per exchange, and live.
+    for live in [false, true] {
+        let mut feeder = if live {
+            Feeder::live(format, 4096)
+        } else {
+            Feeder::new(format, 4096)
+        };
+        for (index, (direction, bytes)) in calls.iter().enumerate() {
+            let cut = cuts.get(index).copied().unwrap_or(0) % (bytes.len() + 1);
+            for (part_index, part) in [&bytes[..cut], &bytes[cut..]].into_iter().enumerate() {
+                if part.is_empty() {
+                    continue;
+                }
+                let lost =
+                    u64::from(gaps.get(index * 2 + part_index).copied().unwrap_or(0) % 8 == 7);
+                feeder.call(1, *direction, part, part.len() as u64, lost * 3);
+                assert!(feeder.writer.held_bytes() < MEMORY_BOUND);
             }
-            let lost = u64::from(gaps.get(index * 2 + part_index).copied().unwrap_or(0) % 8 == 7);
-            feeder.call(1, *direction, part, part.len() as u64, lost * 3);
         }
+        feeder.close(1);
+        assert!(feeder.writer.held_bytes() < MEMORY_BOUND);
+        let _ = feeder.finish();
     }
-    feeder.close(1);
-    assert!(feeder.writer.held_bytes() < MEMORY_BOUND);
-    let _ = feeder.finish();
 }
 
 fn mutate(calls: &mut [(Direction, Vec<u8>)], edits: &[(usize, usize, u8)]) {
@@ -1087,4 +1196,259 @@ fn valid_streams_decode_whole_when_cut_anywhere() {
             assert_eq!(complete, expected, "cut {cut}: {lines:?}");
         }
     }
+}
+
+// ---------------------------------------------------------------- live output
+
+/// A chunked SSE response, one event per call, as a server streams it.
+const SSE_HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+fn sse_chunk(event: &str) -> Vec<u8> {
+    format!("{:x}\r\n{event}\r\n", event.len()).into_bytes()
+}
+
+#[test]
+fn live_text_shows_each_part_as_it_arrives() {
+    let mut feeder = Feeder::live(Format::Text, MAX_BODY);
+    feeder.write(
+        1,
+        b"GET /stream HTTP/1.1\r\nHost: h\r\nAccept: text/event-stream\r\n\r\n",
+    );
+    let after_request = feeder.text_so_far();
+    assert!(
+        after_request.contains("> GET /stream HTTP/1.1\n"),
+        "{after_request}"
+    );
+    assert!(!after_request.contains("< HTTP"), "{after_request}");
+    feeder.read(1, SSE_HEAD);
+    assert!(feeder.text_so_far().contains("< HTTP/1.1 200 OK\n"));
+    let events = [
+        "data: one\n\n",
+        "event: tick\ndata: two\n\n",
+        "data: thr",
+        "ee\n\n",
+    ];
+    feeder.read(1, &sse_chunk(events[0]));
+    assert!(feeder.text_so_far().ends_with("data: one\n\n"));
+    feeder.read(1, &sse_chunk(events[1]));
+    assert!(feeder.text_so_far().ends_with("event: tick\ndata: two\n\n"));
+    // Half an event waits for its other half.
+    feeder.read(1, &sse_chunk(events[2]));
+    assert!(!feeder.text_so_far().contains("data: thr"));
+    feeder.read(1, &sse_chunk(events[3]));
+    assert!(feeder.text_so_far().ends_with("data: three\n\n"));
+    assert!(!feeder.text_so_far().contains("* done"));
+    feeder.read(1, b"0\r\n\r\n");
+    let (text, stats) = feeder.finish();
+    assert_eq!(stats.exchanges, 1);
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn live_json_pieces_join_to_the_body_and_carry_the_exchange_id() {
+    let mut feeder = Feeder::live(Format::Json, MAX_BODY);
+    // Two exchanges on two connections, interleaved: each piece names its own.
+    for conn in [1, 2] {
+        feeder.write(conn, b"GET /s HTTP/1.1\r\nHost: h\r\n\r\n");
+        feeder.read(conn, SSE_HEAD);
+    }
+    let events = ["data: a\n\n", "id: 9\ndata: b\ndata: c\n\n"];
+    for event in events {
+        for conn in [1, 2] {
+            feeder.read(conn, &sse_chunk(event));
+        }
+    }
+    for conn in [1, 2] {
+        feeder.read(conn, b"0\r\n\r\n");
+    }
+    let lines = feeder.json();
+    let kinds: Vec<&str> = lines
+        .iter()
+        .map(|l| l["type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "http_head",
+            "http_head",
+            "http_head",
+            "http_head",
+            "http_body",
+            "http_body",
+            "http_body",
+            "http_body",
+            "http",
+            "http"
+        ]
+    );
+    for id in [1, 2] {
+        let of_it: Vec<&serde_json::Value> = lines.iter().filter(|l| l["id"] == id).collect();
+        let pieces: Vec<u8> = of_it
+            .iter()
+            .filter(|l| l["type"] == "http_body")
+            .flat_map(|l| b64(&l["data_b64"]))
+            .collect();
+        let last = of_it.last().expect("the exchange's record");
+        assert_eq!(last["type"], "http");
+        assert_eq!(
+            pieces,
+            b64(&last["response"]["body_b64"]),
+            "pieces join to the body"
+        );
+        let sse: Vec<&serde_json::Value> = of_it.iter().filter_map(|l| l.get("sse")).collect();
+        assert_eq!(sse[0]["data"], "a");
+        assert_eq!(sse[1]["data"], "b\nc");
+        assert_eq!(sse[1]["id"], "9");
+        assert_eq!(last["ttfb_ns"], 1_000_000);
+        let conn = of_it[0]["conn"]["id"].clone();
+        assert!(of_it
+            .iter()
+            .all(|l| l["conn"] == conn || l["conn"]["id"] == conn));
+    }
+}
+
+#[test]
+fn live_http2_data_frames_are_pieces() {
+    let mut feeder = Feeder::live(Format::Json, MAX_BODY);
+    let mut client = h2::PREFACE.to_vec();
+    client.extend(frame(SETTINGS, 0, 0, &[]));
+    client.extend(frame(
+        HEADERS,
+        0x1 | 0x4,
+        1,
+        &literal_block(&[(":method", "GET"), (":path", "/s"), (":scheme", "https")]),
+    ));
+    feeder.write(1, &client);
+    feeder.read(
+        1,
+        &frame(HEADERS, 0x4, 1, &literal_block(&[(":status", "200")])),
+    );
+    feeder.read(1, &frame(DATA, 0, 1, b"first piece "));
+    let so_far = feeder.text_so_far();
+    assert!(so_far.contains("\"type\":\"http_body\""), "{so_far}");
+    feeder.read(1, &frame(DATA, 0x1, 1, b"second piece"));
+    let lines = feeder.json();
+    let pieces: Vec<Vec<u8>> = lines
+        .iter()
+        .filter(|l| l["type"] == "http_body")
+        .map(|l| b64(&l["data_b64"]))
+        .collect();
+    assert_eq!(pieces, [b"first piece ".to_vec(), b"second piece".to_vec()]);
+    assert_eq!(lines.last().expect("record")["type"], "http");
+}
+
+#[test]
+fn live_pieces_go_on_past_max_body() {
+    // 10 bytes kept per body: the exchange's record keeps 10, the live pieces show all.
+    let mut feeder = Feeder::live(Format::Json, 10);
+    feeder.write(1, b"GET /s HTTP/1.1\r\nHost: h\r\n\r\n");
+    feeder.read(1, SSE_HEAD);
+    let events: Vec<String> = (0..20)
+        .map(|i| format!("data: event number {i}\n\n"))
+        .collect();
+    for event in &events {
+        feeder.read(1, &sse_chunk(event));
+    }
+    feeder.read(1, b"0\r\n\r\n");
+    let lines = feeder.json();
+    let pieces: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["type"] == "http_body").collect();
+    assert_eq!(pieces.len(), 20);
+    let joined: Vec<u8> = pieces.iter().flat_map(|p| b64(&p["data_b64"])).collect();
+    assert_eq!(joined, events.concat().into_bytes());
+    let mut offset = 0;
+    for piece in &pieces {
+        assert_eq!(piece["offset"], offset);
+        offset += piece["len"].as_u64().expect("len");
+    }
+    let record = lines.last().expect("record");
+    assert_eq!(b64(&record["response"]["body_b64"]).len(), 10);
+    assert_eq!(record["response"]["body_len"], offset);
+}
+
+// ---------------------------------------------------------------- joining HTTP/1 mid-stream
+
+#[test]
+fn joined_in_a_chunked_response_resynchronises_at_a_whole_chunk() {
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    // Joined in the middle of a chunk: not a boundary, shown raw.
+    feeder.read(1, b"rest of an earlier chunk\r\n");
+    // A chunk-size line whose chunk is not whole in the call: no proof either.
+    feeder.read(1, b"40\r\nonly part of it");
+    feeder.read(1, b"5\r\nabcde\r\n");
+    feeder.read(1, b"3\r\nxyz\r\n");
+    feeder.read(1, b"0\r\n\r\n");
+    feeder.write(1, b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+    feeder.read(1, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let (text, stats) = feeder.finish();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(b64(&lines[0]["data_b64"]), b"rest of an earlier chunk\r\n");
+    assert_eq!(b64(&lines[1]["data_b64"]), b"40\r\nonly part of it");
+    let joined = &lines[2];
+    assert_eq!(joined["type"], "http");
+    assert_eq!(joined["request"], serde_json::Value::Null);
+    assert_eq!(b64(&joined["response"]["body_b64"]), b"abcdexyz");
+    assert_eq!(joined["response"]["complete"], true);
+    assert!(joined["incomplete"]
+        .as_str()
+        .is_some_and(|reason| reason.starts_with("joined mid-stream")));
+    assert_eq!(lines[3]["path"], "/next");
+    assert_eq!(b64(&lines[3]["response"]["body_b64"]), b"ok");
+    assert_eq!(lines[3]["incomplete"], serde_json::Value::Null);
+    assert_eq!(stats.joined_mid_stream, 1);
+    assert_eq!(stats.joined_raw_bytes, 26 + 19);
+}
+
+#[test]
+fn joined_before_a_request_after_an_empty_line_starts_there() {
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    feeder.write(
+        1,
+        b"tail of a body\r\nX-Trailer: 1\r\n\r\nGET /x HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    feeder.read(1, b"HTTP/1.1 204 No Content\r\n\r\n");
+    let (text, stats) = feeder.finish();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        b64(&lines[0]["data_b64"]),
+        b"tail of a body\r\nX-Trailer: 1\r\n\r\n"
+    );
+    assert_eq!(lines[0]["conn"]["offset"], 0);
+    assert_eq!(lines[1]["path"], "/x");
+    assert_eq!(lines[1]["status"], 204);
+    assert_eq!(lines[1]["incomplete"], serde_json::Value::Null);
+    assert_eq!(stats.joined_raw_bytes, 32);
+}
+
+#[test]
+fn chunk_and_boundary_proofs() {
+    assert!(h1::chunk_start(b"5\r\nabcde\r\n"));
+    assert!(h1::chunk_start(b"5;ext=1\r\nabcde\r\n6\r\n"));
+    assert!(h1::chunk_start(b"0\r\n\r\n"));
+    assert!(!h1::chunk_start(b"5\r\nabcdef\r\n"));
+    assert!(!h1::chunk_start(b"5\r\nabc"));
+    assert!(!h1::chunk_start(b"zz\r\nabcde\r\n"));
+    assert!(!h1::chunk_start(b"5\nabcde\r\n"));
+    assert!(!h1::chunk_start(b"0\r\nX"));
+    assert_eq!(
+        h1::message_after_blank_line(b"x\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        Some((5, h1::Role::Response))
+    );
+    assert_eq!(
+        h1::message_after_blank_line(b"x\r\nGET / HTTP/1.1\r\n"),
+        None
+    );
+    assert_eq!(
+        h1::message_after_blank_line(b"x\r\n\r\nGET / HTTP/1.1"),
+        None
+    );
 }
