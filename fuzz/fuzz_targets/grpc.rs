@@ -12,7 +12,8 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use probectl_fuzz::known;
 use probectl_pipeline::decode::http::grpc::{self, Message, MessageDirection};
-use probectl_pipeline::decode::http::{Body, Exchange, Origin, Part, Version};
+use probectl_pipeline::decode::http::{Body, Exchange, Part};
+use probectl_pipeline::fuzzing::http2_exchange;
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -31,30 +32,25 @@ struct Input {
 fn part(content_type: &[u8], body: Vec<u8>) -> Part {
     Part {
         headers: vec![known(b"content-type", content_type)],
-        body: Body {
-            len: body.len() as u64,
-            data: body,
+        body: {
+            let mut kept = Body::default();
+            kept.len = body.len() as u64;
+            kept.data = body;
+            kept
         },
         ..Part::default()
     }
 }
 
 fn exchange(request: Part, response: Part, path: Option<String>) -> Exchange {
-    Exchange {
-        version: Version::Http2,
-        response_version: None,
-        method: Some("POST".into()),
-        path,
-        authority: None,
-        status: Some(200),
-        reason: None,
-        interim: Vec::new(),
-        request: Some(request),
-        response: Some(response),
-        stream_id: Some(1),
-        origin: Origin::default(),
-        incomplete: None,
-    }
+    let mut exchange = http2_exchange();
+    exchange.method = Some("POST".into());
+    exchange.path = path;
+    exchange.status = Some(200);
+    exchange.request = Some(request);
+    exchange.response = Some(response);
+    exchange.stream_id = Some(1);
+    exchange
 }
 
 fn check_split(body: &[u8], messages: &[&Message]) {

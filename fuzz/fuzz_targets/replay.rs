@@ -1,7 +1,8 @@
 //! `probectl replay`: a recording (`probectl run --record FILE`, the format of
 //! `probectl_pipeline::capture::recording`) read and run through the whole data pipeline and
 //! the summary, as `probectl replay FILE [--format ...] [--decode http]` does. The input is one
-//! options byte (bits 0-1 the format: JSON, text, hex, pcapng; bit 2 `--decode http`), then
+//! options byte (bits 0-1 the format: JSON, text, hex, pcapng; bit 2 `--decode http`, bit 3
+//! its live mode), then
 //! the recording file. The seeds are recordings (`make_seeds.py` writes the pipeline seeds'
 //! records as recordings, with their start, attach, tick and end frames).
 //! Checks: no panic; a file that does not start with the magic is refused; a replay that
@@ -17,6 +18,7 @@ use libfuzzer_sys::fuzz_target;
 use probectl_core::session::replay::{replay, ReplayOptions};
 use probectl_fuzz::{b64, blocks, check_http_output, packet};
 use probectl_pipeline::capture::recording::MAGIC;
+use probectl_pipeline::decode::http::live::Mode;
 use probectl_pipeline::decode::http::Decode;
 use probectl_pipeline::output::Format;
 
@@ -44,11 +46,17 @@ fuzz_target!(|data: &[u8]| {
     let _ = std::fs::remove_file(output);
     let format =
         [Format::Json, Format::Text, Format::Hex, Format::Pcapng][usize::from(options & 3)];
-    let decode = (options & 4 != 0).then_some((Decode::Http, 4096));
+    let mode = if options & 8 != 0 {
+        Mode::Live
+    } else {
+        Mode::Exchange
+    };
+    let decode = (options & 4 != 0).then_some((Decode::Http(mode), 4096));
     let result = replay(&ReplayOptions {
         recording: input.clone(),
         format,
         output: Some(output.clone()),
+        force: true,
         decode,
     });
     let replayed = match result {

@@ -234,7 +234,7 @@ impl Exchange {
             .sum()
     }
 
-    fn new(version: Version, origin: Origin) -> Exchange {
+    pub(crate) fn new(version: Version, origin: Origin) -> Exchange {
         Exchange {
             version,
             response_version: None,
