@@ -34,27 +34,21 @@ fn part(content_type: &[u8], body: Vec<u8>) -> Part {
         body: Body {
             len: body.len() as u64,
             data: body,
+            ..Body::default()
         },
         ..Part::default()
     }
 }
 
 fn exchange(request: Part, response: Part, path: Option<String>) -> Exchange {
-    Exchange {
-        version: Version::Http2,
-        response_version: None,
-        method: Some("POST".into()),
-        path,
-        authority: None,
-        status: Some(200),
-        reason: None,
-        interim: Vec::new(),
-        request: Some(request),
-        response: Some(response),
-        stream_id: Some(1),
-        origin: Origin::default(),
-        incomplete: None,
-    }
+    let mut exchange = Exchange::new(Version::Http2, Origin::default());
+    exchange.method = Some("POST".into());
+    exchange.path = path;
+    exchange.status = Some(200);
+    exchange.request = Some(request);
+    exchange.response = Some(response);
+    exchange.stream_id = Some(1);
+    exchange
 }
 
 fn check_split(body: &[u8], messages: &[&Message]) {
