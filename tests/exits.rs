@@ -101,3 +101,159 @@ fn a_report_that_cannot_be_written_is_an_error_before_anything_is_traced() {
     );
     assert!(!stderr.contains("tracing"), "{stderr}");
 }
+
+/// Bytes written and read by one connection.
+type Streams = (Vec<u8>, Vec<u8>);
+
+/// Thousands of short processes, each dying with its TLS connection open (no close, no
+/// SSL_free: `bench/churn_client.c`): every connection ends with its process and its bytes are
+/// what the server recorded for its client address, while what probectl keeps stays bounded:
+/// ended connections beyond the most recent 1,024 fold into totals, and its heap (from the
+/// report) does not grow by the ~35 KB per dead connection it once did.
+#[test]
+fn thousands_of_processes_dying_with_open_connections_keep_probectl_bounded() {
+    use std::collections::BTreeMap;
+    let _exclusive = exclusive();
+    const CHILDREN: usize = 1100;
+    const READ: usize = 16_384;
+    let client = scratch_file("churn_client");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/churn_client.c");
+    let built = std::process::Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&client)
+        .arg(&source)
+        .args(["-lssl", "-lcrypto"])
+        .status()
+        .expect("gcc");
+    assert!(built.success(), "building churn_client");
+    let recording = common::recording::Recording::start();
+    let port = recording.port.to_string();
+    let children = CHILDREN.to_string();
+    let read = READ.to_string();
+    let run = Trace::start(
+        &["openssl"],
+        &[
+            client.to_str().expect("path"),
+            "127.0.0.1",
+            &port,
+            "/download/20000",
+            &children,
+            &read,
+        ],
+    )
+    .wait_within(std::time::Duration::from_secs(600));
+    assert!(run.status.success(), "{}", run.stderr);
+    let report = &run.report;
+    assert_no_losses(report, &run.stderr);
+    let connections = &report["connections"];
+    assert_eq!(connections["total"], CHILDREN, "{connections}");
+    assert_eq!(connections["ended_with_their_process"], CHILDREN);
+    let kept = connections["kept"].as_array().expect("kept").len();
+    assert!(kept <= 1024, "{kept} connections kept one by one");
+    assert_eq!(
+        connections["folded"]["connections"].as_u64(),
+        Some((CHILDREN - kept) as u64)
+    );
+    let heap = report["memory"]["heap_kib"]
+        .as_u64()
+        .expect("memory.heap_kib");
+    assert!(heap > 0 && heap < 64 * 1024, "probectl's heap: {heap} KiB");
+    // Bytes: per connection, what the child wrote is what the server read, and what it read
+    // is the start of what the server wrote. Children one after another reuse client ports
+    // (a socket reset at exit leaves no TIME_WAIT): per address, connections pair up in order.
+    let mut captured: BTreeMap<u64, (String, Vec<u8>, Vec<u8>)> = BTreeMap::new();
+    for event in &run.events {
+        let conn = &event.json["conn"];
+        let id = conn["id"].as_u64().expect("conn.id");
+        let local = conn["local"].as_str().expect("conn.local").to_string();
+        let streams = captured
+            .entry(id)
+            .or_insert_with(|| (local, Vec::new(), Vec::new()));
+        match event.direction.as_str() {
+            "write" => streams.1.extend_from_slice(&event.data),
+            _ => streams.2.extend_from_slice(&event.data),
+        }
+    }
+    assert_eq!(captured.len(), CHILDREN, "one connection per child");
+    let mut by_address: BTreeMap<String, Vec<Streams>> = BTreeMap::new();
+    for (local, written, read) in captured.into_values() {
+        by_address.entry(local).or_default().push((written, read));
+    }
+    let mut recorded: BTreeMap<String, Vec<Streams>> = BTreeMap::new();
+    for index in 0..CHILDREN {
+        let file = |suffix: &str| recording.dir.join(format!("{index}.{suffix}"));
+        let peer = std::fs::read_to_string(file("peer")).expect("peer");
+        let server_read = std::fs::read(file("in")).expect("in");
+        let server_wrote = std::fs::read(file("out")).expect("out");
+        recorded
+            .entry(peer)
+            .or_default()
+            .push((server_read, server_wrote));
+    }
+    assert_eq!(
+        by_address.keys().collect::<Vec<_>>(),
+        recorded.keys().collect::<Vec<_>>()
+    );
+    for (address, connections) in &by_address {
+        let theirs = &recorded[address];
+        assert_eq!(connections.len(), theirs.len(), "{address}");
+        for ((written, read), (server_read, server_wrote)) in connections.iter().zip(theirs) {
+            assert!(written == server_read, "{address}: the request");
+            assert_eq!(read.len(), READ, "{address}");
+            assert!(
+                server_wrote.starts_with(read),
+                "{address}: the start of the response"
+            );
+        }
+    }
+}
+
+/// A pid reused: a process exits with its TLS connection open, and the next process the
+/// kernel gives its pid (forced through ns_last_pid) opens one from the same parent state, so
+/// with the same pid and, likely, the same SSL* handle. They are two connections, each with
+/// exactly its own bytes, both ended with their process.
+#[test]
+fn a_reused_pid_starts_new_connections() {
+    let _exclusive = exclusive();
+    let (_server, port) = python_server(false);
+    let tag = format!("reuse-{}", std::process::id());
+    let run = Trace::start(
+        &["openssl"],
+        &[
+            "/usr/bin/python3",
+            &peer("pid_reuse.py").display().to_string(),
+            &port.to_string(),
+            &tag,
+        ],
+    )
+    .wait();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_no_losses(&run.report, &run.stderr);
+    let mut connections: std::collections::BTreeMap<u64, (u32, String, Vec<u8>)> =
+        std::collections::BTreeMap::new();
+    for event in run.events.iter().filter(|event| event.direction == "write") {
+        let conn = &event.json["conn"];
+        let entry = connections
+            .entry(conn["id"].as_u64().expect("conn.id"))
+            .or_insert_with(|| {
+                (
+                    event.pid,
+                    conn["handle"].as_str().expect("handle").to_string(),
+                    Vec::new(),
+                )
+            });
+        entry.2.extend_from_slice(&event.data);
+    }
+    let connections: Vec<(u32, String, Vec<u8>)> = connections.into_values().collect();
+    assert_eq!(connections.len(), 2, "{connections:?}");
+    assert_eq!(connections[0].0, connections[1].0, "the same pid");
+    for (connection, name) in connections.iter().zip(["A", "B"]) {
+        assert_eq!(
+            String::from_utf8_lossy(&connection.2),
+            format!("GET /{tag}/{name} HTTP/1.0\r\nHost: x\r\n\r\n")
+        );
+    }
+    let report = &run.report["connections"];
+    assert_eq!(report["total"], 2, "{report}");
+    assert_eq!(report["ended_with_their_process"], 2, "{report}");
+}

@@ -422,6 +422,10 @@ pub struct KernelOffsets {
     pub sock_num: u32,
     pub sock_v6_daddr: u32,
     pub sock_v6_rcv_saddr: u32,
+    /// `task_struct.signal` and `signal_struct.live` (threads not yet exiting): whether an
+    /// exiting thread is its process's last.
+    pub task_signal: u32,
+    pub signal_live: u32,
 }
 
 /// Indexes of the per-CPU counters in the `STATS` array.
@@ -479,7 +483,7 @@ const _: () = assert!(core::mem::size_of::<ConnectionKey>() == 16);
 const _: () = assert!(core::mem::size_of::<GoroutineKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FdKey>() == 8);
 const _: () = assert!(core::mem::size_of::<ConnectionState>() == 24);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 
 /// Reads a record from the start of `bytes`, if it is long enough. The ring buffer gives no
 /// alignment: the record is copied out.

@@ -31,3 +31,7 @@ pub mod kernel;
 pub use probectl_pipeline::{capture, decode, notice, output};
 
 pub mod session;
+
+/// For the fuzz targets (`fuzz/`) only.
+#[doc(hidden)]
+pub use probectl_pipeline::fuzzing;

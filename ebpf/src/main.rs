@@ -45,15 +45,12 @@ static MAX_CAPTURE_BYTES: u64 = CHUNK_DATA_MAX as u64;
 /// 1 when only the processes in `TRACED_PIDS` are traced; set by user space at load time.
 #[no_mangle]
 static FILTER_BY_PID: u8 = 0;
-/// Offsets of `pid` and `clone_flags` in the task_newtask tracepoint record, and of `pid` in
-/// sched_process_free's (formats vary between kernels); set by user space from the
-/// tracepoints' format files.
+/// Offsets of `pid` and `clone_flags` in the task_newtask tracepoint record (formats vary
+/// between kernels); set by user space from the tracepoint's format file.
 #[no_mangle]
 static NEWTASK_PID_OFFSET: u32 = 8;
 #[no_mangle]
 static NEWTASK_FLAGS_OFFSET: u32 = 32;
-#[no_mangle]
-static FREE_PID_OFFSET: u32 = 12;
 
 /// clone(2) flag of a new thread (as opposed to a new process).
 const CLONE_THREAD: u64 = 0x10000;
@@ -101,6 +98,8 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     sock_num: 0,
     sock_v6_daddr: 0,
     sock_v6_rcv_saddr: 0,
+    task_signal: 0,
+    signal_live: 0,
 };
 
 /// attach_id (BPF cookie) -> what to read at that attach point.
@@ -1535,46 +1534,67 @@ pub fn probectl_newtask(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Attached to sched_process_free: a process that is gone leaves the pid filter, so a later
-/// process that reuses its pid is not traced by accident.
-#[tracepoint]
-pub fn probectl_free(ctx: TracePointContext) -> u32 {
-    let pid_offset = read_config(&FREE_PID_OFFSET);
-    if pid_offset == NO_FIELD {
-        return 0;
-    }
-    // SAFETY: the offset comes from this kernel's format file for the tracepoint.
-    let Ok(pid) = (unsafe { ctx.read_at::<u32>(pid_offset as usize) }) else {
-        return 0;
-    };
-    if read_config(&FILTER_BY_PID) == 0 {
-        return 0;
-    }
-    // Only a process's leader has its tgid as pid; other threads are not in the filter.
-    let _ = TRACED_PIDS.remove(&pid);
-    0
-}
-
-/// Attached to sched_process_exit (every thread's exit): the thread's call table entry goes.
+/// Attached to sched_process_exit (every thread's exit): the thread's call table entry goes,
+/// and the process's own entries when it is the last thread.
+///
+/// A process ends here, in do_exit, when its last thread exits: before its parent can reap
+/// it, so before a command probectl waits for can end, and before its pid can be given to
+/// another process (sched_process_free comes an RCU grace period after the reaping, when a
+/// new process may already hold the pid: the pid filter must not lose that one).
 #[tracepoint]
 pub fn probectl_thread_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let _ = THREADS.remove(&pid_tgid);
     let _ = GO_PENDING_FDS.remove(&pid_tgid);
-    // The leader's exit is the process's (its exit waits for no other thread, but a process
-    // whose leader leaves first is rare; user space then counts the later calls as new
-    // connections). Here, in do_exit, it comes before the parent can reap the process, so
-    // before a command probectl waits for can end; sched_process_free comes after an RCU
-    // grace period, too late for that.
     let tgid = (pid_tgid >> 32) as u32;
-    if pid_tgid as u32 == tgid {
-        // SAFETY: the value is only tested for presence.
-        if unsafe { TGIDS_WITH_CONNECTIONS.get(&tgid) }.is_some() {
-            let _ = TGIDS_WITH_CONNECTIONS.remove(&tgid);
-            emit_process_record(record_kind::EXIT, tgid, wakeup_flags());
-        }
+    if !process_ends(pid_tgid) {
+        return 0;
+    }
+    if read_config(&FILTER_BY_PID) != 0 {
+        let _ = TRACED_PIDS.remove(&tgid);
+    }
+    // SAFETY: the value is only tested for presence.
+    if unsafe { TGIDS_WITH_CONNECTIONS.get(&tgid) }.is_some() {
+        let _ = TGIDS_WITH_CONNECTIONS.remove(&tgid);
+        emit_process_record(record_kind::EXIT, tgid, wakeup_flags());
     }
     0
+}
+
+/// Whether the exiting current thread is its process's last: `signal->live`, which do_exit
+/// decrements before this tracepoint, is 0. (Two last threads exiting at once may both see 0:
+/// the removals above are idempotent, and an EXIT record is sent by whichever removes the
+/// process's entry first.) Without the kernel's offsets, the leader's exit stands for the
+/// process's.
+#[inline(always)]
+fn process_ends(pid_tgid: u64) -> bool {
+    let offsets = &KERNEL_OFFSETS;
+    // SAFETY: valid references to u32 fields of a static; read volatile so that the
+    // load-time values user space sets are seen.
+    let (valid, task_signal, signal_live) = unsafe {
+        (
+            core::ptr::read_volatile(&offsets.valid),
+            core::ptr::read_volatile(&offsets.task_signal),
+            core::ptr::read_volatile(&offsets.signal_live),
+        )
+    };
+    if valid != 1 {
+        return pid_tgid as u32 == (pid_tgid >> 32) as u32;
+    }
+    // SAFETY: helper without preconditions; the pointers are only read through
+    // bpf_probe_read_kernel, which checks them.
+    unsafe {
+        let task = aya_ebpf::helpers::bpf_get_current_task();
+        let Ok(signal) = bpf_probe_read_kernel((task + u64::from(task_signal)) as *const u64)
+        else {
+            return false;
+        };
+        let Ok(live) = bpf_probe_read_kernel((signal + u64::from(signal_live)) as *const i32)
+        else {
+            return false;
+        };
+        live == 0
+    }
 }
 
 #[cfg(not(test))]

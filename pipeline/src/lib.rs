@@ -21,6 +21,10 @@ pub mod capture;
 
 pub mod decode;
 
+/// For the fuzz targets (`fuzz/`) only.
+#[doc(hidden)]
+pub mod fuzzing;
+
 use serde::{Deserialize, Serialize};
 
 /// Which way plaintext moves through a probed function.
@@ -73,6 +77,10 @@ pub struct Swept {
     /// Connection states and the fds of connections.
     pub connections: u64,
     pub socket_fds: u64,
+    /// Exited processes whose pid another process held already when their entries were to
+    /// go: left to the tables' bounds (the LRUs evict them; the new process's exit sweeps
+    /// them), for the new process's own entries have the same pid.
+    pub pids_reused: u64,
 }
 
 impl std::ops::AddAssign for Swept {
@@ -80,5 +88,6 @@ impl std::ops::AddAssign for Swept {
         self.goroutines += other.goroutines;
         self.connections += other.connections;
         self.socket_fds += other.socket_fds;
+        self.pids_reused += other.pids_reused;
     }
 }

@@ -587,7 +587,24 @@ impl Trace {
     }
 
     fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.wait_exit_within(Duration::from_secs(60))
+    }
+
+    /// [`Trace::wait`] for a command that runs long (thousands of processes), at most `limit`.
+    pub fn wait_within(mut self, limit: Duration) -> Finished {
+        let status = self.wait_exit_within(limit);
+        let finished = Finished {
+            status,
+            stderr: self.stderr_text(),
+            events: parse_events(&self.output),
+            report: self.take_report(),
+        };
+        let _ = std::fs::remove_file(&self.output);
+        finished
+    }
+
+    fn wait_exit_within(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 break status;

@@ -217,6 +217,8 @@ impl Btf {
             sock_num: sk_common + sock_common("skc_num")?,
             sock_v6_daddr: sk_common + sock_common("skc_v6_daddr")?,
             sock_v6_rcv_saddr: sk_common + sock_common("skc_v6_rcv_saddr")?,
+            task_signal: self.member_offset("task_struct", "signal")?,
+            signal_live: self.member_offset("signal_struct", "live")?,
         })
     }
 }

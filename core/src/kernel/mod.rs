@@ -37,7 +37,6 @@ const EXIT_PROGRAM: &str = "probectl_exit";
 const SYS_ENTER_PROGRAM: &str = "probectl_sys_enter";
 const END_PROGRAM: &str = "probectl_end";
 const NEWTASK_PROGRAM: &str = "probectl_newtask";
-const FREE_PROGRAM: &str = "probectl_free";
 const THREAD_EXIT_PROGRAM: &str = "probectl_thread_exit";
 const EXEC_PROGRAM: &str = "probectl_exec";
 const MMAP_ENTER_PROGRAM: &str = "probectl_mmap_enter";
@@ -141,7 +140,7 @@ fn ensure_tracefs() -> Result<(), String> {
     Ok(())
 }
 
-/// Offset of `field` in this kernel's record of tracepoint `event` (e.g. "sched/sched_process_free").
+/// Offset of `field` in this kernel's record of tracepoint `event` (e.g. "task/task_newtask").
 fn tracepoint_field_offset(event: &str, field: &str) -> Option<u32> {
     let format = std::fs::read_to_string(format!("{TRACEFS}/events/{event}/format")).ok()?;
     let needle = format!(" {field};");
@@ -231,7 +230,6 @@ impl Tracer {
         };
         let newtask_pid = field_offset("task/task_newtask", "pid");
         let newtask_flags = field_offset("task/task_newtask", "clone_flags");
-        let free_pid = field_offset("sched/sched_process_free", "pid");
         // Wake the reader when an eighth of the ring is filled; it drains on a timer anyway.
         let wakeup_bytes = u64::from(options.ring_bytes / 8);
         let mut ebpf = EbpfLoader::new()
@@ -240,7 +238,6 @@ impl Tracer {
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .override_global("NEWTASK_PID_OFFSET", &newtask_pid, true)
             .override_global("NEWTASK_FLAGS_OFFSET", &newtask_flags, true)
-            .override_global("FREE_PID_OFFSET", &free_pid, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .map_max_entries("EVENTS", options.ring_bytes)
             // Sized from the run's scope: tables the run never uses take one entry (the
@@ -302,7 +299,6 @@ impl Tracer {
         })?;
         let tracepoints: Vec<(&str, &str, String)> = [
             (NEWTASK_PROGRAM, "task", "task_newtask".to_string()),
-            (FREE_PROGRAM, "sched", "sched_process_free".to_string()),
             (
                 THREAD_EXIT_PROGRAM,
                 "sched",
@@ -315,7 +311,6 @@ impl Tracer {
         .into();
         for name in [
             NEWTASK_PROGRAM,
-            FREE_PROGRAM,
             THREAD_EXIT_PROGRAM,
             EXEC_PROGRAM,
             MMAP_ENTER_PROGRAM,
@@ -665,6 +660,18 @@ impl Tracer {
     /// counts: a dead process's entries must not push out a live one's).
     pub fn sweep(&mut self, tgids: &BTreeSet<u32>) -> Swept {
         let mut swept = Swept::default();
+        // A pid that a new process holds already: its entries and the dead one's share the
+        // pid, and the new one's must stay (the exit is told after the fact). The dead process
+        // itself may still be there as a zombie, not yet reaped.
+        let tgids: BTreeSet<u32> = tgids
+            .iter()
+            .copied()
+            .filter(|tgid| {
+                let reused = process_state(*tgid).is_some_and(|state| !matches!(state, 'Z' | 'X'));
+                swept.pids_reused += u64::from(reused);
+                !reused
+            })
+            .collect();
         if tgids.is_empty() {
             return swept;
         }
@@ -815,4 +822,11 @@ fn load_error(error: &dyn std::error::Error) -> BpfError {
         };
     }
     BpfError::Load(text)
+}
+
+/// The state letter of process `pid` (`R`, `S`, `Z`, ...), if it exists.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ...": the comm may hold anything; the state follows its last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }

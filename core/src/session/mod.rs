@@ -632,6 +632,7 @@ impl Running {
             swept: report.swept,
             command_code: command_status.and_then(|status| status.code()),
             command_signal: command_status.and_then(|status| status.signal()),
+            memory: crate::capture::summary::MemoryUse::of_this_process(),
         };
         self.pipeline.end_recording(&end);
         let write_error = self.pipeline.finish(&end.open_positions);
@@ -697,6 +698,7 @@ fn summarize(
         attach_failures: end.attach_failures,
         command_status,
         swept: end.swept,
+        memory: end.memory,
     }
 }
 

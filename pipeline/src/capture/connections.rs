@@ -414,7 +414,7 @@ impl ConnectionTable {
                 .get(&key)
                 .and_then(|id| self.connections.get(id))
                 .map_or(0, |connection| connection.next_offset[direction]);
-            offset + self.base(key, direction, next)
+            offset.saturating_add(self.base(key, direction, next))
         } else {
             offset
         };
@@ -455,8 +455,9 @@ impl ConnectionTable {
         if offset < expected {
             self.out_of_order += 1;
         }
-        connection.next_offset[direction] = connection.next_offset[direction].max(offset + span);
-        connection.moved[direction] = connection.moved[direction].max(offset + span);
+        connection.next_offset[direction] =
+            connection.next_offset[direction].max(offset.saturating_add(span));
+        connection.moved[direction] = connection.moved[direction].max(offset.saturating_add(span));
         connection.captured[direction] += captured;
         Placement {
             id,

@@ -40,6 +40,23 @@ struct Pending {
     data: Vec<u8>,
 }
 
+impl Pending {
+    /// What is pending as a run of `span` bytes of its call: never more data than the span
+    /// (chunks of one call that disagree on its length are malformed records).
+    fn run(&self, span: u64) -> Call<'_> {
+        let kept = self
+            .data
+            .len()
+            .min(usize::try_from(span).unwrap_or(usize::MAX));
+        Call {
+            header: &self.header,
+            start: self.start,
+            span,
+            data: &self.data[..kept],
+        }
+    }
+}
+
 /// Reassembles chunks into calls, keyed by thread.
 #[derive(Default)]
 pub struct Reassembler {
@@ -52,6 +69,10 @@ impl Reassembler {
         let Some((header, data)) = ChunkHeader::read_from(record) else {
             return;
         };
+        // A chunk carries at most what its call moved from the chunk's offset on: bytes past
+        // that (a malformed record, as a damaged recording may hold) are not the call's.
+        let room = header.call_len.saturating_sub(header.offset);
+        let data = &data[..data.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
         let last = header.flags & chunk_flags::LAST != 0;
         let readable = header.flags & chunk_flags::READ_FAULT == 0;
         // A new call on a thread means its previous call will get no more chunks.
@@ -74,18 +95,20 @@ impl Reassembler {
         if gap {
             if let Some(pending) = self.pending.remove(&header.tid) {
                 // Deliver what came before the gap, its span reaching up to this chunk.
-                emit(Call {
-                    header: &pending.header,
-                    start: pending.start,
-                    span: header.offset.saturating_sub(pending.start),
-                    data: &pending.data,
-                });
+                emit(
+                    pending.run(
+                        header
+                            .offset
+                            .min(pending.header.call_len)
+                            .saturating_sub(pending.start),
+                    ),
+                );
             }
         }
         let pending = self.pending.entry(header.tid).or_insert_with(|| Pending {
             header,
             start: header.offset,
-            data: Vec::with_capacity((header.call_len - header.offset).min(1 << 26) as usize),
+            data: Vec::with_capacity(room.min(1 << 26) as usize),
         });
         if readable {
             pending.data.extend_from_slice(data);
@@ -97,12 +120,7 @@ impl Reassembler {
 
     fn flush_thread(&mut self, tid: u32, emit: &mut dyn FnMut(Call<'_>)) {
         if let Some(pending) = self.pending.remove(&tid) {
-            emit(Call {
-                header: &pending.header,
-                start: pending.start,
-                span: pending.header.call_len - pending.start,
-                data: &pending.data,
-            });
+            emit(pending.run(pending.header.call_len.saturating_sub(pending.start)));
         }
     }
 
@@ -202,6 +220,36 @@ mod tests {
             calls,
             vec![(1, 0, b"abc".to_vec(), 3), (1, 0, b"q".to_vec(), 0)]
         );
+    }
+
+    #[test]
+    fn a_chunk_never_carries_more_than_its_call_moved() {
+        // Malformed records (found by the pipeline fuzz target): data past the call's length,
+        // and a chunk whose offset is past it.
+        let calls = run(&[
+            record(1, 10, 2, 0, b"hello", true),
+            record(2, 20, 3, 5, b"xy", false),
+            record(2, 20, 3, 9, b"z", true),
+        ]);
+        assert_eq!(
+            calls,
+            vec![
+                (1, 0, b"he".to_vec(), 0),
+                (2, 5, Vec::new(), 0),
+                (2, 9, Vec::new(), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn chunks_that_disagree_on_the_call_length_keep_the_first() {
+        // Found by the pipeline fuzz target: a later chunk of the call said it was longer, and
+        // its data went past the span of the run.
+        let calls = run(&[
+            record(1, 10, 4, 0, b"ab", false),
+            record(1, 10, 100, 2, b"cdefgh", true),
+        ]);
+        assert_eq!(calls, vec![(1, 0, b"abcd".to_vec(), 0)]);
     }
 
     #[test]

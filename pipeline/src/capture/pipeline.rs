@@ -358,13 +358,13 @@ impl Pipeline {
         };
         self.counts.events += 1;
         self.counts.bytes_captured += call.data.len() as u64;
-        self.counts.bytes_truncated += over_limit;
+        self.counts.bytes_truncated = self.counts.bytes_truncated.saturating_add(over_limit);
         let placement = self.connections.place(&StreamRun {
             pid: header.pid,
             handle: header.connection,
             fd: header.fd,
             direction: attach.direction,
-            offset: header.stream_offset + call.start,
+            offset: header.stream_offset.saturating_add(call.start),
             span: call.span,
             captured: call.data.len() as u64,
         });
@@ -846,6 +846,33 @@ mod tests {
         );
         assert_eq!(pipeline.connections.restarted, 1);
         assert_eq!(pipeline.connections.out_of_order, 0);
+    }
+
+    #[test]
+    fn stream_offsets_at_the_end_of_the_range_saturate() {
+        // Malformed records (found by the pipeline fuzz target): stream offsets near u64::MAX
+        // overflowed the placement.
+        let (mut pipeline, out) = pipeline();
+        pipeline.record(&chunk(0, 7, 0xabc, 10, 5, 0, u64::MAX - 1, b"hello", true));
+        pipeline.record(&chunk(0, 7, 0xabc, 20, 2, 0, u64::MAX, b"hi", true));
+        assert!(pipeline.finish(&[]).is_none());
+        assert_eq!(
+            lines(&out),
+            vec![
+                (1, "write".into(), u64::MAX - 1, 5, 0),
+                (1, "write".into(), u64::MAX, 2, 0)
+            ]
+        );
+        assert_eq!(
+            pipeline.connections.get(1).expect("conn").moved,
+            [u64::MAX, 0]
+        );
+        // Call lengths near u64::MAX: the count of bytes over the limit saturates.
+        let (mut long_calls, _out) = self::pipeline();
+        long_calls.record(&chunk(0, 7, 0xabc, 10, u64::MAX, 0, 0, b"a", true));
+        long_calls.record(&chunk(0, 7, 0xdef, 20, u64::MAX, 0, 0, b"b", true));
+        assert!(long_calls.finish(&[]).is_none());
+        assert_eq!(long_calls.counts.bytes_truncated, u64::MAX);
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct End {
     /// The command's exit code, or the signal that ended it (`--` runs).
     pub command_code: Option<i32>,
     pub command_signal: Option<i32>,
+    /// probectl's memory at the end of the run.
+    #[serde(default)]
+    pub memory: crate::capture::summary::MemoryUse,
 }
 
 /// Writes a recording. Write errors are kept, not raised at each call: the pipeline asks for

@@ -33,6 +33,36 @@ pub struct Summary {
     pub command_status: Option<ExitStatus>,
     /// Kernel table entries that exited processes left, removed.
     pub swept: Swept,
+    /// probectl's own memory at the end of the run (the live run's, in a replay).
+    pub memory: MemoryUse,
+}
+
+/// probectl's memory, from `/proc/self/status` (KiB; 0 where it could not be read).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct MemoryUse {
+    /// The peak resident set (VmHWM): the ring buffer counts twice, mapped twice.
+    pub peak_rss_kib: u64,
+    /// The resident anonymous memory (RssAnon): probectl's own heap and stacks.
+    pub heap_kib: u64,
+}
+
+impl MemoryUse {
+    /// This process's memory now.
+    pub fn of_this_process() -> MemoryUse {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        MemoryUse {
+            peak_rss_kib: field("VmHWM"),
+            heap_kib: field("RssAnon"),
+        }
+    }
 }
 
 /// Bumped when a field of [`Summary::to_json`] changes meaning or goes away.
@@ -117,6 +147,11 @@ impl Summary {
                 "go_calls": self.swept.goroutines,
                 "connections": self.swept.connections,
                 "socket_fds": self.swept.socket_fds,
+                "not_removed_pid_reused": self.swept.pids_reused,
+            },
+            "memory": {
+                "peak_rss_kib": self.memory.peak_rss_kib,
+                "heap_kib": self.memory.heap_kib,
             },
         })
     }

@@ -776,4 +776,56 @@ mod tests {
             Err(HpackError::BadHuffman)
         );
     }
+
+    /// The public hpack-test-case corpus (`testdata/hpack-test-case`, see its README): each
+    /// story's header blocks, decoded in order by one decoder, give the story's header lists,
+    /// and the table never exceeds the size the story's settings allow.
+    #[test]
+    fn hpack_test_case_stories() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/decode/http/testdata/hpack-test-case");
+        let sorted = |dir: &std::path::Path| {
+            let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+                .expect("testdata")
+                .map(|entry| entry.expect("entry").path())
+                .collect();
+            paths.sort();
+            paths
+        };
+        let (mut encoders, mut stories, mut blocks) = (0, 0, 0);
+        for encoder in sorted(&root).into_iter().filter(|path| path.is_dir()) {
+            encoders += 1;
+            for story in sorted(&encoder) {
+                let text = std::fs::read_to_string(&story).expect("story");
+                let json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+                let mut decoder = Decoder::new();
+                let mut setting = DEFAULT_TABLE_SIZE as u64;
+                for case in json["cases"].as_array().expect("cases") {
+                    let at = format!("{} case {}", story.display(), case["seqno"]);
+                    if let Some(size) = case["header_table_size"].as_u64() {
+                        setting = size;
+                    }
+                    let wire = hex(case["wire"].as_str().expect("wire"));
+                    let decoded = decoder
+                        .decode(&wire)
+                        .unwrap_or_else(|error| panic!("{at}: {error}"));
+                    let expected: Vec<(String, String)> = case["headers"]
+                        .as_array()
+                        .expect("headers")
+                        .iter()
+                        .flat_map(|field| field.as_object().expect("one field").iter())
+                        .map(|(name, value)| {
+                            (name.clone(), value.as_str().expect("value").to_string())
+                        })
+                        .collect();
+                    assert_eq!(fields(&decoded), expected, "{at}");
+                    assert!(decoder.table_size() as u64 <= setting, "{at}");
+                    blocks += 1;
+                }
+                stories += 1;
+            }
+        }
+        // All of the vendored subset was read.
+        assert_eq!((encoders, stories, blocks), (14, 60, 482));
+    }
 }

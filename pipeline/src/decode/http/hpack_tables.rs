@@ -1,7 +1,7 @@
 //! HPACK's constant tables (RFC 7541 appendices A and B).
 
 /// RFC 7541 Appendix A: the static table (index 1 is the first entry).
-pub(super) const STATIC_TABLE: [(&str, &str); 61] = [
+pub const STATIC_TABLE: [(&str, &str); 61] = [
     (":authority", ""),
     (":method", "GET"),
     (":method", "POST"),
@@ -66,7 +66,7 @@ pub(super) const STATIC_TABLE: [(&str, &str); 61] = [
 ];
 
 /// RFC 7541 Appendix B: (code, bit length) of every symbol; index 256 is EOS.
-pub(super) const HUFFMAN_CODES: [(u32, u8); 257] = [
+pub const HUFFMAN_CODES: [(u32, u8); 257] = [
     (0x1ff8, 13),
     (0x7fffd8, 23),
     (0xfffffe2, 28),

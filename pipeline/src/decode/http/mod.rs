@@ -12,7 +12,7 @@ pub mod grpc;
 pub mod h1;
 pub mod h2;
 pub mod hpack;
-mod hpack_tables;
+pub(crate) mod hpack_tables;
 pub mod live;
 mod render;
 #[cfg(test)]
@@ -751,7 +751,7 @@ impl EventWriter for HttpWriter {
                 next_offset: [None, None],
             });
         let gap = state.next_offset[side.index()].is_some_and(|next| event.conn.offset != next);
-        state.next_offset[side.index()] = Some(event.conn.offset + event.len);
+        state.next_offset[side.index()] = Some(event.conn.offset.saturating_add(event.len));
         let mut protocol = std::mem::replace(&mut state.protocol, Protocol::Raw);
         let raw_before = state.raw_bytes;
         // Who made the call: owned copies, only for the decoded protocols.
@@ -908,9 +908,9 @@ impl EventWriter for HttpWriter {
             if at < event.data.len() || (at == 0 && event.data.is_empty()) {
                 let rest = Event {
                     data: &event.data[at..],
-                    len: event.len - at as u64,
+                    len: event.len.saturating_sub(at as u64),
                     conn: ConnectionView {
-                        offset: event.conn.offset + at as u64,
+                        offset: event.conn.offset.saturating_add(at as u64),
                         ..event.conn
                     },
                     ..*event

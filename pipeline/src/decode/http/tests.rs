@@ -1012,6 +1012,35 @@ fn h2_joined_text_and_hex() {
     insta::assert_snapshot!(text);
 }
 
+#[test]
+fn stream_offsets_at_the_end_of_the_range_do_not_overflow() {
+    // Found by the pipeline fuzz target: a malformed record's stream offset near u64::MAX
+    // overflowed the next expected offset.
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    let request = b"GET /edge HTTP/1.1\r\nHost: h\r\n\r\n";
+    for offset in [u64::MAX - 4, u64::MAX] {
+        let event = Event {
+            ts_ns: 1,
+            pid: 1,
+            tid: 1,
+            comm: "c",
+            attach: &feeder.write,
+            conn: Feeder::view(1, offset),
+            len: request.len() as u64,
+            data: request,
+            truncated: 0,
+        };
+        feeder.writer.event(&event, &mut feeder.out).expect("write");
+    }
+    // The stream's end saturated at u64::MAX, where the second request starts: no gap.
+    let lines = feeder.json();
+    let paths: Vec<&str> = lines
+        .iter()
+        .map(|l| l["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(paths, vec!["/edge", "/edge"]);
+}
+
 // ---------------------------------------------------------------- properties
 
 /// Bytes a decoder may hold for a connection, whatever it is fed: bodies up to the limit per
