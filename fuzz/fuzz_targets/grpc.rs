@@ -29,13 +29,12 @@ struct Input {
 }
 
 fn part(content_type: &[u8], body: Vec<u8>) -> Part {
+    let mut kept = Body::default();
+    kept.len = body.len() as u64;
+    kept.data = body;
     Part {
         headers: vec![known(b"content-type", content_type)],
-        body: Body {
-            len: body.len() as u64,
-            data: body,
-            ..Body::default()
-        },
+        body: kept,
         ..Part::default()
     }
 }
