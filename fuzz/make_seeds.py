@@ -9,7 +9,7 @@ targets whose inputs have a format of their own, from real traffic shapes:
   http2     call streams of compact frames (see fuzz_targets/http2.rs): RFC 7541's request
             and response blocks in HEADERS, padding, CONTINUATION, trailers, gRPC, RST_STREAM,
             GOAWAY, PUSH_PROMISE, a connection joined mid-stream;
-  hpack     header blocks of hpack-test-case stories (core/src/decode/http/testdata);
+  hpack     header blocks of hpack-test-case stories (pipeline/src/decode/http/testdata);
   pipeline  recordings of ring buffer records, as the pipeline tests build them: connection,
             chunk, close, exit, exec and map records (ChunkHeader and the others, packed as
             probectl-common lays them out) carrying HTTP/1 and HTTP/2 exchanges;
@@ -219,7 +219,7 @@ def http2():
 
 def hpack():
     reset("hpack")
-    testdata = os.path.join(ROOT, "core/src/decode/http/testdata/hpack-test-case")
+    testdata = os.path.join(ROOT, "pipeline/src/decode/http/testdata/hpack-test-case")
     picks = [("nghttp2", "story_00", 0, 0xFFFF), ("nghttp2", "story_02", 0, 200),
              ("nghttp2-change-table-size", "story_00", 0, 0xFFFF), ("go-hpack", "story_03", 0, 0xFFFF),
              ("python-hpack", "story_24", 0, 1000), ("haskell-http2-naive-huffman", "story_01", 0, 0xFFFF),
