@@ -754,6 +754,67 @@ fn websocket_messages(lines: &[Value], sender: &str) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Node's own WebSocket client (undici's, node 20 with --experimental-websocket; TLS through
+/// node's statically linked OpenSSL) against the python3-websockets server: every message each
+/// side sent is what the other logged, and what probectl decoded, in order (node sends whole
+/// messages and offers no compression).
+#[test]
+fn websocket_messages_from_node_over_wss() {
+    let (cert, key) = cert_and_key();
+    let port = free_port();
+    let server_log = scratch_file("ws-node-server.log");
+    let _server = Guard(
+        Command::new("/usr/bin/python3")
+            .arg(peer("ws_peer.py"))
+            .arg("server")
+            .arg(port.to_string())
+            .arg(cert)
+            .arg(key)
+            .arg(&server_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 websockets server"),
+    );
+    wait_for_listener(port);
+    let client_log = scratch_file("ws-node-client.log");
+    let script = peer("ws_client.js");
+    let port_arg = port.to_string();
+    let run = Trace::start_with_env(
+        &["openssl", "--decode", "http"],
+        &[
+            "node",
+            "--experimental-websocket",
+            script.to_str().expect("path"),
+            &port_arg,
+            client_log.to_str().expect("path"),
+        ],
+        &[("NODE_TLS_REJECT_UNAUTHORIZED", std::ffi::OsStr::new("0"))],
+    )
+    .wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    let client = websocket_log(&client_log);
+    let server = websocket_log(&server_log);
+    let of = |log: &[(String, String, Vec<u8>)], direction: &str| -> Vec<(String, Vec<u8>)> {
+        log.iter()
+            .filter(|(dir, _, _)| dir == direction)
+            .map(|(_, kind, data)| (kind.clone(), data.clone()))
+            .collect()
+    };
+    assert_eq!(of(&client, "sent"), of(&server, "received"));
+    assert_eq!(of(&server, "sent"), of(&client, "received"));
+    assert_eq!(of(&client, "sent").len(), 4);
+    assert_eq!(of(&server, "sent").len(), 12);
+    assert!(
+        websocket_messages(&run.lines, "client") == of(&client, "sent"),
+        "the client's messages (masked on the wire)"
+    );
+    assert!(
+        websocket_messages(&run.lines, "server") == of(&client, "received"),
+        "the server's messages"
+    );
+}
+
 #[test]
 fn websocket_messages_from_python_websockets_over_wss() {
     let (cert, key) = cert_and_key();

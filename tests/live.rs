@@ -328,14 +328,14 @@ fn python_client_sse_is_shown_as_it_arrives() {
     );
 }
 
-/// `--pid` of a curl half-way through a long chunked response (SSE over HTTP/1.1): the rest of
+/// `--pid` of a curl part-way through a long chunked response (SSE over HTTP/1.1, 12 s): the rest of
 /// the response is decoded from the first whole chunk on (its heads were not seen), and what
 /// came before that is shown raw and counted. The oracle is what curl saved.
 #[test]
 fn joined_mid_way_through_a_chunked_response() {
     let server = SseServer::start();
     let saved = scratch_file("joined-sse");
-    let url = format!("https://127.0.0.1:{}/sse?n=16&gap={GAP_MS}", server.port);
+    let url = format!("https://127.0.0.1:{}/sse?n=40&gap={GAP_MS}", server.port);
     let mut curl = Guard(
         Command::new("curl")
             .args(["-sk", "-N", "--http1.1", "-o"])
@@ -354,7 +354,7 @@ fn joined_mid_way_through_a_chunked_response() {
     assert!(run.status.success(), "{}", run.stderr);
     let saved = std::fs::read(&saved).expect("curl's file");
     assert!(
-        saved.ends_with(b"data: event 16 of 16\n\n"),
+        saved.ends_with(b"data: event 40 of 40\n\n"),
         "curl got it all"
     );
     let record = run

@@ -10,10 +10,9 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use probectl_core::decode::http::grpc::{self, Message, MessageDirection};
+use probectl_core::decode::http::{Body, Exchange, Origin, Part, Version};
 use probectl_fuzz::known;
-use probectl_pipeline::decode::http::grpc::{self, Message, MessageDirection};
-use probectl_pipeline::decode::http::{Body, Exchange, Part};
-use probectl_pipeline::fuzzing::http2_exchange;
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -30,20 +29,18 @@ struct Input {
 }
 
 fn part(content_type: &[u8], body: Vec<u8>) -> Part {
+    let mut kept = Body::default();
+    kept.len = body.len() as u64;
+    kept.data = body;
     Part {
         headers: vec![known(b"content-type", content_type)],
-        body: {
-            let mut kept = Body::default();
-            kept.len = body.len() as u64;
-            kept.data = body;
-            kept
-        },
+        body: kept,
         ..Part::default()
     }
 }
 
 fn exchange(request: Part, response: Part, path: Option<String>) -> Exchange {
-    let mut exchange = http2_exchange();
+    let mut exchange = Exchange::new(Version::Http2, Origin::default());
     exchange.method = Some("POST".into());
     exchange.path = path;
     exchange.status = Some(200);

@@ -3,8 +3,7 @@
 //! recording: one options byte, then records `[length: u16 BE][record bytes]`, each what the
 //! ring buffer delivers (chunk, connection, close, exec/map/exit records, or anything).
 //! Options: bits 0-1 the writer (JSON, text, `--decode http` JSON, pcapng), bit 2 a capture
-//! limit of 64 bytes (else 1 MiB), bit 3 a flush after every record (50 ms later on the
-//! pipeline's clock: calls held for their fd are released after 200 ms).
+//! limit of 64 bytes (else 1 MiB), bit 3 a flush after every record.
 //! Checks: no panic, no write error; never more bytes captured than the chunks carried;
 //! JSON: one line per event counted, each with its data + truncated = len, and per connection
 //! and direction in stream order unless the table counted the run as out of order; text is
@@ -18,12 +17,12 @@ use std::sync::{Arc, Mutex};
 
 use libfuzzer_sys::fuzz_target;
 use probectl_common::{record_kind, ChunkHeader};
+use probectl_core::capture::pipeline::{AttachTable, Pipeline};
+use probectl_core::decode::http::HttpWriter;
+use probectl_core::output::pcapng::PcapngWriter;
+use probectl_core::output::{AttachInfo, EventWriter, Format, Renderer};
+use probectl_core::spec::Direction;
 use probectl_fuzz::{b64, blocks, check_http_output, packet};
-use probectl_pipeline::capture::pipeline::{AttachTable, Pipeline};
-use probectl_pipeline::decode::http::HttpWriter;
-use probectl_pipeline::output::pcapng::PcapngWriter;
-use probectl_pipeline::output::{AttachInfo, EventWriter, Format, Renderer};
-use probectl_pipeline::Direction;
 
 #[derive(Clone, Default)]
 struct Shared(Arc<Mutex<Vec<u8>>>);
@@ -67,8 +66,9 @@ fuzz_target!(|data: &[u8]| {
     let mut pipeline = Pipeline::new(table, writer, Box::new(out.clone()), 0, max_capture).unwrap();
     let header_size = std::mem::size_of::<ChunkHeader>();
     let mut chunk_bytes = 0u64;
-    // A tick every 50 ms of the pipeline's clock, when bit 3 asks for flushes.
-    let mut now_ns = 0u64;
+    // The pipeline's clock (its flushes' times): 50 ms a record, so that calls held for their
+    // fd are also released by time.
+    let mut clock = 0u64;
     while rest.len() >= 2 {
         let length = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
         let record = &rest[2..2 + length];
@@ -79,9 +79,9 @@ fuzz_target!(|data: &[u8]| {
             chunk_bytes += record.len().saturating_sub(header_size) as u64;
         }
         pipeline.record(record);
-        now_ns += 50_000_000;
         if options & 8 != 0 {
-            assert!(pipeline.flush(now_ns), "no write error");
+            clock += 50_000_000;
+            assert!(pipeline.flush(clock), "no write error");
         }
         let _ = pipeline.take_lookups();
         let _ = pipeline.take_exited();

@@ -6,11 +6,3 @@
 /// RFC 7541's static table and Huffman code, for the HPACK target's encoder: it encodes
 /// what it decoded and checks that the decoder reads the same fields back.
 pub use crate::decode::http::hpack_tables::{HUFFMAN_CODES, STATIC_TABLE};
-
-use crate::decode::http::{Exchange, Origin, Version};
-
-/// A new HTTP/2 exchange, as the decoder starts one (its fields are then set by the gRPC
-/// target, which builds calls without decoding frames).
-pub fn http2_exchange() -> Exchange {
-    Exchange::new(Version::Http2, Origin::default())
-}

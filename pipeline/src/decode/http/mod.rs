@@ -234,7 +234,9 @@ impl Exchange {
             .sum()
     }
 
-    pub(crate) fn new(version: Version, origin: Origin) -> Exchange {
+    /// An empty exchange of `version` (the decoders fill it in; the gRPC fuzz target builds
+    /// its own).
+    pub fn new(version: Version, origin: Origin) -> Exchange {
         Exchange {
             version,
             response_version: None,
