@@ -13,6 +13,8 @@ targets whose inputs have a format of their own, from real traffic shapes:
   pipeline  recordings of ring buffer records, as the pipeline tests build them: connection,
             chunk, close, exit, exec and map records (ChunkHeader and the others, packed as
             probectl-common lays them out) carrying HTTP/1 and HTTP/2 exchanges;
+  replay    the pipeline seeds as recording files (start, attach, record, tick and end frames),
+            one cut short, one without ticks;
   spec      probes.toml, and each of its groups alone.
 The `grpc` and `pcapng` targets read their input with `arbitrary`; their seeds are the 8
 largest inputs of a fuzzing run's corpus after `-merge=1` (libFuzzer's minimisation), kept as
@@ -269,11 +271,56 @@ def process(kind, pid):
     return struct.pack("<IIQ", kind, pid, 99)
 
 
-def recording(options, records):
+RECORDINGS = []  # (name, options, records) of every pipeline seed, for the replay seeds
+
+
+def recording(options, records, name=None):
+    RECORDINGS.append((name, options, records))
     out = bytes([options])
     for record in records:
         out += struct.pack(">H", len(record)) + record
     return out
+
+
+# The recording file (pipeline/src/capture/recording.rs): magic, format version, then frames
+# `kind: u8, length: u32 LE, payload`; start, attach and end payloads are JSON.
+MAGIC = b"probectl-recording\n"
+START_FRAME, ATTACH_FRAME, RECORD_FRAME, TICK_FRAME, END_FRAME = 1, 2, 3, 4, 5
+
+
+def recording_file(records, max_capture=1 << 20, ticks=True, end=True):
+    def frame(kind, payload):
+        return bytes([kind]) + struct.pack("<I", len(payload)) + payload
+
+    def attach(function, direction):
+        return {"plugin": "openssl", "library": "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+                "function": function, "direction": direction}
+
+    out = MAGIC + struct.pack("<I", 1)
+    out += frame(START_FRAME, json.dumps({"probectl": "0.1.0", "clock_offset": 1_700_000_000_000_000_000,
+                                          "max_capture_bytes": max_capture, "kernel": "6.1.0"}).encode())
+    out += frame(ATTACH_FRAME, json.dumps([0, [attach("SSL_write", "write"), attach("SSL_read", "read")]]).encode())
+    for index, record in enumerate(records):
+        out += frame(RECORD_FRAME, record)
+        if ticks:
+            out += frame(TICK_FRAME, struct.pack("<Q", (index + 1) * 100_000_000))
+    if end:
+        out += frame(END_FRAME, json.dumps({
+            "open_positions": [[[PID, 0xabc], [10, 20]]], "kernel": {"chunks_lost": 1}, "probes_attached": 2,
+            "attach_failures": 0, "swept": {}, "command_code": 0, "command_signal": None,
+            "memory": {"peak_rss_kib": 150000}}).encode())
+    return out
+
+
+def replay():
+    reset("replay")
+    # Options byte: bits 0-1 the format (JSON, text, hex, pcapng), bit 2 --decode http.
+    formats = {0: 0, 1: 1, 2: 4, 3: 3}  # the pipeline seed's writer -> the replay's options
+    for name, options, records in RECORDINGS:
+        write("replay", name, bytes([formats[options & 3]]) + recording_file(records, 64 if options & 4 else 1 << 20))
+    name, options, records = RECORDINGS[0]
+    write("replay", name + "-cut-short", bytes([0]) + recording_file(records, end=False)[:-7])
+    write("replay", name + "-hex-no-ticks", bytes([2]) + recording_file(records, ticks=False))
 
 
 def pipeline():
@@ -284,16 +331,16 @@ def pipeline():
             chunk(1, 7, 0xabc, 20, len(response), 0, 0, response),
             close(0xabc, FD_CLOSED, [len(request), len(response)])]
     for options, name in [(0, "json"), (1, "text"), (2, "http"), (3, "pcapng")]:
-        write("pipeline", f"curl-{name}", recording(options, curl))
+        write("pipeline", f"curl-{name}", recording(options, curl, f"curl-{name}"))
     # A call whose fd comes after it (a buffering library), another connection meanwhile.
-    write("pipeline", "fd-after-the-call", recording(2, [
+    write("pipeline", "fd-after-the-call", recording(2, name="fd-after-the-call", records=[
         chunk(0, 7, 0xabc, 10, len(request), 0, 0, request, fd=-1),
         chunk(1, 8, 0xdef, 15, 2, 0, 0, b"hi"),
         connection(0xabc, 40000),
         chunk(1, 7, 0xabc, 20, len(response), 0, 0, response),
         chunk(0, 9, 0x123, 30, 4, 0, 0, b"POST", fd=-1)]))
     # A call cut in chunks, its middle one lost; a call over the capture limit; a read fault.
-    write("pipeline", "chunks-lost-and-truncated", recording(4, [
+    write("pipeline", "chunks-lost-and-truncated", recording(4, name="chunks-lost-and-truncated", records=[
         connection(0xabc, 40000, family=INET6),
         chunk(1, 7, 0xabc, 10, 30, 0, 50, b"0123456789", last=False),
         chunk(1, 7, 0xabc, 10, 30, 20, 50, b"abcdefghij"),
@@ -301,14 +348,14 @@ def pipeline():
         chunk(0, 7, 0xabc, 50, 8, 0, 100, b"", flags=READ_FAULT),
         close(0xabc, FD_CLOSED, [200, 400])]))
     # Memory BIOs: one handle, two connections (the lifecycle function ends the first); exit.
-    write("pipeline", "handle-ended-exit-exec-map", recording(0, [
+    write("pipeline", "handle-ended-exit-exec-map", recording(0, name="handle-ended-exit-exec-map", records=[
         chunk(1, 7, 0xabc, 10, 3, 0, 0, b"GET"), chunk(0, 7, 0xabc, 20, 2, 0, 0, b"OK"),
         close(0xabc, HANDLE_ENDED, [2, 3]), chunk(1, 7, 0xabc, 30, 4, 0, 0, b"POST"),
         process(EXEC, 7), process(MAP, 8), chunk(0, 7, 0xdef, 40, 4, 0, 0, b"POST"),
         process(EXIT, PID), chunk(0, 7, 0xabc, 50, 2, 0, 0, b"OK"),
         chunk(0, 7, 0xabc, 60, 5, 0, 0, b"again")]))
     # Per-direction handles on one fd (a record layer), and an unknown attach id.
-    write("pipeline", "per-direction-handles", recording(0, [
+    write("pipeline", "per-direction-handles", recording(0, name="per-direction-handles", records=[
         chunk(0, 7, 0xa, 10, 3, 0, 0, b"GET", fd=-1), connection(0xa, 40000, flags=1),
         connection(0xb, 40000, flags=1), chunk(1, 7, 0xb, 20, 2, 0, 0, b"OK"),
         chunk(0, 7, 0xa, 30, 4, 0, 3, b" /x\n"), chunk(9, 7, 0xa, 35, 1, 0, 7, b"?"),
@@ -318,7 +365,7 @@ def pipeline():
               + frame(HEADERS, 0x5, 1, hexbytes("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff")))
     server = (frame(SETTINGS, 0, 0, b"") + frame(HEADERS, 0x4, 1, hexbytes("4882 6402"))
               + frame(DATA, 0x1, 1, b"hello\n"))
-    write("pipeline", "http2-curl", recording(2, [
+    write("pipeline", "http2-curl", recording(2, name="http2-curl", records=[
         connection(0xabc, 40000), chunk(0, 7, 0xabc, 10, len(client), 0, 0, client),
         chunk(1, 7, 0xabc, 20, len(server), 0, 0, server), close(0xabc, FD_CLOSED, [len(client), len(server)])]))
 
@@ -341,6 +388,7 @@ def main():
     http2()
     hpack()
     pipeline()
+    replay()
     spec()
     for target in sorted(os.listdir(SEEDS)):
         files = glob.glob(os.path.join(SEEDS, target, "*"))

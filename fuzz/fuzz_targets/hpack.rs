@@ -11,8 +11,8 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use probectl_core::decode::http::hpack::{Decoder, TABLE_MEMORY_CAP};
 use probectl_fuzz::{known, Encoder, Representation};
+use probectl_pipeline::decode::http::hpack::{Decoder, TABLE_MEMORY_CAP};
 
 /// The input: `[joined: u8][limit: u16 BE][blocks: u8]`, that many raw header blocks
 /// `[length: u16 BE][block]` (the seeds are hpack-test-case stories), and the rest read by
@@ -64,7 +64,7 @@ struct FieldSpec {
     huffman: bool,
 }
 
-fn field_size(field: &probectl_core::decode::http::Field) -> usize {
+fn field_size(field: &probectl_pipeline::decode::http::Field) -> usize {
     32 + field.name.as_ref().map_or(0, Vec::len) + field.value.as_ref().map_or(0, Vec::len)
 }
 
@@ -100,7 +100,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // Encoded lists: round trip through a new decoder.
-    let statics = probectl_core::fuzzing::STATIC_TABLE;
+    let statics = probectl_pipeline::fuzzing::STATIC_TABLE;
     let mut encoder = Encoder::default();
     let mut decoder = Decoder::new();
     let mut seen: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();

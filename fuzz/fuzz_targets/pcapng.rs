@@ -19,10 +19,10 @@ use std::path::PathBuf;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use probectl_core::output::pcapng::{placeholder_endpoints, PcapngWriter, MAX_SEGMENT_PAYLOAD};
-use probectl_core::output::{AttachInfo, ConnectionView, Event, EventWriter};
-use probectl_core::spec::Direction;
 use probectl_fuzz::{blocks, packet, Packet};
+use probectl_pipeline::output::pcapng::{placeholder_endpoints, PcapngWriter, MAX_SEGMENT_PAYLOAD};
+use probectl_pipeline::output::{AttachInfo, ConnectionView, Event, EventWriter};
+use probectl_pipeline::Direction;
 
 #[derive(Arbitrary, Debug)]
 enum Endpoint {

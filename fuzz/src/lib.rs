@@ -2,8 +2,9 @@
 //! feeder that hands calls to an [`EventWriter`] like the pipeline does, output checks, an
 //! HPACK encoder (the decoder's round trip) and HTTP/2 frames.
 //!
-//! The call-stream format (what the `http1`, `http2` and `pipeline` targets read, and what
-//! `make_seeds.py` writes): one options byte, then calls, each
+//! The call-stream format (what the `http1` and `http2` targets read, and what
+//! `make_seeds.py` writes): one options byte (bits 0-1 the format: text, hex, JSON, JSON with
+//! `--decode http` live; bits 2 and 7 `--max-body`; bit 3 close at the end), then calls, each
 //! `[control][length: u16 big-endian][length bytes]` (a last call cut short keeps what there is).
 //! Control bits: 0 read (else write), 1 the second connection, 2 three bytes lost before the
 //! call, 3 the call moved 7 bytes more than were captured, 4 the connection closes after it.
@@ -16,9 +17,10 @@ use std::path::PathBuf;
 
 use base64::Engine as _;
 use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
-use probectl_core::decode::http::{hpack, Field, HttpWriter};
-use probectl_core::output::{AttachInfo, ConnectionView, Event, EventWriter, Format};
-use probectl_core::spec::Direction;
+use probectl_pipeline::decode::http::live::Mode;
+use probectl_pipeline::decode::http::{hpack, Field, HttpWriter};
+use probectl_pipeline::output::{AttachInfo, ConnectionView, Event, EventWriter, Format};
+use probectl_pipeline::Direction;
 
 /// Bytes a decoder may hold for a connection, whatever it is fed (the decoder tests' bound:
 /// bodies up to the per-connection limit plus the fixed caps of heads, frames and tables).
@@ -31,6 +33,9 @@ pub struct Options {
     pub max_body: u64,
     /// Close the connections at the end (else the run ends with them open).
     pub close_at_end: bool,
+    /// `--decode http` in live mode (heads and body pieces as they arrive; JSON), else one
+    /// record per exchange.
+    pub live: bool,
     /// Free bits for the targets (bits 4..7).
     pub extra: u8,
 }
@@ -42,6 +47,7 @@ impl Options {
             max_body: [0, 16, 4096, 1 << 20]
                 [usize::from((byte >> 2) & 1) * 2 + usize::from(byte >> 7)],
             close_at_end: byte & 0x08 != 0,
+            live: byte & 3 == 3,
             extra: (byte >> 4) & 0x7,
         }
     }
@@ -196,6 +202,10 @@ pub fn check_http_output(out: &[u8], format: Format, max_body: u64) -> u64 {
     let mut exchanges = 0;
     for line in text.lines() {
         let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        if value["type"] == "http_head" {
+            // Live mode: an exchange's head, as soon as it is complete.
+            continue;
+        }
         if value["type"] == "http" {
             exchanges += 1;
             for part in ["request", "response"] {
@@ -215,9 +225,16 @@ pub fn check_http_output(out: &[u8], format: Format, max_body: u64) -> u64 {
                 }
             }
         } else {
+            // Raw events, WebSocket messages, live body pieces.
             let kept = b64(&value["data_b64"]).len() as u64;
             let len = value["len"].as_u64().expect("len");
-            assert!(kept <= len, "raw event keeps {kept} of {len}");
+            assert!(kept <= len, "{} keeps {kept} of {len}", value["type"]);
+            if value["type"] == "websocket" {
+                assert!(
+                    kept <= max_body,
+                    "a WebSocket message keeps {kept} > max_body {max_body}"
+                );
+            }
         }
     }
     exchanges
@@ -226,7 +243,10 @@ pub fn check_http_output(out: &[u8], format: Format, max_body: u64) -> u64 {
 /// Runs calls through an `HttpWriter` and checks the bound, the output and the counts
 /// (`PROBECTL_FUZZ_SHOW=1` prints them).
 pub fn run_http(options: Options, calls: &[Call]) {
-    let writer = HttpWriter::new(options.format, options.max_body).quiet();
+    let mut writer = HttpWriter::new(options.format, options.max_body).quiet();
+    if options.live {
+        writer = writer.with_mode(Mode::Live);
+    }
     let mut feeder = Feeder::new(writer);
     for call in calls {
         feeder.call(call);
@@ -311,7 +331,7 @@ pub fn encode_integer(out: &mut Vec<u8>, first: u8, prefix_bits: u8, mut value: 
 }
 
 pub fn huffman_encode(input: &[u8]) -> Vec<u8> {
-    let codes = probectl_core::fuzzing::HUFFMAN_CODES;
+    let codes = probectl_pipeline::fuzzing::HUFFMAN_CODES;
     let mut out = Vec::new();
     let mut bits: u64 = 0;
     let mut count = 0u32;
@@ -346,7 +366,7 @@ pub fn encode_string(out: &mut Vec<u8>, text: &[u8], huffman: bool) {
 impl Encoder {
     /// The index of (name, value), or of the name alone, in the static then dynamic table.
     fn find(&self, name: &[u8], value: &[u8]) -> (Option<u64>, Option<u64>) {
-        let statics = probectl_core::fuzzing::STATIC_TABLE;
+        let statics = probectl_pipeline::fuzzing::STATIC_TABLE;
         let mut name_index = None;
         for (index, (n, v)) in statics.iter().enumerate() {
             if n.as_bytes() == name {

@@ -381,7 +381,7 @@ impl Pipeline {
             self.counts.events_without_fd += 1;
         }
         let event = Event {
-            ts_ns: header.call_end_ns + self.clock_offset,
+            ts_ns: header.call_end_ns.saturating_add(self.clock_offset),
             pid: header.pid,
             tid: header.tid,
             comm,
@@ -405,10 +405,11 @@ impl Pipeline {
         };
         let view = connection.view(0);
         if self.write_error.is_none() {
-            if let Err(error) =
-                self.writer
-                    .connection_closed(&view, ts_ns + self.clock_offset, &mut self.out)
-            {
+            if let Err(error) = self.writer.connection_closed(
+                &view,
+                ts_ns.saturating_add(self.clock_offset),
+                &mut self.out,
+            ) {
                 self.write_error = Some(error);
             }
         }
@@ -846,6 +847,35 @@ mod tests {
         );
         assert_eq!(pipeline.connections.restarted, 1);
         assert_eq!(pipeline.connections.out_of_order, 0);
+    }
+
+    #[test]
+    fn times_past_the_end_of_the_range_saturate() {
+        // Found by the replay fuzz target: a recording's clock base plus a record's time
+        // overflowed.
+        let out = Shared::default();
+        let table = AttachTable::default();
+        let write = AttachInfo {
+            plugin: "openssl".into(),
+            library: "/usr/lib/libssl.so.3".into(),
+            function: "SSL_write".into(),
+            direction: Direction::Write,
+        };
+        assert!(table.extend(0, vec![write]));
+        let mut pipeline = Pipeline::new(
+            table,
+            Box::new(Renderer::new(Format::Json)),
+            Box::new(out.clone()),
+            u64::MAX - 5,
+            1 << 20,
+        )
+        .expect("pipeline");
+        pipeline.record(&chunk(0, 7, 0xabc, 10, 2, 0, 0, b"hi", true));
+        pipeline.record(&close(0xabc, close_cause::HANDLE_ENDED, [2, 0]));
+        assert!(pipeline.finish(&[]).is_none());
+        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one line");
+        assert_eq!(line["ts_ns"].as_u64(), Some(u64::MAX));
     }
 
     #[test]
