@@ -754,29 +754,44 @@ fn websocket_messages(lines: &[Value], sender: &str) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Node's own WebSocket client (undici's, node 20 with --experimental-websocket; TLS through
-/// node's statically linked OpenSSL) against the python3-websockets server: every message each
-/// side sent is what the other logged, and what probectl decoded, in order (node sends whole
-/// messages and offers no compression).
-#[test]
-fn websocket_messages_from_node_over_wss() {
+/// The python3-websockets server of ws_peer.py on `port` (stopped when the guard drops), and
+/// the file it logs its messages to.
+fn websocket_server(port: u16) -> (Guard, PathBuf) {
     let (cert, key) = cert_and_key();
-    let port = free_port();
-    let server_log = scratch_file("ws-node-server.log");
-    let _server = Guard(
+    let log = scratch_file("ws-server.log");
+    let server = Guard(
         Command::new("/usr/bin/python3")
             .arg(peer("ws_peer.py"))
             .arg("server")
             .arg(port.to_string())
             .arg(cert)
             .arg(key)
-            .arg(&server_log)
+            .arg(&log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
             .expect("python3 websockets server"),
     );
     wait_for_listener(port);
+    (server, log)
+}
+
+/// The messages of a peer's log in one direction ("sent" or "received"): (kind, data).
+fn logged(log: &[(String, String, Vec<u8>)], direction: &str) -> Vec<(String, Vec<u8>)> {
+    log.iter()
+        .filter(|(dir, _, _)| dir == direction)
+        .map(|(_, kind, data)| (kind.clone(), data.clone()))
+        .collect()
+}
+
+/// Node's own WebSocket client (undici's, node 20 with --experimental-websocket; TLS through
+/// node's statically linked OpenSSL) against the python3-websockets server: every message each
+/// side sent is what the other logged, and what probectl decoded, in order (node sends whole
+/// messages and offers no compression).
+#[test]
+fn websocket_messages_from_node_over_wss() {
+    let port = free_port();
+    let (_server, server_log) = websocket_server(port);
     let client_log = scratch_file("ws-node-client.log");
     let script = peer("ws_client.js");
     let port_arg = port.to_string();
@@ -795,12 +810,7 @@ fn websocket_messages_from_node_over_wss() {
     assert!(run.status.success(), "{}", run.stderr);
     let client = websocket_log(&client_log);
     let server = websocket_log(&server_log);
-    let of = |log: &[(String, String, Vec<u8>)], direction: &str| -> Vec<(String, Vec<u8>)> {
-        log.iter()
-            .filter(|(dir, _, _)| dir == direction)
-            .map(|(_, kind, data)| (kind.clone(), data.clone()))
-            .collect()
-    };
+    let of = logged;
     assert_eq!(of(&client, "sent"), of(&server, "received"));
     assert_eq!(of(&server, "sent"), of(&client, "received"));
     assert_eq!(of(&client, "sent").len(), 4);
@@ -817,24 +827,9 @@ fn websocket_messages_from_node_over_wss() {
 
 #[test]
 fn websocket_messages_from_python_websockets_over_wss() {
-    let (cert, key) = cert_and_key();
     for compression in ["none", "deflate"] {
         let port = free_port();
-        let server_log = scratch_file("ws-server.log");
-        let _server = Guard(
-            Command::new("/usr/bin/python3")
-                .arg(peer("ws_peer.py"))
-                .arg("server")
-                .arg(port.to_string())
-                .arg(cert)
-                .arg(key)
-                .arg(&server_log)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("python3 websockets server"),
-        );
-        wait_for_listener(port);
+        let (_server, server_log) = websocket_server(port);
         let client_log = scratch_file("ws-client.log");
         let script = peer("ws_peer.py");
         let port_arg = port.to_string();
@@ -853,12 +848,7 @@ fn websocket_messages_from_python_websockets_over_wss() {
         assert!(run.status.success(), "{compression}: {}", run.stderr);
         let client = websocket_log(&client_log);
         let server = websocket_log(&server_log);
-        let of = |log: &[(String, String, Vec<u8>)], direction: &str| -> Vec<(String, Vec<u8>)> {
-            log.iter()
-                .filter(|(dir, _, _)| dir == direction)
-                .map(|(_, kind, data)| (kind.clone(), data.clone()))
-                .collect()
-        };
+        let of = logged;
         // The peers agree with each other (the oracle is sound) ...
         assert_eq!(of(&client, "sent"), of(&server, "received"));
         assert_eq!(of(&server, "sent"), of(&client, "received"));
