@@ -174,7 +174,7 @@ pub struct RunArgs {
           value_parser = |text: &str| size::capture_limit(text, MAX_CAPTURE_LIMIT))]
     max_bytes: u64,
     /// Size of the kernel ring buffer (a power of two, at least 4K).
-    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = size::ring_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "32M", value_parser = size::ring_bytes)]
     ring_bytes: u32,
     /// Decode a protocol: one record per exchange instead of one per call (connections that
     /// are not HTTP stay raw). Not with --format pcapng.

@@ -203,6 +203,10 @@ pub mod capacity {
     pub const CHUNK_LOOPS: u32 = 4096;
     /// Threads inside an mmap(2) of an executable mapping (an LRU).
     pub const MMAP_PENDING: u32 = 4096;
+    /// The longest record the BPF programs reserve in the events ring, its 8-byte header
+    /// included: user space maps this much of the ring's second copy (see core's
+    /// `kernel::ring`), and the BPF side checks every record type against it when it compiles.
+    pub const RING_RECORD_MAX: usize = 20 * 1024;
 }
 
 /// Header of a chunk record: one chunk of one TLS call's plaintext. The data follows the

@@ -252,6 +252,20 @@ static MMAP_PENDING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(capacity
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
+/// Reserves a record of type `T` in [`EVENTS`]. Every record goes through here so that its size
+/// is checked against what user space maps past the ring's end (`RING_RECORD_MAX`, header
+/// included) when this crate compiles.
+#[inline(always)]
+fn reserve<T: 'static>() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<T>> {
+    const {
+        assert!(
+            core::mem::size_of::<T>() + 8 <= capacity::RING_RECORD_MAX,
+            "a ring record longer than RING_RECORD_MAX"
+        )
+    };
+    EVENTS.reserve::<T>(0)
+}
+
 /// Per-CPU counters indexed by `probectl_common::stat`.
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
@@ -1168,7 +1182,7 @@ fn emit_chunk<const N: usize>(
         N as u64
     };
     let last = data_len == call_left;
-    let Some(mut entry) = EVENTS.reserve::<Chunk<N>>(0) else {
+    let Some(mut entry) = reserve::<Chunk<N>>() else {
         count(stat::CHUNKS_LOST, 1);
         count(stat::BYTES_LOST, data_len);
         return data_len;
@@ -1379,7 +1393,7 @@ fn end_connection(tgid: u32, connection: u64, fd: Option<i32>, cause: u32) {
     if fd.is_none() && state.fd >= 0 {
         let _ = SOCKET_FDS.remove(&FdKey { tgid, fd: state.fd });
     }
-    if let Some(mut entry) = EVENTS.reserve::<CloseRecord>(0) {
+    if let Some(mut entry) = reserve::<CloseRecord>() {
         entry.write(CloseRecord {
             kind: record_kind::CLOSE,
             pid: tgid,
@@ -1432,7 +1446,7 @@ pub fn probectl_exec(_ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn emit_process_record(kind: u32, tgid: u32, flags: u64) {
-    if let Some(mut entry) = EVENTS.reserve::<ProcessRecord>(0) {
+    if let Some(mut entry) = reserve::<ProcessRecord>() {
         entry.write(ProcessRecord {
             kind,
             pid: tgid,

@@ -57,6 +57,8 @@ pub struct KernelStats {
     pub fd_inferred: u64,
     pub fd_ambiguous: u64,
     pub records_lost: u64,
+    /// Records whose header announced more than `RING_RECORD_MAX` bytes: skipped unread.
+    pub records_oversized: u64,
     pub nesting_overflows: u64,
     pub calls_not_stored: u64,
     pub returns_missed: u64,

@@ -4,12 +4,13 @@
 pub mod btf;
 pub mod detach;
 pub mod features;
+pub mod ring;
 pub mod scoped;
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use aya::programs::raw_trace_point::RawTracePointLinkId;
 use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
@@ -19,6 +20,7 @@ use probectl_common::capacity;
 use probectl_common::{
     stat, ConnectionKey, ConnectionState, FdKey, GoroutineKey, ProbeSpec, ACTIVE_CALL_SIZE,
 };
+use ring::EventRing;
 
 use std::collections::BTreeSet;
 
@@ -177,7 +179,7 @@ pub struct Tracer {
     /// Go calls in flight and socket fds of connections: swept of exited processes.
     goroutines: HashMap<MapData, GoroutineKey, [u8; ACTIVE_CALL_SIZE]>,
     socket_fds: HashMap<MapData, FdKey, u64>,
-    events: Option<RingBuf<MapData>>,
+    events: Option<EventRing>,
     attached: usize,
     next_attach_id: u32,
     attached_files: BTreeSet<FileId>,
@@ -364,7 +366,20 @@ impl Tracer {
         let traced_pids =
             HashMap::try_from(take("TRACED_PIDS")?).map_err(map_error("TRACED_PIDS"))?;
         let stats = PerCpuArray::try_from(take("STATS")?).map_err(map_error("STATS"))?;
-        let events = RingBuf::try_from(take("EVENTS")?).map_err(map_error("EVENTS"))?;
+        let events = match take("EVENTS")? {
+            Map::RingBuf(data) => {
+                EventRing::new(data, options.ring_bytes).map_err(|error| BpfError::Map {
+                    name: "EVENTS",
+                    message: error_chain(&error),
+                })?
+            }
+            _ => {
+                return Err(BpfError::Map {
+                    name: "EVENTS",
+                    message: "not a ring buffer".into(),
+                });
+            }
+        };
         let connections =
             HashMap::try_from(take("CONNECTIONS")?).map_err(map_error("CONNECTIONS"))?;
         let goroutines = HashMap::try_from(take("GOROUTINES")?).map_err(map_error("GOROUTINES"))?;
@@ -616,7 +631,7 @@ impl Tracer {
     }
 
     /// The ring buffer of chunks (taken once, by the event loop).
-    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+    pub fn take_events(&mut self) -> Option<EventRing> {
         self.events.take()
     }
 
@@ -650,6 +665,8 @@ impl Tracer {
             records_unscanned: read(stat::RECORDS_UNSCANNED),
             bytes_unscanned: read(stat::BYTES_UNSCANNED),
             counters_unreadable: 0,
+            // Counted by the reader of the ring (the event loop), not by the kernel.
+            records_oversized: 0,
         };
         stats.counters_unreadable = unreadable.get();
         stats

@@ -543,7 +543,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
 /// A session between attaching and detaching: the data pipeline on this thread, the control
 /// plane on its own.
 struct Running {
-    ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    ring: AsyncFd<crate::kernel::ring::EventRing>,
     pipeline: Pipeline,
     control: ControlPlane,
     interrupt: tokio::signal::unix::Signal,
@@ -624,9 +624,11 @@ impl Running {
         let report = self.control.report();
         // Records written while the report was made (a connection closed meanwhile).
         self.drain_all();
+        let mut kernel = report.kernel;
+        kernel.records_oversized = self.ring.get_ref().oversized();
         let end = End {
             open_positions: report.open_positions,
-            kernel: report.kernel,
+            kernel,
             probes_attached: report.probes_attached,
             attach_failures: attach_failures + report.late_attach_failures,
             swept: report.swept,
@@ -708,11 +710,10 @@ fn summarize(
 const DRAIN_BATCH: usize = 4096;
 
 /// Takes up to [`DRAIN_BATCH`] records; true when the ring was emptied.
-fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline) -> bool {
+fn drain(ring: &mut crate::kernel::ring::EventRing, pipeline: &mut Pipeline) -> bool {
     for _ in 0..DRAIN_BATCH {
-        match ring.next() {
-            Some(record) => pipeline.record(&record),
-            None => return true,
+        if !ring.next(|record| pipeline.record(record)) {
+            return true;
         }
     }
     false

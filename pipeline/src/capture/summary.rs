@@ -111,6 +111,7 @@ impl Summary {
                 "calls_nesting_overflow": k.nesting_overflows,
                 "returns_missed": k.returns_missed,
                 "records_ring_full": k.records_lost,
+                "records_oversized": k.records_oversized,
                 "processes_pid_filter_full": k.filter_full,
                 "tls13_records_padding_unscanned": k.records_unscanned,
                 "tls13_bytes_padding_unscanned": k.bytes_unscanned,
@@ -206,6 +207,13 @@ impl Summary {
             format!(
                 "{} connection/close/process records found the ring buffer full",
                 kernel.records_lost
+            ),
+        );
+        add(
+            kernel.records_oversized,
+            format!(
+                "{} records longer than any record the BPF programs write were skipped unread",
+                kernel.records_oversized
             ),
         );
         add(
