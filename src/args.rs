@@ -184,6 +184,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = size::body_limit,
           requires = "decode")]
     max_body: u64,
+    /// Bytes that --decode http and --format pcapng may hold for all connections together
+    /// (bodies in flight, decoders' buffers, conversations); past it, body bytes are counted
+    /// and not kept, and the oldest pcapng conversations are ended (counted).
+    #[arg(long, value_name = "BYTES", default_value = "128M", value_parser = size::body_limit)]
+    memory_budget: u64,
     /// Probe placement: classic (entry uprobe + uretprobe) or auto (emulated where proven).
     #[arg(long, value_enum, value_name = "WHERE", default_value = "auto")]
     placement: PlacementArg,
@@ -230,6 +235,11 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = size::body_limit,
           requires = "decode")]
     max_body: u64,
+    /// Bytes that --decode http and --format pcapng may hold, as in `run`, for all connections together
+    /// (bodies in flight, decoders' buffers, conversations); past it, body bytes are counted
+    /// and not kept, and the oldest pcapng conversations are ended (counted).
+    #[arg(long, value_name = "BYTES", default_value = "128M", value_parser = size::body_limit)]
+    memory_budget: u64,
 }
 
 impl ReplayArgs {
@@ -240,6 +250,7 @@ impl ReplayArgs {
             output: self.output,
             force: self.force,
             decode: decode_of(self.decode, self.max_body),
+            memory_budget: self.memory_budget,
         }
     }
 }
@@ -389,6 +400,7 @@ impl RunArgs {
             ring_bytes: self.ring_bytes,
             wait_for_library: self.wait,
             decode: decode_of(self.decode, self.max_body),
+            memory_budget: self.memory_budget,
             placement: self.placement.into(),
             record: self.record,
         })

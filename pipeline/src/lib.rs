@@ -8,12 +8,15 @@
 //!
 //! - [`notice`]: what the core has to say while it works, handed to the program's sink (the
 //!   core never prints);
+//! - [`budget`]: the one byte budget the writers hold connections' state in;
 //! - [`output`]: events rendered and written (text, JSON, pcapng);
 //! - [`capture`]: ring buffer records reassembled into calls, placed in connections, handed to
 //!   the output, counted in the summary; recordings of them (`--record`);
 //! - [`decode`]: protocols read out of the plaintext (`--decode http`).
 
 pub mod notice;
+
+pub mod budget;
 
 pub mod output;
 

@@ -105,6 +105,8 @@ pub struct RunOptions {
     pub ring_bytes: u32,
     /// `--decode http` (with `--max-body`): exchanges instead of calls.
     pub decode: Option<(crate::decode::http::Decode, u64)>,
+    /// `--memory-budget`: what the writer may hold for all connections.
+    pub memory_budget: u64,
     /// Where the uprobes go (`--placement`).
     pub placement: PlacementMode,
     /// `--pid` of a process that maps no matching library yet: trace it anyway and attach
@@ -490,7 +492,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     };
     let mut pipeline = Pipeline::new(
         table.clone(),
-        writer_for(options.format, options.decode)?,
+        writer_for(options.format, options.decode, options.memory_budget)?,
         out,
         clock_offset,
         options.max_capture_bytes,
@@ -672,12 +674,15 @@ fn finished(
 fn writer_for(
     format: Format,
     decode: Option<(crate::decode::http::Decode, u64)>,
+    memory_budget: u64,
 ) -> Result<Box<dyn crate::output::EventWriter>, RunError> {
     Ok(match decode {
-        Some((crate::decode::http::Decode::Http(mode), max_body)) => {
-            Box::new(crate::decode::http::HttpWriter::new(format, max_body).with_mode(mode))
-        }
-        None => crate::output::writer_for(format)?,
+        Some((crate::decode::http::Decode::Http(mode), max_body)) => Box::new(
+            crate::decode::http::HttpWriter::new(format, max_body)
+                .with_mode(mode)
+                .with_budget(memory_budget),
+        ),
+        None => crate::output::writer_for(format, memory_budget)?,
     })
 }
 
@@ -701,6 +706,7 @@ fn summarize(
         command_status,
         swept: end.swept,
         memory: end.memory,
+        output: pipeline.writer_report(),
     }
 }
 

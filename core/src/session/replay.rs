@@ -22,6 +22,8 @@ pub struct ReplayOptions {
     pub force: bool,
     /// `--decode http` (with `--max-body`).
     pub decode: Option<(crate::decode::http::Decode, u64)>,
+    /// `--memory-budget`: what the writer may hold for all connections.
+    pub memory_budget: u64,
 }
 
 /// What a replay found, besides its output.
@@ -48,7 +50,7 @@ pub fn replay(options: &ReplayOptions) -> Result<Replayed, RunError> {
     let out = open_output(output_file)?;
     let mut pipeline = Pipeline::new(
         table.clone(),
-        super::writer_for(options.format, options.decode)?,
+        super::writer_for(options.format, options.decode, options.memory_budget)?,
         out,
         reader.start.clock_offset,
         reader.start.max_capture_bytes,

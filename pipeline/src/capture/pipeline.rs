@@ -398,6 +398,11 @@ impl Pipeline {
         }
     }
 
+    /// What the writer counted, for the report.
+    pub fn writer_report(&self) -> Option<serde_json::Value> {
+        self.writer.report()
+    }
+
     /// Tells the writer that connection `id` ended.
     fn closed(&mut self, id: u64, ts_ns: u64) {
         let Some(connection) = self.connections.get(id) else {

@@ -35,13 +35,15 @@ pub struct Summary {
     pub swept: Swept,
     /// probectl's own memory at the end of the run (the live run's, in a replay).
     pub memory: MemoryUse,
+    /// What the writer counted (`--decode http`, pcapng), for the report.
+    pub output: Option<serde_json::Value>,
 }
 
 /// probectl's memory, from `/proc/self/status` (KiB; 0 where it could not be read).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct MemoryUse {
-    /// The peak resident set (VmHWM): the ring buffer counts twice, mapped twice.
+    /// The peak resident set (VmHWM), the ring buffer's pages included (mapped once).
     pub peak_rss_kib: u64,
     /// The resident anonymous memory (RssAnon): probectl's own heap and stacks.
     pub heap_kib: u64,
@@ -154,6 +156,7 @@ impl Summary {
                 "peak_rss_kib": self.memory.peak_rss_kib,
                 "heap_kib": self.memory.heap_kib,
             },
+            "output": self.output,
         })
     }
 

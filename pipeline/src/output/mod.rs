@@ -108,11 +108,13 @@ pub enum OutputError {
 }
 
 /// The writer of a format.
-pub fn writer_for(format: Format) -> Result<Box<dyn EventWriter>, OutputError> {
+pub fn writer_for(format: Format, memory_budget: u64) -> Result<Box<dyn EventWriter>, OutputError> {
     Ok(match format {
-        Format::Pcapng => {
-            Box::new(crate::output::pcapng::PcapngWriter::new().map_err(OutputError::Pcapng)?)
-        }
+        Format::Pcapng => Box::new(
+            crate::output::pcapng::PcapngWriter::new()
+                .map_err(OutputError::Pcapng)?
+                .with_budget(memory_budget),
+        ),
         text_or_json => Box::new(Renderer::new(text_or_json)),
     })
 }
@@ -425,6 +427,10 @@ pub trait EventWriter: Send {
     /// The run is over: write whatever is still held back.
     fn finish(&mut self, _out: &mut dyn Output) -> io::Result<()> {
         Ok(())
+    }
+    /// What this writer counted, for the `--report` (its losses and bounds by cause).
+    fn report(&self) -> Option<serde_json::Value> {
+        None
     }
 }
 
