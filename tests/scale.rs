@@ -17,7 +17,7 @@ fn read_client_log(path: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     use std::io::Read;
     let bytes = std::fs::read(path).expect("the client's log");
     let mut log = std::io::Cursor::new(bytes.as_slice());
-    let mut number = |log: &mut std::io::Cursor<&[u8]>| {
+    let number = |log: &mut std::io::Cursor<&[u8]>| {
         let mut word = [0u8; 4];
         log.read_exact(&mut word).expect("a length");
         u32::from_le_bytes(word) as usize
