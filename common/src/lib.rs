@@ -192,8 +192,10 @@ pub mod capacity {
     pub const TRACED_PIDS: u32 = 16384;
     /// Threads with calls in flight: `THREADS` (allocated as used).
     pub const THREADS: u32 = 65536;
-    /// Go calls in flight, and Go calls waiting for their fd (allocated as used).
-    pub const GOROUTINES: u32 = 65536;
+    /// Go calls in flight (allocated as used): a Go server holds one per goroutine blocked in
+    /// `Read`, so one per idle connection, which can be many more than threads.
+    pub const GOROUTINES: u32 = 262_144;
+    /// Go calls waiting for their fd (allocated as used).
     pub const GO_PENDING_FDS: u32 = 65536;
     /// Connections, their fds, and the processes that have any (LRUs).
     pub const CONNECTIONS: u32 = 65536;
