@@ -45,6 +45,10 @@ static MAX_CAPTURE_BYTES: u64 = CHUNK_DATA_MAX as u64;
 /// 1 when only the processes in `TRACED_PIDS` are traced; set by user space at load time.
 #[no_mangle]
 static FILTER_BY_PID: u8 = 0;
+/// 1 when a spec of the run has `abi = "go"`: socket syscalls then look for a Go call of
+/// their goroutine waiting for its fd; set by user space at load time.
+#[no_mangle]
+static TRACES_GO: u8 = 0;
 /// Offsets of `pid` and `clone_flags` in the task_newtask tracepoint record (formats vary
 /// between kernels); set by user space from the tracepoint's format file.
 #[no_mangle]
@@ -192,22 +196,15 @@ static THREADS: HashMap<u64, ThreadCalls> =
 static GOROUTINES: HashMap<GoroutineKey, ActiveCall> =
     HashMap::with_max_entries(capacity::GOROUTINES, BPF_F_NO_PREALLOC);
 
-/// A Go call that entered on a thread and has made no socket syscall yet.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct GoPendingFd {
-    goroutine: u64,
-    /// The call's `start_ns`: tells this call from a later one of the same goroutine.
-    start_ns: u64,
-}
-
-/// pid_tgid -> the Go call whose fd the thread's next socket syscall tells. Go makes a call's
-/// first socket syscall on the thread that entered it (a `Read` that finds no data gets
-/// EAGAIN there, then parks, and may resume on another thread: that first syscall already
-/// told the fd). The entry is consumed by that syscall, or removed at the call's return on
-/// the same thread, or when the thread exits.
+/// (goroutine, tgid) -> the `start_ns` of the goroutine's Go call that has made no socket
+/// syscall yet: the goroutine's next socket syscall, on whatever thread, tells that call's fd
+/// (a `Read` that finds no data gets EAGAIN before it parks). Keyed by goroutine, not thread:
+/// Go may preempt a goroutine between the call's entry and its syscall and run another one
+/// that enters a call on the same thread. The entry is consumed by that syscall, or removed
+/// at the call's return (a call served from crypto/tls's buffer makes none); those of a
+/// process that exited are removed by user space.
 #[map]
-static GO_PENDING_FDS: HashMap<u64, GoPendingFd> =
+static GO_PENDING_FDS: HashMap<GoroutineKey, u64> =
     HashMap::with_max_entries(capacity::GO_PENDING_FDS, BPF_F_NO_PREALLOC);
 
 /// (handle, tgid) -> the connection's fd and stream positions. An LRU, because processes that
@@ -645,28 +642,18 @@ fn go_entered(spec: &ProbeSpec, registers: &Registers, pid_tgid: u64, goroutine:
         let _ = TGIDS_WITH_CONNECTIONS.insert(&tgid, &1, 0);
     }
     // A full table only costs the fd (counted as unknown at the return).
-    let _ = GO_PENDING_FDS.insert(
-        &pid_tgid,
-        &GoPendingFd {
-            goroutine,
-            start_ns: call.start_ns,
-        },
-        0,
-    );
+    let _ = GO_PENDING_FDS.insert(&key, &call.start_ns, 0);
 }
 
-/// A socket syscall on a thread with a pending Go call: that call's fd, when the syscall is
-/// the pending goroutine's own. Another goroutine may run on the thread first (the call's
-/// goroutine blocked on a lock before any I/O): its syscalls have another g in R14 and leave
-/// the note alone.
+/// A socket syscall of a goroutine with a Go call waiting for its fd: that call's fd. The
+/// goroutine is the one in R14 of the user registers saved at the syscall (Go's syscall paths
+/// do not touch R14); a syscall of another goroutine, or of a thread that is not Go's (R14 is
+/// then anything), finds no pending call.
 #[inline(always)]
 fn go_syscall_fd(pid_tgid: u64, fd: i32) {
-    // SAFETY: the value is copied out at once.
-    let Some(pending) = (unsafe { GO_PENDING_FDS.get(&pid_tgid) }).copied() else {
+    if read_config(&TRACES_GO) == 0 {
         return;
-    };
-    // The user registers saved at the syscall's entry: R14 is the running goroutine's g
-    // (Go's syscall paths do not touch R14).
+    }
     // SAFETY: helpers without preconditions; bpf_task_pt_regs gets the current task as the
     // BTF pointer it requires, and returns a pointer into that task's kernel stack, read with
     // bpf_probe_read_kernel, which checks the address.
@@ -674,21 +661,25 @@ fn go_syscall_fd(pid_tgid: u64, fd: i32) {
         let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as u64;
         bpf_probe_read_kernel((regs + core::mem::offset_of!(pt_regs, r14) as u64) as *const u64)
     };
-    if goroutine != Ok(pending.goroutine) {
+    let Ok(goroutine) = goroutine else {
         return;
-    }
-    let _ = GO_PENDING_FDS.remove(&pid_tgid);
+    };
     let key = GoroutineKey {
-        goroutine: pending.goroutine,
+        goroutine,
         tgid: (pid_tgid >> 32) as u32,
         _padding: 0,
     };
+    // SAFETY: the value is copied out at once.
+    let Some(start_ns) = (unsafe { GO_PENDING_FDS.get(&key) }).copied() else {
+        return;
+    };
+    let _ = GO_PENDING_FDS.remove(&key);
     let Some(call) = GOROUTINES.get_ptr_mut(&key) else {
         return;
     };
     // SAFETY: pointer from a successful map lookup, valid for this program run.
     let call = unsafe { &mut *call };
-    if call.start_ns == pending.start_ns && call.fd < 0 {
+    if call.start_ns == start_ns && call.fd < 0 {
         call.fd = fd;
     }
 }
@@ -748,13 +739,8 @@ fn go_call_returned(pid_tgid: u64, goroutine: u64) -> Option<ActiveCall> {
     // SAFETY: the value is copied out at once.
     let call = (unsafe { GOROUTINES.get(&key) }).copied()?;
     let _ = GOROUTINES.remove(&key);
-    // A call served without a syscall leaves its thread's pending fd behind.
-    // SAFETY: the value is only compared.
-    if unsafe { GO_PENDING_FDS.get(&pid_tgid) }
-        .is_some_and(|pending| pending.goroutine == goroutine)
-    {
-        let _ = GO_PENDING_FDS.remove(&pid_tgid);
-    }
+    // A call served without a syscall leaves its pending fd behind.
+    let _ = GO_PENDING_FDS.remove(&key);
     Some(call)
 }
 
@@ -1559,7 +1545,6 @@ pub fn probectl_newtask(ctx: TracePointContext) -> u32 {
 pub fn probectl_thread_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let _ = THREADS.remove(&pid_tgid);
-    let _ = GO_PENDING_FDS.remove(&pid_tgid);
     let tgid = (pid_tgid >> 32) as u32;
     if !process_ends(pid_tgid) {
         return 0;

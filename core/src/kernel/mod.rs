@@ -178,6 +178,8 @@ pub struct Tracer {
     connections: HashMap<MapData, ConnectionKey, ConnectionState>,
     /// Go calls in flight and socket fds of connections: swept of exited processes.
     goroutines: HashMap<MapData, GoroutineKey, [u8; ACTIVE_CALL_SIZE]>,
+    /// Go calls waiting for their fd (goroutine → call start).
+    go_pending_fds: HashMap<MapData, GoroutineKey, u64>,
     socket_fds: HashMap<MapData, FdKey, u64>,
     events: Option<EventRing>,
     attached: usize,
@@ -237,6 +239,7 @@ impl Tracer {
         let mut ebpf = EbpfLoader::new()
             .override_global("MAX_CAPTURE_BYTES", &options.max_capture_bytes, true)
             .override_global("FILTER_BY_PID", &filter, true)
+            .override_global("TRACES_GO", &u8::from(options.go), true)
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .override_global("NEWTASK_PID_OFFSET", &newtask_pid, true)
             .override_global("NEWTASK_FLAGS_OFFSET", &newtask_flags, true)
@@ -383,6 +386,8 @@ impl Tracer {
         let connections =
             HashMap::try_from(take("CONNECTIONS")?).map_err(map_error("CONNECTIONS"))?;
         let goroutines = HashMap::try_from(take("GOROUTINES")?).map_err(map_error("GOROUTINES"))?;
+        let go_pending_fds =
+            HashMap::try_from(take("GO_PENDING_FDS")?).map_err(map_error("GO_PENDING_FDS"))?;
         let socket_fds = HashMap::try_from(take("SOCKET_FDS")?).map_err(map_error("SOCKET_FDS"))?;
         Ok(Tracer {
             ebpf,
@@ -390,6 +395,7 @@ impl Tracer {
             stats,
             connections,
             goroutines,
+            go_pending_fds,
             socket_fds,
             events: Some(events),
             attached: 0,
@@ -703,6 +709,17 @@ impl Tracer {
             if self.goroutines.remove(&key).is_ok() {
                 swept.goroutines += 1;
             }
+        }
+        // The fd notes of those calls (a call blocked before its first syscall has one): the
+        // same calls, not counted twice.
+        let pending: Vec<GoroutineKey> = self
+            .go_pending_fds
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| tgids.contains(&key.tgid))
+            .collect();
+        for key in pending {
+            let _ = self.go_pending_fds.remove(&key);
         }
         let connections: Vec<ConnectionKey> = self
             .connections
