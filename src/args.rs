@@ -201,6 +201,11 @@ pub struct RunArgs {
     /// replays anywhere.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+    /// With --record: the most bytes the recording's input takes (default 1G); past it the
+    /// run goes on unrecorded (a warning, and the replay says so).
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = size::body_limit,
+          requires = "record")]
+    record_limit: u64,
     /// Start this command and trace it (and only it) from its first TLS byte.
     #[arg(last = true)]
     command: Vec<OsString>,
@@ -403,6 +408,7 @@ impl RunArgs {
             memory_budget: self.memory_budget,
             placement: self.placement.into(),
             record: self.record,
+            record_limit: self.record_limit,
         })
     }
 }

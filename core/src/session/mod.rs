@@ -114,6 +114,8 @@ pub struct RunOptions {
     pub wait_for_library: bool,
     /// `--record FILE`: the pipeline's whole input, for `probectl replay`.
     pub record: Option<PathBuf>,
+    /// `--record-limit`: the most bytes of input the recording takes.
+    pub record_limit: u64,
 }
 
 /// Resolves the plugin name to groups: one, or every group for `all`.
@@ -487,6 +489,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
                 max_capture_bytes: options.max_capture_bytes,
                 kernel: crate::kernel::features::kernel_release(),
             },
+            options.record_limit,
         )?),
         None => None,
     };
@@ -637,6 +640,8 @@ impl Running {
             command_code: command_status.and_then(|status| status.code()),
             command_signal: command_status.and_then(|status| status.signal()),
             memory: crate::capture::summary::MemoryUse::of_this_process(),
+            // The recorder sets it as it writes the end.
+            frames_not_recorded: 0,
         };
         self.pipeline.end_recording(&end);
         let write_error = self.pipeline.finish(&end.open_positions);
