@@ -201,7 +201,7 @@ pub struct RunArgs {
     /// replays anywhere.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
-    /// With --record: the most bytes the recording's input takes (default 1G); past it the
+    /// With --record: the most bytes the recording's input takes; past it the
     /// run goes on unrecorded (a warning, and the replay says so).
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = size::body_limit,
           requires = "record")]
