@@ -408,15 +408,22 @@ pub struct Stats {
     pub joined_raw_bytes: u64,
 }
 
-/// Whether the traced end of a connection is its server: its port is the lower one (a
-/// listening port against an ephemeral one). `None` when the ports are not known.
+/// Linux's default range of ephemeral ports (`net.ipv4.ip_local_port_range`): a client's end
+/// of a connection has one.
+const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 32768..=60999;
+
+/// Whether the traced end of a connection is its server, when the ports say so: one end's port
+/// is in the ephemeral range (a client's) and the other's is not (a listening port). `None`
+/// when the ports are not known or both are alike (a test server on an ephemeral port).
 fn traced_is_server(conn: &ConnectionView<'_>) -> Option<bool> {
     let port = |address: Option<&str>| {
         address
             .and_then(|a| a.rsplit_once(':'))
             .and_then(|(_, port)| port.parse::<u16>().ok())
     };
-    Some(port(conn.local)? < port(conn.remote)?)
+    let local = EPHEMERAL_PORTS.contains(&port(conn.local)?);
+    let remote = EPHEMERAL_PORTS.contains(&port(conn.remote)?);
+    (local != remote).then_some(remote)
 }
 
 /// The `--decode http` writer.
@@ -757,13 +764,12 @@ impl HttpWriter {
         }
         if h1::chunk_start(data) {
             self.stats.connections_http1 += 1;
-            // The chunks are a response's, unless the traced end is the server (its port is
-            // the lower one) and reads them, or the client and writes them.
-            let traced_is_server = traced_is_server(&event.conn).unwrap_or(false);
-            let request_side = if traced_is_server == (side == Side::Read) {
-                side
-            } else {
-                side.other()
+            // The chunks are a response's (streamed responses are what a trace joins in the
+            // middle of), unless the ports say that the traced end is the server and reads
+            // them, or the client and writes them.
+            let request_side = match traced_is_server(&event.conn) {
+                Some(server) if server == (side == Side::Read) => side,
+                _ => side.other(),
             };
             let decoder = h1::Decoder::joined_in_chunked_body(
                 side,

@@ -1509,3 +1509,30 @@ fn chunk_and_boundary_proofs() {
         None
     );
 }
+
+#[test]
+fn the_server_end_is_known_by_its_port_when_only_one_end_is_ephemeral() {
+    let conn = |local, remote| ConnectionView {
+        local: Some(local),
+        remote: Some(remote),
+        ..ConnectionView::default()
+    };
+    assert_eq!(
+        traced_is_server(&conn("10.0.0.1:443", "10.0.0.2:51234")),
+        Some(true)
+    );
+    assert_eq!(
+        traced_is_server(&conn("10.0.0.2:51234", "10.0.0.1:8443")),
+        Some(false)
+    );
+    // A server on an ephemeral port (tests, port 0), or two listening ports: not told.
+    assert_eq!(
+        traced_is_server(&conn("127.0.0.1:40001", "127.0.0.1:51234")),
+        None
+    );
+    assert_eq!(
+        traced_is_server(&conn("127.0.0.1:8443", "127.0.0.1:443")),
+        None
+    );
+    assert_eq!(traced_is_server(&ConnectionView::default()), None);
+}
