@@ -234,12 +234,43 @@ fn describe_probe(probe: &Probe) -> String {
     let mut text = match probe.role {
         Role::Data => format!("{:<5}", probe.direction.as_str()),
         Role::End => "end  ".to_string(),
+        Role::Secret => "key  ".to_string(),
     };
     if let Some(connection) = probe.connection {
         let _ = write!(text, "  connection=arg{}", connection.0);
     }
     if probe.role == Role::End {
         text.push_str("  (entering it ends the handle's connection)");
+    } else if let Some(secret) = &probe.secret {
+        let _ = write!(text, "  label=arg{}", secret.label.0);
+        if let Some(length) = secret.label_length {
+            let _ = write!(text, "+length arg{}", length.0);
+        }
+        match &secret.client_random {
+            crate::spec::RandomRef::Argument(arg) => {
+                let _ = write!(text, "  client_random=arg{}", arg.0);
+            }
+            crate::spec::RandomRef::Field(field) => {
+                let _ = write!(
+                    text,
+                    "  client_random=field of arg{} ({} reads it)",
+                    field.argument.0, field.offset_from
+                );
+            }
+        }
+        match secret.client_random_length {
+            crate::spec::LengthOrConstant::Argument(arg) => {
+                let _ = write!(text, "  client_random_length=arg{}", arg.0);
+            }
+            crate::spec::LengthOrConstant::Constant(length) => {
+                let _ = write!(text, "  client_random_length={length}");
+            }
+        }
+        let _ = write!(
+            text,
+            "  secret=arg{} secret_length=arg{}  (with --keylog)",
+            secret.secret.0, secret.secret_length.0
+        );
     } else {
         let _ = write!(text, "  buffer=arg{}", probe.buffer.0);
         match probe.length {
@@ -312,6 +343,7 @@ impl ListReport {
                             "role": match probe.role {
                                 Role::Data => "data",
                                 Role::End => "end",
+                                Role::Secret => "secret",
                             },
                             "direction": (probe.role == Role::Data).then(|| probe.direction.as_str()),
                             "optional": probe.optional,

@@ -71,6 +71,9 @@ pub struct PlannedProbe {
     pub offset: u64,
     /// Where the uprobes go: the classic pair at `offset`, or emulated entry/exit points.
     pub placement: Placement,
+    /// A secret probe whose client random is a field of a struct: the field's offset, and
+    /// how it was found (see [`crate::spec::RandomRef::Field`]).
+    pub random_field: Option<(i64, String)>,
 }
 
 /// Something that was looked at and not probed, with why.
@@ -568,6 +571,27 @@ fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut Sy
     };
     let file_index = plan.files.len();
     for ((probe, offset), resolution) in group.probes.iter().zip(offsets).zip(&resolutions) {
+        let random_field = match probe.secret.as_ref().map(|secret| &secret.client_random) {
+            Some(crate::spec::RandomRef::Field(field)) if offset.is_some() => {
+                match cache.field_offset(
+                    file.id,
+                    &file.host_path,
+                    &field.offset_from,
+                    field.argument.0,
+                ) {
+                    Ok(found) => Some(found),
+                    Err(reason) => {
+                        skip(
+                            plan,
+                            Some(&probe.symbol),
+                            format!("client random not found: {reason}"),
+                        );
+                        continue;
+                    }
+                }
+            }
+            _ => None,
+        };
         match offset {
             Some(offset) => match cache.placement(file.id, &file.host_path, probe) {
                 Placement::Refused { reason } => skip(plan, Some(&probe.symbol), reason),
@@ -576,6 +600,7 @@ fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut Sy
                     probe: probe.clone(),
                     offset,
                     placement,
+                    random_field,
                 }),
             },
             // A stand-in that is not needed is no news.

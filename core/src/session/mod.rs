@@ -112,6 +112,9 @@ pub struct RunOptions {
     pub wait_for_library: bool,
     /// `--record FILE`: the pipeline's whole input, for `probectl replay`.
     pub record: Option<PathBuf>,
+    /// `--keylog FILE`: the session secrets of every traced handshake, as NSS key-log lines
+    /// (the groups' `[[group.secret]]` probes are attached only then).
+    pub keylog: Option<PathBuf>,
 }
 
 /// Resolves the plugin name to groups: one, or every group for `all`.
@@ -324,7 +327,16 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         signal_hook::flag::register(signal, crate::output::writer::stop_flag())
             .map_err(signal_error)?;
     }
-    let specs = SpecFile::load(options.specs.as_deref())?;
+    let mut specs = SpecFile::load(options.specs.as_deref())?;
+    if options.keylog.is_none() {
+        // Key-log functions run on every handshake: without --keylog they cost a trap for
+        // nothing.
+        for group in &mut specs.groups {
+            group
+                .probes
+                .retain(|probe| probe.role != crate::spec::Role::Secret);
+        }
+    }
     let groups = select_groups(&specs, &options.plugin)?;
     crate::kernel::check_privileges()?;
     let scope = scope_for(&options.target)?;
@@ -333,6 +345,12 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     // --force) only once tracing starts, and a file created here is removed if it never does.
     let output_file = options
         .output
+        .as_deref()
+        .map(|path| OutputFile::prepare(path, options.force))
+        .transpose()?;
+    // The key log, the same way: secrets are as private as the plaintext.
+    let keylog_file = options
+        .keylog
         .as_deref()
         .map(|path| OutputFile::prepare(path, options.force))
         .transpose()?;
@@ -420,6 +438,9 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     // Only now, with everything attached, is the output kept (and an existing file emptied): a
     // run that fails to start leaves no file behind and an existing one untouched.
     let out = open_output(output_file)?;
+    let keylog = keylog_file
+        .map(|file| file.commit().and_then(crate::output::append_mode))
+        .transpose()?;
     let who = match &options.target {
         Target::Pid(pid) => match plan.tree.as_ref().map_or(0, |tree| tree.descendants()) {
             0 => format!("pid {pid} ({})", targets::comm(*pid)),
@@ -501,6 +522,9 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     })?;
     if let Some(recorder) = recorder {
         pipeline.record_into(recorder);
+    }
+    if let Some(keylog) = keylog {
+        pipeline.keylog_into(keylog);
     }
     let groups: Vec<Group> = groups.into_iter().cloned().collect();
     let mut running = Running {
@@ -699,6 +723,8 @@ fn summarize(
         command_status,
         swept: end.swept,
         memory: end.memory,
+        keys_traced: pipeline.keys_traced,
+        keys_evicted: connections.keys_evicted,
     }
 }
 

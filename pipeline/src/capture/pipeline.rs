@@ -10,14 +10,15 @@ use std::io::Write;
 use std::sync::{Arc, RwLock};
 
 use probectl_common::{
-    read_record, record_kind, ChunkHeader, CloseRecord, ConnectionRecord, ProcessRecord,
+    read_record, record_kind, secret_flags, ChunkHeader, CloseRecord, ConnectionRecord,
+    ProcessRecord, SecretRecord,
 };
 
 use crate::capture::connections::{ConnectionTable, StreamRun};
 use crate::capture::recording::{End, Recorder};
 use crate::capture::{Call, Reassembler};
 use crate::output::writer::BackgroundWriter;
-use crate::output::{AttachInfo, ConnectionView, Event, EventWriter};
+use crate::output::{AttachInfo, ConnectionView, Event, EventWriter, SecretEvent};
 
 /// Attach id (the BPF cookie) → what was attached there. The control plane appends entries
 /// before it attaches them, so a record never carries an id the table lacks.
@@ -65,6 +66,13 @@ pub struct PipelineCounts {
     /// they were held for it (the kernel's count of calls emitted without one includes the
     /// calls whose fd came later).
     pub events_without_fd: u64,
+    /// Session secrets the key-log probes saw (`--keylog`), and of those: written to the key
+    /// log; not whole (a part unreadable or longer than its field: not written); without a
+    /// connection handle to tie them to (Go's `writeKeyLog` has none).
+    pub secrets: u64,
+    pub secrets_written: u64,
+    pub secrets_unusable: u64,
+    pub secrets_untied: u64,
 }
 
 /// A request to the control plane, made by a record: look at process `pid` for TLS code,
@@ -112,6 +120,12 @@ pub struct Pipeline {
     now_ns: u64,
     /// `--record`: every input, as it comes (see [`crate::capture::recording`]).
     recorder: Option<Recorder>,
+    /// `--keylog FILE`: where each secret goes as one NSS key-log line, one write(2) each
+    /// (the file is in append mode), as it comes: a live Wireshark picks it up at once.
+    keylog: Option<std::fs::File>,
+    /// Secrets are traced in this run (`--keylog`): connections without any are "keys not
+    /// seen" in the summary.
+    pub keys_traced: bool,
 }
 
 /// How long the calls of a connection without an fd wait for it (ns).
@@ -191,7 +205,15 @@ impl Pipeline {
             held: Held::default(),
             now_ns: 0,
             recorder: None,
+            keylog: None,
+            keys_traced: false,
         })
+    }
+
+    /// Writes every secret into `file` as an NSS key-log line (`--keylog`).
+    pub fn keylog_into(&mut self, file: std::fs::File) {
+        self.keylog = Some(file);
+        self.keys_traced = true;
     }
 
     /// Records every input from now on into `recorder` (`--record`).
@@ -276,7 +298,82 @@ impl Pipeline {
                     self.connections.fold_ended();
                 }
             }
+            Some(record_kind::SECRET) => {
+                if let Some(secret) = read_record::<SecretRecord>(record) {
+                    self.secret(&secret);
+                }
+            }
             _ => self.counts.unknown_records += 1,
+        }
+    }
+
+    /// A session secret: one key-log line, tied to its connection.
+    fn secret(&mut self, record: &SecretRecord) {
+        self.counts.secrets += 1;
+        self.keys_traced = true;
+        if record.flags & (secret_flags::READ_FAULT | secret_flags::TOO_LONG) != 0
+            || record.label_len == 0
+            || record.random_len == 0
+            || record.secret_len == 0
+        {
+            self.counts.secrets_unusable += 1;
+            return;
+        }
+        fn part(bytes: &[u8], len: u32) -> &[u8] {
+            &bytes[..(len as usize).min(bytes.len())]
+        }
+        let label_bytes = part(&record.label, record.label_len);
+        // A label is the library's own constant: printable ASCII, or not a label at all.
+        if !label_bytes.iter().all(|byte| byte.is_ascii_graphic()) {
+            self.counts.secrets_unusable += 1;
+            return;
+        }
+        let label = String::from_utf8_lossy(label_bytes).into_owned();
+        let client_random = hex(part(&record.random, record.random_len));
+        let line = format!(
+            "{label} {client_random} {}\n",
+            hex(part(&record.secret, record.secret_len))
+        );
+        if let Some(file) = self.keylog.as_mut() {
+            if self.write_error.is_none() {
+                // One write per line: the file is in append mode, so a reader never sees half
+                // a line and other writers' lines never land inside one.
+                match file.write_all(line.as_bytes()) {
+                    Ok(()) => self.counts.secrets_written += 1,
+                    Err(error) => {
+                        self.write_error = Some(std::io::Error::new(
+                            error.kind(),
+                            format!("the key log: {error}"),
+                        ))
+                    }
+                }
+            }
+        }
+        let connection = if record.connection == 0 {
+            self.counts.secrets_untied += 1;
+            None
+        } else {
+            self.connections
+                .on_secret(record.pid, record.connection, &label, &client_random)
+        };
+        let function = self
+            .attach_info(record.attach_id)
+            .map(|attach| attach.function.clone())
+            .unwrap_or_default();
+        let event = SecretEvent {
+            ts_ns: record.ts_ns.saturating_add(self.clock_offset),
+            pid: record.pid,
+            tid: record.tid,
+            function: &function,
+            label: &label,
+            client_random: &client_random,
+            handle: record.connection,
+            connection,
+        };
+        if self.write_error.is_none() {
+            if let Err(error) = self.writer.secret(&event, &mut self.out) {
+                self.write_error = Some(error);
+            }
         }
     }
 
@@ -470,6 +567,16 @@ impl Pipeline {
         }
         self.write_error.take()
     }
+}
+
+/// Lower-case hex of `bytes`, as the NSS key-log format writes them.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
 }
 
 /// A recording's write error, named as such (the output's own errors are not).

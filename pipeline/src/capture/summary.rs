@@ -35,6 +35,11 @@ pub struct Summary {
     pub swept: Swept,
     /// probectl's own memory at the end of the run (the live run's, in a replay).
     pub memory: MemoryUse,
+    /// Secrets were traced (`--keylog`): each connection says its keys, or "keys not seen".
+    pub keys_traced: bool,
+    /// Handles whose secrets were dropped before their connection began (see
+    /// `KEYS_PENDING_MAX`).
+    pub keys_evicted: u64,
 }
 
 /// probectl's memory, from `/proc/self/status` (KiB; 0 where it could not be read).
@@ -88,6 +93,15 @@ impl Summary {
                 "not_captured_written": lost[0],
                 "not_captured_read": lost[1],
                 "closed": c.closed,
+                "keys": self.keys_traced.then(|| if c.keys.secrets == 0 {
+                    serde_json::json!("not seen")
+                } else {
+                    serde_json::json!({
+                        "secrets": c.keys.secrets,
+                        "client_random": c.keys.client_random,
+                        "labels": c.keys.labels,
+                    })
+                }),
             })
         };
         let closed =
@@ -142,6 +156,15 @@ impl Summary {
                 },
                 "kept": self.connections.iter().map(connection).collect::<Vec<_>>(),
             },
+            "keylog": self.keys_traced.then(|| serde_json::json!({
+                "secrets": self.counts.secrets,
+                "written": self.counts.secrets_written,
+                "unusable": self.counts.secrets_unusable,
+                "without_handle": self.counts.secrets_untied,
+                "lost_ring_full": self.kernel.secrets_lost,
+                "handles_evicted_before_their_connection": self.keys_evicted,
+                "connections_keys_not_seen": self.connections.iter().filter(|c| c.keys.secrets == 0).count(),
+            })),
             "command_exit_code": self.command_status.and_then(|status| status.code()),
             "kernel_entries_of_exited_processes_removed": {
                 "go_calls": self.swept.goroutines,
@@ -206,6 +229,20 @@ impl Summary {
             format!(
                 "{} connection/close/process records found the ring buffer full",
                 kernel.records_lost
+            ),
+        );
+        add(
+            kernel.secrets_lost,
+            format!(
+                "{} session secrets found the ring buffer full (not in the key log)",
+                kernel.secrets_lost
+            ),
+        );
+        add(
+            self.counts.secrets_unusable,
+            format!(
+                "{} session secrets not whole (unreadable, or longer than a key-log line takes): not in the key log",
+                self.counts.secrets_unusable
             ),
         );
         add(
@@ -331,6 +368,12 @@ impl std::fmt::Display for Summary {
                     ", open"
                 }
             )?;
+            if self.keys_traced {
+                match connection.keys.secrets {
+                    0 => write!(f, ", keys not seen")?,
+                    count => write!(f, ", keys: {count} secrets")?,
+                }
+            }
         }
         if listed < self.connections.len() {
             write!(
@@ -338,6 +381,20 @@ impl std::fmt::Display for Summary {
                 "\nprobectl: ... and {} more connections",
                 self.connections.len() - listed
             )?;
+        }
+        if self.keys_traced {
+            write!(
+                f,
+                "\nprobectl: keys: {} secrets seen, {} written to the key log, {} without a connection handle",
+                self.counts.secrets, self.counts.secrets_written, self.counts.secrets_untied,
+            )?;
+            if self.keys_evicted > 0 {
+                write!(
+                    f,
+                    " ({} handles' secrets not tied to a connection: too many handshakes without one)",
+                    self.keys_evicted
+                )?;
+            }
         }
         if self.ended_by_exit > 0 {
             write!(

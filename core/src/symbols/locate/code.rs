@@ -145,6 +145,102 @@ impl<'a> Code<'a> {
         found.into_iter().collect()
     }
 
+    /// Addresses of the NUL-terminated string `text`, wherever a loaded segment holds it: a
+    /// string of its own, or the tail of a longer one (linkers merge a string into another
+    /// that ends with it, and code then loads the address of that tail).
+    pub fn string_addresses(&self, text: &str) -> Vec<u64> {
+        let mut needle = text.as_bytes().to_vec();
+        needle.push(0);
+        let mut found = BTreeSet::new();
+        for at in memchr::memmem::find_iter(self.file, &needle) {
+            let offset = at as u64;
+            if let Some(segment) = self.segments.iter().find(|segment| {
+                !segment.executable
+                    && offset >= segment.file_offset
+                    && offset < segment.file_offset + segment.file_size
+            }) {
+                found.insert(offset - segment.file_offset + segment.address);
+            }
+        }
+        found.into_iter().collect()
+    }
+
+    /// The target of the first direct call after the instruction at `site`, on the straight
+    /// line from it (plain instructions, and direct unconditional jumps followed): `None` when
+    /// anything else comes first, or nothing within a few instructions.
+    pub fn call_after(&self, site: u64) -> Option<u64> {
+        let mut address = self.decode_at(site)?.next_ip();
+        for _ in 0..MAX_FORWARD {
+            let instruction = self.decode_at(address)?;
+            match instruction.flow_control() {
+                FlowControl::Call if instruction.op0_kind() == OpKind::NearBranch64 => {
+                    return Some(instruction.near_branch_target());
+                }
+                FlowControl::UnconditionalBranch
+                    if instruction.op0_kind() == OpKind::NearBranch64 =>
+                {
+                    address = instruction.near_branch_target();
+                }
+                FlowControl::Next => address = instruction.next_ip(),
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// The targets of the direct jumps that leave `function` (tail calls: a jump to another
+    /// proven function entry).
+    pub fn tail_jumps(&self, function: &Function) -> BTreeSet<u64> {
+        function
+            .instructions
+            .values()
+            .filter(|instruction| instruction.flow_control() == FlowControl::UnconditionalBranch)
+            .filter(|instruction| instruction.op0_kind() == OpKind::NearBranch64)
+            .map(Instruction::near_branch_target)
+            .filter(|&target| !function.contains(target) && self.is_call_target(target))
+            .collect()
+    }
+
+    /// The offset of the field that `function` (an accessor) reads from the struct its
+    /// argument register `argument` points at: the one displacement of every memory operand
+    /// based on that register alone (`lea 0x160(%rdi),%rsi`, `mov 0x160(%rdi),%rdx`), in
+    /// address order until the register is written. `None` when there is none, or several.
+    pub fn field_offset(&self, function: &Function, argument: Register) -> Option<i64> {
+        let mut factory = InstructionInfoFactory::new();
+        let mut offsets = BTreeSet::new();
+        for instruction in function.instructions.values() {
+            for operand in 0..instruction.op_count() {
+                if instruction.op_kind(operand) == OpKind::Memory
+                    && instruction.memory_base() == argument
+                    && instruction.memory_index() == Register::None
+                {
+                    offsets.insert(instruction.memory_displacement64() as i64);
+                }
+            }
+            let written = factory
+                .info(instruction)
+                .used_registers()
+                .iter()
+                .any(|used| {
+                    used.register().full_register() == argument
+                        && matches!(
+                            used.access(),
+                            OpAccess::Write
+                                | OpAccess::CondWrite
+                                | OpAccess::ReadWrite
+                                | OpAccess::ReadCondWrite
+                        )
+                });
+            if written {
+                break;
+            }
+        }
+        match offsets.len() {
+            1 => offsets.into_iter().next(),
+            _ => None,
+        }
+    }
+
     /// Direct call targets (`call rel32`) that land at the start of executable code: every
     /// `e8` byte is read as a call, and kept only if its target is in an executable segment.
     /// A stray `e8` inside another instruction yields a random target, which only ever adds
