@@ -725,6 +725,7 @@ fn summarize(
         memory: end.memory,
         keys_traced: pipeline.keys_traced,
         keys_evicted: connections.keys_evicted,
+        handshakes_without_data: connections.handshakes_without_data(),
     }
 }
 

@@ -209,6 +209,10 @@ pub struct ConnectionTable {
     pending_order: VecDeque<(u32, u64)>,
     /// Handles whose secrets were dropped from `pending_keys` before their connection began.
     pub keys_evicted: u64,
+    /// Handshakes whose handle moved no data before it made another handshake (a client that
+    /// connects and closes at once, `s_client -reconnect`): their secrets are in the key log,
+    /// tied to no connection, for the kernel saw no connection.
+    pub keys_without_data: u64,
 }
 
 impl ConnectionTable {
@@ -232,7 +236,14 @@ impl ConnectionTable {
             connection.keys.add(label, client_random);
             return Some(connection.id);
         }
-        if !self.pending_keys.contains_key(&key) {
+        if let Some(pending) = self.pending_keys.get_mut(&key) {
+            if pending.client_random.as_deref() != Some(client_random) {
+                // The handle (freed and allocated again at the same address) made a new
+                // handshake without moving data in the last one.
+                *pending = Keys::default();
+                self.keys_without_data += 1;
+            }
+        } else {
             while self.pending_keys.len() >= KEYS_PENDING_MAX {
                 let Some(oldest) = self.pending_order.pop_front() else {
                     break;
@@ -248,6 +259,12 @@ impl ConnectionTable {
             .or_default()
             .add(label, client_random);
         None
+    }
+
+    /// Handshakes whose secrets are tied to no connection: their handle moved no data (those
+    /// still waiting at the end of the run, and those a later handshake replaced).
+    pub fn handshakes_without_data(&self) -> u64 {
+        self.keys_without_data + self.pending_keys.len() as u64
     }
 
     fn create(&mut self, pid: u32, handle: u64) -> &mut Connection {

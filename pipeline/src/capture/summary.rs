@@ -40,6 +40,8 @@ pub struct Summary {
     /// Handles whose secrets were dropped before their connection began (see
     /// `KEYS_PENDING_MAX`).
     pub keys_evicted: u64,
+    /// Handshakes whose handle never moved data: their secrets are tied to no connection.
+    pub handshakes_without_data: u64,
 }
 
 /// probectl's memory, from `/proc/self/status` (KiB; 0 where it could not be read).
@@ -163,6 +165,7 @@ impl Summary {
                 "without_handle": self.counts.secrets_untied,
                 "lost_ring_full": self.kernel.secrets_lost,
                 "handles_evicted_before_their_connection": self.keys_evicted,
+                "handshakes_without_data": self.handshakes_without_data,
                 "connections_keys_not_seen": self.connections.iter().filter(|c| c.keys.secrets == 0).count(),
             })),
             "command_exit_code": self.command_status.and_then(|status| status.code()),
@@ -385,8 +388,11 @@ impl std::fmt::Display for Summary {
         if self.keys_traced {
             write!(
                 f,
-                "\nprobectl: keys: {} secrets seen, {} written to the key log, {} without a connection handle",
-                self.counts.secrets, self.counts.secrets_written, self.counts.secrets_untied,
+                "\nprobectl: keys: {} secrets seen, {} written to the key log, {} without a connection handle, {} handshakes that moved no data",
+                self.counts.secrets,
+                self.counts.secrets_written,
+                self.counts.secrets_untied,
+                self.handshakes_without_data,
             )?;
             if self.keys_evicted > 0 {
                 write!(

@@ -1,0 +1,308 @@
+//! `--keylog FILE`: the session secrets probectl reads from a library's key-log function are the
+//! ones the program writes itself (its own SSLKEYLOGFILE / -keylogfile / --tls-keylog), line for
+//! line, for TLS 1.2 and 1.3, resumed sessions and a HelloRetryRequest; each is tied to its
+//! connection in the JSON output and the report, and a connection joined after its handshake
+//! is "keys not seen".
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{cert_and_key, free_port, s_server, scratch_file, wait_for_port, Guard, Trace};
+
+/// The NSS key-log lines of a file, without comments, as a set.
+fn lines(path: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn labels(lines: &BTreeSet<String>) -> BTreeSet<String> {
+    lines
+        .iter()
+        .filter_map(|line| line.split(' ').next())
+        .map(str::to_string)
+        .collect()
+}
+
+const TLS13_LABELS: [&str; 5] = [
+    "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+    "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+    "CLIENT_TRAFFIC_SECRET_0",
+    "SERVER_TRAFFIC_SECRET_0",
+    "EXPORTER_SECRET",
+];
+
+/// Runs `command` under `probectl run openssl --keylog` to completion (with `env` for it) and
+/// checks what both sides wrote: the same lines, with these labels, the file 0600, every secret
+/// tied to a connection of the report. Returns the lines.
+fn same_keys(
+    command: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+    oracle: &Path,
+    expected_labels: &[&str],
+) -> BTreeSet<String> {
+    let keylog = scratch_file("keylog.txt");
+    let keylog_arg = keylog.display().to_string();
+    let run =
+        Trace::start_with_env(&["openssl", "--keylog", &keylog_arg], command, env).wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    run.assert_no_losses();
+    let ours = lines(&keylog);
+    let theirs = lines(oracle);
+    assert!(!theirs.is_empty(), "the program wrote no key log");
+    assert_eq!(ours, theirs, "{}", run.stderr);
+    let wanted: BTreeSet<String> = expected_labels.iter().map(|l| l.to_string()).collect();
+    assert_eq!(labels(&ours), wanted);
+    let mode = std::fs::metadata(&keylog)
+        .expect("keylog")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    // Every line came from a secret record, each shown in the output with its client random.
+    let shown: Vec<&serde_json::Value> = run
+        .lines
+        .iter()
+        .filter_map(|line| line.get("secret"))
+        .collect();
+    assert_eq!(shown.len(), ours.len(), "{:?}", run.lines);
+    for secret in &shown {
+        let label = secret["label"].as_str().expect("label");
+        let random = secret["client_random"].as_str().expect("client_random");
+        assert!(
+            ours.iter()
+                .any(|line| line.starts_with(&format!("{label} {random} "))),
+            "{secret}"
+        );
+    }
+    let keylog_report = &run.report["keylog"];
+    assert_eq!(
+        keylog_report["written"],
+        ours.len() as u64,
+        "{}",
+        run.report
+    );
+    assert_eq!(keylog_report["unusable"], 0);
+    assert_eq!(keylog_report["without_handle"], 0);
+    // Each connection carries its keys: every client random of the key log names one.
+    let connections = run.report["connections"]["kept"]
+        .as_array()
+        .expect("connections");
+    let randoms: BTreeSet<&str> = ours
+        .iter()
+        .filter_map(|line| line.split(' ').nth(1))
+        .collect();
+    let tied: BTreeSet<&str> = connections
+        .iter()
+        .filter_map(|connection| connection["keys"]["client_random"].as_str())
+        .collect();
+    assert!(!tied.is_empty(), "{}", run.report);
+    assert!(tied.is_subset(&randoms), "{}", run.report);
+    // The rest are handshakes whose handle moved no data (s_client -reconnect's first five).
+    assert_eq!(
+        keylog_report["handshakes_without_data"],
+        (randoms.len() - tied.len()) as u64,
+        "{}",
+        run.report
+    );
+    ours
+}
+
+/// `openssl s_client` sending a request (so that its connection moves data), then ending.
+fn s_client(port: u16, version: &str, oracle: &Path, extra: &[&str]) -> Vec<String> {
+    vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        format!(
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | openssl s_client -connect 127.0.0.1:{port} {version} -keylogfile {} {} >/dev/null 2>&1",
+            oracle.display(),
+            extra.join(" ")
+        ),
+    ]
+}
+
+#[test]
+fn openssl_s_client_tls12_and_tls13() {
+    let (_server, port) = s_server();
+    for (version, labels) in [
+        ("-tls1_2", &["CLIENT_RANDOM"][..]),
+        ("-tls1_3", &TLS13_LABELS[..]),
+    ] {
+        let oracle = scratch_file("s_client.keys");
+        let command = s_client(port, version, &oracle, &[]);
+        let command: Vec<&str> = command.iter().map(String::as_str).collect();
+        let keys = same_keys(&command, &[], &oracle, labels);
+        assert_eq!(keys.len(), labels.len(), "{version}: one handshake");
+    }
+}
+
+#[test]
+fn resumed_sessions_tls12_and_tls13() {
+    // -reconnect: the first handshake, then five more resuming its session, each logged.
+    let (_server, port) = s_server();
+    for (version, labels) in [
+        ("-tls1_2", &["CLIENT_RANDOM"][..]),
+        ("-tls1_3", &TLS13_LABELS[..]),
+    ] {
+        let oracle = scratch_file("reconnect.keys");
+        let command = s_client(port, version, &oracle, &["-reconnect"]);
+        let command: Vec<&str> = command.iter().map(String::as_str).collect();
+        let keys = same_keys(&command, &[], &oracle, labels);
+        let randoms: BTreeSet<&str> = keys
+            .iter()
+            .filter_map(|line| line.split(' ').nth(1))
+            .collect();
+        assert_eq!(randoms.len(), 6, "{version}: six handshakes: {keys:?}");
+    }
+}
+
+#[test]
+fn hello_retry_request() {
+    // The client's key share is for X25519; the server takes only P-256 and asks again.
+    let (cert, key) = cert_and_key();
+    let port = free_port();
+    let server = std::process::Command::new("openssl")
+        .args(["s_server", "-www", "-quiet", "-groups", "P-256", "-accept"])
+        .arg(port.to_string())
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let _server = Guard(server);
+    wait_for_port(port);
+    // The same handshake untraced shows the retry: two ServerHellos (the first one is the
+    // HelloRetryRequest).
+    let shown = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-tls1_3",
+        ])
+        .args(["-groups", "X25519:P-256", "-msg"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert_eq!(text.matches("], ServerHello").count(), 2, "{text}");
+    let oracle = scratch_file("hrr.keys");
+    let command = s_client(port, "-tls1_3", &oracle, &["-groups", "X25519:P-256"]);
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    same_keys(&command, &[], &oracle, &TLS13_LABELS);
+}
+
+#[test]
+fn curl_sslkeylogfile_tls12_and_tls13() {
+    let (_server, port) = s_server();
+    let url = format!("https://127.0.0.1:{port}/");
+    for (version, labels) in [
+        (
+            &["--tlsv1.2", "--tls-max", "1.2"][..],
+            &["CLIENT_RANDOM"][..],
+        ),
+        (&["--tlsv1.3"][..], &TLS13_LABELS[..]),
+    ] {
+        let oracle = scratch_file("curl.keys");
+        let mut command = vec!["curl", "-sk", "-o", "/dev/null"];
+        command.extend_from_slice(version);
+        command.push(&url);
+        same_keys(
+            &command,
+            &[("SSLKEYLOGFILE", oracle.as_os_str())],
+            &oracle,
+            labels,
+        );
+    }
+}
+
+#[test]
+fn node_tls_keylog_tls12_and_tls13() {
+    // node's OpenSSL is linked in, with nss_keylog_int inlined into ssl_log_secret: the
+    // stand-in probe, whose client random is the field SSL_get_client_random reads.
+    let (_server, port) = s_server();
+    for (version, labels) in [
+        ("TLSv1.2", &["CLIENT_RANDOM"][..]),
+        ("TLSv1.3", &TLS13_LABELS[..]),
+    ] {
+        let oracle = scratch_file("node.keys");
+        let keylog_flag = format!("--tls-keylog={}", oracle.display());
+        let script = format!(
+            "const tls = require('tls'); \
+             const s = tls.connect({{ port: {port}, host: '127.0.0.1', rejectUnauthorized: false, \
+               minVersion: '{version}', maxVersion: '{version}' }}, \
+               () => s.write('GET / HTTP/1.0\\r\\n\\r\\n')); \
+             s.on('data', () => {{}}); s.on('end', () => s.end());"
+        );
+        let command = ["node", keylog_flag.as_str(), "-e", script.as_str()];
+        same_keys(&command, &[], &oracle, labels);
+    }
+}
+
+#[test]
+fn a_connection_joined_after_its_handshake_is_keys_not_seen() {
+    let (_server, port) = s_server();
+    let exchange = common::Exchange::new(b"GET / HTTP/1.0\r\n\r\n");
+    let (mut client, line) = exchange.held_python_client(port, "--hold-connected");
+    assert!(line.starts_with("connected"), "{line}");
+    let keylog = scratch_file("late.keys");
+    let keylog_arg = keylog.display().to_string();
+    let pid = client.pid().to_string();
+    let trace = Trace::start(&["openssl", "--keylog", &keylog_arg, "--pid", &pid], &[]);
+    client.release();
+    client.finish();
+    let run = trace.stop_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(lines(&keylog).is_empty());
+    let connections = run.report["connections"]["kept"]
+        .as_array()
+        .expect("connections");
+    assert_eq!(connections.len(), 1, "{}", run.report);
+    assert_eq!(connections[0]["keys"], "not seen", "{}", run.report);
+    assert!(run.stderr.contains("keys not seen"), "{}", run.stderr);
+    assert_eq!(run.report["keylog"]["connections_keys_not_seen"], 1);
+}
+
+#[test]
+fn an_existing_key_log_is_kept_unless_forced() {
+    let keylog = scratch_file("existing.keys");
+    std::fs::write(&keylog, "kept\n").expect("write");
+    let keylog_arg = keylog.display().to_string();
+    let (code, _, stderr) =
+        common::probectl(&["run", "openssl", "--keylog", &keylog_arg, "--", "true"]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&keylog).expect("read"), "kept\n");
+}
+
+#[test]
+fn check_shows_where_the_key_probe_goes_and_how_it_was_found() {
+    let (server, _port) = s_server();
+    let pid = server.pid().to_string();
+    let (code, stdout, stderr) = common::probectl(&["check", "--pid", &pid]);
+    assert_eq!(code, 0, "{stderr}");
+    let line = stdout
+        .lines()
+        .position(|line| line.trim_start().starts_with("nss_keylog_int"))
+        .unwrap_or_else(|| panic!("no nss_keylog_int in {stdout}"));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[line].contains("[cross-reference analysis") && lines[line].contains("entry only"),
+        "{stdout}"
+    );
+    assert!(
+        lines[line + 1].contains("the only reference to \"CLIENT_RANDOM\"")
+            && lines[line + 1].contains("tail jump"),
+        "{stdout}"
+    );
+}
