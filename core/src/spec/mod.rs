@@ -1048,7 +1048,9 @@ mod tests {
                 ("SSL_write_ex", Role::Data),
                 ("SSL_read_ex", Role::Data),
                 ("SSL_free", Role::End),
-                ("SSL_clear", Role::End)
+                ("SSL_clear", Role::End),
+                ("nss_keylog_int", Role::Secret),
+                ("ssl_log_secret", Role::Secret)
             ]
         );
         assert!(openssl.probes[4].optional && openssl.probes[4].connection == Some(ArgRef(0)));
@@ -1060,6 +1062,8 @@ mod tests {
             openssl
                 .probes
                 .iter()
+                // A secret probe's configuration is its SecretSpec (tested below).
+                .filter(|p| p.role != Role::Secret)
                 .map(|p| (p.symbol.as_str(), p.bpf_spec()))
                 .collect::<Vec<_>>()
         );
@@ -1175,6 +1179,77 @@ mod tests {
                 .probes
                 .iter()
                 .all(|probe| probe.bpf_spec().record_ad_arg == ARG_NONE));
+        }
+    }
+
+    #[test]
+    fn secret_probes_read_their_arguments_into_the_secret_spec() {
+        let specs = SpecFile::load(None).expect("built-in specs");
+        let openssl = specs.group("openssl").expect("openssl group");
+        let secret = |symbol: &str| {
+            openssl
+                .probes
+                .iter()
+                .find(|probe| probe.symbol == symbol)
+                .expect(symbol)
+        };
+        let keylog = secret("nss_keylog_int");
+        assert!(keylog.optional && keylog.entry_only());
+        let spec =
+            keylog
+                .secret
+                .as_ref()
+                .expect("secret args")
+                .bpf_spec(keylog.abi, keylog.connection, 0);
+        assert_eq!(
+            (
+                spec.connection_arg,
+                spec.label_arg,
+                spec.label_length_arg,
+                spec.random_arg,
+                spec.random_length_arg,
+                spec.secret_arg,
+                spec.secret_length_arg
+            ),
+            (1, 0, ARG_NONE, 2, 3, 4, 5)
+        );
+        let rule = keylog.locate.as_ref().expect("rule");
+        assert_eq!(rule.string.as_deref(), Some("CLIENT_RANDOM"));
+        assert_eq!(rule.follow, [Follow::Call, Follow::Jmp]);
+        let stand_in = secret("ssl_log_secret");
+        assert_eq!(stand_in.instead_of.as_deref(), Some("nss_keylog_int"));
+        let args = stand_in.secret.as_ref().expect("secret args");
+        assert_eq!(
+            args.client_random,
+            RandomRef::Field(RandomField {
+                argument: ArgRef(0),
+                offset_from: "SSL_get_client_random".into()
+            })
+        );
+        let spec = args.bpf_spec(stand_in.abi, stand_in.connection, 0x160);
+        assert_eq!(
+            (
+                spec.random_arg,
+                spec.random_offset,
+                spec.random_length_arg,
+                spec.random_length
+            ),
+            (0, 0x160, ARG_NONE, 32)
+        );
+        // Rules are by error reports or by string, not both; secret arguments are registers.
+        let base = "[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n[[group.probe]]\nsymbol = \"f\"\ndirection = \"write\"\nbuffer = \"arg1\"\nlength = \"return\"\n[[group.secret]]\nsymbol = \"k\"\nlabel = \"arg0\"\nclient_random = \"arg2\"\nsecret = \"arg4\"\nsecret_length = \"arg5\"\n";
+        SpecFile::parse(base, "ok.toml").expect("a plain secret probe");
+        for (bad, wanted) in [
+            (
+                "locate = { string = \"L\", source = \"a.c\", errors = [1] }\n",
+                "not both",
+            ),
+            ("client_random_length = 33\n", "1 to 32"),
+            ("connection = \"arg7\"\n", "registers only"),
+            ("instead_of = \"nothing\"\n", "no other secret"),
+        ] {
+            let error = error_of(&format!("{base}{bad}"));
+            assert!(error.contains(wanted), "{bad}: {error}");
         }
     }
 
