@@ -47,10 +47,20 @@ fn same_keys(
     oracle: &Path,
     expected_labels: &[&str],
 ) -> BTreeSet<String> {
+    same_keys_of("openssl", command, env, oracle, expected_labels)
+}
+
+/// [`same_keys`] for the probes of `group`.
+fn same_keys_of(
+    group: &str,
+    command: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+    oracle: &Path,
+    expected_labels: &[&str],
+) -> BTreeSet<String> {
     let keylog = scratch_file("keylog.txt");
     let keylog_arg = keylog.display().to_string();
-    let run =
-        Trace::start_with_env(&["openssl", "--keylog", &keylog_arg], command, env).wait_lines();
+    let run = Trace::start_with_env(&[group, "--keylog", &keylog_arg], command, env).wait_lines();
     assert!(run.status.success(), "{}", run.stderr);
     run.assert_no_losses();
     let ours = lines(&keylog);
@@ -305,4 +315,85 @@ fn check_shows_where_the_key_probe_goes_and_how_it_was_found() {
             && lines[line + 1].contains("tail jump"),
         "{stdout}"
     );
+}
+
+/// tests/peers/go_keylog.go built with Debian's Go (once).
+fn go_keylog() -> &'static std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probectl-tests-go-keylog");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let program = dir.join("go_keylog");
+        let status = std::process::Command::new("go")
+            .args(["build", "-o"])
+            .arg(&program)
+            .arg(common::peer("go_keylog.go"))
+            .env("GO111MODULE", "off")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOCACHE", dir.join("cache"))
+            .status()
+            .expect("go build");
+        assert!(status.success(), "go build go_keylog.go");
+        program
+    })
+}
+
+#[test]
+fn go_key_log_writer_tls12_and_tls13() {
+    // crypto/tls.(*Config).writeKeyLog, Go's register ABI. It has no *Conn: the secrets are in
+    // the key log, counted as without a handle.
+    let (_server, port) = s_server();
+    let program = go_keylog().display().to_string();
+    let port = port.to_string();
+    // Go logs no EXPORTER_SECRET.
+    for (version, labels) in [("1.2", &["CLIENT_RANDOM"][..]), ("1.3", &TLS13_LABELS[..4])] {
+        let oracle = scratch_file("go.keys");
+        let oracle_arg = oracle.display().to_string();
+        let keylog = scratch_file("go-probectl.keys");
+        let keylog_arg = keylog.display().to_string();
+        let run = Trace::start(
+            &["go", "--keylog", &keylog_arg],
+            &[&program, &port, &oracle_arg, version],
+        )
+        .wait_lines();
+        assert!(run.status.success(), "{}", run.stderr);
+        run.assert_no_losses();
+        let ours = lines(&keylog);
+        assert_eq!(ours, lines(&oracle), "{}", run.stderr);
+        let mut wanted: Vec<String> = labels.iter().map(|label| label.to_string()).collect();
+        wanted.sort();
+        assert_eq!(labels_of(&ours), wanted, "TLS {version}");
+        assert_eq!(run.report["keylog"]["written"], ours.len() as u64);
+        assert_eq!(run.report["keylog"]["without_handle"], ours.len() as u64);
+    }
+}
+
+fn labels_of(lines: &BTreeSet<String>) -> Vec<String> {
+    let mut labels: Vec<String> = labels(lines).into_iter().collect();
+    labels.sort();
+    labels
+}
+
+#[test]
+fn gnutls_cli_sslkeylogfile_tls12_and_tls13() {
+    // GnuTLS's _gnutls_call_keylog_func, located by the "CLIENT_RANDOM" string; the client
+    // random is the session's field that gnutls_session_get_random reads.
+    let (_server, port) = s_server();
+    for (versions, labels) in [
+        ("+VERS-TLS1.2", &["CLIENT_RANDOM"][..]),
+        ("+VERS-TLS1.3", &TLS13_LABELS[..]),
+    ] {
+        let oracle = scratch_file("gnutls.keys");
+        let script = format!(
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | gnutls-cli --insecure \
+             --priority NORMAL:-VERS-ALL:{versions} -p {port} 127.0.0.1 >/dev/null 2>&1"
+        );
+        same_keys_of(
+            "gnutls",
+            &["sh", "-c", &script],
+            &[("SSLKEYLOGFILE", oracle.as_os_str())],
+            &oracle,
+            labels,
+        );
+    }
 }

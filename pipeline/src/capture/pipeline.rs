@@ -73,6 +73,9 @@ pub struct PipelineCounts {
     pub secrets_written: u64,
     pub secrets_unusable: u64,
     pub secrets_untied: u64,
+    /// The same secret handed over again at once by the same thread (a function re-entered
+    /// after its stack grew): not written twice.
+    pub secrets_repeated: u64,
 }
 
 /// A request to the control plane, made by a record: look at process `pid` for TLS code,
@@ -126,6 +129,10 @@ pub struct Pipeline {
     /// Secrets are traced in this run (`--keylog`): connections without any are "keys not
     /// seen" in the summary.
     pub keys_traced: bool,
+    /// The last secret record: a function entered again from its first instruction (Go's
+    /// stack growth re-runs a function through `runtime.morestack`) hands the same secret
+    /// over twice, on the same thread, one right after the other.
+    last_secret: Option<SecretRecord>,
 }
 
 /// How long the calls of a connection without an fd wait for it (ns).
@@ -207,6 +214,7 @@ impl Pipeline {
             recorder: None,
             keylog: None,
             keys_traced: false,
+            last_secret: None,
         })
     }
 
@@ -309,8 +317,25 @@ impl Pipeline {
 
     /// A session secret: one key-log line, tied to its connection.
     fn secret(&mut self, record: &SecretRecord) {
-        self.counts.secrets += 1;
         self.keys_traced = true;
+        let again = self.last_secret.as_ref().is_some_and(|last| {
+            (last.pid, last.tid, last.connection, last.attach_id)
+                == (record.pid, record.tid, record.connection, record.attach_id)
+                && (&last.label, last.label_len, &last.random, last.random_len)
+                    == (
+                        &record.label,
+                        record.label_len,
+                        &record.random,
+                        record.random_len,
+                    )
+                && (&last.secret, last.secret_len) == (&record.secret, record.secret_len)
+        });
+        self.last_secret = Some(*record);
+        if again {
+            self.counts.secrets_repeated += 1;
+            return;
+        }
+        self.counts.secrets += 1;
         if record.flags & (secret_flags::READ_FAULT | secret_flags::TOO_LONG) != 0
             || record.label_len == 0
             || record.random_len == 0

@@ -163,6 +163,7 @@ impl Summary {
                 "written": self.counts.secrets_written,
                 "unusable": self.counts.secrets_unusable,
                 "without_handle": self.counts.secrets_untied,
+                "repeated_entries_skipped": self.counts.secrets_repeated,
                 "lost_ring_full": self.kernel.secrets_lost,
                 "handles_evicted_before_their_connection": self.keys_evicted,
                 "handshakes_without_data": self.handshakes_without_data,
