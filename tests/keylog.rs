@@ -397,3 +397,29 @@ fn gnutls_cli_sslkeylogfile_tls12_and_tls13() {
         );
     }
 }
+
+#[test]
+fn bssl_tool_sslkeylogfile_tls12_and_tls13() {
+    // BoringSSL's ssl_log_secret (Debian's android/libssl.so.0), located by the "CLIENT_RANDOM"
+    // string; the client random is ssl->s3->client_random, through the pointer that
+    // SSL_get_client_random follows.
+    let (_server, port) = s_server();
+    for (version, labels) in [
+        ("tls1.2", &["CLIENT_RANDOM"][..]),
+        ("tls1.3", &TLS13_LABELS[..]),
+    ] {
+        let oracle = scratch_file("bssl.keys");
+        let script = format!(
+            "(sleep 1; printf 'GET / HTTP/1.0\\r\\n\\r\\n'; sleep 3) | bssl-tool client \
+             -connect 127.0.0.1:{port} -min-version {version} -max-version {version} \
+             >/dev/null 2>&1"
+        );
+        same_keys_of(
+            "boringssl",
+            &["sh", "-c", &script],
+            &[("SSLKEYLOGFILE", oracle.as_os_str())],
+            &oracle,
+            labels,
+        );
+    }
+}

@@ -151,9 +151,17 @@ pub struct SecretSpec {
     /// Argument registers of the secret and its length.
     pub secret_arg: u8,
     pub secret_length_arg: u8,
-    pub _padding: [u8; 3],
+    /// How many of `random_pointer_offsets` are followed before `random_offset` is added:
+    /// from the argument's value, load the 8-byte pointer at each offset in turn
+    /// (`ssl->s3->client_random` in BoringSSL: one).
+    pub random_pointers: u8,
+    pub _padding: [u8; 2],
+    pub random_pointer_offsets: [i32; SECRET_RANDOM_MAX_POINTERS],
     pub random_offset: i32,
 }
+
+/// Pointers a secret probe follows at most to its client random.
+pub const SECRET_RANDOM_MAX_POINTERS: usize = 2;
 
 /// Bytes of a secret record's label, client random and secret at most. Labels of the NSS
 /// key-log format are at most 31 characters; randoms are 32 bytes (8 for `RSA` lines); TLS
@@ -557,7 +565,7 @@ pub mod stat {
 
 const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40);
 const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 96);
-const _: () = assert!(core::mem::size_of::<SecretSpec>() == 16);
+const _: () = assert!(core::mem::size_of::<SecretSpec>() == 24);
 const _: () = assert!(core::mem::size_of::<SecretRecord>() == 208);
 const _: () = assert!(core::mem::size_of::<Chunk<256>>() == 96 + 256);
 const _: () = assert!(core::mem::size_of::<ConnectionRecord>() == 80);

@@ -1476,8 +1476,23 @@ pub fn probectl_secret(ctx: ProbeContext) -> u32 {
                 read_part::<SECRET_LABEL_MAX>((&raw mut (*record).label).cast(), label, length);
             length
         };
-        let random =
-            select_arg(&registers, spec.random_arg).wrapping_add(spec.random_offset as i64 as u64);
+        let mut random = select_arg(&registers, spec.random_arg);
+        for (index, offset) in spec.random_pointer_offsets.iter().enumerate() {
+            if index >= spec.random_pointers as usize {
+                break;
+            }
+            let at = random.wrapping_add(*offset as i64 as u64);
+            // bpf_probe_read_user checks the address; a bad one is an error.
+            match bpf_probe_read_user(at as *const u64) {
+                Ok(pointer) => random = pointer,
+                Err(_) => {
+                    flags |= secret_flags::READ_FAULT;
+                    random = 0;
+                    break;
+                }
+            }
+        }
+        let random = random.wrapping_add(spec.random_offset as i64 as u64);
         let random_len = if spec.random_length_arg == ARG_NONE {
             u64::from(spec.random_length)
         } else {

@@ -456,13 +456,10 @@ impl Tracer {
             .filter_map(|(offset, &index)| {
                 let planned = &plan.probes[index];
                 let secret = planned.probe.secret.as_ref()?;
-                let random_offset = planned
-                    .random_field
-                    .as_ref()
-                    .map_or(0, |(offset, _)| *offset as i32);
+                let field = planned.random_field.as_ref().map(|(path, _)| path);
                 Some((
                     first_id + offset as u32,
-                    secret.bpf_spec(planned.probe.abi, planned.probe.connection, random_offset),
+                    secret.bpf_spec(planned.probe.abi, planned.probe.connection, field),
                 ))
             })
             .collect();

@@ -34,6 +34,9 @@ pub struct FileReport {
     pub placements: Vec<Option<Placement>>,
     /// How each was found, or why not (same order).
     pub resolutions: Vec<Resolution>,
+    /// For a secret probe whose client random is a field: where it is and how that was
+    /// found, or why not (same order; `None` for the other probes).
+    pub client_randoms: Vec<Option<Result<String, String>>>,
     pub outcome: Outcome,
 }
 
@@ -50,7 +53,31 @@ impl FileReport {
             .zip(&offsets)
             .map(|(probe, offset)| offset.map(|_| cache.placement(file.id, &file.host_path, probe)))
             .collect();
+        let client_randoms = group
+            .probes
+            .iter()
+            .zip(&offsets)
+            .map(|(probe, offset)| {
+                match (
+                    probe.secret.as_ref().map(|secret| &secret.client_random),
+                    offset,
+                ) {
+                    (Some(crate::spec::RandomRef::Field(field)), Some(_)) => Some(
+                        cache
+                            .field_offset(
+                                file.id,
+                                &file.host_path,
+                                &field.offset_from,
+                                field.argument.0,
+                            )
+                            .map(|(_, evidence)| evidence),
+                    ),
+                    _ => None,
+                }
+            })
+            .collect();
         FileReport {
+            client_randoms,
             placements,
             resolutions,
             path: file.path.clone(),
@@ -82,24 +109,32 @@ impl FileReport {
             .iter()
             .zip(&self.placements)
             .zip(&self.resolutions)
-            .filter(|(_, resolution)| !resolution.not_needed)
-            .map(|(((symbol, optional, offset), placement), resolution)| {
-                json!({
-                    "symbol": symbol,
-                    "optional": optional,
-                    "offset": offset,
-                    "placement": placement.as_ref().map(|placement| placement.to_string()),
-                    // "symbol", "cross-reference", "cached" or "pinned"; null: not found.
-                    "found": resolution.found.map(|found| match found {
-                        Found::Symbol => "symbol",
-                        Found::CrossReference => "cross-reference",
-                        Found::Cached => "cached",
-                        Found::Pinned => "pinned",
-                    }),
-                    // What proved a located function, or why it was not found.
-                    "note": resolution.note,
-                })
-            })
+            .zip(&self.client_randoms)
+            .filter(|((_, resolution), _)| !resolution.not_needed)
+            .map(
+                |((((symbol, optional, offset), placement), resolution), random)| {
+                    json!({
+                        // A secret probe's client random: where it is, or why it is not found.
+                        "client_random": random.as_ref().map(|random| match random {
+                            Ok(evidence) => json!({ "found": evidence }),
+                            Err(why) => json!({ "not_found": why }),
+                        }),
+                        "symbol": symbol,
+                        "optional": optional,
+                        "offset": offset,
+                        "placement": placement.as_ref().map(|placement| placement.to_string()),
+                        // "symbol", "cross-reference", "cached" or "pinned"; null: not found.
+                        "found": resolution.found.map(|found| match found {
+                            Found::Symbol => "symbol",
+                            Found::CrossReference => "cross-reference",
+                            Found::Cached => "cached",
+                            Found::Pinned => "pinned",
+                        }),
+                        // What proved a located function, or why it was not found.
+                        "note": resolution.note,
+                    })
+                },
+            )
             .collect();
         json!({
             "path": self.path,
@@ -136,11 +171,12 @@ impl FileReport {
             .map(|(name, _, _)| name.len())
             .max()
             .unwrap_or(0);
-        for (((name, optional, offset), placement), resolution) in self
+        for ((((name, optional, offset), placement), resolution), random) in self
             .symbols
             .iter()
             .zip(&self.placements)
             .zip(&self.resolutions)
+            .zip(&self.client_randoms)
         {
             // A stand-in whose counterpart is found is no news.
             if resolution.not_needed {
@@ -170,6 +206,19 @@ impl FileReport {
                 .filter(|_| resolution.found != Some(Found::Symbol) && !resolution.not_needed)
             {
                 let _ = writeln!(out, "{indent}  {:<width$}    {note}", "");
+            }
+            match random {
+                Some(Ok(evidence)) => {
+                    let _ = writeln!(out, "{indent}  {:<width$}    client random: {evidence}", "");
+                }
+                Some(Err(why)) => {
+                    let _ = writeln!(
+                        out,
+                        "{indent}  {:<width$}    client random not found (not probed): {why}",
+                        ""
+                    );
+                }
+                None => {}
             }
         }
     }

@@ -73,7 +73,7 @@ pub struct PlannedProbe {
     pub placement: Placement,
     /// A secret probe whose client random is a field of a struct: the field's offset, and
     /// how it was found (see [`crate::spec::RandomRef::Field`]).
-    pub random_field: Option<(i64, String)>,
+    pub random_field: Option<(crate::symbols::locate::code::FieldPath, String)>,
 }
 
 /// Something that was looked at and not probed, with why.

@@ -208,9 +208,22 @@ pub struct SecretArgs {
 }
 
 impl SecretArgs {
-    /// The configuration `probectl_secret` reads; `random_offset` is the client random's
-    /// field offset where [`RandomRef::Field`] says so (found by planning).
-    pub fn bpf_spec(&self, abi: Abi, connection: Option<ArgRef>, random_offset: i32) -> SecretSpec {
+    /// The configuration `probectl_secret` reads; `field` is where the client random lies
+    /// from its argument where [`RandomRef::Field`] says so (found by planning).
+    pub fn bpf_spec(
+        &self,
+        abi: Abi,
+        connection: Option<ArgRef>,
+        field: Option<&crate::symbols::locate::code::FieldPath>,
+    ) -> SecretSpec {
+        let mut random_pointer_offsets = [0; probectl_common::SECRET_RANDOM_MAX_POINTERS];
+        let mut random_pointers = 0;
+        if let Some(field) = field {
+            for (slot, offset) in random_pointer_offsets.iter_mut().zip(&field.pointers) {
+                *slot = *offset as i32;
+                random_pointers += 1;
+            }
+        }
         let (random_length_arg, random_length) = match self.client_random_length {
             LengthOrConstant::Argument(arg) => (arg.0, 0),
             LengthOrConstant::Constant(length) => (ARG_NONE, length),
@@ -228,8 +241,10 @@ impl SecretArgs {
             random_length,
             secret_arg: self.secret.0,
             secret_length_arg: self.secret_length.0,
-            _padding: [0; 3],
-            random_offset,
+            random_pointers,
+            _padding: [0; 2],
+            random_pointer_offsets,
+            random_offset: field.map_or(0, |field| field.offset as i32),
         }
     }
 }
@@ -1195,12 +1210,11 @@ mod tests {
         };
         let keylog = secret("nss_keylog_int");
         assert!(keylog.optional && keylog.entry_only());
-        let spec =
-            keylog
-                .secret
-                .as_ref()
-                .expect("secret args")
-                .bpf_spec(keylog.abi, keylog.connection, 0);
+        let spec = keylog.secret.as_ref().expect("secret args").bpf_spec(
+            keylog.abi,
+            keylog.connection,
+            None,
+        );
         assert_eq!(
             (
                 spec.connection_arg,
@@ -1226,7 +1240,15 @@ mod tests {
                 offset_from: "SSL_get_client_random".into()
             })
         );
-        let spec = args.bpf_spec(stand_in.abi, stand_in.connection, 0x160);
+        let field = crate::symbols::locate::code::FieldPath {
+            pointers: vec![0x30],
+            offset: 0x160,
+        };
+        let spec = args.bpf_spec(stand_in.abi, stand_in.connection, Some(&field));
+        assert_eq!(
+            (spec.random_pointers, spec.random_pointer_offsets),
+            (1, [0x30, 0])
+        );
         assert_eq!(
             (
                 spec.random_arg,

@@ -25,6 +25,7 @@ use scroll::Pread;
 
 use crate::spec::Group;
 use crate::spec::LocateRule;
+use crate::symbols::locate::code::FieldPath;
 use crate::symbols::locate::Found;
 use crate::symbols::placement::{Placement, PlacementMode};
 use crate::targets::FileId;
@@ -485,7 +486,7 @@ pub struct SymbolCache {
     /// Where located functions are cached per build id (`None`: not cached).
     pub(crate) locate_cache: Option<PathBuf>,
     /// Field offsets read from accessor functions, per (file, accessor and argument).
-    pub(crate) fields: HashMap<(FileId, String), Result<(i64, String), String>>,
+    pub(crate) fields: HashMap<(FileId, String), Result<(FieldPath, String), String>>,
     pub(crate) placement_mode: PlacementMode,
     /// (file, symbol, argument registers read at entry) -> placement.
     pub(crate) placements: HashMap<(FileId, String, Vec<u8>, bool), Placement>,
@@ -600,7 +601,7 @@ impl SymbolCache {
         path: &Path,
         accessor: &str,
         argument: u8,
-    ) -> Result<(i64, String), String> {
+    ) -> Result<(FieldPath, String), String> {
         let key = (id, format!("field of {accessor} arg{argument}"));
         if let Some(known) = self.fields.get(&key) {
             return known.clone();
@@ -624,14 +625,14 @@ impl SymbolCache {
             let function = functions
                 .get(accessor)
                 .ok_or_else(|| format!("the file does not define {accessor}"))?;
-            let offset = crate::symbols::locate::field_offset(&elf, function.address, register)
+            let path = crate::symbols::locate::field_path(&elf, function.address, register)
                 .ok_or_else(|| {
-                    format!("{accessor} does not read one field of its arg{argument}")
+                    format!("{accessor} does not copy one field of its arg{argument}")
                 })?;
-            Ok((
-                offset,
-                format!("client random at arg{argument}+{offset:#x}, the field {accessor} reads"),
-            ))
+            let text = path
+                .to_string()
+                .replacen("arg", &format!("arg{argument}"), 1);
+            Ok((path, format!("the field {accessor} copies: {text}")))
         })();
         self.fields.insert(key, outcome.clone());
         outcome

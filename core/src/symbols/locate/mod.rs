@@ -380,9 +380,13 @@ fn by_string(code: &Code, rule: &LocateRule) -> Result<(Function, String), Strin
     }
 }
 
-/// The offset of the field that the accessor `function` (at `address`, `size` bytes) reads
-/// from the struct its argument register `argument` points at (see [`Code::field_offset`]).
-pub fn field_offset(elf: &ElfFile, address: u64, argument: iced_x86::Register) -> Option<i64> {
+/// Where the field that the accessor at `address` copies out lies, from the struct its
+/// argument register `argument` points at (see [`Code::field_path`]).
+pub fn field_path(
+    elf: &ElfFile,
+    address: u64,
+    argument: iced_x86::Register,
+) -> Option<code::FieldPath> {
     let code = Code::new(
         elf.bytes(),
         elf.load_segments(),
@@ -390,7 +394,7 @@ pub fn field_offset(elf: &ElfFile, address: u64, argument: iced_x86::Register) -
         elf.unwind_function_starts(),
     );
     let function = code.follow(address)?;
-    code.field_offset(&function, argument)
+    code.field_path(&function, argument)
 }
 
 /// The functions of `elf` that report errors of `library` from `source`: entry, size and

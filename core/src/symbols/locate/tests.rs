@@ -568,20 +568,36 @@ fn a_string_rule_follows_the_call_to_the_function_the_symbol_table_names() {
 }
 
 #[test]
-fn an_accessor_tells_the_offset_of_the_field_it_reads() {
-    // SSL_get_client_random(ssl, out, outlen) copies ssl->s3.client_random: one displacement
-    // from %rdi, in both of Debian's OpenSSL 3.0 builds (the shared library and node's).
-    for path in ["/usr/lib/x86_64-linux-gnu/libssl.so.3", "/usr/bin/node"] {
-        let elf = ElfFile::open(Path::new(path)).expect(path);
+fn an_accessor_tells_where_the_field_it_copies_lies() {
+    // SSL_get_client_random(ssl, out, outlen) copies the client random: OpenSSL 3.0's
+    // ssl->s3.client_random (inline, the copy inlined too: one displacement from %rdi), and
+    // BoringSSL's ssl->s3->client_random (through the s3 pointer, by a call to memcpy).
+    let path = |pointers: &[i64], offset: i64| super::code::FieldPath {
+        pointers: pointers.to_vec(),
+        offset,
+    };
+    for (file, wanted) in [
+        ("/usr/lib/x86_64-linux-gnu/libssl.so.3", path(&[], 0x160)),
+        ("/usr/bin/node", path(&[], 0x160)),
+        (
+            "/usr/lib/x86_64-linux-gnu/android/libssl.so.0",
+            path(&[0x30], 0x30),
+        ),
+    ] {
+        let elf = ElfFile::open(Path::new(file)).expect(file);
         let accessor =
             elf.functions(&["SSL_get_client_random"]).expect("symbols")["SSL_get_client_random"];
-        let offset = super::field_offset(&elf, accessor.address, iced_x86::Register::RDI);
-        assert_eq!(offset, Some(0x160), "{path}");
-        // Its second argument is the output buffer: written through, with no field offset.
-        assert_eq!(
-            super::field_offset(&elf, accessor.address, iced_x86::Register::RSI),
-            None,
-            "{path}"
-        );
+        let found = super::field_path(&elf, accessor.address, iced_x86::Register::RDI);
+        assert_eq!(found, Some(wanted), "{file}");
     }
+    // GnuTLS's gnutls_session_get_random(session, client, server) stores the address of the
+    // session's client random into *client: one displacement from %rdi, before %rdi moves on
+    // to the server random.
+    let file = "/usr/lib/x86_64-linux-gnu/libgnutls.so.30";
+    let elf = ElfFile::open(Path::new(file)).expect(file);
+    let accessor = elf
+        .functions(&["gnutls_session_get_random"])
+        .expect("symbols")["gnutls_session_get_random"];
+    let found = super::field_path(&elf, accessor.address, iced_x86::Register::RDI);
+    assert_eq!(found, Some(path(&[], 0x50)));
 }
