@@ -423,3 +423,216 @@ fn bssl_tool_sslkeylogfile_tls12_and_tls13() {
         );
     }
 }
+
+/// nginx with HTTP/1.1 and HTTP/2 over TLS on `port`, serving `root`, in the foreground.
+fn nginx(root: &Path, port: u16) -> Guard {
+    let (cert, key) = cert_and_key();
+    let dir = scratch_file("nginx");
+    std::fs::create_dir_all(&dir).expect("nginx dir");
+    let dir_text = dir.display();
+    let config = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir_text}/nginx.pid;\n\
+         error_log {dir_text}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n\
+         client_body_temp_path {dir_text}/body;\n  proxy_temp_path {dir_text}/proxy;\n\
+         fastcgi_temp_path {dir_text}/fastcgi;\n  uwsgi_temp_path {dir_text}/uwsgi;\n\
+         scgi_temp_path {dir_text}/scgi;\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n\
+         ssl_certificate {};\n    ssl_certificate_key {};\n    root {};\n  }}\n}}\n",
+        cert.display(),
+        key.display(),
+        root.display()
+    );
+    let config_path = dir.join("nginx.conf");
+    std::fs::write(&config_path, config).expect("nginx.conf");
+    let child = std::process::Command::new("nginx")
+        .arg("-c")
+        .arg(&config_path)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nginx");
+    let guard = Guard(child);
+    common::wait_for_listener(port);
+    guard
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(bytes).expect("sha256sum input");
+    }
+    let output = child.wait_with_output().expect("sha256sum");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn hex_decode(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn tshark(args: &[&str]) -> String {
+    let output = std::process::Command::new("tshark")
+        .args(args)
+        .output()
+        .expect("tshark");
+    assert!(
+        output.status.success(),
+        "tshark {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn a_tcpdump_capture_decrypts_with_the_key_log() {
+    // The packets as they went on the wire (tcpdump, a separate capture), the keys from
+    // probectl's --keylog alone: tshark decrypts both connections, and the bodies it
+    // reassembles (HTTP/1.1, then HTTP/2) are the server's file.
+    let name = "file.bin";
+    let root = scratch_file("www");
+    std::fs::create_dir_all(&root).expect("root");
+    let content: Vec<u8> = (0..150_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(root.join(name), &content).expect("file");
+    let port = free_port();
+    let _nginx = nginx(&root, port);
+    let capture = scratch_file("wire.pcap");
+    let mut tcpdump = std::process::Command::new("tcpdump")
+        .args([
+            "-i",
+            "lo",
+            "--immediate-mode",
+            "-U",
+            "-s",
+            "0",
+            "-B",
+            "65536",
+            "-w",
+        ])
+        .arg(&capture)
+        .args(["tcp", "port", &port.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tcpdump");
+    let tcpdump_said = {
+        use std::io::BufRead;
+        let stderr = tcpdump.stderr.take().expect("stderr");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let listening = lines.any(|line| line.is_ok_and(|line| line.contains("listening on")));
+        assert!(listening, "tcpdump did not start");
+        std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>())
+    };
+    let keylog = scratch_file("wire.keys");
+    let keylog_arg = keylog.display().to_string();
+    let url = format!("https://127.0.0.1:{port}/{name}");
+    let body = scratch_file("body");
+    let body_arg = body.display().to_string();
+    let script = format!(
+        "curl -sk --http1.1 -o {body_arg}.1 {url} && curl -sk --http2 -o {body_arg}.2 {url}"
+    );
+    let run = Trace::start(
+        &["openssl", "--keylog", &keylog_arg],
+        &["sh", "-c", &script],
+    )
+    .wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    for copy in ["1", "2"] {
+        assert_eq!(
+            std::fs::read(format!("{body_arg}.{copy}")).expect("curl's body"),
+            content
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    // SAFETY: kill(2) on our own child, not reaped yet.
+    unsafe { libc::kill(tcpdump.id() as i32, libc::SIGINT) };
+    assert!(tcpdump.wait().expect("tcpdump").success());
+    // A capture with holes would make a failure here tcpdump's, not probectl's.
+    let said = tcpdump_said.join().expect("tcpdump's stderr").join("\n");
+    let count = |what: &str| {
+        said.lines()
+            .find(|line| line.ends_with(what))
+            .and_then(|line| line.split(' ').next()?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no \"{what}\" in {said}"))
+    };
+    assert_eq!(count("packets dropped by kernel"), 0, "{said}");
+    // On loopback the filter sees each packet twice (sent, then received): tcpdump keeps one.
+    assert_eq!(
+        2 * count("packets captured"),
+        count("packets received by filter"),
+        "{said}"
+    );
+    let capture_arg = capture.display().to_string();
+    let keys = format!("tls.keylog_file:{keylog_arg}");
+    // HTTP/1.1: the first TLS stream, decrypted; what the server sent is the response.
+    let followed = tshark(&[
+        "-r",
+        &capture_arg,
+        "-o",
+        &keys,
+        "-q",
+        "-z",
+        "follow,tls,raw,0",
+    ]);
+    let response: Vec<u8> = followed
+        .lines()
+        .filter_map(|line| line.strip_prefix('\t'))
+        .flat_map(hex_decode)
+        .collect();
+    let at = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("the response's head, decrypted");
+    assert_eq!(sha256(&response[at + 4..]), sha256(&content));
+    // HTTP/2: the DATA frames of the second connection, decrypted and dissected.
+    let frames = tshark(&[
+        "-r",
+        &capture_arg,
+        "-o",
+        &keys,
+        "-Y",
+        "http2.data.data && tcp.stream == 1",
+        "-T",
+        "fields",
+        "-e",
+        "http2.data.data",
+    ]);
+    // Each DATA frame's bytes, and with the last one the body tshark reassembled from them.
+    let reassembled: Vec<String> = frames
+        .lines()
+        .flat_map(|line| line.split(','))
+        .map(|hex| sha256(&hex_decode(hex)))
+        .collect();
+    assert!(
+        reassembled.contains(&sha256(&content)),
+        "no reassembled body is the file ({} values)",
+        reassembled.len()
+    );
+    // Without the key log, nothing is decrypted: the capture alone is no oracle.
+    let plain = tshark(&[
+        "-r",
+        &capture_arg,
+        "-Y",
+        "http2 || http",
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+    ]);
+    assert!(plain.trim().is_empty(), "{plain}");
+}
