@@ -615,6 +615,7 @@ fn process_report(
                                 .into_iter()
                                 .filter(|(why, _)| {
                                     !why.starts_with(crate::symbols::locate::NO_SOURCE)
+                                        && !why.starts_with(crate::symbols::locate::NO_STRING)
                                 })
                                 .map(|(why, symbols)| {
                                     format!("[{}] {}: {why}", group.name, symbols.join(", "))

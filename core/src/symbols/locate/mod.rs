@@ -34,6 +34,9 @@ use code::{Code, Function};
 /// the library, which messages need not say.
 pub const NO_SOURCE: &str = "no string ending in";
 
+/// How the reason of a file without a string rule's string starts (likewise not the library).
+pub const NO_STRING: &str = "no string ";
+
 /// Rust TLS code in an executable, from what every build keeps: the crate paths of Rust's
 /// panic locations (`.../rustls-0.23.46/src/...`) and aws-lc's source paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,7 +174,7 @@ pub fn locate(
                 } else if rule.string.is_some() {
                     outcomes.insert(
                         symbol.to_string(),
-                        Err(format!("no string {wanted:?} in the file")),
+                        Err(format!("{NO_STRING}{wanted:?} in the file")),
                     );
                 } else {
                     outcomes.insert(
