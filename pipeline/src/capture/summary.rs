@@ -375,6 +375,7 @@ impl std::fmt::Display for Summary {
             if self.keys_traced {
                 match connection.keys.secrets {
                     0 => write!(f, ", keys not seen")?,
+                    1 => write!(f, ", keys: 1 secret")?,
                     count => write!(f, ", keys: {count} secrets")?,
                 }
             }
