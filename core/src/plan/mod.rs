@@ -426,16 +426,27 @@ fn defines_required(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -
     // A stripped executable: its functions may still be located (see `crate::symbols::locate`). One
     // where some were located and others not is offered too, so that planning and `check`
     // say what was found and what was not, instead of passing it by in silence.
-    let locatable =
-        group.probes.iter().any(|probe| probe.locate.is_some()) || !group.pins.is_empty();
+    // (A key-log function found there says nothing of whether the file is the group's: it is
+    // an extra, probed only with --keylog, and other libraries use the same strings.)
+    let data = |probe: &Probe| probe.role != crate::spec::Role::Secret;
+    let locatable = group
+        .probes
+        .iter()
+        .any(|probe| probe.locate.is_some() && data(probe))
+        || !group.pins.is_empty();
     locatable
         && cache
             .resolve_group(file.id, &file.host_path, group)
             .is_ok_and(|resolved| {
                 missing_required(group, &resolved).is_empty()
-                    || resolved.iter().any(|resolution| {
-                        resolution.found.is_some_and(|found| found != Found::Symbol)
-                    })
+                    || group
+                        .probes
+                        .iter()
+                        .zip(&resolved)
+                        .any(|(probe, resolution)| {
+                            data(probe)
+                                && resolution.found.is_some_and(|found| found != Found::Symbol)
+                        })
             })
 }
 

@@ -244,6 +244,15 @@ pub fn locate(
                     }),
                 );
             }
+            let mut outcome = outcome;
+            if let (Ok(located), Some(why)) = (
+                outcome.as_mut(),
+                cache.as_ref().and_then(|entry| entry.damage()),
+            ) {
+                located.evidence.push_str(&format!(
+                    " (the cache file was damaged: {why}; analysed anew)"
+                ));
+            }
             outcomes.insert(symbol.to_string(), outcome);
             continue;
         }
