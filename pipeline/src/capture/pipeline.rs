@@ -705,6 +705,109 @@ mod tests {
         })
     }
 
+    /// A secret record of handle `handle`, thread `tid`: label, 32-byte random, 48-byte secret.
+    fn secret(handle: u64, tid: u32, label: &str, random: u8, secret: u8) -> Vec<u8> {
+        let mut record = probectl_common::SecretRecord {
+            kind: record_kind::SECRET,
+            flags: 0,
+            pid: 100,
+            tid,
+            ts_ns: 7,
+            connection: handle,
+            attach_id: 0,
+            label_len: label.len() as u32,
+            random_len: 32,
+            secret_len: 48,
+            label: [0; probectl_common::SECRET_LABEL_MAX],
+            random: [random; probectl_common::SECRET_RANDOM_MAX],
+            secret: [0; probectl_common::SECRET_MAX],
+        };
+        record.label[..label.len()].copy_from_slice(label.as_bytes());
+        record.secret[..48].fill(secret);
+        bytes_of(&record)
+    }
+
+    #[test]
+    fn secrets_become_key_log_lines_tied_to_their_connection() {
+        let (mut pipeline, out) = pipeline();
+        let path = std::env::temp_dir().join(format!("probectl-keylog-{}", std::process::id()));
+        let file = std::fs::File::create(&path).expect("key log");
+        pipeline.keylog_into(file);
+        // The handshake of handle 0xa, before its first call: kept for its connection.
+        pipeline.record(&secret(
+            0xa,
+            1,
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+            0x11,
+            0x21,
+        ));
+        // The same record again at once (a function re-entered): written once.
+        pipeline.record(&secret(
+            0xa,
+            1,
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+            0x11,
+            0x21,
+        ));
+        pipeline.record(&secret(0xa, 1, "CLIENT_TRAFFIC_SECRET_0", 0x11, 0x22));
+        // Handle 0xb: a handshake that moves no data, then another one on the same handle.
+        pipeline.record(&secret(0xb, 2, "CLIENT_RANDOM", 0x33, 0x41));
+        pipeline.record(&secret(0xb, 2, "CLIENT_RANDOM", 0x34, 0x42));
+        // A secret whose label could not be read: not a line.
+        let mut broken = secret(0xa, 1, "X", 0x11, 0x23);
+        broken[4] = probectl_common::secret_flags::READ_FAULT as u8;
+        pipeline.record(&broken);
+        pipeline.record(&connection(0xa, 40000));
+        pipeline.record(&chunk(0, 1, 0xa, 10, 2, 0, 0, b"hi", true));
+        assert!(pipeline.flush(1));
+        assert!(pipeline.finish(&[]).is_none());
+        let log = std::fs::read_to_string(&path).expect("key log");
+        let _ = std::fs::remove_file(&path);
+        let hex = |byte: u8, count: usize| format!("{byte:02x}").repeat(count);
+        assert_eq!(
+            log,
+            format!(
+                "CLIENT_HANDSHAKE_TRAFFIC_SECRET {} {}\nCLIENT_TRAFFIC_SECRET_0 {} {}\n\
+                 CLIENT_RANDOM {} {}\nCLIENT_RANDOM {} {}\n",
+                hex(0x11, 32),
+                hex(0x21, 48),
+                hex(0x11, 32),
+                hex(0x22, 48),
+                hex(0x33, 32),
+                hex(0x41, 48),
+                hex(0x34, 32),
+                hex(0x42, 48)
+            )
+        );
+        let counts = pipeline.counts;
+        assert_eq!(
+            (
+                counts.secrets,
+                counts.secrets_written,
+                counts.secrets_repeated,
+                counts.secrets_unusable
+            ),
+            (5, 4, 1, 1)
+        );
+        let connection = pipeline.connections.get(1).expect("conn#1");
+        assert_eq!(connection.handle, 0xa);
+        assert_eq!(connection.keys.secrets, 2);
+        assert_eq!(connection.keys.client_random, Some(hex(0x11, 32)));
+        assert_eq!(
+            connection.keys.labels,
+            ["CLIENT_HANDSHAKE_TRAFFIC_SECRET", "CLIENT_TRAFFIC_SECRET_0"]
+        );
+        // 0xb's two handshakes moved no data.
+        assert_eq!(pipeline.connections.handshakes_without_data(), 2);
+        // The output shows each secret's label and random, never the secret.
+        let output = String::from_utf8(out.0.lock().expect("lock").clone()).expect("UTF-8");
+        assert!(
+            output.contains("\"label\":\"CLIENT_TRAFFIC_SECRET_0\""),
+            "{output}"
+        );
+        assert!(!output.contains(&hex(0x22, 48)), "{output}");
+    }
+
     fn pipeline() -> (Pipeline, Shared) {
         let table = AttachTable::default();
         let info = |function: &str, direction| AttachInfo {
