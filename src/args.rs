@@ -139,7 +139,7 @@ impl From<PlacementArg> for PlacementMode {
 }
 
 #[derive(clap::Args)]
-#[command(group = clap::ArgGroup::new("output_or_keylog").args(["output", "keylog"]).multiple(true))]
+#[command(group = clap::ArgGroup::new("output_or_keylog").args(["output", "keylog", "packets"]).multiple(true))]
 pub struct RunArgs {
     /// The group of probes.toml to trace (openssl, boringssl, gnutls, nss, go, ...), or "all".
     #[arg(value_name = "GROUP")]
@@ -167,6 +167,11 @@ pub struct RunArgs {
     /// seen. Created with mode 0600 like -o (see --force).
     #[arg(long, value_name = "FILE")]
     keylog: Option<PathBuf>,
+    /// Write the real packets of the traced TLS connections to this pcapng file (mode 0600,
+    /// like -o), each connection's session secrets in a Decryption Secrets Block before its
+    /// first packet: Wireshark and tshark decrypt it with no key log of their own.
+    #[arg(long, value_name = "FILE")]
+    packets: Option<PathBuf>,
     /// When the run ends, write its summary as JSON to this file (created with mode 0600 when
     /// the run starts): totals, every loss by cause, connections, probes.
     #[arg(long, value_name = "FILE")]
@@ -398,6 +403,7 @@ impl RunArgs {
             placement: self.placement.into(),
             record: self.record,
             keylog: self.keylog,
+            packets: self.packets,
         })
     }
 }

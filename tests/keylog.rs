@@ -643,3 +643,89 @@ fn a_tcpdump_capture_decrypts_with_the_key_log() {
     ]);
     assert!(plain.trim().is_empty(), "{plain}");
 }
+
+/// The response bodies tshark reassembles from `capture` (decrypting with what `extra` gives
+/// it): the HTTP/1.1 one of TLS stream 0, and every HTTP/2 DATA frame or reassembled body of
+/// TCP stream 1, as sha256s.
+fn bodies(capture: &str, extra: &[&str]) -> (String, Vec<String>) {
+    let mut args = vec!["-r", capture];
+    args.extend_from_slice(extra);
+    let mut follow = args.clone();
+    follow.extend_from_slice(&["-q", "-z", "follow,tls,raw,0"]);
+    let response: Vec<u8> = tshark(&follow)
+        .lines()
+        .filter_map(|line| line.strip_prefix('\t'))
+        .flat_map(hex_decode)
+        .collect();
+    let at = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .unwrap_or(response.len().saturating_sub(4));
+    let http1 = sha256(response.get(at + 4..).unwrap_or_default());
+    let mut fields = args.clone();
+    fields.extend_from_slice(&[
+        "-Y",
+        "http2.data.data && tcp.stream == 1",
+        "-T",
+        "fields",
+        "-e",
+        "http2.data.data",
+    ]);
+    let http2 = tshark(&fields)
+        .lines()
+        .flat_map(|line| line.split(','))
+        .map(|hex| sha256(&hex_decode(hex)))
+        .collect();
+    (http1, http2)
+}
+
+#[test]
+fn the_packets_pcapng_decrypts_by_itself() {
+    // --packets: the real packets of curl's two connections (HTTP/1.1, then HTTP/2), captured
+    // on loopback with an AF_PACKET socket, each connection's secrets in a Decryption Secrets
+    // Block. tshark is given that file alone.
+    let name = "file.bin";
+    let root = scratch_file("www");
+    std::fs::create_dir_all(&root).expect("root");
+    let content: Vec<u8> = (0..150_000u32)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
+        .collect();
+    std::fs::write(root.join(name), &content).expect("file");
+    let port = free_port();
+    let _nginx = nginx(&root, port);
+    let packets = scratch_file("packets.pcapng");
+    let packets_arg = packets.display().to_string();
+    let url = format!("https://127.0.0.1:{port}/{name}");
+    let body = scratch_file("body").display().to_string();
+    let script =
+        format!("curl -sk --http1.1 -o {body}.1 {url} && curl -sk --http2 -o {body}.2 {url}");
+    let run = Trace::start(
+        &["openssl", "--packets", &packets_arg],
+        &["sh", "-c", &script],
+    )
+    .wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    for copy in ["1", "2"] {
+        assert_eq!(
+            std::fs::read(format!("{body}.{copy}")).expect("body"),
+            content
+        );
+    }
+    let mode = std::fs::metadata(&packets)
+        .expect("pcapng")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let counts = &run.report["packets"];
+    assert_eq!(counts["packets_dropped_by_socket"], 0, "{}", run.report);
+    assert_eq!(counts["secrets_blocks"], 2, "{}", run.report);
+    assert!(run.stderr.contains("probectl: packets: "), "{}", run.stderr);
+    let (http1, http2) = bodies(&packets_arg, &[]);
+    assert_eq!(http1, sha256(&content), "HTTP/1.1 body");
+    assert!(http2.contains(&sha256(&content)), "HTTP/2 body");
+    // Only the traced connections' packets: two TCP streams.
+    let streams = tshark(&["-r", &packets_arg, "-T", "fields", "-e", "tcp.stream"]);
+    let streams: BTreeSet<&str> = streams.lines().collect();
+    assert_eq!(streams.len(), 2, "{streams:?}");
+}

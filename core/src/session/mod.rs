@@ -115,6 +115,9 @@ pub struct RunOptions {
     /// `--keylog FILE`: the session secrets of every traced handshake, as NSS key-log lines
     /// (the groups' `[[group.secret]]` probes are attached only then).
     pub keylog: Option<PathBuf>,
+    /// `--packets FILE`: the real packets of the traced connections, with their secrets, as
+    /// pcapng (see `crate::output::packets`).
+    pub packets: Option<PathBuf>,
 }
 
 /// Resolves the plugin name to groups: one, or every group for `all`.
@@ -328,7 +331,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             .map_err(signal_error)?;
     }
     let mut specs = SpecFile::load(options.specs.as_deref())?;
-    if options.keylog.is_none() {
+    if options.keylog.is_none() && options.packets.is_none() {
         // Key-log functions run on every handshake: without --keylog they cost a trap for
         // nothing.
         for group in &mut specs.groups {
@@ -351,6 +354,11 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     // The key log, the same way: secrets are as private as the plaintext.
     let keylog_file = options
         .keylog
+        .as_deref()
+        .map(|path| OutputFile::prepare(path, options.force))
+        .transpose()?;
+    let packets_file = options
+        .packets
         .as_deref()
         .map(|path| OutputFile::prepare(path, options.force))
         .transpose()?;
@@ -441,6 +449,18 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let keylog = keylog_file
         .map(|file| file.commit().and_then(crate::output::append_mode))
         .transpose()?;
+    let packets = match packets_file {
+        Some(file) => Some(
+            crate::output::packets::PacketCapture::start(Box::new(std::io::BufWriter::new(
+                file.commit()?,
+            )))
+            .map_err(|source| RunError::Io {
+                context: "opening the packet capture socket (AF_PACKET)",
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let who = match &options.target {
         Target::Pid(pid) => match plan.tree.as_ref().map_or(0, |tree| tree.descendants()) {
             0 => format!("pid {pid} ({})", targets::comm(*pid)),
@@ -526,6 +546,9 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     if let Some(keylog) = keylog {
         pipeline.keylog_into(keylog);
     }
+    if let Some(packets) = &packets {
+        pipeline.packets_into(packets.secrets());
+    }
     let groups: Vec<Group> = groups.into_iter().cloned().collect();
     let mut running = Running {
         ring: watch_readable(ring, "polling the ring buffer")?,
@@ -534,6 +557,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         interrupt,
         terminate,
         output: options.output.clone(),
+        packets,
     };
     // The probes are in place: let the command exec.
     let mut command = held.map(|child| child.release()).transpose()?;
@@ -574,6 +598,8 @@ struct Running {
     terminate: tokio::signal::unix::Signal,
     /// The `-o` file (None: stdout), named in a write error.
     output: Option<PathBuf>,
+    /// `--packets`: the packet capture.
+    packets: Option<crate::output::packets::PacketCapture>,
 }
 
 impl Running {
@@ -659,8 +685,19 @@ impl Running {
             memory: crate::capture::summary::MemoryUse::of_this_process(),
         };
         self.pipeline.end_recording(&end);
-        let write_error = self.pipeline.finish(&end.open_positions);
-        let summary = summarize(&self.pipeline, &end, command_status);
+        let mut write_error = self.pipeline.finish(&end.open_positions);
+        let mut summary = summarize(&self.pipeline, &end, command_status);
+        if let Some(packets) = self.packets.take() {
+            match packets.finish() {
+                Ok(counts) => summary.packets = Some(counts),
+                Err(error) => {
+                    write_error.get_or_insert(std::io::Error::new(
+                        error.kind(),
+                        format!("the packet capture: {error}"),
+                    ));
+                }
+            }
+        }
         // Every probe goes when its last descriptor closes: a child closes them after we
         // exit, so that probectl does not wait for the kernel's detach (see
         // `detach_in_background`).
@@ -726,6 +763,7 @@ fn summarize(
         keys_traced: pipeline.keys_traced,
         keys_evicted: connections.keys_evicted,
         handshakes_without_data: connections.handshakes_without_data(),
+        packets: None,
     }
 }
 

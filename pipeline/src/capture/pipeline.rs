@@ -133,6 +133,9 @@ pub struct Pipeline {
     /// stack growth re-runs a function through `runtime.morestack`) hands the same secret
     /// over twice, on the same thread, one right after the other.
     last_secret: Option<SecretRecord>,
+    /// `--packets`: where each secret goes as (client random, key-log line), for the packet
+    /// capture's Decryption Secrets Blocks.
+    packets: Option<std::sync::mpsc::Sender<(String, String)>>,
 }
 
 /// How long the calls of a connection without an fd wait for it (ns).
@@ -215,7 +218,14 @@ impl Pipeline {
             keylog: None,
             keys_traced: false,
             last_secret: None,
+            packets: None,
         })
+    }
+
+    /// Sends every secret to the packet capture (`--packets`).
+    pub fn packets_into(&mut self, secrets: std::sync::mpsc::Sender<(String, String)>) {
+        self.packets = Some(secrets);
+        self.keys_traced = true;
     }
 
     /// Writes every secret into `file` as an NSS key-log line (`--keylog`).
@@ -373,6 +383,10 @@ impl Pipeline {
                     }
                 }
             }
+        }
+        if let Some(packets) = &self.packets {
+            // A capture that ended has nothing more to write.
+            let _ = packets.send((client_random.clone(), line.clone()));
         }
         let connection = if record.connection == 0 {
             self.counts.secrets_untied += 1;

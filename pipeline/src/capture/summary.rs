@@ -42,6 +42,8 @@ pub struct Summary {
     pub keys_evicted: u64,
     /// Handshakes whose handle never moved data: their secrets are tied to no connection.
     pub handshakes_without_data: u64,
+    /// `--packets`: what the packet capture wrote and dropped.
+    pub packets: Option<crate::output::packets::PacketCounts>,
 }
 
 /// probectl's memory, from `/proc/self/status` (KiB; 0 where it could not be read).
@@ -169,6 +171,7 @@ impl Summary {
                 "handshakes_without_data": self.handshakes_without_data,
                 "connections_keys_not_seen": self.connections.iter().filter(|c| c.keys.secrets == 0).count(),
             })),
+            "packets": self.packets,
             "command_exit_code": self.command_status.and_then(|status| status.code()),
             "kernel_entries_of_exited_processes_removed": {
                 "go_calls": self.swept.goroutines,
@@ -403,6 +406,16 @@ impl std::fmt::Display for Summary {
                     self.keys_evicted
                 )?;
             }
+        }
+        if let Some(packets) = &self.packets {
+            write!(
+                f,
+                "\nprobectl: packets: {} written with {} secrets blocks, {} dropped by the capture socket, {} of untraced connections left out",
+                packets.packets_written,
+                packets.secrets_blocks,
+                packets.packets_dropped_by_socket,
+                packets.packets_untraced,
+            )?;
         }
         if self.ended_by_exit > 0 {
             write!(

@@ -1,6 +1,7 @@
 //! Output formats: human text (escaped or hexdump) and lossless JSON lines; files are created
 //! 0600 because captured plaintext is sensitive.
 
+pub mod packets;
 pub mod pcapng;
 pub mod terminal;
 pub mod writer;
