@@ -139,6 +139,7 @@ impl From<PlacementArg> for PlacementMode {
 }
 
 #[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("output_or_keylog").args(["output", "keylog", "packets"]).multiple(true))]
 pub struct RunArgs {
     /// The group of probes.toml to trace (openssl, boringssl, gnutls, nss, go, ...), or "all".
     #[arg(value_name = "GROUP")]
@@ -157,10 +158,20 @@ pub struct RunArgs {
     /// symbolic link is never followed.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// With -o: overwrite an existing regular file (it keeps its mode; a read-only file is
-    /// still refused, and a symbolic link is never followed).
-    #[arg(long, requires = "output")]
+    /// With -o or --keylog: overwrite an existing regular file (it keeps its mode; a
+    /// read-only file is still refused, and a symbolic link is never followed).
+    #[arg(long, requires = "output_or_keylog")]
     force: bool,
+    /// Write the session secrets of every traced handshake to this file, as NSS key-log lines
+    /// (what SSLKEYLOGFILE holds; Wireshark decrypts with it), one line as each secret is
+    /// seen. Created with mode 0600 like -o (see --force).
+    #[arg(long, value_name = "FILE")]
+    keylog: Option<PathBuf>,
+    /// Write the real packets of the traced TLS connections to this pcapng file (mode 0600,
+    /// like -o), each connection's session secrets in a Decryption Secrets Block before its
+    /// first packet: Wireshark and tshark decrypt it with no key log of their own.
+    #[arg(long, value_name = "FILE")]
+    packets: Option<PathBuf>,
     /// When the run ends, write its summary as JSON to this file (created with mode 0600 when
     /// the run starts): totals, every loss by cause, connections, probes.
     #[arg(long, value_name = "FILE")]
@@ -409,6 +420,8 @@ impl RunArgs {
             placement: self.placement.into(),
             record: self.record,
             record_limit: self.record_limit,
+            keylog: self.keylog,
+            packets: self.packets,
         })
     }
 }

@@ -33,10 +33,11 @@ use aya_ebpf::{
 };
 use probectl_common::{
     abi, capacity, chunk_flags, close_cause, connection_flags, direction, length_source,
-    record_kind, return_width, stat, Chunk, ChunkHeader, CloseRecord, ConnectionKey,
-    ConnectionState, FdKey, GoroutineKey, KernelOffsets, ProbeSpec, ProcessRecord, ARG_NONE,
-    CHUNK_CLASSES, CHUNK_DATA_MAX, MAX_ARGUMENTS, MAX_ARGUMENT_REGISTERS, NO_FIELD,
-    TLS13_PADDING_SCAN, TLS_APPLICATION_DATA, VECTOR_MAX_ENTRIES,
+    record_kind, return_width, secret_flags, stat, Chunk, ChunkHeader, CloseRecord, ConnectionKey,
+    ConnectionState, FdKey, GoroutineKey, KernelOffsets, ProbeSpec, ProcessRecord, SecretRecord,
+    SecretSpec, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX, MAX_ARGUMENTS, MAX_ARGUMENT_REGISTERS,
+    NO_FIELD, SECRET_LABEL_MAX, SECRET_MAX, SECRET_RANDOM_MAX, TLS13_PADDING_SCAN,
+    TLS_APPLICATION_DATA, VECTOR_MAX_ENTRIES,
 };
 
 /// Capture limit per call, in bytes; set by user space at load time.
@@ -109,6 +110,11 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
 /// attach_id (BPF cookie) -> what to read at that attach point.
 #[map]
 static PROBE_SPECS: Array<ProbeSpec> = Array::with_max_entries(capacity::ATTACH_POINTS, 0);
+
+/// attach_id (BPF cookie) -> what a secret probe reads (`probectl_secret`); the entries of
+/// other attach points are unused.
+#[map]
+static SECRET_SPECS: Array<SecretSpec> = Array::with_max_entries(capacity::ATTACH_POINTS, 0);
 
 /// Processes (tgids) to trace when `FILTER_BY_PID` is set.
 #[map]
@@ -1417,6 +1423,131 @@ pub fn probectl_end(ctx: ProbeContext) -> u32 {
     let connection = argument(&spec, &registers, entry_sp, spec.connection_arg);
     end_connection(tgid, connection, None, close_cause::HANDLE_ENDED);
     0
+}
+
+/// Attached at the entry of a library's key-log function (`[[group.secret]]`: OpenSSL's
+/// `nss_keylog_int`, Go's `(*Config).writeKeyLog`): copies the label, the client random and
+/// the secret its arguments hold into a [`SecretRecord`], straight into the ring buffer (no
+/// stack copy). A program of its own, so that the data programs' stack stays as it is.
+#[uprobe]
+pub fn probectl_secret(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !in_scope((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: the context is a valid uprobe context; the helper only reads the link's cookie.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let Some(spec) = SECRET_SPECS.get(cookie as u32).copied() else {
+        return 0;
+    };
+    let registers = argument_registers(&ctx, spec.abi);
+    let Some(mut entry) = reserve::<SecretRecord>() else {
+        count(stat::SECRETS_LOST, 1);
+        return 0;
+    };
+    let record = entry.as_mut_ptr();
+    let mut flags = 0;
+    let label = select_arg(&registers, spec.label_arg);
+    // SAFETY: `record` points at a reserved, writable ring buffer record of
+    // size_of::<SecretRecord>() bytes; every write below stays inside it (sizes masked to the
+    // fields' lengths) and the helpers check the user addresses.
+    unsafe {
+        let label_len = if spec.label_length_arg == ARG_NONE {
+            // A C string: the helper stops at its NUL (counted in its result).
+            let read = aya_ebpf::helpers::generated::bpf_probe_read_user_str(
+                (&raw mut (*record).label).cast(),
+                SECRET_LABEL_MAX as u32,
+                label as *const c_void,
+            );
+            if read <= 0 {
+                flags |= secret_flags::READ_FAULT;
+                0
+            } else {
+                let with_nul = read as u64;
+                // A label that filled the field has no room for its NUL: it was longer.
+                if with_nul >= SECRET_LABEL_MAX as u64 {
+                    flags |= secret_flags::TOO_LONG;
+                }
+                with_nul - 1
+            }
+        } else {
+            let length = select_arg(&registers, spec.label_length_arg);
+            flags |=
+                read_part::<SECRET_LABEL_MAX>((&raw mut (*record).label).cast(), label, length);
+            length
+        };
+        let mut random = select_arg(&registers, spec.random_arg);
+        for (index, offset) in spec.random_pointer_offsets.iter().enumerate() {
+            if index >= spec.random_pointers as usize {
+                break;
+            }
+            let at = random.wrapping_add(*offset as i64 as u64);
+            // bpf_probe_read_user checks the address; a bad one is an error.
+            match bpf_probe_read_user(at as *const u64) {
+                Ok(pointer) => random = pointer,
+                Err(_) => {
+                    flags |= secret_flags::READ_FAULT;
+                    random = 0;
+                    break;
+                }
+            }
+        }
+        let random = random.wrapping_add(spec.random_offset as i64 as u64);
+        let random_len = if spec.random_length_arg == ARG_NONE {
+            u64::from(spec.random_length)
+        } else {
+            select_arg(&registers, spec.random_length_arg)
+        };
+        flags |=
+            read_part::<SECRET_RANDOM_MAX>((&raw mut (*record).random).cast(), random, random_len);
+        let secret = select_arg(&registers, spec.secret_arg);
+        let secret_len = select_arg(&registers, spec.secret_length_arg);
+        flags |= read_part::<SECRET_MAX>((&raw mut (*record).secret).cast(), secret, secret_len);
+        (&raw mut (*record).kind).write(record_kind::SECRET);
+        (&raw mut (*record).flags).write(flags);
+        (&raw mut (*record).pid).write((pid_tgid >> 32) as u32);
+        (&raw mut (*record).tid).write(pid_tgid as u32);
+        (&raw mut (*record).ts_ns).write(bpf_ktime_get_ns());
+        (&raw mut (*record).connection).write(if spec.connection_arg == ARG_NONE {
+            0
+        } else {
+            select_arg(&registers, spec.connection_arg)
+        });
+        (&raw mut (*record).attach_id).write(cookie as u32);
+        (&raw mut (*record).label_len).write(label_len.min(SECRET_LABEL_MAX as u64) as u32);
+        (&raw mut (*record).random_len).write(random_len.min(SECRET_RANDOM_MAX as u64) as u32);
+        (&raw mut (*record).secret_len).write(secret_len.min(SECRET_MAX as u64) as u32);
+    }
+    entry.submit(BPF_RB_FORCE_WAKEUP);
+    0
+}
+
+/// Reads `length` bytes from user address `source` into a field of `N` bytes (a power of
+/// two) of a reserved record; returns the [`secret_flags`] of what went wrong.
+///
+/// # Safety
+/// `field` must point at `N` writable bytes.
+#[inline(always)]
+unsafe fn read_part<const N: usize>(field: *mut c_void, source: u64, length: u64) -> u32 {
+    let mut flags = 0;
+    let wanted = if length > N as u64 {
+        flags |= secret_flags::TOO_LONG;
+        N as u64
+    } else {
+        length
+    };
+    // The mask keeps the size provably within the field for every verifier (see emit_chunk).
+    // SAFETY: reads a local that lives for the call.
+    let size = unsafe { core::ptr::read_volatile(&(wanted as u32)) } & ((N as u32 * 2) - 1);
+    let size = if size > N as u32 { N as u32 } else { size };
+    if size > 0 {
+        // SAFETY: `field` has N writable bytes (the caller's contract) and size <= N; the
+        // helper checks the user address.
+        if unsafe { probe_read_user_raw(field, size, source as *const _) } != 0 {
+            flags |= secret_flags::READ_FAULT;
+        }
+    }
+    flags
 }
 
 /// Attached to sched_process_exec: a process in scope started a program, which may bring TLS

@@ -69,6 +69,8 @@ pub struct KernelStats {
     pub filter_full: u64,
     pub records_unscanned: u64,
     pub bytes_unscanned: u64,
+    /// Secret records (`--keylog`) that found the ring buffer full.
+    pub secrets_lost: u64,
     /// Counters that could not be read: the losses they count are unknown, not zero.
     pub counters_unreadable: u64,
 }

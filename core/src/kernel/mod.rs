@@ -18,7 +18,8 @@ use aya::programs::{RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use probectl_common::capacity;
 use probectl_common::{
-    stat, ConnectionKey, ConnectionState, FdKey, GoroutineKey, ProbeSpec, ACTIVE_CALL_SIZE,
+    stat, ConnectionKey, ConnectionState, FdKey, GoroutineKey, ProbeSpec, SecretSpec,
+    ACTIVE_CALL_SIZE,
 };
 use ring::EventRing;
 
@@ -38,6 +39,7 @@ const RETURN_PROGRAM: &str = "probectl_return";
 const EXIT_PROGRAM: &str = "probectl_exit";
 const SYS_ENTER_PROGRAM: &str = "probectl_sys_enter";
 const END_PROGRAM: &str = "probectl_end";
+const SECRET_PROGRAM: &str = "probectl_secret";
 const NEWTASK_PROGRAM: &str = "probectl_newtask";
 const THREAD_EXIT_PROGRAM: &str = "probectl_thread_exit";
 const EXEC_PROGRAM: &str = "probectl_exec";
@@ -271,7 +273,13 @@ impl Tracer {
             .map_err(|error| load_error(&error))?;
         // The verifier takes most of a start (tenths of a second for each of the three large
         // uprobe programs): they are verified side by side, one thread each.
-        let uprobe_names = [ENTRY_PROGRAM, RETURN_PROGRAM, EXIT_PROGRAM, END_PROGRAM];
+        let uprobe_names = [
+            ENTRY_PROGRAM,
+            RETURN_PROGRAM,
+            EXIT_PROGRAM,
+            END_PROGRAM,
+            SECRET_PROGRAM,
+        ];
         let mut uprobes: Vec<(&str, &mut UProbe)> = Vec::new();
         for (name, program) in ebpf.programs_mut() {
             if let Some(&name) = uprobe_names.iter().find(|wanted| **wanted == name) {
@@ -463,6 +471,30 @@ impl Tracer {
                     .map_err(map_error("PROBE_SPECS"))?;
             }
         }
+        let secrets: Vec<(u32, SecretSpec)> = probes
+            .iter()
+            .enumerate()
+            .filter_map(|(offset, &index)| {
+                let planned = &plan.probes[index];
+                let secret = planned.probe.secret.as_ref()?;
+                let field = planned.random_field.as_ref().map(|(path, _)| path);
+                Some((
+                    first_id + offset as u32,
+                    secret.bpf_spec(planned.probe.abi, planned.probe.connection, field),
+                ))
+            })
+            .collect();
+        if !secrets.is_empty() {
+            let map = self.ebpf.map_mut("SECRET_SPECS").ok_or(BpfError::Map {
+                name: "SECRET_SPECS",
+                message: "missing from the object".into(),
+            })?;
+            let mut specs: Array<&mut MapData, SecretSpec> =
+                Array::try_from(map).map_err(map_error("SECRET_SPECS"))?;
+            for (id, spec) in secrets {
+                specs.set(id, spec, 0).map_err(map_error("SECRET_SPECS"))?;
+            }
+        }
         on_ids(first_id, &probes);
         // Process-scoped probes are bound to every task traced now; later children inherit
         // them (see scoped.rs).
@@ -508,6 +540,13 @@ impl Tracer {
                         .collect()
                 }
                 (Placement::Returns { .. }, Role::End) => vec![(END_PROGRAM, planned.offset)],
+                // A key-log function: its entry's arguments are all it takes.
+                (Placement::Classic { .. } | Placement::Returns { .. }, Role::Secret) => {
+                    vec![(SECRET_PROGRAM, planned.offset)]
+                }
+                (Placement::Emulated { entry, .. }, Role::Secret) => {
+                    vec![(SECRET_PROGRAM, entry.file_offset)]
+                }
                 // Entry at the first instruction, the exit program on every `ret`.
                 (Placement::Returns { exits }, Role::Data) => {
                     std::iter::once((ENTRY_PROGRAM, planned.offset))
@@ -670,6 +709,7 @@ impl Tracer {
             filter_full: read(stat::FILTER_FULL),
             records_unscanned: read(stat::RECORDS_UNSCANNED),
             bytes_unscanned: read(stat::BYTES_UNSCANNED),
+            secrets_lost: read(stat::SECRETS_LOST),
             counters_unreadable: 0,
             // Counted by the reader of the ring (the event loop), not by the kernel.
             records_oversized: 0,

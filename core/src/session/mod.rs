@@ -116,6 +116,12 @@ pub struct RunOptions {
     pub record: Option<PathBuf>,
     /// `--record-limit`: the most bytes of input the recording takes.
     pub record_limit: u64,
+    /// `--keylog FILE`: the session secrets of every traced handshake, as NSS key-log lines
+    /// (the groups' `[[group.secret]]` probes are attached only then).
+    pub keylog: Option<PathBuf>,
+    /// `--packets FILE`: the real packets of the traced connections, with their secrets, as
+    /// pcapng (see `crate::output::packets`).
+    pub packets: Option<PathBuf>,
 }
 
 /// Resolves the plugin name to groups: one, or every group for `all`.
@@ -328,7 +334,16 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         signal_hook::flag::register(signal, crate::output::writer::stop_flag())
             .map_err(signal_error)?;
     }
-    let specs = SpecFile::load(options.specs.as_deref())?;
+    let mut specs = SpecFile::load(options.specs.as_deref())?;
+    if options.keylog.is_none() && options.packets.is_none() {
+        // Key-log functions run on every handshake: without --keylog they cost a trap for
+        // nothing.
+        for group in &mut specs.groups {
+            group
+                .probes
+                .retain(|probe| probe.role != crate::spec::Role::Secret);
+        }
+    }
     let groups = select_groups(&specs, &options.plugin)?;
     crate::kernel::check_privileges()?;
     let scope = scope_for(&options.target)?;
@@ -337,6 +352,17 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     // --force) only once tracing starts, and a file created here is removed if it never does.
     let output_file = options
         .output
+        .as_deref()
+        .map(|path| OutputFile::prepare(path, options.force))
+        .transpose()?;
+    // The key log, the same way: secrets are as private as the plaintext.
+    let keylog_file = options
+        .keylog
+        .as_deref()
+        .map(|path| OutputFile::prepare(path, options.force))
+        .transpose()?;
+    let packets_file = options
+        .packets
         .as_deref()
         .map(|path| OutputFile::prepare(path, options.force))
         .transpose()?;
@@ -424,6 +450,21 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     // Only now, with everything attached, is the output kept (and an existing file emptied): a
     // run that fails to start leaves no file behind and an existing one untouched.
     let out = open_output(output_file)?;
+    let keylog = keylog_file
+        .map(|file| file.commit().and_then(crate::output::append_mode))
+        .transpose()?;
+    let packets = match packets_file {
+        Some(file) => Some(
+            crate::output::packets::PacketCapture::start(Box::new(std::io::BufWriter::new(
+                file.commit()?,
+            )))
+            .map_err(|source| RunError::Io {
+                context: "opening the packet capture socket (AF_PACKET)",
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let who = match &options.target {
         Target::Pid(pid) => match plan.tree.as_ref().map_or(0, |tree| tree.descendants()) {
             0 => format!("pid {pid} ({})", targets::comm(*pid)),
@@ -507,6 +548,12 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     if let Some(recorder) = recorder {
         pipeline.record_into(recorder);
     }
+    if let Some(keylog) = keylog {
+        pipeline.keylog_into(keylog);
+    }
+    if let Some(packets) = &packets {
+        pipeline.packets_into(packets.secrets());
+    }
     let groups: Vec<Group> = groups.into_iter().cloned().collect();
     let mut running = Running {
         ring: watch_readable(ring, "polling the ring buffer")?,
@@ -515,6 +562,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         interrupt,
         terminate,
         output: options.output.clone(),
+        packets,
     };
     // The probes are in place: let the command exec.
     let mut command = held.map(|child| child.release()).transpose()?;
@@ -555,6 +603,8 @@ struct Running {
     terminate: tokio::signal::unix::Signal,
     /// The `-o` file (None: stdout), named in a write error.
     output: Option<PathBuf>,
+    /// `--packets`: the packet capture.
+    packets: Option<crate::output::packets::PacketCapture>,
 }
 
 impl Running {
@@ -644,8 +694,19 @@ impl Running {
             frames_not_recorded: 0,
         };
         self.pipeline.end_recording(&end);
-        let write_error = self.pipeline.finish(&end.open_positions);
-        let summary = summarize(&self.pipeline, &end, command_status);
+        let mut write_error = self.pipeline.finish(&end.open_positions);
+        let mut summary = summarize(&self.pipeline, &end, command_status);
+        if let Some(packets) = self.packets.take() {
+            match packets.finish() {
+                Ok(counts) => summary.packets = Some(counts),
+                Err(error) => {
+                    write_error.get_or_insert(std::io::Error::new(
+                        error.kind(),
+                        format!("the packet capture: {error}"),
+                    ));
+                }
+            }
+        }
         // Every probe goes when its last descriptor closes: a child closes them after we
         // exit, so that probectl does not wait for the kernel's detach (see
         // `detach_in_background`).
@@ -712,6 +773,10 @@ fn summarize(
         swept: end.swept,
         memory: end.memory,
         output: pipeline.writer_report(),
+        keys_traced: pipeline.keys_traced,
+        keys_evicted: connections.keys_evicted,
+        handshakes_without_data: connections.handshakes_without_data(),
+        packets: None,
     }
 }
 
