@@ -203,6 +203,10 @@ pub mod capacity {
     pub const CHUNK_LOOPS: u32 = 4096;
     /// Threads inside an mmap(2) of an executable mapping (an LRU).
     pub const MMAP_PENDING: u32 = 4096;
+    /// User space: processes whose identity (cgroup, container) the pipeline keeps at once.
+    pub const PROCESS_IDENTITIES: usize = 16384;
+    /// User space: containers the summary counts one by one.
+    pub const CONTAINERS: usize = 4096;
 }
 
 /// Header of a chunk record: one chunk of one TLS call's plaintext. The data follows the

@@ -502,6 +502,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     if let Some(recorder) = recorder {
         pipeline.record_into(recorder);
     }
+    pipeline.resolve_identities_with(Box::new(crate::capture::identity::read_identity));
     let groups: Vec<Group> = groups.into_iter().cloned().collect();
     let mut running = Running {
         ring: watch_readable(ring, "polling the ring buffer")?,
@@ -699,6 +700,16 @@ fn summarize(
         command_status,
         swept: end.swept,
         memory: end.memory,
+        containers: {
+            let mut containers: Vec<_> = pipeline
+                .containers
+                .iter()
+                .map(|(id, counts)| (id.clone(), counts.clone()))
+                .collect();
+            containers.sort_by(|a, b| a.0.cmp(&b.0));
+            containers
+        },
+        containers_other: pipeline.containers_other.clone(),
     }
 }
 

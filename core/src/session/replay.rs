@@ -75,6 +75,7 @@ pub fn replay(options: &ReplayOptions) -> Result<Replayed, RunError> {
                 }
             }
             Frame::Record(record) => pipeline.record(&record),
+            Frame::Process { pid, identity } => pipeline.set_identity(pid, identity),
             Frame::Tick(now_ns) => writing = pipeline.flush(now_ns),
             Frame::End(recorded) => end = Some(*recorded),
         }

@@ -36,6 +36,8 @@ pub struct Connection {
     pub moved: [u64; 2],
     /// Per direction: bytes captured.
     pub captured: [u64; 2],
+    /// Who its process is (cgroup, container), as the pipeline knew it at its first event.
+    pub identity: Option<std::sync::Arc<crate::capture::identity::Identity>>,
 }
 
 impl Connection {
@@ -53,6 +55,7 @@ impl Connection {
             next_offset: [0; 2],
             moved: [0; 2],
             captured: [0; 2],
+            identity: None,
         }
     }
 
@@ -468,6 +471,19 @@ impl ConnectionTable {
 
     pub fn get(&self, id: u64) -> Option<&Connection> {
         self.connections.get(&id)
+    }
+
+    /// Notes who the connection's process is, unless it is known already.
+    pub fn note_identity(
+        &mut self,
+        id: u64,
+        identity: &Option<std::sync::Arc<crate::capture::identity::Identity>>,
+    ) {
+        if let Some(connection) = self.connections.get_mut(&id) {
+            if connection.identity.is_none() {
+                connection.identity.clone_from(identity);
+            }
+        }
     }
 
     /// Every connection, by id.

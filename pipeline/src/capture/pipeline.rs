@@ -14,6 +14,7 @@ use probectl_common::{
 };
 
 use crate::capture::connections::{ConnectionTable, StreamRun};
+use crate::capture::identity::{Identities, Identity, Resolver};
 use crate::capture::recording::{End, Recorder};
 use crate::capture::{Call, Reassembler};
 use crate::output::writer::BackgroundWriter;
@@ -65,6 +66,21 @@ pub struct PipelineCounts {
     /// they were held for it (the kernel's count of calls emitted without one includes the
     /// calls whose fd came later).
     pub events_without_fd: u64,
+    /// Processes whose identity (cgroup) could not be read: gone before the pipeline met them.
+    pub identities_unresolved: u64,
+    /// Identities dropped from the full table (their process is looked up again if seen).
+    pub identities_evicted: u64,
+}
+
+/// Events and bytes captured in one container (the summary's per-container counts).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ContainerCounts {
+    pub runtime: Option<crate::capture::identity::Runtime>,
+    pub pod_uid: Option<String>,
+    pub events: u64,
+    pub bytes_captured: u64,
+    /// Processes of the container met (pids, counted once per identity lookup).
+    pub processes: u64,
 }
 
 /// A request to the control plane, made by a record: look at process `pid` for TLS code,
@@ -112,6 +128,14 @@ pub struct Pipeline {
     now_ns: u64,
     /// `--record`: every input, as it comes (see [`crate::capture::recording`]).
     recorder: Option<Recorder>,
+    /// Who each process is (cgroup, container), learnt once per process.
+    identities: Identities,
+    /// How a live run reads a process's identity (`None`: a replay, whose recording has them).
+    resolver: Option<Resolver>,
+    /// Per container id: what was captured in it (at most `capacity::CONTAINERS`; the rest in
+    /// `containers_other`).
+    pub containers: HashMap<String, ContainerCounts>,
+    pub containers_other: ContainerCounts,
 }
 
 /// How long the calls of a connection without an fd wait for it (ns).
@@ -191,7 +215,83 @@ impl Pipeline {
             held: Held::default(),
             now_ns: 0,
             recorder: None,
+            identities: Identities::default(),
+            resolver: None,
+            containers: HashMap::new(),
+            containers_other: ContainerCounts::default(),
         })
+    }
+
+    /// Reads each process's identity with `resolver` when the pipeline first meets it (a
+    /// live run; a replay takes them from the recording).
+    pub fn resolve_identities_with(&mut self, resolver: Resolver) {
+        self.resolver = Some(resolver);
+    }
+
+    /// Sets a process's identity (a replay's process frame).
+    pub fn set_identity(&mut self, pid: u32, identity: Option<Identity>) {
+        self.adopt(pid, identity);
+    }
+
+    /// Learns the identity of the process a record is about, before the record is recorded
+    /// (so that a replay has it when it needs it): at exec (a pid may be reused, and the
+    /// process is surely alive) and at its first record otherwise.
+    fn learn(&mut self, record: &[u8]) {
+        let Some(resolver) = self.resolver.as_mut() else {
+            return;
+        };
+        let (pid, fresh) = match read_record::<u32>(record) {
+            Some(record_kind::CHUNK) => match read_record::<ChunkHeader>(record) {
+                Some(header) => (header.pid, false),
+                None => return,
+            },
+            Some(record_kind::CONNECTION) => match read_record::<ConnectionRecord>(record) {
+                Some(connection) => (connection.pid, false),
+                None => return,
+            },
+            Some(record_kind::EXEC | record_kind::MAP) => {
+                match read_record::<ProcessRecord>(record) {
+                    Some(process) => (
+                        process.pid,
+                        read_record::<u32>(record) == Some(record_kind::EXEC),
+                    ),
+                    None => return,
+                }
+            }
+            _ => return,
+        };
+        if !fresh && self.identities.contains(pid) {
+            return;
+        }
+        let identity = resolver(pid);
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.process(pid, identity.as_ref());
+        }
+        self.adopt(pid, identity);
+    }
+
+    /// Keeps a process's identity, counted per container.
+    fn adopt(&mut self, pid: u32, identity: Option<Identity>) {
+        if identity.is_none() {
+            self.counts.identities_unresolved += 1;
+        }
+        if let Some(identity) = identity.as_ref() {
+            if let Some(id) = identity.container.as_deref() {
+                let known = self.containers.len();
+                let counts = if self.containers.contains_key(id)
+                    || known < probectl_common::capacity::CONTAINERS
+                {
+                    self.containers.entry(id.to_string()).or_default()
+                } else {
+                    &mut self.containers_other
+                };
+                counts.processes += 1;
+                counts.runtime = identity.runtime;
+                counts.pod_uid.clone_from(&identity.pod_uid);
+            }
+        }
+        self.identities.insert(pid, identity.map(Arc::new));
+        self.counts.identities_evicted = self.identities.evicted;
     }
 
     /// Records every input from now on into `recorder` (`--record`).
@@ -201,6 +301,7 @@ impl Pipeline {
 
     /// Dispatches one ring buffer record.
     pub fn record(&mut self, record: &[u8]) {
+        self.learn(record);
         if let Some(recorder) = self.recorder.as_mut() {
             // The table's new entries first: every id a record carries was in the table
             // before the record was written (the control plane adds, then attaches), so a
@@ -261,6 +362,7 @@ impl Pipeline {
                         self.release(key);
                     }
                     self.exited.push(process.pid);
+                    self.identities.remove(process.pid);
                     for id in self.connections.on_process_exit(process.pid) {
                         self.closed(id, process.ts_ns);
                     }
@@ -368,6 +470,10 @@ impl Pipeline {
             span: call.span,
             captured: call.data.len() as u64,
         });
+        let identity = self.identities.get(header.pid).cloned();
+        if identity.is_some() {
+            self.connections.note_identity(placement.id, &identity);
+        }
         let conn = match self.connections.get(placement.id) {
             Some(connection) => connection.view(placement.offset),
             None => ConnectionView {
@@ -380,6 +486,14 @@ impl Pipeline {
         if conn.fd.is_none() {
             self.counts.events_without_fd += 1;
         }
+        if let Some(id) = identity.as_ref().and_then(|i| i.container.as_deref()) {
+            let counts = match self.containers.get_mut(id) {
+                Some(counts) => counts,
+                None => &mut self.containers_other,
+            };
+            counts.events += 1;
+            counts.bytes_captured += call.data.len() as u64;
+        }
         let event = Event {
             ts_ns: header.call_end_ns.saturating_add(self.clock_offset),
             pid: header.pid,
@@ -390,6 +504,7 @@ impl Pipeline {
             len: call.span,
             data: call.data,
             truncated: call.missing(),
+            process: identity.as_ref(),
         };
         if self.write_error.is_none() {
             if let Err(error) = self.writer.event(&event, &mut self.out) {

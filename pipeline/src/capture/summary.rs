@@ -4,7 +4,7 @@
 use std::process::ExitStatus;
 
 use crate::capture::connections::{Connection, Folded};
-use crate::capture::pipeline::PipelineCounts;
+use crate::capture::pipeline::{ContainerCounts, PipelineCounts};
 use crate::{KernelStats, Swept};
 
 /// Connections the summary lists one by one (those with losses are always listed).
@@ -35,6 +35,10 @@ pub struct Summary {
     pub swept: Swept,
     /// probectl's own memory at the end of the run (the live run's, in a replay).
     pub memory: MemoryUse,
+    /// What was captured per container, by id (sorted), and in the containers past the
+    /// table's bound together.
+    pub containers: Vec<(String, ContainerCounts)>,
+    pub containers_other: ContainerCounts,
 }
 
 /// probectl's memory, from `/proc/self/status` (KiB; 0 where it could not be read).
@@ -88,6 +92,18 @@ impl Summary {
                 "not_captured_written": lost[0],
                 "not_captured_read": lost[1],
                 "closed": c.closed,
+                "cgroup": c.identity.as_ref().map(|i| i.cgroup.as_str()),
+                "container": c.identity.as_ref().and_then(|i| i.container.as_deref()),
+            })
+        };
+        let container = |id: Option<&str>, c: &ContainerCounts| {
+            serde_json::json!({
+                "id": id,
+                "runtime": c.runtime.map(|r| r.as_str()),
+                "pod_uid": c.pod_uid,
+                "processes": c.processes,
+                "events": c.events,
+                "bytes_captured": c.bytes_captured,
             })
         };
         let closed =
@@ -153,6 +169,16 @@ impl Summary {
                 "peak_rss_kib": self.memory.peak_rss_kib,
                 "heap_kib": self.memory.heap_kib,
             },
+            "processes": {
+                "identities_unresolved": self.counts.identities_unresolved,
+                "identities_evicted": self.counts.identities_evicted,
+            },
+            "containers": self
+                .containers
+                .iter()
+                .map(|(id, counts)| container(Some(id), counts))
+                .collect::<Vec<_>>(),
+            "containers_not_listed": container(None, &self.containers_other),
         })
     }
 
@@ -306,9 +332,15 @@ impl std::fmt::Display for Summary {
                 continue;
             }
             listed += 1;
+            let container = connection
+                .identity
+                .as_ref()
+                .and_then(|i| i.short_container())
+                .map(|id| format!(", container {id}"))
+                .unwrap_or_default();
             write!(
                 f,
-                "\nprobectl: conn#{} {} (pid {}): {} bytes written, {} read",
+                "\nprobectl: conn#{} {} (pid {}{container}): {} bytes written, {} read",
                 connection.id,
                 connection.describe(),
                 connection.pid,
@@ -337,6 +369,27 @@ impl std::fmt::Display for Summary {
                 f,
                 "\nprobectl: ... and {} more connections",
                 self.connections.len() - listed
+            )?;
+        }
+        for (id, counts) in &self.containers {
+            write!(
+                f,
+                "\nprobectl: container {} ({}): {} processes, {} events, {} bytes captured",
+                &id[..id.len().min(12)],
+                counts.runtime.map_or("?", |r| r.as_str()),
+                counts.processes,
+                counts.events,
+                counts.bytes_captured,
+            )?;
+        }
+        if self.containers_other.processes > 0 {
+            write!(
+                f,
+                "\nprobectl: {} more containers' processes (past the table of {}): {} events, {} bytes captured",
+                self.containers_other.processes,
+                probectl_common::capacity::CONTAINERS,
+                self.containers_other.events,
+                self.containers_other.bytes_captured,
             )?;
         }
         if self.ended_by_exit > 0 {

@@ -57,6 +57,8 @@ pub struct Event<'a> {
     pub data: &'a [u8],
     /// Bytes not captured (`len - data.len()`).
     pub truncated: u64,
+    /// Who the process is (cgroup, container), when it is known.
+    pub process: Option<&'a std::sync::Arc<crate::capture::identity::Identity>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -448,6 +450,51 @@ struct JsonEvent<'a> {
     len: u64,
     truncated: u64,
     conn: JsonConnection<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<JsonContainer<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<&'a str>,
+}
+
+/// The container of an event's process (JSON).
+#[derive(Serialize)]
+pub struct JsonContainer<'a> {
+    pub id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<&'a str>,
+}
+
+impl<'a> JsonContainer<'a> {
+    pub fn of(identity: Option<&'a crate::capture::identity::Identity>) -> Option<Self> {
+        let identity = identity?;
+        Some(JsonContainer {
+            id: identity.container.as_deref()?,
+            runtime: identity.runtime.map(|r| r.as_str()),
+            pod_uid: identity.pod_uid.as_deref(),
+        })
+    }
+}
+
+/// What a text header says about where the process runs: ` container=ID12` (and
+/// ` pod=UID`), nothing for a process in no container.
+pub fn identity_suffix(identity: Option<&crate::capture::identity::Identity>) -> String {
+    let Some(identity) = identity else {
+        return String::new();
+    };
+    let mut text = String::new();
+    if let Some(id) = identity.short_container() {
+        text.push_str(" container=");
+        text.push_str(id);
+    }
+    if let Some(pod) = identity.pod_uid.as_deref() {
+        text.push_str(" pod=");
+        text.push_str(pod);
+    }
+    text
 }
 
 #[derive(Serialize)]
@@ -523,6 +570,9 @@ fn render_json(event: &Event<'_>, line: &mut Vec<u8>) -> io::Result<()> {
             remote: event.conn.remote,
             offset: event.conn.offset,
         },
+        cgroup: event.process.map(|p| p.cgroup.as_str()),
+        container: JsonContainer::of(event.process.map(|p| &**p)),
+        unit: event.process.and_then(|p| p.unit.as_deref()),
     };
     // The fields go through serde_json; the data is appended as the last field straight
     // from the (SIMD) base64 encoder: base64 never needs JSON escaping, and scanning
@@ -570,6 +620,12 @@ fn write_header(event: &Event<'_>, out: &mut Vec<u8>) -> io::Result<()> {
         _ => write!(out, "handle {:#x}", event.conn.handle)?,
     }
     write!(out, " @{}", event.conn.offset)?;
+    if event
+        .process
+        .is_some_and(|p| p.container.is_some() || p.pod_uid.is_some())
+    {
+        out.extend_from_slice(identity_suffix(event.process.map(|p| &**p)).as_bytes());
+    }
     if event.truncated > 0 {
         write!(out, " ({} bytes not captured)", event.truncated)?;
     }
@@ -610,6 +666,7 @@ mod tests {
             len: data.len() as u64 + truncated,
             data,
             truncated,
+            process: None,
         };
         let mut out = Vec::new();
         Renderer::new(format)

@@ -69,6 +69,8 @@ pub struct Origin {
     pub comm: String,
     pub plugin: String,
     pub conn: Connection,
+    /// Who the process is (cgroup, container), when known.
+    pub process: Option<std::sync::Arc<crate::capture::identity::Identity>>,
 }
 
 /// What a connection's decoder keeps of bodies.
@@ -763,6 +765,7 @@ impl EventWriter for HttpWriter {
             comm: event.comm.to_string(),
             plugin: event.attach.plugin.clone(),
             conn: Connection::from_view(&event.conn),
+            process: event.process.cloned(),
         };
         // Where decoding starts in this call (after bytes shown raw, when joined mid-stream).
         let mut decode_from = 0;
