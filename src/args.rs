@@ -196,6 +196,25 @@ pub struct RunArgs {
     /// replays anywhere.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+    /// Trace only the processes of this container (its id, a prefix of at least 4 digits, or
+    /// its name), selected in the kernel. Repeatable.
+    #[arg(long, value_name = "ID|NAME", conflicts_with = "command")]
+    container: Vec<String>,
+    /// Trace only the processes of this cgroup v2 (and those below it), selected in the
+    /// kernel. Repeatable.
+    #[arg(long, value_name = "PATH", conflicts_with = "command")]
+    cgroup: Vec<PathBuf>,
+    /// Trace only the processes with this command name (as /proc/PID/comm shows it),
+    /// selected in the kernel when they start a program.
+    #[arg(long, value_name = "NAME", conflicts_with = "command")]
+    comm: Option<String>,
+    /// Write only the events of connections with this port at either end. Repeatable.
+    #[arg(long, value_name = "N")]
+    port: Vec<u16>,
+    /// Write only the events of connections with this address (or a name's addresses) at
+    /// either end. Repeatable.
+    #[arg(long, value_name = "ADDR|NAME")]
+    host: Vec<String>,
     /// Start this command and trace it (and only it) from its first TLS byte.
     #[arg(last = true)]
     command: Vec<OsString>,
@@ -274,7 +293,7 @@ pub enum Command {
     /// Trace a group's plaintext: in one process (--pid), in a command it starts (-- CMD), or
     /// in every process on the host.
     #[command(after_help = RUN_EXAMPLES)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show every group of the probe specs, its probes, and where on this host it would attach
     /// (library files found, each symbol's offset or why it is missing).
     #[command(after_help = LIST_EXAMPLES)]
@@ -391,6 +410,13 @@ impl RunArgs {
             decode: decode_of(self.decode, self.max_body),
             placement: self.placement.into(),
             record: self.record,
+            selection: probectl_core::selection::Selection {
+                containers: self.container,
+                cgroups: self.cgroup,
+                comm: self.comm,
+                ports: self.port,
+                hosts: self.host,
+            },
         })
     }
 }

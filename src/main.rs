@@ -68,7 +68,7 @@ fn main() -> ExitCode {
                 Err(error) => exit::error(error, exit::ERROR),
             }
         }
-        Command::Run(run_args) => run_command(run_args),
+        Command::Run(run_args) => run_command(*run_args),
         Command::Replay(replay_args) => replay_command(replay_args),
         Command::Generate(what) => match generate::generate(&what) {
             Ok(()) => ExitCode::SUCCESS,

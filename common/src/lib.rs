@@ -167,6 +167,14 @@ pub mod record_kind {
     pub const EXIT: u32 = 6;
 }
 
+/// What a process must match, when it starts a program, to be traced (`SELECT_AT_EXEC`).
+pub mod select {
+    /// Its cgroup is in `SELECTED_CGROUPS`.
+    pub const CGROUP: u8 = 1;
+    /// Its new command name is `SELECT_COMM`.
+    pub const COMM: u8 = 2;
+}
+
 /// Flags of a connection handle (`ConnectionState::flags`, `ConnectionRecord::flags`).
 pub mod connection_flags {
     /// The handle carries one direction of a connection (a record-layer key context): user
@@ -203,6 +211,9 @@ pub mod capacity {
     pub const CHUNK_LOOPS: u32 = 4096;
     /// Threads inside an mmap(2) of an executable mapping (an LRU).
     pub const MMAP_PENDING: u32 = 4096;
+    /// Cgroups a run selects (`--container`, `--cgroup`): `SELECTED_CGROUPS`, one entry when
+    /// none is selected.
+    pub const SELECTED_CGROUPS: u32 = 1024;
     /// User space: processes whose identity (cgroup, container) the pipeline keeps at once.
     pub const PROCESS_IDENTITIES: usize = 16384;
     /// User space: containers the summary counts one by one.
@@ -473,8 +484,10 @@ pub mod stat {
     /// their bytes are not captured (counted in `BYTES_UNSCANNED`).
     pub const RECORDS_UNSCANNED: u32 = 14;
     pub const BYTES_UNSCANNED: u32 = 15;
+    /// Processes admitted into `TRACED_PIDS` at exec by the run's selection (`select`).
+    pub const SELECTED_AT_EXEC: u32 = 16;
     /// Number of counters.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 }
 
 const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40);

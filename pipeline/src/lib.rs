@@ -64,6 +64,8 @@ pub struct KernelStats {
     pub filter_full: u64,
     pub records_unscanned: u64,
     pub bytes_unscanned: u64,
+    /// Processes the kernel admitted at exec into a run's selection (`--container`, ...).
+    pub selected_at_exec: u64,
     /// Counters that could not be read: the losses they count are unknown, not zero.
     pub counters_unreadable: u64,
 }

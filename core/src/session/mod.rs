@@ -54,6 +54,8 @@ pub enum RunError {
     Option(String),
     #[error(transparent)]
     Recording(#[from] crate::capture::recording::RecordingError),
+    #[error(transparent)]
+    Selection(#[from] crate::selection::SelectionError),
     /// Writing the output failed: the run stopped there, and its summary is still told.
     #[error("{}", write_failure(.path.as_deref(), .source))]
     WriteFailed {
@@ -112,6 +114,8 @@ pub struct RunOptions {
     pub wait_for_library: bool,
     /// `--record FILE`: the pipeline's whole input, for `probectl replay`.
     pub record: Option<PathBuf>,
+    /// `--container`, `--cgroup`, `--comm`, `--port`, `--host`.
+    pub selection: crate::selection::Selection,
 }
 
 /// Resolves the plugin name to groups: one, or every group for `all`.
@@ -327,7 +331,38 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let specs = SpecFile::load(options.specs.as_deref())?;
     let groups = select_groups(&specs, &options.plugin)?;
     crate::kernel::check_privileges()?;
-    let scope = scope_for(&options.target)?;
+    let mut scope = scope_for(&options.target)?;
+    if options.selection.selects_processes() && matches!(options.target, Target::Command(_)) {
+        return Err(RunError::Option(
+            "--container, --cgroup and --comm select among running processes: a command \
+             probectl starts (-- CMD) is selected already"
+                .into(),
+        ));
+    }
+    // The process selection, against what runs now: with --pid, the tree narrowed to it;
+    // system-wide, the processes that match now, and the kernel admits later ones at exec.
+    let kernel_selection = if options.selection.selects_processes() {
+        let within = match &scope {
+            Scope::Tree { members, .. } => Some(members.as_slice()),
+            _ => None,
+        };
+        let resolved = crate::selection::resolve(&options.selection, within)?;
+        if let Scope::Tree { members, .. } = &mut scope {
+            members.retain(|pid| resolved.pids.contains(pid));
+            if members.is_empty() {
+                return Err(RunError::Option(format!(
+                    "no process of the --pid tree matches the selection ({})",
+                    resolved.described.join(", ")
+                )));
+            }
+        }
+        Some(resolved)
+    } else {
+        None
+    };
+    let addresses = crate::selection::addresses(&options.selection)?;
+    let selecting_at_exec =
+        matches!(options.target, Target::AllProcesses) && kernel_selection.is_some();
     // The output is opened and probed before anything is traced: a file that may not or cannot
     // be written is an error before the command runs. It is emptied (an existing file, with
     // --force) only once tracing starts, and a file created here is removed if it never does.
@@ -364,8 +399,10 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let mut tracer = Tracer::load(&LoadOptions {
         max_capture_bytes: options.max_capture_bytes,
         ring_bytes: options.ring_bytes,
-        filter_by_pid: !matches!(options.target, Target::AllProcesses),
+        filter_by_pid: !matches!(options.target, Target::AllProcesses) || selecting_at_exec,
         go: groups.iter().any(|group| group.abi == crate::spec::Abi::Go),
+        scoped: !selecting_at_exec,
+        select_at_exec: kernel_selection.clone().filter(|_| selecting_at_exec),
     })?;
     // The target goes into the kernel's pid filter before any probe exists. A command is held
     // before exec (and killed if anything below fails).
@@ -387,7 +424,13 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             tracer.trace_pid(child.pid)?;
             held = Some(child);
         }
-        Target::AllProcesses => {}
+        Target::AllProcesses => {
+            if let Some(selection) = kernel_selection.as_ref() {
+                for pid in &selection.pids {
+                    tracer.trace_pid(*pid)?;
+                }
+            }
+        }
     }
     let table = AttachTable::default();
     let attached = attach_plan(&mut tracer, &table, &plan)?;
@@ -434,7 +477,14 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             argv[0].to_string_lossy(),
             held.as_ref().map_or(0, |child| child.pid)
         ),
-        Target::AllProcesses => "all processes".to_string(),
+        Target::AllProcesses => match kernel_selection.as_ref() {
+            Some(selection) => format!(
+                "{} ({} processes now, and those that start a program in it)",
+                selection.described.join(" and "),
+                selection.pids.len()
+            ),
+            None => "all processes".to_string(),
+        },
     };
     let group_names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
     let looked_for = groups
@@ -503,6 +553,30 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         pipeline.record_into(recorder);
     }
     pipeline.resolve_identities_with(Box::new(crate::capture::identity::read_identity));
+    if let Some(addresses) = addresses {
+        pipeline.select_addresses(addresses);
+    }
+    let selection_summary = crate::capture::summary::SelectionSummary {
+        processes: kernel_selection
+            .as_ref()
+            .map(|s| s.described.clone())
+            .unwrap_or_default(),
+        processes_at_start: kernel_selection.as_ref().map_or(0, |s| s.pids.len() as u64),
+        in_kernel: kernel_selection.is_some(),
+        addresses: options
+            .selection
+            .ports
+            .iter()
+            .map(|port| format!("port {port}"))
+            .chain(
+                options
+                    .selection
+                    .hosts
+                    .iter()
+                    .map(|host| format!("host {host}")),
+            )
+            .collect(),
+    };
     let groups: Vec<Group> = groups.into_iter().cloned().collect();
     let mut running = Running {
         ring: watch_readable(ring, "polling the ring buffer")?,
@@ -511,6 +585,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         interrupt,
         terminate,
         output: options.output.clone(),
+        selection: selection_summary,
     };
     // The probes are in place: let the command exec.
     let mut command = held.map(|child| child.release()).transpose()?;
@@ -551,6 +626,8 @@ struct Running {
     terminate: tokio::signal::unix::Signal,
     /// The `-o` file (None: stdout), named in a write error.
     output: Option<PathBuf>,
+    /// What the run selected, for the summary.
+    selection: crate::capture::summary::SelectionSummary,
 }
 
 impl Running {
@@ -634,6 +711,7 @@ impl Running {
             command_code: command_status.and_then(|status| status.code()),
             command_signal: command_status.and_then(|status| status.signal()),
             memory: crate::capture::summary::MemoryUse::of_this_process(),
+            selection: std::mem::take(&mut self.selection),
         };
         self.pipeline.end_recording(&end);
         let write_error = self.pipeline.finish(&end.open_positions);
@@ -710,6 +788,7 @@ fn summarize(
             containers
         },
         containers_other: pipeline.containers_other.clone(),
+        selection: end.selection.clone(),
     }
 }
 

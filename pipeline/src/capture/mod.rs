@@ -11,6 +11,7 @@ pub mod connections;
 pub mod identity;
 pub mod pipeline;
 pub mod recording;
+pub mod selection;
 pub mod summary;
 
 use std::collections::HashMap;

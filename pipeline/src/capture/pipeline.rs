@@ -16,6 +16,7 @@ use probectl_common::{
 use crate::capture::connections::{ConnectionTable, StreamRun};
 use crate::capture::identity::{Identities, Identity, Resolver};
 use crate::capture::recording::{End, Recorder};
+use crate::capture::selection::{AddressSelection, Verdict};
 use crate::capture::{Call, Reassembler};
 use crate::output::writer::BackgroundWriter;
 use crate::output::{AttachInfo, ConnectionView, Event, EventWriter};
@@ -70,6 +71,11 @@ pub struct PipelineCounts {
     pub identities_unresolved: u64,
     /// Identities dropped from the full table (their process is looked up again if seen).
     pub identities_evicted: u64,
+    /// `--port`/`--host`: events of other connections, copied by the kernel and dropped here
+    /// (and their captured bytes); of them, events whose connection's addresses were unknown.
+    pub events_not_selected: u64,
+    pub bytes_not_selected: u64,
+    pub events_address_unknown: u64,
 }
 
 /// Events and bytes captured in one container (the summary's per-container counts).
@@ -136,6 +142,8 @@ pub struct Pipeline {
     /// `containers_other`).
     pub containers: HashMap<String, ContainerCounts>,
     pub containers_other: ContainerCounts,
+    /// `--port`/`--host`: the connections whose events are written.
+    addresses: Option<AddressSelection>,
 }
 
 /// How long the calls of a connection without an fd wait for it (ns).
@@ -219,6 +227,7 @@ impl Pipeline {
             resolver: None,
             containers: HashMap::new(),
             containers_other: ContainerCounts::default(),
+            addresses: None,
         })
     }
 
@@ -226,6 +235,11 @@ impl Pipeline {
     /// live run; a replay takes them from the recording).
     pub fn resolve_identities_with(&mut self, resolver: Resolver) {
         self.resolver = Some(resolver);
+    }
+
+    /// Writes only the events of connections that `selection` selects (`--port`, `--host`).
+    pub fn select_addresses(&mut self, selection: AddressSelection) {
+        self.addresses = Some(selection);
     }
 
     /// Sets a process's identity (a replay's process frame).
@@ -458,9 +472,6 @@ impl Pipeline {
         } else {
             0
         };
-        self.counts.events += 1;
-        self.counts.bytes_captured += call.data.len() as u64;
-        self.counts.bytes_truncated = self.counts.bytes_truncated.saturating_add(over_limit);
         let placement = self.connections.place(&StreamRun {
             pid: header.pid,
             handle: header.connection,
@@ -483,6 +494,22 @@ impl Pipeline {
                 ..ConnectionView::default()
             },
         };
+        if let Some(selection) = &self.addresses {
+            match selection.verdict(conn.local, conn.remote) {
+                Verdict::Selected => {}
+                verdict => {
+                    if verdict == Verdict::Unknown {
+                        self.counts.events_address_unknown += 1;
+                    }
+                    self.counts.events_not_selected += 1;
+                    self.counts.bytes_not_selected += call.data.len() as u64;
+                    return;
+                }
+            }
+        }
+        self.counts.events += 1;
+        self.counts.bytes_captured += call.data.len() as u64;
+        self.counts.bytes_truncated = self.counts.bytes_truncated.saturating_add(over_limit);
         if conn.fd.is_none() {
             self.counts.events_without_fd += 1;
         }

@@ -76,6 +76,9 @@ pub struct End {
     /// probectl's memory at the end of the run.
     #[serde(default)]
     pub memory: crate::capture::summary::MemoryUse,
+    /// What the run selected (`--container`, `--port`, ...).
+    #[serde(default)]
+    pub selection: crate::capture::summary::SelectionSummary,
 }
 
 /// Writes a recording. Write errors are kept, not raised at each call: the pipeline asks for

@@ -39,6 +39,21 @@ pub struct Summary {
     /// table's bound together.
     pub containers: Vec<(String, ContainerCounts)>,
     pub containers_other: ContainerCounts,
+    pub selection: SelectionSummary,
+}
+
+/// What a run selected: processes (in the kernel) and connections (in the pipeline).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SelectionSummary {
+    /// The process selections (`container ID12`, `cgroup PATH`, `command name NAME`).
+    pub processes: Vec<String>,
+    /// Made in the kernel (the pid filter): other processes' calls are never copied.
+    pub in_kernel: bool,
+    /// Processes that matched when the run started.
+    pub processes_at_start: u64,
+    /// The connection selections (`port N`, `host ADDR`).
+    pub addresses: Vec<String>,
 }
 
 /// probectl's memory, from `/proc/self/status` (KiB; 0 where it could not be read).
@@ -179,6 +194,16 @@ impl Summary {
                 .map(|(id, counts)| container(Some(id), counts))
                 .collect::<Vec<_>>(),
             "containers_not_listed": container(None, &self.containers_other),
+            "selection": {
+                "processes": self.selection.processes,
+                "in_kernel": self.selection.in_kernel,
+                "processes_at_start": self.selection.processes_at_start,
+                "processes_admitted_at_exec": k.selected_at_exec,
+                "addresses": self.selection.addresses,
+                "events_not_selected": self.counts.events_not_selected,
+                "bytes_not_selected": self.counts.bytes_not_selected,
+                "events_address_unknown": self.counts.events_address_unknown,
+            },
         })
     }
 
@@ -369,6 +394,25 @@ impl std::fmt::Display for Summary {
                 f,
                 "\nprobectl: ... and {} more connections",
                 self.connections.len() - listed
+            )?;
+        }
+        if !self.selection.processes.is_empty() {
+            write!(
+                f,
+                "\nprobectl: selected in the kernel: {}: {} processes at start, {} admitted when they started a program; other processes' calls were not copied",
+                self.selection.processes.join(", "),
+                self.selection.processes_at_start,
+                self.kernel.selected_at_exec,
+            )?;
+        }
+        if !self.selection.addresses.is_empty() {
+            write!(
+                f,
+                "\nprobectl: selected connections: {}: {} events ({} bytes) of other connections dropped after the copy ({} with addresses unknown)",
+                self.selection.addresses.join(", "),
+                self.counts.events_not_selected,
+                self.counts.bytes_not_selected,
+                self.counts.events_address_unknown,
             )?;
         }
         for (id, counts) in &self.containers {

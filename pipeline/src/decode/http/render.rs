@@ -442,6 +442,10 @@ struct JsonHead<'a> {
     #[serde(rename = "group")]
     plugin: &'a str,
     conn: JsonConnection<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<crate::output::JsonContainer<'a>>,
 }
 
 /// A part's head, live: text as in the exchange's record, JSON as an `http_head` record.
@@ -487,6 +491,8 @@ pub(super) fn live_head(
         comm: &origin.comm,
         plugin: &origin.plugin,
         conn: json_connection(origin),
+        cgroup: origin.process.as_ref().map(|p| p.cgroup.as_str()),
+        container: crate::output::JsonContainer::of(origin.process.as_deref()),
     };
     let mut bytes = serde_json::to_vec(&line)?;
     bytes.push(b'\n');
@@ -838,6 +844,10 @@ struct JsonWebSocket<'a> {
     conn: JsonConnection<'a>,
     incomplete: Option<&'a str>,
     note: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<crate::output::JsonContainer<'a>>,
 }
 
 /// One WebSocket message: a JSON line, or a header line and its data.
@@ -885,6 +895,8 @@ pub(super) fn websocket(
             },
             incomplete: message.incomplete.as_deref(),
             note: message.note.as_deref(),
+            cgroup: origin.process.as_ref().map(|p| p.cgroup.as_str()),
+            container: crate::output::JsonContainer::of(origin.process.as_deref()),
         };
         let mut bytes = serde_json::to_vec(&line)?;
         bytes.push(b'\n');
@@ -893,12 +905,13 @@ pub(super) fn websocket(
     let conn = &origin.conn;
     write!(
         out,
-        "=== {} {}[{}/{}] {} conn#{} ",
+        "=== {} {}[{}/{}] {}{} conn#{} ",
         format_time(message.first_ns),
         origin.comm,
         origin.pid,
         origin.tid,
         origin.plugin,
+        crate::output::identity_suffix(origin.process.as_deref()),
         conn.id
     )?;
     match (&conn.local, &conn.remote) {
