@@ -215,6 +215,11 @@ pub struct RunArgs {
     /// either end. Repeatable.
     #[arg(long, value_name = "ADDR|NAME")]
     host: Vec<String>,
+    /// Send a span per decoded HTTP exchange to an OpenTelemetry receiver: otlp=URL (OTLP
+    /// over HTTP/protobuf, e.g. otlp=http://127.0.0.1:4318) or otlp-grpc=URL (OTLP over gRPC).
+    /// Needs --decode http.
+    #[arg(long, value_name = "KIND=URL", value_parser = |text: &str| probectl_export::ExportOptions::parse(text).map_err(|e| e.to_string()))]
+    export: Option<probectl_export::ExportOptions>,
     /// Start this command and trace it (and only it) from its first TLS byte.
     #[arg(last = true)]
     command: Vec<OsString>,
@@ -417,6 +422,7 @@ impl RunArgs {
                 ports: self.port,
                 hosts: self.host,
             },
+            export: self.export,
         })
     }
 }

@@ -56,6 +56,8 @@ pub enum RunError {
     Recording(#[from] crate::capture::recording::RecordingError),
     #[error(transparent)]
     Selection(#[from] crate::selection::SelectionError),
+    #[error(transparent)]
+    Export(#[from] probectl_export::ExportError),
     /// Writing the output failed: the run stopped there, and its summary is still told.
     #[error("{}", write_failure(.path.as_deref(), .source))]
     WriteFailed {
@@ -116,6 +118,8 @@ pub struct RunOptions {
     pub record: Option<PathBuf>,
     /// `--container`, `--cgroup`, `--comm`, `--port`, `--host`.
     pub selection: crate::selection::Selection,
+    /// `--export otlp=URL`: a span per decoded HTTP exchange.
+    pub export: Option<probectl_export::ExportOptions>,
 }
 
 /// Resolves the plugin name to groups: one, or every group for `all`.
@@ -270,6 +274,11 @@ fn check_options(options: &RunOptions) -> Result<(), RunError> {
             "--decode http and --format pcapng do not go together: pcapng carries the raw \
              streams (Wireshark decodes HTTP itself)"
                 .into(),
+        ));
+    }
+    if options.export.is_some() && options.decode.is_none() {
+        return Err(RunError::Option(
+            "--export sends a span per HTTP exchange: it needs --decode http".into(),
         ));
     }
     if options.format == Format::Pcapng
@@ -538,9 +547,18 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         )?),
         None => None,
     };
+    let mut exporter = options
+        .export
+        .as_ref()
+        .map(probectl_export::Exporter::start)
+        .transpose()?;
     let mut pipeline = Pipeline::new(
         table.clone(),
-        writer_for(options.format, options.decode)?,
+        writer_for(
+            options.format,
+            options.decode,
+            exporter.as_mut().and_then(|e| e.sink()),
+        )?,
         out,
         clock_offset,
         options.max_capture_bytes,
@@ -586,6 +604,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         terminate,
         output: options.output.clone(),
         selection: selection_summary,
+        exporter,
     };
     // The probes are in place: let the command exec.
     let mut command = held.map(|child| child.release()).transpose()?;
@@ -628,6 +647,8 @@ struct Running {
     output: Option<PathBuf>,
     /// What the run selected, for the summary.
     selection: crate::capture::summary::SelectionSummary,
+    /// `--export`: told the run is over after the pipeline's last exchange.
+    exporter: Option<probectl_export::Exporter>,
 }
 
 impl Running {
@@ -715,7 +736,10 @@ impl Running {
         };
         self.pipeline.end_recording(&end);
         let write_error = self.pipeline.finish(&end.open_positions);
-        let summary = summarize(&self.pipeline, &end, command_status);
+        let mut summary = summarize(&self.pipeline, &end, command_status);
+        if let Some(exporter) = self.exporter.take() {
+            summary.export = Some(exporter.finish(EXPORT_DEADLINE));
+        }
         // Every probe goes when its last descriptor closes: a child closes them after we
         // exit, so that probectl does not wait for the kernel's detach (see
         // `detach_in_background`).
@@ -745,14 +769,22 @@ fn finished(
     }
 }
 
-/// The writer of a format, or of decoded exchanges.
+/// How long the end of a run waits for the exporter to send what it holds.
+const EXPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The writer of a format, or of decoded exchanges (also handed to `sink`, `--export`).
 fn writer_for(
     format: Format,
     decode: Option<(crate::decode::http::Decode, u64)>,
+    sink: Option<Box<dyn crate::decode::http::ExchangeSink>>,
 ) -> Result<Box<dyn crate::output::EventWriter>, RunError> {
     Ok(match decode {
         Some((crate::decode::http::Decode::Http(mode), max_body)) => {
-            Box::new(crate::decode::http::HttpWriter::new(format, max_body).with_mode(mode))
+            let writer = crate::decode::http::HttpWriter::new(format, max_body).with_mode(mode);
+            Box::new(match sink {
+                Some(sink) => writer.with_sink(sink),
+                None => writer,
+            })
         }
         None => crate::output::writer_for(format)?,
     })
@@ -789,6 +821,7 @@ fn summarize(
         },
         containers_other: pipeline.containers_other.clone(),
         selection: end.selection.clone(),
+        export: None,
     }
 }
 

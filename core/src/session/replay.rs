@@ -48,7 +48,7 @@ pub fn replay(options: &ReplayOptions) -> Result<Replayed, RunError> {
     let out = open_output(output_file)?;
     let mut pipeline = Pipeline::new(
         table.clone(),
-        super::writer_for(options.format, options.decode)?,
+        super::writer_for(options.format, options.decode, None)?,
         out,
         reader.start.clock_offset,
         reader.start.max_capture_bytes,

@@ -40,6 +40,33 @@ pub struct Summary {
     pub containers: Vec<(String, ContainerCounts)>,
     pub containers_other: ContainerCounts,
     pub selection: SelectionSummary,
+    /// `--export`: what became of the spans.
+    pub export: Option<ExportCounts>,
+}
+
+/// What an exporter did with the exchanges it was given: every one is delivered or dropped
+/// by a cause (`offered = delivered + dropped_*`).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ExportCounts {
+    /// Where to (`otlp http://...`).
+    pub target: String,
+    /// Exchanges handed to the exporter.
+    pub offered: u64,
+    /// Spans the receiver accepted.
+    pub delivered: u64,
+    /// Dropped because the queue was full (the receiver down or slow).
+    pub dropped_queue_full: u64,
+    /// Dropped because every attempt to send their batch failed.
+    pub dropped_export_failed: u64,
+    /// Still queued when the run ended and could not be sent before the deadline.
+    pub dropped_at_exit: u64,
+    /// Attempts that failed and were retried.
+    pub retries: u64,
+    /// The last error the receiver (or the connection to it) gave.
+    pub last_error: Option<String>,
+    /// The queue's bound (spans).
+    pub queue_capacity: u64,
 }
 
 /// What a run selected: processes (in the kernel) and connections (in the pipeline).
@@ -194,6 +221,7 @@ impl Summary {
                 .map(|(id, counts)| container(Some(id), counts))
                 .collect::<Vec<_>>(),
             "containers_not_listed": container(None, &self.containers_other),
+            "export": self.export,
             "selection": {
                 "processes": self.selection.processes,
                 "in_kernel": self.selection.in_kernel,
@@ -414,6 +442,22 @@ impl std::fmt::Display for Summary {
                 self.counts.bytes_not_selected,
                 self.counts.events_address_unknown,
             )?;
+        }
+        if let Some(export) = &self.export {
+            write!(
+                f,
+                "\nprobectl: export to {}: {} spans offered, {} delivered; dropped: {} queue full, {} export failed, {} at exit; {} retries",
+                export.target,
+                export.offered,
+                export.delivered,
+                export.dropped_queue_full,
+                export.dropped_export_failed,
+                export.dropped_at_exit,
+                export.retries,
+            )?;
+            if let Some(error) = &export.last_error {
+                write!(f, " (last error: {error})")?;
+            }
         }
         for (id, counts) in &self.containers {
             write!(

@@ -383,6 +383,13 @@ fn traced_is_server(conn: &ConnectionView<'_>) -> Option<bool> {
     Some(port(conn.local)? < port(conn.remote)?)
 }
 
+/// Receives every exchange the decoder completes, as it is written (the OpenTelemetry
+/// exporter): a sink must not block (it queues, and counts what it cannot).
+pub trait ExchangeSink: Send {
+    /// `client`: whether the traced process sent the request (`None`: not known).
+    fn exchange(&mut self, exchange: &Exchange, client: Option<bool>);
+}
+
 /// The `--decode http` writer.
 pub struct HttpWriter {
     format: Format,
@@ -403,6 +410,8 @@ pub struct HttpWriter {
     pub stats: Stats,
     /// Whether the end-of-run counts go to stderr (off in tests).
     report: bool,
+    /// Where completed exchanges also go (`--export`).
+    sink: Option<Box<dyn ExchangeSink>>,
 }
 
 impl HttpWriter {
@@ -420,6 +429,34 @@ impl HttpWriter {
             last_text: None,
             stats: Stats::default(),
             report: true,
+            sink: None,
+        }
+    }
+
+    /// Hands every completed exchange to `sink` too.
+    pub fn with_sink(mut self, sink: Box<dyn ExchangeSink>) -> HttpWriter {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Whether the traced process is the client of connection `id`: the side its decoder
+    /// sends requests on, else (a connection already gone) the end with the higher port.
+    fn traced_is_client(&self, origin: &Origin) -> Option<bool> {
+        let side = match self.connections.get(&origin.conn.id).map(|s| &s.protocol) {
+            Some(Protocol::Http1(decoder)) => Some(decoder.request_side()),
+            Some(Protocol::Http2(decoder)) => decoder.client_side(),
+            _ => None,
+        };
+        match side {
+            Some(side) => Some(side == Side::Write),
+            None => {
+                let port = |address: Option<&str>| {
+                    address
+                        .and_then(|a| a.rsplit_once(':'))
+                        .and_then(|(_, port)| port.parse::<u16>().ok())
+                };
+                Some(port(origin.conn.local.as_deref())? > port(origin.conn.remote.as_deref())?)
+            }
         }
     }
 
@@ -463,6 +500,12 @@ impl HttpWriter {
     fn write_done(&mut self, out: &mut dyn Output) -> io::Result<()> {
         for mut exchange in std::mem::take(&mut self.done) {
             self.stats.exchanges += 1;
+            if self.sink.is_some() {
+                let client = self.traced_is_client(&exchange.origin);
+                if let Some(sink) = self.sink.as_mut() {
+                    sink.exchange(&exchange, client);
+                }
+            }
             self.stats.incomplete += u64::from(exchange.incomplete.is_some());
             for part in [&exchange.request, &exchange.response]
                 .into_iter()
