@@ -70,6 +70,11 @@ pub enum ExportError {
          or otlp-grpc=URL (OTLP over gRPC, e.g. otlp-grpc=http://127.0.0.1:4317)"
     )]
     Syntax(String),
+    #[error(
+        "--export {0}: this build sends OTLP without TLS (http:// only); put a Collector next \
+         to probectl (a sidecar, or the node's agent) and let it forward over TLS"
+    )]
+    NoTls(String),
     #[error("cannot start the OTLP exporter for {endpoint}: {message}")]
     Build { endpoint: String, message: String },
     #[error("cannot start the exporter's thread")]
@@ -87,7 +92,10 @@ impl ExportOptions {
             "otlp-grpc" => Protocol::Grpc,
             _ => return Err(ExportError::Syntax(text.to_string())),
         };
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        if url.starts_with("https://") {
+            return Err(ExportError::NoTls(url.to_string()));
+        }
+        if !url.starts_with("http://") {
             return Err(ExportError::Syntax(text.to_string()));
         }
         Ok(ExportOptions {
@@ -622,8 +630,12 @@ mod tests {
         let http = ExportOptions::parse("otlp=http://127.0.0.1:4318").expect("http");
         assert_eq!(http.protocol, Protocol::HttpProtobuf);
         assert_eq!(http.http_url(), "http://127.0.0.1:4318/v1/traces");
-        let path = ExportOptions::parse("otlp=https://c.example/otlp/v1/traces").expect("path");
-        assert_eq!(path.http_url(), "https://c.example/otlp/v1/traces");
+        let path = ExportOptions::parse("otlp=http://c.example/otlp/v1/traces").expect("path");
+        assert_eq!(path.http_url(), "http://c.example/otlp/v1/traces");
+        assert!(matches!(
+            ExportOptions::parse("otlp=https://c.example"),
+            Err(ExportError::NoTls(_))
+        ));
         let grpc = ExportOptions::parse("otlp-grpc=http://127.0.0.1:4317").expect("grpc");
         assert_eq!(grpc.protocol, Protocol::Grpc);
         assert!(ExportOptions::parse("jaeger=http://x").is_err());
