@@ -299,6 +299,13 @@ pub enum Command {
     /// in every process on the host.
     #[command(after_help = RUN_EXAMPLES)]
     Run(Box<RunArgs>),
+    /// Run as a long-lived system-wide agent configured by a TOML file (group, selection,
+    /// output, exporter); SIGHUP reloads it; logs are JSON lines on stderr.
+    Agent {
+        /// The configuration file (docs/agent.md).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Show every group of the probe specs, its probes, and where on this host it would attach
     /// (library files found, each symbol's offset or why it is missing).
     #[command(after_help = LIST_EXAMPLES)]
@@ -423,6 +430,8 @@ impl RunArgs {
                 hosts: self.host,
             },
             export: self.export,
+            append: false,
+            stop: None,
         })
     }
 }

@@ -120,6 +120,11 @@ pub struct RunOptions {
     pub selection: crate::selection::Selection,
     /// `--export otlp=URL`: a span per decoded HTTP exchange.
     pub export: Option<probectl_export::ExportOptions>,
+    /// The output file is appended to (created 0600 if missing; the agent's runs).
+    pub append: bool,
+    /// Ends the run when notified, as SIGTERM does: everything in flight is delivered (the
+    /// agent's reload).
+    pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// Resolves the plugin name to groups: one, or every group for `all`.
@@ -378,7 +383,13 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let output_file = options
         .output
         .as_deref()
-        .map(|path| OutputFile::prepare(path, options.force))
+        .map(|path| {
+            if options.append {
+                OutputFile::append(path)
+            } else {
+                OutputFile::prepare(path, options.force)
+            }
+        })
         .transpose()?;
     let mut cache = SymbolCache::with_placement(options.placement);
     let plan = match (plan(&groups, &scope, &mut cache), &options.target) {
@@ -605,6 +616,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         output: options.output.clone(),
         selection: selection_summary,
         exporter,
+        stop: options.stop.clone(),
     };
     // The probes are in place: let the command exec.
     let mut command = held.map(|child| child.release()).transpose()?;
@@ -649,6 +661,8 @@ struct Running {
     selection: crate::capture::summary::SelectionSummary,
     /// `--export`: told the run is over after the pipeline's last exchange.
     exporter: Option<probectl_export::Exporter>,
+    /// Ends the run when notified (the agent's reload).
+    stop: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl Running {
@@ -693,6 +707,7 @@ impl Running {
                 }
                 _ = self.interrupt.recv() => return Ok(None),
                 _ = self.terminate.recv() => return Ok(None),
+                _ = wait_some(self.stop.as_ref().map(|stop| stop.notified())), if self.stop.is_some() => return Ok(None),
             }
             self.control.look(self.pipeline.take_lookups());
             self.control.sweep(self.pipeline.take_exited());

@@ -164,6 +164,37 @@ pub struct OutputFile {
 }
 
 impl OutputFile {
+    /// Opens `path` to append to it: created (0600) when missing, an existing regular file
+    /// kept as it is and written at its end (the agent, whose runs follow each other into one
+    /// file). A symbolic link is never followed.
+    pub fn append(path: &Path) -> Result<OutputFile, OutputError> {
+        let existed = std::fs::symlink_metadata(path).is_ok();
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|source| {
+                if source.raw_os_error() == Some(libc::ELOOP) {
+                    OutputError::Symlink {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    OutputError::Create {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                }
+            })?;
+        Ok(OutputFile {
+            file: Some(file),
+            path: path.to_path_buf(),
+            created: !existed,
+            empty_at_commit: false,
+        })
+    }
+
     /// Opens and probes `path` (see [`OutputFile`]).
     pub fn prepare(path: &Path, force: bool) -> Result<OutputFile, OutputError> {
         use std::os::unix::fs::FileTypeExt;
