@@ -217,6 +217,30 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = size::body_limit,
           requires = "record")]
     record_limit: u64,
+    /// Trace only the processes of this container (its id, a prefix of at least 4 digits, or
+    /// its name), selected in the kernel. Repeatable.
+    #[arg(long, value_name = "ID|NAME", conflicts_with = "command")]
+    container: Vec<String>,
+    /// Trace only the processes of this cgroup v2 (and those below it), selected in the
+    /// kernel. Repeatable.
+    #[arg(long, value_name = "PATH", conflicts_with = "command")]
+    cgroup: Vec<PathBuf>,
+    /// Trace only the processes with this command name (as /proc/PID/comm shows it),
+    /// selected in the kernel when they start a program.
+    #[arg(long, value_name = "NAME", conflicts_with = "command")]
+    comm: Option<String>,
+    /// Write only the events of connections with this port at either end. Repeatable.
+    #[arg(long, value_name = "N")]
+    port: Vec<u16>,
+    /// Write only the events of connections with this address (or a name's addresses) at
+    /// either end. Repeatable.
+    #[arg(long, value_name = "ADDR|NAME")]
+    host: Vec<String>,
+    /// Send a span per decoded HTTP exchange to an OpenTelemetry receiver: otlp=URL (OTLP
+    /// over HTTP/protobuf, e.g. otlp=http://127.0.0.1:4318) or otlp-grpc=URL (OTLP over gRPC).
+    /// Needs --decode http.
+    #[arg(long, value_name = "KIND=URL", value_parser = |text: &str| probectl_export::ExportOptions::parse(text).map_err(|e| e.to_string()))]
+    export: Option<probectl_export::ExportOptions>,
     /// Start this command and trace it (and only it) from its first TLS byte.
     #[arg(last = true)]
     command: Vec<OsString>,
@@ -301,7 +325,14 @@ pub enum Command {
     /// Trace a group's plaintext: in one process (--pid), in a command it starts (-- CMD), or
     /// in every process on the host.
     #[command(after_help = RUN_EXAMPLES)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Run as a long-lived system-wide agent configured by a TOML file (group, selection,
+    /// output, exporter); SIGHUP reloads it; logs are JSON lines on stderr.
+    Agent {
+        /// The configuration file (docs/agent.md).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Show every group of the probe specs, its probes, and where on this host it would attach
     /// (library files found, each symbol's offset or why it is missing).
     #[command(after_help = LIST_EXAMPLES)]
@@ -422,6 +453,16 @@ impl RunArgs {
             record_limit: self.record_limit,
             keylog: self.keylog,
             packets: self.packets,
+            selection: probectl_core::selection::Selection {
+                containers: self.container,
+                cgroups: self.cgroup,
+                comm: self.comm,
+                ports: self.port,
+                hosts: self.host,
+            },
+            export: self.export,
+            append: false,
+            stop: None,
         })
     }
 }

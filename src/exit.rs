@@ -35,12 +35,24 @@ static STDOUT_COLOR: AtomicBool = AtomicBool::new(false);
 pub fn configure(quiet: bool, color: ColorArg) {
     QUIET.store(quiet, Ordering::Relaxed);
     // The core's notices come here: said as notes, warnings or errors.
-    probectl_core::notice::set_sink(|notice: &Notice| match notice.level {
-        Level::Info => note(&notice.text),
-        Level::Warning => warning(&notice.text),
-        Level::Error => {
-            let label = paint("error:", Style::Error, STDERR_COLOR.load(Ordering::Relaxed));
-            eprintln!("probectl: {label} {}", notice.text);
+    probectl_core::notice::set_sink(|notice: &Notice| {
+        if JSON_LOGS.load(Ordering::Relaxed) {
+            let level = match notice.level {
+                Level::Info => "info",
+                Level::Warning => "warning",
+                Level::Error => "error",
+            };
+            let topic = format!("{:?}", notice.topic).to_lowercase();
+            log_json(level, Some(&topic), &notice.text, None);
+            return;
+        }
+        match notice.level {
+            Level::Info => note(&notice.text),
+            Level::Warning => warning(&notice.text),
+            Level::Error => {
+                let label = paint("error:", Style::Error, STDERR_COLOR.load(Ordering::Relaxed));
+                eprintln!("probectl: {label} {}", notice.text);
+            }
         }
     });
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
@@ -130,8 +142,45 @@ pub fn stdout_style(text: &str, style: Style) -> String {
     paint(text, style, STDOUT_COLOR.load(Ordering::Relaxed))
 }
 
+/// Every message on stderr as one JSON object per line (`probectl agent`).
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
+/// Says everything on stderr as JSON lines from now on.
+pub fn json_logs() {
+    JSON_LOGS.store(true, Ordering::Relaxed);
+}
+
+/// One structured log line: `{"ts": RFC 3339 UTC, "level", "topic", "msg", ...fields}`.
+pub fn log_json(
+    level: &str,
+    topic: Option<&str>,
+    message: &str,
+    fields: Option<serde_json::Value>,
+) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut line = serde_json::json!({
+        "ts_ns": now.as_nanos() as u64,
+        "level": level,
+        "msg": message,
+    });
+    if let Some(topic) = topic {
+        line["topic"] = topic.into();
+    }
+    if let (Some(serde_json::Value::Object(fields)), Some(object)) = (fields, line.as_object_mut())
+    {
+        object.extend(fields);
+    }
+    eprintln!("{line}");
+}
+
 /// A message on stderr: what probectl decided or noticed (not with `-q`).
 pub fn note(message: impl Display) {
+    if JSON_LOGS.load(Ordering::Relaxed) {
+        log_json("info", None, &message.to_string(), None);
+        return;
+    }
     if !is_quiet() {
         eprintln!("probectl: {message}");
     }
@@ -139,6 +188,10 @@ pub fn note(message: impl Display) {
 
 /// A warning on stderr (also with `-q`): something the user must know about the output.
 pub fn warning(message: impl Display) {
+    if JSON_LOGS.load(Ordering::Relaxed) {
+        log_json("warning", None, &message.to_string(), None);
+        return;
+    }
     let label = paint(
         "warning:",
         Style::Error,
@@ -149,6 +202,10 @@ pub fn warning(message: impl Display) {
 
 /// An error on stderr; the status to exit with.
 pub fn error(message: impl Display, status: u8) -> ExitCode {
+    if JSON_LOGS.load(Ordering::Relaxed) {
+        log_json("error", None, &message.to_string(), None);
+        return ExitCode::from(status);
+    }
     let label = paint("error:", Style::Error, STDERR_COLOR.load(Ordering::Relaxed));
     eprintln!("probectl: {label} {message}");
     ExitCode::from(status)

@@ -1,6 +1,7 @@
 //! The `probectl` command line: [`args`] parses and validates it, [`exit`] owns what is said on
 //! stderr and the exit status, [`privileges`] checks the capabilities a run needs first.
 
+mod agent;
 mod args;
 mod exit;
 mod generate;
@@ -68,7 +69,8 @@ fn main() -> ExitCode {
                 Err(error) => exit::error(error, exit::ERROR),
             }
         }
-        Command::Run(run_args) => run_command(run_args),
+        Command::Run(run_args) => run_command(*run_args),
+        Command::Agent { config } => agent::command(&config),
         Command::Replay(replay_args) => replay_command(replay_args),
         Command::Generate(what) => match generate::generate(&what) {
             Ok(()) => ExitCode::SUCCESS,

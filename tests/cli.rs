@@ -493,6 +493,7 @@ fn man_page_and_completions_are_generated_from_the_cli() {
     assert_eq!(
         pages,
         [
+            "probectl-agent.1",
             "probectl-check.1",
             "probectl-list.1",
             "probectl-replay.1",

@@ -289,7 +289,7 @@ fn replay_refuses_other_files_and_versions_with_the_reason() {
     std::fs::write(&other, b"GET / HTTP/1.1\r\n").expect("write");
     let newer = dir.join("newer.rec");
     let mut bytes = b"probectl-recording\n".to_vec();
-    bytes.extend_from_slice(&2u32.to_le_bytes());
+    bytes.extend_from_slice(&99u32.to_le_bytes());
     std::fs::write(&newer, &bytes).expect("write");
     let missing: PathBuf = dir.join("missing.rec");
     let mut messages = String::new();

@@ -255,6 +255,14 @@ pub mod record_kind {
     pub const SECRET: u32 = 7;
 }
 
+/// What a process must match, when it starts a program, to be traced (`SELECT_AT_EXEC`).
+pub mod select {
+    /// Its cgroup is in `SELECTED_CGROUPS`.
+    pub const CGROUP: u8 = 1;
+    /// Its new command name is `SELECT_COMM`.
+    pub const COMM: u8 = 2;
+}
+
 /// Flags of a connection handle (`ConnectionState::flags`, `ConnectionRecord::flags`).
 pub mod connection_flags {
     /// The handle carries one direction of a connection (a record-layer key context): user
@@ -297,6 +305,13 @@ pub mod capacity {
     /// included: user space maps this much of the ring's second copy (see core's
     /// `kernel::ring`), and the BPF side checks every record type against it when it compiles.
     pub const RING_RECORD_MAX: usize = 20 * 1024;
+    /// Cgroups a run selects (`--container`, `--cgroup`): `SELECTED_CGROUPS`, one entry when
+    /// none is selected.
+    pub const SELECTED_CGROUPS: u32 = 1024;
+    /// User space: processes whose identity (cgroup, container) the pipeline keeps at once.
+    pub const PROCESS_IDENTITIES: usize = 16384;
+    /// User space: containers the summary counts one by one.
+    pub const CONTAINERS: usize = 4096;
 }
 
 /// Header of a chunk record: one chunk of one TLS call's plaintext. The data follows the
@@ -565,8 +580,10 @@ pub mod stat {
     pub const BYTES_UNSCANNED: u32 = 15;
     /// Secret records that found the ring buffer full.
     pub const SECRETS_LOST: u32 = 16;
+    /// Processes admitted into `TRACED_PIDS` at exec by the run's selection (`select`).
+    pub const SELECTED_AT_EXEC: u32 = 17;
     /// Number of counters.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
 }
 
 const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40);

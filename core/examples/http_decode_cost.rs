@@ -143,6 +143,7 @@ fn measure(calls: &[Call], make: &dyn Fn() -> Box<dyn EventWriter>) -> (f64, f64
                 len: data.len() as u64,
                 data,
                 truncated: 0,
+                process: None,
             };
             offsets[side] += data.len() as u64;
             if writer.event(&event, &mut out).is_err() {

@@ -5,6 +5,8 @@
 //!
 //! - [`spec`]: the declarative probe specs (groups, probes, locate rules, pins);
 //! - [`targets`]: processes, their process trees and the files they map;
+//! - [`selection`]: `--container`, `--cgroup`, `--comm`, `--port`, `--host` resolved against
+//!   the processes running now;
 //! - [`symbols`]: functions in ELF files (by symbol, Go's pclntab, or located by analysis) and
 //!   where in them probes can go (placement by disassembly);
 //! - [`plugin`]: what a library needs beyond its spec (telling it apart, its version);
@@ -18,6 +20,8 @@
 pub mod spec;
 
 pub mod targets;
+
+pub mod selection;
 
 pub mod symbols;
 

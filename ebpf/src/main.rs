@@ -23,7 +23,8 @@ use aya_ebpf::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
-            bpf_get_current_task_btf, bpf_probe_read_user as probe_read_user_raw, bpf_task_pt_regs,
+            bpf_get_current_cgroup_id, bpf_get_current_task_btf,
+            bpf_probe_read_user as probe_read_user_raw, bpf_task_pt_regs,
         },
     },
     macros::{map, raw_tracepoint, tracepoint, uprobe, uretprobe},
@@ -33,11 +34,11 @@ use aya_ebpf::{
 };
 use probectl_common::{
     abi, capacity, chunk_flags, close_cause, connection_flags, direction, length_source,
-    record_kind, return_width, secret_flags, stat, Chunk, ChunkHeader, CloseRecord, ConnectionKey,
-    ConnectionState, FdKey, GoroutineKey, KernelOffsets, ProbeSpec, ProcessRecord, SecretRecord,
-    SecretSpec, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX, MAX_ARGUMENTS, MAX_ARGUMENT_REGISTERS,
-    NO_FIELD, SECRET_LABEL_MAX, SECRET_MAX, SECRET_RANDOM_MAX, TLS13_PADDING_SCAN,
-    TLS_APPLICATION_DATA, VECTOR_MAX_ENTRIES,
+    record_kind, return_width, secret_flags, select, stat, Chunk, ChunkHeader, CloseRecord,
+    ConnectionKey, ConnectionState, FdKey, GoroutineKey, KernelOffsets, ProbeSpec, ProcessRecord,
+    SecretRecord, SecretSpec, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX, MAX_ARGUMENTS,
+    MAX_ARGUMENT_REGISTERS, NO_FIELD, SECRET_LABEL_MAX, SECRET_MAX, SECRET_RANDOM_MAX,
+    TLS13_PADDING_SCAN, TLS_APPLICATION_DATA, VECTOR_MAX_ENTRIES,
 };
 
 /// Capture limit per call, in bytes; set by user space at load time.
@@ -50,6 +51,15 @@ static FILTER_BY_PID: u8 = 0;
 /// their goroutine waiting for its fd; set by user space at load time.
 #[no_mangle]
 static TRACES_GO: u8 = 0;
+/// What a process that starts a program must match to be traced from then on (`select`
+/// bits; 0: nothing is admitted at exec); set by user space at load time. The selection is
+/// made here, at exec, once per program, and not on the probes: a process outside it never
+/// enters `TRACED_PIDS`, and its calls cost only the trap.
+#[no_mangle]
+static SELECT_AT_EXEC: u8 = 0;
+/// The command name `select::COMM` asks for, NUL-padded; set by user space at load time.
+#[no_mangle]
+static SELECT_COMM: [u8; 16] = [0; 16];
 /// Offsets of `pid` and `clone_flags` in the task_newtask tracepoint record (formats vary
 /// between kernels); set by user space from the tracepoint's format file.
 #[no_mangle]
@@ -119,6 +129,12 @@ static SECRET_SPECS: Array<SecretSpec> = Array::with_max_entries(capacity::ATTAC
 /// Processes (tgids) to trace when `FILTER_BY_PID` is set.
 #[map]
 static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(capacity::TRACED_PIDS, 0);
+
+/// The cgroups (v2 ids) whose processes `select::CGROUP` admits at exec: one entry when the
+/// run selects none.
+#[map]
+static SELECTED_CGROUPS: HashMap<u64, u8> =
+    HashMap::with_max_entries(capacity::SELECTED_CGROUPS, 0);
 
 /// A traced call between its entry and its return.
 #[repr(C)]
@@ -1557,8 +1573,42 @@ pub fn probectl_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if in_scope(tgid) {
         emit_process_record(record_kind::EXEC, tgid, wakeup_flags());
+    } else if selected_at_exec() {
+        if TRACED_PIDS.insert(&tgid, &1, 0).is_err() {
+            count(stat::FILTER_FULL, 1);
+            return 0;
+        }
+        count(stat::SELECTED_AT_EXEC, 1);
+        emit_process_record(record_kind::EXEC, tgid, wakeup_flags());
     }
     0
+}
+
+/// True when the current process, which just started a program, matches the run's
+/// selection (`SELECT_AT_EXEC`): its cgroup and its new command name.
+#[inline(always)]
+fn selected_at_exec() -> bool {
+    let selection = read_config(&SELECT_AT_EXEC);
+    if selection == 0 {
+        return false;
+    }
+    if selection & select::CGROUP != 0 {
+        // SAFETY: helper without preconditions.
+        let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        // SAFETY: the value is only tested for presence.
+        if unsafe { SELECTED_CGROUPS.get(&cgroup) }.is_none() {
+            return false;
+        }
+    }
+    if selection & select::COMM != 0 {
+        let Ok(comm) = bpf_get_current_comm() else {
+            return false;
+        };
+        if comm != read_config(&SELECT_COMM) {
+            return false;
+        }
+    }
+    true
 }
 
 #[inline(always)]

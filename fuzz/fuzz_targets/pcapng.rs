@@ -157,6 +157,7 @@ fuzz_target!(|input: Input| {
                     len,
                     data,
                     truncated: uncaptured,
+                    process: None,
                 };
                 let start = *offset;
                 *offset += len;

@@ -160,6 +160,7 @@ impl<W: EventWriter> Feeder<W> {
             len,
             data: &call.data,
             truncated: call.uncaptured,
+            process: None,
         };
         *offset += len;
         self.captured += call.data.len() as u64;

@@ -71,6 +71,8 @@ pub struct KernelStats {
     pub bytes_unscanned: u64,
     /// Secret records (`--keylog`) that found the ring buffer full.
     pub secrets_lost: u64,
+    /// Processes the kernel admitted at exec into a run's selection (`--container`, ...).
+    pub selected_at_exec: u64,
     /// Counters that could not be read: the losses they count are unknown, not zero.
     pub counters_unreadable: u64,
 }

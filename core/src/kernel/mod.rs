@@ -107,6 +107,12 @@ pub struct LoadOptions {
     /// A group of the run traces Go (`abi = "go"`): the Go tables are sized for it, else
     /// they get one entry.
     pub go: bool,
+    /// With `filter_by_pid`: attach process-scoped uprobes (`--pid`, `-- CMD`). A selection
+    /// that admits processes at exec (`--container` system-wide) needs probes in every process
+    /// instead: a process it admits later descends from no traced one.
+    pub scoped: bool,
+    /// Admit processes at exec by cgroup and command name (`crate::selection`).
+    pub select_at_exec: Option<crate::selection::KernelSelection>,
 }
 
 /// An attach point that could not be attached.
@@ -238,6 +244,18 @@ impl Tracer {
         let newtask_flags = field_offset("task/task_newtask", "clone_flags");
         // Wake the reader when an eighth of the ring is filled; it drains on a timer anyway.
         let wakeup_bytes = u64::from(options.ring_bytes / 8);
+        let selection = options.select_at_exec.as_ref();
+        let select_bits: u8 = selection.map_or(0, |selection| {
+            let mut bits = 0;
+            if selection.by_cgroup {
+                bits |= probectl_common::select::CGROUP;
+            }
+            if selection.comm.is_some() {
+                bits |= probectl_common::select::COMM;
+            }
+            bits
+        });
+        let select_comm: [u8; 16] = selection.and_then(|s| s.comm).unwrap_or([0; 16]);
         let mut ebpf = EbpfLoader::new()
             .override_global("MAX_CAPTURE_BYTES", &options.max_capture_bytes, true)
             .override_global("FILTER_BY_PID", &filter, true)
@@ -246,6 +264,16 @@ impl Tracer {
             .override_global("NEWTASK_PID_OFFSET", &newtask_pid, true)
             .override_global("NEWTASK_FLAGS_OFFSET", &newtask_flags, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+            .override_global("SELECT_AT_EXEC", &select_bits, true)
+            .override_global("SELECT_COMM", &select_comm, true)
+            .map_max_entries(
+                "SELECTED_CGROUPS",
+                if select_bits & probectl_common::select::CGROUP != 0 {
+                    capacity::SELECTED_CGROUPS
+                } else {
+                    1
+                },
+            )
             .map_max_entries("EVENTS", options.ring_bytes)
             // Sized from the run's scope: tables the run never uses take one entry (the
             // preallocated ones take their memory at load).
@@ -310,6 +338,20 @@ impl Tracer {
                 Err(_) => Err(BpfError::Load("a program's load panicked".to_string())),
             })
         })?;
+        // The selected cgroups are in their table before the exec tracepoint runs.
+        if let Some(selection) = selection.filter(|s| s.by_cgroup) {
+            let map = ebpf.map_mut("SELECTED_CGROUPS").ok_or(BpfError::Map {
+                name: "SELECTED_CGROUPS",
+                message: "missing from the object".into(),
+            })?;
+            let mut cgroups: HashMap<&mut MapData, u64, u8> =
+                HashMap::try_from(map).map_err(map_error("SELECTED_CGROUPS"))?;
+            for id in &selection.cgroup_ids {
+                cgroups
+                    .insert(id, 1, 0)
+                    .map_err(map_error("SELECTED_CGROUPS"))?;
+            }
+        }
         let tracepoints: Vec<(&str, &str, String)> = [
             (NEWTASK_PROGRAM, "task", "task_newtask".to_string()),
             (
@@ -411,7 +453,7 @@ impl Tracer {
             attached_files: BTreeSet::new(),
             attribution_problems,
             links,
-            scoped: options.filter_by_pid.then(ScopedProbes::open),
+            scoped: (options.filter_by_pid && options.scoped).then(ScopedProbes::open),
         })
     }
 
@@ -710,6 +752,7 @@ impl Tracer {
             records_unscanned: read(stat::RECORDS_UNSCANNED),
             bytes_unscanned: read(stat::BYTES_UNSCANNED),
             secrets_lost: read(stat::SECRETS_LOST),
+            selected_at_exec: read(stat::SELECTED_AT_EXEC),
             counters_unreadable: 0,
             // Counted by the reader of the ring (the event loop), not by the kernel.
             records_oversized: 0,

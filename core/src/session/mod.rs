@@ -54,6 +54,10 @@ pub enum RunError {
     Option(String),
     #[error(transparent)]
     Recording(#[from] crate::capture::recording::RecordingError),
+    #[error(transparent)]
+    Selection(#[from] crate::selection::SelectionError),
+    #[error(transparent)]
+    Export(#[from] probectl_export::ExportError),
     /// Writing the output failed: the run stopped there, and its summary is still told.
     #[error("{}", write_failure(.path.as_deref(), .source))]
     WriteFailed {
@@ -122,6 +126,15 @@ pub struct RunOptions {
     /// `--packets FILE`: the real packets of the traced connections, with their secrets, as
     /// pcapng (see `crate::output::packets`).
     pub packets: Option<PathBuf>,
+    /// `--container`, `--cgroup`, `--comm`, `--port`, `--host`.
+    pub selection: crate::selection::Selection,
+    /// `--export otlp=URL`: a span per decoded HTTP exchange.
+    pub export: Option<probectl_export::ExportOptions>,
+    /// The output file is appended to (created 0600 if missing; the agent's runs).
+    pub append: bool,
+    /// Ends the run when notified, as SIGTERM does: everything in flight is delivered (the
+    /// agent's reload).
+    pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// Resolves the plugin name to groups: one, or every group for `all`.
@@ -278,6 +291,11 @@ fn check_options(options: &RunOptions) -> Result<(), RunError> {
                 .into(),
         ));
     }
+    if options.export.is_some() && options.decode.is_none() {
+        return Err(RunError::Option(
+            "--export sends a span per HTTP exchange: it needs --decode http".into(),
+        ));
+    }
     if options.format == Format::Pcapng
         && options.output.is_none()
         && crate::output::terminal::stdout_is_terminal()
@@ -346,14 +364,51 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     }
     let groups = select_groups(&specs, &options.plugin)?;
     crate::kernel::check_privileges()?;
-    let scope = scope_for(&options.target)?;
+    let mut scope = scope_for(&options.target)?;
+    if options.selection.selects_processes() && matches!(options.target, Target::Command(_)) {
+        return Err(RunError::Option(
+            "--container, --cgroup and --comm select among running processes: a command \
+             probectl starts (-- CMD) is selected already"
+                .into(),
+        ));
+    }
+    // The process selection, against what runs now: with --pid, the tree narrowed to it;
+    // system-wide, the processes that match now, and the kernel admits later ones at exec.
+    let kernel_selection = if options.selection.selects_processes() {
+        let within = match &scope {
+            Scope::Tree { members, .. } => Some(members.as_slice()),
+            _ => None,
+        };
+        let resolved = crate::selection::resolve(&options.selection, within)?;
+        if let Scope::Tree { members, .. } = &mut scope {
+            members.retain(|pid| resolved.pids.contains(pid));
+            if members.is_empty() {
+                return Err(RunError::Option(format!(
+                    "no process of the --pid tree matches the selection ({})",
+                    resolved.described.join(", ")
+                )));
+            }
+        }
+        Some(resolved)
+    } else {
+        None
+    };
+    let addresses = crate::selection::addresses(&options.selection)?;
+    let selecting_at_exec =
+        matches!(options.target, Target::AllProcesses) && kernel_selection.is_some();
     // The output is opened and probed before anything is traced: a file that may not or cannot
     // be written is an error before the command runs. It is emptied (an existing file, with
     // --force) only once tracing starts, and a file created here is removed if it never does.
     let output_file = options
         .output
         .as_deref()
-        .map(|path| OutputFile::prepare(path, options.force))
+        .map(|path| {
+            if options.append {
+                OutputFile::append(path)
+            } else {
+                OutputFile::prepare(path, options.force)
+            }
+        })
         .transpose()?;
     // The key log, the same way: secrets are as private as the plaintext.
     let keylog_file = options
@@ -394,8 +449,10 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let mut tracer = Tracer::load(&LoadOptions {
         max_capture_bytes: options.max_capture_bytes,
         ring_bytes: options.ring_bytes,
-        filter_by_pid: !matches!(options.target, Target::AllProcesses),
+        filter_by_pid: !matches!(options.target, Target::AllProcesses) || selecting_at_exec,
         go: groups.iter().any(|group| group.abi == crate::spec::Abi::Go),
+        scoped: !selecting_at_exec,
+        select_at_exec: kernel_selection.clone().filter(|_| selecting_at_exec),
     })?;
     // The target goes into the kernel's pid filter before any probe exists. A command is held
     // before exec (and killed if anything below fails).
@@ -417,7 +474,13 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             tracer.trace_pid(child.pid)?;
             held = Some(child);
         }
-        Target::AllProcesses => {}
+        Target::AllProcesses => {
+            if let Some(selection) = kernel_selection.as_ref() {
+                for pid in &selection.pids {
+                    tracer.trace_pid(*pid)?;
+                }
+            }
+        }
     }
     let table = AttachTable::default();
     let attached = attach_plan(&mut tracer, &table, &plan)?;
@@ -479,7 +542,14 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             argv[0].to_string_lossy(),
             held.as_ref().map_or(0, |child| child.pid)
         ),
-        Target::AllProcesses => "all processes".to_string(),
+        Target::AllProcesses => match kernel_selection.as_ref() {
+            Some(selection) => format!(
+                "{} ({} processes now, and those that start a program in it)",
+                selection.described.join(" and "),
+                selection.pids.len()
+            ),
+            None => "all processes".to_string(),
+        },
     };
     let group_names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
     let looked_for = groups
@@ -534,9 +604,19 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         )?),
         None => None,
     };
+    let mut exporter = options
+        .export
+        .as_ref()
+        .map(probectl_export::Exporter::start)
+        .transpose()?;
     let mut pipeline = Pipeline::new(
         table.clone(),
-        writer_for(options.format, options.decode, options.memory_budget)?,
+        writer_for(
+            options.format,
+            options.decode,
+            options.memory_budget,
+            exporter.as_mut().and_then(|e| e.sink()),
+        )?,
         out,
         clock_offset,
         options.max_capture_bytes,
@@ -554,6 +634,31 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     if let Some(packets) = &packets {
         pipeline.packets_into(packets.secrets());
     }
+    pipeline.resolve_identities_with(Box::new(crate::capture::identity::read_identity));
+    if let Some(addresses) = addresses {
+        pipeline.select_addresses(addresses);
+    }
+    let selection_summary = crate::capture::summary::SelectionSummary {
+        processes: kernel_selection
+            .as_ref()
+            .map(|s| s.described.clone())
+            .unwrap_or_default(),
+        processes_at_start: kernel_selection.as_ref().map_or(0, |s| s.pids.len() as u64),
+        in_kernel: kernel_selection.is_some(),
+        addresses: options
+            .selection
+            .ports
+            .iter()
+            .map(|port| format!("port {port}"))
+            .chain(
+                options
+                    .selection
+                    .hosts
+                    .iter()
+                    .map(|host| format!("host {host}")),
+            )
+            .collect(),
+    };
     let groups: Vec<Group> = groups.into_iter().cloned().collect();
     let mut running = Running {
         ring: watch_readable(ring, "polling the ring buffer")?,
@@ -563,6 +668,9 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         terminate,
         output: options.output.clone(),
         packets,
+        selection: selection_summary,
+        exporter,
+        stop: options.stop.clone(),
     };
     // The probes are in place: let the command exec.
     let mut command = held.map(|child| child.release()).transpose()?;
@@ -605,6 +713,12 @@ struct Running {
     output: Option<PathBuf>,
     /// `--packets`: the packet capture.
     packets: Option<crate::output::packets::PacketCapture>,
+    /// What the run selected, for the summary.
+    selection: crate::capture::summary::SelectionSummary,
+    /// `--export`: told the run is over after the pipeline's last exchange.
+    exporter: Option<probectl_export::Exporter>,
+    /// Ends the run when notified (the agent's reload).
+    stop: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl Running {
@@ -649,6 +763,7 @@ impl Running {
                 }
                 _ = self.interrupt.recv() => return Ok(None),
                 _ = self.terminate.recv() => return Ok(None),
+                _ = wait_some(self.stop.as_ref().map(|stop| stop.notified())), if self.stop.is_some() => return Ok(None),
             }
             self.control.look(self.pipeline.take_lookups());
             self.control.sweep(self.pipeline.take_exited());
@@ -692,6 +807,7 @@ impl Running {
             memory: crate::capture::summary::MemoryUse::of_this_process(),
             // The recorder sets it as it writes the end.
             frames_not_recorded: 0,
+            selection: std::mem::take(&mut self.selection),
         };
         self.pipeline.end_recording(&end);
         let mut write_error = self.pipeline.finish(&end.open_positions);
@@ -706,6 +822,9 @@ impl Running {
                     ));
                 }
             }
+        }
+        if let Some(exporter) = self.exporter.take() {
+            summary.export = Some(exporter.finish(EXPORT_DEADLINE));
         }
         // Every probe goes when its last descriptor closes: a child closes them after we
         // exit, so that probectl does not wait for the kernel's detach (see
@@ -736,18 +855,26 @@ fn finished(
     }
 }
 
-/// The writer of a format, or of decoded exchanges.
+/// How long the end of a run waits for the exporter to send what it holds.
+const EXPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The writer of a format, or of decoded exchanges (also handed to `sink`, `--export`).
 fn writer_for(
     format: Format,
     decode: Option<(crate::decode::http::Decode, u64)>,
     memory_budget: u64,
+    sink: Option<Box<dyn crate::decode::http::ExchangeSink>>,
 ) -> Result<Box<dyn crate::output::EventWriter>, RunError> {
     Ok(match decode {
-        Some((crate::decode::http::Decode::Http(mode), max_body)) => Box::new(
-            crate::decode::http::HttpWriter::new(format, max_body)
+        Some((crate::decode::http::Decode::Http(mode), max_body)) => {
+            let writer = crate::decode::http::HttpWriter::new(format, max_body)
                 .with_mode(mode)
-                .with_budget(memory_budget),
-        ),
+                .with_budget(memory_budget);
+            Box::new(match sink {
+                Some(sink) => writer.with_sink(sink),
+                None => writer,
+            })
+        }
         None => crate::output::writer_for(format, memory_budget)?,
     })
 }
@@ -777,6 +904,18 @@ fn summarize(
         keys_evicted: connections.keys_evicted,
         handshakes_without_data: connections.handshakes_without_data(),
         packets: None,
+        containers: {
+            let mut containers: Vec<_> = pipeline
+                .containers
+                .iter()
+                .map(|(id, counts)| (id.clone(), counts.clone()))
+                .collect();
+            containers.sort_by(|a, b| a.0.cmp(&b.0));
+            containers
+        },
+        containers_other: pipeline.containers_other.clone(),
+        selection: end.selection.clone(),
+        export: None,
     }
 }
 

@@ -53,7 +53,7 @@ pub fn replay(options: &ReplayOptions) -> Result<Replayed, RunError> {
     let out = open_output(output_file)?;
     let mut pipeline = Pipeline::new(
         table.clone(),
-        super::writer_for(options.format, options.decode, options.memory_budget)?,
+        super::writer_for(options.format, options.decode, options.memory_budget, None)?,
         out,
         reader.start.clock_offset,
         reader.start.max_capture_bytes,
@@ -80,6 +80,7 @@ pub fn replay(options: &ReplayOptions) -> Result<Replayed, RunError> {
                 }
             }
             Frame::Record(record) => pipeline.record(&record),
+            Frame::Process { pid, identity } => pipeline.set_identity(pid, identity),
             Frame::Tick(now_ns) => writing = pipeline.flush(now_ns),
             Frame::End(recorded) => end = Some(*recorded),
         }

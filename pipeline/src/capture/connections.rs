@@ -38,6 +38,8 @@ pub struct Connection {
     pub captured: [u64; 2],
     /// The session secrets (`--keylog`) the library handed over for this connection.
     pub keys: Keys,
+    /// Who its process is (cgroup, container), as the pipeline knew it at its first event.
+    pub identity: Option<std::sync::Arc<crate::capture::identity::Identity>>,
 }
 
 /// The secrets of one connection, as its library's key-log function saw them.
@@ -86,6 +88,7 @@ impl Connection {
             moved: [0; 2],
             captured: [0; 2],
             keys: Keys::default(),
+            identity: None,
         }
     }
 
@@ -572,6 +575,19 @@ impl ConnectionTable {
 
     pub fn get(&self, id: u64) -> Option<&Connection> {
         self.connections.get(&id)
+    }
+
+    /// Notes who the connection's process is, unless it is known already.
+    pub fn note_identity(
+        &mut self,
+        id: u64,
+        identity: &Option<std::sync::Arc<crate::capture::identity::Identity>>,
+    ) {
+        if let Some(connection) = self.connections.get_mut(&id) {
+            if connection.identity.is_none() {
+                connection.identity.clone_from(identity);
+            }
+        }
     }
 
     /// Every connection, by id.

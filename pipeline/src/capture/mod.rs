@@ -8,8 +8,10 @@
 //! next event, each at its true position.
 
 pub mod connections;
+pub mod identity;
 pub mod pipeline;
 pub mod recording;
+pub mod selection;
 pub mod summary;
 
 use std::collections::HashMap;

@@ -15,7 +15,9 @@ use probectl_common::{
 };
 
 use crate::capture::connections::{ConnectionTable, StreamRun};
+use crate::capture::identity::{Identities, Identity, Resolver};
 use crate::capture::recording::{End, Recorder};
+use crate::capture::selection::{AddressSelection, Verdict};
 use crate::capture::{Call, Reassembler};
 use crate::output::writer::BackgroundWriter;
 use crate::output::{AttachInfo, ConnectionView, Event, EventWriter, SecretEvent};
@@ -76,6 +78,26 @@ pub struct PipelineCounts {
     /// The same secret handed over again at once by the same thread (a function re-entered
     /// after its stack grew): not written twice.
     pub secrets_repeated: u64,
+    /// Processes whose identity (cgroup) could not be read: gone before the pipeline met them.
+    pub identities_unresolved: u64,
+    /// Identities dropped from the full table (their process is looked up again if seen).
+    pub identities_evicted: u64,
+    /// `--port`/`--host`: events of other connections, copied by the kernel and dropped here
+    /// (and their captured bytes); of them, events whose connection's addresses were unknown.
+    pub events_not_selected: u64,
+    pub bytes_not_selected: u64,
+    pub events_address_unknown: u64,
+}
+
+/// Events and bytes captured in one container (the summary's per-container counts).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ContainerCounts {
+    pub runtime: Option<crate::capture::identity::Runtime>,
+    pub pod_uid: Option<String>,
+    pub events: u64,
+    pub bytes_captured: u64,
+    /// Processes of the container met (pids, counted once per identity lookup).
+    pub processes: u64,
 }
 
 /// A request to the control plane, made by a record: look at process `pid` for TLS code,
@@ -136,6 +158,16 @@ pub struct Pipeline {
     /// `--packets`: where each secret goes as (client random, key-log line), for the packet
     /// capture's Decryption Secrets Blocks.
     packets: Option<std::sync::mpsc::Sender<(String, String)>>,
+    /// Who each process is (cgroup, container), learnt once per process.
+    identities: Identities,
+    /// How a live run reads a process's identity (`None`: a replay, whose recording has them).
+    resolver: Option<Resolver>,
+    /// Per container id: what was captured in it (at most `capacity::CONTAINERS`; the rest in
+    /// `containers_other`).
+    pub containers: HashMap<String, ContainerCounts>,
+    pub containers_other: ContainerCounts,
+    /// `--port`/`--host`: the connections whose events are written.
+    addresses: Option<AddressSelection>,
 }
 
 /// How long the calls of a connection without an fd wait for it (ns).
@@ -219,6 +251,11 @@ impl Pipeline {
             keys_traced: false,
             last_secret: None,
             packets: None,
+            identities: Identities::default(),
+            resolver: None,
+            containers: HashMap::new(),
+            containers_other: ContainerCounts::default(),
+            addresses: None,
         })
     }
 
@@ -234,6 +271,83 @@ impl Pipeline {
         self.keys_traced = true;
     }
 
+    /// Reads each process's identity with `resolver` when the pipeline first meets it (a
+    /// live run; a replay takes them from the recording).
+    pub fn resolve_identities_with(&mut self, resolver: Resolver) {
+        self.resolver = Some(resolver);
+    }
+
+    /// Writes only the events of connections that `selection` selects (`--port`, `--host`).
+    pub fn select_addresses(&mut self, selection: AddressSelection) {
+        self.addresses = Some(selection);
+    }
+
+    /// Sets a process's identity (a replay's process frame).
+    pub fn set_identity(&mut self, pid: u32, identity: Option<Identity>) {
+        self.adopt(pid, identity);
+    }
+
+    /// Learns the identity of the process a record is about, before the record is recorded
+    /// (so that a replay has it when it needs it): at exec (a pid may be reused, and the
+    /// process is surely alive) and at its first record otherwise.
+    fn learn(&mut self, record: &[u8]) {
+        let Some(resolver) = self.resolver.as_mut() else {
+            return;
+        };
+        let (pid, fresh) = match read_record::<u32>(record) {
+            Some(record_kind::CHUNK) => match read_record::<ChunkHeader>(record) {
+                Some(header) => (header.pid, false),
+                None => return,
+            },
+            Some(record_kind::CONNECTION) => match read_record::<ConnectionRecord>(record) {
+                Some(connection) => (connection.pid, false),
+                None => return,
+            },
+            Some(record_kind::EXEC | record_kind::MAP) => {
+                match read_record::<ProcessRecord>(record) {
+                    Some(process) => (
+                        process.pid,
+                        read_record::<u32>(record) == Some(record_kind::EXEC),
+                    ),
+                    None => return,
+                }
+            }
+            _ => return,
+        };
+        if !fresh && self.identities.contains(pid) {
+            return;
+        }
+        let identity = resolver(pid);
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.process(pid, identity.as_ref());
+        }
+        self.adopt(pid, identity);
+    }
+
+    /// Keeps a process's identity, counted per container.
+    fn adopt(&mut self, pid: u32, identity: Option<Identity>) {
+        if identity.is_none() {
+            self.counts.identities_unresolved += 1;
+        }
+        if let Some(identity) = identity.as_ref() {
+            if let Some(id) = identity.container.as_deref() {
+                let known = self.containers.len();
+                let counts = if self.containers.contains_key(id)
+                    || known < probectl_common::capacity::CONTAINERS
+                {
+                    self.containers.entry(id.to_string()).or_default()
+                } else {
+                    &mut self.containers_other
+                };
+                counts.processes += 1;
+                counts.runtime = identity.runtime;
+                counts.pod_uid.clone_from(&identity.pod_uid);
+            }
+        }
+        self.identities.insert(pid, identity.map(Arc::new));
+        self.counts.identities_evicted = self.identities.evicted;
+    }
+
     /// Records every input from now on into `recorder` (`--record`).
     pub fn record_into(&mut self, recorder: Recorder) {
         self.recorder = Some(recorder);
@@ -241,6 +355,7 @@ impl Pipeline {
 
     /// Dispatches one ring buffer record.
     pub fn record(&mut self, record: &[u8]) {
+        self.learn(record);
         if let Some(recorder) = self.recorder.as_mut() {
             // The table's new entries first: every id a record carries was in the table
             // before the record was written (the control plane adds, then attaches), so a
@@ -301,6 +416,7 @@ impl Pipeline {
                         self.release(key);
                     }
                     self.exited.push(process.pid);
+                    self.identities.remove(process.pid);
                     for id in self.connections.on_process_exit(process.pid) {
                         self.closed(id, process.ts_ns);
                     }
@@ -492,9 +608,6 @@ impl Pipeline {
         } else {
             0
         };
-        self.counts.events += 1;
-        self.counts.bytes_captured += call.data.len() as u64;
-        self.counts.bytes_truncated = self.counts.bytes_truncated.saturating_add(over_limit);
         let placement = self.connections.place(&StreamRun {
             pid: header.pid,
             handle: header.connection,
@@ -504,6 +617,10 @@ impl Pipeline {
             span: call.span,
             captured: call.data.len() as u64,
         });
+        let identity = self.identities.get(header.pid).cloned();
+        if identity.is_some() {
+            self.connections.note_identity(placement.id, &identity);
+        }
         let conn = match self.connections.get(placement.id) {
             Some(connection) => connection.view(placement.offset),
             None => ConnectionView {
@@ -513,8 +630,32 @@ impl Pipeline {
                 ..ConnectionView::default()
             },
         };
+        if let Some(selection) = &self.addresses {
+            match selection.verdict(conn.local, conn.remote) {
+                Verdict::Selected => {}
+                verdict => {
+                    if verdict == Verdict::Unknown {
+                        self.counts.events_address_unknown += 1;
+                    }
+                    self.counts.events_not_selected += 1;
+                    self.counts.bytes_not_selected += call.data.len() as u64;
+                    return;
+                }
+            }
+        }
+        self.counts.events += 1;
+        self.counts.bytes_captured += call.data.len() as u64;
+        self.counts.bytes_truncated = self.counts.bytes_truncated.saturating_add(over_limit);
         if conn.fd.is_none() {
             self.counts.events_without_fd += 1;
+        }
+        if let Some(id) = identity.as_ref().and_then(|i| i.container.as_deref()) {
+            let counts = match self.containers.get_mut(id) {
+                Some(counts) => counts,
+                None => &mut self.containers_other,
+            };
+            counts.events += 1;
+            counts.bytes_captured += call.data.len() as u64;
         }
         let event = Event {
             ts_ns: header.call_end_ns.saturating_add(self.clock_offset),
@@ -526,6 +667,7 @@ impl Pipeline {
             len: call.span,
             data: call.data,
             truncated: call.missing(),
+            process: identity.as_ref(),
         };
         if self.write_error.is_none() {
             if let Err(error) = self.writer.event(&event, &mut self.out) {

@@ -8,6 +8,7 @@
 //! - every ring buffer record, byte for byte;
 //! - the attach table's entries (attach id → library, function, direction), as the pipeline
 //!   took them in;
+//! - the identity (cgroup, container) of each process, as the pipeline learnt it;
 //! - the pipeline's ticks (the CLOCK_MONOTONIC time of each flush: calls held for their fd
 //!   are released by it);
 //! - at the end, the kernel's byte counts of the connections still open and the counters the
@@ -24,13 +25,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::capture::identity::Identity;
 use crate::output::AttachInfo;
 use crate::{KernelStats, Swept};
 
 /// The first bytes of every recording.
 pub const MAGIC: &[u8; 19] = b"probectl-recording\n";
-/// Bumped when a frame changes meaning or layout. Version 1: this module's frames.
-pub const RECORDING_FORMAT: u32 = 1;
+/// Bumped when a frame changes meaning or layout. Version 1: this module's frames; version 2
+/// adds process frames (a process's cgroup and container), so a reader of version 2 reads
+/// version 1 too.
+pub const RECORDING_FORMAT: u32 = 2;
+/// The oldest format this reader reads.
+const OLDEST_FORMAT: u32 = 1;
 /// A frame larger than this is damage, not data (a ring record is at most a chunk).
 const MAX_FRAME: u32 = 64 << 20;
 
@@ -40,6 +46,7 @@ mod frame {
     pub const RECORD: u8 = 3;
     pub const TICK: u8 = 4;
     pub const END: u8 = 5;
+    pub const PROCESS: u8 = 6;
 }
 
 /// How the run started: what the pipeline was built with.
@@ -73,6 +80,9 @@ pub struct End {
     /// (set by the recorder itself as it writes the end).
     #[serde(default)]
     pub frames_not_recorded: u64,
+    /// What the run selected (`--container`, `--port`, ...).
+    #[serde(default)]
+    pub selection: crate::capture::summary::SelectionSummary,
 }
 
 /// `--record-limit`'s default: a recording left on for days stops growing here.
@@ -108,8 +118,8 @@ pub enum RecordingError {
     #[error("{path} is not a probectl recording (made by `probectl run --record FILE`)")]
     NotARecording { path: PathBuf },
     #[error(
-        "{path} is a recording of format version {found}; this probectl replays version \
-         {RECORDING_FORMAT} only (replay it with the probectl that recorded it)"
+        "{path} is a recording of format version {found}; this probectl replays versions \
+         {OLDEST_FORMAT} to {RECORDING_FORMAT} only (replay it with the probectl that recorded it)"
     )]
     Version { path: PathBuf, found: u32 },
     #[error("{path} is damaged: {what} at byte {at}")]
@@ -161,6 +171,10 @@ impl Recorder {
 
     pub fn record(&mut self, record: &[u8]) {
         self.frame(frame::RECORD, record);
+    }
+
+    pub fn process(&mut self, pid: u32, identity: Option<&Identity>) {
+        self.json(frame::PROCESS, &(pid, identity));
     }
 
     pub fn tick(&mut self, now_ns: u64) {
@@ -251,6 +265,11 @@ pub enum Frame {
         infos: Vec<AttachInfo>,
     },
     Record(Vec<u8>),
+    /// A process's identity (`None`: it could not be read).
+    Process {
+        pid: u32,
+        identity: Option<Identity>,
+    },
     Tick(u64),
     End(Box<End>),
 }
@@ -287,7 +306,7 @@ impl Reader {
             });
         }
         let found = u32::from_le_bytes(version);
-        if found != RECORDING_FORMAT {
+        if !(OLDEST_FORMAT..=RECORDING_FORMAT).contains(&found) {
             return Err(RecordingError::Version {
                 path: path.to_path_buf(),
                 found,
@@ -326,6 +345,11 @@ impl Reader {
                 Frame::Attach { first_id, infos }
             }
             frame::RECORD => Frame::Record(payload),
+            frame::PROCESS => {
+                let (pid, identity): (u32, Option<Identity>) =
+                    self.parse(&payload, "a process frame")?;
+                Frame::Process { pid, identity }
+            }
             frame::TICK => {
                 let bytes: [u8; 8] = payload
                     .as_slice()

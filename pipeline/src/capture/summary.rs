@@ -4,7 +4,7 @@
 use std::process::ExitStatus;
 
 use crate::capture::connections::{Connection, Folded};
-use crate::capture::pipeline::PipelineCounts;
+use crate::capture::pipeline::{ContainerCounts, PipelineCounts};
 use crate::{KernelStats, Swept};
 
 /// Connections the summary lists one by one (those with losses are always listed).
@@ -46,6 +46,52 @@ pub struct Summary {
     pub handshakes_without_data: u64,
     /// `--packets`: what the packet capture wrote and dropped.
     pub packets: Option<crate::output::packets::PacketCounts>,
+    /// What was captured per container, by id (sorted), and in the containers past the
+    /// table's bound together.
+    pub containers: Vec<(String, ContainerCounts)>,
+    pub containers_other: ContainerCounts,
+    pub selection: SelectionSummary,
+    /// `--export`: what became of the spans.
+    pub export: Option<ExportCounts>,
+}
+
+/// What an exporter did with the exchanges it was given: every one is delivered or dropped
+/// by a cause (`offered = delivered + dropped_*`).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ExportCounts {
+    /// Where to (`otlp http://...`).
+    pub target: String,
+    /// Exchanges handed to the exporter.
+    pub offered: u64,
+    /// Spans the receiver accepted.
+    pub delivered: u64,
+    /// Dropped because the queue was full (the receiver down or slow).
+    pub dropped_queue_full: u64,
+    /// Dropped because every attempt to send their batch failed.
+    pub dropped_export_failed: u64,
+    /// Still queued when the run ended and could not be sent before the deadline.
+    pub dropped_at_exit: u64,
+    /// Attempts that failed and were retried.
+    pub retries: u64,
+    /// The last error the receiver (or the connection to it) gave.
+    pub last_error: Option<String>,
+    /// The queue's bound (spans).
+    pub queue_capacity: u64,
+}
+
+/// What a run selected: processes (in the kernel) and connections (in the pipeline).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SelectionSummary {
+    /// The process selections (`container ID12`, `cgroup PATH`, `command name NAME`).
+    pub processes: Vec<String>,
+    /// Made in the kernel (the pid filter): other processes' calls are never copied.
+    pub in_kernel: bool,
+    /// Processes that matched when the run started.
+    pub processes_at_start: u64,
+    /// The connection selections (`port N`, `host ADDR`).
+    pub addresses: Vec<String>,
 }
 
 /// probectl's memory, from `/proc/self/status` (KiB; 0 where it could not be read).
@@ -108,6 +154,18 @@ impl Summary {
                         "labels": c.keys.labels,
                     })
                 }),
+                "cgroup": c.identity.as_ref().map(|i| i.cgroup.as_str()),
+                "container": c.identity.as_ref().and_then(|i| i.container.as_deref()),
+            })
+        };
+        let container = |id: Option<&str>, c: &ContainerCounts| {
+            serde_json::json!({
+                "id": id,
+                "runtime": c.runtime.map(|r| r.as_str()),
+                "pod_uid": c.pod_uid,
+                "processes": c.processes,
+                "events": c.events,
+                "bytes_captured": c.bytes_captured,
             })
         };
         let closed =
@@ -187,6 +245,27 @@ impl Summary {
                 "heap_kib": self.memory.heap_kib,
             },
             "output": self.output,
+            "processes": {
+                "identities_unresolved": self.counts.identities_unresolved,
+                "identities_evicted": self.counts.identities_evicted,
+            },
+            "containers": self
+                .containers
+                .iter()
+                .map(|(id, counts)| container(Some(id), counts))
+                .collect::<Vec<_>>(),
+            "containers_not_listed": container(None, &self.containers_other),
+            "export": self.export,
+            "selection": {
+                "processes": self.selection.processes,
+                "in_kernel": self.selection.in_kernel,
+                "processes_at_start": self.selection.processes_at_start,
+                "processes_admitted_at_exec": k.selected_at_exec,
+                "addresses": self.selection.addresses,
+                "events_not_selected": self.counts.events_not_selected,
+                "bytes_not_selected": self.counts.bytes_not_selected,
+                "events_address_unknown": self.counts.events_address_unknown,
+            },
         })
     }
 
@@ -361,9 +440,15 @@ impl std::fmt::Display for Summary {
                 continue;
             }
             listed += 1;
+            let container = connection
+                .identity
+                .as_ref()
+                .and_then(|i| i.short_container())
+                .map(|id| format!(", container {id}"))
+                .unwrap_or_default();
             write!(
                 f,
-                "\nprobectl: conn#{} {} (pid {}): {} bytes written, {} read",
+                "\nprobectl: conn#{} {} (pid {}{container}): {} bytes written, {} read",
                 connection.id,
                 connection.describe(),
                 connection.pid,
@@ -426,6 +511,62 @@ impl std::fmt::Display for Summary {
                 packets.secrets_blocks,
                 packets.packets_dropped_by_socket,
                 packets.packets_untraced,
+            )?;
+        }
+        if !self.selection.processes.is_empty() {
+            write!(
+                f,
+                "\nprobectl: selected in the kernel: {}: {} processes at start, {} admitted when they started a program; other processes' calls were not copied",
+                self.selection.processes.join(", "),
+                self.selection.processes_at_start,
+                self.kernel.selected_at_exec,
+            )?;
+        }
+        if !self.selection.addresses.is_empty() {
+            write!(
+                f,
+                "\nprobectl: selected connections: {}: {} events ({} bytes) of other connections dropped after the copy ({} with addresses unknown)",
+                self.selection.addresses.join(", "),
+                self.counts.events_not_selected,
+                self.counts.bytes_not_selected,
+                self.counts.events_address_unknown,
+            )?;
+        }
+        if let Some(export) = &self.export {
+            write!(
+                f,
+                "\nprobectl: export to {}: {} spans offered, {} delivered; dropped: {} queue full, {} export failed, {} at exit; {} retries",
+                export.target,
+                export.offered,
+                export.delivered,
+                export.dropped_queue_full,
+                export.dropped_export_failed,
+                export.dropped_at_exit,
+                export.retries,
+            )?;
+            if let Some(error) = &export.last_error {
+                write!(f, " (last error: {error})")?;
+            }
+        }
+        for (id, counts) in &self.containers {
+            write!(
+                f,
+                "\nprobectl: container {} ({}): {} processes, {} events, {} bytes captured",
+                &id[..id.len().min(12)],
+                counts.runtime.map_or("?", |r| r.as_str()),
+                counts.processes,
+                counts.events,
+                counts.bytes_captured,
+            )?;
+        }
+        if self.containers_other.processes > 0 {
+            write!(
+                f,
+                "\nprobectl: {} more containers' processes (past the table of {}): {} events, {} bytes captured",
+                self.containers_other.processes,
+                probectl_common::capacity::CONTAINERS,
+                self.containers_other.events,
+                self.containers_other.bytes_captured,
             )?;
         }
         if self.ended_by_exit > 0 {

@@ -58,6 +58,8 @@ pub struct Event<'a> {
     pub data: &'a [u8],
     /// Bytes not captured (`len - data.len()`).
     pub truncated: u64,
+    /// Who the process is (cgroup, container), when it is known.
+    pub process: Option<&'a std::sync::Arc<crate::capture::identity::Identity>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +167,37 @@ pub struct OutputFile {
 }
 
 impl OutputFile {
+    /// Opens `path` to append to it: created (0600) when missing, an existing regular file
+    /// kept as it is and written at its end (the agent, whose runs follow each other into one
+    /// file). A symbolic link is never followed.
+    pub fn append(path: &Path) -> Result<OutputFile, OutputError> {
+        let existed = std::fs::symlink_metadata(path).is_ok();
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|source| {
+                if source.raw_os_error() == Some(libc::ELOOP) {
+                    OutputError::Symlink {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    OutputError::Create {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                }
+            })?;
+        Ok(OutputFile {
+            file: Some(file),
+            path: path.to_path_buf(),
+            created: !existed,
+            empty_at_commit: false,
+        })
+    }
+
     /// Opens and probes `path` (see [`OutputFile`]).
     pub fn prepare(path: &Path, force: bool) -> Result<OutputFile, OutputError> {
         use std::os::unix::fs::FileTypeExt;
@@ -514,6 +547,51 @@ struct JsonEvent<'a> {
     len: u64,
     truncated: u64,
     conn: JsonConnection<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<JsonContainer<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<&'a str>,
+}
+
+/// The container of an event's process (JSON).
+#[derive(Serialize)]
+pub struct JsonContainer<'a> {
+    pub id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<&'a str>,
+}
+
+impl<'a> JsonContainer<'a> {
+    pub fn of(identity: Option<&'a crate::capture::identity::Identity>) -> Option<Self> {
+        let identity = identity?;
+        Some(JsonContainer {
+            id: identity.container.as_deref()?,
+            runtime: identity.runtime.map(|r| r.as_str()),
+            pod_uid: identity.pod_uid.as_deref(),
+        })
+    }
+}
+
+/// What a text header says about where the process runs: ` container=ID12` (and
+/// ` pod=UID`), nothing for a process in no container.
+pub fn identity_suffix(identity: Option<&crate::capture::identity::Identity>) -> String {
+    let Some(identity) = identity else {
+        return String::new();
+    };
+    let mut text = String::new();
+    if let Some(id) = identity.short_container() {
+        text.push_str(" container=");
+        text.push_str(id);
+    }
+    if let Some(pod) = identity.pod_uid.as_deref() {
+        text.push_str(" pod=");
+        text.push_str(pod);
+    }
+    text
 }
 
 #[derive(Serialize)]
@@ -632,6 +710,9 @@ fn render_json(event: &Event<'_>, line: &mut Vec<u8>) -> io::Result<()> {
             remote: event.conn.remote,
             offset: event.conn.offset,
         },
+        cgroup: event.process.map(|p| p.cgroup.as_str()),
+        container: JsonContainer::of(event.process.map(|p| &**p)),
+        unit: event.process.and_then(|p| p.unit.as_deref()),
     };
     // The fields go through serde_json; the data is appended as the last field straight
     // from the (SIMD) base64 encoder: base64 never needs JSON escaping, and scanning
@@ -679,6 +760,12 @@ fn write_header(event: &Event<'_>, out: &mut Vec<u8>) -> io::Result<()> {
         _ => write!(out, "handle {:#x}", event.conn.handle)?,
     }
     write!(out, " @{}", event.conn.offset)?;
+    if event
+        .process
+        .is_some_and(|p| p.container.is_some() || p.pod_uid.is_some())
+    {
+        out.extend_from_slice(identity_suffix(event.process.map(|p| &**p)).as_bytes());
+    }
     if event.truncated > 0 {
         write!(out, " ({} bytes not captured)", event.truncated)?;
     }
@@ -719,6 +806,7 @@ mod tests {
             len: data.len() as u64 + truncated,
             data,
             truncated,
+            process: None,
         };
         let mut out = Vec::new();
         Renderer::new(format)

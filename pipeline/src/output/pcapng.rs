@@ -582,6 +582,17 @@ impl PcapngWriter {
             id,
             offset,
         );
+        if let Some(process) = event.process {
+            // The full id and the cgroup: a packet comment has room, and a filter on it
+            // (`frame.comment contains "..."`) wants the whole id.
+            if let Some(container) = process.container.as_deref() {
+                comment.push_str(&format!(" container={container}"));
+            }
+            if let Some(pod) = process.pod_uid.as_deref() {
+                comment.push_str(&format!(" pod={pod}"));
+            }
+            comment.push_str(&format!(" cgroup={}", process.cgroup));
+        }
         if event.truncated > 0 {
             comment.push_str(&format!(
                 " ({} bytes not captured: a sequence jump)",
@@ -910,6 +921,7 @@ mod tests {
                 len: call.len,
                 data: call.data,
                 truncated: call.len - call.data.len() as u64,
+                process: None,
             };
             writer.event(&event, out).expect("event");
         }

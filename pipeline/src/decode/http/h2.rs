@@ -253,6 +253,11 @@ impl Decoder {
     }
 
     /// A decoder for a connection recognised on `side` as `start`.
+    /// The direction that carries requests (the client's), once known.
+    pub(crate) fn client_side(&self) -> Option<Side> {
+        self.client_side
+    }
+
     pub(crate) fn new(side: Side, start: Start, limits: Limits) -> Decoder {
         let mut decoder = Decoder {
             client_side: None,

@@ -70,6 +70,8 @@ pub struct Origin {
     pub comm: String,
     pub plugin: String,
     pub conn: Connection,
+    /// Who the process is (cgroup, container), when known.
+    pub process: Option<std::sync::Arc<crate::capture::identity::Identity>>,
 }
 
 /// What a connection's decoder keeps of bodies.
@@ -426,6 +428,13 @@ fn traced_is_server(conn: &ConnectionView<'_>) -> Option<bool> {
     (local != remote).then_some(remote)
 }
 
+/// Receives every exchange the decoder completes, as it is written (the OpenTelemetry
+/// exporter): a sink must not block (it queues, and counts what it cannot).
+pub trait ExchangeSink: Send {
+    /// `client`: whether the traced process sent the request (`None`: not known).
+    fn exchange(&mut self, exchange: &Exchange, client: Option<bool>);
+}
+
 /// The `--decode http` writer.
 pub struct HttpWriter {
     format: Format,
@@ -448,6 +457,8 @@ pub struct HttpWriter {
     report: bool,
     /// What the decoders of all connections hold, against `--memory-budget`.
     budget: MemoryBudget,
+    /// Where completed exchanges also go (`--export`).
+    sink: Option<Box<dyn ExchangeSink>>,
 }
 
 impl HttpWriter {
@@ -466,6 +477,34 @@ impl HttpWriter {
             stats: Stats::default(),
             report: true,
             budget: MemoryBudget::default(),
+            sink: None,
+        }
+    }
+
+    /// Hands every completed exchange to `sink` too.
+    pub fn with_sink(mut self, sink: Box<dyn ExchangeSink>) -> HttpWriter {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Whether the traced process is the client of connection `id`: the side its decoder
+    /// sends requests on, else (a connection already gone) the end with the higher port.
+    fn traced_is_client(&self, origin: &Origin) -> Option<bool> {
+        let side = match self.connections.get(&origin.conn.id).map(|s| &s.protocol) {
+            Some(Protocol::Http1(decoder)) => Some(decoder.request_side()),
+            Some(Protocol::Http2(decoder)) => decoder.client_side(),
+            _ => None,
+        };
+        match side {
+            Some(side) => Some(side == Side::Write),
+            None => {
+                let port = |address: Option<&str>| {
+                    address
+                        .and_then(|a| a.rsplit_once(':'))
+                        .and_then(|(_, port)| port.parse::<u16>().ok())
+                };
+                Some(port(origin.conn.local.as_deref())? > port(origin.conn.remote.as_deref())?)
+            }
         }
     }
 
@@ -515,6 +554,12 @@ impl HttpWriter {
     fn write_done(&mut self, out: &mut dyn Output) -> io::Result<()> {
         for mut exchange in std::mem::take(&mut self.done) {
             self.stats.exchanges += 1;
+            if self.sink.is_some() {
+                let client = self.traced_is_client(&exchange.origin);
+                if let Some(sink) = self.sink.as_mut() {
+                    sink.exchange(&exchange, client);
+                }
+            }
             self.stats.incomplete += u64::from(exchange.incomplete.is_some());
             for part in [&exchange.request, &exchange.response]
                 .into_iter()
@@ -828,6 +873,7 @@ impl EventWriter for HttpWriter {
             comm: event.comm.to_string(),
             plugin: event.attach.plugin.clone(),
             conn: Connection::from_view(&event.conn),
+            process: event.process.cloned(),
         };
         // Where decoding starts in this call (after bytes shown raw, when joined mid-stream).
         let mut decode_from = 0;

@@ -161,6 +161,10 @@ struct JsonExchange<'a> {
     #[serde(rename = "group")]
     plugin: &'a str,
     conn: JsonConnection<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<crate::output::JsonContainer<'a>>,
     /// Why the exchange is not complete; `null` when it is.
     incomplete: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -219,6 +223,8 @@ fn json(
             local: origin.conn.local.as_deref(),
             remote: origin.conn.remote.as_deref(),
         },
+        cgroup: origin.process.as_ref().map(|p| p.cgroup.as_str()),
+        container: crate::output::JsonContainer::of(origin.process.as_deref()),
         incomplete: exchange.incomplete.as_deref(),
         grpc: call.map(|call| JsonGrpc {
             service: call.service.as_deref(),
@@ -253,12 +259,13 @@ fn text(
     let conn = &origin.conn;
     write!(
         out,
-        "=== {} {}[{}/{}] {} conn#{} ",
+        "=== {} {}[{}/{}] {}{} conn#{} ",
         format_time(exchange.ts_ns()),
         origin.comm,
         origin.pid,
         origin.tid,
         origin.plugin,
+        crate::output::identity_suffix(origin.process.as_deref()),
         conn.id
     )?;
     match (&conn.local, &conn.remote) {
@@ -393,12 +400,13 @@ pub(super) fn live_header(
     let conn = &origin.conn;
     write!(
         out,
-        "=== {} {}[{}/{}] {} conn#{} ",
+        "=== {} {}[{}/{}] {}{} conn#{} ",
         format_time(ts_ns),
         origin.comm,
         origin.pid,
         origin.tid,
         origin.plugin,
+        crate::output::identity_suffix(origin.process.as_deref()),
         conn.id
     )?;
     match (&conn.local, &conn.remote) {
@@ -434,6 +442,10 @@ struct JsonHead<'a> {
     #[serde(rename = "group")]
     plugin: &'a str,
     conn: JsonConnection<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<crate::output::JsonContainer<'a>>,
 }
 
 /// A part's head, live: text as in the exchange's record, JSON as an `http_head` record.
@@ -479,6 +491,8 @@ pub(super) fn live_head(
         comm: &origin.comm,
         plugin: &origin.plugin,
         conn: json_connection(origin),
+        cgroup: origin.process.as_ref().map(|p| p.cgroup.as_str()),
+        container: crate::output::JsonContainer::of(origin.process.as_deref()),
     };
     let mut bytes = serde_json::to_vec(&line)?;
     bytes.push(b'\n');
@@ -830,6 +844,10 @@ struct JsonWebSocket<'a> {
     conn: JsonConnection<'a>,
     incomplete: Option<&'a str>,
     note: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<crate::output::JsonContainer<'a>>,
 }
 
 /// One WebSocket message: a JSON line, or a header line and its data.
@@ -877,6 +895,8 @@ pub(super) fn websocket(
             },
             incomplete: message.incomplete.as_deref(),
             note: message.note.as_deref(),
+            cgroup: origin.process.as_ref().map(|p| p.cgroup.as_str()),
+            container: crate::output::JsonContainer::of(origin.process.as_deref()),
         };
         let mut bytes = serde_json::to_vec(&line)?;
         bytes.push(b'\n');
@@ -885,12 +905,13 @@ pub(super) fn websocket(
     let conn = &origin.conn;
     write!(
         out,
-        "=== {} {}[{}/{}] {} conn#{} ",
+        "=== {} {}[{}/{}] {}{} conn#{} ",
         format_time(message.first_ns),
         origin.comm,
         origin.pid,
         origin.tid,
         origin.plugin,
+        crate::output::identity_suffix(origin.process.as_deref()),
         conn.id
     )?;
     match (&conn.local, &conn.remote) {

@@ -87,6 +87,7 @@ impl Feeder {
             len,
             data,
             truncated: len - data.len() as u64,
+            process: None,
         };
         *offset += len;
         self.writer.event(&event, &mut self.out).expect("write");
@@ -1086,6 +1087,7 @@ fn stream_offsets_at_the_end_of_the_range_do_not_overflow() {
             len: request.len() as u64,
             data: request,
             truncated: 0,
+            process: None,
         };
         feeder.writer.event(&event, &mut feeder.out).expect("write");
     }

