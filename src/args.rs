@@ -158,7 +158,7 @@ pub struct RunArgs {
     /// symbolic link is never followed.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// With -o or --keylog: overwrite an existing regular file (it keeps its mode; a
+    /// With -o, --keylog or --packets: overwrite an existing regular file (it keeps its mode; a
     /// read-only file is still refused, and a symbolic link is never followed).
     #[arg(long, requires = "output_or_keylog")]
     force: bool,

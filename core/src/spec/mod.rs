@@ -1136,6 +1136,25 @@ mod tests {
         for probe in &go.probes {
             let spec = probe.bpf_spec();
             assert_eq!(probe.abi, Abi::Go, "{}", probe.symbol);
+            if probe.role == Role::Secret {
+                // writeKeyLog: label in RBX/RCX, clientRandom in RDI/RSI, secret in R9/R10.
+                let secret = probe.secret.as_ref().expect("secret args");
+                let spec = secret.bpf_spec(probe.abi, probe.connection, None);
+                assert_eq!(spec.abi, abi::GO);
+                assert_eq!(
+                    (
+                        spec.connection_arg,
+                        spec.label_arg,
+                        spec.label_length_arg,
+                        spec.random_arg,
+                        spec.random_length_arg,
+                        spec.secret_arg,
+                        spec.secret_length_arg
+                    ),
+                    (ARG_NONE, 1, 2, 3, 4, 6, 7)
+                );
+                continue;
+            }
             assert_eq!(spec.abi, abi::GO, "{}", probe.symbol);
             // The *Conn receiver in RAX (arg0); b's pointer in RBX (arg1); n is a 64-bit int.
             assert_eq!(spec.connection_arg, 0);

@@ -34,6 +34,8 @@ pub const HOLD_NS: u64 = 1_000_000_000;
 pub const HOLD_MAX_BYTES: usize = 64 << 20;
 /// Connections whose ClientHello random is remembered at most (the oldest are forgotten).
 pub const FLOWS_MAX: usize = 65_536;
+/// Key-log lines kept per connection at most.
+const KEY_LINES_MAX: usize = 64;
 /// Bytes of one packet at most (loopback's GSO packets are up to 64 KiB).
 const SNAPLEN: usize = 256 * 1024;
 /// Decryption Secrets Block (pcapng), and its secrets type for a TLS key log.
@@ -255,8 +257,10 @@ fn capture(
     // The client random (hex) each connection's ClientHello named.
     let mut randoms: HashMap<FlowKey, String> = HashMap::new();
     let mut random_order: VecDeque<FlowKey> = VecDeque::new();
-    // Key-log lines per client random, and how many of them are written.
+    // Key-log lines per client random, and how many of them are written (the oldest randoms
+    // are forgotten past FLOWS_MAX).
     let mut keys: HashMap<String, (Vec<String>, usize)> = HashMap::new();
+    let mut key_order: VecDeque<String> = VecDeque::new();
     let mut held: VecDeque<Held> = VecDeque::new();
     let mut held_bytes = 0usize;
     let mut buffer = vec![0u8; SNAPLEN];
@@ -306,7 +310,20 @@ fn capture(
             }
         }
         while let Ok((random, line)) = secrets.try_recv() {
-            keys.entry(random).or_default().0.push(line);
+            if !keys.contains_key(&random) {
+                key_order.push_back(random.clone());
+                while key_order.len() > FLOWS_MAX {
+                    if let Some(oldest) = key_order.pop_front() {
+                        keys.remove(&oldest);
+                    }
+                }
+            }
+            let (lines, _) = keys.entry(random).or_default();
+            // A connection's lines are few (five in TLS 1.3); more come only with
+            // renegotiation, and are bounded too.
+            if lines.len() < KEY_LINES_MAX {
+                lines.push(line);
+            }
         }
         // Packets whose wait is over (all of them at the end) go out or are dropped.
         while let Some(first) = held.front() {
