@@ -139,6 +139,7 @@ impl From<PlacementArg> for PlacementMode {
 }
 
 #[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("output_or_keylog").args(["output", "keylog", "packets"]).multiple(true))]
 pub struct RunArgs {
     /// The group of probes.toml to trace (openssl, boringssl, gnutls, nss, go, ...), or "all".
     #[arg(value_name = "GROUP")]
@@ -157,10 +158,20 @@ pub struct RunArgs {
     /// symbolic link is never followed.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// With -o: overwrite an existing regular file (it keeps its mode; a read-only file is
-    /// still refused, and a symbolic link is never followed).
-    #[arg(long, requires = "output")]
+    /// With -o or --keylog: overwrite an existing regular file (it keeps its mode; a
+    /// read-only file is still refused, and a symbolic link is never followed).
+    #[arg(long, requires = "output_or_keylog")]
     force: bool,
+    /// Write the session secrets of every traced handshake to this file, as NSS key-log lines
+    /// (what SSLKEYLOGFILE holds; Wireshark decrypts with it), one line as each secret is
+    /// seen. Created with mode 0600 like -o (see --force).
+    #[arg(long, value_name = "FILE")]
+    keylog: Option<PathBuf>,
+    /// Write the real packets of the traced TLS connections to this pcapng file (mode 0600,
+    /// like -o), each connection's session secrets in a Decryption Secrets Block before its
+    /// first packet: Wireshark and tshark decrypt it with no key log of their own.
+    #[arg(long, value_name = "FILE")]
+    packets: Option<PathBuf>,
     /// When the run ends, write its summary as JSON to this file (created with mode 0600 when
     /// the run starts): totals, every loss by cause, connections, probes.
     #[arg(long, value_name = "FILE")]
@@ -174,7 +185,7 @@ pub struct RunArgs {
           value_parser = |text: &str| size::capture_limit(text, MAX_CAPTURE_LIMIT))]
     max_bytes: u64,
     /// Size of the kernel ring buffer (a power of two, at least 4K).
-    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = size::ring_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "32M", value_parser = size::ring_bytes)]
     ring_bytes: u32,
     /// Decode a protocol: one record per exchange instead of one per call (connections that
     /// are not HTTP stay raw). Not with --format pcapng.
@@ -184,6 +195,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = size::body_limit,
           requires = "decode")]
     max_body: u64,
+    /// Bytes that --decode http and --format pcapng may hold for all connections together
+    /// (bodies in flight, decoders' buffers, conversations); past it, body bytes are counted
+    /// and not kept, and the oldest pcapng conversations are ended (counted).
+    #[arg(long, value_name = "BYTES", default_value = "128M", value_parser = size::body_limit)]
+    memory_budget: u64,
     /// Probe placement: classic (entry uprobe + uretprobe) or auto (emulated where proven).
     #[arg(long, value_enum, value_name = "WHERE", default_value = "auto")]
     placement: PlacementArg,
@@ -196,6 +212,11 @@ pub struct RunArgs {
     /// replays anywhere.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+    /// With --record: the most bytes the recording's input takes; past it the
+    /// run goes on unrecorded (a warning, and the replay says so).
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = size::body_limit,
+          requires = "record")]
+    record_limit: u64,
     /// Trace only the processes of this container (its id, a prefix of at least 4 digits, or
     /// its name), selected in the kernel. Repeatable.
     #[arg(long, value_name = "ID|NAME", conflicts_with = "command")]
@@ -254,6 +275,11 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = size::body_limit,
           requires = "decode")]
     max_body: u64,
+    /// Bytes that --decode http and --format pcapng may hold, as in `run`, for all connections together
+    /// (bodies in flight, decoders' buffers, conversations); past it, body bytes are counted
+    /// and not kept, and the oldest pcapng conversations are ended (counted).
+    #[arg(long, value_name = "BYTES", default_value = "128M", value_parser = size::body_limit)]
+    memory_budget: u64,
 }
 
 impl ReplayArgs {
@@ -264,6 +290,7 @@ impl ReplayArgs {
             output: self.output,
             force: self.force,
             decode: decode_of(self.decode, self.max_body),
+            memory_budget: self.memory_budget,
         }
     }
 }
@@ -420,8 +447,12 @@ impl RunArgs {
             ring_bytes: self.ring_bytes,
             wait_for_library: self.wait,
             decode: decode_of(self.decode, self.max_body),
+            memory_budget: self.memory_budget,
             placement: self.placement.into(),
             record: self.record,
+            record_limit: self.record_limit,
+            keylog: self.keylog,
+            packets: self.packets,
             selection: probectl_core::selection::Selection {
                 containers: self.container,
                 cgroups: self.cgroup,

@@ -161,6 +161,14 @@ fn replay_command(replay_args: ReplayArgs) -> ExitCode {
                      summary",
                 );
             }
+            if replayed.frames_not_recorded > 0 {
+                exit::warning(format_args!(
+                    "the recording reached its --record-limit: {} frames of the run's input \
+                     after it were not recorded, so this replay shows the run up to there \
+                     (the kernel's counts in the summary are the whole run's)",
+                    replayed.frames_not_recorded
+                ));
+            }
             exit::summary(&replayed.summary);
             if let Some((path, file)) = report {
                 if let Err(message) = report::write(&path, file, &replayed.summary) {

@@ -751,3 +751,77 @@ fn calls_left_in_flight_by_a_killed_go_server_are_removed() {
         run.report
     );
 }
+
+/// A Go server with thousands of goroutines blocked in `Read` at once (one per connection the
+/// client opened and holds), then all of them answering: every blocked call is kept in the
+/// kernel's table of Go calls until it returns, and each connection's streams are exactly what
+/// the client sent and received (its own record, by its local address), with no loss.
+#[test]
+fn a_go_server_with_thousands_of_blocked_readers_is_exact() {
+    use base64::Engine as _;
+    const BLOCKED: usize = 3000;
+    let _alone = exclusive();
+    let (server, port, _) = go_server(Build::Normal, b"unused", "blocked");
+    let pid = server.pid().to_string();
+    let trace = Trace::start(&["go", "--pid", &pid], &[]);
+    let listing = scratch_file("blocked-listing");
+    let client = Command::new(go_https(Build::Normal))
+        .args(["blocked", &port.to_string(), &BLOCKED.to_string()])
+        .arg(&listing)
+        .status()
+        .expect("the blocked client");
+    assert!(client.success(), "the blocked client failed");
+    // The server's last writes and closes are in the ring once the client has read them.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let run = trace.stop();
+    run.assert_no_losses();
+    // Each call got its fd, though Go preempts goroutines between a call's entry and its
+    // first syscall on a busy machine (the note that tells the fd is the goroutine's).
+    assert_eq!(
+        run.report_number("/fds/events_without_fd"),
+        0,
+        "{}",
+        run.stderr
+    );
+    let decode = |text: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .expect("base64")
+    };
+    // The client's record, by its local address (the server's remote one).
+    let mut expected: HashMap<String, (Vec<u8>, Vec<u8>)> = HashMap::new();
+    for line in std::fs::read_to_string(&listing).expect("listing").lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 4, "{line}");
+        expected.insert(
+            fields[1].to_string(),
+            (decode(fields[2]), decode(fields[3])),
+        );
+    }
+    assert_eq!(expected.len(), BLOCKED);
+    let mut captured: HashMap<String, (Vec<u8>, Vec<u8>)> = HashMap::new();
+    for event in &run.events {
+        let remote = event.json["conn"]["remote"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}", event.json))
+            .to_string();
+        let streams = captured.entry(remote).or_default();
+        match event.direction.as_str() {
+            "read" => streams.0.extend_from_slice(&event.data),
+            _ => streams.1.extend_from_slice(&event.data),
+        }
+    }
+    assert_eq!(
+        captured.len(),
+        BLOCKED,
+        "one connection per client connection"
+    );
+    for (address, (request, response)) in &expected {
+        let (read, written) = &captured[address];
+        assert!(read == request, "{address}: the request the server read");
+        assert!(
+            written == response,
+            "{address}: the response the server wrote"
+        );
+    }
+}

@@ -260,14 +260,27 @@ fn a_static_program_started_during_a_system_wide_trace_is_attached() {
     let trace = Trace::start(&["openssl", "--ring-bytes", "134217728"], &[]);
     let exchange = Exchange::new(&unique_request("late-node"));
     // node (OpenSSL linked into the executable) starts after probectl: it is found when it
-    // execs; it connects after a moment, by when its executable is attached.
-    let node = Command::new("node")
+    // execs; it connects once probectl says its executable is attached (however long that
+    // takes on a busy machine).
+    let mut node = Command::new("node")
         .arg(peer("tls_client.js"))
         .args(exchange.client_args(port))
-        .arg("1500")
+        .arg("stdin")
+        .stdin(Stdio::piped())
         .spawn()
         .expect("node");
     let pid = node.id();
+    let attached = format!("probes (new in pid {pid}, attached ");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !trace.stderr_text().contains(&attached) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node was not attached: {}",
+            trace.stderr_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::io::Write::write_all(&mut node.stdin.take().expect("stdin"), b"go\n").expect("go");
     assert!(node.wait_with_output().expect("node").status.success());
     let run = trace.stop();
     assert!(run.status.success(), "{}", run.stderr);

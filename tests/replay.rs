@@ -234,6 +234,39 @@ fn a_recording_cut_short_replays_what_it_holds_and_says_so() {
     }
 }
 
+#[test]
+fn a_recording_stops_at_its_limit_while_the_run_goes_on_and_the_replay_says_so() {
+    let _exclusive = exclusive();
+    let record = scratch_file("limited.rec");
+    let limit: u64 = 64 * 1024;
+    let limit_arg = limit.to_string();
+    // The live run prints every event (checked against the server inside `live`) while its
+    // recording stops near 64 KiB of the 400 KB the calls carried.
+    let (live, _, _) = live(&["--format", "json", "--record-limit", &limit_arg], &record);
+    let live_stderr = String::from_utf8_lossy(&live.output.stderr);
+    assert!(
+        live_stderr.contains("warning: the recording reached --record-limit (65536 bytes)"),
+        "{live_stderr}"
+    );
+    let size = std::fs::metadata(&record).expect("recording").len();
+    // The end frame (the kernel's counts) is written past the limit; it is small.
+    assert!(size > limit / 2 && size < limit + 16 * 1024, "{size} bytes");
+    let again = replay(&record, &["--format", "json"]);
+    let stderr = String::from_utf8_lossy(&again.output.stderr);
+    assert!(
+        stderr.contains("warning: the recording reached its --record-limit: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ends before its run did"), "{stderr}");
+    // What the replay printed is the start of what the live run printed, line by line.
+    let live_lines: Vec<&[u8]> = live.output.stdout.split(|&b| b == b'\n').collect();
+    let replayed: Vec<&[u8]> = again.output.stdout.split(|&b| b == b'\n').collect();
+    assert!(replayed.len() > 1 && replayed.len() < live_lines.len());
+    for (index, line) in replayed[..replayed.len() - 2].iter().enumerate() {
+        assert!(line == &live_lines[index], "line {index}");
+    }
+}
+
 fn replay_error(path: &Path) -> (i32, String) {
     let output = Command::new(PROBECTL)
         .arg("replay")

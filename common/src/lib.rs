@@ -124,6 +124,92 @@ pub struct ProbeSpec {
     pub exit_stack_offset: i32,
 }
 
+/// Per attach point configuration of a secret probe (`[[group.secret]]`): the value type of
+/// the `SECRET_SPECS` array, indexed by the attach point's BPF cookie. The function is a
+/// library's key-log funnel (OpenSSL's `nss_keylog_int`, Go's `(*Config).writeKeyLog`): its
+/// arguments hold a label, the connection's client random and a secret, which the program
+/// copies into a [`SecretRecord`] when the function is entered. A table of its own, not
+/// fields of [`ProbeSpec`]: the data programs copy their spec onto a stack that is full on 6.1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SecretSpec {
+    /// One of [`abi`].
+    pub abi: u8,
+    /// Argument register of the connection handle, or [`ARG_NONE`].
+    pub connection_arg: u8,
+    /// Argument register of the label: a NUL-terminated string, or with `label_length_arg`
+    /// a pointer and a length (Go's `string`).
+    pub label_arg: u8,
+    pub label_length_arg: u8,
+    /// Argument register of the client random's base address; the random is at that
+    /// address plus `random_offset` (0, or the field's offset in the handle's struct, as the
+    /// library's own accessor reads it).
+    pub random_arg: u8,
+    /// Argument register of the random's length, or [`ARG_NONE`]: `random_length` bytes.
+    pub random_length_arg: u8,
+    pub random_length: u8,
+    /// Argument registers of the secret and its length.
+    pub secret_arg: u8,
+    pub secret_length_arg: u8,
+    /// How many of `random_pointer_offsets` are followed before `random_offset` is added:
+    /// from the argument's value, load the 8-byte pointer at each offset in turn
+    /// (`ssl->s3->client_random` in BoringSSL: one).
+    pub random_pointers: u8,
+    pub _padding: [u8; 2],
+    pub random_pointer_offsets: [i32; SECRET_RANDOM_MAX_POINTERS],
+    pub random_offset: i32,
+}
+
+/// Pointers a secret probe follows at most to its client random.
+pub const SECRET_RANDOM_MAX_POINTERS: usize = 2;
+
+/// Bytes of a secret record's label, client random and secret at most. Labels of the NSS
+/// key-log format are at most 31 characters; randoms are 32 bytes (8 for `RSA` lines); TLS
+/// secrets are at most 48 bytes (SHA-384): a longer one is not written, and counted.
+pub const SECRET_LABEL_MAX: usize = 64;
+pub const SECRET_RANDOM_MAX: usize = 32;
+pub const SECRET_MAX: usize = 64;
+
+/// Flags of a [`SecretRecord`].
+pub mod secret_flags {
+    /// A part (label, random or secret) could not be read from the process's memory.
+    pub const READ_FAULT: u32 = 1;
+    /// A part was longer than its field: the record is not a whole key-log line.
+    pub const TOO_LONG: u32 = 2;
+}
+
+/// A session secret, as the library handed it to its key-log function.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "records",
+    derive(
+        zerocopy::FromBytes,
+        zerocopy::IntoBytes,
+        zerocopy::KnownLayout,
+        zerocopy::Immutable
+    )
+)]
+pub struct SecretRecord {
+    /// [`record_kind::SECRET`].
+    pub kind: u32,
+    /// [`secret_flags`].
+    pub flags: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub ts_ns: u64,
+    /// The library's connection handle, 0 if the spec names none.
+    pub connection: u64,
+    pub attach_id: u32,
+    /// Valid bytes of `label`, `random` and `secret`.
+    pub label_len: u32,
+    pub random_len: u32,
+    pub secret_len: u32,
+    pub label: [u8; SECRET_LABEL_MAX],
+    pub random: [u8; SECRET_RANDOM_MAX],
+    pub secret: [u8; SECRET_MAX],
+}
+
 /// Entries of a buffer list that are followed at most.
 pub const VECTOR_MAX_ENTRIES: u64 = 1024;
 
@@ -165,6 +251,8 @@ pub mod record_kind {
     /// A [`ProcessRecord`]: a process that had connections exited (its leader thread did): its
     /// connections still open end, whether or not it closed them.
     pub const EXIT: u32 = 6;
+    /// A [`SecretRecord`]: a TLS library handed a session secret to its key-log function.
+    pub const SECRET: u32 = 7;
 }
 
 /// What a process must match, when it starts a program, to be traced (`SELECT_AT_EXEC`).
@@ -200,8 +288,10 @@ pub mod capacity {
     pub const TRACED_PIDS: u32 = 16384;
     /// Threads with calls in flight: `THREADS` (allocated as used).
     pub const THREADS: u32 = 65536;
-    /// Go calls in flight, and Go calls waiting for their fd (allocated as used).
-    pub const GOROUTINES: u32 = 65536;
+    /// Go calls in flight (allocated as used): a Go server holds one per goroutine blocked in
+    /// `Read`, so one per idle connection, which can be many more than threads.
+    pub const GOROUTINES: u32 = 262_144;
+    /// Go calls waiting for their fd (allocated as used).
     pub const GO_PENDING_FDS: u32 = 65536;
     /// Connections, their fds, and the processes that have any (LRUs).
     pub const CONNECTIONS: u32 = 65536;
@@ -211,6 +301,10 @@ pub mod capacity {
     pub const CHUNK_LOOPS: u32 = 4096;
     /// Threads inside an mmap(2) of an executable mapping (an LRU).
     pub const MMAP_PENDING: u32 = 4096;
+    /// The longest record the BPF programs reserve in the events ring, its 8-byte header
+    /// included: user space maps this much of the ring's second copy (see core's
+    /// `kernel::ring`), and the BPF side checks every record type against it when it compiles.
+    pub const RING_RECORD_MAX: usize = 20 * 1024;
     /// Cgroups a run selects (`--container`, `--cgroup`): `SELECTED_CGROUPS`, one entry when
     /// none is selected.
     pub const SELECTED_CGROUPS: u32 = 1024;
@@ -506,14 +600,18 @@ pub mod stat {
     /// their bytes are not captured (counted in `BYTES_UNSCANNED`).
     pub const RECORDS_UNSCANNED: u32 = 14;
     pub const BYTES_UNSCANNED: u32 = 15;
+    /// Secret records that found the ring buffer full.
+    pub const SECRETS_LOST: u32 = 16;
     /// Processes admitted into `TRACED_PIDS` at exec by the run's selection (`select`).
-    pub const SELECTED_AT_EXEC: u32 = 16;
+    pub const SELECTED_AT_EXEC: u32 = 17;
     /// Number of counters.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
 }
 
 const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40);
 const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 96);
+const _: () = assert!(core::mem::size_of::<SecretSpec>() == 24);
+const _: () = assert!(core::mem::size_of::<SecretRecord>() == 208);
 const _: () = assert!(core::mem::size_of::<Chunk<256>>() == 96 + 256);
 const _: () = assert!(core::mem::size_of::<ConnectionRecord>() == 80);
 const _: () = assert!(core::mem::size_of::<CloseRecord>() == 48);
@@ -554,6 +652,9 @@ impl ChunkHeader {
 // pattern is valid and there are no uninitialised bytes.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ProbeSpec {}
+// SAFETY: SecretSpec is repr(C), has explicit padding and only integer fields.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SecretSpec {}
 // SAFETY: KernelOffsets is repr(C) and made of u32 fields only.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}

@@ -72,7 +72,10 @@ fn replay(records: &[Vec<u8>], format: Format, path: &Path) -> (f64, u64) {
     );
     // The bench names the same file on every run: overwritten, as --force does.
     let out = OutputFile::prepare(path, true).and_then(|file| open_output(Some(file)));
-    let (Ok(writer), Ok(out)) = (writer_for(format), out) else {
+    let (Ok(writer), Ok(out)) = (
+        writer_for(format, probectl_core::budget::DEFAULT_MEMORY_BUDGET),
+        out,
+    ) else {
         eprintln!("cannot open {}", path.display());
         std::process::exit(1);
     };

@@ -32,7 +32,7 @@ pub mod plan;
 pub mod kernel;
 
 // The data path, a crate of its own without aya or tokio (see probectl-pipeline).
-pub use probectl_pipeline::{capture, decode, notice, output};
+pub use probectl_pipeline::{budget, capture, decode, notice, output};
 
 pub mod session;
 

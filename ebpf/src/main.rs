@@ -34,10 +34,11 @@ use aya_ebpf::{
 };
 use probectl_common::{
     abi, capacity, chunk_flags, close_cause, connection_flags, direction, length_source,
-    record_kind, return_width, select, stat, Chunk, ChunkHeader, CloseRecord, ConnectionKey,
-    ConnectionState, ExecRecord, FdKey, GoroutineKey, KernelOffsets, ProbeSpec, ProcessRecord,
-    ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX, MAX_ARGUMENTS, MAX_ARGUMENT_REGISTERS, NO_FIELD,
-    TLS13_PADDING_SCAN, TLS_APPLICATION_DATA, VECTOR_MAX_ENTRIES,
+    record_kind, return_width, secret_flags, select, stat, Chunk, ChunkHeader, CloseRecord,
+    ConnectionKey, ConnectionState, ExecRecord, FdKey, GoroutineKey, KernelOffsets, ProbeSpec,
+    ProcessRecord, SecretRecord, SecretSpec, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX,
+    MAX_ARGUMENTS, MAX_ARGUMENT_REGISTERS, NO_FIELD, SECRET_LABEL_MAX, SECRET_MAX,
+    SECRET_RANDOM_MAX, TLS13_PADDING_SCAN, TLS_APPLICATION_DATA, VECTOR_MAX_ENTRIES,
 };
 
 /// Capture limit per call, in bytes; set by user space at load time.
@@ -46,6 +47,10 @@ static MAX_CAPTURE_BYTES: u64 = CHUNK_DATA_MAX as u64;
 /// 1 when only the processes in `TRACED_PIDS` are traced; set by user space at load time.
 #[no_mangle]
 static FILTER_BY_PID: u8 = 0;
+/// 1 when a spec of the run has `abi = "go"`: socket syscalls then look for a Go call of
+/// their goroutine waiting for its fd; set by user space at load time.
+#[no_mangle]
+static TRACES_GO: u8 = 0;
 /// What a process that starts a program must match to be traced from then on (`select`
 /// bits; 0: nothing is admitted at exec); set by user space at load time. The selection is
 /// made here, at exec, once per program, and not on the probes: a process outside it never
@@ -115,6 +120,11 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
 /// attach_id (BPF cookie) -> what to read at that attach point.
 #[map]
 static PROBE_SPECS: Array<ProbeSpec> = Array::with_max_entries(capacity::ATTACH_POINTS, 0);
+
+/// attach_id (BPF cookie) -> what a secret probe reads (`probectl_secret`); the entries of
+/// other attach points are unused.
+#[map]
+static SECRET_SPECS: Array<SecretSpec> = Array::with_max_entries(capacity::ATTACH_POINTS, 0);
 
 /// Processes (tgids) to trace when `FILTER_BY_PID` is set.
 #[map]
@@ -208,22 +218,15 @@ static THREADS: HashMap<u64, ThreadCalls> =
 static GOROUTINES: HashMap<GoroutineKey, ActiveCall> =
     HashMap::with_max_entries(capacity::GOROUTINES, BPF_F_NO_PREALLOC);
 
-/// A Go call that entered on a thread and has made no socket syscall yet.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct GoPendingFd {
-    goroutine: u64,
-    /// The call's `start_ns`: tells this call from a later one of the same goroutine.
-    start_ns: u64,
-}
-
-/// pid_tgid -> the Go call whose fd the thread's next socket syscall tells. Go makes a call's
-/// first socket syscall on the thread that entered it (a `Read` that finds no data gets
-/// EAGAIN there, then parks, and may resume on another thread: that first syscall already
-/// told the fd). The entry is consumed by that syscall, or removed at the call's return on
-/// the same thread, or when the thread exits.
+/// (goroutine, tgid) -> the `start_ns` of the goroutine's Go call that has made no socket
+/// syscall yet: the goroutine's next socket syscall, on whatever thread, tells that call's fd
+/// (a `Read` that finds no data gets EAGAIN before it parks). Keyed by goroutine, not thread:
+/// Go may preempt a goroutine between the call's entry and its syscall and run another one
+/// that enters a call on the same thread. The entry is consumed by that syscall, or removed
+/// at the call's return (a call served from crypto/tls's buffer makes none); those of a
+/// process that exited are removed by user space.
 #[map]
-static GO_PENDING_FDS: HashMap<u64, GoPendingFd> =
+static GO_PENDING_FDS: HashMap<GoroutineKey, u64> =
     HashMap::with_max_entries(capacity::GO_PENDING_FDS, BPF_F_NO_PREALLOC);
 
 /// (handle, tgid) -> the connection's fd and stream positions. An LRU, because processes that
@@ -267,6 +270,20 @@ static MMAP_PENDING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(capacity
 /// The chunks of every call; user space reassembles them. Size set by user space.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Reserves a record of type `T` in [`EVENTS`]. Every record goes through here so that its size
+/// is checked against what user space maps past the ring's end (`RING_RECORD_MAX`, header
+/// included) when this crate compiles.
+#[inline(always)]
+fn reserve<T: 'static>() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<T>> {
+    const {
+        assert!(
+            core::mem::size_of::<T>() + 8 <= capacity::RING_RECORD_MAX,
+            "a ring record longer than RING_RECORD_MAX"
+        )
+    };
+    EVENTS.reserve::<T>(0)
+}
 
 /// Per-CPU counters indexed by `probectl_common::stat`.
 #[map]
@@ -647,28 +664,18 @@ fn go_entered(spec: &ProbeSpec, registers: &Registers, pid_tgid: u64, goroutine:
         let _ = TGIDS_WITH_CONNECTIONS.insert(&tgid, &1, 0);
     }
     // A full table only costs the fd (counted as unknown at the return).
-    let _ = GO_PENDING_FDS.insert(
-        &pid_tgid,
-        &GoPendingFd {
-            goroutine,
-            start_ns: call.start_ns,
-        },
-        0,
-    );
+    let _ = GO_PENDING_FDS.insert(&key, &call.start_ns, 0);
 }
 
-/// A socket syscall on a thread with a pending Go call: that call's fd, when the syscall is
-/// the pending goroutine's own. Another goroutine may run on the thread first (the call's
-/// goroutine blocked on a lock before any I/O): its syscalls have another g in R14 and leave
-/// the note alone.
+/// A socket syscall of a goroutine with a Go call waiting for its fd: that call's fd. The
+/// goroutine is the one in R14 of the user registers saved at the syscall (Go's syscall paths
+/// do not touch R14); a syscall of another goroutine, or of a thread that is not Go's (R14 is
+/// then anything), finds no pending call.
 #[inline(always)]
 fn go_syscall_fd(pid_tgid: u64, fd: i32) {
-    // SAFETY: the value is copied out at once.
-    let Some(pending) = (unsafe { GO_PENDING_FDS.get(&pid_tgid) }).copied() else {
+    if read_config(&TRACES_GO) == 0 {
         return;
-    };
-    // The user registers saved at the syscall's entry: R14 is the running goroutine's g
-    // (Go's syscall paths do not touch R14).
+    }
     // SAFETY: helpers without preconditions; bpf_task_pt_regs gets the current task as the
     // BTF pointer it requires, and returns a pointer into that task's kernel stack, read with
     // bpf_probe_read_kernel, which checks the address.
@@ -676,21 +683,25 @@ fn go_syscall_fd(pid_tgid: u64, fd: i32) {
         let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as u64;
         bpf_probe_read_kernel((regs + core::mem::offset_of!(pt_regs, r14) as u64) as *const u64)
     };
-    if goroutine != Ok(pending.goroutine) {
+    let Ok(goroutine) = goroutine else {
         return;
-    }
-    let _ = GO_PENDING_FDS.remove(&pid_tgid);
+    };
     let key = GoroutineKey {
-        goroutine: pending.goroutine,
+        goroutine,
         tgid: (pid_tgid >> 32) as u32,
         _padding: 0,
     };
+    // SAFETY: the value is copied out at once.
+    let Some(start_ns) = (unsafe { GO_PENDING_FDS.get(&key) }).copied() else {
+        return;
+    };
+    let _ = GO_PENDING_FDS.remove(&key);
     let Some(call) = GOROUTINES.get_ptr_mut(&key) else {
         return;
     };
     // SAFETY: pointer from a successful map lookup, valid for this program run.
     let call = unsafe { &mut *call };
-    if call.start_ns == pending.start_ns && call.fd < 0 {
+    if call.start_ns == start_ns && call.fd < 0 {
         call.fd = fd;
     }
 }
@@ -750,13 +761,8 @@ fn go_call_returned(pid_tgid: u64, goroutine: u64) -> Option<ActiveCall> {
     // SAFETY: the value is copied out at once.
     let call = (unsafe { GOROUTINES.get(&key) }).copied()?;
     let _ = GOROUTINES.remove(&key);
-    // A call served without a syscall leaves its thread's pending fd behind.
-    // SAFETY: the value is only compared.
-    if unsafe { GO_PENDING_FDS.get(&pid_tgid) }
-        .is_some_and(|pending| pending.goroutine == goroutine)
-    {
-        let _ = GO_PENDING_FDS.remove(&pid_tgid);
-    }
+    // A call served without a syscall leaves its pending fd behind.
+    let _ = GO_PENDING_FDS.remove(&key);
     Some(call)
 }
 
@@ -1184,7 +1190,7 @@ fn emit_chunk<const N: usize>(
         N as u64
     };
     let last = data_len == call_left;
-    let Some(mut entry) = EVENTS.reserve::<Chunk<N>>(0) else {
+    let Some(mut entry) = reserve::<Chunk<N>>() else {
         count(stat::CHUNKS_LOST, 1);
         count(stat::BYTES_LOST, data_len);
         return data_len;
@@ -1395,7 +1401,7 @@ fn end_connection(tgid: u32, connection: u64, fd: Option<i32>, cause: u32) {
     if fd.is_none() && state.fd >= 0 {
         let _ = SOCKET_FDS.remove(&FdKey { tgid, fd: state.fd });
     }
-    if let Some(mut entry) = EVENTS.reserve::<CloseRecord>(0) {
+    if let Some(mut entry) = reserve::<CloseRecord>() {
         entry.write(CloseRecord {
             kind: record_kind::CLOSE,
             pid: tgid,
@@ -1435,6 +1441,131 @@ pub fn probectl_end(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Attached at the entry of a library's key-log function (`[[group.secret]]`: OpenSSL's
+/// `nss_keylog_int`, Go's `(*Config).writeKeyLog`): copies the label, the client random and
+/// the secret its arguments hold into a [`SecretRecord`], straight into the ring buffer (no
+/// stack copy). A program of its own, so that the data programs' stack stays as it is.
+#[uprobe]
+pub fn probectl_secret(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !in_scope((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: the context is a valid uprobe context; the helper only reads the link's cookie.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let Some(spec) = SECRET_SPECS.get(cookie as u32).copied() else {
+        return 0;
+    };
+    let registers = argument_registers(&ctx, spec.abi);
+    let Some(mut entry) = reserve::<SecretRecord>() else {
+        count(stat::SECRETS_LOST, 1);
+        return 0;
+    };
+    let record = entry.as_mut_ptr();
+    let mut flags = 0;
+    let label = select_arg(&registers, spec.label_arg);
+    // SAFETY: `record` points at a reserved, writable ring buffer record of
+    // size_of::<SecretRecord>() bytes; every write below stays inside it (sizes masked to the
+    // fields' lengths) and the helpers check the user addresses.
+    unsafe {
+        let label_len = if spec.label_length_arg == ARG_NONE {
+            // A C string: the helper stops at its NUL (counted in its result).
+            let read = aya_ebpf::helpers::generated::bpf_probe_read_user_str(
+                (&raw mut (*record).label).cast(),
+                SECRET_LABEL_MAX as u32,
+                label as *const c_void,
+            );
+            if read <= 0 {
+                flags |= secret_flags::READ_FAULT;
+                0
+            } else {
+                let with_nul = read as u64;
+                // A label that filled the field has no room for its NUL: it was longer.
+                if with_nul >= SECRET_LABEL_MAX as u64 {
+                    flags |= secret_flags::TOO_LONG;
+                }
+                with_nul - 1
+            }
+        } else {
+            let length = select_arg(&registers, spec.label_length_arg);
+            flags |=
+                read_part::<SECRET_LABEL_MAX>((&raw mut (*record).label).cast(), label, length);
+            length
+        };
+        let mut random = select_arg(&registers, spec.random_arg);
+        for (index, offset) in spec.random_pointer_offsets.iter().enumerate() {
+            if index >= spec.random_pointers as usize {
+                break;
+            }
+            let at = random.wrapping_add(*offset as i64 as u64);
+            // bpf_probe_read_user checks the address; a bad one is an error.
+            match bpf_probe_read_user(at as *const u64) {
+                Ok(pointer) => random = pointer,
+                Err(_) => {
+                    flags |= secret_flags::READ_FAULT;
+                    random = 0;
+                    break;
+                }
+            }
+        }
+        let random = random.wrapping_add(spec.random_offset as i64 as u64);
+        let random_len = if spec.random_length_arg == ARG_NONE {
+            u64::from(spec.random_length)
+        } else {
+            select_arg(&registers, spec.random_length_arg)
+        };
+        flags |=
+            read_part::<SECRET_RANDOM_MAX>((&raw mut (*record).random).cast(), random, random_len);
+        let secret = select_arg(&registers, spec.secret_arg);
+        let secret_len = select_arg(&registers, spec.secret_length_arg);
+        flags |= read_part::<SECRET_MAX>((&raw mut (*record).secret).cast(), secret, secret_len);
+        (&raw mut (*record).kind).write(record_kind::SECRET);
+        (&raw mut (*record).flags).write(flags);
+        (&raw mut (*record).pid).write((pid_tgid >> 32) as u32);
+        (&raw mut (*record).tid).write(pid_tgid as u32);
+        (&raw mut (*record).ts_ns).write(bpf_ktime_get_ns());
+        (&raw mut (*record).connection).write(if spec.connection_arg == ARG_NONE {
+            0
+        } else {
+            select_arg(&registers, spec.connection_arg)
+        });
+        (&raw mut (*record).attach_id).write(cookie as u32);
+        (&raw mut (*record).label_len).write(label_len.min(SECRET_LABEL_MAX as u64) as u32);
+        (&raw mut (*record).random_len).write(random_len.min(SECRET_RANDOM_MAX as u64) as u32);
+        (&raw mut (*record).secret_len).write(secret_len.min(SECRET_MAX as u64) as u32);
+    }
+    entry.submit(BPF_RB_FORCE_WAKEUP);
+    0
+}
+
+/// Reads `length` bytes from user address `source` into a field of `N` bytes (a power of
+/// two) of a reserved record; returns the [`secret_flags`] of what went wrong.
+///
+/// # Safety
+/// `field` must point at `N` writable bytes.
+#[inline(always)]
+unsafe fn read_part<const N: usize>(field: *mut c_void, source: u64, length: u64) -> u32 {
+    let mut flags = 0;
+    let wanted = if length > N as u64 {
+        flags |= secret_flags::TOO_LONG;
+        N as u64
+    } else {
+        length
+    };
+    // The mask keeps the size provably within the field for every verifier (see emit_chunk).
+    // SAFETY: reads a local that lives for the call.
+    let size = unsafe { core::ptr::read_volatile(&(wanted as u32)) } & ((N as u32 * 2) - 1);
+    let size = if size > N as u32 { N as u32 } else { size };
+    if size > 0 {
+        // SAFETY: `field` has N writable bytes (the caller's contract) and size <= N; the
+        // helper checks the user address.
+        if unsafe { probe_read_user_raw(field, size, source as *const _) } != 0 {
+            flags |= secret_flags::READ_FAULT;
+        }
+    }
+    flags
+}
+
 /// Attached to sched_process_exec: a process in scope started a program, which may bring TLS
 /// code probectl has not attached yet (a statically linked executable, say).
 #[tracepoint]
@@ -1456,7 +1587,7 @@ pub fn probectl_exec(_ctx: TracePointContext) -> u32 {
 /// The exec's record, with the process's cgroup v2 id (see `ExecRecord`).
 #[inline(always)]
 fn emit_exec_record(tgid: u32) {
-    if let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) {
+    if let Some(mut entry) = reserve::<ExecRecord>() {
         entry.write(ExecRecord {
             kind: record_kind::EXEC,
             pid: tgid,
@@ -1500,7 +1631,7 @@ fn selected_at_exec() -> bool {
 
 #[inline(always)]
 fn emit_process_record(kind: u32, tgid: u32, flags: u64) {
-    if let Some(mut entry) = EVENTS.reserve::<ProcessRecord>(0) {
+    if let Some(mut entry) = reserve::<ProcessRecord>() {
         entry.write(ProcessRecord {
             kind,
             pid: tgid,
@@ -1613,7 +1744,6 @@ pub fn probectl_newtask(ctx: TracePointContext) -> u32 {
 pub fn probectl_thread_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let _ = THREADS.remove(&pid_tgid);
-    let _ = GO_PENDING_FDS.remove(&pid_tgid);
     let tgid = (pid_tgid >> 32) as u32;
     if !process_ends(pid_tgid) {
         return 0;

@@ -69,7 +69,7 @@ pub fn emit_connection(tgid: u32, fd_and_flags: u64, connection: u64) {
     let flags = (fd_and_flags >> 32) as u32;
     // The offsets are the global's, not a parameter, for the same reason.
     let offsets = &crate::KERNEL_OFFSETS;
-    let Some(mut entry) = crate::EVENTS.reserve::<ConnectionRecord>(0) else {
+    let Some(mut entry) = crate::reserve::<ConnectionRecord>() else {
         crate::count(probectl_common::stat::RECORDS_LOST, 1);
         return;
     };

@@ -58,6 +58,8 @@ fuzz_target!(|data: &[u8]| {
         output: Some(output.clone()),
         force: true,
         decode,
+        // Small, so that the budget's eviction and counting paths run too.
+        memory_budget: if options & 16 != 0 { 64 * 1024 } else { 128 << 20 },
     });
     let replayed = match result {
         Ok(replayed) => replayed,

@@ -8,12 +8,15 @@
 //!
 //! - [`notice`]: what the core has to say while it works, handed to the program's sink (the
 //!   core never prints);
+//! - [`budget`]: the one byte budget the writers hold connections' state in;
 //! - [`output`]: events rendered and written (text, JSON, pcapng);
 //! - [`capture`]: ring buffer records reassembled into calls, placed in connections, handed to
 //!   the output, counted in the summary; recordings of them (`--record`);
 //! - [`decode`]: protocols read out of the plaintext (`--decode http`).
 
 pub mod notice;
+
+pub mod budget;
 
 pub mod output;
 
@@ -57,6 +60,8 @@ pub struct KernelStats {
     pub fd_inferred: u64,
     pub fd_ambiguous: u64,
     pub records_lost: u64,
+    /// Records whose header announced more than `RING_RECORD_MAX` bytes: skipped unread.
+    pub records_oversized: u64,
     pub nesting_overflows: u64,
     pub calls_not_stored: u64,
     pub returns_missed: u64,
@@ -64,6 +69,8 @@ pub struct KernelStats {
     pub filter_full: u64,
     pub records_unscanned: u64,
     pub bytes_unscanned: u64,
+    /// Secret records (`--keylog`) that found the ring buffer full.
+    pub secrets_lost: u64,
     /// Processes the kernel admitted at exec into a run's selection (`--container`, ...).
     pub selected_at_exec: u64,
     /// Counters that could not be read: the losses they count are unknown, not zero.

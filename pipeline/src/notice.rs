@@ -38,6 +38,8 @@ pub enum Topic {
     Decode,
     /// An output format's own remarks (pcapng).
     Output,
+    /// The recording of the run (`--record`).
+    Recording,
 }
 
 /// One notice.

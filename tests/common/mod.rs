@@ -603,6 +603,22 @@ impl Trace {
         finished
     }
 
+    /// Waits at most `limit` for probectl's exit without reading its events (a run too large
+    /// to hold in memory as [`Event`]s): its status, stderr, report, and the output file, which
+    /// the caller reads and removes.
+    pub fn wait_unparsed_within(
+        mut self,
+        limit: Duration,
+    ) -> (ExitStatus, String, serde_json::Value, PathBuf) {
+        let status = self.wait_exit_within(limit);
+        (
+            status,
+            self.stderr_text(),
+            self.take_report(),
+            self.output.clone(),
+        )
+    }
+
     fn wait_exit_within(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         let status = loop {

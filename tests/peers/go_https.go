@@ -10,6 +10,11 @@
 //	                                              per request (the server answers /item/i with itemBody(i))
 //	go_https h2 PORT NAME OUT_FILE                GETs /item/NAME over HTTP/2 (the server started with
 //	                                              GO_HTTPS_HTTP2=1 offers it), writes the body
+//	go_https blocked PORT N OUT_FILE              opens N TLS connections at once (so that the server
+//	                                              has N goroutines blocked in Read), waits a second,
+//	                                              then sends "GET /item/i" (Connection: close) on
+//	                                              connection i and reads the response to EOF; writes
+//	                                              "i local-address request-b64 response-b64" per line
 //	go_https deep PORT OUT_FILE                   GETs /deep on a tls.Conn of its own, reading 1000
 //	                                              bytes at a time with a deep recursion (stack growth)
 //	                                              before each Read; writes all it read to OUT_FILE and
@@ -19,6 +24,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
@@ -30,6 +36,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 )
 
 func must(err error) {
@@ -142,6 +149,38 @@ func main() {
 		}
 		var listing []byte
 		for i := 0; i < count; i++ {
+			listing = append(listing, (<-lines + "\n")...)
+		}
+		must(os.WriteFile(os.Args[4], listing, 0600))
+	case "blocked":
+		count, err := strconv.Atoi(os.Args[3])
+		must(err)
+		config := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}
+		conns := make([]*tls.Conn, count)
+		for i := range conns {
+			conn, err := tls.Dial("tcp", "127.0.0.1:"+os.Args[2], config)
+			must(err)
+			must(conn.Handshake())
+			conns[i] = conn
+		}
+		// Every server goroutine of these connections is now blocked in Read.
+		time.Sleep(time.Second)
+		lines := make(chan string, count)
+		for i, conn := range conns {
+			go func(i int, conn *tls.Conn) {
+				request := fmt.Sprintf("GET /item/%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", i)
+				_, err := conn.Write([]byte(request))
+				must(err)
+				response, err := io.ReadAll(conn)
+				must(err)
+				lines <- fmt.Sprintf("%d %s %s %s", i, conn.LocalAddr(),
+					base64.StdEncoding.EncodeToString([]byte(request)),
+					base64.StdEncoding.EncodeToString(response))
+				conn.Close()
+			}(i, conn)
+		}
+		var listing []byte
+		for range conns {
 			listing = append(listing, (<-lines + "\n")...)
 		}
 		must(os.WriteFile(os.Args[4], listing, 0600))

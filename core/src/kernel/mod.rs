@@ -4,12 +4,13 @@
 pub mod btf;
 pub mod detach;
 pub mod features;
+pub mod ring;
 pub mod scoped;
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use aya::programs::raw_trace_point::RawTracePointLinkId;
 use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
@@ -17,8 +18,10 @@ use aya::programs::{RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use probectl_common::capacity;
 use probectl_common::{
-    stat, ConnectionKey, ConnectionState, FdKey, GoroutineKey, ProbeSpec, ACTIVE_CALL_SIZE,
+    stat, ConnectionKey, ConnectionState, FdKey, GoroutineKey, ProbeSpec, SecretSpec,
+    ACTIVE_CALL_SIZE,
 };
+use ring::EventRing;
 
 use std::collections::BTreeSet;
 
@@ -36,6 +39,7 @@ const RETURN_PROGRAM: &str = "probectl_return";
 const EXIT_PROGRAM: &str = "probectl_exit";
 const SYS_ENTER_PROGRAM: &str = "probectl_sys_enter";
 const END_PROGRAM: &str = "probectl_end";
+const SECRET_PROGRAM: &str = "probectl_secret";
 const NEWTASK_PROGRAM: &str = "probectl_newtask";
 const THREAD_EXIT_PROGRAM: &str = "probectl_thread_exit";
 const EXEC_PROGRAM: &str = "probectl_exec";
@@ -182,8 +186,10 @@ pub struct Tracer {
     connections: HashMap<MapData, ConnectionKey, ConnectionState>,
     /// Go calls in flight and socket fds of connections: swept of exited processes.
     goroutines: HashMap<MapData, GoroutineKey, [u8; ACTIVE_CALL_SIZE]>,
+    /// Go calls waiting for their fd (goroutine → call start).
+    go_pending_fds: HashMap<MapData, GoroutineKey, u64>,
     socket_fds: HashMap<MapData, FdKey, u64>,
-    events: Option<RingBuf<MapData>>,
+    events: Option<EventRing>,
     attached: usize,
     next_attach_id: u32,
     attached_files: BTreeSet<FileId>,
@@ -253,6 +259,7 @@ impl Tracer {
         let mut ebpf = EbpfLoader::new()
             .override_global("MAX_CAPTURE_BYTES", &options.max_capture_bytes, true)
             .override_global("FILTER_BY_PID", &filter, true)
+            .override_global("TRACES_GO", &u8::from(options.go), true)
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .override_global("NEWTASK_PID_OFFSET", &newtask_pid, true)
             .override_global("NEWTASK_FLAGS_OFFSET", &newtask_flags, true)
@@ -294,7 +301,13 @@ impl Tracer {
             .map_err(|error| load_error(&error))?;
         // The verifier takes most of a start (tenths of a second for each of the three large
         // uprobe programs): they are verified side by side, one thread each.
-        let uprobe_names = [ENTRY_PROGRAM, RETURN_PROGRAM, EXIT_PROGRAM, END_PROGRAM];
+        let uprobe_names = [
+            ENTRY_PROGRAM,
+            RETURN_PROGRAM,
+            EXIT_PROGRAM,
+            END_PROGRAM,
+            SECRET_PROGRAM,
+        ];
         let mut uprobes: Vec<(&str, &mut UProbe)> = Vec::new();
         for (name, program) in ebpf.programs_mut() {
             if let Some(&name) = uprobe_names.iter().find(|wanted| **wanted == name) {
@@ -406,10 +419,25 @@ impl Tracer {
         let traced_pids =
             HashMap::try_from(take("TRACED_PIDS")?).map_err(map_error("TRACED_PIDS"))?;
         let stats = PerCpuArray::try_from(take("STATS")?).map_err(map_error("STATS"))?;
-        let events = RingBuf::try_from(take("EVENTS")?).map_err(map_error("EVENTS"))?;
+        let events = match take("EVENTS")? {
+            Map::RingBuf(data) => {
+                EventRing::new(data, options.ring_bytes).map_err(|error| BpfError::Map {
+                    name: "EVENTS",
+                    message: error_chain(&error),
+                })?
+            }
+            _ => {
+                return Err(BpfError::Map {
+                    name: "EVENTS",
+                    message: "not a ring buffer".into(),
+                });
+            }
+        };
         let connections =
             HashMap::try_from(take("CONNECTIONS")?).map_err(map_error("CONNECTIONS"))?;
         let goroutines = HashMap::try_from(take("GOROUTINES")?).map_err(map_error("GOROUTINES"))?;
+        let go_pending_fds =
+            HashMap::try_from(take("GO_PENDING_FDS")?).map_err(map_error("GO_PENDING_FDS"))?;
         let socket_fds = HashMap::try_from(take("SOCKET_FDS")?).map_err(map_error("SOCKET_FDS"))?;
         Ok(Tracer {
             ebpf,
@@ -417,6 +445,7 @@ impl Tracer {
             stats,
             connections,
             goroutines,
+            go_pending_fds,
             socket_fds,
             events: Some(events),
             attached: 0,
@@ -484,6 +513,30 @@ impl Tracer {
                     .map_err(map_error("PROBE_SPECS"))?;
             }
         }
+        let secrets: Vec<(u32, SecretSpec)> = probes
+            .iter()
+            .enumerate()
+            .filter_map(|(offset, &index)| {
+                let planned = &plan.probes[index];
+                let secret = planned.probe.secret.as_ref()?;
+                let field = planned.random_field.as_ref().map(|(path, _)| path);
+                Some((
+                    first_id + offset as u32,
+                    secret.bpf_spec(planned.probe.abi, planned.probe.connection, field),
+                ))
+            })
+            .collect();
+        if !secrets.is_empty() {
+            let map = self.ebpf.map_mut("SECRET_SPECS").ok_or(BpfError::Map {
+                name: "SECRET_SPECS",
+                message: "missing from the object".into(),
+            })?;
+            let mut specs: Array<&mut MapData, SecretSpec> =
+                Array::try_from(map).map_err(map_error("SECRET_SPECS"))?;
+            for (id, spec) in secrets {
+                specs.set(id, spec, 0).map_err(map_error("SECRET_SPECS"))?;
+            }
+        }
         on_ids(first_id, &probes);
         // Process-scoped probes are bound to every task traced now; later children inherit
         // them (see scoped.rs).
@@ -529,6 +582,13 @@ impl Tracer {
                         .collect()
                 }
                 (Placement::Returns { .. }, Role::End) => vec![(END_PROGRAM, planned.offset)],
+                // A key-log function: its entry's arguments are all it takes.
+                (Placement::Classic { .. } | Placement::Returns { .. }, Role::Secret) => {
+                    vec![(SECRET_PROGRAM, planned.offset)]
+                }
+                (Placement::Emulated { entry, .. }, Role::Secret) => {
+                    vec![(SECRET_PROGRAM, entry.file_offset)]
+                }
                 // Entry at the first instruction, the exit program on every `ret`.
                 (Placement::Returns { exits }, Role::Data) => {
                     std::iter::once((ENTRY_PROGRAM, planned.offset))
@@ -658,7 +718,7 @@ impl Tracer {
     }
 
     /// The ring buffer of chunks (taken once, by the event loop).
-    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+    pub fn take_events(&mut self) -> Option<EventRing> {
         self.events.take()
     }
 
@@ -691,8 +751,11 @@ impl Tracer {
             filter_full: read(stat::FILTER_FULL),
             records_unscanned: read(stat::RECORDS_UNSCANNED),
             bytes_unscanned: read(stat::BYTES_UNSCANNED),
+            secrets_lost: read(stat::SECRETS_LOST),
             selected_at_exec: read(stat::SELECTED_AT_EXEC),
             counters_unreadable: 0,
+            // Counted by the reader of the ring (the event loop), not by the kernel.
+            records_oversized: 0,
         };
         stats.counters_unreadable = unreadable.get();
         stats
@@ -729,6 +792,17 @@ impl Tracer {
             if self.goroutines.remove(&key).is_ok() {
                 swept.goroutines += 1;
             }
+        }
+        // The fd notes of those calls (a call blocked before its first syscall has one): the
+        // same calls, not counted twice.
+        let pending: Vec<GoroutineKey> = self
+            .go_pending_fds
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| tgids.contains(&key.tgid))
+            .collect();
+        for key in pending {
+            let _ = self.go_pending_fds.remove(&key);
         }
         let connections: Vec<ConnectionKey> = self
             .connections

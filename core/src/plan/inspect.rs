@@ -34,6 +34,9 @@ pub struct FileReport {
     pub placements: Vec<Option<Placement>>,
     /// How each was found, or why not (same order).
     pub resolutions: Vec<Resolution>,
+    /// For a secret probe whose client random is a field: where it is and how that was
+    /// found, or why not (same order; `None` for the other probes).
+    pub client_randoms: Vec<Option<Result<String, String>>>,
     pub outcome: Outcome,
 }
 
@@ -50,7 +53,31 @@ impl FileReport {
             .zip(&offsets)
             .map(|(probe, offset)| offset.map(|_| cache.placement(file.id, &file.host_path, probe)))
             .collect();
+        let client_randoms = group
+            .probes
+            .iter()
+            .zip(&offsets)
+            .map(|(probe, offset)| {
+                match (
+                    probe.secret.as_ref().map(|secret| &secret.client_random),
+                    offset,
+                ) {
+                    (Some(crate::spec::RandomRef::Field(field)), Some(_)) => Some(
+                        cache
+                            .field_offset(
+                                file.id,
+                                &file.host_path,
+                                &field.offset_from,
+                                field.argument.0,
+                            )
+                            .map(|(_, evidence)| evidence),
+                    ),
+                    _ => None,
+                }
+            })
+            .collect();
         FileReport {
+            client_randoms,
             placements,
             resolutions,
             path: file.path.clone(),
@@ -82,24 +109,32 @@ impl FileReport {
             .iter()
             .zip(&self.placements)
             .zip(&self.resolutions)
-            .filter(|(_, resolution)| !resolution.not_needed)
-            .map(|(((symbol, optional, offset), placement), resolution)| {
-                json!({
-                    "symbol": symbol,
-                    "optional": optional,
-                    "offset": offset,
-                    "placement": placement.as_ref().map(|placement| placement.to_string()),
-                    // "symbol", "cross-reference", "cached" or "pinned"; null: not found.
-                    "found": resolution.found.map(|found| match found {
-                        Found::Symbol => "symbol",
-                        Found::CrossReference => "cross-reference",
-                        Found::Cached => "cached",
-                        Found::Pinned => "pinned",
-                    }),
-                    // What proved a located function, or why it was not found.
-                    "note": resolution.note,
-                })
-            })
+            .zip(&self.client_randoms)
+            .filter(|((_, resolution), _)| !resolution.not_needed)
+            .map(
+                |((((symbol, optional, offset), placement), resolution), random)| {
+                    json!({
+                        // A secret probe's client random: where it is, or why it is not found.
+                        "client_random": random.as_ref().map(|random| match random {
+                            Ok(evidence) => json!({ "found": evidence }),
+                            Err(why) => json!({ "not_found": why }),
+                        }),
+                        "symbol": symbol,
+                        "optional": optional,
+                        "offset": offset,
+                        "placement": placement.as_ref().map(|placement| placement.to_string()),
+                        // "symbol", "cross-reference", "cached" or "pinned"; null: not found.
+                        "found": resolution.found.map(|found| match found {
+                            Found::Symbol => "symbol",
+                            Found::CrossReference => "cross-reference",
+                            Found::Cached => "cached",
+                            Found::Pinned => "pinned",
+                        }),
+                        // What proved a located function, or why it was not found.
+                        "note": resolution.note,
+                    })
+                },
+            )
             .collect();
         json!({
             "path": self.path,
@@ -136,11 +171,12 @@ impl FileReport {
             .map(|(name, _, _)| name.len())
             .max()
             .unwrap_or(0);
-        for (((name, optional, offset), placement), resolution) in self
+        for ((((name, optional, offset), placement), resolution), random) in self
             .symbols
             .iter()
             .zip(&self.placements)
             .zip(&self.resolutions)
+            .zip(&self.client_randoms)
         {
             // A stand-in whose counterpart is found is no news.
             if resolution.not_needed {
@@ -170,6 +206,19 @@ impl FileReport {
                 .filter(|_| resolution.found != Some(Found::Symbol) && !resolution.not_needed)
             {
                 let _ = writeln!(out, "{indent}  {:<width$}    {note}", "");
+            }
+            match random {
+                Some(Ok(evidence)) => {
+                    let _ = writeln!(out, "{indent}  {:<width$}    client random: {evidence}", "");
+                }
+                Some(Err(why)) => {
+                    let _ = writeln!(
+                        out,
+                        "{indent}  {:<width$}    client random not found (not probed): {why}",
+                        ""
+                    );
+                }
+                None => {}
             }
         }
     }
@@ -234,12 +283,43 @@ fn describe_probe(probe: &Probe) -> String {
     let mut text = match probe.role {
         Role::Data => format!("{:<5}", probe.direction.as_str()),
         Role::End => "end  ".to_string(),
+        Role::Secret => "key  ".to_string(),
     };
     if let Some(connection) = probe.connection {
         let _ = write!(text, "  connection=arg{}", connection.0);
     }
     if probe.role == Role::End {
         text.push_str("  (entering it ends the handle's connection)");
+    } else if let Some(secret) = &probe.secret {
+        let _ = write!(text, "  label=arg{}", secret.label.0);
+        if let Some(length) = secret.label_length {
+            let _ = write!(text, "+length arg{}", length.0);
+        }
+        match &secret.client_random {
+            crate::spec::RandomRef::Argument(arg) => {
+                let _ = write!(text, "  client_random=arg{}", arg.0);
+            }
+            crate::spec::RandomRef::Field(field) => {
+                let _ = write!(
+                    text,
+                    "  client_random=field of arg{} ({} reads it)",
+                    field.argument.0, field.offset_from
+                );
+            }
+        }
+        match secret.client_random_length {
+            crate::spec::LengthOrConstant::Argument(arg) => {
+                let _ = write!(text, "  client_random_length=arg{}", arg.0);
+            }
+            crate::spec::LengthOrConstant::Constant(length) => {
+                let _ = write!(text, "  client_random_length={length}");
+            }
+        }
+        let _ = write!(
+            text,
+            "  secret=arg{} secret_length=arg{}  (with --keylog)",
+            secret.secret.0, secret.secret_length.0
+        );
     } else {
         let _ = write!(text, "  buffer=arg{}", probe.buffer.0);
         match probe.length {
@@ -312,6 +392,7 @@ impl ListReport {
                             "role": match probe.role {
                                 Role::Data => "data",
                                 Role::End => "end",
+                                Role::Secret => "secret",
                             },
                             "direction": (probe.role == Role::Data).then(|| probe.direction.as_str()),
                             "optional": probe.optional,
@@ -534,6 +615,7 @@ fn process_report(
                                 .into_iter()
                                 .filter(|(why, _)| {
                                     !why.starts_with(crate::symbols::locate::NO_SOURCE)
+                                        && !why.starts_with(crate::symbols::locate::NO_STRING)
                                 })
                                 .map(|(why, symbols)| {
                                     format!("[{}] {}: {why}", group.name, symbols.join(", "))

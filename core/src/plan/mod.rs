@@ -71,6 +71,9 @@ pub struct PlannedProbe {
     pub offset: u64,
     /// Where the uprobes go: the classic pair at `offset`, or emulated entry/exit points.
     pub placement: Placement,
+    /// A secret probe whose client random is a field of a struct: the field's offset, and
+    /// how it was found (see [`crate::spec::RandomRef::Field`]).
+    pub random_field: Option<(crate::symbols::locate::code::FieldPath, String)>,
 }
 
 /// Something that was looked at and not probed, with why.
@@ -423,16 +426,27 @@ fn defines_required(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -
     // A stripped executable: its functions may still be located (see `crate::symbols::locate`). One
     // where some were located and others not is offered too, so that planning and `check`
     // say what was found and what was not, instead of passing it by in silence.
-    let locatable =
-        group.probes.iter().any(|probe| probe.locate.is_some()) || !group.pins.is_empty();
+    // (A key-log function found there says nothing of whether the file is the group's: it is
+    // an extra, probed only with --keylog, and other libraries use the same strings.)
+    let data = |probe: &Probe| probe.role != crate::spec::Role::Secret;
+    let locatable = group
+        .probes
+        .iter()
+        .any(|probe| probe.locate.is_some() && data(probe))
+        || !group.pins.is_empty();
     locatable
         && cache
             .resolve_group(file.id, &file.host_path, group)
             .is_ok_and(|resolved| {
                 missing_required(group, &resolved).is_empty()
-                    || resolved.iter().any(|resolution| {
-                        resolution.found.is_some_and(|found| found != Found::Symbol)
-                    })
+                    || group
+                        .probes
+                        .iter()
+                        .zip(&resolved)
+                        .any(|(probe, resolution)| {
+                            data(probe)
+                                && resolution.found.is_some_and(|found| found != Found::Symbol)
+                        })
             })
 }
 
@@ -568,6 +582,27 @@ fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut Sy
     };
     let file_index = plan.files.len();
     for ((probe, offset), resolution) in group.probes.iter().zip(offsets).zip(&resolutions) {
+        let random_field = match probe.secret.as_ref().map(|secret| &secret.client_random) {
+            Some(crate::spec::RandomRef::Field(field)) if offset.is_some() => {
+                match cache.field_offset(
+                    file.id,
+                    &file.host_path,
+                    &field.offset_from,
+                    field.argument.0,
+                ) {
+                    Ok(found) => Some(found),
+                    Err(reason) => {
+                        skip(
+                            plan,
+                            Some(&probe.symbol),
+                            format!("client random not found: {reason}"),
+                        );
+                        continue;
+                    }
+                }
+            }
+            _ => None,
+        };
         match offset {
             Some(offset) => match cache.placement(file.id, &file.host_path, probe) {
                 Placement::Refused { reason } => skip(plan, Some(&probe.symbol), reason),
@@ -576,6 +611,7 @@ fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut Sy
                     probe: probe.clone(),
                     offset,
                     placement,
+                    random_field,
                 }),
             },
             // A stand-in that is not needed is no news.

@@ -109,6 +109,8 @@ pub struct RunOptions {
     pub ring_bytes: u32,
     /// `--decode http` (with `--max-body`): exchanges instead of calls.
     pub decode: Option<(crate::decode::http::Decode, u64)>,
+    /// `--memory-budget`: what the writer may hold for all connections.
+    pub memory_budget: u64,
     /// Where the uprobes go (`--placement`).
     pub placement: PlacementMode,
     /// `--pid` of a process that maps no matching library yet: trace it anyway and attach
@@ -116,6 +118,14 @@ pub struct RunOptions {
     pub wait_for_library: bool,
     /// `--record FILE`: the pipeline's whole input, for `probectl replay`.
     pub record: Option<PathBuf>,
+    /// `--record-limit`: the most bytes of input the recording takes.
+    pub record_limit: u64,
+    /// `--keylog FILE`: the session secrets of every traced handshake, as NSS key-log lines
+    /// (the groups' `[[group.secret]]` probes are attached only then).
+    pub keylog: Option<PathBuf>,
+    /// `--packets FILE`: the real packets of the traced connections, with their secrets, as
+    /// pcapng (see `crate::output::packets`).
+    pub packets: Option<PathBuf>,
     /// `--container`, `--cgroup`, `--comm`, `--port`, `--host`.
     pub selection: crate::selection::Selection,
     /// `--export otlp=URL`: a span per decoded HTTP exchange.
@@ -342,7 +352,16 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         signal_hook::flag::register(signal, crate::output::writer::stop_flag())
             .map_err(signal_error)?;
     }
-    let specs = SpecFile::load(options.specs.as_deref())?;
+    let mut specs = SpecFile::load(options.specs.as_deref())?;
+    if options.keylog.is_none() && options.packets.is_none() {
+        // Key-log functions run on every handshake: without --keylog they cost a trap for
+        // nothing.
+        for group in &mut specs.groups {
+            group
+                .probes
+                .retain(|probe| probe.role != crate::spec::Role::Secret);
+        }
+    }
     let groups = select_groups(&specs, &options.plugin)?;
     crate::kernel::check_privileges()?;
     let mut scope = scope_for(&options.target)?;
@@ -390,6 +409,17 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
                 OutputFile::prepare(path, options.force)
             }
         })
+        .transpose()?;
+    // The key log, the same way: secrets are as private as the plaintext.
+    let keylog_file = options
+        .keylog
+        .as_deref()
+        .map(|path| OutputFile::prepare(path, options.force))
+        .transpose()?;
+    let packets_file = options
+        .packets
+        .as_deref()
+        .map(|path| OutputFile::prepare(path, options.force))
         .transpose()?;
     let mut cache = SymbolCache::with_placement(options.placement);
     let plan = match (plan(&groups, &scope, &mut cache), &options.target) {
@@ -483,6 +513,21 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     // Only now, with everything attached, is the output kept (and an existing file emptied): a
     // run that fails to start leaves no file behind and an existing one untouched.
     let out = open_output(output_file)?;
+    let keylog = keylog_file
+        .map(|file| file.commit().and_then(crate::output::append_mode))
+        .transpose()?;
+    let packets = match packets_file {
+        Some(file) => Some(
+            crate::output::packets::PacketCapture::start(Box::new(std::io::BufWriter::new(
+                file.commit()?,
+            )))
+            .map_err(|source| RunError::Io {
+                context: "opening the packet capture socket (AF_PACKET)",
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let who = match &options.target {
         Target::Pid(pid) => match plan.tree.as_ref().map_or(0, |tree| tree.descendants()) {
             0 => format!("pid {pid} ({})", targets::comm(*pid)),
@@ -555,6 +600,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
                 max_capture_bytes: options.max_capture_bytes,
                 kernel: crate::kernel::features::kernel_release(),
             },
+            options.record_limit,
         )?),
         None => None,
     };
@@ -568,6 +614,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         writer_for(
             options.format,
             options.decode,
+            options.memory_budget,
             exporter.as_mut().and_then(|e| e.sink()),
         )?,
         out,
@@ -580,6 +627,12 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     })?;
     if let Some(recorder) = recorder {
         pipeline.record_into(recorder);
+    }
+    if let Some(keylog) = keylog {
+        pipeline.keylog_into(keylog);
+    }
+    if let Some(packets) = &packets {
+        pipeline.packets_into(packets.secrets());
     }
     let mut resolver = crate::capture::identity::LiveResolver::default();
     pipeline.resolve_identities_with(Box::new(move |pid, cgroup_id| {
@@ -617,6 +670,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         interrupt,
         terminate,
         output: options.output.clone(),
+        packets,
         selection: selection_summary,
         exporter,
         stop: options.stop.clone(),
@@ -653,13 +707,15 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
 /// A session between attaching and detaching: the data pipeline on this thread, the control
 /// plane on its own.
 struct Running {
-    ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    ring: AsyncFd<crate::kernel::ring::EventRing>,
     pipeline: Pipeline,
     control: ControlPlane,
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
     /// The `-o` file (None: stdout), named in a write error.
     output: Option<PathBuf>,
+    /// `--packets`: the packet capture.
+    packets: Option<crate::output::packets::PacketCapture>,
     /// What the run selected, for the summary.
     selection: crate::capture::summary::SelectionSummary,
     /// `--export`: told the run is over after the pipeline's last exchange.
@@ -741,20 +797,35 @@ impl Running {
         let report = self.control.report();
         // Records written while the report was made (a connection closed meanwhile).
         self.drain_all();
+        let mut kernel = report.kernel;
+        kernel.records_oversized = self.ring.get_ref().oversized();
         let end = End {
             open_positions: report.open_positions,
-            kernel: report.kernel,
+            kernel,
             probes_attached: report.probes_attached,
             attach_failures: attach_failures + report.late_attach_failures,
             swept: report.swept,
             command_code: command_status.and_then(|status| status.code()),
             command_signal: command_status.and_then(|status| status.signal()),
             memory: crate::capture::summary::MemoryUse::of_this_process(),
+            // The recorder sets it as it writes the end.
+            frames_not_recorded: 0,
             selection: std::mem::take(&mut self.selection),
         };
         self.pipeline.end_recording(&end);
-        let write_error = self.pipeline.finish(&end.open_positions);
+        let mut write_error = self.pipeline.finish(&end.open_positions);
         let mut summary = summarize(&self.pipeline, &end, command_status);
+        if let Some(packets) = self.packets.take() {
+            match packets.finish() {
+                Ok(counts) => summary.packets = Some(counts),
+                Err(error) => {
+                    write_error.get_or_insert(std::io::Error::new(
+                        error.kind(),
+                        format!("the packet capture: {error}"),
+                    ));
+                }
+            }
+        }
         if let Some(exporter) = self.exporter.take() {
             summary.export = Some(exporter.finish(EXPORT_DEADLINE));
         }
@@ -794,17 +865,20 @@ const EXPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 fn writer_for(
     format: Format,
     decode: Option<(crate::decode::http::Decode, u64)>,
+    memory_budget: u64,
     sink: Option<Box<dyn crate::decode::http::ExchangeSink>>,
 ) -> Result<Box<dyn crate::output::EventWriter>, RunError> {
     Ok(match decode {
         Some((crate::decode::http::Decode::Http(mode), max_body)) => {
-            let writer = crate::decode::http::HttpWriter::new(format, max_body).with_mode(mode);
+            let writer = crate::decode::http::HttpWriter::new(format, max_body)
+                .with_mode(mode)
+                .with_budget(memory_budget);
             Box::new(match sink {
                 Some(sink) => writer.with_sink(sink),
                 None => writer,
             })
         }
-        None => crate::output::writer_for(format)?,
+        None => crate::output::writer_for(format, memory_budget)?,
     })
 }
 
@@ -828,6 +902,11 @@ fn summarize(
         command_status,
         swept: end.swept,
         memory: end.memory,
+        output: pipeline.writer_report(),
+        keys_traced: pipeline.keys_traced,
+        keys_evicted: connections.keys_evicted,
+        handshakes_without_data: connections.handshakes_without_data(),
+        packets: None,
         containers: {
             let mut containers: Vec<_> = pipeline
                 .containers
@@ -849,11 +928,10 @@ fn summarize(
 const DRAIN_BATCH: usize = 4096;
 
 /// Takes up to [`DRAIN_BATCH`] records; true when the ring was emptied.
-fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline) -> bool {
+fn drain(ring: &mut crate::kernel::ring::EventRing, pipeline: &mut Pipeline) -> bool {
     for _ in 0..DRAIN_BATCH {
-        match ring.next() {
-            Some(record) => pipeline.record(&record),
-            None => return true,
+        if !ring.next(|record| pipeline.record(record)) {
+            return true;
         }
     }
     false

@@ -22,6 +22,8 @@ pub struct ReplayOptions {
     pub force: bool,
     /// `--decode http` (with `--max-body`).
     pub decode: Option<(crate::decode::http::Decode, u64)>,
+    /// `--memory-budget`: what the writer may hold for all connections.
+    pub memory_budget: u64,
 }
 
 /// What a replay found, besides its output.
@@ -34,6 +36,9 @@ pub struct Replayed {
     /// The recording stopped inside a frame, or before its end frame: the run was killed
     /// while recording, and the summary lacks what only its end could say.
     pub incomplete: bool,
+    /// Frames of the run's input the recording did not keep (it reached `--record-limit`):
+    /// the replay shows the run up to there.
+    pub frames_not_recorded: u64,
 }
 
 /// Replays the recording of `options` into the output it names.
@@ -48,7 +53,7 @@ pub fn replay(options: &ReplayOptions) -> Result<Replayed, RunError> {
     let out = open_output(output_file)?;
     let mut pipeline = Pipeline::new(
         table.clone(),
-        super::writer_for(options.format, options.decode, None)?,
+        super::writer_for(options.format, options.decode, options.memory_budget, None)?,
         out,
         reader.start.clock_offset,
         reader.start.max_capture_bytes,
@@ -85,6 +90,7 @@ pub fn replay(options: &ReplayOptions) -> Result<Replayed, RunError> {
     }
     let incomplete = end.is_none();
     let end = end.unwrap_or_default();
+    let frames_not_recorded = end.frames_not_recorded;
     let write_error = pipeline.finish(&end.open_positions);
     let command_status = match (end.command_code, end.command_signal) {
         (Some(code), _) => Some(std::process::ExitStatus::from_raw((code & 0xff) << 8)),
@@ -100,5 +106,6 @@ pub fn replay(options: &ReplayOptions) -> Result<Replayed, RunError> {
         summary,
         start: reader.start,
         incomplete: incomplete || reader.cut_short,
+        frames_not_recorded,
     })
 }

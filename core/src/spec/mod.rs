@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use probectl_common::{
-    abi, direction, length_source, return_width, ProbeSpec, ARG_NONE, FILTER_MAX_POINTERS,
+    abi, direction, length_source, return_width, ProbeSpec, SecretSpec, ARG_NONE,
+    FILTER_MAX_POINTERS, SECRET_RANDOM_MAX,
 };
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +102,10 @@ pub struct Group {
     /// Parsing moves them into `probes` with [`Role::End`].
     #[serde(rename = "end", default)]
     ends: Vec<EndProbe>,
+    /// Key-log functions: their entry hands a session secret over (see [`SecretProbe`]).
+    /// Parsing moves them into `probes` with [`Role::Secret`].
+    #[serde(rename = "secret", default)]
+    secrets: Vec<SecretProbe>,
     /// Function addresses pinned per build id, for builds that `locate` rules cannot handle.
     #[serde(rename = "pin", default)]
     pub pins: Vec<crate::spec::Pin>,
@@ -122,6 +127,160 @@ pub struct EndProbe {
     pub locate: Option<crate::spec::LocateRule>,
 }
 
+/// A library's key-log function (`[[group.secret]]`): every session secret of every handshake
+/// goes through it, whether or not the program asked for a key log (OpenSSL checks for a
+/// callback inside `nss_keylog_int`; Go checks `KeyLogWriter` inside `writeKeyLog`). Its
+/// entry's arguments hold the NSS key-log line's parts: the label, the client random and the
+/// secret. Probed only with `--keylog`; always optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretProbe {
+    pub symbol: String,
+    /// Register of the connection handle (`SSL*`): ties the secret to its connection.
+    #[serde(default)]
+    pub connection: Option<ArgRef>,
+    /// Register of the label: a C string, or a pointer with `label_length` (Go).
+    pub label: ArgRef,
+    #[serde(default)]
+    pub label_length: Option<ArgRef>,
+    /// Where the client random is: an argument pointing at it, or a field of the struct an
+    /// argument points at, at the offset the library's own accessor function reads it from.
+    pub client_random: RandomRef,
+    /// The random's length: an argument, or a constant (default 32).
+    #[serde(default)]
+    pub client_random_length: Option<LengthOrConstant>,
+    pub secret: ArgRef,
+    pub secret_length: ArgRef,
+    #[serde(default)]
+    pub locate: Option<crate::spec::LocateRule>,
+    /// Probed only where the named secret probe's function is not found (node's OpenSSL,
+    /// where `nss_keylog_int` is inlined into `ssl_log_secret`).
+    #[serde(default)]
+    pub instead_of: Option<String>,
+}
+
+/// Where a secret probe finds the client random.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RandomRef {
+    /// `"argN"`: the argument points at it.
+    Argument(ArgRef),
+    /// `{ argument = "argN", offset_from = "SSL_get_client_random" }`: the argument points at
+    /// a struct, and the random is the field that the named function of the same file (an
+    /// accessor taking that struct as its first argument) reads: its offset is read from
+    /// that function's code, never from a table of versions.
+    Field(RandomField),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomField {
+    pub argument: ArgRef,
+    pub offset_from: String,
+}
+
+impl RandomRef {
+    pub fn argument(&self) -> ArgRef {
+        match self {
+            RandomRef::Argument(arg) => *arg,
+            RandomRef::Field(field) => field.argument,
+        }
+    }
+}
+
+/// A length: an argument register, or a constant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum LengthOrConstant {
+    Argument(ArgRef),
+    Constant(u8),
+}
+
+/// The secret part of a [`Probe`] of [`Role::Secret`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretArgs {
+    pub label: ArgRef,
+    pub label_length: Option<ArgRef>,
+    pub client_random: RandomRef,
+    pub client_random_length: LengthOrConstant,
+    pub secret: ArgRef,
+    pub secret_length: ArgRef,
+}
+
+impl SecretArgs {
+    /// The configuration `probectl_secret` reads; `field` is where the client random lies
+    /// from its argument where [`RandomRef::Field`] says so (found by planning).
+    pub fn bpf_spec(
+        &self,
+        abi: Abi,
+        connection: Option<ArgRef>,
+        field: Option<&crate::symbols::locate::code::FieldPath>,
+    ) -> SecretSpec {
+        let mut random_pointer_offsets = [0; probectl_common::SECRET_RANDOM_MAX_POINTERS];
+        let mut random_pointers = 0;
+        if let Some(field) = field {
+            for (slot, offset) in random_pointer_offsets.iter_mut().zip(&field.pointers) {
+                *slot = *offset as i32;
+                random_pointers += 1;
+            }
+        }
+        let (random_length_arg, random_length) = match self.client_random_length {
+            LengthOrConstant::Argument(arg) => (arg.0, 0),
+            LengthOrConstant::Constant(length) => (ARG_NONE, length),
+        };
+        SecretSpec {
+            abi: match abi {
+                Abi::SystemV => probectl_common::abi::SYSV,
+                Abi::Go => probectl_common::abi::GO,
+            },
+            connection_arg: connection.map_or(ARG_NONE, |arg| arg.0),
+            label_arg: self.label.0,
+            label_length_arg: self.label_length.map_or(ARG_NONE, |arg| arg.0),
+            random_arg: self.client_random.argument().0,
+            random_length_arg,
+            random_length,
+            secret_arg: self.secret.0,
+            secret_length_arg: self.secret_length.0,
+            random_pointers,
+            _padding: [0; 2],
+            random_pointer_offsets,
+            random_offset: field.map_or(0, |field| field.offset as i32),
+        }
+    }
+}
+
+impl From<SecretProbe> for Probe {
+    fn from(secret: SecretProbe) -> Probe {
+        Probe {
+            symbol: secret.symbol,
+            // Not read for secret probes: they move no plaintext.
+            direction: Direction::Write,
+            connection: secret.connection,
+            buffer: secret.label,
+            length: LengthRef::Return,
+            returns: ReturnType::Int,
+            optional: true,
+            only_if: None,
+            vector: None,
+            tls_record: None,
+            locate: secret.locate,
+            instead_of: secret.instead_of,
+            role: Role::Secret,
+            abi: Abi::SystemV,
+            secret: Some(SecretArgs {
+                label: secret.label,
+                label_length: secret.label_length,
+                client_random: secret.client_random,
+                client_random_length: secret
+                    .client_random_length
+                    .unwrap_or(LengthOrConstant::Constant(SECRET_RANDOM_MAX as u8)),
+                secret: secret.secret,
+                secret_length: secret.secret_length,
+            }),
+        }
+    }
+}
+
 /// What a probe is for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Role {
@@ -130,6 +289,9 @@ pub enum Role {
     Data,
     /// Its entry ends the handle's connection (the end program only).
     End,
+    /// Its entry hands a session secret to the library's key log (the secret program only,
+    /// with `--keylog`).
+    Secret,
 }
 
 /// One probed function.
@@ -176,6 +338,9 @@ pub struct Probe {
     /// The group's calling convention (copied from the group when parsed).
     #[serde(skip)]
     pub abi: Abi,
+    /// What a secret probe reads (from `[[group.secret]]`).
+    #[serde(skip)]
+    pub secret: Option<SecretArgs>,
 }
 
 impl From<EndProbe> for Probe {
@@ -196,6 +361,7 @@ impl From<EndProbe> for Probe {
             instead_of: None,
             role: Role::End,
             abi: Abi::SystemV,
+            secret: None,
         }
     }
 }
@@ -313,7 +479,7 @@ impl Probe {
     /// Whether the probe runs only when its function is entered: a lifecycle function, or a
     /// call whose input is captured at entry (`length = "argN"`). No return is probed.
     pub fn entry_only(&self) -> bool {
-        self.role == Role::End || matches!(self.length, LengthRef::Argument(_))
+        self.role != Role::Data || matches!(self.length, LengthRef::Argument(_))
     }
 
     /// The configuration the BPF programs read for this probe.
@@ -399,6 +565,8 @@ impl SpecFile {
         for group in &mut specs.groups {
             let ends = std::mem::take(&mut group.ends);
             group.probes.extend(ends.into_iter().map(Probe::from));
+            let secrets = std::mem::take(&mut group.secrets);
+            group.probes.extend(secrets.into_iter().map(Probe::from));
             for probe in &mut group.probes {
                 probe.abi = group.abi;
             }
@@ -497,16 +665,64 @@ impl SpecFile {
                     )));
                 }
             }
+            let register_limit = match group.abi {
+                Abi::SystemV => SYSV_ARGS,
+                Abi::Go => GO_ARGS,
+            };
+            for secret in &group.secrets {
+                let mut used = vec![
+                    secret.label.0,
+                    secret.client_random.argument().0,
+                    secret.secret.0,
+                    secret.secret_length.0,
+                ];
+                used.extend(secret.connection.map(|arg| arg.0));
+                used.extend(secret.label_length.map(|arg| arg.0));
+                match secret.client_random_length {
+                    Some(LengthOrConstant::Argument(arg)) => used.push(arg.0),
+                    Some(LengthOrConstant::Constant(length))
+                        if length == 0 || usize::from(length) > SECRET_RANDOM_MAX =>
+                    {
+                        return Err(invalid(format!(
+                            "group \"{}\", secret {}: client_random_length must be 1 to {SECRET_RANDOM_MAX}",
+                            group.name, secret.symbol
+                        )));
+                    }
+                    _ => {}
+                }
+                if let Some(arg) = used.iter().find(|&&arg| arg >= register_limit) {
+                    return Err(invalid(format!(
+                        "group \"{}\", secret {}: arg{arg} is not an argument register (arg0 to arg{}); a secret probe reads registers only",
+                        group.name,
+                        secret.symbol,
+                        register_limit - 1
+                    )));
+                }
+                if let Some(other) = &secret.instead_of {
+                    if !group.secrets.iter().any(|candidate| {
+                        &candidate.symbol == other && candidate.instead_of.is_none()
+                    }) {
+                        return Err(invalid(format!(
+                            "group \"{}\", secret {}: instead_of = \"{other}\" names no other secret of the group",
+                            group.name, secret.symbol
+                        )));
+                    }
+                }
+                if let Some(rule) = &secret.locate {
+                    rule.check().map_err(|message| {
+                        invalid(format!(
+                            "group \"{}\", secret {}: {message}",
+                            group.name, secret.symbol
+                        ))
+                    })?;
+                }
+            }
             // A call filter reads registers only (System V's first six; Go's nine).
             let filters = group
                 .probes
                 .iter()
                 .filter_map(|probe| probe.only_if.as_ref())
                 .chain(group.ends.iter().filter_map(|end| end.only_if.as_ref()));
-            let register_limit = match group.abi {
-                Abi::SystemV => SYSV_ARGS,
-                Abi::Go => GO_ARGS,
-            };
             if let Some(filter) = filters
                 .into_iter()
                 .find(|filter| filter.argument.0 >= register_limit)
@@ -595,12 +811,12 @@ impl SpecFile {
                     }
                 }
                 if let Some(rule) = &probe.locate {
-                    if rule.source.is_empty() || rule.errors.is_empty() {
-                        return Err(invalid(format!(
-                            "group \"{}\", probe {}: locate needs a source and at least one error reason",
+                    rule.check().map_err(|message| {
+                        invalid(format!(
+                            "group \"{}\", probe {}: {message}",
                             group.name, probe.symbol
-                        )));
-                    }
+                        ))
+                    })?;
                 }
                 if probe.symbol.is_empty() {
                     return Err(invalid(format!(
@@ -732,11 +948,25 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct LocateRule {
     /// The tail of the `__FILE__` path the library's error reports pass, e.g. `ssl/ssl_lib.cc`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
     /// The library code the reports pass (`ERR_LIB_SSL` is 16, `ERR_LIB_CIPHER` 30).
+    #[serde(default)]
     pub library: u64,
     /// Reason codes the function reports from `source`: all of them.
+    #[serde(default)]
     pub errors: Vec<u64>,
+    /// The other kind of rule, by cross-reference from a string: the one instruction that
+    /// loads the address of this NUL-terminated string (e.g. OpenSSL's "CLIENT_RANDOM"
+    /// label)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub string: Option<String>,
+    /// ... then, from it, these branches in turn: `"call"`, the first direct call after the
+    /// reference on its straight line (in the function holding the reference); `"jmp"`, the
+    /// one direct jump out of the function reached so far (a tail call). The function reached
+    /// last is the one probed. Empty: the function holding the reference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follow: Vec<Follow>,
     /// Those and no other (from `source`).
     #[serde(default)]
     pub exact: bool,
@@ -754,6 +984,39 @@ pub struct LocateRule {
 
 fn is_false(value: &bool) -> bool {
     !*value
+}
+
+/// A branch a string cross-reference rule follows (see [`LocateRule::follow`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Follow {
+    Call,
+    Jmp,
+}
+
+impl LocateRule {
+    /// Whether the rule is whole: error reports (a source and reasons), or a string.
+    pub fn check(&self) -> Result<(), String> {
+        match &self.string {
+            Some(string) => {
+                if string.is_empty() || string.contains('\0') {
+                    return Err("locate: string must be non-empty, without NUL".into());
+                }
+                if !self.source.is_empty() || !self.errors.is_empty() || self.calls.is_some() {
+                    return Err(
+                        "locate: a rule is either by string (string, follow) or by error reports (source, library, errors), not both"
+                            .into(),
+                    );
+                }
+                Ok(())
+            }
+            None if self.source.is_empty() || self.errors.is_empty() => {
+                Err("locate needs a source and at least one error reason, or a string".into())
+            }
+            None if !self.follow.is_empty() => Err("locate: follow goes with string".into()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The callee part of a [`LocateRule`].
@@ -800,7 +1063,9 @@ mod tests {
                 ("SSL_write_ex", Role::Data),
                 ("SSL_read_ex", Role::Data),
                 ("SSL_free", Role::End),
-                ("SSL_clear", Role::End)
+                ("SSL_clear", Role::End),
+                ("nss_keylog_int", Role::Secret),
+                ("ssl_log_secret", Role::Secret)
             ]
         );
         assert!(openssl.probes[4].optional && openssl.probes[4].connection == Some(ArgRef(0)));
@@ -812,6 +1077,8 @@ mod tests {
             openssl
                 .probes
                 .iter()
+                // A secret probe's configuration is its SecretSpec (tested below).
+                .filter(|p| p.role != Role::Secret)
                 .map(|p| (p.symbol.as_str(), p.bpf_spec()))
                 .collect::<Vec<_>>()
         );
@@ -927,6 +1194,84 @@ mod tests {
                 .probes
                 .iter()
                 .all(|probe| probe.bpf_spec().record_ad_arg == ARG_NONE));
+        }
+    }
+
+    #[test]
+    fn secret_probes_read_their_arguments_into_the_secret_spec() {
+        let specs = SpecFile::load(None).expect("built-in specs");
+        let openssl = specs.group("openssl").expect("openssl group");
+        let secret = |symbol: &str| {
+            openssl
+                .probes
+                .iter()
+                .find(|probe| probe.symbol == symbol)
+                .expect(symbol)
+        };
+        let keylog = secret("nss_keylog_int");
+        assert!(keylog.optional && keylog.entry_only());
+        let spec = keylog.secret.as_ref().expect("secret args").bpf_spec(
+            keylog.abi,
+            keylog.connection,
+            None,
+        );
+        assert_eq!(
+            (
+                spec.connection_arg,
+                spec.label_arg,
+                spec.label_length_arg,
+                spec.random_arg,
+                spec.random_length_arg,
+                spec.secret_arg,
+                spec.secret_length_arg
+            ),
+            (1, 0, ARG_NONE, 2, 3, 4, 5)
+        );
+        let rule = keylog.locate.as_ref().expect("rule");
+        assert_eq!(rule.string.as_deref(), Some("CLIENT_RANDOM"));
+        assert_eq!(rule.follow, [Follow::Call, Follow::Jmp]);
+        let stand_in = secret("ssl_log_secret");
+        assert_eq!(stand_in.instead_of.as_deref(), Some("nss_keylog_int"));
+        let args = stand_in.secret.as_ref().expect("secret args");
+        assert_eq!(
+            args.client_random,
+            RandomRef::Field(RandomField {
+                argument: ArgRef(0),
+                offset_from: "SSL_get_client_random".into()
+            })
+        );
+        let field = crate::symbols::locate::code::FieldPath {
+            pointers: vec![0x30],
+            offset: 0x160,
+        };
+        let spec = args.bpf_spec(stand_in.abi, stand_in.connection, Some(&field));
+        assert_eq!(
+            (spec.random_pointers, spec.random_pointer_offsets),
+            (1, [0x30, 0])
+        );
+        assert_eq!(
+            (
+                spec.random_arg,
+                spec.random_offset,
+                spec.random_length_arg,
+                spec.random_length
+            ),
+            (0, 0x160, ARG_NONE, 32)
+        );
+        // Rules are by error reports or by string, not both; secret arguments are registers.
+        let base = "[[group]]\nname = \"x\"\nlibraries = [\"a\"]\n[[group.probe]]\nsymbol = \"f\"\ndirection = \"write\"\nbuffer = \"arg1\"\nlength = \"return\"\n[[group.secret]]\nsymbol = \"k\"\nlabel = \"arg0\"\nclient_random = \"arg2\"\nsecret = \"arg4\"\nsecret_length = \"arg5\"\n";
+        SpecFile::parse(base, "ok.toml").expect("a plain secret probe");
+        for (bad, wanted) in [
+            (
+                "locate = { string = \"L\", source = \"a.c\", errors = [1] }\n",
+                "not both",
+            ),
+            ("client_random_length = 33\n", "1 to 32"),
+            ("connection = \"arg7\"\n", "registers only"),
+            ("instead_of = \"nothing\"\n", "no other secret"),
+        ] {
+            let error = error_of(&format!("{base}{bad}"));
+            assert!(error.contains(wanted), "{bad}: {error}");
         }
     }
 

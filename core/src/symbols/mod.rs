@@ -25,6 +25,7 @@ use scroll::Pread;
 
 use crate::spec::Group;
 use crate::spec::LocateRule;
+use crate::symbols::locate::code::FieldPath;
 use crate::symbols::locate::Found;
 use crate::symbols::placement::{Placement, PlacementMode};
 use crate::targets::FileId;
@@ -484,6 +485,8 @@ pub struct SymbolCache {
     pub(crate) located: HashMap<(FileId, String), crate::symbols::locate::Outcome>,
     /// Where located functions are cached per build id (`None`: not cached).
     pub(crate) locate_cache: Option<PathBuf>,
+    /// Field offsets read from accessor functions, per (file, accessor and argument).
+    pub(crate) fields: HashMap<(FileId, String), Result<(FieldPath, String), String>>,
     pub(crate) placement_mode: PlacementMode,
     /// (file, symbol, argument registers read at entry) -> placement.
     pub(crate) placements: HashMap<(FileId, String, Vec<u8>, bool), Placement>,
@@ -587,6 +590,52 @@ impl SymbolCache {
             }
         }
         Ok(resolved)
+    }
+
+    /// The offset of the field that `accessor`, a function of the file at `path`, reads from
+    /// the struct its System V argument `argument` points at (see
+    /// [`crate::symbols::locate::field_offset`]), with the evidence; or why not.
+    pub fn field_offset(
+        &mut self,
+        id: FileId,
+        path: &Path,
+        accessor: &str,
+        argument: u8,
+    ) -> Result<(FieldPath, String), String> {
+        let key = (id, format!("field of {accessor} arg{argument}"));
+        if let Some(known) = self.fields.get(&key) {
+            return known.clone();
+        }
+        const REGISTERS: [iced_x86::Register; 6] = [
+            iced_x86::Register::RDI,
+            iced_x86::Register::RSI,
+            iced_x86::Register::RDX,
+            iced_x86::Register::RCX,
+            iced_x86::Register::R8,
+            iced_x86::Register::R9,
+        ];
+        let outcome = (|| {
+            let register = *REGISTERS
+                .get(usize::from(argument))
+                .ok_or_else(|| format!("arg{argument} is not a register argument"))?;
+            let elf = ElfFile::open(path).map_err(|error| error.to_string())?;
+            let functions = elf
+                .functions(&[accessor])
+                .map_err(|error| error.to_string())?;
+            let function = functions
+                .get(accessor)
+                .ok_or_else(|| format!("the file does not define {accessor}"))?;
+            let path = crate::symbols::locate::field_path(&elf, function.address, register)
+                .ok_or_else(|| {
+                    format!("{accessor} does not copy one field of its arg{argument}")
+                })?;
+            let text = path
+                .to_string()
+                .replacen("arg", &format!("arg{argument}"), 1);
+            Ok((path, format!("the field {accessor} copies: {text}")))
+        })();
+        self.fields.insert(key, outcome.clone());
+        outcome
     }
 
     /// Offsets of `names` in the file at `path` (None: not defined there).

@@ -140,6 +140,18 @@ pub fn entry_arguments(probe: &Probe) -> BTreeSet<u8> {
     }
     arguments.extend(probe.vector.map(|vector| vector.count.0));
     arguments.extend(probe.only_if.as_ref().map(|filter| filter.argument.0));
+    if let Some(secret) = &probe.secret {
+        arguments.extend([
+            secret.label.0,
+            secret.client_random.argument().0,
+            secret.secret.0,
+            secret.secret_length.0,
+        ]);
+        arguments.extend(secret.label_length.map(|arg| arg.0));
+        if let crate::spec::LengthOrConstant::Argument(arg) = secret.client_random_length {
+            arguments.insert(arg.0);
+        }
+    }
     arguments
 }
 

@@ -36,8 +36,40 @@ pub struct Connection {
     pub moved: [u64; 2],
     /// Per direction: bytes captured.
     pub captured: [u64; 2],
+    /// The session secrets (`--keylog`) the library handed over for this connection.
+    pub keys: Keys,
     /// Who its process is (cgroup, container), as the pipeline knew it at its first event.
     pub identity: Option<std::sync::Arc<crate::capture::identity::Identity>>,
+}
+
+/// The secrets of one connection, as its library's key-log function saw them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    /// Secrets seen (lines written to the key log).
+    pub secrets: u64,
+    /// The client random that names them in the key log (hex), the last one seen.
+    pub client_random: Option<String>,
+    /// Their labels, in order, the first [`KEYS_LABELS_KEPT`] only.
+    pub labels: Vec<String>,
+}
+
+/// Labels kept per connection: a TLS 1.3 handshake logs five, a TLS 1.2 one one; more come
+/// only with renegotiation, and those are counted, not kept.
+pub const KEYS_LABELS_KEPT: usize = 8;
+
+/// Handles with secrets but no connection yet (the handshake comes before the first call that
+/// moves data) that are kept at most: past it the oldest handle's secrets are no longer tied
+/// to its connection (counted).
+pub const KEYS_PENDING_MAX: usize = 4096;
+
+impl Keys {
+    fn add(&mut self, label: &str, client_random: &str) {
+        self.secrets += 1;
+        self.client_random = Some(client_random.to_string());
+        if self.labels.len() < KEYS_LABELS_KEPT {
+            self.labels.push(label.to_string());
+        }
+    }
 }
 
 impl Connection {
@@ -55,6 +87,7 @@ impl Connection {
             next_offset: [0; 2],
             moved: [0; 2],
             captured: [0; 2],
+            keys: Keys::default(),
             identity: None,
         }
     }
@@ -173,9 +206,70 @@ pub struct ConnectionTable {
     /// key after a TLS 1.3 KeyUpdate counts its bytes from 0 again): per direction, the
     /// offset added to its events, set by its first event in that direction.
     bases: HashMap<(u32, u64), [Option<u64>; 2]>,
+    /// Secrets of handles whose connection has not begun yet, by (pid, handle), with the
+    /// order they came in (bounded by [`KEYS_PENDING_MAX`]).
+    pending_keys: HashMap<(u32, u64), Keys>,
+    pending_order: VecDeque<(u32, u64)>,
+    /// Handles whose secrets were dropped from `pending_keys` before their connection began.
+    pub keys_evicted: u64,
+    /// Handshakes whose handle moved no data before it made another handshake (a client that
+    /// connects and closes at once, `s_client -reconnect`): their secrets are in the key log,
+    /// tied to no connection, for the kernel saw no connection.
+    pub keys_without_data: u64,
 }
 
 impl ConnectionTable {
+    /// A secret for `handle` of `pid`: tied to the handle's current open connection, else kept
+    /// for the connection the handle begins next. Returns the connection's id when it is
+    /// known now.
+    pub fn on_secret(
+        &mut self,
+        pid: u32,
+        handle: u64,
+        label: &str,
+        client_random: &str,
+    ) -> Option<u64> {
+        let key = (pid, handle);
+        if let Some(connection) = self
+            .current
+            .get(&key)
+            .and_then(|id| self.connections.get_mut(id))
+            .filter(|connection| !connection.closed)
+        {
+            connection.keys.add(label, client_random);
+            return Some(connection.id);
+        }
+        if let Some(pending) = self.pending_keys.get_mut(&key) {
+            if pending.client_random.as_deref() != Some(client_random) {
+                // The handle (freed and allocated again at the same address) made a new
+                // handshake without moving data in the last one.
+                *pending = Keys::default();
+                self.keys_without_data += 1;
+            }
+        } else {
+            while self.pending_keys.len() >= KEYS_PENDING_MAX {
+                let Some(oldest) = self.pending_order.pop_front() else {
+                    break;
+                };
+                if self.pending_keys.remove(&oldest).is_some() {
+                    self.keys_evicted += 1;
+                }
+            }
+            self.pending_order.push_back(key);
+        }
+        self.pending_keys
+            .entry(key)
+            .or_default()
+            .add(label, client_random);
+        None
+    }
+
+    /// Handshakes whose secrets are tied to no connection: their handle moved no data (those
+    /// still waiting at the end of the run, and those a later handshake replaced).
+    pub fn handshakes_without_data(&self) -> u64 {
+        self.keys_without_data + self.pending_keys.len() as u64
+    }
+
     fn create(&mut self, pid: u32, handle: u64) -> &mut Connection {
         self.next_id += 1;
         let id = self.next_id;
@@ -186,9 +280,19 @@ impl ConnectionTable {
             self.ended.push_back(previous);
         }
         self.bases.remove(&(pid, handle));
-        self.connections
+        let keys = self.pending_keys.remove(&(pid, handle));
+        if keys.is_some() {
+            self.pending_order
+                .retain(|pending| *pending != (pid, handle));
+        }
+        let connection = self
+            .connections
             .entry(id)
-            .or_insert_with(|| Connection::new(id, pid, handle))
+            .or_insert_with(|| Connection::new(id, pid, handle));
+        if let Some(keys) = keys {
+            connection.keys = keys;
+        }
+        connection
     }
 
     /// Whether the current connection of (pid, handle) has a known fd.

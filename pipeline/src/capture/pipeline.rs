@@ -10,7 +10,8 @@ use std::io::Write;
 use std::sync::{Arc, RwLock};
 
 use probectl_common::{
-    read_record, record_kind, ChunkHeader, CloseRecord, ConnectionRecord, ExecRecord, ProcessRecord,
+    read_record, record_kind, secret_flags, ChunkHeader, CloseRecord, ConnectionRecord, ExecRecord,
+    ProcessRecord, SecretRecord,
 };
 
 use crate::capture::connections::{ConnectionTable, StreamRun};
@@ -19,7 +20,7 @@ use crate::capture::recording::{End, Recorder};
 use crate::capture::selection::{AddressSelection, Verdict};
 use crate::capture::{Call, Reassembler};
 use crate::output::writer::BackgroundWriter;
-use crate::output::{AttachInfo, ConnectionView, Event, EventWriter};
+use crate::output::{AttachInfo, ConnectionView, Event, EventWriter, SecretEvent};
 
 /// Attach id (the BPF cookie) → what was attached there. The control plane appends entries
 /// before it attaches them, so a record never carries an id the table lacks.
@@ -67,6 +68,16 @@ pub struct PipelineCounts {
     /// they were held for it (the kernel's count of calls emitted without one includes the
     /// calls whose fd came later).
     pub events_without_fd: u64,
+    /// Session secrets the key-log probes saw (`--keylog`), and of those: written to the key
+    /// log; not whole (a part unreadable or longer than its field: not written); without a
+    /// connection handle to tie them to (Go's `writeKeyLog` has none).
+    pub secrets: u64,
+    pub secrets_written: u64,
+    pub secrets_unusable: u64,
+    pub secrets_untied: u64,
+    /// The same secret handed over again at once by the same thread (a function re-entered
+    /// after its stack grew): not written twice.
+    pub secrets_repeated: u64,
     /// Processes whose identity (cgroup) could not be read: gone before the pipeline met them.
     pub identities_unresolved: u64,
     /// Identities dropped from the full table (their process is looked up again if seen).
@@ -134,6 +145,19 @@ pub struct Pipeline {
     now_ns: u64,
     /// `--record`: every input, as it comes (see [`crate::capture::recording`]).
     recorder: Option<Recorder>,
+    /// `--keylog FILE`: where each secret goes as one NSS key-log line, one write(2) each
+    /// (the file is in append mode), as it comes: a live Wireshark picks it up at once.
+    keylog: Option<std::fs::File>,
+    /// Secrets are traced in this run (`--keylog`): connections without any are "keys not
+    /// seen" in the summary.
+    pub keys_traced: bool,
+    /// The last secret record: a function entered again from its first instruction (Go's
+    /// stack growth re-runs a function through `runtime.morestack`) hands the same secret
+    /// over twice, on the same thread, one right after the other.
+    last_secret: Option<SecretRecord>,
+    /// `--packets`: where each secret goes as (client random, key-log line), for the packet
+    /// capture's Decryption Secrets Blocks.
+    packets: Option<std::sync::mpsc::Sender<(String, String)>>,
     /// Who each process is (cgroup, container), learnt once per process.
     identities: Identities,
     /// How a live run reads a process's identity (`None`: a replay, whose recording has them).
@@ -223,12 +247,28 @@ impl Pipeline {
             held: Held::default(),
             now_ns: 0,
             recorder: None,
+            keylog: None,
+            keys_traced: false,
+            last_secret: None,
+            packets: None,
             identities: Identities::default(),
             resolver: None,
             containers: HashMap::new(),
             containers_other: ContainerCounts::default(),
             addresses: None,
         })
+    }
+
+    /// Sends every secret to the packet capture (`--packets`).
+    pub fn packets_into(&mut self, secrets: std::sync::mpsc::Sender<(String, String)>) {
+        self.packets = Some(secrets);
+        self.keys_traced = true;
+    }
+
+    /// Writes every secret into `file` as an NSS key-log line (`--keylog`).
+    pub fn keylog_into(&mut self, file: std::fs::File) {
+        self.keylog = Some(file);
+        self.keys_traced = true;
     }
 
     /// Reads each process's identity with `resolver` when the pipeline first meets it (a
@@ -396,7 +436,103 @@ impl Pipeline {
                     self.connections.fold_ended();
                 }
             }
+            Some(record_kind::SECRET) => {
+                if let Some(secret) = read_record::<SecretRecord>(record) {
+                    self.secret(&secret);
+                }
+            }
             _ => self.counts.unknown_records += 1,
+        }
+    }
+
+    /// A session secret: one key-log line, tied to its connection.
+    fn secret(&mut self, record: &SecretRecord) {
+        self.keys_traced = true;
+        let again = self.last_secret.as_ref().is_some_and(|last| {
+            (last.pid, last.tid, last.connection, last.attach_id)
+                == (record.pid, record.tid, record.connection, record.attach_id)
+                && (&last.label, last.label_len, &last.random, last.random_len)
+                    == (
+                        &record.label,
+                        record.label_len,
+                        &record.random,
+                        record.random_len,
+                    )
+                && (&last.secret, last.secret_len) == (&record.secret, record.secret_len)
+        });
+        self.last_secret = Some(*record);
+        if again {
+            self.counts.secrets_repeated += 1;
+            return;
+        }
+        self.counts.secrets += 1;
+        if record.flags & (secret_flags::READ_FAULT | secret_flags::TOO_LONG) != 0
+            || record.label_len == 0
+            || record.random_len == 0
+            || record.secret_len == 0
+        {
+            self.counts.secrets_unusable += 1;
+            return;
+        }
+        fn part(bytes: &[u8], len: u32) -> &[u8] {
+            &bytes[..(len as usize).min(bytes.len())]
+        }
+        let label_bytes = part(&record.label, record.label_len);
+        // A label is the library's own constant: printable ASCII, or not a label at all.
+        if !label_bytes.iter().all(|byte| byte.is_ascii_graphic()) {
+            self.counts.secrets_unusable += 1;
+            return;
+        }
+        let label = String::from_utf8_lossy(label_bytes).into_owned();
+        let client_random = hex(part(&record.random, record.random_len));
+        let line = format!(
+            "{label} {client_random} {}\n",
+            hex(part(&record.secret, record.secret_len))
+        );
+        if let Some(file) = self.keylog.as_mut() {
+            if self.write_error.is_none() {
+                // One write per line: the file is in append mode, so a reader never sees half
+                // a line and other writers' lines never land inside one.
+                match file.write_all(line.as_bytes()) {
+                    Ok(()) => self.counts.secrets_written += 1,
+                    Err(error) => {
+                        self.write_error = Some(std::io::Error::new(
+                            error.kind(),
+                            format!("the key log: {error}"),
+                        ))
+                    }
+                }
+            }
+        }
+        if let Some(packets) = &self.packets {
+            // A capture that ended has nothing more to write.
+            let _ = packets.send((client_random.clone(), line.clone()));
+        }
+        let connection = if record.connection == 0 {
+            self.counts.secrets_untied += 1;
+            None
+        } else {
+            self.connections
+                .on_secret(record.pid, record.connection, &label, &client_random)
+        };
+        let function = self
+            .attach_info(record.attach_id)
+            .map(|attach| attach.function.clone())
+            .unwrap_or_default();
+        let event = SecretEvent {
+            ts_ns: record.ts_ns.saturating_add(self.clock_offset),
+            pid: record.pid,
+            tid: record.tid,
+            function: &function,
+            label: &label,
+            client_random: &client_random,
+            handle: record.connection,
+            connection,
+        };
+        if self.write_error.is_none() {
+            if let Err(error) = self.writer.secret(&event, &mut self.out) {
+                self.write_error = Some(error);
+            }
         }
     }
 
@@ -544,6 +680,11 @@ impl Pipeline {
         }
     }
 
+    /// What the writer counted, for the report.
+    pub fn writer_report(&self) -> Option<serde_json::Value> {
+        self.writer.report()
+    }
+
     /// Tells the writer that connection `id` ended.
     fn closed(&mut self, id: u64, ts_ns: u64) {
         let Some(connection) = self.connections.get(id) else {
@@ -616,6 +757,16 @@ impl Pipeline {
         }
         self.write_error.take()
     }
+}
+
+/// Lower-case hex of `bytes`, as the NSS key-log format writes them.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
 }
 
 /// A recording's write error, named as such (the output's own errors are not).
@@ -717,6 +868,109 @@ mod tests {
             position,
             ..CloseRecord::default()
         })
+    }
+
+    /// A secret record of handle `handle`, thread `tid`: label, 32-byte random, 48-byte secret.
+    fn secret(handle: u64, tid: u32, label: &str, random: u8, secret: u8) -> Vec<u8> {
+        let mut record = probectl_common::SecretRecord {
+            kind: record_kind::SECRET,
+            flags: 0,
+            pid: 100,
+            tid,
+            ts_ns: 7,
+            connection: handle,
+            attach_id: 0,
+            label_len: label.len() as u32,
+            random_len: 32,
+            secret_len: 48,
+            label: [0; probectl_common::SECRET_LABEL_MAX],
+            random: [random; probectl_common::SECRET_RANDOM_MAX],
+            secret: [0; probectl_common::SECRET_MAX],
+        };
+        record.label[..label.len()].copy_from_slice(label.as_bytes());
+        record.secret[..48].fill(secret);
+        bytes_of(&record)
+    }
+
+    #[test]
+    fn secrets_become_key_log_lines_tied_to_their_connection() {
+        let (mut pipeline, out) = pipeline();
+        let path = std::env::temp_dir().join(format!("probectl-keylog-{}", std::process::id()));
+        let file = std::fs::File::create(&path).expect("key log");
+        pipeline.keylog_into(file);
+        // The handshake of handle 0xa, before its first call: kept for its connection.
+        pipeline.record(&secret(
+            0xa,
+            1,
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+            0x11,
+            0x21,
+        ));
+        // The same record again at once (a function re-entered): written once.
+        pipeline.record(&secret(
+            0xa,
+            1,
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+            0x11,
+            0x21,
+        ));
+        pipeline.record(&secret(0xa, 1, "CLIENT_TRAFFIC_SECRET_0", 0x11, 0x22));
+        // Handle 0xb: a handshake that moves no data, then another one on the same handle.
+        pipeline.record(&secret(0xb, 2, "CLIENT_RANDOM", 0x33, 0x41));
+        pipeline.record(&secret(0xb, 2, "CLIENT_RANDOM", 0x34, 0x42));
+        // A secret whose label could not be read: not a line.
+        let mut broken = secret(0xa, 1, "X", 0x11, 0x23);
+        broken[4] = probectl_common::secret_flags::READ_FAULT as u8;
+        pipeline.record(&broken);
+        pipeline.record(&connection(0xa, 40000));
+        pipeline.record(&chunk(0, 1, 0xa, 10, 2, 0, 0, b"hi", true));
+        assert!(pipeline.flush(1));
+        assert!(pipeline.finish(&[]).is_none());
+        let log = std::fs::read_to_string(&path).expect("key log");
+        let _ = std::fs::remove_file(&path);
+        let hex = |byte: u8, count: usize| format!("{byte:02x}").repeat(count);
+        assert_eq!(
+            log,
+            format!(
+                "CLIENT_HANDSHAKE_TRAFFIC_SECRET {} {}\nCLIENT_TRAFFIC_SECRET_0 {} {}\n\
+                 CLIENT_RANDOM {} {}\nCLIENT_RANDOM {} {}\n",
+                hex(0x11, 32),
+                hex(0x21, 48),
+                hex(0x11, 32),
+                hex(0x22, 48),
+                hex(0x33, 32),
+                hex(0x41, 48),
+                hex(0x34, 32),
+                hex(0x42, 48)
+            )
+        );
+        let counts = pipeline.counts;
+        assert_eq!(
+            (
+                counts.secrets,
+                counts.secrets_written,
+                counts.secrets_repeated,
+                counts.secrets_unusable
+            ),
+            (5, 4, 1, 1)
+        );
+        let connection = pipeline.connections.get(1).expect("conn#1");
+        assert_eq!(connection.handle, 0xa);
+        assert_eq!(connection.keys.secrets, 2);
+        assert_eq!(connection.keys.client_random, Some(hex(0x11, 32)));
+        assert_eq!(
+            connection.keys.labels,
+            ["CLIENT_HANDSHAKE_TRAFFIC_SECRET", "CLIENT_TRAFFIC_SECRET_0"]
+        );
+        // 0xb's two handshakes moved no data.
+        assert_eq!(pipeline.connections.handshakes_without_data(), 2);
+        // The output shows each secret's label and random, never the secret.
+        let output = String::from_utf8(out.0.lock().expect("lock").clone()).expect("UTF-8");
+        assert!(
+            output.contains("\"label\":\"CLIENT_TRAFFIC_SECRET_0\""),
+            "{output}"
+        );
+        assert!(!output.contains(&hex(0x22, 48)), "{output}");
     }
 
     fn pipeline() -> (Pipeline, Shared) {

@@ -76,16 +76,29 @@ pub struct End {
     /// probectl's memory at the end of the run.
     #[serde(default)]
     pub memory: crate::capture::summary::MemoryUse,
+    /// Frames of the run's input not recorded: the recording had reached `--record-limit`
+    /// (set by the recorder itself as it writes the end).
+    #[serde(default)]
+    pub frames_not_recorded: u64,
     /// What the run selected (`--container`, `--port`, ...).
     #[serde(default)]
     pub selection: crate::capture::summary::SelectionSummary,
 }
+
+/// `--record-limit`'s default: a recording left on for days stops growing here.
+pub const DEFAULT_RECORD_LIMIT: u64 = 1 << 30;
 
 /// Writes a recording. Write errors are kept, not raised at each call: the pipeline asks for
 /// the first one when it flushes, and the session stops on it (like an output error).
 pub struct Recorder {
     out: BufWriter<File>,
     error: Option<io::Error>,
+    /// Bytes written so far, and the most the input frames may take (`--record-limit`); the
+    /// end frame is written past it.
+    written: u64,
+    limit: u64,
+    /// Input frames not written for the limit.
+    not_recorded: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,8 +132,9 @@ pub enum RecordingError {
 
 impl Recorder {
     /// Creates `path` (mode 0600: it holds captured plaintext) and writes the header and the
-    /// start frame. An existing file is refused: a recording never replaces one.
-    pub fn create(path: &Path, start: &Start) -> Result<Recorder, RecordingError> {
+    /// start frame. An existing file is refused: a recording never replaces one. Input frames
+    /// that would take it past `limit` bytes are not written (counted; the end says so).
+    pub fn create(path: &Path, start: &Start, limit: u64) -> Result<Recorder, RecordingError> {
         use std::os::unix::fs::OpenOptionsExt;
         let error = |source| RecordingError::Create {
             path: path.to_path_buf(),
@@ -136,6 +150,9 @@ impl Recorder {
         let mut recorder = Recorder {
             out: BufWriter::with_capacity(1 << 20, file),
             error: None,
+            written: 0,
+            limit,
+            not_recorded: 0,
         };
         recorder.write_raw(MAGIC);
         recorder.write_raw(&RECORDING_FORMAT.to_le_bytes());
@@ -167,8 +184,17 @@ impl Recorder {
     /// Writes the end frame and everything buffered; the first error of the recording's
     /// life, if any.
     pub fn end(&mut self, end: &End) -> Option<io::Error> {
-        self.json(frame::END, end);
+        let end = End {
+            frames_not_recorded: self.not_recorded,
+            ..end.clone()
+        };
+        self.json(frame::END, &end);
         self.flush()
+    }
+
+    /// Input frames not written because the recording reached its limit.
+    pub fn not_recorded(&self) -> u64 {
+        self.not_recorded
     }
 
     /// Writes out what is buffered; the first error of the recording's life, if any (kept:
@@ -199,12 +225,30 @@ impl Recorder {
                 .get_or_insert(io::Error::other("a frame over 4 GiB"));
             return;
         };
+        let size = 5 + u64::from(length);
+        let input = matches!(kind, frame::ATTACH | frame::RECORD | frame::TICK);
+        // Once one is left out, all later ones are: a recording is a prefix of the run's input.
+        if input && (self.not_recorded > 0 || self.written.saturating_add(size) > self.limit) {
+            if self.not_recorded == 0 {
+                crate::notice::warning(
+                    crate::notice::Topic::Recording,
+                    format!(
+                        "the recording reached --record-limit ({} bytes): the run goes on, but \
+                         its input from here is not recorded (counted; a replay says so)",
+                        self.limit
+                    ),
+                );
+            }
+            self.not_recorded += 1;
+            return;
+        }
         self.write_raw(&[kind]);
         self.write_raw(&length.to_le_bytes());
         self.write_raw(payload);
     }
 
     fn write_raw(&mut self, bytes: &[u8]) {
+        self.written += bytes.len() as u64;
         if self.error.is_none() {
             if let Err(error) = self.out.write_all(bytes) {
                 self.error = Some(error);
@@ -412,7 +456,7 @@ mod tests {
     }
 
     fn write_sample(path: &Path) {
-        let mut recorder = Recorder::create(path, &start()).expect("create");
+        let mut recorder = Recorder::create(path, &start(), DEFAULT_RECORD_LIMIT).expect("create");
         recorder.attach(0, &[info("SSL_write"), info("SSL_read")]);
         recorder.record(b"\x01\x00\x00\x00chunk");
         recorder.tick(42);
@@ -424,6 +468,37 @@ mod tests {
             ..End::default()
         };
         assert!(recorder.end(&end).is_none());
+    }
+
+    #[test]
+    fn a_recording_stops_at_its_limit_and_its_end_says_how_much_is_missing() {
+        let path = temp("limited.rec");
+        let header = MAGIC.len() as u64 + 4;
+        let start_frame = 5 + serde_json::to_vec(&start()).expect("json").len() as u64;
+        // Room for two 9-byte records (5 bytes of frame head each) after the start.
+        let limit = header + start_frame + 2 * (5 + 9);
+        let mut recorder = Recorder::create(&path, &start(), limit).expect("create");
+        for index in 0..5u8 {
+            recorder.record(&[index; 9]);
+        }
+        // A frame that would still fit after one left out is left out too.
+        recorder.tick(1);
+        assert_eq!(recorder.not_recorded(), 4);
+        assert!(recorder.end(&End::default()).is_none());
+        let mut reader = Reader::open(&path).expect("open");
+        let mut frames = Vec::new();
+        while let Some(frame) = reader.next_frame().expect("frame") {
+            frames.push(frame);
+        }
+        assert_eq!(
+            frames[..2],
+            [Frame::Record(vec![0; 9]), Frame::Record(vec![1; 9])]
+        );
+        let Some(Frame::End(end)) = frames.get(2) else {
+            panic!("no end frame: {frames:?}");
+        };
+        assert_eq!(end.frames_not_recorded, 4);
+        assert_eq!(frames.len(), 3);
     }
 
     #[test]
@@ -462,7 +537,9 @@ mod tests {
     fn an_existing_file_is_never_replaced() {
         let path = temp("existing.rec");
         std::fs::write(&path, b"keep me").expect("write");
-        let error = Recorder::create(&path, &start()).err().expect("refused");
+        let error = Recorder::create(&path, &start(), DEFAULT_RECORD_LIMIT)
+            .err()
+            .expect("refused");
         assert!(
             matches!(&error, RecordingError::Create { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
             "{error}"

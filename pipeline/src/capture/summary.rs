@@ -35,6 +35,17 @@ pub struct Summary {
     pub swept: Swept,
     /// probectl's own memory at the end of the run (the live run's, in a replay).
     pub memory: MemoryUse,
+    /// What the writer counted (`--decode http`, pcapng), for the report.
+    pub output: Option<serde_json::Value>,
+    /// Secrets were traced (`--keylog`): each connection says its keys, or "keys not seen".
+    pub keys_traced: bool,
+    /// Handles whose secrets were dropped before their connection began (see
+    /// `KEYS_PENDING_MAX`).
+    pub keys_evicted: u64,
+    /// Handshakes whose handle never moved data: their secrets are tied to no connection.
+    pub handshakes_without_data: u64,
+    /// `--packets`: what the packet capture wrote and dropped.
+    pub packets: Option<crate::output::packets::PacketCounts>,
     /// What was captured per container, by id (sorted), and in the containers past the
     /// table's bound together.
     pub containers: Vec<(String, ContainerCounts)>,
@@ -87,7 +98,7 @@ pub struct SelectionSummary {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct MemoryUse {
-    /// The peak resident set (VmHWM): the ring buffer counts twice, mapped twice.
+    /// The peak resident set (VmHWM), the ring buffer's pages included (mapped once).
     pub peak_rss_kib: u64,
     /// The resident anonymous memory (RssAnon): probectl's own heap and stacks.
     pub heap_kib: u64,
@@ -134,6 +145,15 @@ impl Summary {
                 "not_captured_written": lost[0],
                 "not_captured_read": lost[1],
                 "closed": c.closed,
+                "keys": self.keys_traced.then(|| if c.keys.secrets == 0 {
+                    serde_json::json!("not seen")
+                } else {
+                    serde_json::json!({
+                        "secrets": c.keys.secrets,
+                        "client_random": c.keys.client_random,
+                        "labels": c.keys.labels,
+                    })
+                }),
                 "cgroup": c.identity.as_ref().map(|i| i.cgroup.as_str()),
                 "container": c.identity.as_ref().and_then(|i| i.container.as_deref()),
             })
@@ -169,6 +189,7 @@ impl Summary {
                 "calls_nesting_overflow": k.nesting_overflows,
                 "returns_missed": k.returns_missed,
                 "records_ring_full": k.records_lost,
+                "records_oversized": k.records_oversized,
                 "processes_pid_filter_full": k.filter_full,
                 "tls13_records_padding_unscanned": k.records_unscanned,
                 "tls13_bytes_padding_unscanned": k.bytes_unscanned,
@@ -200,6 +221,18 @@ impl Summary {
                 },
                 "kept": self.connections.iter().map(connection).collect::<Vec<_>>(),
             },
+            "keylog": self.keys_traced.then(|| serde_json::json!({
+                "secrets": self.counts.secrets,
+                "written": self.counts.secrets_written,
+                "unusable": self.counts.secrets_unusable,
+                "without_handle": self.counts.secrets_untied,
+                "repeated_entries_skipped": self.counts.secrets_repeated,
+                "lost_ring_full": self.kernel.secrets_lost,
+                "handles_evicted_before_their_connection": self.keys_evicted,
+                "handshakes_without_data": self.handshakes_without_data,
+                "connections_keys_not_seen": self.connections.iter().filter(|c| c.keys.secrets == 0).count(),
+            })),
+            "packets": self.packets,
             "command_exit_code": self.command_status.and_then(|status| status.code()),
             "kernel_entries_of_exited_processes_removed": {
                 "go_calls": self.swept.goroutines,
@@ -211,6 +244,7 @@ impl Summary {
                 "peak_rss_kib": self.memory.peak_rss_kib,
                 "heap_kib": self.memory.heap_kib,
             },
+            "output": self.output,
             "processes": {
                 "identities_unresolved": self.counts.identities_unresolved,
                 "identities_evicted": self.counts.identities_evicted,
@@ -285,6 +319,27 @@ impl Summary {
             format!(
                 "{} connection/close/process records found the ring buffer full",
                 kernel.records_lost
+            ),
+        );
+        add(
+            kernel.records_oversized,
+            format!(
+                "{} records longer than any record the BPF programs write were skipped unread",
+                kernel.records_oversized
+            ),
+        );
+        add(
+            kernel.secrets_lost,
+            format!(
+                "{} session secrets found the ring buffer full (not in the key log)",
+                kernel.secrets_lost
+            ),
+        );
+        add(
+            self.counts.secrets_unusable,
+            format!(
+                "{} session secrets not whole (unreadable, or longer than a key-log line takes): not in the key log",
+                self.counts.secrets_unusable
             ),
         );
         add(
@@ -416,12 +471,46 @@ impl std::fmt::Display for Summary {
                     ", open"
                 }
             )?;
+            if self.keys_traced {
+                match connection.keys.secrets {
+                    0 => write!(f, ", keys not seen")?,
+                    1 => write!(f, ", keys: 1 secret")?,
+                    count => write!(f, ", keys: {count} secrets")?,
+                }
+            }
         }
         if listed < self.connections.len() {
             write!(
                 f,
                 "\nprobectl: ... and {} more connections",
                 self.connections.len() - listed
+            )?;
+        }
+        if self.keys_traced {
+            write!(
+                f,
+                "\nprobectl: keys: {} secrets seen, {} written to the key log, {} without a connection handle, {} handshakes that moved no data",
+                self.counts.secrets,
+                self.counts.secrets_written,
+                self.counts.secrets_untied,
+                self.handshakes_without_data,
+            )?;
+            if self.keys_evicted > 0 {
+                write!(
+                    f,
+                    " ({} handles' secrets not tied to a connection: too many handshakes without one)",
+                    self.keys_evicted
+                )?;
+            }
+        }
+        if let Some(packets) = &self.packets {
+            write!(
+                f,
+                "\nprobectl: packets: {} written with {} secrets blocks, {} dropped by the capture socket, {} of untraced connections left out",
+                packets.packets_written,
+                packets.secrets_blocks,
+                packets.packets_dropped_by_socket,
+                packets.packets_untraced,
             )?;
         }
         if !self.selection.processes.is_empty() {

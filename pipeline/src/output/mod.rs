@@ -1,6 +1,7 @@
 //! Output formats: human text (escaped or hexdump) and lossless JSON lines; files are created
 //! 0600 because captured plaintext is sensitive.
 
+pub mod packets;
 pub mod pcapng;
 pub mod terminal;
 pub mod writer;
@@ -110,11 +111,13 @@ pub enum OutputError {
 }
 
 /// The writer of a format.
-pub fn writer_for(format: Format) -> Result<Box<dyn EventWriter>, OutputError> {
+pub fn writer_for(format: Format, memory_budget: u64) -> Result<Box<dyn EventWriter>, OutputError> {
     Ok(match format {
-        Format::Pcapng => {
-            Box::new(crate::output::pcapng::PcapngWriter::new().map_err(OutputError::Pcapng)?)
-        }
+        Format::Pcapng => Box::new(
+            crate::output::pcapng::PcapngWriter::new()
+                .map_err(OutputError::Pcapng)?
+                .with_budget(memory_budget),
+        ),
         text_or_json => Box::new(Renderer::new(text_or_json)),
     })
 }
@@ -347,6 +350,23 @@ impl OutputFile {
     }
 }
 
+/// Puts a committed file in append mode (`--keylog`): each write lands at the end whole,
+/// whoever else appends to the file.
+pub fn append_mode(file: std::fs::File) -> Result<std::fs::File, OutputError> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this File owns; F_GETFL/F_SETFL take and return flags only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_APPEND) } < 0 {
+        return Err(OutputError::Unwritable {
+            path: PathBuf::from(format!("/proc/self/fd/{fd}")),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(file)
+}
+
 impl Drop for OutputFile {
     /// A file this run created and never wrote is removed, if the path still names it.
     fn drop(&mut self) {
@@ -459,6 +479,52 @@ pub trait EventWriter: Send {
     fn finish(&mut self, _out: &mut dyn Output) -> io::Result<()> {
         Ok(())
     }
+    /// What this writer counted, for the `--report` (its losses and bounds by cause).
+    fn report(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// A session secret was seen (`--keylog`): formats that show it say which connection it
+    /// belongs to (never the secret itself: that goes to the key log only).
+    fn secret(&mut self, _secret: &SecretEvent<'_>, _out: &mut dyn Output) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A session secret as output shows it: its label and client random, and its connection.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretEvent<'a> {
+    /// Wall-clock time, ns since the Unix epoch.
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    /// The key-log function probed.
+    pub function: &'a str,
+    pub label: &'a str,
+    /// Hex, as in the key log.
+    pub client_random: &'a str,
+    /// The library's connection handle (0: none).
+    pub handle: u64,
+    /// The connection's id when it is known already (a secret comes in the handshake, before
+    /// the connection's first call: then its connection's later events carry the same
+    /// `handle`, and the summary's connection carries its keys).
+    pub connection: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct JsonSecret<'a> {
+    ts_ns: u64,
+    pid: u32,
+    tid: u32,
+    function: &'a str,
+    secret: JsonSecretFields<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonSecretFields<'a> {
+    label: &'a str,
+    client_random: &'a str,
+    handle: String,
+    conn: Option<u64>,
 }
 
 /// Renders events straight into the output's buffer.
@@ -543,6 +609,49 @@ struct JsonConnection<'a> {
 impl EventWriter for Renderer {
     fn event(&mut self, event: &Event<'_>, out: &mut dyn Output) -> io::Result<()> {
         self.render(event, out)
+    }
+
+    fn secret(&mut self, secret: &SecretEvent<'_>, out: &mut dyn Output) -> io::Result<()> {
+        match self.format {
+            Format::Json => out.append(HEADER_BYTES, &mut |line| {
+                serde_json::to_writer(&mut *line, &secret_json(secret))?;
+                line.push(b'\n');
+                Ok(())
+            }),
+            Format::Text | Format::Hex => out.append(HEADER_BYTES, &mut |line| {
+                let conn = match secret.connection {
+                    Some(id) => format!("conn#{id}"),
+                    None => format!("handle {:#x}", secret.handle),
+                };
+                writeln!(
+                    line,
+                    "--- {} [{}/{}] {} key {} {} {conn}",
+                    format_time(secret.ts_ns),
+                    secret.pid,
+                    secret.tid,
+                    secret.function,
+                    secret.label,
+                    secret.client_random,
+                )?;
+                Ok(())
+            }),
+            Format::Pcapng => Ok(()),
+        }
+    }
+}
+
+fn secret_json<'a>(secret: &SecretEvent<'a>) -> JsonSecret<'a> {
+    JsonSecret {
+        ts_ns: secret.ts_ns,
+        pid: secret.pid,
+        tid: secret.tid,
+        function: secret.function,
+        secret: JsonSecretFields {
+            label: secret.label,
+            client_random: secret.client_random,
+            handle: format!("{:#x}", secret.handle),
+            conn: secret.connection,
+        },
     }
 }
 

@@ -13,7 +13,9 @@
 //! The pcapng blocks are built by `pcap-file` into a scratch buffer and copied out per event,
 //! so a pipe (`| tshark -i -`) gets each packet as soon as the session flushes its output.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use crate::budget::MemoryBudget;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -228,6 +230,13 @@ enum Slot {
     Mirror,
 }
 
+/// What one connection's state costs against the memory budget: its slot, its 4-tuple's entry,
+/// the ids' queue and the hash tables' control bytes and slack.
+const SLOT_BYTES: u64 = (std::mem::size_of::<(u64, Slot)>()
+    + std::mem::size_of::<((SocketAddr, SocketAddr), u64)>()
+    + std::mem::size_of::<u64>()
+    + 32) as u64;
+
 /// Unordered pair of endpoints: a TCP connection whichever end it is seen from.
 fn tuple_key(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
     if a <= b {
@@ -251,6 +260,12 @@ pub struct PcapngWriter {
     placeholder_connections: u64,
     mirror_connections: u64,
     mirror_bytes: u64,
+    /// The state of all open connections, against `--memory-budget`.
+    budget: MemoryBudget,
+    /// Connection ids in the order their slots were made (ids of closed ones are dropped
+    /// lazily): the oldest conversation is the one ended when the budget is full.
+    order: VecDeque<u64>,
+    evicted: u64,
 }
 
 impl PcapngWriter {
@@ -310,7 +325,53 @@ impl PcapngWriter {
             placeholder_connections: 0,
             mirror_connections: 0,
             mirror_bytes: 0,
+            budget: MemoryBudget::default(),
+            order: VecDeque::new(),
+            evicted: 0,
         })
+    }
+
+    /// With a memory budget of `limit` bytes for all connections' state (`--memory-budget`).
+    pub fn with_budget(mut self, limit: u64) -> PcapngWriter {
+        self.budget = MemoryBudget::new(limit);
+        self
+    }
+
+    /// Makes room for one more connection's state, ending the oldest conversations (FINs
+    /// written, counted) while the budget is full.
+    fn make_room(&mut self, ts_ns: u64) -> Result<(), PcapngError> {
+        while !self.budget.fits(SLOT_BYTES) {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            let Some(slot) = self.slots.remove(&oldest) else {
+                continue;
+            };
+            self.budget.update(SLOT_BYTES, 0);
+            self.evicted += 1;
+            if let Slot::Written(conversation) = slot {
+                self.end_conversation(
+                    oldest,
+                    &conversation,
+                    ts_ns,
+                    "conversation ended here: the memory budget (--memory-budget) is full; \
+                     its later bytes start a new conversation",
+                )?;
+            }
+        }
+        // Ids of connections closed meanwhile, dropped once they outnumber the open ones.
+        if self.order.len() > 2 * self.slots.len() + 64 {
+            let slots = &self.slots;
+            self.order.retain(|id| slots.contains_key(id));
+        }
+        Ok(())
+    }
+
+    /// A slot for connection `id`, within the budget.
+    fn insert_slot(&mut self, id: u64, slot: Slot) {
+        self.slots.insert(id, slot);
+        self.order.push_back(id);
+        self.budget.update(0, SLOT_BYTES);
     }
 
     /// Server ports of the connections that spoke HTTP/2.
@@ -349,6 +410,15 @@ impl PcapngWriter {
                  placeholders {}:<1024 + connection id mod 64511> and {remote}",
                 self.placeholder_connections,
                 local.ip(),
+            ));
+        }
+        if self.evicted > 0 {
+            notes.push(format!(
+                "pcapng: {} conversations were ended early (FINs written) because the state of \
+                 all open connections reached --memory-budget ({} bytes); their later bytes \
+                 started new conversations",
+                self.evicted,
+                self.budget.limit()
             ));
         }
         if self.mirror_connections > 0 {
@@ -412,9 +482,10 @@ impl PcapngWriter {
             }
         };
         let key = tuple_key(local, remote);
+        self.make_room(event.ts_ns)?;
         if self.open_tuples.contains_key(&key) {
             self.mirror_connections += 1;
-            self.slots.insert(id, Slot::Mirror);
+            self.insert_slot(id, Slot::Mirror);
             return Ok(None);
         }
         self.open_tuples.insert(key, id);
@@ -461,7 +532,7 @@ impl PcapngWriter {
         }
         let ack = conversation.segment(client, conversation.seq(client, 0), Flags::default(), &[]);
         self.write_segment(&ack, event.ts_ns, note("ACK"))?;
-        self.slots.insert(id, Slot::Written(conversation));
+        self.insert_slot(id, Slot::Written(conversation));
         Ok(Some(id))
     }
 
@@ -544,9 +615,27 @@ impl PcapngWriter {
         let Some(slot) = self.slots.remove(&conn.id) else {
             return Ok(());
         };
+        self.budget.update(SLOT_BYTES, 0);
         let Slot::Written(conversation) = slot else {
             return Ok(());
         };
+        self.end_conversation(
+            conn.id,
+            &conversation,
+            ts_ns,
+            "the traced end closed its fd",
+        )
+    }
+
+    /// Writes the FINs that end `conversation` (the first one's comment says why) and frees
+    /// its 4-tuple.
+    fn end_conversation(
+        &mut self,
+        id: u64,
+        conversation: &Conversation,
+        ts_ns: u64,
+        why: &str,
+    ) -> Result<(), PcapngError> {
         self.open_tuples
             .remove(&tuple_key(conversation.local, conversation.remote));
         // The traced end's FIN; then the peer's FIN and the last ACK, synthesized so that
@@ -559,13 +648,7 @@ impl PcapngWriter {
         let local_end = conversation.seq(Side::Local, conversation.sent[Side::Local as usize]);
         let remote_end = conversation.seq(Side::Remote, conversation.sent[Side::Remote as usize]);
         let closing = [
-            (
-                Side::Local,
-                local_end,
-                remote_end,
-                fin,
-                "the traced end closed its fd",
-            ),
+            (Side::Local, local_end, remote_end, fin, why),
             (
                 Side::Remote,
                 remote_end,
@@ -586,11 +669,7 @@ impl PcapngWriter {
                 ack: Some(ack),
                 ..conversation.segment(side, seq, flags, &[])
             };
-            self.write_segment(
-                &segment,
-                ts_ns,
-                format!("probectl: {note} (conn#{})", conn.id),
-            )?;
+            self.write_segment(&segment, ts_ns, format!("probectl: {note} (conn#{id})"))?;
         }
         Ok(())
     }
@@ -626,6 +705,21 @@ impl EventWriter for PcapngWriter {
     ) -> io::Result<()> {
         self.write_close(conn, ts_ns)?;
         self.drain(out)
+    }
+
+    fn report(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({
+            "pcapng": {
+                "connections_without_addresses": self.placeholder_connections,
+                "connections_traced_at_both_ends": self.mirror_connections,
+                "bytes_of_the_other_end_not_written": self.mirror_bytes,
+                "conversations_ended_for_the_memory_budget": self.evicted,
+            },
+            "memory_budget": {
+                "limit": self.budget.limit(),
+                "peak": self.budget.peak(),
+            },
+        }))
     }
 
     fn finish(&mut self, out: &mut dyn Output) -> io::Result<()> {
@@ -1034,6 +1128,57 @@ mod tests {
         assert!(packets
             .iter()
             .any(|p| p.comment.contains("-d tcp.port==8443,http2")));
+    }
+
+    #[test]
+    fn the_oldest_conversation_ends_when_the_memory_budget_is_full() {
+        // Room for two connections' state: the third ends the first one (FINs, counted), and
+        // the first one's later bytes start a conversation of their own again.
+        let mut writer = writer().with_budget(2 * SLOT_BYTES);
+        let mut out = Vec::new();
+        let ends = [
+            (Some("127.0.0.1:40001"), Some("127.0.0.1:8443")),
+            (Some("127.0.0.1:40002"), Some("127.0.0.1:8443")),
+            (Some("127.0.0.1:40003"), Some("127.0.0.1:8443")),
+        ];
+        let first: Vec<Call<'_>> = (0..3)
+            .map(|index| call(index as u64 + 1, ends[index], Direction::Write, 0, b"hello"))
+            .collect();
+        feed(&mut writer, &first, &mut out);
+        feed(
+            &mut writer,
+            &[call(1, ends[0], Direction::Write, 5, b"again")],
+            &mut out,
+        );
+        let (_, packets) = read_capture(&out);
+        let port_40001: Vec<&Decoded> = packets
+            .iter()
+            .filter(|p| p.from.port() == 40001 || p.to.port() == 40001)
+            .collect();
+        let syns = port_40001
+            .iter()
+            .filter(|p| p.tcp.syn && !p.tcp.ack)
+            .count();
+        let fins = port_40001.iter().filter(|p| p.tcp.fin).count();
+        assert_eq!((syns, fins), (2, 2), "{port_40001:#?}");
+        assert!(port_40001.iter().any(|p| p
+            .comment
+            .contains("the memory budget (--memory-budget) is full")));
+        // The second conversation of the first connection carries its bytes at their offset.
+        let last = port_40001.last().expect("packets");
+        assert_eq!(last.payload, b"again");
+        assert_eq!(last.tcp.sequence_number, 0x1000_0000 + 1 + 5);
+        assert!(writer.budget.peak() <= 2 * SLOT_BYTES);
+        let report = writer.report().expect("a report");
+        // The third connection ended the first; the first's return ended the second.
+        assert_eq!(
+            report["pcapng"]["conversations_ended_for_the_memory_budget"],
+            2
+        );
+        assert!(writer
+            .notes()
+            .iter()
+            .any(|n| n.contains("2 conversations were ended early")));
     }
 
     #[test]

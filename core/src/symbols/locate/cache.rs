@@ -217,6 +217,8 @@ mod tests {
             exact: false,
             calls: None,
             inlines_another: false,
+            string: None,
+            follow: Vec::new(),
         }
     }
 

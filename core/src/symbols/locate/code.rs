@@ -68,6 +68,27 @@ impl Function {
     }
 }
 
+/// Pointers a field path follows at most (`ssl->s3->client_random`: one).
+pub const FIELD_MAX_POINTERS: usize = 2;
+
+/// A field reached from a struct pointer: load the 8-byte pointer at each offset of `pointers`
+/// in turn, then add `offset`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldPath {
+    pub pointers: Vec<i64>,
+    pub offset: i64,
+}
+
+impl std::fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = "arg".to_string();
+        for pointer in &self.pointers {
+            text = format!("*({text}+{pointer:#x})");
+        }
+        write!(f, "{text}+{:#x}", self.offset)
+    }
+}
+
 /// One error report: `(library, reason)` as loaded into the call's argument registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ErrorSite {
@@ -143,6 +164,164 @@ impl<'a> Code<'a> {
             }
         }
         found.into_iter().collect()
+    }
+
+    /// Addresses of the NUL-terminated string `text`, wherever a loaded segment holds it: a
+    /// string of its own, or the tail of a longer one (linkers merge a string into another
+    /// that ends with it, and code then loads the address of that tail).
+    pub fn string_addresses(&self, text: &str) -> Vec<u64> {
+        let mut needle = text.as_bytes().to_vec();
+        needle.push(0);
+        let mut found = BTreeSet::new();
+        for at in memchr::memmem::find_iter(self.file, &needle) {
+            let offset = at as u64;
+            if let Some(segment) = self.segments.iter().find(|segment| {
+                !segment.executable
+                    && offset >= segment.file_offset
+                    && offset < segment.file_offset + segment.file_size
+            }) {
+                found.insert(offset - segment.file_offset + segment.address);
+            }
+        }
+        found.into_iter().collect()
+    }
+
+    /// The target of the first direct call after the instruction at `site`, on the straight
+    /// line from it (plain instructions, and direct unconditional jumps followed): `None` when
+    /// anything else comes first, or nothing within a few instructions.
+    pub fn call_after(&self, site: u64) -> Option<u64> {
+        let mut address = self.decode_at(site)?.next_ip();
+        for _ in 0..MAX_FORWARD {
+            let instruction = self.decode_at(address)?;
+            match instruction.flow_control() {
+                FlowControl::Call if instruction.op0_kind() == OpKind::NearBranch64 => {
+                    return Some(instruction.near_branch_target());
+                }
+                FlowControl::UnconditionalBranch
+                    if instruction.op0_kind() == OpKind::NearBranch64 =>
+                {
+                    address = instruction.near_branch_target();
+                }
+                FlowControl::Next => address = instruction.next_ip(),
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// The targets of the direct jumps that leave `function` (tail calls: a jump to another
+    /// proven function entry).
+    pub fn tail_jumps(&self, function: &Function) -> BTreeSet<u64> {
+        function
+            .instructions
+            .values()
+            .filter(|instruction| instruction.flow_control() == FlowControl::UnconditionalBranch)
+            .filter(|instruction| instruction.op0_kind() == OpKind::NearBranch64)
+            .map(Instruction::near_branch_target)
+            .filter(|&target| !function.contains(target) && self.is_call_target(target))
+            .collect()
+    }
+
+    /// Where the field that `function` (an accessor) copies out lies, from the struct its
+    /// argument register `argument` points at: the source (second argument) of the first
+    /// direct call it makes (a `memcpy`), as straight-line code computes it from the argument
+    /// (`mov 0x30(%rdi),%rax; add $0x30,%rax; mov %rax,%rsi`: through a pointer); or, where the
+    /// copy is inlined and nothing is called, the one displacement of every memory operand
+    /// based on the argument alone (`lea 0x160(%rdi),%rsi`, `mov 0x160(%rdi),%rdx`), in address
+    /// order until the register is written. `None` when neither gives one answer.
+    pub fn field_path(&self, function: &Function, argument: Register) -> Option<FieldPath> {
+        let mut factory = InstructionInfoFactory::new();
+        let mut known: HashMap<Register, FieldPath> = HashMap::new();
+        known.insert(argument, FieldPath::default());
+        let mut offsets = BTreeSet::new();
+        let mut argument_live = true;
+        for instruction in function.instructions.values() {
+            if instruction.flow_control() == FlowControl::Call {
+                if instruction.op0_kind() == OpKind::NearBranch64 {
+                    return known.get(&Register::RSI).cloned();
+                }
+                return None;
+            }
+            if argument_live {
+                for operand in 0..instruction.op_count() {
+                    if instruction.op_kind(operand) == OpKind::Memory
+                        && instruction.memory_base() == argument
+                        && instruction.memory_index() == Register::None
+                    {
+                        offsets.insert(instruction.memory_displacement64() as i64);
+                    }
+                }
+            }
+            let destination = instruction.op0_register().full_register();
+            let base = |known: &HashMap<Register, FieldPath>| {
+                (instruction.memory_index() == Register::None)
+                    .then(|| {
+                        known
+                            .get(&instruction.memory_base().full_register())
+                            .cloned()
+                    })
+                    .flatten()
+            };
+            let value = match instruction.code() {
+                Opcode::Lea_r64_m => base(&known).map(|mut path| {
+                    path.offset += instruction.memory_displacement64() as i64;
+                    path
+                }),
+                Opcode::Mov_r64_rm64 if instruction.op1_kind() == OpKind::Memory => base(&known)
+                    .and_then(|path| {
+                        (path.pointers.len() < FIELD_MAX_POINTERS).then(|| {
+                            let mut pointers = path.pointers;
+                            pointers.push(path.offset + instruction.memory_displacement64() as i64);
+                            FieldPath {
+                                pointers,
+                                offset: 0,
+                            }
+                        })
+                    }),
+                Opcode::Mov_r64_rm64 | Opcode::Mov_rm64_r64
+                    if instruction.op0_kind() == OpKind::Register
+                        && instruction.op1_kind() == OpKind::Register =>
+                {
+                    known
+                        .get(&instruction.op1_register().full_register())
+                        .cloned()
+                }
+                Opcode::Add_rm64_imm8 | Opcode::Add_rm64_imm32
+                    if instruction.op0_kind() == OpKind::Register =>
+                {
+                    known.get(&destination).cloned().map(|mut path| {
+                        path.offset += instruction.immediate32to64();
+                        path
+                    })
+                }
+                _ => None,
+            };
+            for used in factory.info(instruction).used_registers() {
+                if matches!(
+                    used.access(),
+                    OpAccess::Write
+                        | OpAccess::CondWrite
+                        | OpAccess::ReadWrite
+                        | OpAccess::ReadCondWrite
+                ) {
+                    let register = used.register().full_register();
+                    known.remove(&register);
+                    if register == argument {
+                        argument_live = false;
+                    }
+                }
+            }
+            if let Some(value) = value {
+                known.insert(destination, value);
+            }
+        }
+        match offsets.len() {
+            1 => offsets.into_iter().next().map(|offset| FieldPath {
+                pointers: Vec::new(),
+                offset,
+            }),
+            _ => None,
+        }
     }
 
     /// Direct call targets (`call rel32`) that land at the start of executable code: every

@@ -34,6 +34,9 @@ use code::{Code, Function};
 /// the library, which messages need not say.
 pub const NO_SOURCE: &str = "no string ending in";
 
+/// How the reason of a file without a string rule's string starts (likewise not the library).
+pub const NO_STRING: &str = "no string ";
+
 /// Rust TLS code in an executable, from what every build keeps: the crate paths of Rust's
 /// panic locations (`.../rustls-0.23.46/src/...`) and aws-lc's source paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,11 +164,18 @@ pub fn locate(
             }
             None => {
                 let Some(rule) = rule else { continue };
-                // A file without the source path is not this library: no analysis, no cache.
-                let mut path = rule.source.as_bytes().to_vec();
+                // A file without the source path (or the string) is not this library: no
+                // analysis, no cache.
+                let wanted = rule.string.as_deref().unwrap_or(&rule.source);
+                let mut path = wanted.as_bytes().to_vec();
                 path.push(0);
                 if memchr::memmem::find(elf.bytes(), &path).is_some() {
                     left.push((symbol, rule));
+                } else if rule.string.is_some() {
+                    outcomes.insert(
+                        symbol.to_string(),
+                        Err(format!("{NO_STRING}{wanted:?} in the file")),
+                    );
                 } else {
                     outcomes.insert(
                         symbol.to_string(),
@@ -211,6 +221,41 @@ pub fn locate(
     );
     let mut indexes: HashMap<(String, u64), SourceIndex> = HashMap::new();
     for (symbol, rule) in to_analyse {
+        if rule.string.is_some() {
+            let outcome = by_string(&code, rule).and_then(|(function, evidence)| {
+                elf.function_at(function.entry, function.end - function.entry)
+                    .map(|symbol| Located {
+                        function: symbol,
+                        found: Found::CrossReference,
+                        evidence,
+                    })
+                    .ok_or_else(|| format!("{:#x} is in no loaded segment", function.entry))
+            });
+            if let Some(entry) = cache.as_mut() {
+                entry.put(
+                    symbol,
+                    rule,
+                    outcome.as_ref().map(|located| {
+                        (
+                            located.function.address,
+                            located.function.size,
+                            located.evidence.clone(),
+                        )
+                    }),
+                );
+            }
+            let mut outcome = outcome;
+            if let (Ok(located), Some(why)) = (
+                outcome.as_mut(),
+                cache.as_ref().and_then(|entry| entry.damage()),
+            ) {
+                located.evidence.push_str(&format!(
+                    " (the cache file was damaged: {why}; analysed anew)"
+                ));
+            }
+            outcomes.insert(symbol.to_string(), outcome);
+            continue;
+        }
         let index = indexes
             .entry((rule.source.clone(), rule.library))
             .or_insert_with(|| SourceIndex::build(&code, &rule.source, rule.library));
@@ -253,6 +298,115 @@ pub fn locate(
         let _ = entry.save();
     }
     outcomes
+}
+
+/// A rule by string cross-reference ([`LocateRule::string`]): the one instruction loading the
+/// string's address, then the branches of [`LocateRule::follow`] in turn. Each step must
+/// have exactly one answer, and the function reached must be a proven entry whose control
+/// flow decodes.
+fn by_string(code: &Code, rule: &LocateRule) -> Result<(Function, String), String> {
+    let text = rule.string.as_deref().unwrap_or_default();
+    let strings = code.string_addresses(text);
+    let sites: Vec<u64> = strings
+        .iter()
+        .flat_map(|&address| code.references(address))
+        .collect();
+    let site = match sites.as_slice() {
+        [site] => *site,
+        [] => {
+            return Err(format!(
+                "no instruction loads the address of {text:?} ({} copies of the string)",
+                strings.len()
+            ))
+        }
+        many => {
+            return Err(format!(
+                "{} instructions load the address of {text:?} (at {}): ambiguous, nothing attached",
+                many.len(),
+                many.iter()
+                    .map(|site| format!("{site:#x}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    };
+    let mut evidence = format!("the only reference to {text:?} (at {site:#x})");
+    let mut current: Option<Function> = None;
+    for step in &rule.follow {
+        let target = match (step, &current) {
+            (crate::spec::Follow::Call, None) => code.call_after(site).ok_or_else(|| {
+                format!("{evidence} is not followed by a direct call on its straight line")
+            })?,
+            (crate::spec::Follow::Call, Some(function)) => {
+                let callees = function.callees();
+                match callees.len() {
+                    1 => callees.into_iter().next().unwrap_or_default(),
+                    count => {
+                        return Err(format!(
+                            "{evidence}: the function at {:#x} makes direct calls to {count} functions, not one",
+                            function.entry
+                        ))
+                    }
+                }
+            }
+            (crate::spec::Follow::Jmp, None) => {
+                return Err("follow: \"jmp\" needs a function reached by \"call\" first".into())
+            }
+            (crate::spec::Follow::Jmp, Some(function)) => {
+                let jumps = code.tail_jumps(function);
+                match jumps.len() {
+                    1 => jumps.into_iter().next().unwrap_or_default(),
+                    count => {
+                        return Err(format!(
+                            "{evidence}: the function at {:#x} ends in {count} tail jumps to other functions, not one",
+                            function.entry
+                        ))
+                    }
+                }
+            }
+        };
+        if !code.is_call_target(target) {
+            return Err(format!(
+                "{evidence}: {target:#x} is no proven function entry"
+            ));
+        }
+        let function = code.follow(target).ok_or_else(|| {
+            format!("{evidence}: the code at {target:#x} does not decode as a function")
+        })?;
+        evidence.push_str(match step {
+            crate::spec::Follow::Call => ", then the function its next call enters",
+            crate::spec::Follow::Jmp => ", then the function that one's tail jump enters",
+        });
+        evidence.push_str(&format!(" ({target:#x})"));
+        current = Some(function);
+    }
+    match current {
+        Some(function) => Ok((function, evidence)),
+        None => {
+            let function = code
+                .function_containing(site)
+                .ok_or_else(|| format!("{evidence} is in code not proven to be a function"))?;
+            evidence.push_str(", in the function holding it");
+            Ok((function, evidence))
+        }
+    }
+}
+
+/// Where the field that the accessor at `address` copies out lies, from the struct its
+/// argument register `argument` points at (see [`Code::field_path`]).
+pub fn field_path(
+    elf: &ElfFile,
+    address: u64,
+    argument: iced_x86::Register,
+) -> Option<code::FieldPath> {
+    let code = Code::new(
+        elf.bytes(),
+        elf.load_segments(),
+        elf.position_independent(),
+        elf.unwind_function_starts(),
+    );
+    let function = code.follow(address)?;
+    code.field_path(&function, argument)
 }
 
 /// The functions of `elf` that report errors of `library` from `source`: entry, size and

@@ -117,6 +117,8 @@ fn rule(library: u64, errors: &[u64], exact: bool) -> LocateRule {
         exact,
         calls: None,
         inlines_another: false,
+        string: None,
+        follow: Vec::new(),
     }
 }
 
@@ -512,4 +514,90 @@ fn rustls_and_its_provider_are_named_from_their_crate_paths() {
         super::rust_tls(b"\0../../vendor/boringssl/ssl/ssl_lib.cc\0"),
         None
     );
+}
+
+#[test]
+fn a_string_rule_follows_the_call_to_the_function_the_symbol_table_names() {
+    // node keeps OpenSSL's .symtab: the oracle for where the rule lands (the analysis does not
+    // read symbols). "CLIENT_RANDOM" is passed to ssl_log_secret by the next call.
+    let node = Path::new("/usr/bin/node");
+    let elf = ElfFile::open(node).expect("node");
+    let oracle = elf.functions(&["ssl_log_secret"]).expect("symbols")["ssl_log_secret"];
+    let rule = LocateRule {
+        source: String::new(),
+        library: 0,
+        errors: Vec::new(),
+        exact: false,
+        calls: None,
+        inlines_another: false,
+        string: Some("CLIENT_RANDOM".into()),
+        follow: vec![crate::spec::Follow::Call],
+    };
+    let mut outcomes = locate(&elf, &[("wanted", Some(&rule))], &[], None);
+    let located = outcomes
+        .remove("wanted")
+        .expect("outcome")
+        .expect("located");
+    assert_eq!(located.function.address, oracle.address);
+    assert_eq!(located.found, Found::CrossReference);
+    assert!(located
+        .evidence
+        .contains("the only reference to \"CLIENT_RANDOM\""));
+    // node inlines nss_keylog_int into it: there is no tail jump to follow, and that is said.
+    let deeper = LocateRule {
+        follow: vec![crate::spec::Follow::Call, crate::spec::Follow::Jmp],
+        ..rule.clone()
+    };
+    let mut outcomes = locate(&elf, &[("wanted", Some(&deeper))], &[], None);
+    let why = outcomes
+        .remove("wanted")
+        .expect("outcome")
+        .expect_err("no tail jump");
+    assert!(why.contains("tail jumps"), "{why}");
+    // A string the file lacks is said, and nothing analysed.
+    let absent = LocateRule {
+        string: Some("NO_SUCH_LABEL_ANYWHERE".into()),
+        ..rule
+    };
+    let mut outcomes = locate(&elf, &[("wanted", Some(&absent))], &[], None);
+    let why = outcomes
+        .remove("wanted")
+        .expect("outcome")
+        .expect_err("absent");
+    assert!(why.starts_with("no string"), "{why}");
+}
+
+#[test]
+fn an_accessor_tells_where_the_field_it_copies_lies() {
+    // SSL_get_client_random(ssl, out, outlen) copies the client random: OpenSSL 3.0's
+    // ssl->s3.client_random (inline, the copy inlined too: one displacement from %rdi), and
+    // BoringSSL's ssl->s3->client_random (through the s3 pointer, by a call to memcpy).
+    let path = |pointers: &[i64], offset: i64| super::code::FieldPath {
+        pointers: pointers.to_vec(),
+        offset,
+    };
+    for (file, wanted) in [
+        ("/usr/lib/x86_64-linux-gnu/libssl.so.3", path(&[], 0x160)),
+        ("/usr/bin/node", path(&[], 0x160)),
+        (
+            "/usr/lib/x86_64-linux-gnu/android/libssl.so.0",
+            path(&[0x30], 0x30),
+        ),
+    ] {
+        let elf = ElfFile::open(Path::new(file)).expect(file);
+        let accessor =
+            elf.functions(&["SSL_get_client_random"]).expect("symbols")["SSL_get_client_random"];
+        let found = super::field_path(&elf, accessor.address, iced_x86::Register::RDI);
+        assert_eq!(found, Some(wanted), "{file}");
+    }
+    // GnuTLS's gnutls_session_get_random(session, client, server) stores the address of the
+    // session's client random into *client: one displacement from %rdi, before %rdi moves on
+    // to the server random.
+    let file = "/usr/lib/x86_64-linux-gnu/libgnutls.so.30";
+    let elf = ElfFile::open(Path::new(file)).expect(file);
+    let accessor = elf
+        .functions(&["gnutls_session_get_random"])
+        .expect("symbols")["gnutls_session_get_random"];
+    let found = super::field_path(&elf, accessor.address, iced_x86::Register::RDI);
+    assert_eq!(found, Some(path(&[], 0x50)));
 }

@@ -200,7 +200,7 @@ pub struct Decoder {
     streams: [Stream; 2],
     pending: VecDeque<Pending>,
     next_seq: u64,
-    limits: Limits,
+    pub(crate) limits: Limits,
     skipped: u64,
 }
 
@@ -275,6 +275,11 @@ impl Decoder {
                 .iter()
                 .map(|p| p.exchange.held_bytes())
                 .sum::<usize>()
+    }
+
+    /// Bytes of bodies held (of the exchanges waiting).
+    pub fn body_bytes(&self) -> u64 {
+        self.pending.iter().map(|p| p.exchange.body_bytes()).sum()
     }
 
     /// Bytes skipped while resynchronising since the last call.

@@ -240,7 +240,7 @@ pub struct Decoder {
     highest_stream: u32,
     /// Largest frame each direction may carry (SETTINGS_MAX_FRAME_SIZE of its receiver).
     max_frame: [u32; 2],
-    limits: Limits,
+    pub(crate) limits: Limits,
     skipped: u64,
 }
 
@@ -289,6 +289,15 @@ impl Decoder {
     }
 
     /// Bytes held: frame buffers, header blocks, stream bodies, HPACK tables.
+    /// Bytes of bodies held (of the streams in flight).
+    pub fn body_bytes(&self) -> u64 {
+        self.streams
+            .values()
+            .filter_map(|s| s.exchange.as_ref())
+            .map(Exchange::body_bytes)
+            .sum()
+    }
+
     pub fn held_bytes(&self) -> usize {
         self.readers
             .iter()

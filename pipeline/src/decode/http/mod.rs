@@ -22,6 +22,7 @@ pub mod websocket;
 use std::collections::HashMap;
 use std::io;
 
+use crate::budget::MemoryBudget;
 use crate::output::{ConnectionView, Event, EventWriter, Format, Output, Renderer};
 use crate::Direction;
 pub use hpack::Field;
@@ -105,6 +106,9 @@ pub struct Body {
     /// Live output only: bytes past the limits that arrived since the writer last looked (it
     /// takes them after each call, so this holds at most one call's bytes).
     pub(crate) overflow: Vec<u8>,
+    /// Bytes under `--max-body` not kept all the same: the connection's bodies or the memory
+    /// budget of all connections were full (the rest of `not_kept` is over `--max-body`).
+    pub over_budget: u64,
 }
 
 impl Body {
@@ -112,10 +116,11 @@ impl Body {
     /// than `limits.connection_bodies` bytes of bodies in all (`held` now); always counted.
     fn push(&mut self, bytes: &[u8], limits: Limits, held: u64) {
         self.len += bytes.len() as u64;
-        let room = (limits.max_body as usize)
+        let under_max_body = (limits.max_body as usize)
             .saturating_sub(self.data.len())
-            .min(limits.connection_bodies.saturating_sub(held) as usize);
-        let kept = bytes.len().min(room);
+            .min(bytes.len());
+        let kept = under_max_body.min(limits.connection_bodies.saturating_sub(held) as usize);
+        self.over_budget += (under_max_body - kept) as u64;
         self.data.extend_from_slice(&bytes[..kept]);
         if limits.live {
             self.overflow.extend_from_slice(&bytes[kept..]);
@@ -339,6 +344,36 @@ enum Protocol {
     WebSocket(Box<websocket::Decoder>),
 }
 
+impl Protocol {
+    /// Bytes its decoder holds (buffers, bodies, tables).
+    fn held_bytes(&self) -> usize {
+        match self {
+            Protocol::Http1(decoder) => decoder.held_bytes(),
+            Protocol::Http2(decoder) => decoder.held_bytes(),
+            Protocol::WebSocket(decoder) => decoder.held_bytes(),
+            Protocol::Unknown | Protocol::Raw => 0,
+        }
+    }
+
+    /// Bytes of bodies its decoder holds.
+    fn body_bytes(&self) -> u64 {
+        match self {
+            Protocol::Http1(decoder) => decoder.body_bytes(),
+            Protocol::Http2(decoder) => decoder.body_bytes(),
+            Protocol::WebSocket(_) | Protocol::Unknown | Protocol::Raw => 0,
+        }
+    }
+
+    /// Bodies in flight may hold `bytes` in all (WebSocket messages are not held whole).
+    fn limit_bodies(&mut self, bytes: u64) {
+        match self {
+            Protocol::Http1(decoder) => decoder.limits.connection_bodies = bytes,
+            Protocol::Http2(decoder) => decoder.limits.connection_bodies = bytes,
+            Protocol::WebSocket(_) | Protocol::Unknown | Protocol::Raw => {}
+        }
+    }
+}
+
 struct ConnectionState {
     protocol: Protocol,
     /// Bytes written raw while the protocol was not known yet.
@@ -347,8 +382,8 @@ struct ConnectionState {
     next_offset: [Option<u64>; 2],
 }
 
-/// Counts shown on stderr at the end of the run.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// Counts shown on stderr at the end of the run, and in the report.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     pub exchanges: u64,
     pub incomplete: u64,
@@ -357,6 +392,9 @@ pub struct Stats {
     pub connections_raw: u64,
     /// Body bytes over `--max-body`, counted and not kept.
     pub body_bytes_not_kept: u64,
+    /// Of those, bytes under `--max-body` not kept for the memory bounds (the connection's
+    /// 32 MiB of bodies, or the budget of all connections: `--memory-budget`).
+    pub body_bytes_over_budget: u64,
     /// Gaps (lost bytes) met inside decoded connections.
     pub gaps: u64,
     /// Bytes skipped while looking for the next message or frame after a gap or a join.
@@ -372,15 +410,22 @@ pub struct Stats {
     pub joined_raw_bytes: u64,
 }
 
-/// Whether the traced end of a connection is its server: its port is the lower one (a
-/// listening port against an ephemeral one). `None` when the ports are not known.
+/// Linux's default range of ephemeral ports (`net.ipv4.ip_local_port_range`): a client's end
+/// of a connection has one.
+const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 32768..=60999;
+
+/// Whether the traced end of a connection is its server, when the ports say so: one end's port
+/// is in the ephemeral range (a client's) and the other's is not (a listening port). `None`
+/// when the ports are not known or both are alike (a test server on an ephemeral port).
 fn traced_is_server(conn: &ConnectionView<'_>) -> Option<bool> {
     let port = |address: Option<&str>| {
         address
             .and_then(|a| a.rsplit_once(':'))
             .and_then(|(_, port)| port.parse::<u16>().ok())
     };
-    Some(port(conn.local)? < port(conn.remote)?)
+    let local = EPHEMERAL_PORTS.contains(&port(conn.local)?);
+    let remote = EPHEMERAL_PORTS.contains(&port(conn.remote)?);
+    (local != remote).then_some(remote)
 }
 
 /// Receives every exchange the decoder completes, as it is written (the OpenTelemetry
@@ -410,6 +455,8 @@ pub struct HttpWriter {
     pub stats: Stats,
     /// Whether the end-of-run counts go to stderr (off in tests).
     report: bool,
+    /// What the decoders of all connections hold, against `--memory-budget`.
+    budget: MemoryBudget,
     /// Where completed exchanges also go (`--export`).
     sink: Option<Box<dyn ExchangeSink>>,
 }
@@ -429,6 +476,7 @@ impl HttpWriter {
             last_text: None,
             stats: Stats::default(),
             report: true,
+            budget: MemoryBudget::default(),
             sink: None,
         }
     }
@@ -460,6 +508,17 @@ impl HttpWriter {
         }
     }
 
+    /// With a memory budget of `limit` bytes for all connections (`--memory-budget`).
+    pub fn with_budget(mut self, limit: u64) -> HttpWriter {
+        self.budget = MemoryBudget::new(limit);
+        self
+    }
+
+    /// The memory budget: its limit, and what is held now and at most.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
     /// With other limits (tests).
     pub fn with_limits(mut self, limits: Limits) -> HttpWriter {
         self.limits = limits;
@@ -483,12 +542,7 @@ impl HttpWriter {
     pub fn held_bytes(&self) -> usize {
         self.connections
             .values()
-            .map(|state| match &state.protocol {
-                Protocol::Http1(decoder) => decoder.held_bytes(),
-                Protocol::Http2(decoder) => decoder.held_bytes(),
-                Protocol::WebSocket(decoder) => decoder.held_bytes(),
-                Protocol::Unknown | Protocol::Raw => 0,
-            })
+            .map(|state| state.protocol.held_bytes())
             .sum::<usize>()
             + self
                 .live
@@ -512,6 +566,7 @@ impl HttpWriter {
                 .flatten()
             {
                 self.stats.body_bytes_not_kept += part.body.not_kept();
+                self.stats.body_bytes_over_budget += part.body.over_budget;
             }
             match self.mode {
                 live::Mode::Exchange => {
@@ -754,13 +809,12 @@ impl HttpWriter {
         }
         if h1::chunk_start(data) {
             self.stats.connections_http1 += 1;
-            // The chunks are a response's, unless the traced end is the server (its port is
-            // the lower one) and reads them, or the client and writes them.
-            let traced_is_server = traced_is_server(&event.conn).unwrap_or(false);
-            let request_side = if traced_is_server == (side == Side::Read) {
-                side
-            } else {
-                side.other()
+            // The chunks are a response's (streamed responses are what a trace joins in the
+            // middle of), unless the ports say that the traced end is the server and reads
+            // them, or the client and writes them.
+            let request_side = match traced_is_server(&event.conn) {
+                Some(server) if server == (side == Side::Read) => side,
+                _ => side.other(),
             };
             let decoder = h1::Decoder::joined_in_chunked_body(
                 side,
@@ -801,6 +855,17 @@ impl EventWriter for HttpWriter {
         state.next_offset[side.index()] = Some(event.conn.offset.saturating_add(event.len));
         let mut protocol = std::mem::replace(&mut state.protocol, Protocol::Raw);
         let raw_before = state.raw_bytes;
+        // Bodies may grow to what the budget leaves this connection beside its heads and
+        // buffers (and no more than the connection's own cap). Heads, frames and tables have
+        // fixed caps of their own: they count against the budget, and a connection's can pass
+        // it by no more than those caps.
+        let held_before = protocol.held_bytes() as u64;
+        let other_than_bodies = held_before.saturating_sub(protocol.body_bytes());
+        let allowance = self
+            .budget
+            .allowance(held_before)
+            .saturating_sub(other_than_bodies);
+        protocol.limit_bodies(self.limits.connection_bodies.min(allowance));
         // Who made the call: owned copies, only for the decoded protocols.
         let origin = || Origin {
             pid: event.pid,
@@ -946,6 +1011,8 @@ impl EventWriter for HttpWriter {
         if result.is_ok() && self.mode == live::Mode::Live {
             result = self.look(&mut protocol, event.ts_ns, out);
         }
+        self.budget
+            .update(held_before, protocol.held_bytes() as u64);
         if let Some(state) = self.connections.get_mut(&event.conn.id) {
             state.protocol = protocol;
         }
@@ -976,6 +1043,7 @@ impl EventWriter for HttpWriter {
         out: &mut dyn Output,
     ) -> io::Result<()> {
         if let Some(state) = self.connections.remove(&conn.id) {
+            self.budget.update(state.protocol.held_bytes() as u64, 0);
             match state.protocol {
                 Protocol::Http1(mut decoder) => decoder.closed(ts_ns, &mut self.done),
                 Protocol::Http2(mut decoder) => {
@@ -990,6 +1058,16 @@ impl EventWriter for HttpWriter {
         }
         self.write_done(out)?;
         self.raw.connection_closed(conn, ts_ns, out)
+    }
+
+    fn report(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({
+            "http": self.stats,
+            "memory_budget": {
+                "limit": self.budget.limit(),
+                "peak": self.budget.peak(),
+            },
+        }))
     }
 
     fn finish(&mut self, out: &mut dyn Output) -> io::Result<()> {
@@ -1021,7 +1099,8 @@ impl EventWriter for HttpWriter {
                 format!(
                     "http: {} exchanges ({} incomplete) on {} HTTP/1 and {} HTTP/2 connections, \
                  {} connections raw; {} gaps, {} bytes skipped to resynchronise, \
-                 {} body bytes not kept (over --max-body or the connection limit)",
+                 {} body bytes not kept ({} of them for the memory bounds: the connection's \
+                 bodies or --memory-budget full, the rest over --max-body)",
                     stats.exchanges,
                     stats.incomplete,
                     stats.connections_http1,
@@ -1029,7 +1108,8 @@ impl EventWriter for HttpWriter {
                     stats.connections_raw,
                     stats.gaps,
                     stats.bytes_skipped,
-                    stats.body_bytes_not_kept
+                    stats.body_bytes_not_kept,
+                    stats.body_bytes_over_budget
                 ),
             );
             if stats.joined_mid_stream > 0 {

@@ -427,6 +427,63 @@ fn h1_bodies_over_max_body_are_counted() {
 }
 
 #[test]
+fn the_memory_budget_bounds_the_bodies_of_all_connections_together() {
+    // Eight connections, each in the middle of a 100,000-byte body at once, under a budget of
+    // 300,000 bytes: the connections that come later keep less, the rest is counted as over
+    // the budget (not over --max-body), and what is held never passes the budget.
+    const BUDGET: u64 = 300_000;
+    const BODY: usize = 100_000;
+    let mut feeder = Feeder::new(Format::Json, MAX_BODY);
+    feeder.writer = HttpWriter::new(Format::Json, MAX_BODY)
+        .quiet()
+        .with_budget(BUDGET);
+    let connections = 1..=8u64;
+    for conn in connections.clone() {
+        feeder.write(conn, b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
+        feeder.read(
+            conn,
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n").as_bytes(),
+        );
+    }
+    let piece = vec![b'x'; BODY / 4];
+    for _ in 0..3 {
+        for conn in connections.clone() {
+            feeder.read(conn, &piece);
+            assert!(feeder.writer.budget().held() <= BUDGET);
+            assert_eq!(
+                feeder.writer.budget().held(),
+                feeder.writer.held_bytes() as u64
+            );
+        }
+    }
+    for conn in connections.clone() {
+        feeder.read(conn, &piece);
+    }
+    assert!(feeder.writer.budget().peak() <= BUDGET);
+    let report = feeder.writer.report().expect("a report");
+    let (text, stats) = feeder.finish();
+    let kept: u64 = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .map(|l| {
+            assert_eq!(l["response"]["body_len"], BODY);
+            b64(&l["response"]["body_b64"]).len() as u64
+        })
+        .sum();
+    assert_eq!(stats.exchanges, 8);
+    // Held at once never passed the budget; over the run, exchanges that ended freed room
+    // for the others' last pieces.
+    assert!(kept > BUDGET / 2 && kept < 8 * BODY as u64, "kept {kept}");
+    assert_eq!(stats.body_bytes_not_kept, 8 * BODY as u64 - kept);
+    assert_eq!(stats.body_bytes_over_budget, stats.body_bytes_not_kept);
+    assert_eq!(
+        report["http"]["body_bytes_over_budget"],
+        stats.body_bytes_over_budget
+    );
+    assert_eq!(report["memory_budget"]["limit"], BUDGET);
+}
+
+#[test]
 fn the_bodies_a_connection_keeps_are_bounded_together() {
     let mut feeder = Feeder::new(Format::Json, MAX_BODY);
     feeder.writer = HttpWriter::new(Format::Json, 8)
@@ -1453,4 +1510,31 @@ fn chunk_and_boundary_proofs() {
         h1::message_after_blank_line(b"x\r\n\r\nGET / HTTP/1.1"),
         None
     );
+}
+
+#[test]
+fn the_server_end_is_known_by_its_port_when_only_one_end_is_ephemeral() {
+    let conn = |local, remote| ConnectionView {
+        local: Some(local),
+        remote: Some(remote),
+        ..ConnectionView::default()
+    };
+    assert_eq!(
+        traced_is_server(&conn("10.0.0.1:443", "10.0.0.2:51234")),
+        Some(true)
+    );
+    assert_eq!(
+        traced_is_server(&conn("10.0.0.2:51234", "10.0.0.1:8443")),
+        Some(false)
+    );
+    // A server on an ephemeral port (tests, port 0), or two listening ports: not told.
+    assert_eq!(
+        traced_is_server(&conn("127.0.0.1:40001", "127.0.0.1:51234")),
+        None
+    );
+    assert_eq!(
+        traced_is_server(&conn("127.0.0.1:8443", "127.0.0.1:443")),
+        None
+    );
+    assert_eq!(traced_is_server(&ConnectionView::default()), None);
 }
