@@ -461,6 +461,28 @@ pub struct ProcessRecord {
     pub ts_ns: u64,
 }
 
+/// An exec's record ([`record_kind::EXEC`]): a [`ProcessRecord`] followed by the process's
+/// cgroup v2 id, so that user space knows its cgroup (and container) even when the process is
+/// gone before it could read `/proc/PID/cgroup` (a short-lived curl). Readers of a plain
+/// `ProcessRecord` read its prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "records",
+    derive(
+        zerocopy::FromBytes,
+        zerocopy::IntoBytes,
+        zerocopy::KnownLayout,
+        zerocopy::Immutable
+    )
+)]
+pub struct ExecRecord {
+    pub kind: u32,
+    pub pid: u32,
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+}
+
 /// A goroutine of a process: the key of the kernel's table of Go calls in flight. User space
 /// removes the entries of processes that exited (their calls never return).
 #[repr(C)]
@@ -594,6 +616,7 @@ const _: () = assert!(core::mem::size_of::<Chunk<256>>() == 96 + 256);
 const _: () = assert!(core::mem::size_of::<ConnectionRecord>() == 80);
 const _: () = assert!(core::mem::size_of::<CloseRecord>() == 48);
 const _: () = assert!(core::mem::size_of::<ProcessRecord>() == 16);
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 24);
 const _: () = assert!(core::mem::size_of::<ConnectionKey>() == 16);
 const _: () = assert!(core::mem::size_of::<GoroutineKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FdKey>() == 8);

@@ -80,19 +80,7 @@ pub struct KernelSelection {
     pub described: Vec<String>,
 }
 
-/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
-/// a hybrid host).
-pub fn cgroup2_root() -> Option<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mountinfo.lines().find_map(|line| {
-        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
-        let (before, after) = line.split_once(" - ")?;
-        if after.split(' ').next()? != "cgroup2" {
-            return None;
-        }
-        Some(PathBuf::from(before.split(' ').nth(4)?))
-    })
-}
+pub use probectl_pipeline::capture::identity::cgroup2_root;
 
 /// The cgroup ids of `dir` and every cgroup below it (bounded by the map's capacity).
 fn cgroup_ids_below(dir: &Path, into: &mut BTreeSet<u64>) {

@@ -35,10 +35,10 @@ use aya_ebpf::{
 use probectl_common::{
     abi, capacity, chunk_flags, close_cause, connection_flags, direction, length_source,
     record_kind, return_width, secret_flags, select, stat, Chunk, ChunkHeader, CloseRecord,
-    ConnectionKey, ConnectionState, FdKey, GoroutineKey, KernelOffsets, ProbeSpec, ProcessRecord,
-    SecretRecord, SecretSpec, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX, MAX_ARGUMENTS,
-    MAX_ARGUMENT_REGISTERS, NO_FIELD, SECRET_LABEL_MAX, SECRET_MAX, SECRET_RANDOM_MAX,
-    TLS13_PADDING_SCAN, TLS_APPLICATION_DATA, VECTOR_MAX_ENTRIES,
+    ConnectionKey, ConnectionState, ExecRecord, FdKey, GoroutineKey, KernelOffsets, ProbeSpec,
+    ProcessRecord, SecretRecord, SecretSpec, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX,
+    MAX_ARGUMENTS, MAX_ARGUMENT_REGISTERS, NO_FIELD, SECRET_LABEL_MAX, SECRET_MAX,
+    SECRET_RANDOM_MAX, TLS13_PADDING_SCAN, TLS_APPLICATION_DATA, VECTOR_MAX_ENTRIES,
 };
 
 /// Capture limit per call, in bytes; set by user space at load time.
@@ -1572,16 +1572,34 @@ unsafe fn read_part<const N: usize>(field: *mut c_void, source: u64, length: u64
 pub fn probectl_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if in_scope(tgid) {
-        emit_process_record(record_kind::EXEC, tgid, wakeup_flags());
+        emit_exec_record(tgid);
     } else if selected_at_exec() {
         if TRACED_PIDS.insert(&tgid, &1, 0).is_err() {
             count(stat::FILTER_FULL, 1);
             return 0;
         }
         count(stat::SELECTED_AT_EXEC, 1);
-        emit_process_record(record_kind::EXEC, tgid, wakeup_flags());
+        emit_exec_record(tgid);
     }
     0
+}
+
+/// The exec's record, with the process's cgroup v2 id (see `ExecRecord`).
+#[inline(always)]
+fn emit_exec_record(tgid: u32) {
+    if let Some(mut entry) = reserve::<ExecRecord>() {
+        entry.write(ExecRecord {
+            kind: record_kind::EXEC,
+            pid: tgid,
+            // SAFETY: helper without preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            // SAFETY: helper without preconditions.
+            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        });
+        entry.submit(wakeup_flags());
+    } else {
+        count(stat::RECORDS_LOST, 1);
+    }
 }
 
 /// True when the current process, which just started a program, matches the run's

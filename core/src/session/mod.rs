@@ -634,7 +634,10 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     if let Some(packets) = &packets {
         pipeline.packets_into(packets.secrets());
     }
-    pipeline.resolve_identities_with(Box::new(crate::capture::identity::read_identity));
+    let mut resolver = crate::capture::identity::LiveResolver::default();
+    pipeline.resolve_identities_with(Box::new(move |pid, cgroup_id| {
+        resolver.resolve(pid, cgroup_id)
+    }));
     if let Some(addresses) = addresses {
         pipeline.select_addresses(addresses);
     }

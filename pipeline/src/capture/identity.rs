@@ -203,8 +203,88 @@ pub fn read_identity(pid: u32) -> Option<Identity> {
     from_proc_cgroup(&text)
 }
 
-/// Looks up a process's identity (live: `/proc`; replay: nothing, the recording has them).
-pub type Resolver = Box<dyn FnMut(u32) -> Option<Identity> + Send>;
+/// Looks up a process's identity from its pid and, at exec, its cgroup v2 id (0: not known)
+/// (live: [`LiveResolver`]; replay: nothing, the recording has them).
+pub type Resolver = Box<dyn FnMut(u32, u64) -> Option<Identity> + Send>;
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
+/// a hybrid host).
+pub fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+        let (before, after) = line.split_once(" - ")?;
+        if after.split(' ').next()? != "cgroup2" {
+            return None;
+        }
+        Some(std::path::PathBuf::from(before.split(' ').nth(4)?))
+    })
+}
+
+/// Cgroup directories remembered by id at most (a walk of the hierarchy stops there).
+const CGROUPS_MAX: usize = 65536;
+/// A walk of the hierarchy at most this often (a miss of a cgroup created since the last).
+const WALK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The live resolver: `/proc/PID/cgroup`, else (the process is gone already) the path of the
+/// cgroup whose id the kernel gave at exec, found by walking the cgroup v2 hierarchy (a
+/// cgroup's id is its directory's inode number).
+#[derive(Default)]
+pub struct LiveResolver {
+    by_id: HashMap<u64, String>,
+    last_walk: Option<std::time::Instant>,
+}
+
+impl LiveResolver {
+    pub fn resolve(&mut self, pid: u32, cgroup_id: u64) -> Option<Identity> {
+        if let Some(identity) = read_identity(pid) {
+            return Some(identity);
+        }
+        if cgroup_id == 0 {
+            return None;
+        }
+        if !self.by_id.contains_key(&cgroup_id)
+            && self
+                .last_walk
+                .is_none_or(|last| last.elapsed() >= WALK_EVERY)
+        {
+            self.walk();
+        }
+        self.by_id
+            .get(&cgroup_id)
+            .map(|path| from_cgroup_path(path))
+    }
+
+    fn walk(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        self.last_walk = Some(std::time::Instant::now());
+        let Some(root) = cgroup2_root() else {
+            return;
+        };
+        self.by_id.clear();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            if self.by_id.len() >= CGROUPS_MAX {
+                return;
+            }
+            let Ok(metadata) = std::fs::metadata(&dir) else {
+                continue;
+            };
+            let path = dir
+                .strip_prefix(&root)
+                .map(|rest| format!("/{}", rest.display()))
+                .unwrap_or_else(|_| "/".into());
+            self.by_id.insert(metadata.ino(), path);
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for entry in entries.flatten() {
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push(entry.path());
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// The identities of the processes the pipeline has met, by pid.
 #[derive(Default)]
@@ -414,6 +494,20 @@ mod tests {
             Some("/")
         );
         assert_eq!(from_proc_cgroup(""), None);
+    }
+
+    #[test]
+    fn a_gone_process_is_found_by_its_cgroup_id() {
+        use std::os::unix::fs::MetadataExt;
+        // This test's own cgroup, by its id, for a pid that is no process.
+        let root = cgroup2_root().expect("cgroup2 mounted");
+        let own = read_identity(std::process::id()).expect("own identity");
+        let dir = root.join(own.cgroup.trim_start_matches('/'));
+        let id = std::fs::metadata(&dir).expect("own cgroup").ino();
+        let mut resolver = LiveResolver::default();
+        let found = resolver.resolve(u32::MAX, id).expect("found by id");
+        assert_eq!(found.cgroup, own.cgroup);
+        assert_eq!(resolver.resolve(u32::MAX, 0), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::sync::{Arc, RwLock};
 
 use probectl_common::{
-    read_record, record_kind, secret_flags, ChunkHeader, CloseRecord, ConnectionRecord,
+    read_record, record_kind, secret_flags, ChunkHeader, CloseRecord, ConnectionRecord, ExecRecord,
     ProcessRecord, SecretRecord,
 };
 
@@ -294,30 +294,34 @@ impl Pipeline {
         let Some(resolver) = self.resolver.as_mut() else {
             return;
         };
-        let (pid, fresh) = match read_record::<u32>(record) {
+        // (pid, the kernel's cgroup id at exec, whether to look again).
+        let (pid, cgroup_id, fresh) = match read_record::<u32>(record) {
             Some(record_kind::CHUNK) => match read_record::<ChunkHeader>(record) {
-                Some(header) => (header.pid, false),
+                Some(header) => (header.pid, 0, false),
                 None => return,
             },
             Some(record_kind::CONNECTION) => match read_record::<ConnectionRecord>(record) {
-                Some(connection) => (connection.pid, false),
+                Some(connection) => (connection.pid, 0, false),
                 None => return,
             },
-            Some(record_kind::EXEC | record_kind::MAP) => {
-                match read_record::<ProcessRecord>(record) {
-                    Some(process) => (
-                        process.pid,
-                        read_record::<u32>(record) == Some(record_kind::EXEC),
-                    ),
+            Some(record_kind::EXEC) => match read_record::<ExecRecord>(record) {
+                Some(exec) => (exec.pid, exec.cgroup_id, true),
+                // A recording of an older probectl: its exec records have no cgroup id.
+                None => match read_record::<ProcessRecord>(record) {
+                    Some(process) => (process.pid, 0, true),
                     None => return,
-                }
-            }
+                },
+            },
+            Some(record_kind::MAP) => match read_record::<ProcessRecord>(record) {
+                Some(process) => (process.pid, 0, false),
+                None => return,
+            },
             _ => return,
         };
         if !fresh && self.identities.contains(pid) {
             return;
         }
-        let identity = resolver(pid);
+        let identity = resolver(pid, cgroup_id);
         if let Some(recorder) = self.recorder.as_mut() {
             recorder.process(pid, identity.as_ref());
         }

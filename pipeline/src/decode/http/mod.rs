@@ -459,6 +459,11 @@ pub struct HttpWriter {
     budget: MemoryBudget,
     /// Where completed exchanges also go (`--export`).
     sink: Option<Box<dyn ExchangeSink>>,
+    /// Connections removed since the last write of exchanges: the side their requests were
+    /// sent on (emptied at every write, so as many as one call ends at most).
+    ended_client: HashMap<u64, Side>,
+    /// `--export`: the side each connection's requests are sent on, once its decoder knows.
+    client_sides: HashMap<u64, Side>,
 }
 
 impl HttpWriter {
@@ -478,6 +483,8 @@ impl HttpWriter {
             report: true,
             budget: MemoryBudget::default(),
             sink: None,
+            ended_client: HashMap::new(),
+            client_sides: HashMap::new(),
         }
     }
 
@@ -490,11 +497,12 @@ impl HttpWriter {
     /// Whether the traced process is the client of connection `id`: the side its decoder
     /// sends requests on, else (a connection already gone) the end with the higher port.
     fn traced_is_client(&self, origin: &Origin) -> Option<bool> {
-        let side = match self.connections.get(&origin.conn.id).map(|s| &s.protocol) {
-            Some(Protocol::Http1(decoder)) => Some(decoder.request_side()),
-            Some(Protocol::Http2(decoder)) => decoder.client_side(),
-            _ => None,
-        };
+        let id = origin.conn.id;
+        let side = self
+            .client_sides
+            .get(&id)
+            .or_else(|| self.ended_client.get(&id))
+            .copied();
         match side {
             Some(side) => Some(side == Side::Write),
             None => {
@@ -506,6 +514,25 @@ impl HttpWriter {
                 Some(port(origin.conn.local.as_deref())? > port(origin.conn.remote.as_deref())?)
             }
         }
+    }
+
+    /// The side a connection's decoder sends requests on, when it knows.
+    fn client_of(protocol: &Protocol) -> Option<Side> {
+        match protocol {
+            Protocol::Http1(decoder) => Some(decoder.request_side()),
+            Protocol::Http2(decoder) => decoder.client_side(),
+            _ => None,
+        }
+    }
+
+    /// Removes a connection's state, keeping (for the exporter, until the next write) which
+    /// side its requests were sent on.
+    fn remove_connection(&mut self, id: u64) -> Option<ConnectionState> {
+        let state = self.connections.remove(&id)?;
+        if let Some(side) = self.client_sides.remove(&id) {
+            self.ended_client.insert(id, side);
+        }
+        Some(state)
     }
 
     /// With a memory budget of `limit` bytes for all connections (`--memory-budget`).
@@ -598,6 +625,7 @@ impl HttpWriter {
                 }
             }
         }
+        self.ended_client.clear();
         for message in self.messages.drain(..) {
             self.stats.websocket_messages += 1;
             self.stats.body_bytes_not_kept += message.not_kept();
@@ -902,6 +930,13 @@ impl EventWriter for HttpWriter {
                 }
             }
         }
+        // The side requests go on, while the decoder is out of the connection's state (the
+        // exchanges it completes in this call are written before it goes back).
+        if self.sink.is_some() {
+            if let Some(client) = Self::client_of(&protocol) {
+                self.client_sides.insert(event.conn.id, client);
+            }
+        }
         let data = &event.data[decode_from..];
         let event = &Event {
             data,
@@ -1042,7 +1077,7 @@ impl EventWriter for HttpWriter {
         ts_ns: u64,
         out: &mut dyn Output,
     ) -> io::Result<()> {
-        if let Some(state) = self.connections.remove(&conn.id) {
+        if let Some(state) = self.remove_connection(conn.id) {
             self.budget.update(state.protocol.held_bytes() as u64, 0);
             match state.protocol {
                 Protocol::Http1(mut decoder) => decoder.closed(ts_ns, &mut self.done),
@@ -1074,7 +1109,7 @@ impl EventWriter for HttpWriter {
         let mut ids: Vec<u64> = self.connections.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
-            if let Some(state) = self.connections.remove(&id) {
+            if let Some(state) = self.remove_connection(id) {
                 match state.protocol {
                     Protocol::Http1(mut decoder) => {
                         decoder.finish("trace ended first", &mut self.done)
