@@ -1022,6 +1022,16 @@ pub fn gcc(source: &str, output: &str, extra: &[&str]) -> PathBuf {
     output_path
 }
 
+/// `check`/`list` output without whether a located function was read from the locate cache
+/// (another run's or test's) or found again: the same for snapshots that are not about the
+/// cache.
+pub fn uncached(text: &str) -> String {
+    text.replace(
+        "cross-reference analysis, cached",
+        "cross-reference analysis",
+    )
+}
+
 /// Replaces hexadecimal offsets (`0x3f2d0`) with `[offset]`: they change with every build of a
 /// library. Version lines (`version: OpenSSL 3.0.19 ...`) become `version: [version]`, except
 /// BoringSSL's, which is only its name.
