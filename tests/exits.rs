@@ -119,16 +119,11 @@ fn thousands_of_processes_dying_with_open_connections_keep_probectl_bounded() {
     let _exclusive = exclusive();
     const CHILDREN: usize = 1100;
     const READ: usize = 16_384;
-    let client = scratch_file("churn_client");
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/churn_client.c");
-    let built = std::process::Command::new("gcc")
-        .args(["-O2", "-o"])
-        .arg(&client)
-        .arg(&source)
-        .args(["-lssl", "-lcrypto"])
-        .status()
-        .expect("gcc");
-    assert!(built.success(), "building churn_client");
+    let client = gcc(
+        include_str!("../bench/churn_client.c"),
+        "churn_client",
+        &["-lssl", "-lcrypto"],
+    );
     let recording = common::recording::Recording::start();
     let port = recording.port.to_string();
     let children = CHILDREN.to_string();

@@ -38,16 +38,11 @@ fn read_client_log(path: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
 fn a_hundred_thousand_short_connections_are_each_exact_while_probectl_stays_bounded() {
     let _exclusive = exclusive();
     const CONNECTIONS: usize = 100_000;
-    let client = scratch_file("short_conns");
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/short_conns.c");
-    let built = std::process::Command::new("gcc")
-        .args(["-O2", "-o"])
-        .arg(&client)
-        .arg(&source)
-        .args(["-lssl", "-lcrypto"])
-        .status()
-        .expect("gcc");
-    assert!(built.success(), "building short_conns");
+    let client = gcc(
+        include_str!("../bench/short_conns.c"),
+        "short_conns",
+        &["-lssl", "-lcrypto"],
+    );
     let root = scratch_file("short-conns-root");
     std::fs::create_dir_all(&root).expect("root");
     std::fs::write(root.join("small"), "a small response body\n").expect("small");
