@@ -69,6 +69,9 @@ pub struct Export {
     pub otlp: Option<String>,
     /// `http://HOST:4317` (OTLP/gRPC).
     pub otlp_grpc: Option<String>,
+    /// Also send payloads as log records tied to the spans (`--export-payloads`).
+    #[serde(default)]
+    pub payloads: bool,
 }
 
 /// Reads and checks the configuration.
@@ -110,7 +113,11 @@ impl Config {
             (Some(_), Some(_)) => return Err("export: otlp or otlp_grpc, not both".into()),
         }
         .map(|text| probectl_export::ExportOptions::parse(&text).map_err(|e| e.to_string()))
-        .transpose()?;
+        .transpose()?
+        .map(|export| probectl_export::ExportOptions {
+            payloads: self.export.payloads,
+            ..export
+        });
         Ok(RunOptions {
             plugin: self.group.clone(),
             target: Target::AllProcesses,

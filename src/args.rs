@@ -241,6 +241,11 @@ pub struct RunArgs {
     /// Needs --decode http.
     #[arg(long, value_name = "KIND=URL", value_parser = |text: &str| probectl_export::ExportOptions::parse(text).map_err(|e| e.to_string()))]
     export: Option<probectl_export::ExportOptions>,
+    /// With --export: also send each request's and response's headers and body (what
+    /// --decode http kept of it) as an OpenTelemetry log record tied to the exchange's span.
+    /// Payloads are sensitive: they leave the host only when asked for.
+    #[arg(long, requires = "export")]
+    export_payloads: bool,
     /// Start this command and trace it (and only it) from its first TLS byte.
     #[arg(last = true)]
     command: Vec<OsString>,
@@ -460,7 +465,10 @@ impl RunArgs {
                 ports: self.port,
                 hosts: self.host,
             },
-            export: self.export,
+            export: self.export.map(|export| probectl_export::ExportOptions {
+                payloads: self.export_payloads,
+                ..export
+            }),
             append: false,
             stop: None,
         })

@@ -73,6 +73,35 @@ impl Receiver {
     fn spans(&self) -> Vec<Value> {
         read_spans(&self.out)
     }
+
+    /// The log records it got (the receiver writes them next to the spans).
+    fn logs(&self) -> Vec<Value> {
+        let mut path = self.out.clone().into_os_string();
+        path.push(".logs");
+        read_spans(Path::new(&path))
+    }
+}
+
+/// A log record's body as bytes (a string body, or bytes in base64).
+fn log_body(record: &Value) -> Vec<u8> {
+    use base64::Engine;
+    match (&record["body"], &record["body_b64"]) {
+        (Value::String(text), _) => text.as_bytes().to_vec(),
+        (_, Value::String(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64 body"),
+        _ => panic!("a log record without a body: {record}"),
+    }
+}
+
+/// The payload record of `message` ("request" or "response") of a span.
+fn payload<'a>(logs: &'a [Value], span: &Value, message: &str) -> &'a Value {
+    logs.iter()
+        .find(|log| {
+            log["span_id"] == span["span_id"]
+                && log["attributes"]["probectl.payload.message"] == message
+        })
+        .unwrap_or_else(|| panic!("no {message} payload for span {span}: {logs:?}"))
 }
 
 fn read_spans(path: &Path) -> Vec<Value> {
@@ -249,4 +278,164 @@ fn a_receiver_down_mid_run_loses_nothing_silently() {
         run.stderr
     );
     assert_eq!(delivered, offered, "{}", run.stderr);
+}
+
+#[test]
+fn payloads_as_log_records_tied_to_their_spans() {
+    let receiver = Receiver::start("http");
+    let (server, port) = python_server(false);
+    let url = receiver.url();
+    let trace = Trace::start(
+        &[
+            "openssl",
+            "--pid",
+            &server.pid().to_string(),
+            "--decode",
+            "http",
+            "--max-body",
+            "4000",
+            "--export",
+            &url,
+            "--export-payloads",
+        ],
+        &[],
+    );
+    // A binary upload (not UTF-8: a bytes body) with a header the oracle knows; the server
+    // answers the body's sha256 in hex (a text body).
+    let upload: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let upload_file = scratch_file("upload.bin");
+    std::fs::write(&upload_file, &upload).expect("upload file");
+    let posted = curl(
+        port,
+        "/upload",
+        &[
+            "-H",
+            "X-Probe-Token: secret-123",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &format!("@{}", upload_file.display()),
+        ],
+    );
+    assert!(posted.status.success());
+    // A download longer than --max-body: the record keeps 4000 bytes and says 6000 were sent.
+    let download = curl(port, "/download/10000", &[]);
+    assert!(download.status.success());
+    assert_eq!(download.stdout.len(), 10_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let run = trace.stop_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    let spans = receiver.spans();
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    let logs = receiver.logs();
+    assert_eq!(
+        logs.len(),
+        4,
+        "a request and a response per exchange: {logs:?}"
+    );
+    let (upload_span, download_span) = (&spans[0], &spans[1]);
+    assert_eq!(upload_span["attributes"]["url.path"], "/upload");
+    // The upload: the request's body is the file curl sent, the response's what curl got.
+    let request = payload(&logs, upload_span, "request");
+    assert_eq!(request["trace_id"], upload_span["trace_id"]);
+    assert_eq!(request["event_name"], "probectl.http.request");
+    assert_eq!(log_body(request), upload, "the request body curl sent");
+    assert!(request["body_b64"].is_string(), "binary goes as bytes");
+    assert_eq!(
+        request["attributes"]["http.request.header.x-probe-token"],
+        serde_json::json!(["secret-123"])
+    );
+    assert_eq!(request["attributes"]["http.request.body.size"], 3000);
+    assert_eq!(request["attributes"]["probectl.body.not_kept"], 0);
+    assert_eq!(request["attributes"]["probectl.body.complete"], true);
+    assert_eq!(request["resource"]["process.pid"], server.pid());
+    let response = payload(&logs, upload_span, "response");
+    assert_eq!(
+        log_body(response),
+        posted.stdout,
+        "the answer curl received"
+    );
+    assert!(response["body"].is_string(), "text goes as a string");
+    assert_eq!(
+        response["attributes"]["http.response.header.content-length"],
+        serde_json::json!(["64"])
+    );
+    // The download: cut at --max-body, and it says so.
+    let response = payload(&logs, download_span, "response");
+    assert_eq!(log_body(response), download.stdout[..4000]);
+    assert_eq!(response["attributes"]["http.response.body.size"], 10_000);
+    assert_eq!(response["attributes"]["probectl.body.not_kept"], 6000);
+    assert_eq!(
+        report_number(&run.report, "/export/payloads/offered", &run.stderr),
+        4
+    );
+    assert_eq!(
+        report_number(&run.report, "/export/payloads/delivered", &run.stderr),
+        4
+    );
+    assert_eq!(
+        report_number(
+            &run.report,
+            "/export/payloads/body_bytes_delivered",
+            &run.stderr
+        ),
+        3000 + 64 + 4000
+    );
+    assert!(
+        run.stderr
+            .contains("4 payload records offered, 4 delivered (7064 body bytes)"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn payloads_over_otlp_grpc() {
+    let receiver = Receiver::start("grpc");
+    let (_server, port) = python_server(false);
+    let url = receiver.url();
+    let address = format!("https://127.0.0.1:{port}/download/777");
+    let output = scratch_file("download.out");
+    let trace = Trace::start(
+        &[
+            "openssl",
+            "--decode",
+            "http",
+            "--export",
+            &url,
+            "--export-payloads",
+        ],
+        &[
+            "curl",
+            "-sk",
+            "--http1.1",
+            "-o",
+            output.to_str().expect("path"),
+            &address,
+        ],
+    );
+    let run = trace.wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    let spans = receiver.spans();
+    assert_eq!(spans.len(), 1, "{spans:?}\n{}", run.stderr);
+    let logs = receiver.logs();
+    let response = payload(&logs, &spans[0], "response");
+    assert_eq!(
+        log_body(response),
+        std::fs::read(&output).expect("curl's file"),
+        "the body curl wrote"
+    );
+    let request = payload(&logs, &spans[0], "request");
+    assert_eq!(
+        request["attributes"]["http.request.header.user-agent"],
+        serde_json::json!(["curl/7.88.1"])
+    );
+    assert_eq!(request["resource"]["process.executable.name"], "curl");
+}
+
+#[test]
+fn export_payloads_needs_export() {
+    let (code, _, stderr) = probectl(&["run", "openssl", "--export-payloads", "--", "true"]);
+    assert_eq!(code, 1, "a usage error: {stderr}");
+    assert!(stderr.contains("--export <KIND=URL>"), "{stderr}");
 }

@@ -10,6 +10,8 @@
 //! a receiver that is down or slow costs a bounded queue and counts, never a stalled trace or
 //! unbounded memory, and at the end every exchange is delivered or dropped by a named cause.
 
+mod payload;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,12 +25,13 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLoggerProvider};
 use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanExporter, SpanLinks,
 };
 use opentelemetry_sdk::Resource;
 
-use probectl_pipeline::capture::summary::ExportCounts;
+use probectl_pipeline::capture::summary::{ExportCounts, PayloadCounts};
 use probectl_pipeline::decode::http::{Exchange, ExchangeSink};
 
 /// Spans queued at most (the memory bound while the receiver is down: a span is a few hundred
@@ -36,6 +39,14 @@ use probectl_pipeline::decode::http::{Exchange, ExchangeSink};
 pub const QUEUE_SPANS: usize = 32_768;
 /// Spans sent in one request at most.
 const BATCH_SPANS: usize = 1024;
+/// `--export-payloads`: payload records queued at most, and the body bytes they may hold
+/// together (a body is at most `--max-body`).
+pub const QUEUE_PAYLOADS: usize = 8192;
+pub const QUEUE_PAYLOAD_BYTES: u64 = 64 << 20;
+/// Payload records sent in one request at most, and their body bytes at most (a record
+/// larger than that goes alone).
+const BATCH_PAYLOADS: usize = 256;
+const BATCH_PAYLOAD_BYTES: u64 = 4 << 20;
 /// How long a batch waits to fill before it goes.
 const BATCH_WAIT: Duration = Duration::from_millis(200);
 /// Attempts per batch (the first and its retries), with a backoff that doubles from
@@ -61,6 +72,9 @@ pub struct ExportOptions {
     pub protocol: Protocol,
     pub endpoint: String,
     pub queue_spans: usize,
+    /// `--export-payloads`: each request's and response's headers and body as a log record
+    /// tied to the exchange's span.
+    pub payloads: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +116,7 @@ impl ExportOptions {
             protocol,
             endpoint: url.to_string(),
             queue_spans: QUEUE_SPANS,
+            payloads: false,
         })
     }
 
@@ -115,11 +130,26 @@ impl ExportOptions {
 
     /// The URL spans are posted to: the endpoint, with `/v1/traces` when it has no path.
     fn http_url(&self) -> String {
-        let after_scheme = self.endpoint.split_once("://").map_or("", |(_, rest)| rest);
-        match after_scheme.split_once('/') {
-            Some((_, path)) if !path.is_empty() => self.endpoint.clone(),
-            _ => format!("{}/v1/traces", self.endpoint.trim_end_matches('/')),
+        if self.has_path() {
+            self.endpoint.clone()
+        } else {
+            format!("{}/v1/traces", self.endpoint.trim_end_matches('/'))
         }
+    }
+
+    /// The URL payload log records are posted to: the endpoint with `/v1/logs`; an endpoint
+    /// given with the traces' path (`.../v1/traces`) has it replaced.
+    fn http_logs_url(&self) -> String {
+        match self.endpoint.strip_suffix("/v1/traces") {
+            Some(base) => format!("{base}/v1/logs"),
+            None if self.has_path() => self.endpoint.clone(),
+            None => format!("{}/v1/logs", self.endpoint.trim_end_matches('/')),
+        }
+    }
+
+    fn has_path(&self) -> bool {
+        let after_scheme = self.endpoint.split_once("://").map_or("", |(_, rest)| rest);
+        matches!(after_scheme.split_once('/'), Some((_, path)) if !path.is_empty())
     }
 }
 
@@ -157,11 +187,25 @@ struct Counters {
     dropped_at_exit: AtomicU64,
     retries: AtomicU64,
     last_error: Mutex<Option<String>>,
+    payloads: PayloadCounters,
+}
+
+/// `--export-payloads`' counts, and the body bytes queued now (the byte bound).
+#[derive(Default)]
+struct PayloadCounters {
+    offered: AtomicU64,
+    delivered: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_export_failed: AtomicU64,
+    body_bytes_delivered: AtomicU64,
+    queued_bytes: AtomicU64,
 }
 
 /// The sink the pipeline's HTTP writer hands exchanges to.
 pub struct ExportSink {
     queue: SyncSender<SpanRecord>,
+    /// `--export-payloads`: the payload records' own queue (bounded in records and bytes).
+    payloads: Option<SyncSender<payload::PayloadRecord>>,
     counters: Arc<Counters>,
     ids: RandomIdGenerator,
 }
@@ -179,6 +223,12 @@ impl Exporter {
     /// Builds the OTLP exporter and starts its thread. Nothing is sent until spans come.
     pub fn start(options: &ExportOptions) -> Result<Exporter, ExportError> {
         let (queue, spans) = sync_channel(options.queue_spans);
+        let (payload_queue, payloads) = if options.payloads {
+            let (sender, receiver) = sync_channel(QUEUE_PAYLOADS);
+            (Some(sender), Some(receiver))
+        } else {
+            (None, None)
+        };
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -188,10 +238,14 @@ impl Exporter {
                 endpoint: options.endpoint.clone(),
                 message: error.to_string(),
             })?;
-        let exporter = {
+        let (exporter, log_exporter) = {
             // The gRPC client needs the runtime to exist when it is built.
             let _guard = runtime.enter();
-            build(options)?
+            let logs = match payloads {
+                Some(receiver) => Some((build_logs(options)?, receiver)),
+                None => None,
+            };
+            (build(options)?, logs)
         };
         let thread = {
             let counters = counters.clone();
@@ -199,7 +253,7 @@ impl Exporter {
             std::thread::Builder::new()
                 .name("probectl-export".into())
                 .spawn(move || {
-                    runtime.block_on(send_loop(exporter, spans, counters, stop));
+                    runtime.block_on(send_loop(exporter, spans, log_exporter, counters, stop));
                 })
                 .map_err(ExportError::Thread)?
         };
@@ -210,6 +264,7 @@ impl Exporter {
             thread: Some(thread),
             sink: Some(ExportSink {
                 queue,
+                payloads: payload_queue,
                 counters,
                 ids: RandomIdGenerator::default(),
             }),
@@ -258,6 +313,24 @@ impl Exporter {
             retries: c.retries.load(Ordering::SeqCst),
             last_error: c.last_error.lock().ok().and_then(|e| e.clone()),
             queue_capacity: self.options.queue_spans as u64,
+            payloads: self.options.payloads.then(|| {
+                let p = &c.payloads;
+                let offered = p.offered.load(Ordering::SeqCst);
+                let delivered = p.delivered.load(Ordering::SeqCst);
+                let dropped_queue_full = p.dropped_queue_full.load(Ordering::SeqCst);
+                let dropped_export_failed = p.dropped_export_failed.load(Ordering::SeqCst);
+                PayloadCounts {
+                    offered,
+                    delivered,
+                    dropped_queue_full,
+                    dropped_export_failed,
+                    dropped_at_exit: offered
+                        .saturating_sub(delivered + dropped_queue_full + dropped_export_failed),
+                    body_bytes_delivered: p.body_bytes_delivered.load(Ordering::SeqCst),
+                    queue_capacity: QUEUE_PAYLOADS as u64,
+                    queue_bytes: QUEUE_PAYLOAD_BYTES,
+                }
+            }),
         }
     }
 }
@@ -284,6 +357,28 @@ fn build(options: &ExportOptions) -> Result<opentelemetry_otlp::SpanExporter, Ex
     })
 }
 
+/// Builds the OTLP log exporter of `options` (`--export-payloads`).
+fn build_logs(options: &ExportOptions) -> Result<opentelemetry_otlp::LogExporter, ExportError> {
+    let built = match options.protocol {
+        Protocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(options.http_logs_url())
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_http_client(reqwest_client())
+            .build(),
+        Protocol::Grpc => opentelemetry_otlp::LogExporter::builder()
+            .with_tonic()
+            .with_endpoint(options.endpoint.clone())
+            .with_timeout(REQUEST_TIMEOUT)
+            .build(),
+    };
+    built.map_err(|error| ExportError::Build {
+        endpoint: options.endpoint.clone(),
+        message: error.to_string(),
+    })
+}
+
 /// The async HTTP client (the exporter's default is a blocking one, which may not run inside
 /// the runtime).
 fn reqwest_client() -> reqwest::Client {
@@ -297,6 +392,13 @@ impl ExchangeSink for ExportSink {
     fn exchange(&mut self, exchange: &Exchange, client: Option<bool>) {
         self.counters.offered.fetch_add(1, Ordering::Relaxed);
         let record = span_of(exchange, client, &self.ids);
+        if let Some(queue) = &self.payloads {
+            let records =
+                payload::records_of(exchange, &record.process, record.trace_id, record.span_id);
+            for payload in records {
+                offer_payload(queue, &self.counters.payloads, payload);
+            }
+        }
         match self.queue.try_send(record) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -311,6 +413,36 @@ impl ExchangeSink for ExportSink {
                     .dropped_export_failed
                     .fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// Queues a payload record unless the queue is full in records or in body bytes (counted).
+fn offer_payload(
+    queue: &SyncSender<payload::PayloadRecord>,
+    counters: &PayloadCounters,
+    record: payload::PayloadRecord,
+) {
+    counters.offered.fetch_add(1, Ordering::Relaxed);
+    let bytes = record.body_bytes();
+    // Reserve the bytes first: the exporter's thread gives them back as it takes records.
+    let before = counters.queued_bytes.fetch_add(bytes, Ordering::SeqCst);
+    if before + bytes > QUEUE_PAYLOAD_BYTES && before > 0 {
+        counters.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+        counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    match queue.try_send(record) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            counters.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            counters.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            counters
+                .dropped_export_failed
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -521,10 +653,14 @@ fn host_name() -> String {
         .unwrap_or_default()
 }
 
-/// The exporter thread: batches from the queue, sent by process, retried, counted.
+/// The exporter thread: batches from the queues, sent by process, retried, counted.
 async fn send_loop(
     mut exporter: opentelemetry_otlp::SpanExporter,
     spans: Receiver<SpanRecord>,
+    mut logs: Option<(
+        opentelemetry_otlp::LogExporter,
+        Receiver<payload::PayloadRecord>,
+    )>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) {
@@ -532,11 +668,36 @@ async fn send_loop(
     let scope = InstrumentationScope::builder("probectl")
         .with_version(env!("CARGO_PKG_VERSION"))
         .build();
+    // The SDK makes log records only through a logger; this provider has no processor (the
+    // records go to the exporter below, not through the SDK's pipeline).
+    let provider = SdkLoggerProvider::builder().build();
+    let logger = opentelemetry::logs::LoggerProvider::logger(&provider, "probectl");
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         let batch = take_batch(&spans, stopping);
+        let mut sent_payloads = false;
+        if let Some((log_exporter, payloads)) = &mut logs {
+            // Payloads come with their exchanges' spans: taken after them, without waiting.
+            loop {
+                let batch = take_payloads(payloads, &counters.payloads);
+                if batch.is_empty() {
+                    break;
+                }
+                sent_payloads = true;
+                send_payloads(
+                    log_exporter,
+                    batch,
+                    &logger,
+                    &scope,
+                    &host,
+                    &counters,
+                    &stop,
+                )
+                .await;
+            }
+        }
         if batch.is_empty() {
-            if stopping {
+            if stopping && !sent_payloads {
                 return;
             }
             continue;
@@ -555,32 +716,7 @@ async fn send_loop(
                 .map(|record| span_data(record, &scope))
                 .collect();
             exporter.set_resource(&resource(&process, &host));
-            // At the end, one attempt each: the deadline is the caller's.
-            let attempts = if stop.load(Ordering::SeqCst) {
-                1
-            } else {
-                ATTEMPTS
-            };
-            let mut backoff = BACKOFF_FIRST;
-            let mut sent = false;
-            for attempt in 1..=attempts {
-                match exporter.export(data.clone()).await {
-                    Ok(()) => {
-                        sent = true;
-                        break;
-                    }
-                    Err(error) => {
-                        if let Ok(mut last) = counters.last_error.lock() {
-                            *last = Some(error.to_string());
-                        }
-                        if attempt < attempts {
-                            counters.retries.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(BACKOFF_MAX);
-                        }
-                    }
-                }
-            }
+            let sent = with_retries(&counters, &stop, || exporter.export(data.clone())).await;
             if sent {
                 counters.delivered.fetch_add(count, Ordering::Relaxed);
             } else {
@@ -590,6 +726,103 @@ async fn send_loop(
             }
         }
     }
+}
+
+/// Sends `export` until it succeeds: `ATTEMPTS` times with a doubling backoff, once when
+/// stopping (the deadline is the caller's). Failures are counted as retries and the last error
+/// kept.
+async fn with_retries<F, Fut>(counters: &Counters, stop: &AtomicBool, mut export: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult>,
+{
+    let attempts = if stop.load(Ordering::SeqCst) {
+        1
+    } else {
+        ATTEMPTS
+    };
+    let mut backoff = BACKOFF_FIRST;
+    for attempt in 1..=attempts {
+        match export().await {
+            Ok(()) => return true,
+            Err(error) => {
+                if let Ok(mut last) = counters.last_error.lock() {
+                    *last = Some(error.to_string());
+                }
+                if attempt < attempts {
+                    counters.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Sends a batch of payload records, by process, as OTLP log records.
+async fn send_payloads(
+    exporter: &mut opentelemetry_otlp::LogExporter,
+    batch: Vec<payload::PayloadRecord>,
+    logger: &opentelemetry_sdk::logs::SdkLogger,
+    scope: &InstrumentationScope,
+    host: &str,
+    counters: &Counters,
+    stop: &AtomicBool,
+) {
+    let mut by_process: BTreeMap<Process, Vec<payload::PayloadRecord>> = BTreeMap::new();
+    for record in batch {
+        by_process
+            .entry(record.process.clone())
+            .or_default()
+            .push(record);
+    }
+    for (process, records) in by_process {
+        let count = records.len() as u64;
+        let bytes: u64 = records.iter().map(payload::PayloadRecord::body_bytes).sum();
+        let records: Vec<_> = records
+            .into_iter()
+            .map(|record| payload::sdk_record(logger, record))
+            .collect();
+        exporter.set_resource(&resource(&process, host));
+        let exporter: &opentelemetry_otlp::LogExporter = exporter;
+        let records = &records;
+        let sent = with_retries(counters, stop, move || {
+            let pairs: Vec<_> = records.iter().map(|record| (record, scope)).collect();
+            async move { exporter.export(LogBatch::new(&pairs)).await }
+        })
+        .await;
+        let p = &counters.payloads;
+        if sent {
+            p.delivered.fetch_add(count, Ordering::Relaxed);
+            p.body_bytes_delivered.fetch_add(bytes, Ordering::Relaxed);
+        } else {
+            p.dropped_export_failed.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The payload records waiting, up to a batch's bounds (never waits); their bytes leave the
+/// queue's count as they are taken.
+fn take_payloads(
+    payloads: &Receiver<payload::PayloadRecord>,
+    counters: &PayloadCounters,
+) -> Vec<payload::PayloadRecord> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    while batch.len() < BATCH_PAYLOADS && bytes < BATCH_PAYLOAD_BYTES {
+        match payloads.try_recv() {
+            Ok(record) => {
+                bytes += record.body_bytes();
+                counters
+                    .queued_bytes
+                    .fetch_sub(record.body_bytes(), Ordering::SeqCst);
+                batch.push(record);
+            }
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 /// Up to `BATCH_SPANS` records: waits `BATCH_WAIT` for the first (not at all when stopping),
@@ -630,8 +863,12 @@ mod tests {
         let http = ExportOptions::parse("otlp=http://127.0.0.1:4318").expect("http");
         assert_eq!(http.protocol, Protocol::HttpProtobuf);
         assert_eq!(http.http_url(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(http.http_logs_url(), "http://127.0.0.1:4318/v1/logs");
         let path = ExportOptions::parse("otlp=http://c.example/otlp/v1/traces").expect("path");
         assert_eq!(path.http_url(), "http://c.example/otlp/v1/traces");
+        assert_eq!(path.http_logs_url(), "http://c.example/otlp/v1/logs");
+        let other = ExportOptions::parse("otlp=http://c.example/ingest").expect("other path");
+        assert_eq!(other.http_logs_url(), "http://c.example/ingest");
         assert!(matches!(
             ExportOptions::parse("otlp=https://c.example"),
             Err(ExportError::NoTls(_))

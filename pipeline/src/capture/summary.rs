@@ -78,6 +78,31 @@ pub struct ExportCounts {
     pub last_error: Option<String>,
     /// The queue's bound (spans).
     pub queue_capacity: u64,
+    /// `--export-payloads`: what became of the payload log records (one per request and per
+    /// response seen), counted the same way, apart from the spans.
+    pub payloads: Option<PayloadCounts>,
+}
+
+/// What the exporter did with the payload log records it was given: each is delivered or
+/// dropped by a cause (`offered = delivered + dropped_*`).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct PayloadCounts {
+    /// Log records handed to the exporter (a request or a response each).
+    pub offered: u64,
+    /// Records the receiver accepted.
+    pub delivered: u64,
+    /// Dropped because the queue was full (in records, or in bytes: `queue_bytes`).
+    pub dropped_queue_full: u64,
+    /// Dropped because every attempt to send their batch failed.
+    pub dropped_export_failed: u64,
+    /// Still queued when the run ended and could not be sent before the deadline.
+    pub dropped_at_exit: u64,
+    /// Body bytes in the delivered records.
+    pub body_bytes_delivered: u64,
+    /// The queue's bounds: records, and body bytes.
+    pub queue_capacity: u64,
+    pub queue_bytes: u64,
 }
 
 /// What a run selected: processes (in the kernel) and connections (in the pipeline).
@@ -546,6 +571,19 @@ impl std::fmt::Display for Summary {
             )?;
             if let Some(error) = &export.last_error {
                 write!(f, " (last error: {error})")?;
+            }
+            if let Some(payloads) = &export.payloads {
+                write!(
+                    f,
+                    "\nprobectl: export to {}: {} payload records offered, {} delivered ({} body bytes); dropped: {} queue full, {} export failed, {} at exit",
+                    export.target,
+                    payloads.offered,
+                    payloads.delivered,
+                    payloads.body_bytes_delivered,
+                    payloads.dropped_queue_full,
+                    payloads.dropped_export_failed,
+                    payloads.dropped_at_exit,
+                )?;
             }
         }
         for (id, counts) in &self.containers {
