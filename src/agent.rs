@@ -72,6 +72,8 @@ pub struct Export {
     /// Also send payloads as log records tied to the spans (`--export-payloads`).
     #[serde(default)]
     pub payloads: bool,
+    /// PEM certificates trusted for an `https://` receiver (`--export-ca`).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Reads and checks the configuration.
@@ -116,6 +118,7 @@ impl Config {
         .transpose()?
         .map(|export| probectl_export::ExportOptions {
             payloads: self.export.payloads,
+            ca_file: self.export.ca_file.clone(),
             ..export
         });
         Ok(RunOptions {

@@ -246,6 +246,10 @@ pub struct RunArgs {
     /// Payloads are sensitive: they leave the host only when asked for.
     #[arg(long, requires = "export")]
     export_payloads: bool,
+    /// With --export https://...: also trust the certificates of this PEM file (a private
+    /// Collector's CA), besides the system's roots.
+    #[arg(long, value_name = "FILE", requires = "export")]
+    export_ca: Option<PathBuf>,
     /// Start this command and trace it (and only it) from its first TLS byte.
     #[arg(last = true)]
     command: Vec<OsString>,
@@ -467,6 +471,7 @@ impl RunArgs {
             },
             export: self.export.map(|export| probectl_export::ExportOptions {
                 payloads: self.export_payloads,
+                ca_file: self.export_ca,
                 ..export
             }),
             append: false,

@@ -39,11 +39,17 @@ impl Receiver {
 
     /// Starts (again) on the same port, appending to the same file.
     fn restart(&mut self) {
-        let mut child = Command::new("/usr/bin/python3")
+        let mut command = Command::new("/usr/bin/python3");
+        command
             .arg(peer("otlp_receiver.py"))
             .arg(self.mode)
             .arg(self.port.to_string())
-            .arg(&self.out)
+            .arg(&self.out);
+        if self.mode.ends_with('s') {
+            let (_ca, leaf, key) = ca_and_leaf();
+            command.arg(leaf).arg(key);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -66,6 +72,8 @@ impl Receiver {
     fn url(&self) -> String {
         match self.mode {
             "http" => format!("otlp=http://127.0.0.1:{}", self.port),
+            "https" => format!("otlp=https://127.0.0.1:{}", self.port),
+            "grpcs" => format!("otlp-grpc=https://127.0.0.1:{}", self.port),
             _ => format!("otlp-grpc=http://127.0.0.1:{}", self.port),
         }
     }
@@ -438,4 +446,73 @@ fn export_payloads_needs_export() {
     let (code, _, stderr) = probectl(&["run", "openssl", "--export-payloads", "--", "true"]);
     assert_eq!(code, 1, "a usage error: {stderr}");
     assert!(stderr.contains("--export <KIND=URL>"), "{stderr}");
+}
+
+/// `https://` receivers: the receiver's certificate is signed by a private CA that
+/// `--export-ca` names; with the system's roots alone the same receiver is refused, counted.
+#[test]
+fn tls_receivers_with_export_ca() {
+    let (ca, _leaf, _key) = ca_and_leaf();
+    let (_server, port) = python_server(false);
+    for mode in ["https", "grpcs"] {
+        let receiver = Receiver::start(mode);
+        let url = receiver.url();
+        let address = format!("https://127.0.0.1:{port}/download/321");
+        let ca = ca.to_str().expect("path");
+        let trace = Trace::start(
+            &[
+                "openssl",
+                "--decode",
+                "http",
+                "--export",
+                &url,
+                "--export-ca",
+                ca,
+                "--export-payloads",
+            ],
+            &["curl", "-sk", "--http1.1", "-o", "/dev/null", &address],
+        );
+        let run = trace.wait_lines();
+        assert!(run.status.success(), "{mode}: {}", run.stderr);
+        let spans = receiver.spans();
+        assert_eq!(spans.len(), 1, "{mode}: {spans:?}\n{}", run.stderr);
+        assert_eq!(spans[0]["attributes"]["http.response.body.size"], 321);
+        assert_eq!(receiver.logs().len(), 2, "{mode}: {}", run.stderr);
+        assert_eq!(export_counts(&run.report, &run.stderr), (1, 1, 0), "{mode}");
+    }
+    // The same receiver, without the CA: every attempt fails on the certificate, and the span
+    // is counted as dropped with the error shown.
+    let receiver = Receiver::start("https");
+    let url = receiver.url();
+    let address = format!("https://127.0.0.1:{port}/download/5");
+    let trace = Trace::start(
+        &["openssl", "--decode", "http", "--export", &url],
+        &["curl", "-sk", "--http1.1", "-o", "/dev/null", &address],
+    );
+    let run = trace.wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(receiver.spans().is_empty());
+    let (offered, delivered, dropped) = export_counts(&run.report, &run.stderr);
+    assert_eq!((offered, delivered, dropped), (1, 0, 1), "{}", run.stderr);
+    assert!(run.stderr.contains("last error"), "{}", run.stderr);
+}
+
+#[test]
+fn export_ca_must_hold_a_certificate() {
+    let not_pem = scratch_file("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello").expect("file");
+    let (code, _, stderr) = probectl(&[
+        "run",
+        "openssl",
+        "--decode",
+        "http",
+        "--export",
+        "otlp=https://127.0.0.1:1",
+        "--export-ca",
+        not_pem.to_str().expect("path"),
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no PEM certificate in it"), "{stderr}");
 }

@@ -24,7 +24,7 @@ use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLoggerProvider};
 use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanExporter, SpanLinks,
@@ -75,6 +75,9 @@ pub struct ExportOptions {
     /// `--export-payloads`: each request's and response's headers and body as a log record
     /// tied to the exchange's span.
     pub payloads: bool,
+    /// `--export-ca FILE`: PEM certificates trusted for an `https://` receiver, besides the
+    /// system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,11 +87,14 @@ pub enum ExportError {
          or otlp-grpc=URL (OTLP over gRPC, e.g. otlp-grpc=http://127.0.0.1:4317)"
     )]
     Syntax(String),
-    #[error(
-        "--export {0}: this build sends OTLP without TLS (http:// only); put a Collector next \
-         to probectl (a sidecar, or the node's agent) and let it forward over TLS"
-    )]
-    NoTls(String),
+    #[error("--export-ca {path}: cannot read it")]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--export-ca {0}: no PEM certificate in it")]
+    CaPem(std::path::PathBuf),
     #[error("cannot start the OTLP exporter for {endpoint}: {message}")]
     Build { endpoint: String, message: String },
     #[error("cannot start the exporter's thread")]
@@ -106,10 +112,7 @@ impl ExportOptions {
             "otlp-grpc" => Protocol::Grpc,
             _ => return Err(ExportError::Syntax(text.to_string())),
         };
-        if url.starts_with("https://") {
-            return Err(ExportError::NoTls(url.to_string()));
-        }
-        if !url.starts_with("http://") {
+        if !url.starts_with("http://") && !url.starts_with("https://") {
             return Err(ExportError::Syntax(text.to_string()));
         }
         Ok(ExportOptions {
@@ -117,7 +120,14 @@ impl ExportOptions {
             endpoint: url.to_string(),
             queue_spans: QUEUE_SPANS,
             payloads: false,
+            ca_file: None,
         })
+    }
+
+    /// Checks what can be checked before tracing starts: `--export-ca` is readable and holds
+    /// a certificate.
+    pub fn check(&self) -> Result<(), ExportError> {
+        Trust::of(self).map(|_| ())
     }
 
     /// What the summary calls it.
@@ -238,14 +248,24 @@ impl Exporter {
                 endpoint: options.endpoint.clone(),
                 message: error.to_string(),
             })?;
-        let (exporter, log_exporter) = {
+        let built = {
             // The gRPC client needs the runtime to exist when it is built.
             let _guard = runtime.enter();
-            let logs = match payloads {
-                Some(receiver) => Some((build_logs(options)?, receiver)),
-                None => None,
-            };
-            (build(options)?, logs)
+            Trust::of(options).and_then(|trust| {
+                let logs = match payloads {
+                    Some(receiver) => Some((build_logs(options, &trust)?, receiver)),
+                    None => None,
+                };
+                Ok((build(options, &trust)?, logs))
+            })
+        };
+        let (exporter, log_exporter) = match built {
+            Ok(built) => built,
+            Err(error) => {
+                // The caller may be in an async context, where dropping a runtime panics.
+                runtime.shutdown_background();
+                return Err(error);
+            }
         };
         let thread = {
             let counters = counters.clone();
@@ -335,16 +355,83 @@ impl Exporter {
     }
 }
 
+/// The certificates of `--export-ca`, read once at the start (PEM).
+#[derive(Clone, Default)]
+struct Trust {
+    ca_pem: Option<Vec<u8>>,
+}
+
+impl Trust {
+    fn of(options: &ExportOptions) -> Result<Trust, ExportError> {
+        let Some(path) = &options.ca_file else {
+            return Ok(Trust::default());
+        };
+        let pem = std::fs::read(path).map_err(|source| ExportError::CaFile {
+            path: path.clone(),
+            source,
+        })?;
+        if !pem
+            .windows(b"-----BEGIN CERTIFICATE-----".len())
+            .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+        {
+            return Err(ExportError::CaPem(path.clone()));
+        }
+        Ok(Trust { ca_pem: Some(pem) })
+    }
+
+    /// The async HTTP client (the exporter's default is a blocking one, which may not run
+    /// inside the runtime): rustls with the system's roots and `--export-ca`'s.
+    fn http_client(&self, endpoint: &str) -> Result<reqwest::Client, ExportError> {
+        let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+        if let Some(pem) = &self.ca_pem {
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|error| ExportError::Build {
+                    endpoint: endpoint.to_string(),
+                    message: format!("--export-ca: {error}"),
+                })?;
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        builder.build().map_err(|error| ExportError::Build {
+            endpoint: endpoint.to_string(),
+            message: error.to_string(),
+        })
+    }
+
+    /// The gRPC client's TLS, for an `https://` endpoint: the system's roots and
+    /// `--export-ca`'s.
+    fn grpc_tls(&self) -> opentelemetry_otlp::tonic_types::transport::ClientTlsConfig {
+        use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+        let config = ClientTlsConfig::new().with_native_roots();
+        match &self.ca_pem {
+            Some(pem) => config.ca_certificate(Certificate::from_pem(pem)),
+            None => config,
+        }
+    }
+}
+
 /// Builds the OTLP span exporter of `options`.
-fn build(options: &ExportOptions) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
+fn build(
+    options: &ExportOptions,
+    trust: &Trust,
+) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
     let built = match options.protocol {
         Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_endpoint(options.http_url())
             .with_timeout(REQUEST_TIMEOUT)
-            .with_http_client(reqwest_client())
+            .with_http_client(trust.http_client(&options.endpoint)?)
             .build(),
+        Protocol::Grpc if options.endpoint.starts_with("https://") => {
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(options.endpoint.clone())
+                .with_timeout(REQUEST_TIMEOUT)
+                .with_tls_config(trust.grpc_tls())
+                .build()
+        }
         Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(options.endpoint.clone())
@@ -358,15 +445,26 @@ fn build(options: &ExportOptions) -> Result<opentelemetry_otlp::SpanExporter, Ex
 }
 
 /// Builds the OTLP log exporter of `options` (`--export-payloads`).
-fn build_logs(options: &ExportOptions) -> Result<opentelemetry_otlp::LogExporter, ExportError> {
+fn build_logs(
+    options: &ExportOptions,
+    trust: &Trust,
+) -> Result<opentelemetry_otlp::LogExporter, ExportError> {
     let built = match options.protocol {
         Protocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_endpoint(options.http_logs_url())
             .with_timeout(REQUEST_TIMEOUT)
-            .with_http_client(reqwest_client())
+            .with_http_client(trust.http_client(&options.endpoint)?)
             .build(),
+        Protocol::Grpc if options.endpoint.starts_with("https://") => {
+            opentelemetry_otlp::LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(options.endpoint.clone())
+                .with_timeout(REQUEST_TIMEOUT)
+                .with_tls_config(trust.grpc_tls())
+                .build()
+        }
         Protocol::Grpc => opentelemetry_otlp::LogExporter::builder()
             .with_tonic()
             .with_endpoint(options.endpoint.clone())
@@ -377,15 +475,6 @@ fn build_logs(options: &ExportOptions) -> Result<opentelemetry_otlp::LogExporter
         endpoint: options.endpoint.clone(),
         message: error.to_string(),
     })
-}
-
-/// The async HTTP client (the exporter's default is a blocking one, which may not run inside
-/// the runtime).
-fn reqwest_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .unwrap_or_default()
 }
 
 impl ExchangeSink for ExportSink {
@@ -869,10 +958,8 @@ mod tests {
         assert_eq!(path.http_logs_url(), "http://c.example/otlp/v1/logs");
         let other = ExportOptions::parse("otlp=http://c.example/ingest").expect("other path");
         assert_eq!(other.http_logs_url(), "http://c.example/ingest");
-        assert!(matches!(
-            ExportOptions::parse("otlp=https://c.example"),
-            Err(ExportError::NoTls(_))
-        ));
+        let tls = ExportOptions::parse("otlp=https://c.example").expect("https");
+        assert_eq!(tls.http_url(), "https://c.example/v1/traces");
         let grpc = ExportOptions::parse("otlp-grpc=http://127.0.0.1:4317").expect("grpc");
         assert_eq!(grpc.protocol, Protocol::Grpc);
         assert!(ExportOptions::parse("jaeger=http://x").is_err());

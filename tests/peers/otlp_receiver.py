@@ -5,6 +5,8 @@ probectl's code.
 
     otlp_receiver.py http PORT OUT      # OTLP/HTTP: POST /v1/traces and /v1/logs, protobuf
     otlp_receiver.py grpc PORT OUT      # OTLP/gRPC: TraceService/Export, LogsService/Export
+    otlp_receiver.py https PORT OUT CERT KEY    # the same over TLS (CERT: the chain, PEM)
+    otlp_receiver.py grpcs PORT OUT CERT KEY
 
 Every span received is appended to OUT as one JSON line (hex ids, kind and status as numbers,
 attributes and resource attributes as objects), every log record to OUT.logs (its body as
@@ -82,7 +84,7 @@ def record(request, out):
             f.write(line + "\n")
 
 
-def serve_http(port, out):
+def serve_http(port, out, tls=None):
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -111,11 +113,16 @@ def serve_http(port, out):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    if tls:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print("listening", flush=True)
     server.serve_forever()
 
 
-def serve_grpc(port, out):
+def serve_grpc(port, out, tls=None):
     from concurrent import futures
 
     import grpc
@@ -135,7 +142,12 @@ def serve_grpc(port, out):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    if tls:
+        cert, key = (open(path, "rb").read() for path in tls)
+        credentials = grpc.ssl_server_credentials([(key, cert)])
+        server.add_secure_port(f"127.0.0.1:{port}", credentials)
+    else:
+        server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     print("listening", flush=True)
     server.wait_for_termination()
@@ -143,4 +155,5 @@ def serve_grpc(port, out):
 
 if __name__ == "__main__":
     mode, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    (serve_http if mode == "http" else serve_grpc)(port, out)
+    tls = (sys.argv[4], sys.argv[5]) if mode in ("https", "grpcs") else None
+    (serve_http if mode in ("http", "https") else serve_grpc)(port, out, tls)

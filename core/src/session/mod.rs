@@ -296,6 +296,9 @@ fn check_options(options: &RunOptions) -> Result<(), RunError> {
             "--export sends a span per HTTP exchange: it needs --decode http".into(),
         ));
     }
+    if let Some(export) = &options.export {
+        export.check()?;
+    }
     if options.format == Format::Pcapng
         && options.output.is_none()
         && crate::output::terminal::stdout_is_terminal()
