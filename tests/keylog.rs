@@ -100,6 +100,7 @@ fn same_keys_of(
     );
     assert_eq!(keylog_report["unusable"], 0);
     assert_eq!(keylog_report["without_handle"], 0);
+    assert_eq!(keylog_report["without_client_random"], 0, "{}", run.report);
     // Each connection carries its keys: every client random of the key log names one.
     let connections = run.report["connections"]["kept"]
         .as_array()
@@ -347,20 +348,23 @@ fn go_keylog() -> &'static std::path::PathBuf {
 
 #[test]
 fn go_key_log_writer_tls12_and_tls13() {
-    // crypto/tls.(*Config).writeKeyLog, Go's register ABI. It has no *Conn: the secrets are in
-    // the key log, counted as without a handle.
+    // crypto/tls.(*Config).writeKeyLog, Go's register ABI. It has no *Conn: the secrets are
+    // counted as without a handle, and tied to their connection by the ClientHello with their
+    // client random that the connection's socket sent.
     let (_server, port) = s_server();
     let program = go_keylog().display().to_string();
-    let port = port.to_string();
+    let port_arg = port.to_string();
     // Go logs no EXPORTER_SECRET.
     for (version, labels) in [("1.2", &["CLIENT_RANDOM"][..]), ("1.3", &TLS13_LABELS[..4])] {
         let oracle = scratch_file("go.keys");
         let oracle_arg = oracle.display().to_string();
         let keylog = scratch_file("go-probectl.keys");
         let keylog_arg = keylog.display().to_string();
+        let address = scratch_file("go.address");
+        let address_arg = address.display().to_string();
         let run = Trace::start(
             &["go", "--keylog", &keylog_arg],
-            &[&program, &port, &oracle_arg, version],
+            &[&program, &port_arg, &oracle_arg, version, &address_arg],
         )
         .wait_lines();
         assert!(run.status.success(), "{}", run.stderr);
@@ -372,7 +376,53 @@ fn go_key_log_writer_tls12_and_tls13() {
         assert_eq!(labels_of(&ours), wanted, "TLS {version}");
         assert_eq!(run.report["keylog"]["written"], ours.len() as u64);
         assert_eq!(run.report["keylog"]["without_handle"], ours.len() as u64);
+        assert_eq!(
+            run.report["keylog"]["tied_by_client_hello"],
+            ours.len() as u64,
+            "{}",
+            run.report
+        );
+        // The connection that carries the keys is the one the client itself saw: its own
+        // local address, to the server's port.
+        let random = ours
+            .iter()
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .expect("a random");
+        let local = std::fs::read_to_string(&address).expect("the client's address");
+        assert_connection_has_keys(&run, random, &local, port, labels.len());
+        // Each secret's JSON names the socket that sent its ClientHello.
+        for secret in run.lines.iter().filter_map(|line| line.get("secret")) {
+            assert!(secret["fd"].as_i64().is_some(), "{secret}");
+        }
     }
+}
+
+/// The report's one connection whose keys name `random`: `local` -> 127.0.0.1:`port` (what
+/// the client itself saw), with `secrets` secrets.
+fn assert_connection_has_keys(
+    run: &common::FinishedLines,
+    random: &str,
+    local: &str,
+    port: u16,
+    secrets: usize,
+) {
+    let connections = run.report["connections"]["kept"]
+        .as_array()
+        .expect("connections");
+    let tied: Vec<&serde_json::Value> = connections
+        .iter()
+        .filter(|connection| connection["keys"]["client_random"] == random)
+        .collect();
+    assert_eq!(tied.len(), 1, "{}", run.report);
+    assert_eq!(tied[0]["local"], local, "{}", run.report);
+    assert_eq!(
+        tied[0]["remote"],
+        format!("127.0.0.1:{port}"),
+        "{}",
+        run.report
+    );
+    assert_eq!(tied[0]["keys"]["secrets"], secrets as u64, "{}", run.report);
 }
 
 fn labels_of(lines: &BTreeSet<String>) -> Vec<String> {
@@ -431,8 +481,69 @@ fn bssl_tool_sslkeylogfile_tls12_and_tls13() {
     }
 }
 
+/// `openssl s_server -www` on a free port speaking only `version` (`-tls1_2`, `-tls1_3`),
+/// writing its own key log to `keylog`: the oracle of a traced client.
+fn s_server_keylog(version: &str, keylog: &Path) -> (Guard, u16) {
+    let (cert, key) = cert_and_key();
+    let port = free_port();
+    let child = std::process::Command::new("openssl")
+        .args(["s_server", "-www", "-quiet", version, "-accept"])
+        .arg(port.to_string())
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .arg("-keylogfile")
+        .arg(keylog)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let guard = Guard(child);
+    wait_for_port(port);
+    (guard, port)
+}
+
+#[test]
+fn bun_fetch_keys_equal_the_servers_tls12_and_tls13() {
+    // Bun's BoringSSL is linked in and stripped: ssl_log_secret is found by the
+    // "CLIENT_RANDOM" string, and there is no SSL_get_client_random to read the client
+    // random's field from. Each secret takes the random of the ClientHello that its
+    // connection's socket sent. The oracle is the server's own key log.
+    let bun = common::npm_peer("bun");
+    let cache = common::cache_dir();
+    for (version, labels) in [
+        ("-tls1_2", &["CLIENT_RANDOM"][..]),
+        ("-tls1_3", &TLS13_LABELS[..]),
+    ] {
+        let oracle = scratch_file("bun-server.keys");
+        let (server, port) = s_server_keylog(version, &oracle);
+        let script = format!(
+            "const r = await fetch('https://127.0.0.1:{port}/');              if (!(await r.text()).includes('s_server')) process.exit(3);"
+        );
+        let ours = same_keys_of(
+            "boringssl",
+            &[bun.to_str().expect("path"), "-e", &script],
+            &[
+                ("PROBECTL_CACHE_DIR", cache.as_os_str()),
+                ("NODE_TLS_REJECT_UNAUTHORIZED", std::ffi::OsStr::new("0")),
+            ],
+            &oracle,
+            labels,
+        );
+        drop(server);
+        assert_eq!(ours.len(), labels.len(), "one handshake: {ours:?}");
+    }
+}
+
 /// nginx with HTTP/1.1 and HTTP/2 over TLS on `port`, serving `root`, in the foreground.
 fn nginx(root: &Path, port: u16) -> Guard {
+    nginx_in(root, "127.0.0.1", port, None)
+}
+
+/// [`nginx`] listening on `address`, run in network namespace `namespace` if given.
+fn nginx_in(root: &Path, address: &str, port: u16, namespace: Option<&str>) -> Guard {
     let (cert, key) = cert_and_key();
     let dir = scratch_file("nginx");
     std::fs::create_dir_all(&dir).expect("nginx dir");
@@ -442,7 +553,7 @@ fn nginx(root: &Path, port: u16) -> Guard {
          error_log {dir_text}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n\
          client_body_temp_path {dir_text}/body;\n  proxy_temp_path {dir_text}/proxy;\n\
          fastcgi_temp_path {dir_text}/fastcgi;\n  uwsgi_temp_path {dir_text}/uwsgi;\n\
-         scgi_temp_path {dir_text}/scgi;\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n\
+         scgi_temp_path {dir_text}/scgi;\n  server {{\n    listen {address}:{port} ssl http2;\n\
          ssl_certificate {};\n    ssl_certificate_key {};\n    root {};\n  }}\n}}\n",
         cert.display(),
         key.display(),
@@ -450,7 +561,15 @@ fn nginx(root: &Path, port: u16) -> Guard {
     );
     let config_path = dir.join("nginx.conf");
     std::fs::write(&config_path, config).expect("nginx.conf");
-    let child = std::process::Command::new("nginx")
+    let mut command = match namespace {
+        Some(namespace) => {
+            let mut command = std::process::Command::new("ip");
+            command.args(["netns", "exec", namespace, "nginx"]);
+            command
+        }
+        None => std::process::Command::new("nginx"),
+    };
+    let child = command
         .arg("-c")
         .arg(&config_path)
         .arg("-e")
@@ -461,8 +580,26 @@ fn nginx(root: &Path, port: u16) -> Guard {
         .spawn()
         .expect("nginx");
     let guard = Guard(child);
-    common::wait_for_listener(port);
+    match namespace {
+        Some(_) => wait_for_address(address, port),
+        None => common::wait_for_listener(port),
+    }
     guard
+}
+
+/// Waits until `address:port` accepts a TCP connection (a server in another namespace).
+fn wait_for_address(address: &str, port: u16) {
+    let target: std::net::SocketAddr = format!("{address}:{port}").parse().expect("address");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_millis(200))
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {target}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -728,4 +865,137 @@ fn the_packets_pcapng_decrypts_by_itself() {
     let streams = tshark(&["-r", &packets_arg, "-T", "fields", "-e", "tcp.stream"]);
     let streams: BTreeSet<&str> = streams.lines().collect();
     assert_eq!(streams.len(), 2, "{streams:?}");
+}
+
+/// A network namespace with one end of a veth pair, the other end in probectl's namespace:
+/// `local` (here) and `remote` (in the namespace) are the two ends' IPv4 addresses. Removed
+/// when dropped.
+struct VethNamespace {
+    name: String,
+    host_end: String,
+}
+
+impl VethNamespace {
+    fn new() -> VethNamespace {
+        // Unique per test process: two runs side by side do not meet.
+        let id = std::process::id() % 50_000;
+        let name = format!("probectl-t{id}");
+        let host_end = format!("pct{id}a");
+        let namespace_end = format!("pct{id}b");
+        let namespace = VethNamespace {
+            name: name.clone(),
+            host_end: host_end.clone(),
+        };
+        let octet = 1 + id % 250;
+        for command in [
+            format!("ip netns add {name}"),
+            format!("ip link add {host_end} type veth peer name {namespace_end}"),
+            format!("ip link set {namespace_end} netns {name}"),
+            format!("ip addr add 10.231.{octet}.1/24 dev {host_end}"),
+            format!("ip link set {host_end} up"),
+            format!("ip -n {name} addr add 10.231.{octet}.2/24 dev {namespace_end}"),
+            format!("ip -n {name} link set {namespace_end} up"),
+            format!("ip -n {name} link set lo up"),
+        ] {
+            let status = std::process::Command::new("sh")
+                .args(["-c", &command])
+                .status()
+                .expect("ip");
+            assert!(status.success(), "{command}");
+        }
+        namespace
+    }
+
+    fn addresses(&self) -> (String, String) {
+        let octet = 1 + (std::process::id() % 50_000) % 250;
+        (format!("10.231.{octet}.1"), format!("10.231.{octet}.2"))
+    }
+}
+
+impl Drop for VethNamespace {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the pair, and with it the pair.
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_end])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn the_packets_of_a_real_interface_decrypt_by_themselves() {
+    // --packets on a veth pair (not loopback): nginx in its own network namespace, curl here;
+    // probectl's capture socket sees the packets on the veth's end in its namespace. tshark,
+    // given probectl's file alone, decrypts both bodies (HTTP/1.1 and HTTP/2), equal to the
+    // served file.
+    let namespace = VethNamespace::new();
+    let (local, remote) = namespace.addresses();
+    let name = "file.bin";
+    let root = scratch_file("www-veth");
+    std::fs::create_dir_all(&root).expect("root");
+    let content: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(root.join(name), &content).expect("file");
+    let port = free_port();
+    let _nginx = nginx_in(&root, &remote, port, Some(&namespace.name));
+    let packets = scratch_file("veth.pcapng");
+    let packets_arg = packets.display().to_string();
+    let url = format!("https://{remote}:{port}/{name}");
+    let body = scratch_file("veth-body").display().to_string();
+    let script =
+        format!("curl -sk --http1.1 -o {body}.1 {url} && curl -sk --http2 -o {body}.2 {url}");
+    let run = Trace::start(
+        &["openssl", "--packets", &packets_arg],
+        &["sh", "-c", &script],
+    )
+    .wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    for copy in ["1", "2"] {
+        assert_eq!(
+            std::fs::read(format!("{body}.{copy}")).expect("body"),
+            content
+        );
+    }
+    let counts = &run.report["packets"];
+    assert_eq!(counts["packets_dropped_by_socket"], 0, "{}", run.report);
+    assert_eq!(counts["secrets_blocks"], 2, "{}", run.report);
+    let (http1, http2) = bodies(&packets_arg, &[]);
+    assert_eq!(http1, sha256(&content), "HTTP/1.1 body");
+    assert!(http2.contains(&sha256(&content)), "HTTP/2 body");
+    // The packets are the veth's, between the two ends' addresses, each seen once.
+    let hosts = tshark(&[
+        "-r",
+        &packets_arg,
+        "-T",
+        "fields",
+        "-e",
+        "ip.src",
+        "-e",
+        "ip.dst",
+    ]);
+    let hosts: BTreeSet<&str> = hosts.lines().collect();
+    let wanted: BTreeSet<String> = [format!("{local}\t{remote}"), format!("{remote}\t{local}")]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        hosts
+            .iter()
+            .map(|line| line.to_string())
+            .collect::<BTreeSet<_>>(),
+        wanted
+    );
+    let duplicates = tshark(&[
+        "-r",
+        &packets_arg,
+        "-Y",
+        "tcp.analysis.duplicate_ack || tcp.analysis.retransmission",
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+    ]);
+    assert!(duplicates.trim().is_empty(), "packets twice: {duplicates}");
 }

@@ -113,6 +113,9 @@ pub struct LoadOptions {
     pub scoped: bool,
     /// Admit processes at exec by cgroup and command name (`crate::selection`).
     pub select_at_exec: Option<crate::selection::KernelSelection>,
+    /// Report the TLS ClientHellos processes in scope write to sockets (`HelloRecord`): with
+    /// secret probes (`--keylog`, `--packets`), to tie secrets to sockets.
+    pub watch_hellos: bool,
 }
 
 /// An attach point that could not be attached.
@@ -266,6 +269,7 @@ impl Tracer {
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .override_global("SELECT_AT_EXEC", &select_bits, true)
             .override_global("SELECT_COMM", &select_comm, true)
+            .override_global("WATCH_HELLOS", &u8::from(options.watch_hellos), true)
             .map_max_entries(
                 "SELECTED_CGROUPS",
                 if select_bits & probectl_common::select::CGROUP != 0 {
@@ -519,7 +523,7 @@ impl Tracer {
             .filter_map(|(offset, &index)| {
                 let planned = &plan.probes[index];
                 let secret = planned.probe.secret.as_ref()?;
-                let field = planned.random_field.as_ref().map(|(path, _)| path);
+                let field = planned.random_field.as_ref().map(|(source, _)| source);
                 Some((
                     first_id + offset as u32,
                     secret.bpf_spec(planned.probe.abi, planned.probe.connection, field),

@@ -5,16 +5,18 @@
 //! call with its stream offset and [`ConnectionTable`] places it; [`Call::missing`] says what
 //! an event lacks, and [`Pipeline::emit`] splits that into over-the-limit and lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::{Arc, RwLock};
 
+use probectl_common::capacity::SECRETS_AWAITING_SOCKET;
 use probectl_common::{
     read_record, record_kind, secret_flags, ChunkHeader, CloseRecord, ConnectionRecord, ExecRecord,
-    ProcessRecord, SecretRecord,
+    HelloRecord, ProcessRecord, SecretRecord, SECRET_RANDOM_MAX,
 };
 
 use crate::capture::connections::{ConnectionTable, StreamRun};
+use crate::capture::hellos::Hellos;
 use crate::capture::identity::{Identities, Identity, Resolver};
 use crate::capture::recording::{End, Recorder};
 use crate::capture::selection::{AddressSelection, Verdict};
@@ -78,6 +80,15 @@ pub struct PipelineCounts {
     /// The same secret handed over again at once by the same thread (a function re-entered
     /// after its stack grew): not written twice.
     pub secrets_repeated: u64,
+    /// Secrets without a client random of their own (stripped BoringSSL) whose connection's
+    /// ClientHello was never tied to them: their handle moved no data before the run ended or
+    /// before too many others waited ([`SECRETS_AWAITING_SOCKET`]), or its socket's
+    /// ClientHello was not seen. Not written to the key log (it needs the random).
+    pub secrets_without_client_random: u64,
+    /// Secrets without a handle (Go's) tied to a socket by the ClientHello with their random.
+    pub secrets_tied_by_client_hello: u64,
+    /// ClientHellos seen on sockets (while secrets are traced).
+    pub client_hellos: u64,
     /// Processes whose identity (cgroup) could not be read: gone before the pipeline met them.
     pub identities_unresolved: u64,
     /// Identities dropped from the full table (their process is looked up again if seen).
@@ -155,6 +166,11 @@ pub struct Pipeline {
     /// stack growth re-runs a function through `runtime.morestack`) hands the same secret
     /// over twice, on the same thread, one right after the other.
     last_secret: Option<SecretRecord>,
+    /// The ClientHellos processes sent: ties secrets to sockets.
+    hellos: Hellos,
+    /// Secrets without a client random, waiting for their handle's socket (its first call
+    /// that moves data), in arrival order (at most [`SECRETS_AWAITING_SOCKET`]).
+    awaiting_socket: VecDeque<SecretRecord>,
     /// `--packets`: where each secret goes as (client random, key-log line), for the packet
     /// capture's Decryption Secrets Blocks.
     packets: Option<std::sync::mpsc::Sender<(String, String)>>,
@@ -250,6 +266,8 @@ impl Pipeline {
             keylog: None,
             keys_traced: false,
             last_secret: None,
+            hellos: Hellos::default(),
+            awaiting_socket: VecDeque::new(),
             packets: None,
             identities: Identities::default(),
             resolver: None,
@@ -391,7 +409,14 @@ impl Pipeline {
             Some(record_kind::CONNECTION) => {
                 if let Some(connection) = read_record::<ConnectionRecord>(record) {
                     self.connections.on_connection(&connection);
+                    self.socket_known(connection.pid, connection.connection, connection.fd);
                     self.release((connection.pid, connection.connection));
+                }
+            }
+            Some(record_kind::HELLO) => {
+                if let Some(hello) = read_record::<HelloRecord>(record) {
+                    self.counts.client_hellos += 1;
+                    self.hellos.add(&hello);
                 }
             }
             Some(kind @ (record_kind::EXEC | record_kind::MAP)) => {
@@ -421,6 +446,7 @@ impl Pipeline {
                     }
                     self.exited.push(process.pid);
                     self.identities.remove(process.pid);
+                    self.hellos.remove_process(process.pid);
                     for id in self.connections.on_process_exit(process.pid) {
                         self.closed(id, process.ts_ns);
                     }
@@ -465,6 +491,68 @@ impl Pipeline {
             self.counts.secrets_repeated += 1;
             return;
         }
+        if record.flags & secret_flags::RANDOM_FROM_HELLO != 0 {
+            // Its random is its connection's ClientHello's: known once the handle's socket
+            // is (now, or at the handle's first call that moves data).
+            match self.connections.fd_of(record.pid, record.connection) {
+                Some(fd) => self.secret_of_socket(*record, fd),
+                None => {
+                    if self.awaiting_socket.len() >= SECRETS_AWAITING_SOCKET {
+                        self.awaiting_socket.pop_front();
+                        self.counts.secrets += 1;
+                        self.counts.secrets_without_client_random += 1;
+                    }
+                    self.awaiting_socket.push_back(*record);
+                }
+            }
+            return;
+        }
+        self.secret_line(record, None);
+    }
+
+    /// The socket of `handle` of `pid` is `fd`: the secrets that waited for it take the
+    /// random of its ClientHello.
+    fn socket_known(&mut self, pid: u32, handle: u64, fd: i32) {
+        if self.awaiting_socket.is_empty() {
+            return;
+        }
+        let (ready, waiting): (VecDeque<SecretRecord>, VecDeque<SecretRecord>) =
+            std::mem::take(&mut self.awaiting_socket)
+                .into_iter()
+                .partition(|secret| (secret.pid, secret.connection) == (pid, handle));
+        self.awaiting_socket = waiting;
+        for secret in ready {
+            self.secret_of_socket(secret, fd);
+        }
+    }
+
+    /// A secret without a client random whose handle's socket is `fd`.
+    fn secret_of_socket(&mut self, mut record: SecretRecord, fd: i32) {
+        match self.hellos.random_of(record.pid, fd, record.ts_ns) {
+            Some(random) => {
+                record.random = random;
+                record.random_len = random.len() as u32;
+                self.secret_line(&record, Some(fd));
+            }
+            None => {
+                self.counts.secrets += 1;
+                self.counts.secrets_without_client_random += 1;
+            }
+        }
+    }
+
+    /// Secrets that still wait for their handle's socket at the end: their handle moved no
+    /// data (counted).
+    fn end_secrets(&mut self) {
+        let left = self.awaiting_socket.len() as u64;
+        self.awaiting_socket.clear();
+        self.counts.secrets += left;
+        self.counts.secrets_without_client_random += left;
+    }
+
+    /// A whole secret record: its key-log line, tied to its connection (`socket`: the fd its
+    /// random was taken from, when it was).
+    fn secret_line(&mut self, record: &SecretRecord, socket: Option<i32>) {
         self.counts.secrets += 1;
         if record.flags & (secret_flags::READ_FAULT | secret_flags::TOO_LONG) != 0
             || record.label_len == 0
@@ -508,9 +596,24 @@ impl Pipeline {
             // A capture that ended has nothing more to write.
             let _ = packets.send((client_random.clone(), line.clone()));
         }
+        let mut socket = socket;
         let connection = if record.connection == 0 {
             self.counts.secrets_untied += 1;
-            None
+            // No handle: the socket that sent the ClientHello with its random ties it.
+            let random =
+                <[u8; SECRET_RANDOM_MAX]>::try_from(part(&record.random, record.random_len));
+            match random
+                .ok()
+                .and_then(|random| self.hellos.socket_of(&random))
+            {
+                Some((pid, fd)) if pid == record.pid => {
+                    self.counts.secrets_tied_by_client_hello += 1;
+                    socket = Some(fd);
+                    self.connections
+                        .on_socket_secret(pid, fd, &label, &client_random)
+                }
+                _ => None,
+            }
         } else {
             self.connections
                 .on_secret(record.pid, record.connection, &label, &client_random)
@@ -528,6 +631,7 @@ impl Pipeline {
             client_random: &client_random,
             handle: record.connection,
             connection,
+            fd: socket,
         };
         if self.write_error.is_none() {
             if let Err(error) = self.writer.secret(&event, &mut self.out) {
@@ -741,6 +845,7 @@ impl Pipeline {
     /// Returns the first write error, if any.
     pub fn finish(&mut self, open_positions: &[((u32, u64), [u64; 2])]) -> Option<std::io::Error> {
         self.release_due(true);
+        self.end_secrets();
         let mut reassembler = std::mem::take(&mut self.reassembler);
         reassembler.flush(&mut |call| self.emit(call));
         for (key, position) in open_positions {
