@@ -407,6 +407,18 @@ fn assert_connection_has_keys(
     port: u16,
     secrets: usize,
 ) {
+    assert_connection_between(run, random, local, &format!("127.0.0.1:{port}"), secrets);
+}
+
+/// The report's one connection whose keys name `random`: `local` -> `remote`, with `secrets`
+/// secrets.
+fn assert_connection_between(
+    run: &common::FinishedLines,
+    random: &str,
+    local: &str,
+    remote: &str,
+    secrets: usize,
+) {
     let connections = run.report["connections"]["kept"]
         .as_array()
         .expect("connections");
@@ -416,12 +428,7 @@ fn assert_connection_has_keys(
         .collect();
     assert_eq!(tied.len(), 1, "{}", run.report);
     assert_eq!(tied[0]["local"], local, "{}", run.report);
-    assert_eq!(
-        tied[0]["remote"],
-        format!("127.0.0.1:{port}"),
-        "{}",
-        run.report
-    );
+    assert_eq!(tied[0]["remote"], remote, "{}", run.report);
     assert_eq!(tied[0]["keys"]["secrets"], secrets as u64, "{}", run.report);
 }
 
@@ -534,6 +541,84 @@ fn bun_fetch_keys_equal_the_servers_tls12_and_tls13() {
         );
         drop(server);
         assert_eq!(ours.len(), labels.len(), "one handshake: {ours:?}");
+    }
+}
+
+#[test]
+fn bun_server_keys_equal_curls_tls12_and_tls13() {
+    // A Bun server (Bun.serve over TLS), traced by --pid: its BoringSSL's secrets take the
+    // random of the ClientHello its socket read (seen when the read returns). The oracle is
+    // curl's SSLKEYLOGFILE; each secret is tied to the connection whose addresses curl
+    // itself reports.
+    let bun = common::npm_peer("bun");
+    let (cert, key) = cert_and_key();
+    let port = free_port();
+    let script = format!(
+        "Bun.serve({{ port: {port}, hostname: '127.0.0.1', \
+           tls: {{ cert: Bun.file('{}'), key: Bun.file('{}') }}, \
+           fetch() {{ return new Response('served by bun'); }} }});",
+        cert.display(),
+        key.display()
+    );
+    let server = std::process::Command::new(&bun)
+        .args(["-e", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("bun");
+    let server = Guard(server);
+    common::wait_for_listener(port);
+    let pid = server.pid().to_string();
+    let cache = common::cache_dir();
+    for (version, expected) in [
+        (
+            &["--tlsv1.2", "--tls-max", "1.2"][..],
+            &["CLIENT_RANDOM"][..],
+        ),
+        (&["--tlsv1.3"][..], &TLS13_LABELS[..]),
+    ] {
+        let oracle = scratch_file("curl-bun.keys");
+        let keylog = scratch_file("bun-server.keys");
+        let keylog_arg = keylog.display().to_string();
+        let trace = Trace::start_with_env(
+            &["boringssl", "--keylog", &keylog_arg, "--pid", &pid],
+            &[],
+            &[("PROBECTL_CACHE_DIR", cache.as_os_str())],
+        );
+        let url = format!("https://127.0.0.1:{port}/");
+        let curl = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{local_ip}:%{local_port}"])
+            .args(version)
+            .arg(&url)
+            .env("SSLKEYLOGFILE", &oracle)
+            .output()
+            .expect("curl");
+        assert!(curl.status.success(), "{curl:?}");
+        let client = String::from_utf8(curl.stdout).expect("address");
+        // The server's last secrets come as its response goes out: wait for them.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let run = trace.stop_lines();
+        assert!(run.status.success(), "{}", run.stderr);
+        let ours = lines(&keylog);
+        let theirs = lines(&oracle);
+        assert!(!theirs.is_empty(), "curl wrote no key log");
+        assert_eq!(ours, theirs, "{}", run.stderr);
+        let wanted: BTreeSet<String> = expected.iter().map(|l| l.to_string()).collect();
+        assert_eq!(labels(&ours), wanted);
+        assert_eq!(run.report["keylog"]["without_client_random"], 0);
+        let random = ours
+            .iter()
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .expect("a random");
+        assert_connection_between(
+            &run,
+            random,
+            &format!("127.0.0.1:{port}"),
+            &client,
+            expected.len(),
+        );
     }
 }
 

@@ -3,13 +3,20 @@
 //! ClientHello is reported with its fd and its 32-byte random ([`HelloRecord`]). User space
 //! ties secrets to sockets by that random: Go's `writeKeyLog` gives a client random and no
 //! connection, stripped BoringSSL's `ssl_log_secret` a connection and no client random.
-//! Only the sending side is seen (a client's own ClientHello): a server reads it.
+//! A client's ClientHello is seen as it is written; a server's as it is read: the read
+//! family's buffer is noted at `sys_enter` (`HELLO_READS`) and looked at when the syscall
+//! returns (`probectl_sys_exit`, attached only while ClientHellos are watched).
 
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+    },
+    macros::{map, raw_tracepoint},
+    maps::LruHashMap,
+    programs::RawTracePointContext,
 };
-use probectl_common::{record_kind, stat, HelloRecord, SECRET_RANDOM_MAX};
+use probectl_common::{capacity, record_kind, stat, HelloRecord, SECRET_RANDOM_MAX};
 
 /// 1 when secrets are traced (`--keylog`, `--packets`); set by user space at load time.
 #[no_mangle]
@@ -31,6 +38,22 @@ struct IoVec {
 }
 const MSGHDR_IOV: u64 = 16;
 
+/// A socket read in flight: its fd and the start of its (first) buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PendingRead {
+    buffer: u64,
+    fd: i32,
+    _padding: u32,
+}
+
+/// pid_tgid -> the thread's read-family syscall in flight (while ClientHellos are watched):
+/// its return tells how many bytes the buffer got. An LRU: a thread that exits inside a read
+/// leaves its entry behind.
+#[map]
+static HELLO_READS: LruHashMap<u64, PendingRead> =
+    LruHashMap::with_max_entries(capacity::THREADS, 0);
+
 /// Whether the run watches ClientHellos.
 #[inline(always)]
 pub fn watching() -> bool {
@@ -38,9 +61,10 @@ pub fn watching() -> bool {
 }
 
 /// A socket write (`write`, `writev`, `sendto`, `sendmsg`) of `fd`: if its first buffer is a
-/// ClientHello, reports it. A subprogram of its own: the syscall hook's stack stays as it is.
+/// ClientHello, reports it; a read of the same families is noted, to be looked at when it
+/// returns. A subprogram of its own: the syscall hook's stack stays as it is.
 #[inline(never)]
-pub fn socket_write(pid_tgid: u64, fd: i32, id: u64, regs: *const pt_regs) {
+pub fn socket_io(pid_tgid: u64, fd: i32, id: u64, regs: *const pt_regs) {
     // SAFETY: `regs` is the syscall's saved user registers; bpf_probe_read_kernel checks the
     // address. The second and third arguments are in %rsi and %rdx.
     let (Ok(second), Ok(third)) = (
@@ -50,12 +74,15 @@ pub fn socket_write(pid_tgid: u64, fd: i32, id: u64, regs: *const pt_regs) {
         return;
     };
     let (buffer, length) = match id {
-        crate::syscall_nr::WRITE | crate::syscall_nr::SENDTO => (second, third),
-        crate::syscall_nr::WRITEV => match first_iovec(second) {
+        crate::syscall_nr::WRITE
+        | crate::syscall_nr::SENDTO
+        | crate::syscall_nr::READ
+        | crate::syscall_nr::RECVFROM => (second, third),
+        crate::syscall_nr::WRITEV | crate::syscall_nr::READV => match first_iovec(second) {
             Some(iovec) => iovec,
             None => return,
         },
-        crate::syscall_nr::SENDMSG => {
+        crate::syscall_nr::SENDMSG | crate::syscall_nr::RECVMSG => {
             // SAFETY: bpf_probe_read_user checks the address.
             let Ok(iov) = (unsafe { bpf_probe_read_user((second + MSGHDR_IOV) as *const u64) })
             else {
@@ -71,6 +98,47 @@ pub fn socket_write(pid_tgid: u64, fd: i32, id: u64, regs: *const pt_regs) {
     if length < HELLO_MIN {
         return;
     }
+    if matches!(
+        id,
+        crate::syscall_nr::READ
+            | crate::syscall_nr::READV
+            | crate::syscall_nr::RECVFROM
+            | crate::syscall_nr::RECVMSG
+    ) {
+        // Read at the return, when the buffer holds what came.
+        let read = PendingRead {
+            buffer,
+            fd,
+            _padding: 0,
+        };
+        let _ = HELLO_READS.insert(&pid_tgid, &read, 0);
+        return;
+    }
+    emit_if_hello(pid_tgid, fd, buffer);
+}
+
+/// The raw `sys_exit` tracepoint, attached only while ClientHellos are watched: a socket read
+/// noted at its entry is looked at now that its buffer is filled.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn probectl_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out at once.
+    let Some(read) = (unsafe { HELLO_READS.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = HELLO_READS.remove(&pid_tgid);
+    // sys_exit's TP_PROTO: (struct pt_regs *regs, long ret).
+    let returned: i64 = ctx.arg(1);
+    if returned >= HELLO_MIN as i64 {
+        emit_if_hello(pid_tgid, read.fd, read.buffer);
+    }
+    0
+}
+
+/// Reports the ClientHello at `buffer` (user memory, at least [`HELLO_MIN`] bytes), if it
+/// is one.
+#[inline(always)]
+fn emit_if_hello(pid_tgid: u64, fd: i32, buffer: u64) {
     // SAFETY: bpf_probe_read_user checks the address.
     let Ok(header) = (unsafe { bpf_probe_read_user(buffer as *const [u8; HELLO_HEADER]) }) else {
         return;

@@ -1336,8 +1336,8 @@ pub fn probectl_sys_enter(ctx: RawTracePointContext) -> i32 {
             syscall_nr::READ | syscall_nr::READV | syscall_nr::RECVFROM | syscall_nr::RECVMSG
         );
         syscall_fd(pid_tgid, fd as i32, read);
-        if !read && hello::watching() {
-            hello::socket_write(pid_tgid, fd as i32, id, regs);
+        if hello::watching() {
+            hello::socket_io(pid_tgid, fd as i32, id, regs);
         }
     }
     0

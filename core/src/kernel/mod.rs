@@ -38,6 +38,9 @@ const ENTRY_PROGRAM: &str = "probectl_entry";
 const RETURN_PROGRAM: &str = "probectl_return";
 const EXIT_PROGRAM: &str = "probectl_exit";
 const SYS_ENTER_PROGRAM: &str = "probectl_sys_enter";
+/// The raw `sys_exit` tracepoint's program: ClientHellos a process reads (`--keylog`,
+/// `--packets` only).
+const SYS_EXIT_PROGRAM: &str = "probectl_sys_exit";
 const END_PROGRAM: &str = "probectl_end";
 const SECRET_PROGRAM: &str = "probectl_secret";
 const NEWTASK_PROGRAM: &str = "probectl_newtask";
@@ -290,6 +293,14 @@ impl Tracer {
                 },
             )
             .map_max_entries(
+                "HELLO_READS",
+                if options.watch_hellos {
+                    capacity::THREADS
+                } else {
+                    1
+                },
+            )
+            .map_max_entries(
                 "GOROUTINES",
                 if options.go { capacity::GOROUTINES } else { 1 },
             )
@@ -399,6 +410,25 @@ impl Tracer {
             Ok(link) => links.push(AttachedLink::RawTracePoint(SYS_ENTER_PROGRAM, link)),
             Err(error) => attribution_problems
                 .push(format!("raw tracepoint sys_enter: {}", error_chain(&error))),
+        }
+        if options.watch_hellos {
+            // Every syscall's return on the host runs it (one map lookup that misses for
+            // all but the reads noted at their entry): only while secrets are traced.
+            let sys_exit: &mut RawTracePoint = ebpf
+                .program_mut(SYS_EXIT_PROGRAM)
+                .ok_or_else(|| {
+                    BpfError::Load(format!(
+                        "program {SYS_EXIT_PROGRAM} missing from the object"
+                    ))
+                })?
+                .try_into()
+                .map_err(|error: aya::programs::ProgramError| BpfError::Load(error.to_string()))?;
+            sys_exit.load().map_err(|error| load_error(&error))?;
+            match sys_exit.attach("sys_exit") {
+                Ok(link) => links.push(AttachedLink::RawTracePoint(SYS_EXIT_PROGRAM, link)),
+                Err(error) => attribution_problems
+                    .push(format!("raw tracepoint sys_exit: {}", error_chain(&error))),
+            }
         }
         for (program, category, name) in &tracepoints {
             let attached = ebpf
