@@ -169,8 +169,11 @@ pub struct Pipeline {
     /// The ClientHellos processes sent: ties secrets to sockets.
     hellos: Hellos,
     /// Secrets without a client random, waiting for their handle's socket (its first call
-    /// that moves data), in arrival order (at most [`SECRETS_AWAITING_SOCKET`]).
-    awaiting_socket: VecDeque<SecretRecord>,
+    /// that moves data), by (pid, handle) (at most [`SECRETS_AWAITING_SOCKET`] secrets).
+    awaiting_socket: HashMap<(u32, u64), Vec<SecretRecord>>,
+    /// The handles of `awaiting_socket` in the order they came, and its secrets' count.
+    awaiting_order: VecDeque<(u32, u64)>,
+    awaiting_secrets: usize,
     /// `--packets`: where each secret goes as (client random, key-log line), for the packet
     /// capture's Decryption Secrets Blocks.
     packets: Option<std::sync::mpsc::Sender<(String, String)>>,
@@ -267,7 +270,9 @@ impl Pipeline {
             keys_traced: false,
             last_secret: None,
             hellos: Hellos::default(),
-            awaiting_socket: VecDeque::new(),
+            awaiting_socket: HashMap::new(),
+            awaiting_order: VecDeque::new(),
+            awaiting_secrets: 0,
             packets: None,
             identities: Identities::default(),
             resolver: None,
@@ -497,12 +502,22 @@ impl Pipeline {
             match self.connections.fd_of(record.pid, record.connection) {
                 Some(fd) => self.secret_of_socket(*record, fd),
                 None => {
-                    if self.awaiting_socket.len() >= SECRETS_AWAITING_SOCKET {
-                        self.awaiting_socket.pop_front();
-                        self.counts.secrets += 1;
-                        self.counts.secrets_without_client_random += 1;
+                    while self.awaiting_secrets >= SECRETS_AWAITING_SOCKET {
+                        let Some(oldest) = self.awaiting_order.pop_front() else {
+                            break;
+                        };
+                        let dropped = self.awaiting_socket.remove(&oldest).unwrap_or_default();
+                        self.awaiting_secrets -= dropped.len();
+                        self.counts.secrets += dropped.len() as u64;
+                        self.counts.secrets_without_client_random += dropped.len() as u64;
                     }
-                    self.awaiting_socket.push_back(*record);
+                    let key = (record.pid, record.connection);
+                    let waiting = self.awaiting_socket.entry(key).or_default();
+                    if waiting.is_empty() {
+                        self.awaiting_order.push_back(key);
+                    }
+                    waiting.push(*record);
+                    self.awaiting_secrets += 1;
                 }
             }
             return;
@@ -513,14 +528,11 @@ impl Pipeline {
     /// The socket of `handle` of `pid` is `fd`: the secrets that waited for it take the
     /// random of its ClientHello.
     fn socket_known(&mut self, pid: u32, handle: u64, fd: i32) {
-        if self.awaiting_socket.is_empty() {
+        let Some(ready) = self.awaiting_socket.remove(&(pid, handle)) else {
             return;
-        }
-        let (ready, waiting): (VecDeque<SecretRecord>, VecDeque<SecretRecord>) =
-            std::mem::take(&mut self.awaiting_socket)
-                .into_iter()
-                .partition(|secret| (secret.pid, secret.connection) == (pid, handle));
-        self.awaiting_socket = waiting;
+        };
+        self.awaiting_order.retain(|key| *key != (pid, handle));
+        self.awaiting_secrets -= ready.len();
         for secret in ready {
             self.secret_of_socket(secret, fd);
         }
@@ -544,8 +556,10 @@ impl Pipeline {
     /// Secrets that still wait for their handle's socket at the end: their handle moved no
     /// data (counted).
     fn end_secrets(&mut self) {
-        let left = self.awaiting_socket.len() as u64;
+        let left = self.awaiting_secrets as u64;
         self.awaiting_socket.clear();
+        self.awaiting_order.clear();
+        self.awaiting_secrets = 0;
         self.counts.secrets += left;
         self.counts.secrets_without_client_random += left;
     }
@@ -1076,6 +1090,86 @@ mod tests {
             "{output}"
         );
         assert!(!output.contains(&hex(0x22, 48)), "{output}");
+    }
+
+    fn hello(fd: i32, ts_ns: u64, random: u8) -> Vec<u8> {
+        bytes_of(&HelloRecord {
+            kind: record_kind::HELLO,
+            pid: 100,
+            tid: 1,
+            fd,
+            ts_ns,
+            random: [random; SECRET_RANDOM_MAX],
+        })
+    }
+
+    #[test]
+    fn secrets_without_a_random_take_their_sockets_client_hello_and_go_secrets_their_socket() {
+        let (mut pipeline, out) = pipeline();
+        let path = std::env::temp_dir().join(format!("probectl-hello-{}", std::process::id()));
+        let file = std::fs::File::create(&path).expect("key log");
+        pipeline.keylog_into(file);
+        let from_hello = |handle: u64, label: &str, secret_byte: u8| {
+            let mut record = secret(handle, 1, label, 0, secret_byte);
+            let flags = probectl_common::secret_flags::RANDOM_FROM_HELLO;
+            record[4..8].copy_from_slice(&flags.to_le_bytes());
+            // random_len (after kind, flags, pid, tid, ts_ns, connection, attach_id, label_len).
+            record[40..44].copy_from_slice(&0u32.to_le_bytes());
+            record
+        };
+        // fd 5 sent a ClientHello at 3, an earlier connection's on the same fd at 1.
+        pipeline.record(&hello(5, 1, 0x01));
+        pipeline.record(&hello(5, 3, 0x55));
+        // Handle 0xa's secret (at 7) waits for its socket; handle 0xc's never gets one.
+        pipeline.record(&from_hello(0xa, "CLIENT_RANDOM", 0x61));
+        pipeline.record(&from_hello(0xc, "CLIENT_RANDOM", 0x62));
+        assert!(std::fs::read_to_string(&path).expect("log").is_empty());
+        pipeline.record(&connection(0xa, 40000));
+        // A Go secret: no handle, its random names fd 6's ClientHello; its connection comes
+        // after it (handle 0xd on fd 6).
+        pipeline.record(&hello(6, 4, 0x66));
+        pipeline.record(&secret(0, 2, "CLIENT_RANDOM", 0x66, 0x63));
+        let mut go_connection = connection(0xd, 40001);
+        go_connection[8..12].copy_from_slice(&6i32.to_le_bytes());
+        pipeline.record(&go_connection);
+        assert!(pipeline.flush(1));
+        assert!(pipeline.finish(&[]).is_none());
+        let log = std::fs::read_to_string(&path).expect("key log");
+        let _ = std::fs::remove_file(&path);
+        let hex = |byte: u8, count: usize| format!("{byte:02x}").repeat(count);
+        assert_eq!(
+            log,
+            format!(
+                "CLIENT_RANDOM {} {}\nCLIENT_RANDOM {} {}\n",
+                hex(0x55, 32),
+                hex(0x61, 48),
+                hex(0x66, 32),
+                hex(0x63, 48)
+            )
+        );
+        let counts = pipeline.counts;
+        assert_eq!(
+            (
+                counts.secrets,
+                counts.secrets_written,
+                counts.secrets_without_client_random,
+                counts.secrets_tied_by_client_hello,
+                counts.client_hellos
+            ),
+            (3, 2, 1, 1, 3)
+        );
+        let of = |handle: u64| {
+            pipeline
+                .connections
+                .all()
+                .into_iter()
+                .find(|connection| connection.handle == handle)
+                .map(|connection| connection.keys.client_random.clone())
+        };
+        assert_eq!(of(0xa), Some(Some(hex(0x55, 32))));
+        assert_eq!(of(0xd), Some(Some(hex(0x66, 32))));
+        let output = String::from_utf8(out.0.lock().expect("lock").clone()).expect("UTF-8");
+        assert!(output.contains("\"fd\":6"), "{output}");
     }
 
     fn pipeline() -> (Pipeline, Shared) {
