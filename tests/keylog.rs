@@ -1200,3 +1200,43 @@ fn the_packets_of_a_real_interface_decrypt_by_themselves() {
     assert!(all.len() > 20, "{packets}");
     assert_eq!(all.len(), distinct.len(), "packets twice: {packets}");
 }
+
+#[test]
+fn bun_packets_decrypt_by_themselves() {
+    // --packets with Bun's stripped BoringSSL: its secrets' client random comes from its
+    // ClientHello, and names its connection's packets. tshark, given probectl's file alone,
+    // decrypts the body nginx served (sha256).
+    let bun = common::npm_peer("bun");
+    let name = "bun.bin";
+    let root = scratch_file("www-bun");
+    std::fs::create_dir_all(&root).expect("root");
+    let content: Vec<u8> = (0..120_000u32)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 9) as u8)
+        .collect();
+    std::fs::write(root.join(name), &content).expect("file");
+    let port = free_port();
+    let _nginx = nginx(&root, port);
+    let packets = scratch_file("bun.pcapng");
+    let packets_arg = packets.display().to_string();
+    let script = format!(
+        "const r = await fetch('https://127.0.0.1:{port}/{name}'); \
+         const body = new Uint8Array(await r.arrayBuffer()); \
+         if (body.length !== {}) process.exit(3);",
+        content.len()
+    );
+    let cache = common::cache_dir();
+    let run = Trace::start_with_env(
+        &["boringssl", "--packets", &packets_arg],
+        &[bun.to_str().expect("path"), "-e", &script],
+        &[
+            ("PROBECTL_CACHE_DIR", cache.as_os_str()),
+            ("NODE_TLS_REJECT_UNAUTHORIZED", std::ffi::OsStr::new("0")),
+        ],
+    )
+    .wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    let counts = &run.report["packets"];
+    assert_eq!(counts["secrets_blocks"], 1, "{}", run.report);
+    let (http1, _) = bodies(&packets_arg, &[]);
+    assert_eq!(http1, sha256(&content), "the body, from the pcapng alone");
+}
