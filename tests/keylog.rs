@@ -328,22 +328,107 @@ fn check_shows_where_the_key_probe_goes_and_how_it_was_found() {
 /// tests/peers/go_keylog.go built with Debian's Go (once).
 fn go_keylog() -> &'static std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probectl-tests-go-keylog");
-        std::fs::create_dir_all(&dir).expect("dir");
-        let program = dir.join("go_keylog");
-        let status = std::process::Command::new("go")
-            .args(["build", "-o"])
-            .arg(&program)
-            .arg(common::peer("go_keylog.go"))
-            .env("GO111MODULE", "off")
-            .env("GOTOOLCHAIN", "local")
-            .env("GOCACHE", dir.join("cache"))
-            .status()
-            .expect("go build");
-        assert!(status.success(), "go build go_keylog.go");
-        program
-    })
+    BUILT.get_or_init(|| go_build("go_keylog"))
+}
+
+/// tests/peers/go_keylog_server.go built with Debian's Go (once).
+fn go_keylog_server() -> &'static std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| go_build("go_keylog_server"))
+}
+
+/// tests/peers/NAME.go built with Debian's Go.
+fn go_build(name: &str) -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probectl-tests-go-keylog");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let program = dir.join(name);
+    let status = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&program)
+        .arg(common::peer(&format!("{name}.go")))
+        .env("GO111MODULE", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", dir.join("cache"))
+        .status()
+        .expect("go build");
+    assert!(status.success(), "go build {name}.go");
+    program
+}
+
+#[test]
+fn go_server_secrets_are_tied_by_the_client_hello_it_read() {
+    // A Go server's writeKeyLog gets no *Conn: its secrets are tied to the socket that read
+    // the ClientHello with their random (seen when the read returns). The oracle is curl's
+    // SSLKEYLOGFILE and the address curl itself reports.
+    let (cert, key) = cert_and_key();
+    let port = free_port();
+    let server = std::process::Command::new(go_keylog_server())
+        .arg(port.to_string())
+        .arg(cert)
+        .arg(key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("go server");
+    let server = Guard(server);
+    common::wait_for_listener(port);
+    let pid = server.pid().to_string();
+    for (version, expected) in [
+        (
+            &["--tlsv1.2", "--tls-max", "1.2"][..],
+            &["CLIENT_RANDOM"][..],
+        ),
+        // Go logs no EXPORTER_SECRET; curl does.
+        (&["--tlsv1.3"][..], &TLS13_LABELS[..4]),
+    ] {
+        let oracle = scratch_file("curl-go.keys");
+        let keylog = scratch_file("go-server.keys");
+        let keylog_arg = keylog.display().to_string();
+        let trace = Trace::start(&["go", "--keylog", &keylog_arg, "--pid", &pid], &[]);
+        let curl = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{local_ip}:%{local_port}"])
+            .args(version)
+            .arg(format!("https://127.0.0.1:{port}/"))
+            .env("SSLKEYLOGFILE", &oracle)
+            .output()
+            .expect("curl");
+        assert!(curl.status.success(), "{curl:?}");
+        let client = String::from_utf8(curl.stdout).expect("address");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let run = trace.stop_lines();
+        assert!(run.status.success(), "{}", run.stderr);
+        let ours = lines(&keylog);
+        let wanted: BTreeSet<String> = expected.iter().map(|l| l.to_string()).collect();
+        let theirs: BTreeSet<String> = lines(&oracle)
+            .into_iter()
+            .filter(|line| {
+                line.split(' ')
+                    .next()
+                    .is_some_and(|label| wanted.contains(label))
+            })
+            .collect();
+        assert!(!theirs.is_empty(), "curl wrote no key log");
+        assert_eq!(ours, theirs, "{}", run.stderr);
+        assert_eq!(
+            run.report["keylog"]["tied_by_client_hello"],
+            ours.len() as u64,
+            "{}",
+            run.report
+        );
+        let random = ours
+            .iter()
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .expect("a random");
+        assert_connection_between(
+            &run,
+            random,
+            &format!("127.0.0.1:{port}"),
+            &client,
+            expected.len(),
+        );
+    }
 }
 
 #[test]
