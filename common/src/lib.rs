@@ -352,6 +352,9 @@ pub mod capacity {
     /// User space: ClientHellos kept (their socket and random), the oldest forgotten first
     /// (counted): a secret whose connection's ClientHello was forgotten is not tied by it.
     pub const HELLOS_KEPT: usize = 65536;
+    /// User space: ClientHellos kept per socket (a socket carries one handshake, or a few
+    /// when its fd is reused while an older secret still waits).
+    pub const HELLOS_PER_SOCKET: usize = 4;
     /// User space: secrets without a client random (stripped BoringSSL) waiting for their
     /// handle's socket (its first call that moves data); past it the oldest is dropped,
     /// counted.

@@ -7,14 +7,11 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use probectl_common::{capacity::HELLOS_KEPT, HelloRecord, SECRET_RANDOM_MAX};
+use probectl_common::capacity::{HELLOS_KEPT, HELLOS_PER_SOCKET as PER_SOCKET};
+use probectl_common::{HelloRecord, SECRET_RANDOM_MAX};
 
 /// A ClientHello's random.
 pub type Random = [u8; SECRET_RANDOM_MAX];
-
-/// ClientHellos a socket keeps at most: a socket carries one handshake (or, rarely, a few:
-/// the fd reused for a new connection while an old secret still waits).
-const PER_SOCKET: usize = 4;
 
 /// The ClientHellos seen, by socket and by random, bounded by [`HELLOS_KEPT`].
 #[derive(Debug, Default)]

@@ -87,8 +87,11 @@ pub struct PipelineCounts {
     pub secrets_without_client_random: u64,
     /// Secrets without a handle (Go's) tied to a socket by the ClientHello with their random.
     pub secrets_tied_by_client_hello: u64,
-    /// ClientHellos seen on sockets (while secrets are traced).
+    /// ClientHellos seen on sockets (while secrets are traced), and of those forgotten (the
+    /// oldest, past `capacity::HELLOS_KEPT`, used or not: a secret that asks for one later
+    /// finds none, and is counted as without a client random, or not tied).
     pub client_hellos: u64,
+    pub client_hellos_forgotten: u64,
     /// Processes whose identity (cgroup) could not be read: gone before the pipeline met them.
     pub identities_unresolved: u64,
     /// Identities dropped from the full table (their process is looked up again if seen).
@@ -422,6 +425,7 @@ impl Pipeline {
                 if let Some(hello) = read_record::<HelloRecord>(record) {
                     self.counts.client_hellos += 1;
                     self.hellos.add(&hello);
+                    self.counts.client_hellos_forgotten = self.hellos.forgotten;
                 }
             }
             Some(kind @ (record_kind::EXEC | record_kind::MAP)) => {

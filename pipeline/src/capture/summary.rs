@@ -229,6 +229,7 @@ impl Summary {
                 "tied_by_client_hello": self.counts.secrets_tied_by_client_hello,
                 "without_client_random": self.counts.secrets_without_client_random,
                 "client_hellos": self.counts.client_hellos,
+                "client_hellos_forgotten": self.counts.client_hellos_forgotten,
                 "repeated_entries_skipped": self.counts.secrets_repeated,
                 "lost_ring_full": self.kernel.secrets_lost,
                 "handles_evicted_before_their_connection": self.keys_evicted,
