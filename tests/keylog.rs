@@ -100,6 +100,7 @@ fn same_keys_of(
     );
     assert_eq!(keylog_report["unusable"], 0);
     assert_eq!(keylog_report["without_handle"], 0);
+    assert_eq!(keylog_report["without_client_random"], 0, "{}", run.report);
     // Each connection carries its keys: every client random of the key log names one.
     let connections = run.report["connections"]["kept"]
         .as_array()
@@ -327,40 +328,128 @@ fn check_shows_where_the_key_probe_goes_and_how_it_was_found() {
 /// tests/peers/go_keylog.go built with Debian's Go (once).
 fn go_keylog() -> &'static std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probectl-tests-go-keylog");
-        std::fs::create_dir_all(&dir).expect("dir");
-        let program = dir.join("go_keylog");
-        let status = std::process::Command::new("go")
-            .args(["build", "-o"])
-            .arg(&program)
-            .arg(common::peer("go_keylog.go"))
-            .env("GO111MODULE", "off")
-            .env("GOTOOLCHAIN", "local")
-            .env("GOCACHE", dir.join("cache"))
-            .status()
-            .expect("go build");
-        assert!(status.success(), "go build go_keylog.go");
-        program
-    })
+    BUILT.get_or_init(|| go_build("go_keylog"))
+}
+
+/// tests/peers/go_keylog_server.go built with Debian's Go (once).
+fn go_keylog_server() -> &'static std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| go_build("go_keylog_server"))
+}
+
+/// tests/peers/NAME.go built with Debian's Go.
+fn go_build(name: &str) -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probectl-tests-go-keylog");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let program = dir.join(name);
+    let status = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&program)
+        .arg(common::peer(&format!("{name}.go")))
+        .env("GO111MODULE", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", dir.join("cache"))
+        .status()
+        .expect("go build");
+    assert!(status.success(), "go build {name}.go");
+    program
+}
+
+#[test]
+fn go_server_secrets_are_tied_by_the_client_hello_it_read() {
+    // A Go server's writeKeyLog gets no *Conn: its secrets are tied to the socket that read
+    // the ClientHello with their random (seen when the read returns). The oracle is curl's
+    // SSLKEYLOGFILE and the address curl itself reports.
+    let (cert, key) = cert_and_key();
+    let port = free_port();
+    let server = std::process::Command::new(go_keylog_server())
+        .arg(port.to_string())
+        .arg(cert)
+        .arg(key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("go server");
+    let server = Guard(server);
+    common::wait_for_listener(port);
+    let pid = server.pid().to_string();
+    for (version, expected) in [
+        (
+            &["--tlsv1.2", "--tls-max", "1.2"][..],
+            &["CLIENT_RANDOM"][..],
+        ),
+        // Go logs no EXPORTER_SECRET; curl does.
+        (&["--tlsv1.3"][..], &TLS13_LABELS[..4]),
+    ] {
+        let oracle = scratch_file("curl-go.keys");
+        let keylog = scratch_file("go-server.keys");
+        let keylog_arg = keylog.display().to_string();
+        let trace = Trace::start(&["go", "--keylog", &keylog_arg, "--pid", &pid], &[]);
+        let curl = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{local_ip}:%{local_port}"])
+            .args(version)
+            .arg(format!("https://127.0.0.1:{port}/"))
+            .env("SSLKEYLOGFILE", &oracle)
+            .output()
+            .expect("curl");
+        assert!(curl.status.success(), "{curl:?}");
+        let client = String::from_utf8(curl.stdout).expect("address");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let run = trace.stop_lines();
+        assert!(run.status.success(), "{}", run.stderr);
+        let ours = lines(&keylog);
+        let wanted: BTreeSet<String> = expected.iter().map(|l| l.to_string()).collect();
+        let theirs: BTreeSet<String> = lines(&oracle)
+            .into_iter()
+            .filter(|line| {
+                line.split(' ')
+                    .next()
+                    .is_some_and(|label| wanted.contains(label))
+            })
+            .collect();
+        assert!(!theirs.is_empty(), "curl wrote no key log");
+        assert_eq!(ours, theirs, "{}", run.stderr);
+        assert_eq!(
+            run.report["keylog"]["tied_by_client_hello"],
+            ours.len() as u64,
+            "{}",
+            run.report
+        );
+        let random = ours
+            .iter()
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .expect("a random");
+        assert_connection_between(
+            &run,
+            random,
+            &format!("127.0.0.1:{port}"),
+            &client,
+            expected.len(),
+        );
+    }
 }
 
 #[test]
 fn go_key_log_writer_tls12_and_tls13() {
-    // crypto/tls.(*Config).writeKeyLog, Go's register ABI. It has no *Conn: the secrets are in
-    // the key log, counted as without a handle.
+    // crypto/tls.(*Config).writeKeyLog, Go's register ABI. It has no *Conn: the secrets are
+    // counted as without a handle, and tied to their connection by the ClientHello with their
+    // client random that the connection's socket sent.
     let (_server, port) = s_server();
     let program = go_keylog().display().to_string();
-    let port = port.to_string();
+    let port_arg = port.to_string();
     // Go logs no EXPORTER_SECRET.
     for (version, labels) in [("1.2", &["CLIENT_RANDOM"][..]), ("1.3", &TLS13_LABELS[..4])] {
         let oracle = scratch_file("go.keys");
         let oracle_arg = oracle.display().to_string();
         let keylog = scratch_file("go-probectl.keys");
         let keylog_arg = keylog.display().to_string();
+        let address = scratch_file("go.address");
+        let address_arg = address.display().to_string();
         let run = Trace::start(
             &["go", "--keylog", &keylog_arg],
-            &[&program, &port, &oracle_arg, version],
+            &[&program, &port_arg, &oracle_arg, version, &address_arg],
         )
         .wait_lines();
         assert!(run.status.success(), "{}", run.stderr);
@@ -372,7 +461,60 @@ fn go_key_log_writer_tls12_and_tls13() {
         assert_eq!(labels_of(&ours), wanted, "TLS {version}");
         assert_eq!(run.report["keylog"]["written"], ours.len() as u64);
         assert_eq!(run.report["keylog"]["without_handle"], ours.len() as u64);
+        assert_eq!(
+            run.report["keylog"]["tied_by_client_hello"],
+            ours.len() as u64,
+            "{}",
+            run.report
+        );
+        // The connection that carries the keys is the one the client itself saw: its own
+        // local address, to the server's port.
+        let random = ours
+            .iter()
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .expect("a random");
+        let local = std::fs::read_to_string(&address).expect("the client's address");
+        assert_connection_has_keys(&run, random, &local, port, labels.len());
+        // Each secret's JSON names the socket that sent its ClientHello.
+        for secret in run.lines.iter().filter_map(|line| line.get("secret")) {
+            assert!(secret["fd"].as_i64().is_some(), "{secret}");
+        }
     }
+}
+
+/// The report's one connection whose keys name `random`: `local` -> 127.0.0.1:`port` (what
+/// the client itself saw), with `secrets` secrets.
+fn assert_connection_has_keys(
+    run: &common::FinishedLines,
+    random: &str,
+    local: &str,
+    port: u16,
+    secrets: usize,
+) {
+    assert_connection_between(run, random, local, &format!("127.0.0.1:{port}"), secrets);
+}
+
+/// The report's one connection whose keys name `random`: `local` -> `remote`, with `secrets`
+/// secrets.
+fn assert_connection_between(
+    run: &common::FinishedLines,
+    random: &str,
+    local: &str,
+    remote: &str,
+    secrets: usize,
+) {
+    let connections = run.report["connections"]["kept"]
+        .as_array()
+        .expect("connections");
+    let tied: Vec<&serde_json::Value> = connections
+        .iter()
+        .filter(|connection| connection["keys"]["client_random"] == random)
+        .collect();
+    assert_eq!(tied.len(), 1, "{}", run.report);
+    assert_eq!(tied[0]["local"], local, "{}", run.report);
+    assert_eq!(tied[0]["remote"], remote, "{}", run.report);
+    assert_eq!(tied[0]["keys"]["secrets"], secrets as u64, "{}", run.report);
 }
 
 fn labels_of(lines: &BTreeSet<String>) -> Vec<String> {
@@ -431,8 +573,250 @@ fn bssl_tool_sslkeylogfile_tls12_and_tls13() {
     }
 }
 
+/// `openssl s_server -www` on a free port speaking only `version` (`-tls1_2`, `-tls1_3`),
+/// writing its own key log to `keylog`: the oracle of a traced client.
+fn s_server_keylog(version: &str, keylog: &Path) -> (Guard, u16) {
+    let (cert, key) = cert_and_key();
+    let port = free_port();
+    let child = std::process::Command::new("openssl")
+        .args(["s_server", "-www", "-quiet", version, "-accept"])
+        .arg(port.to_string())
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .arg("-keylogfile")
+        .arg(keylog)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let guard = Guard(child);
+    wait_for_port(port);
+    (guard, port)
+}
+
+#[test]
+fn bun_fetch_keys_equal_the_servers_tls12_and_tls13() {
+    // Bun's BoringSSL is linked in and stripped: ssl_log_secret is found by the
+    // "CLIENT_RANDOM" string, and there is no SSL_get_client_random to read the client
+    // random's field from. Each secret takes the random of the ClientHello that its
+    // connection's socket sent. The oracle is the server's own key log.
+    let bun = common::npm_peer("bun");
+    let cache = common::cache_dir();
+    for (version, labels) in [
+        ("-tls1_2", &["CLIENT_RANDOM"][..]),
+        ("-tls1_3", &TLS13_LABELS[..]),
+    ] {
+        let oracle = scratch_file("bun-server.keys");
+        let (server, port) = s_server_keylog(version, &oracle);
+        let script = format!(
+            "const r = await fetch('https://127.0.0.1:{port}/');              if (!(await r.text()).includes('s_server')) process.exit(3);"
+        );
+        let ours = same_keys_of(
+            "boringssl",
+            &[bun.to_str().expect("path"), "-e", &script],
+            &[
+                ("PROBECTL_CACHE_DIR", cache.as_os_str()),
+                ("NODE_TLS_REJECT_UNAUTHORIZED", std::ffi::OsStr::new("0")),
+            ],
+            &oracle,
+            labels,
+        );
+        drop(server);
+        assert_eq!(ours.len(), labels.len(), "one handshake: {ours:?}");
+    }
+}
+
+#[test]
+fn bun_server_keys_equal_curls_tls12_and_tls13() {
+    // A Bun server (Bun.serve over TLS), traced by --pid: its BoringSSL's secrets take the
+    // random of the ClientHello its socket read (seen when the read returns). The oracle is
+    // curl's SSLKEYLOGFILE; each secret is tied to the connection whose addresses curl
+    // itself reports.
+    let bun = common::npm_peer("bun");
+    let (cert, key) = cert_and_key();
+    let port = free_port();
+    let script = format!(
+        "Bun.serve({{ port: {port}, hostname: '127.0.0.1', \
+           tls: {{ cert: Bun.file('{}'), key: Bun.file('{}') }}, \
+           fetch() {{ return new Response('served by bun'); }} }});",
+        cert.display(),
+        key.display()
+    );
+    let server = std::process::Command::new(&bun)
+        .args(["-e", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("bun");
+    let server = Guard(server);
+    common::wait_for_listener(port);
+    let pid = server.pid().to_string();
+    let cache = common::cache_dir();
+    for (version, expected) in [
+        (
+            &["--tlsv1.2", "--tls-max", "1.2"][..],
+            &["CLIENT_RANDOM"][..],
+        ),
+        (&["--tlsv1.3"][..], &TLS13_LABELS[..]),
+    ] {
+        let oracle = scratch_file("curl-bun.keys");
+        let keylog = scratch_file("bun-server.keys");
+        let keylog_arg = keylog.display().to_string();
+        let trace = Trace::start_with_env(
+            &["boringssl", "--keylog", &keylog_arg, "--pid", &pid],
+            &[],
+            &[("PROBECTL_CACHE_DIR", cache.as_os_str())],
+        );
+        let url = format!("https://127.0.0.1:{port}/");
+        let curl = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{local_ip}:%{local_port}"])
+            .args(version)
+            .arg(&url)
+            .env("SSLKEYLOGFILE", &oracle)
+            .output()
+            .expect("curl");
+        assert!(curl.status.success(), "{curl:?}");
+        let client = String::from_utf8(curl.stdout).expect("address");
+        // The server's last secrets come as its response goes out: wait for them.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let run = trace.stop_lines();
+        assert!(run.status.success(), "{}", run.stderr);
+        let ours = lines(&keylog);
+        let theirs = lines(&oracle);
+        assert!(!theirs.is_empty(), "curl wrote no key log");
+        assert_eq!(ours, theirs, "{}", run.stderr);
+        let wanted: BTreeSet<String> = expected.iter().map(|l| l.to_string()).collect();
+        assert_eq!(labels(&ours), wanted);
+        assert_eq!(run.report["keylog"]["without_client_random"], 0);
+        let random = ours
+            .iter()
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .expect("a random");
+        assert_connection_between(
+            &run,
+            random,
+            &format!("127.0.0.1:{port}"),
+            &client,
+            expected.len(),
+        );
+    }
+}
+
+#[test]
+fn chromium_keys_are_its_own_tls12_and_tls13() {
+    // Chromium's BoringSSL is linked in and stripped, like Bun's. Headless Chromium loads a
+    // page from openssl s_server; its own --ssl-key-log-file is the oracle. Every connection
+    // that moved data has its keys, all of them in Chromium's key log; a connection Chromium
+    // opened and never used (a preconnect) moved no data, so its handle's socket, and with it
+    // its ClientHello's random, is never known: those secrets are counted, not written.
+    let chromium = Path::new("/usr/lib/chromium/chromium");
+    assert!(
+        chromium.exists(),
+        "Debian's chromium is not installed (run scripts/setup)"
+    );
+    let cache = common::cache_dir();
+    for (version, expected) in [
+        ("-tls1_2", &["CLIENT_RANDOM"][..]),
+        ("-tls1_3", &TLS13_LABELS[..]),
+    ] {
+        let server_keys = scratch_file("chromium-server.keys");
+        let (server, port) = s_server_keylog(version, &server_keys);
+        let oracle = scratch_file("chromium.keys");
+        let profile = scratch_file("chromium-profile");
+        let keylog = scratch_file("chromium-probectl.keys");
+        let keylog_arg = keylog.display().to_string();
+        let oracle_flag = format!("--ssl-key-log-file={}", oracle.display());
+        let profile_flag = format!("--user-data-dir={}", profile.display());
+        let url = format!("https://127.0.0.1:{port}/");
+        // The flags that work on these machines (no GPU, no sandbox as root, no network
+        // beyond the page).
+        let run = Trace::start_with_env(
+            &["boringssl", "--keylog", &keylog_arg],
+            &[
+                chromium.to_str().expect("path"),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--ignore-certificate-errors",
+                &profile_flag,
+                &oracle_flag,
+                "--dump-dom",
+                &url,
+            ],
+            &[("PROBECTL_CACHE_DIR", cache.as_os_str())],
+        )
+        .wait_lines();
+        drop(server);
+        assert!(run.status.success(), "{}", run.stderr);
+        let ours = lines(&keylog);
+        let theirs = lines(&oracle);
+        assert!(!theirs.is_empty(), "Chromium wrote no key log");
+        assert!(ours.is_subset(&theirs), "{ours:?}\n{theirs:?}");
+        let keylog_report = &run.report["keylog"];
+        assert_eq!(
+            keylog_report["written"],
+            ours.len() as u64,
+            "{}",
+            run.report
+        );
+        assert_eq!(keylog_report["unusable"], 0);
+        // Every secret is written, or counted as without its ClientHello's random.
+        assert_eq!(
+            keylog_report["secrets"],
+            theirs.len() as u64,
+            "{}\n{}",
+            run.report,
+            run.stderr
+        );
+        assert_eq!(
+            keylog_report["without_client_random"],
+            (theirs.len() - ours.len()) as u64,
+            "{}",
+            run.report
+        );
+        // Each connection that moved data has its handshake's keys, all of them.
+        let connections = run.report["connections"]["kept"]
+            .as_array()
+            .expect("connections");
+        let used: Vec<&serde_json::Value> = connections
+            .iter()
+            .filter(|connection| connection["written"].as_u64() > Some(0))
+            .collect();
+        assert!(!used.is_empty(), "{}", run.report);
+        for connection in used {
+            assert_eq!(connection["remote"], format!("127.0.0.1:{port}"));
+            let random = connection["keys"]["client_random"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no keys: {connection}"));
+            let of_random: BTreeSet<String> = theirs
+                .iter()
+                .filter(|line| line.split(' ').nth(1) == Some(random))
+                .cloned()
+                .collect();
+            assert!(of_random.is_subset(&ours), "{connection}");
+            let wanted: BTreeSet<String> = expected.iter().map(|l| l.to_string()).collect();
+            assert_eq!(labels(&of_random), wanted, "{connection}");
+        }
+    }
+}
+
 /// nginx with HTTP/1.1 and HTTP/2 over TLS on `port`, serving `root`, in the foreground.
 fn nginx(root: &Path, port: u16) -> Guard {
+    nginx_in(root, "127.0.0.1", port, None)
+}
+
+/// [`nginx`] listening on `address`, run in network namespace `namespace` if given.
+fn nginx_in(root: &Path, address: &str, port: u16, namespace: Option<&str>) -> Guard {
     let (cert, key) = cert_and_key();
     let dir = scratch_file("nginx");
     std::fs::create_dir_all(&dir).expect("nginx dir");
@@ -442,7 +826,7 @@ fn nginx(root: &Path, port: u16) -> Guard {
          error_log {dir_text}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n\
          client_body_temp_path {dir_text}/body;\n  proxy_temp_path {dir_text}/proxy;\n\
          fastcgi_temp_path {dir_text}/fastcgi;\n  uwsgi_temp_path {dir_text}/uwsgi;\n\
-         scgi_temp_path {dir_text}/scgi;\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n\
+         scgi_temp_path {dir_text}/scgi;\n  server {{\n    listen {address}:{port} ssl http2;\n\
          ssl_certificate {};\n    ssl_certificate_key {};\n    root {};\n  }}\n}}\n",
         cert.display(),
         key.display(),
@@ -450,7 +834,15 @@ fn nginx(root: &Path, port: u16) -> Guard {
     );
     let config_path = dir.join("nginx.conf");
     std::fs::write(&config_path, config).expect("nginx.conf");
-    let child = std::process::Command::new("nginx")
+    let mut command = match namespace {
+        Some(namespace) => {
+            let mut command = std::process::Command::new("ip");
+            command.args(["netns", "exec", namespace, "nginx"]);
+            command
+        }
+        None => std::process::Command::new("nginx"),
+    };
+    let child = command
         .arg("-c")
         .arg(&config_path)
         .arg("-e")
@@ -461,8 +853,26 @@ fn nginx(root: &Path, port: u16) -> Guard {
         .spawn()
         .expect("nginx");
     let guard = Guard(child);
-    common::wait_for_listener(port);
+    match namespace {
+        Some(_) => wait_for_address(address, port),
+        None => common::wait_for_listener(port),
+    }
     guard
+}
+
+/// Waits until `address:port` accepts a TCP connection (a server in another namespace).
+fn wait_for_address(address: &str, port: u16) {
+    let target: std::net::SocketAddr = format!("{address}:{port}").parse().expect("address");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_millis(200))
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {target}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -728,4 +1138,190 @@ fn the_packets_pcapng_decrypts_by_itself() {
     let streams = tshark(&["-r", &packets_arg, "-T", "fields", "-e", "tcp.stream"]);
     let streams: BTreeSet<&str> = streams.lines().collect();
     assert_eq!(streams.len(), 2, "{streams:?}");
+}
+
+/// A network namespace with one end of a veth pair, the other end in probectl's namespace:
+/// `local` (here) and `remote` (in the namespace) are the two ends' IPv4 addresses. Removed
+/// when dropped.
+struct VethNamespace {
+    name: String,
+    host_end: String,
+}
+
+impl VethNamespace {
+    fn new() -> VethNamespace {
+        // Unique per test process: two runs side by side do not meet.
+        let id = std::process::id() % 50_000;
+        let name = format!("probectl-t{id}");
+        let host_end = format!("pct{id}a");
+        let namespace_end = format!("pct{id}b");
+        let namespace = VethNamespace {
+            name: name.clone(),
+            host_end: host_end.clone(),
+        };
+        let octet = 1 + id % 250;
+        for command in [
+            format!("ip netns add {name}"),
+            format!("ip link add {host_end} type veth peer name {namespace_end}"),
+            format!("ip link set {namespace_end} netns {name}"),
+            format!("ip addr add 10.231.{octet}.1/24 dev {host_end}"),
+            format!("ip link set {host_end} up"),
+            format!("ip -n {name} addr add 10.231.{octet}.2/24 dev {namespace_end}"),
+            format!("ip -n {name} link set {namespace_end} up"),
+            format!("ip -n {name} link set lo up"),
+        ] {
+            let status = std::process::Command::new("sh")
+                .args(["-c", &command])
+                .status()
+                .expect("ip");
+            assert!(status.success(), "{command}");
+        }
+        namespace
+    }
+
+    fn addresses(&self) -> (String, String) {
+        let octet = 1 + (std::process::id() % 50_000) % 250;
+        (format!("10.231.{octet}.1"), format!("10.231.{octet}.2"))
+    }
+}
+
+impl Drop for VethNamespace {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the pair, and with it the pair.
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_end])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn the_packets_of_a_real_interface_decrypt_by_themselves() {
+    // --packets on a veth pair (not loopback): nginx in its own network namespace, curl here;
+    // probectl's capture socket sees the packets on the veth's end in its namespace. tshark,
+    // given probectl's file alone, decrypts both bodies (HTTP/1.1 and HTTP/2), equal to the
+    // served file.
+    let namespace = VethNamespace::new();
+    let (local, remote) = namespace.addresses();
+    let name = "file.bin";
+    let root = scratch_file("www-veth");
+    std::fs::create_dir_all(&root).expect("root");
+    let content: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(root.join(name), &content).expect("file");
+    let port = free_port();
+    let _nginx = nginx_in(&root, &remote, port, Some(&namespace.name));
+    let packets = scratch_file("veth.pcapng");
+    let packets_arg = packets.display().to_string();
+    let url = format!("https://{remote}:{port}/{name}");
+    let body = scratch_file("veth-body").display().to_string();
+    let script =
+        format!("curl -sk --http1.1 -o {body}.1 {url} && curl -sk --http2 -o {body}.2 {url}");
+    let run = Trace::start(
+        &["openssl", "--packets", &packets_arg],
+        &["sh", "-c", &script],
+    )
+    .wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    for copy in ["1", "2"] {
+        assert_eq!(
+            std::fs::read(format!("{body}.{copy}")).expect("body"),
+            content
+        );
+    }
+    let counts = &run.report["packets"];
+    assert_eq!(counts["packets_dropped_by_socket"], 0, "{}", run.report);
+    assert_eq!(counts["secrets_blocks"], 2, "{}", run.report);
+    let (http1, http2) = bodies(&packets_arg, &[]);
+    assert_eq!(http1, sha256(&content), "HTTP/1.1 body");
+    assert!(http2.contains(&sha256(&content)), "HTTP/2 body");
+    // The packets are the veth's, between the two ends' addresses, each seen once.
+    let hosts = tshark(&[
+        "-r",
+        &packets_arg,
+        "-T",
+        "fields",
+        "-e",
+        "ip.src",
+        "-e",
+        "ip.dst",
+    ]);
+    let hosts: BTreeSet<&str> = hosts.lines().collect();
+    let wanted: BTreeSet<String> = [format!("{local}\t{remote}"), format!("{remote}\t{local}")]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        hosts
+            .iter()
+            .map(|line| line.to_string())
+            .collect::<BTreeSet<_>>(),
+        wanted
+    );
+    // Each packet once (a capture that kept both the sending and the receiving copy would
+    // show the same IP id, sequence and acknowledgement twice).
+    let packets = tshark(&[
+        "-r",
+        &packets_arg,
+        "-T",
+        "fields",
+        "-e",
+        "ip.src",
+        "-e",
+        "ip.id",
+        "-e",
+        "tcp.seq_raw",
+        "-e",
+        "tcp.ack_raw",
+        "-e",
+        "tcp.flags",
+        "-e",
+        "tcp.len",
+    ]);
+    let all: Vec<&str> = packets.lines().collect();
+    let distinct: BTreeSet<&str> = all.iter().copied().collect();
+    assert!(all.len() > 20, "{packets}");
+    assert_eq!(all.len(), distinct.len(), "packets twice: {packets}");
+}
+
+#[test]
+fn bun_packets_decrypt_by_themselves() {
+    // --packets with Bun's stripped BoringSSL: its secrets' client random comes from its
+    // ClientHello, and names its connection's packets. tshark, given probectl's file alone,
+    // decrypts the body nginx served (sha256).
+    let bun = common::npm_peer("bun");
+    let name = "bun.bin";
+    let root = scratch_file("www-bun");
+    std::fs::create_dir_all(&root).expect("root");
+    let content: Vec<u8> = (0..120_000u32)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 9) as u8)
+        .collect();
+    std::fs::write(root.join(name), &content).expect("file");
+    let port = free_port();
+    let _nginx = nginx(&root, port);
+    let packets = scratch_file("bun.pcapng");
+    let packets_arg = packets.display().to_string();
+    let script = format!(
+        "const r = await fetch('https://127.0.0.1:{port}/{name}'); \
+         const body = new Uint8Array(await r.arrayBuffer()); \
+         if (body.length !== {}) process.exit(3);",
+        content.len()
+    );
+    let cache = common::cache_dir();
+    let run = Trace::start_with_env(
+        &["boringssl", "--packets", &packets_arg],
+        &[bun.to_str().expect("path"), "-e", &script],
+        &[
+            ("PROBECTL_CACHE_DIR", cache.as_os_str()),
+            ("NODE_TLS_REJECT_UNAUTHORIZED", std::ffi::OsStr::new("0")),
+        ],
+    )
+    .wait_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    let counts = &run.report["packets"];
+    assert_eq!(counts["secrets_blocks"], 1, "{}", run.report);
+    let (http1, _) = bodies(&packets_arg, &[]);
+    assert_eq!(http1, sha256(&content), "the body, from the pcapng alone");
 }

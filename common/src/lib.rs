@@ -155,7 +155,12 @@ pub struct SecretSpec {
     /// from the argument's value, load the 8-byte pointer at each offset in turn
     /// (`ssl->s3->client_random` in BoringSSL: one).
     pub random_pointers: u8,
-    pub _padding: [u8; 2],
+    /// 1: the function gives no client random (a stripped executable without the accessor
+    /// to read its field from): the record carries none, flagged
+    /// [`secret_flags::RANDOM_FROM_HELLO`], and user space takes it from the ClientHello that
+    /// the connection's socket sent ([`HelloRecord`]).
+    pub random_from_hello: u8,
+    pub _padding: [u8; 1],
     pub random_pointer_offsets: [i32; SECRET_RANDOM_MAX_POINTERS],
     pub random_offset: i32,
 }
@@ -176,6 +181,36 @@ pub mod secret_flags {
     pub const READ_FAULT: u32 = 1;
     /// A part was longer than its field: the record is not a whole key-log line.
     pub const TOO_LONG: u32 = 2;
+    /// The record has no client random: it is the one of the ClientHello its connection's
+    /// socket sent (see [`SecretSpec::random_from_hello`]).
+    pub const RANDOM_FROM_HELLO: u32 = 4;
+}
+
+/// A TLS ClientHello a process in scope wrote to a socket (`write`, `sendto`, `writev`,
+/// `sendmsg`: the first buffer begins with a handshake record whose first message is a
+/// ClientHello), seen by the `sys_enter` tracepoint while secrets are traced: it names the
+/// socket of a client random, which ties a secret to its connection when its function gives
+/// no connection handle (Go) or no client random (stripped BoringSSL).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "records",
+    derive(
+        zerocopy::FromBytes,
+        zerocopy::IntoBytes,
+        zerocopy::KnownLayout,
+        zerocopy::Immutable
+    )
+)]
+pub struct HelloRecord {
+    /// [`record_kind::HELLO`].
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub ts_ns: u64,
+    /// The ClientHello's 32-byte random (bytes 11 to 43 of its record).
+    pub random: [u8; SECRET_RANDOM_MAX],
 }
 
 /// A session secret, as the library handed it to its key-log function.
@@ -253,6 +288,8 @@ pub mod record_kind {
     pub const EXIT: u32 = 6;
     /// A [`SecretRecord`]: a TLS library handed a session secret to its key-log function.
     pub const SECRET: u32 = 7;
+    /// A [`HelloRecord`]: a process in scope sent a TLS ClientHello on a socket.
+    pub const HELLO: u32 = 8;
 }
 
 /// What a process must match, when it starts a program, to be traced (`SELECT_AT_EXEC`).
@@ -312,6 +349,16 @@ pub mod capacity {
     pub const PROCESS_IDENTITIES: usize = 16384;
     /// User space: containers the summary counts one by one.
     pub const CONTAINERS: usize = 4096;
+    /// User space: ClientHellos kept (their socket and random), the oldest forgotten first
+    /// (counted): a secret whose connection's ClientHello was forgotten is not tied by it.
+    pub const HELLOS_KEPT: usize = 65536;
+    /// User space: ClientHellos kept per socket (a socket carries one handshake, or a few
+    /// when its fd is reused while an older secret still waits).
+    pub const HELLOS_PER_SOCKET: usize = 4;
+    /// User space: secrets without a client random (stripped BoringSSL) waiting for their
+    /// handle's socket (its first call that moves data); past it the oldest is dropped,
+    /// counted.
+    pub const SECRETS_AWAITING_SOCKET: usize = 4096;
 }
 
 /// Header of a chunk record: one chunk of one TLS call's plaintext. The data follows the
@@ -612,6 +659,7 @@ const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40);
 const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 96);
 const _: () = assert!(core::mem::size_of::<SecretSpec>() == 24);
 const _: () = assert!(core::mem::size_of::<SecretRecord>() == 208);
+const _: () = assert!(core::mem::size_of::<HelloRecord>() == 56);
 const _: () = assert!(core::mem::size_of::<Chunk<256>>() == 96 + 256);
 const _: () = assert!(core::mem::size_of::<ConnectionRecord>() == 80);
 const _: () = assert!(core::mem::size_of::<CloseRecord>() == 48);

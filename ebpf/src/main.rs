@@ -13,6 +13,7 @@
 // byte (see `emit_connection`).
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod hello;
 mod socket;
 
 use core::ffi::c_void;
@@ -1335,6 +1336,9 @@ pub fn probectl_sys_enter(ctx: RawTracePointContext) -> i32 {
             syscall_nr::READ | syscall_nr::READV | syscall_nr::RECVFROM | syscall_nr::RECVMSG
         );
         syscall_fd(pid_tgid, fd as i32, read);
+        if hello::watching() {
+            hello::socket_io(pid_tgid, fd as i32, id, regs);
+        }
     }
     0
 }
@@ -1519,6 +1523,9 @@ pub fn probectl_secret(ctx: ProbeContext) -> u32 {
         let secret = select_arg(&registers, spec.secret_arg);
         let secret_len = select_arg(&registers, spec.secret_length_arg);
         flags |= read_part::<SECRET_MAX>((&raw mut (*record).secret).cast(), secret, secret_len);
+        if spec.random_from_hello != 0 {
+            flags |= secret_flags::RANDOM_FROM_HELLO;
+        }
         (&raw mut (*record).kind).write(record_kind::SECRET);
         (&raw mut (*record).flags).write(flags);
         (&raw mut (*record).pid).write((pid_tgid >> 32) as u32);

@@ -38,6 +38,9 @@ const ENTRY_PROGRAM: &str = "probectl_entry";
 const RETURN_PROGRAM: &str = "probectl_return";
 const EXIT_PROGRAM: &str = "probectl_exit";
 const SYS_ENTER_PROGRAM: &str = "probectl_sys_enter";
+/// The raw `sys_exit` tracepoint's program: ClientHellos a process reads (`--keylog`,
+/// `--packets` only).
+const SYS_EXIT_PROGRAM: &str = "probectl_sys_exit";
 const END_PROGRAM: &str = "probectl_end";
 const SECRET_PROGRAM: &str = "probectl_secret";
 const NEWTASK_PROGRAM: &str = "probectl_newtask";
@@ -113,6 +116,9 @@ pub struct LoadOptions {
     pub scoped: bool,
     /// Admit processes at exec by cgroup and command name (`crate::selection`).
     pub select_at_exec: Option<crate::selection::KernelSelection>,
+    /// Report the TLS ClientHellos processes in scope write to sockets (`HelloRecord`): with
+    /// secret probes (`--keylog`, `--packets`), to tie secrets to sockets.
+    pub watch_hellos: bool,
 }
 
 /// An attach point that could not be attached.
@@ -266,6 +272,7 @@ impl Tracer {
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .override_global("SELECT_AT_EXEC", &select_bits, true)
             .override_global("SELECT_COMM", &select_comm, true)
+            .override_global("WATCH_HELLOS", &u8::from(options.watch_hellos), true)
             .map_max_entries(
                 "SELECTED_CGROUPS",
                 if select_bits & probectl_common::select::CGROUP != 0 {
@@ -281,6 +288,14 @@ impl Tracer {
                 "TRACED_PIDS",
                 if options.filter_by_pid {
                     capacity::TRACED_PIDS
+                } else {
+                    1
+                },
+            )
+            .map_max_entries(
+                "HELLO_READS",
+                if options.watch_hellos {
+                    capacity::THREADS
                 } else {
                     1
                 },
@@ -395,6 +410,25 @@ impl Tracer {
             Ok(link) => links.push(AttachedLink::RawTracePoint(SYS_ENTER_PROGRAM, link)),
             Err(error) => attribution_problems
                 .push(format!("raw tracepoint sys_enter: {}", error_chain(&error))),
+        }
+        if options.watch_hellos {
+            // Every syscall's return on the host runs it (one map lookup that misses for
+            // all but the reads noted at their entry): only while secrets are traced.
+            let sys_exit: &mut RawTracePoint = ebpf
+                .program_mut(SYS_EXIT_PROGRAM)
+                .ok_or_else(|| {
+                    BpfError::Load(format!(
+                        "program {SYS_EXIT_PROGRAM} missing from the object"
+                    ))
+                })?
+                .try_into()
+                .map_err(|error: aya::programs::ProgramError| BpfError::Load(error.to_string()))?;
+            sys_exit.load().map_err(|error| load_error(&error))?;
+            match sys_exit.attach("sys_exit") {
+                Ok(link) => links.push(AttachedLink::RawTracePoint(SYS_EXIT_PROGRAM, link)),
+                Err(error) => attribution_problems
+                    .push(format!("raw tracepoint sys_exit: {}", error_chain(&error))),
+            }
         }
         for (program, category, name) in &tracepoints {
             let attached = ebpf
@@ -519,7 +553,7 @@ impl Tracer {
             .filter_map(|(offset, &index)| {
                 let planned = &plan.probes[index];
                 let secret = planned.probe.secret.as_ref()?;
-                let field = planned.random_field.as_ref().map(|(path, _)| path);
+                let field = planned.random_field.as_ref().map(|(source, _)| source);
                 Some((
                     first_id + offset as u32,
                     secret.bpf_spec(planned.probe.abi, planned.probe.connection, field),

@@ -62,16 +62,9 @@ impl FileReport {
                     probe.secret.as_ref().map(|secret| &secret.client_random),
                     offset,
                 ) {
-                    (Some(crate::spec::RandomRef::Field(field)), Some(_)) => Some(
-                        cache
-                            .field_offset(
-                                file.id,
-                                &file.host_path,
-                                &field.offset_from,
-                                field.argument.0,
-                            )
-                            .map(|(_, evidence)| evidence),
-                    ),
+                    (Some(crate::spec::RandomRef::Field(field)), Some(_)) => {
+                        Some(plan::random_source(cache, file, field).map(|(_, evidence)| evidence))
+                    }
                     _ => None,
                 }
             })

@@ -71,9 +71,10 @@ pub struct PlannedProbe {
     pub offset: u64,
     /// Where the uprobes go: the classic pair at `offset`, or emulated entry/exit points.
     pub placement: Placement,
-    /// A secret probe whose client random is a field of a struct: the field's offset, and
-    /// how it was found (see [`crate::spec::RandomRef::Field`]).
-    pub random_field: Option<(crate::symbols::locate::code::FieldPath, String)>,
+    /// A secret probe whose client random is a field of a struct: the field's offset (or,
+    /// where the file has no accessor to read it from and the spec allows it, the
+    /// connection's ClientHello), and how it was found (see [`crate::spec::RandomRef::Field`]).
+    pub random_field: Option<(crate::spec::ClientRandomSource, String)>,
 }
 
 /// Something that was looked at and not probed, with why.
@@ -584,12 +585,7 @@ fn add_file(plan: &mut Plan, group: &Group, candidate: Candidate, cache: &mut Sy
     for ((probe, offset), resolution) in group.probes.iter().zip(offsets).zip(&resolutions) {
         let random_field = match probe.secret.as_ref().map(|secret| &secret.client_random) {
             Some(crate::spec::RandomRef::Field(field)) if offset.is_some() => {
-                match cache.field_offset(
-                    file.id,
-                    &file.host_path,
-                    &field.offset_from,
-                    field.argument.0,
-                ) {
+                match random_source(cache, &file, field) {
                     Ok(found) => Some(found),
                     Err(reason) => {
                         skip(
@@ -686,4 +682,29 @@ pub fn library_match_of(group: &Group, path: &Path) -> Option<Via> {
 /// Whether `file` defines every required symbol of `group` (how executables are recognised).
 pub fn executable_matches(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -> bool {
     group.executables && defines_required(group, file, cache)
+}
+
+/// Where a secret probe whose client random is a field finds it: the field the accessor
+/// copies, or (with `else = "client_hello"`, when the field is not found) the ClientHello of
+/// the secret's connection. The error says why neither.
+pub(crate) fn random_source(
+    cache: &mut SymbolCache,
+    file: &TargetFile,
+    field: &crate::spec::RandomField,
+) -> Result<(crate::spec::ClientRandomSource, String), String> {
+    match cache.field_offset(
+        file.id,
+        &file.host_path,
+        &field.offset_from,
+        field.argument.0,
+    ) {
+        Ok((path, evidence)) => Ok((crate::spec::ClientRandomSource::Field(path), evidence)),
+        Err(reason) => match field.fallback {
+            Some(crate::spec::RandomFallback::ClientHello) => Ok((
+                crate::spec::ClientRandomSource::ClientHello,
+                format!("the ClientHello its connection's socket sent ({reason})"),
+            )),
+            None => Err(reason),
+        },
+    }
 }

@@ -456,6 +456,8 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         go: groups.iter().any(|group| group.abi == crate::spec::Abi::Go),
         scoped: !selecting_at_exec,
         select_at_exec: kernel_selection.clone().filter(|_| selecting_at_exec),
+        // Secrets are tied to sockets by the ClientHellos the processes send.
+        watch_hellos: options.keylog.is_some() || options.packets.is_some(),
     })?;
     // The target goes into the kernel's pid filter before any probe exists. A command is held
     // before exec (and killed if anything below fails).

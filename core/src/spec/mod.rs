@@ -177,6 +177,30 @@ pub enum RandomRef {
 pub struct RandomField {
     pub argument: ArgRef,
     pub offset_from: String,
+    /// `else = "client_hello"`: where the file has no such accessor (a stripped executable),
+    /// the probe is attached all the same, and each secret takes the client random of the
+    /// ClientHello its connection's socket sent (see [`ClientRandomSource::ClientHello`]).
+    #[serde(default, rename = "else")]
+    pub fallback: Option<RandomFallback>,
+}
+
+/// What a secret probe does when its client random's field is not found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum RandomFallback {
+    #[serde(rename = "client_hello")]
+    ClientHello,
+}
+
+/// Where a planned secret probe's client random comes from, when not from its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientRandomSource {
+    /// A field of the struct its argument points at (offsets read from the accessor's code).
+    Field(crate::symbols::locate::code::FieldPath),
+    /// The ClientHello that the socket of the secret's connection sent: the secret's
+    /// connection handle is tied to its socket when the handle moves data, and the socket's
+    /// last ClientHello before the secret names the random (user space, from the sys_enter
+    /// hook's `HelloRecord`s).
+    ClientHello,
 }
 
 impl RandomRef {
@@ -214,8 +238,13 @@ impl SecretArgs {
         &self,
         abi: Abi,
         connection: Option<ArgRef>,
-        field: Option<&crate::symbols::locate::code::FieldPath>,
+        source: Option<&ClientRandomSource>,
     ) -> SecretSpec {
+        let field = match source {
+            Some(ClientRandomSource::Field(field)) => Some(field),
+            _ => None,
+        };
+        let from_hello = matches!(source, Some(ClientRandomSource::ClientHello));
         let mut random_pointer_offsets = [0; probectl_common::SECRET_RANDOM_MAX_POINTERS];
         let mut random_pointers = 0;
         if let Some(field) = field {
@@ -225,6 +254,8 @@ impl SecretArgs {
             }
         }
         let (random_length_arg, random_length) = match self.client_random_length {
+            // Nothing to read: the record's random comes from the ClientHello.
+            _ if from_hello => (ARG_NONE, 0),
             LengthOrConstant::Argument(arg) => (arg.0, 0),
             LengthOrConstant::Constant(length) => (ARG_NONE, length),
         };
@@ -242,7 +273,8 @@ impl SecretArgs {
             secret_arg: self.secret.0,
             secret_length_arg: self.secret_length.0,
             random_pointers,
-            _padding: [0; 2],
+            random_from_hello: u8::from(from_hello),
+            _padding: [0; 1],
             random_pointer_offsets,
             random_offset: field.map_or(0, |field| field.offset as i32),
         }
@@ -1256,14 +1288,29 @@ mod tests {
             args.client_random,
             RandomRef::Field(RandomField {
                 argument: ArgRef(0),
-                offset_from: "SSL_get_client_random".into()
+                offset_from: "SSL_get_client_random".into(),
+                fallback: None,
             })
         );
-        let field = crate::symbols::locate::code::FieldPath {
+        let field = ClientRandomSource::Field(crate::symbols::locate::code::FieldPath {
             pointers: vec![0x30],
             offset: 0x160,
-        };
+        });
         let spec = args.bpf_spec(stand_in.abi, stand_in.connection, Some(&field));
+        assert_eq!(spec.random_from_hello, 0);
+        let hello = args.bpf_spec(
+            stand_in.abi,
+            stand_in.connection,
+            Some(&ClientRandomSource::ClientHello),
+        );
+        assert_eq!(
+            (
+                hello.random_from_hello,
+                hello.random_length,
+                hello.random_length_arg
+            ),
+            (1, 0, ARG_NONE)
+        );
         assert_eq!(
             (spec.random_pointers, spec.random_pointer_offsets),
             (1, [0x30, 0])

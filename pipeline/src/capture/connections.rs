@@ -212,6 +212,13 @@ pub struct ConnectionTable {
     pending_order: VecDeque<(u32, u64)>,
     /// Handles whose secrets were dropped from `pending_keys` before their connection began.
     pub keys_evicted: u64,
+    /// Open connections by (pid, fd), for secrets tied to a socket by its ClientHello (Go's,
+    /// which come with no handle); an entry is checked against its connection when used.
+    open_by_fd: HashMap<(u32, i32), u64>,
+    /// Secrets tied to a socket whose connection has not begun yet, by (pid, fd), with the
+    /// order they came in (bounded by [`KEYS_PENDING_MAX`] too).
+    pending_socket_keys: HashMap<(u32, i32), Keys>,
+    pending_socket_order: VecDeque<(u32, i32)>,
     /// Handshakes whose handle moved no data before it made another handshake (a client that
     /// connects and closes at once, `s_client -reconnect`): their secrets are in the key log,
     /// tied to no connection, for the kernel saw no connection.
@@ -264,10 +271,64 @@ impl ConnectionTable {
         None
     }
 
+    /// A secret with no handle, tied to the socket (`fd` of `pid`) that sent its ClientHello:
+    /// tied to the open connection on that socket, else kept for the connection the socket
+    /// begins next. Returns the connection's id when it is known now.
+    pub fn on_socket_secret(
+        &mut self,
+        pid: u32,
+        fd: i32,
+        label: &str,
+        client_random: &str,
+    ) -> Option<u64> {
+        let key = (pid, fd);
+        if let Some(connection) = self
+            .open_by_fd
+            .get(&key)
+            .and_then(|id| self.connections.get_mut(id))
+            .filter(|connection| !connection.closed && connection.fd == Some(fd))
+        {
+            connection.keys.add(label, client_random);
+            return Some(connection.id);
+        }
+        if let Some(pending) = self.pending_socket_keys.get_mut(&key) {
+            if pending.client_random.as_deref() != Some(client_random) {
+                *pending = Keys::default();
+                self.keys_without_data += 1;
+            }
+        } else {
+            while self.pending_socket_keys.len() >= KEYS_PENDING_MAX {
+                let Some(oldest) = self.pending_socket_order.pop_front() else {
+                    break;
+                };
+                if self.pending_socket_keys.remove(&oldest).is_some() {
+                    self.keys_evicted += 1;
+                }
+            }
+            self.pending_socket_order.push_back(key);
+        }
+        self.pending_socket_keys
+            .entry(key)
+            .or_default()
+            .add(label, client_random);
+        None
+    }
+
+    /// The fd of the current open connection of (pid, handle), when known.
+    pub fn fd_of(&self, pid: u32, handle: u64) -> Option<i32> {
+        self.current
+            .get(&(pid, handle))
+            .and_then(|id| self.connections.get(id))
+            .filter(|connection| !connection.closed)
+            .and_then(|connection| connection.fd)
+    }
+
     /// Handshakes whose secrets are tied to no connection: their handle moved no data (those
     /// still waiting at the end of the run, and those a later handshake replaced).
     pub fn handshakes_without_data(&self) -> u64 {
-        self.keys_without_data + self.pending_keys.len() as u64
+        self.keys_without_data
+            + self.pending_keys.len() as u64
+            + self.pending_socket_keys.len() as u64
     }
 
     fn create(&mut self, pid: u32, handle: u64) -> &mut Connection {
@@ -328,9 +389,20 @@ impl ConnectionTable {
         connection.transport = transport;
         connection.local = local;
         connection.remote = remote;
+        let id = connection.id;
+        let socket = (record.pid, record.fd);
+        if let Some(keys) = self.pending_socket_keys.remove(&socket) {
+            self.pending_socket_order
+                .retain(|pending| *pending != socket);
+            if let Some(connection) = self.connections.get_mut(&id) {
+                if connection.keys.secrets == 0 {
+                    connection.keys = keys;
+                }
+            }
+        }
+        self.open_by_fd.insert(socket, id);
         if per_direction {
-            let id = connection.id;
-            self.by_fd.insert((record.pid, record.fd), id);
+            self.by_fd.insert(socket, id);
         }
     }
 
@@ -407,6 +479,11 @@ impl ConnectionTable {
         self.forget_handles(id);
         let connection = self.connections.get_mut(&id)?;
         connection.closed = true;
+        if let Some(fd) = connection.fd {
+            if self.open_by_fd.get(&(record.pid, fd)) == Some(&id) {
+                self.open_by_fd.remove(&(record.pid, fd));
+            }
+        }
         // A joined handle's kernel counts start at its base; a direction it never moved
         // bytes in tells nothing.
         let mut position = [0; 2];
@@ -430,6 +507,7 @@ impl ConnectionTable {
             .copied()
             .collect();
         keys.sort_unstable();
+        self.open_by_fd.retain(|(owner, _), _| *owner != pid);
         let mut ids = Vec::new();
         for key in keys {
             let Some(id) = self.current.get(&key).copied() else {

@@ -8,6 +8,7 @@
 //! next event, each at its true position.
 
 pub mod connections;
+pub mod hellos;
 pub mod identity;
 pub mod pipeline;
 pub mod recording;

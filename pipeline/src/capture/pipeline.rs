@@ -5,16 +5,18 @@
 //! call with its stream offset and [`ConnectionTable`] places it; [`Call::missing`] says what
 //! an event lacks, and [`Pipeline::emit`] splits that into over-the-limit and lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::{Arc, RwLock};
 
+use probectl_common::capacity::SECRETS_AWAITING_SOCKET;
 use probectl_common::{
     read_record, record_kind, secret_flags, ChunkHeader, CloseRecord, ConnectionRecord, ExecRecord,
-    ProcessRecord, SecretRecord,
+    HelloRecord, ProcessRecord, SecretRecord, SECRET_RANDOM_MAX,
 };
 
 use crate::capture::connections::{ConnectionTable, StreamRun};
+use crate::capture::hellos::Hellos;
 use crate::capture::identity::{Identities, Identity, Resolver};
 use crate::capture::recording::{End, Recorder};
 use crate::capture::selection::{AddressSelection, Verdict};
@@ -78,6 +80,18 @@ pub struct PipelineCounts {
     /// The same secret handed over again at once by the same thread (a function re-entered
     /// after its stack grew): not written twice.
     pub secrets_repeated: u64,
+    /// Secrets without a client random of their own (stripped BoringSSL) whose connection's
+    /// ClientHello was never tied to them: their handle moved no data before the run ended or
+    /// before too many others waited ([`SECRETS_AWAITING_SOCKET`]), or its socket's
+    /// ClientHello was not seen. Not written to the key log (it needs the random).
+    pub secrets_without_client_random: u64,
+    /// Secrets without a handle (Go's) tied to a socket by the ClientHello with their random.
+    pub secrets_tied_by_client_hello: u64,
+    /// ClientHellos seen on sockets (while secrets are traced), and of those forgotten (the
+    /// oldest, past `capacity::HELLOS_KEPT`, used or not: a secret that asks for one later
+    /// finds none, and is counted as without a client random, or not tied).
+    pub client_hellos: u64,
+    pub client_hellos_forgotten: u64,
     /// Processes whose identity (cgroup) could not be read: gone before the pipeline met them.
     pub identities_unresolved: u64,
     /// Identities dropped from the full table (their process is looked up again if seen).
@@ -155,6 +169,14 @@ pub struct Pipeline {
     /// stack growth re-runs a function through `runtime.morestack`) hands the same secret
     /// over twice, on the same thread, one right after the other.
     last_secret: Option<SecretRecord>,
+    /// The ClientHellos processes sent: ties secrets to sockets.
+    hellos: Hellos,
+    /// Secrets without a client random, waiting for their handle's socket (its first call
+    /// that moves data), by (pid, handle) (at most [`SECRETS_AWAITING_SOCKET`] secrets).
+    awaiting_socket: HashMap<(u32, u64), Vec<SecretRecord>>,
+    /// The handles of `awaiting_socket` in the order they came, and its secrets' count.
+    awaiting_order: VecDeque<(u32, u64)>,
+    awaiting_secrets: usize,
     /// `--packets`: where each secret goes as (client random, key-log line), for the packet
     /// capture's Decryption Secrets Blocks.
     packets: Option<std::sync::mpsc::Sender<(String, String)>>,
@@ -250,6 +272,10 @@ impl Pipeline {
             keylog: None,
             keys_traced: false,
             last_secret: None,
+            hellos: Hellos::default(),
+            awaiting_socket: HashMap::new(),
+            awaiting_order: VecDeque::new(),
+            awaiting_secrets: 0,
             packets: None,
             identities: Identities::default(),
             resolver: None,
@@ -391,7 +417,15 @@ impl Pipeline {
             Some(record_kind::CONNECTION) => {
                 if let Some(connection) = read_record::<ConnectionRecord>(record) {
                     self.connections.on_connection(&connection);
+                    self.socket_known(connection.pid, connection.connection, connection.fd);
                     self.release((connection.pid, connection.connection));
+                }
+            }
+            Some(record_kind::HELLO) => {
+                if let Some(hello) = read_record::<HelloRecord>(record) {
+                    self.counts.client_hellos += 1;
+                    self.hellos.add(&hello);
+                    self.counts.client_hellos_forgotten = self.hellos.forgotten;
                 }
             }
             Some(kind @ (record_kind::EXEC | record_kind::MAP)) => {
@@ -421,6 +455,7 @@ impl Pipeline {
                     }
                     self.exited.push(process.pid);
                     self.identities.remove(process.pid);
+                    self.hellos.remove_process(process.pid);
                     for id in self.connections.on_process_exit(process.pid) {
                         self.closed(id, process.ts_ns);
                     }
@@ -465,6 +500,77 @@ impl Pipeline {
             self.counts.secrets_repeated += 1;
             return;
         }
+        if record.flags & secret_flags::RANDOM_FROM_HELLO != 0 {
+            // Its random is its connection's ClientHello's: known once the handle's socket
+            // is (now, or at the handle's first call that moves data).
+            match self.connections.fd_of(record.pid, record.connection) {
+                Some(fd) => self.secret_of_socket(*record, fd),
+                None => {
+                    while self.awaiting_secrets >= SECRETS_AWAITING_SOCKET {
+                        let Some(oldest) = self.awaiting_order.pop_front() else {
+                            break;
+                        };
+                        let dropped = self.awaiting_socket.remove(&oldest).unwrap_or_default();
+                        self.awaiting_secrets -= dropped.len();
+                        self.counts.secrets += dropped.len() as u64;
+                        self.counts.secrets_without_client_random += dropped.len() as u64;
+                    }
+                    let key = (record.pid, record.connection);
+                    let waiting = self.awaiting_socket.entry(key).or_default();
+                    if waiting.is_empty() {
+                        self.awaiting_order.push_back(key);
+                    }
+                    waiting.push(*record);
+                    self.awaiting_secrets += 1;
+                }
+            }
+            return;
+        }
+        self.secret_line(record, None);
+    }
+
+    /// The socket of `handle` of `pid` is `fd`: the secrets that waited for it take the
+    /// random of its ClientHello.
+    fn socket_known(&mut self, pid: u32, handle: u64, fd: i32) {
+        let Some(ready) = self.awaiting_socket.remove(&(pid, handle)) else {
+            return;
+        };
+        self.awaiting_order.retain(|key| *key != (pid, handle));
+        self.awaiting_secrets -= ready.len();
+        for secret in ready {
+            self.secret_of_socket(secret, fd);
+        }
+    }
+
+    /// A secret without a client random whose handle's socket is `fd`.
+    fn secret_of_socket(&mut self, mut record: SecretRecord, fd: i32) {
+        match self.hellos.random_of(record.pid, fd, record.ts_ns) {
+            Some(random) => {
+                record.random = random;
+                record.random_len = random.len() as u32;
+                self.secret_line(&record, Some(fd));
+            }
+            None => {
+                self.counts.secrets += 1;
+                self.counts.secrets_without_client_random += 1;
+            }
+        }
+    }
+
+    /// Secrets that still wait for their handle's socket at the end: their handle moved no
+    /// data (counted).
+    fn end_secrets(&mut self) {
+        let left = self.awaiting_secrets as u64;
+        self.awaiting_socket.clear();
+        self.awaiting_order.clear();
+        self.awaiting_secrets = 0;
+        self.counts.secrets += left;
+        self.counts.secrets_without_client_random += left;
+    }
+
+    /// A whole secret record: its key-log line, tied to its connection (`socket`: the fd its
+    /// random was taken from, when it was).
+    fn secret_line(&mut self, record: &SecretRecord, socket: Option<i32>) {
         self.counts.secrets += 1;
         if record.flags & (secret_flags::READ_FAULT | secret_flags::TOO_LONG) != 0
             || record.label_len == 0
@@ -508,9 +614,24 @@ impl Pipeline {
             // A capture that ended has nothing more to write.
             let _ = packets.send((client_random.clone(), line.clone()));
         }
+        let mut socket = socket;
         let connection = if record.connection == 0 {
             self.counts.secrets_untied += 1;
-            None
+            // No handle: the socket that sent the ClientHello with its random ties it.
+            let random =
+                <[u8; SECRET_RANDOM_MAX]>::try_from(part(&record.random, record.random_len));
+            match random
+                .ok()
+                .and_then(|random| self.hellos.socket_of(&random))
+            {
+                Some((pid, fd)) if pid == record.pid => {
+                    self.counts.secrets_tied_by_client_hello += 1;
+                    socket = Some(fd);
+                    self.connections
+                        .on_socket_secret(pid, fd, &label, &client_random)
+                }
+                _ => None,
+            }
         } else {
             self.connections
                 .on_secret(record.pid, record.connection, &label, &client_random)
@@ -528,6 +649,7 @@ impl Pipeline {
             client_random: &client_random,
             handle: record.connection,
             connection,
+            fd: socket,
         };
         if self.write_error.is_none() {
             if let Err(error) = self.writer.secret(&event, &mut self.out) {
@@ -741,6 +863,7 @@ impl Pipeline {
     /// Returns the first write error, if any.
     pub fn finish(&mut self, open_positions: &[((u32, u64), [u64; 2])]) -> Option<std::io::Error> {
         self.release_due(true);
+        self.end_secrets();
         let mut reassembler = std::mem::take(&mut self.reassembler);
         reassembler.flush(&mut |call| self.emit(call));
         for (key, position) in open_positions {
@@ -971,6 +1094,86 @@ mod tests {
             "{output}"
         );
         assert!(!output.contains(&hex(0x22, 48)), "{output}");
+    }
+
+    fn hello(fd: i32, ts_ns: u64, random: u8) -> Vec<u8> {
+        bytes_of(&HelloRecord {
+            kind: record_kind::HELLO,
+            pid: 100,
+            tid: 1,
+            fd,
+            ts_ns,
+            random: [random; SECRET_RANDOM_MAX],
+        })
+    }
+
+    #[test]
+    fn secrets_without_a_random_take_their_sockets_client_hello_and_go_secrets_their_socket() {
+        let (mut pipeline, out) = pipeline();
+        let path = std::env::temp_dir().join(format!("probectl-hello-{}", std::process::id()));
+        let file = std::fs::File::create(&path).expect("key log");
+        pipeline.keylog_into(file);
+        let from_hello = |handle: u64, label: &str, secret_byte: u8| {
+            let mut record = secret(handle, 1, label, 0, secret_byte);
+            let flags = probectl_common::secret_flags::RANDOM_FROM_HELLO;
+            record[4..8].copy_from_slice(&flags.to_le_bytes());
+            // random_len (after kind, flags, pid, tid, ts_ns, connection, attach_id, label_len).
+            record[40..44].copy_from_slice(&0u32.to_le_bytes());
+            record
+        };
+        // fd 5 sent a ClientHello at 3, an earlier connection's on the same fd at 1.
+        pipeline.record(&hello(5, 1, 0x01));
+        pipeline.record(&hello(5, 3, 0x55));
+        // Handle 0xa's secret (at 7) waits for its socket; handle 0xc's never gets one.
+        pipeline.record(&from_hello(0xa, "CLIENT_RANDOM", 0x61));
+        pipeline.record(&from_hello(0xc, "CLIENT_RANDOM", 0x62));
+        assert!(std::fs::read_to_string(&path).expect("log").is_empty());
+        pipeline.record(&connection(0xa, 40000));
+        // A Go secret: no handle, its random names fd 6's ClientHello; its connection comes
+        // after it (handle 0xd on fd 6).
+        pipeline.record(&hello(6, 4, 0x66));
+        pipeline.record(&secret(0, 2, "CLIENT_RANDOM", 0x66, 0x63));
+        let mut go_connection = connection(0xd, 40001);
+        go_connection[8..12].copy_from_slice(&6i32.to_le_bytes());
+        pipeline.record(&go_connection);
+        assert!(pipeline.flush(1));
+        assert!(pipeline.finish(&[]).is_none());
+        let log = std::fs::read_to_string(&path).expect("key log");
+        let _ = std::fs::remove_file(&path);
+        let hex = |byte: u8, count: usize| format!("{byte:02x}").repeat(count);
+        assert_eq!(
+            log,
+            format!(
+                "CLIENT_RANDOM {} {}\nCLIENT_RANDOM {} {}\n",
+                hex(0x55, 32),
+                hex(0x61, 48),
+                hex(0x66, 32),
+                hex(0x63, 48)
+            )
+        );
+        let counts = pipeline.counts;
+        assert_eq!(
+            (
+                counts.secrets,
+                counts.secrets_written,
+                counts.secrets_without_client_random,
+                counts.secrets_tied_by_client_hello,
+                counts.client_hellos
+            ),
+            (3, 2, 1, 1, 3)
+        );
+        let of = |handle: u64| {
+            pipeline
+                .connections
+                .all()
+                .into_iter()
+                .find(|connection| connection.handle == handle)
+                .map(|connection| connection.keys.client_random.clone())
+        };
+        assert_eq!(of(0xa), Some(Some(hex(0x55, 32))));
+        assert_eq!(of(0xd), Some(Some(hex(0x66, 32))));
+        let output = String::from_utf8(out.0.lock().expect("lock").clone()).expect("UTF-8");
+        assert!(output.contains("\"fd\":6"), "{output}");
     }
 
     fn pipeline() -> (Pipeline, Shared) {

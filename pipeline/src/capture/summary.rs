@@ -251,6 +251,10 @@ impl Summary {
                 "written": self.counts.secrets_written,
                 "unusable": self.counts.secrets_unusable,
                 "without_handle": self.counts.secrets_untied,
+                "tied_by_client_hello": self.counts.secrets_tied_by_client_hello,
+                "without_client_random": self.counts.secrets_without_client_random,
+                "client_hellos": self.counts.client_hellos,
+                "client_hellos_forgotten": self.counts.client_hellos_forgotten,
                 "repeated_entries_skipped": self.counts.secrets_repeated,
                 "lost_ring_full": self.kernel.secrets_lost,
                 "handles_evicted_before_their_connection": self.keys_evicted,
@@ -520,6 +524,13 @@ impl std::fmt::Display for Summary {
                 self.counts.secrets_untied,
                 self.handshakes_without_data,
             )?;
+            if self.counts.secrets_without_client_random > 0 {
+                write!(
+                    f,
+                    " ({} secrets not written: no client random, their connection's ClientHello not tied to them)",
+                    self.counts.secrets_without_client_random
+                )?;
+            }
             if self.keys_evicted > 0 {
                 write!(
                     f,

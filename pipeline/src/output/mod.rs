@@ -508,6 +508,10 @@ pub struct SecretEvent<'a> {
     /// the connection's first call: then its connection's later events carry the same
     /// `handle`, and the summary's connection carries its keys).
     pub connection: Option<u64>,
+    /// The socket (fd) that sent the ClientHello its client random names, where that tied
+    /// the secret to its connection (Go's secrets have no handle; stripped BoringSSL's no
+    /// client random of their own).
+    pub fd: Option<i32>,
 }
 
 #[derive(Serialize)]
@@ -525,6 +529,8 @@ struct JsonSecretFields<'a> {
     client_random: &'a str,
     handle: String,
     conn: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fd: Option<i32>,
 }
 
 /// Renders events straight into the output's buffer.
@@ -619,9 +625,10 @@ impl EventWriter for Renderer {
                 Ok(())
             }),
             Format::Text | Format::Hex => out.append(HEADER_BYTES, &mut |line| {
-                let conn = match secret.connection {
-                    Some(id) => format!("conn#{id}"),
-                    None => format!("handle {:#x}", secret.handle),
+                let conn = match (secret.connection, secret.fd) {
+                    (Some(id), _) => format!("conn#{id}"),
+                    (None, Some(fd)) if secret.handle == 0 => format!("fd {fd}"),
+                    (None, _) => format!("handle {:#x}", secret.handle),
                 };
                 writeln!(
                     line,
@@ -651,6 +658,7 @@ fn secret_json<'a>(secret: &SecretEvent<'a>) -> JsonSecret<'a> {
             client_random: secret.client_random,
             handle: format!("{:#x}", secret.handle),
             conn: secret.connection,
+            fd: secret.fd,
         },
     }
 }
