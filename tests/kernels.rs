@@ -210,3 +210,58 @@ fn without_kernel_btf_data_is_captured_without_addresses() {
         |event| event.json["conn"]["local"].is_null() && event.json["conn"]["remote"].is_null()
     ));
 }
+
+/// The fallback programs of kernels without `bpf_loop` (and, on 5.10, without cookies), forced
+/// with `PROBECTL_FALLBACKS` on a kernel that has both: a call of many chunks is byte-exact,
+/// and a call longer than the bounded loop copies is cut at its bound, counted and shown,
+/// never silently. The oracle is what curl received from the server's one `sendall` per
+/// answer (tests/peers/tls_server.py).
+#[test]
+fn fallback_programs_copy_many_chunks_and_count_what_they_cut() {
+    const BOUND: usize = 64 * 16 * 1024;
+    let (server, port) = python_server(false);
+    let trace = Trace::start_with_env(
+        &[
+            "openssl",
+            "--pid",
+            &server.pid().to_string(),
+            "--max-bytes",
+            "4M",
+        ],
+        &[],
+        &[("PROBECTL_FALLBACKS", std::ffi::OsStr::new("bounded"))],
+    );
+    let download = |size: usize| {
+        let body = scratch_file(&format!("kernels-fallback-{size}"));
+        let status = Command::new("curl")
+            .args(["-sk", "-i", "--raw", "-o"])
+            .arg(&body)
+            .arg(format!("https://127.0.0.1:{port}/download/{size}"))
+            .status()
+            .expect("curl");
+        assert!(status.success());
+        std::fs::read(&body).expect("curl output")
+    };
+    let whole = download(200_000);
+    let long = download(1_300_000);
+    let run = trace.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("a bounded loop copies a call instead"),
+        "{}",
+        run.stderr
+    );
+    let sent = stream(&run.events, server.pid(), "write");
+    assert_eq!(sent.len(), whole.len() + BOUND, "{}", run.stderr);
+    assert!(sent[..whole.len()] == whole[..], "the 200 kB answer differs");
+    assert!(
+        sent[whole.len()..] == long[..BOUND],
+        "the cut answer differs"
+    );
+    assert_eq!(run.report_number("/losses/calls_cut_bounded_loop"), 1);
+    assert_eq!(
+        run.report_number("/losses/bytes_cut_bounded_loop"),
+        (long.len() - BOUND) as u64
+    );
+    assert!(run.stderr.contains("1 calls cut ("), "{}", run.stderr);
+}
