@@ -239,6 +239,19 @@ impl KernelFeatures {
     }
 }
 
+/// What `probectl check` says of the running kernel: the fallbacks a run would load, or why a
+/// run would be refused (nothing when the kernel cannot be probed, e.g. without privileges:
+/// the run says it then).
+pub fn check_notices() -> Vec<String> {
+    let Ok(features) = KernelFeatures::probe() else {
+        return Vec::new();
+    };
+    match features.select(std::env::var(FORCE_VARIABLE).ok().as_deref()) {
+        Ok(selection) => selection.notices,
+        Err(error) => vec![error.to_string()],
+    }
+}
+
 /// "a", "a and b", "a, b and c".
 fn join_words(words: &[String]) -> String {
     match words {
