@@ -316,10 +316,10 @@ pub mod capacity {
     /// without uprobe cookies: `ATTACH_IDS` (allocated as used). An attach point has an entry
     /// and up to a few exits.
     pub const CODE_ADDRESSES: u32 = 16384;
-    /// Chunks the bounded chunk loop (kernels without `bpf_loop`) copies of one call at most:
-    /// `CHUNK_LOOP_BOUND` × `CHUNK_DATA_MAX` bytes (1 MiB, the default `--max-bytes`) of a
-    /// single buffer; the rest is cut, counted (`stat::BYTES_CUT`).
-    pub const CHUNK_LOOP_BOUND: u32 = 64;
+    /// Chunks the chunk chain (kernels without `bpf_loop`; ebpf/src/compat.rs) copies of one
+    /// call at most: `CHUNK_LOOP_BOUND` × `CHUNK_DATA_MAX` bytes (4 MiB) of a single buffer;
+    /// the rest is cut, counted (`stat::BYTES_CUT`).
+    pub const CHUNK_LOOP_BOUND: u32 = 256;
 }
 
 /// Header of a chunk record: one chunk of one TLS call's plaintext. The data follows the

@@ -252,7 +252,7 @@ static SOCKET_FDS: LruHashMap<FdKey, u64> = LruHashMap::with_max_entries(capacit
 /// per CPU: uprobe programs run with migration disabled but can be preempted, so two loops
 /// can interleave on one CPU.
 #[map]
-static CHUNK_LOOPS: HashMap<u64, ChunkLoop> =
+pub(crate) static CHUNK_LOOPS: HashMap<u64, ChunkLoop> =
     HashMap::with_max_entries(capacity::CHUNK_LOOPS, BPF_F_NO_PREALLOC);
 
 /// One all-zero `ThreadCalls`: the initial value of new `THREADS` entries.
@@ -602,7 +602,7 @@ fn entry<const MODE: u8>(ctx: ProbeContext) -> u32 {
             fd_flags: 0,
         };
         let cookie = attach_id_of::<MODE>(&ctx, id);
-        return emit_call::<MODE>(cookie, &spec, &call, pid_tgid, length);
+        return emit_call::<MODE>(&ctx, cookie, &spec, &call, pid_tgid, length);
     }
     let length_pointer = if spec.length_source == length_source::OUT_POINTER {
         argument(&spec, &registers, stack_pointer, spec.length_arg)
@@ -758,7 +758,7 @@ pub fn probectl_return(ctx: RetProbeContext) -> u32 {
     // SAFETY: the context is a valid uprobe context; the helper only reads the link's cookie.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     // The return popped the return address: the entry stack pointer is 8 bytes below.
-    call_returned::<FAST>(cookie, sp.wrapping_sub(8), rax)
+    call_returned::<FAST>(&ctx, cookie, sp.wrapping_sub(8), rax)
 }
 
 /// `probectl_return` for the fallback modes (see compat.rs): the spec's id comes from the
@@ -767,7 +767,7 @@ pub fn probectl_return(ctx: RetProbeContext) -> u32 {
 pub fn probectl_return_bounded(ctx: RetProbeContext) -> u32 {
     // SAFETY: ctx.regs points at the thread's registers after the return.
     let (sp, rax) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rax) };
-    call_returned::<BOUNDED>(0, sp.wrapping_sub(8), rax)
+    call_returned::<BOUNDED>(&ctx, 0, sp.wrapping_sub(8), rax)
 }
 
 /// A plain uprobe on an exit point of an emulated placement (see core/src/plan/placement.rs): an
@@ -817,7 +817,7 @@ fn exit<const MODE: u8>(ctx: ProbeContext) -> u32 {
     if call_len == 0 {
         return 0;
     }
-    emit_call::<MODE>(cookie, &spec, &call, pid_tgid, call_len)
+    emit_call::<MODE>(&ctx, cookie, &spec, &call, pid_tgid, call_len)
 }
 
 /// Takes the goroutine's Go call in flight, if any.
@@ -840,7 +840,12 @@ fn go_call_returned(pid_tgid: u64, goroutine: u64) -> Option<ActiveCall> {
 /// `entry_sp` (the function-entry value), reads its length and emits its chunks. `rax` is the
 /// return value register.
 #[inline(always)]
-fn call_returned<const MODE: u8>(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
+fn call_returned<const MODE: u8>(
+    ctx: &RetProbeContext,
+    cookie: u64,
+    entry_sp: u64,
+    rax: u64,
+) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(call) = thread_call_returned(pid_tgid, entry_sp) else {
         return 0;
@@ -864,7 +869,7 @@ fn call_returned<const MODE: u8>(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
     if call.fd < 0 && spec.direction == direction::READ {
         infer_read_fd(pid_tgid, &mut call, fresh_read_fd);
     }
-    emit_call::<MODE>(cookie, &spec, &call, pid_tgid, call_len)
+    emit_call::<MODE>(ctx, cookie, &spec, &call, pid_tgid, call_len)
 }
 
 /// The bytes of plaintext a returned call moved: from its return value or its length
@@ -1032,6 +1037,7 @@ fn thread_call_returned(pid_tgid: u64, entry_sp: u64) -> Option<ActiveCall> {
 /// Emits the chunks of a call that moved `call_len` bytes (> 0).
 #[inline(always)]
 fn emit_call<const MODE: u8>(
+    ctx: &impl EbpfContext,
     cookie: u64,
     spec: &ProbeSpec,
     call: &ActiveCall,
@@ -1145,7 +1151,9 @@ fn emit_call<const MODE: u8>(
             );
         }
     } else {
-        compat::bounded_chunk_loop(state);
+        // The chunk program takes it from here (and removes the entry).
+        compat::next_chunks(ctx, pid_tgid);
+        return 0;
     }
     let _ = CHUNK_LOOPS.remove(&pid_tgid);
     0
@@ -1163,6 +1171,14 @@ fn loop_state(pid_tgid: u64) -> Option<*mut ChunkLoop> {
     // SAFETY: a pointer from a successful map lookup, valid for this program run.
     let _ = CHUNK_LOOPS.insert(&pid_tgid, unsafe { &*empty }, 0);
     CHUNK_LOOPS.get_ptr_mut(&pid_tgid)
+}
+
+/// The chunk program of the fallback modes (see compat.rs): never attached, only tail-called
+/// by the data programs and by itself.
+#[uprobe]
+pub fn probectl_chunks(ctx: ProbeContext) -> u32 {
+    compat::chunk_round(&ctx);
+    0
 }
 
 /// What the chunk loop's body needs: the call, how far it got, and the buffer it reads.

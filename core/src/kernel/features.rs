@@ -204,10 +204,10 @@ impl KernelFeatures {
         }
         if mode != Mode::Fast {
             notices.push(format!(
-                "{}: a bounded loop copies a call instead, {} KiB of one buffer at most ({} \
-                 chunks); the rest of a longer call is cut, counted",
+                "{}: a chain of tail calls copies a call instead, {} MiB of one buffer at most \
+                 ({} chunks); the rest of a longer call is cut, counted",
                 lacks(BPF_LOOP, self.bpf_loop),
-                u64::from(CHUNK_LOOP_BOUND) * CHUNK_DATA_MAX as u64 / 1024,
+                u64::from(CHUNK_LOOP_BOUND) * CHUNK_DATA_MAX as u64 / (1024 * 1024),
                 CHUNK_LOOP_BOUND
             ));
         }
@@ -316,7 +316,7 @@ mod tests {
         assert_eq!(selection.mode, Mode::Address);
         insta::assert_snapshot!(selection.notices.join("\n"), @r"
         this kernel (Linux 5.10.0-43-cloud-amd64) lacks BPF cookies on uprobes (Linux 5.15+): attach points are told apart by their code address instead (the kernel's VMA cache, a few kernel reads per call); a call whose address is not found is counted, not captured
-        this kernel (Linux 5.10.0-43-cloud-amd64) lacks bpf_loop (Linux 5.17+): a bounded loop copies a call instead, 1024 KiB of one buffer at most (64 chunks); the rest of a longer call is cut, counted
+        this kernel (Linux 5.10.0-43-cloud-amd64) lacks bpf_loop (Linux 5.17+): a chain of tail calls copies a call instead, 4 MiB of one buffer at most (256 chunks); the rest of a longer call is cut, counted
         ");
         let ubuntu_5_15 = KernelFeatures {
             release: "5.15.0-91-generic".into(),
@@ -325,7 +325,7 @@ mod tests {
         };
         let selection = ubuntu_5_15.select(None).expect("5.15 is supported");
         assert_eq!(selection.mode, Mode::Bounded);
-        insta::assert_snapshot!(selection.notices.join("\n"), @"this kernel (Linux 5.15.0-91-generic) lacks bpf_loop (Linux 5.17+): a bounded loop copies a call instead, 1024 KiB of one buffer at most (64 chunks); the rest of a longer call is cut, counted");
+        insta::assert_snapshot!(selection.notices.join("\n"), @"this kernel (Linux 5.15.0-91-generic) lacks bpf_loop (Linux 5.17+): a chain of tail calls copies a call instead, 4 MiB of one buffer at most (256 chunks); the rest of a longer call is cut, counted");
         let selection = debian_6_1().select(None).expect("6.1 is supported");
         assert_eq!(selection.mode, Mode::Fast);
         assert!(selection.notices.is_empty());
@@ -335,7 +335,7 @@ mod tests {
     fn a_fallback_can_be_forced_where_the_kernel_allows_it() {
         let selection = debian_6_1().select(Some("bounded")).expect("forced");
         assert_eq!(selection.mode, Mode::Bounded);
-        insta::assert_snapshot!(selection.notices.join("\n"), @"PROBECTL_FALLBACKS makes this kernel (Linux 6.1.0-57-cloud-amd64) do without bpf_loop (Linux 5.17+): a bounded loop copies a call instead, 1024 KiB of one buffer at most (64 chunks); the rest of a longer call is cut, counted");
+        insta::assert_snapshot!(selection.notices.join("\n"), @"PROBECTL_FALLBACKS makes this kernel (Linux 6.1.0-57-cloud-amd64) do without bpf_loop (Linux 5.17+): a chain of tail calls copies a call instead, 4 MiB of one buffer at most (256 chunks); the rest of a longer call is cut, counted");
         let features = KernelFeatures {
             vma_cache: true,
             ..debian_6_1()

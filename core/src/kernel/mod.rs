@@ -36,6 +36,8 @@ use crate::targets::FileId;
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probectl"));
 
 const SYS_ENTER_PROGRAM: &str = "probectl_sys_enter";
+/// The chunk program of the fallback modes (tail-called, never attached).
+const CHUNKS_PROGRAM: &str = "probectl_chunks";
 const NEWTASK_PROGRAM: &str = "probectl_newtask";
 const THREAD_EXIT_PROGRAM: &str = "probectl_thread_exit";
 const EXEC_PROGRAM: &str = "probectl_exec";
@@ -412,6 +414,31 @@ impl Tracer {
                 Err(_) => Err(BpfError::Load("a program's load panicked".to_string())),
             })
         })?;
+        if kernel.mode != Mode::Fast {
+            // The chunk program the fallback modes tail-call (ebpf/src/compat.rs).
+            let program: &mut UProbe = ebpf
+                .program_mut(CHUNKS_PROGRAM)
+                .ok_or_else(|| {
+                    BpfError::Load(format!("program {CHUNKS_PROGRAM} missing from the object"))
+                })?
+                .try_into()
+                .map_err(|error: aya::programs::ProgramError| BpfError::Load(error.to_string()))?;
+            program.load().map_err(|error| load_error(&error))?;
+            let fd = program
+                .fd()
+                .map_err(|error| BpfError::Load(error_chain(&error)))?
+                .try_clone()
+                .map_err(|error| BpfError::Load(error_chain(&error)))?;
+            let map = ebpf.map_mut("CHUNK_PROGRAMS").ok_or(BpfError::Map {
+                name: "CHUNK_PROGRAMS",
+                message: "missing from the object".into(),
+            })?;
+            let mut programs: aya::maps::ProgramArray<&mut MapData> =
+                aya::maps::ProgramArray::try_from(map).map_err(map_error("CHUNK_PROGRAMS"))?;
+            programs
+                .set(0, &fd, 0)
+                .map_err(map_error("CHUNK_PROGRAMS"))?;
+        }
         // The selected cgroups are in their table before the exec tracepoint runs.
         if let Some(selection) = selection.filter(|s| s.by_cgroup) {
             let map = ebpf.map_mut("SELECTED_CGROUPS").ok_or(BpfError::Map {
