@@ -6,8 +6,8 @@
 //! - `FAST` (Linux 5.17+): the attach point is the uprobe's BPF cookie (5.15), and a call of
 //!   any size is copied by `bpf_loop` (5.17).
 //! - `BOUNDED` (5.15 and 5.16; or forced with `PROBECTL_FALLBACKS`, to test this path on a new
-//!   kernel): cookies, but a bounded loop of [`CHUNK_LOOP_BOUND`] chunks instead of `bpf_loop`.
-//! - `ADDRESS` (5.8 to 5.14): the bounded loop, and no cookies: the attach point is told from
+//!   kernel): cookies, but a bounded loop of [`CHUNK_LOOP_BOUND`] chunks (the chunk chain) instead of `bpf_loop`.
+//! - `ADDRESS` (5.8 to 5.14): the chunk chain, and no cookies: the attach point is told from
 //!   the probed code address (below).
 //!
 //! Identity without cookies. On a uprobe hit the kernel sets the saved instruction pointer to
@@ -78,7 +78,7 @@ static CHUNK_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 /// uretprobe's instruction pointer is the caller's return address, not the probed one).
 pub const ID_SHIFT: u32 = 16;
 
-/// Bytes of one buffer the bounded loop copies at most.
+/// Bytes of one buffer the chunk chain copies at most.
 pub const BOUNDED_BYTES: u64 = CHUNK_LOOP_BOUND as u64 * CHUNK_DATA_MAX as u64;
 
 /// Struct offsets for the address lookup; set by user space from the kernel's BTF.
@@ -186,7 +186,7 @@ pub fn attach_id_at(address: u64, kind: u64) -> u64 {
     }
 }
 
-/// The bytes of a single-buffer call the bounded loop copies: all of `capture_len` up to
+/// The bytes of a single-buffer call the chunk chain copies: all of `capture_len` up to
 /// [`BOUNDED_BYTES`]; the rest is cut, counted. The chunks then end with the last one copied
 /// (flagged last), and the event tells the bytes it lacks.
 #[inline(always)]

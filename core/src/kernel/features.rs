@@ -9,7 +9,7 @@
 //!   through the cookie). Without them the attach point is told from the probed code address,
 //!   through the kernel's per-task VMA cache (Linux 3.15 to 6.0), whose offsets come from the
 //!   kernel's BTF: so a kernel without cookies needs BTF;
-//! - `bpf_loop` (5.17: calls of any size are copied in chunks). Without it a bounded loop
+//! - `bpf_loop` (5.17: calls of any size are copied in chunks). Without it a chain of tail calls
 //!   copies [`CHUNK_LOOP_BOUND`] chunks of a call at most; the rest is cut, counted.
 //!
 //! Optional: kernel BTF (`/sys/kernel/btf/vmlinux`), which gives the socket offsets for

@@ -73,10 +73,28 @@ pub fn group_name() -> String {
     group_of(std::process::id())
 }
 
-/// What removes every event of `pid`'s group, as written to `uprobe_events` (an empty event
-/// name matches the whole group).
+/// What removes every event of `pid`'s group, as written to `uprobe_events`: one line per
+/// event of the group there now (Linux 5.10 refuses the whole-group form, `-:group/`, with
+/// EINVAL: an empty event name matches the group only since 5.13). Each line is written on its
+/// own (`write_removal`).
 fn removal_command_of(pid: u32) -> String {
-    format!("-:{}/\n", group_of(pid))
+    let group = group_of(pid);
+    let events = std::fs::read_to_string(UPROBE_EVENTS).unwrap_or_default();
+    let mut command = String::new();
+    for line in events.lines() {
+        // "p:probectl_12/p0 /usr/lib/...:0x..."
+        let Some((_, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let name = rest.split_whitespace().next().unwrap_or_default();
+        if name
+            .strip_prefix(&group)
+            .is_some_and(|event| event.starts_with('/') && event.len() > 1)
+        {
+            command.push_str(&format!("-:{name}\n"));
+        }
+    }
+    command
 }
 
 /// What removes every event of this process's group.
@@ -268,10 +286,18 @@ pub fn tasks_of(tgids: impl IntoIterator<Item = u32>) -> BTreeSet<u32> {
 }
 
 fn write_uprobe_events(command: &str) -> std::io::Result<()> {
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(UPROBE_EVENTS)?
-        .write_all(command.as_bytes())
+    let mut result = Ok(());
+    // One write per line: the kernel stops a write at its first failing command.
+    for line in command.split_inclusive('\n') {
+        let written = std::fs::OpenOptions::new()
+            .append(true)
+            .open(UPROBE_EVENTS)
+            .and_then(|mut file| file.write_all(line.as_bytes()));
+        if written.is_err() {
+            result = written;
+        }
+    }
+    result
 }
 
 /// Removes the groups of probectl processes that no longer run (killed before they could).
