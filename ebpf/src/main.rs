@@ -339,10 +339,12 @@ fn spec_for<const MODE: u8>(ctx: &ProbeContext, kind: u64) -> Option<(ProbeSpec,
         .map(|spec| (spec, id as u32))
 }
 
-/// The attach id of the program's attach point: its cookie, or what `spec_for` found.
+/// The attach id of the program's attach point: its cookie, or what `spec_for` found (in the
+/// fallback modes: asking for the cookie again there costs the exit program a stack slot, over
+/// 6.1's combined limit).
 #[inline(always)]
 fn attach_id_of<const MODE: u8>(ctx: &ProbeContext, found: u32) -> u64 {
-    if MODE == ADDRESS {
+    if MODE != FAST {
         u64::from(found)
     } else {
         // SAFETY: the context is a valid uprobe context; the helper only reads the cookie.
