@@ -57,6 +57,10 @@ fn main() -> ExitCode {
             {
                 return exit::error(message, exit::ERROR);
             }
+            // What a run on this kernel would do without a feature (or why it would refuse).
+            for line in probectl_core::kernel::features::check_notices() {
+                probectl_core::notice::warning(probectl_core::notice::Topic::Tracing, line);
+            }
             match inspect::check(pid, probes.as_deref(), placement.into()) {
                 Ok(report) => {
                     let report = CheckReport {

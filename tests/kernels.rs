@@ -9,6 +9,11 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
+/// What the running kernel offers (probed as probectl does).
+fn features_of_this_kernel() -> probectl_core::kernel::features::KernelFeatures {
+    probectl_core::kernel::features::KernelFeatures::probe().expect("probe the kernel (root)")
+}
+
 /// The request curl sends for these options, exactly.
 fn curl_request(port: u16, path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: */*\r\nUser-Agent: probectl-test\r\n\r\n").into_bytes()
@@ -191,6 +196,18 @@ fn without_kernel_btf_data_is_captured_without_addresses() {
         .output()
         .expect("unshare");
     let stderr = String::from_utf8_lossy(&run.stderr);
+    if !features_of_this_kernel().uprobe_cookies {
+        // Without cookies the attach points are told apart through BTF's offsets (the address
+        // fallback, ebpf/src/compat.rs): without BTF too, the run is refused, in one line.
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(
+                "lacks BPF cookies on uprobes (Linux 5.15+): probectl needs Linux 5.15 or newer"
+            ),
+            "{stderr}"
+        );
+        return;
+    }
     assert!(run.status.success(), "{stderr}");
     assert!(
         stderr.contains("no socket addresses: cannot read /sys/kernel/btf/vmlinux"),
@@ -209,4 +226,63 @@ fn without_kernel_btf_data_is_captured_without_addresses() {
     assert!(events.iter().all(
         |event| event.json["conn"]["local"].is_null() && event.json["conn"]["remote"].is_null()
     ));
+}
+
+/// The fallback programs of kernels without `bpf_loop` (and, on 5.10, without cookies), forced
+/// with `PROBECTL_FALLBACKS` on a kernel that has both: a call of many chunks is byte-exact,
+/// and a call longer than the chunk chain copies is cut at its bound, counted and shown,
+/// never silently (4 MiB: 256 chunks, 8 per run of the chunk program, 32 tail calls). The oracle is what curl received from the server's one `sendall` per
+/// answer (tests/peers/tls_server.py).
+#[test]
+fn fallback_programs_copy_many_chunks_and_count_what_they_cut() {
+    const BOUND: usize = 256 * 16 * 1024;
+    let (server, port) = python_server(false);
+    let trace = Trace::start_with_env(
+        &[
+            "openssl",
+            "--pid",
+            &server.pid().to_string(),
+            "--max-bytes",
+            "8M",
+        ],
+        &[],
+        &[("PROBECTL_FALLBACKS", std::ffi::OsStr::new("bounded"))],
+    );
+    let download = |size: usize| {
+        let body = scratch_file(&format!("kernels-fallback-{size}"));
+        let status = Command::new("curl")
+            .args(["-sk", "-i", "--raw", "-o"])
+            .arg(&body)
+            .arg(format!("https://127.0.0.1:{port}/download/{size}"))
+            .status()
+            .expect("curl");
+        assert!(status.success());
+        std::fs::read(&body).expect("curl output")
+    };
+    let whole = download(200_000);
+    let long = download(4_400_000);
+    let run = trace.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("a chain of tail calls copies a call instead"),
+        "{}",
+        run.stderr
+    );
+    let sent = stream(&run.events, server.pid(), "write");
+    assert_eq!(sent.len(), whole.len() + BOUND, "{}", run.stderr);
+    assert!(
+        sent[..whole.len()] == whole[..],
+        "the 200 kB answer differs"
+    );
+    assert!(
+        sent[whole.len()..] == long[..BOUND],
+        "the cut answer differs"
+    );
+    assert_eq!(run.report_number("/losses/calls_cut_bounded_loop"), 1);
+    assert_eq!(
+        run.report_number("/losses/bytes_cut_bounded_loop"),
+        (long.len() - BOUND) as u64
+    );
+    assert!(run.stderr.contains("1 calls cut ("), "{}", run.stderr);
 }

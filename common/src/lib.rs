@@ -359,6 +359,14 @@ pub mod capacity {
     /// handle's socket (its first call that moves data); past it the oldest is dropped,
     /// counted.
     pub const SECRETS_AWAITING_SOCKET: usize = 4096;
+    /// Probed code addresses (file and offset, per program kind) a run attaches on a kernel
+    /// without uprobe cookies: `ATTACH_IDS` (allocated as used). An attach point has an entry
+    /// and up to a few exits.
+    pub const CODE_ADDRESSES: u32 = 16384;
+    /// Chunks the chunk chain (kernels without `bpf_loop`; ebpf/src/compat.rs) copies of one
+    /// call at most: `CHUNK_LOOP_BOUND` × `CHUNK_DATA_MAX` bytes (4 MiB) of a single buffer;
+    /// the rest is cut, counted (`stat::BYTES_CUT`).
+    pub const CHUNK_LOOP_BOUND: u32 = 256;
 }
 
 /// Header of a chunk record: one chunk of one TLS call's plaintext. The data follows the
@@ -606,6 +614,47 @@ pub struct KernelOffsets {
     pub signal_live: u32,
 }
 
+/// A probed code address as a kernel without uprobe cookies lets a program see it: the key of
+/// `ATTACH_IDS` (see `ebpf/src/compat.rs`), whose value is the attach id. `file_offset`
+/// carries the program kind ([`code_kind`]) in its top byte: an entry and a lifecycle probe
+/// may share an address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CodeKey {
+    /// The inode number of the mapped file (`inode.i_ino`, `st_ino`).
+    pub inode: u64,
+    /// The file offset of the probed instruction, with the kind in bits 56..64.
+    pub file_offset: u64,
+}
+
+/// The program kinds of [`CodeKey`].
+pub mod code_kind {
+    pub const ENTRY: u64 = 1;
+    pub const EXIT: u64 = 2;
+    pub const END: u64 = 3;
+    pub const SECRET: u64 = 4;
+    /// Where the kind sits in `CodeKey::file_offset`.
+    pub const SHIFT: u32 = 56;
+}
+
+/// Byte offsets the address fallback follows from the current task to the mapping of the
+/// probed instruction (task->vmacache.vmas[i]->vm_file->f_inode->i_ino), read from the
+/// kernel's BTF at load time (Linux 4.x-6.0 have the per-task VMA cache; see
+/// `ebpf/src/compat.rs`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddressOffsets {
+    /// `task_struct.vmacache` plus `vmacache.vmas`: the cache's four VMA pointers.
+    pub task_vmacache_vmas: u32,
+    pub vma_start: u32,
+    pub vma_end: u32,
+    pub vma_pgoff: u32,
+    pub vma_file: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub _padding: u32,
+}
+
 /// Indexes of the per-CPU counters in the `STATS` array.
 pub mod stat {
     /// Chunks that found the ring buffer full.
@@ -651,8 +700,15 @@ pub mod stat {
     pub const SECRETS_LOST: u32 = 16;
     /// Processes admitted into `TRACED_PIDS` at exec by the run's selection (`select`).
     pub const SELECTED_AT_EXEC: u32 = 17;
+    /// Calls (and their bytes) longer than the bounded chunk loop copies, on a kernel without
+    /// `bpf_loop` (`capacity::CHUNK_LOOP_BOUND` chunks): the rest of each is cut.
+    pub const CALLS_CUT: u32 = 18;
+    pub const BYTES_CUT: u32 = 19;
+    /// Probe hits whose attach point could not be told from the code address, on a kernel
+    /// without uprobe cookies (see `ebpf/src/compat.rs`): the call is not captured.
+    pub const ADDRESS_UNKNOWN: u32 = 20;
     /// Number of counters.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 21;
 }
 
 const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40);
@@ -670,6 +726,8 @@ const _: () = assert!(core::mem::size_of::<GoroutineKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FdKey>() == 8);
 const _: () = assert!(core::mem::size_of::<ConnectionState>() == 24);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<CodeKey>() == 16);
+const _: () = assert!(core::mem::size_of::<AddressOffsets>() == 32);
 
 /// Reads a record from the start of `bytes`, if it is long enough. The ring buffer gives no
 /// alignment: the record is copied out.
@@ -718,3 +776,9 @@ unsafe impl aya::Pod for GoroutineKey {}
 // SAFETY: repr(C), two 4-byte integers.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FdKey {}
+// SAFETY: repr(C), two 8-byte integers.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CodeKey {}
+// SAFETY: repr(C), u32 fields only.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for AddressOffsets {}

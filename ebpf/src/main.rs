@@ -13,20 +13,20 @@
 // byte (see `emit_connection`).
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod compat;
 mod hello;
 mod socket;
 
 use core::ffi::c_void;
+
+use compat::{ADDRESS, BOUNDED, FAST};
 
 use aya_ebpf::{
     bindings::{pt_regs, BPF_F_NO_PREALLOC},
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{
-            bpf_get_current_cgroup_id, bpf_get_current_task_btf,
-            bpf_probe_read_user as probe_read_user_raw, bpf_task_pt_regs,
-        },
+        generated::{bpf_get_current_cgroup_id, bpf_probe_read_user as probe_read_user_raw},
     },
     macros::{map, raw_tracepoint, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -34,7 +34,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use probectl_common::{
-    abi, capacity, chunk_flags, close_cause, connection_flags, direction, length_source,
+    abi, capacity, chunk_flags, close_cause, code_kind, connection_flags, direction, length_source,
     record_kind, return_width, secret_flags, select, stat, Chunk, ChunkHeader, CloseRecord,
     ConnectionKey, ConnectionState, ExecRecord, FdKey, GoroutineKey, KernelOffsets, ProbeSpec,
     ProcessRecord, SecretRecord, SecretSpec, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX,
@@ -253,7 +253,7 @@ static SOCKET_FDS: LruHashMap<FdKey, u64> = LruHashMap::with_max_entries(capacit
 /// per CPU: uprobe programs run with migration disabled but can be preempted, so two loops
 /// can interleave on one CPU.
 #[map]
-static CHUNK_LOOPS: HashMap<u64, ChunkLoop> =
+pub(crate) static CHUNK_LOOPS: HashMap<u64, ChunkLoop> =
     HashMap::with_max_entries(capacity::CHUNK_LOOPS, BPF_F_NO_PREALLOC);
 
 /// One all-zero `ThreadCalls`: the initial value of new `THREADS` entries.
@@ -291,7 +291,7 @@ fn reserve<T: 'static>() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<T>> {
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
 #[inline(always)]
-fn count(index: u32, by: u64) {
+pub(crate) fn count(index: u32, by: u64) {
     if let Some(counter) = STATS.get_ptr_mut(index) {
         // SAFETY: a valid, aligned u64 of this CPU's slot. Another program can preempt this
         // one on the same CPU and update the same slot: the add is atomic (BPF_ATOMIC), so
@@ -318,11 +318,39 @@ fn read_config<T: Copy>(value: &T) -> T {
     unsafe { core::ptr::read_volatile(value) }
 }
 
+/// The attach point's spec and, in the `ADDRESS` mode, its id (see compat.rs; the other modes
+/// read the id from the cookie where they need it, so that the fast programs keep nothing more
+/// on their stack). `kind` is the program's `code_kind`.
 #[inline(always)]
-fn spec_for(ctx: &impl EbpfContext) -> Option<ProbeSpec> {
-    // SAFETY: the context is a valid uprobe context; the helper only reads the link's cookie.
-    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    PROBE_SPECS.get(cookie as u32).copied()
+fn spec_for<const MODE: u8>(ctx: &ProbeContext, kind: u64) -> Option<(ProbeSpec, u32)> {
+    let id = if MODE == ADDRESS {
+        let id = compat::attach_id_at(compat::probed_address(ctx), kind);
+        if id == compat::NO_ID {
+            return None;
+        }
+        id
+    } else {
+        // SAFETY: the context is a valid uprobe context; the helper only reads the link's
+        // cookie.
+        unsafe { bpf_get_attach_cookie(ctx.as_ptr()) }
+    };
+    PROBE_SPECS
+        .get(id as u32)
+        .copied()
+        .map(|spec| (spec, id as u32))
+}
+
+/// The attach id of the program's attach point: its cookie, or what `spec_for` found (in the
+/// fallback modes: asking for the cookie again there costs the exit program a stack slot, over
+/// 6.1's combined limit).
+#[inline(always)]
+fn attach_id_of<const MODE: u8>(ctx: &ProbeContext, found: u32) -> u64 {
+    if MODE != FAST {
+        u64::from(found)
+    } else {
+        // SAFETY: the context is a valid uprobe context; the helper only reads the cookie.
+        unsafe { bpf_get_attach_cookie(ctx.as_ptr()) }
+    }
 }
 
 /// The argument registers of the spec's ABI, in argument order, read at constant context
@@ -498,11 +526,28 @@ fn filter_passes(spec: &ProbeSpec, registers: &Registers) -> bool {
 
 #[uprobe]
 pub fn probectl_entry(ctx: ProbeContext) -> u32 {
+    entry::<FAST>(ctx)
+}
+
+/// `probectl_entry` for kernels without `bpf_loop` (see compat.rs).
+#[uprobe]
+pub fn probectl_entry_bounded(ctx: ProbeContext) -> u32 {
+    entry::<BOUNDED>(ctx)
+}
+
+/// `probectl_entry` for kernels without uprobe cookies (see compat.rs).
+#[uprobe]
+pub fn probectl_entry_address(ctx: ProbeContext) -> u32 {
+    entry::<ADDRESS>(ctx)
+}
+
+#[inline(always)]
+fn entry<const MODE: u8>(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !in_scope((pid_tgid >> 32) as u32) {
         return 0;
     }
-    let Some(spec) = spec_for(&ctx) else {
+    let Some((spec, id)) = spec_for::<MODE>(&ctx, code_kind::ENTRY) else {
         return 0;
     };
     // SAFETY: ctx.regs points at the probed thread's saved registers.
@@ -559,9 +604,8 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
             fd: -1,
             fd_flags: 0,
         };
-        // SAFETY: the context is a valid uprobe context; the helper only reads the cookie.
-        let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-        return emit_call(cookie, &spec, &call, pid_tgid, length);
+        let cookie = attach_id_of::<MODE>(&ctx, id);
+        return emit_call::<MODE>(&ctx, cookie, &spec, &call, pid_tgid, length);
     }
     let length_pointer = if spec.length_source == length_source::OUT_POINTER {
         argument(&spec, &registers, stack_pointer, spec.length_arg)
@@ -597,10 +641,15 @@ pub fn probectl_entry(ctx: ProbeContext) -> u32 {
             argument(&spec, &registers, stack_pointer, spec.vector_count_arg)
         },
         fd: -1,
-        fd_flags: if record == Record::Tls13 {
+        fd_flags: (if record == Record::Tls13 {
             RECORD_TLS13
         } else {
             0
+        }) | if MODE == FAST {
+            0
+        } else {
+            // The return program's way to the spec (see compat::ID_SHIFT).
+            (attach_id_of::<MODE>(&ctx, id) as u32) << compat::ID_SHIFT
         },
     };
     threads.depth = depth as u32 + 1;
@@ -672,18 +721,16 @@ fn go_entered(spec: &ProbeSpec, registers: &Registers, pid_tgid: u64, goroutine:
 /// goroutine is the one in R14 of the user registers saved at the syscall (Go's syscall paths
 /// do not touch R14); a syscall of another goroutine, or of a thread that is not Go's (R14 is
 /// then anything), finds no pending call.
+///
+/// `regs` is the syscall's saved user registers, sys_enter's first argument: the same
+/// `task_pt_regs(current)` that `bpf_task_pt_regs` (Linux 5.15) would give, on every kernel.
 #[inline(always)]
-fn go_syscall_fd(pid_tgid: u64, fd: i32) {
+fn go_syscall_fd(pid_tgid: u64, fd: i32, regs: *const pt_regs) {
     if read_config(&TRACES_GO) == 0 {
         return;
     }
-    // SAFETY: helpers without preconditions; bpf_task_pt_regs gets the current task as the
-    // BTF pointer it requires, and returns a pointer into that task's kernel stack, read with
-    // bpf_probe_read_kernel, which checks the address.
-    let goroutine = unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as u64;
-        bpf_probe_read_kernel((regs + core::mem::offset_of!(pt_regs, r14) as u64) as *const u64)
-    };
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    let goroutine = unsafe { bpf_probe_read_kernel(&raw const (*regs).r14) };
     let Ok(goroutine) = goroutine else {
         return;
     };
@@ -714,20 +761,45 @@ pub fn probectl_return(ctx: RetProbeContext) -> u32 {
     // SAFETY: the context is a valid uprobe context; the helper only reads the link's cookie.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     // The return popped the return address: the entry stack pointer is 8 bytes below.
-    call_returned(cookie, sp.wrapping_sub(8), rax)
+    call_returned::<FAST>(&ctx, cookie, sp.wrapping_sub(8), rax)
+}
+
+/// `probectl_return` for the fallback modes (see compat.rs): the spec's id comes from the
+/// call's entry, for both (a uretprobe has no probed address of its own).
+#[uretprobe]
+pub fn probectl_return_bounded(ctx: RetProbeContext) -> u32 {
+    // SAFETY: ctx.regs points at the thread's registers after the return.
+    let (sp, rax) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rax) };
+    call_returned::<BOUNDED>(&ctx, 0, sp.wrapping_sub(8), rax)
 }
 
 /// A plain uprobe on an exit point of an emulated placement (see core/src/plan/placement.rs): an
 /// instruction after which the return value is final, at a known stack offset.
 #[uprobe]
 pub fn probectl_exit(ctx: ProbeContext) -> u32 {
+    exit::<FAST>(ctx)
+}
+
+/// `probectl_exit` for kernels without `bpf_loop` (see compat.rs).
+#[uprobe]
+pub fn probectl_exit_bounded(ctx: ProbeContext) -> u32 {
+    exit::<BOUNDED>(ctx)
+}
+
+/// `probectl_exit` for kernels without uprobe cookies (see compat.rs).
+#[uprobe]
+pub fn probectl_exit_address(ctx: ProbeContext) -> u32 {
+    exit::<ADDRESS>(ctx)
+}
+
+#[inline(always)]
+fn exit<const MODE: u8>(ctx: ProbeContext) -> u32 {
     // SAFETY: ctx.regs points at the probed thread's saved registers.
     let (sp, rax) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rax) };
-    // SAFETY: the context is a valid uprobe context; the helper only reads the link's cookie.
-    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let Some(spec) = PROBE_SPECS.get(cookie as u32).copied() else {
+    let Some((spec, id)) = spec_for::<MODE>(&ctx, code_kind::EXIT) else {
         return 0;
     };
+    let cookie = attach_id_of::<MODE>(&ctx, id);
     let pid_tgid = bpf_get_current_pid_tgid();
     // One emit_call site per program: each inlined copy adds to the verifier's work and stack.
     let call = if spec.abi == abi::GO {
@@ -748,7 +820,7 @@ pub fn probectl_exit(ctx: ProbeContext) -> u32 {
     if call_len == 0 {
         return 0;
     }
-    emit_call(cookie, &spec, &call, pid_tgid, call_len)
+    emit_call::<MODE>(&ctx, cookie, &spec, &call, pid_tgid, call_len)
 }
 
 /// Takes the goroutine's Go call in flight, if any.
@@ -771,10 +843,20 @@ fn go_call_returned(pid_tgid: u64, goroutine: u64) -> Option<ActiveCall> {
 /// `entry_sp` (the function-entry value), reads its length and emits its chunks. `rax` is the
 /// return value register.
 #[inline(always)]
-fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
+fn call_returned<const MODE: u8>(
+    ctx: &RetProbeContext,
+    cookie: u64,
+    entry_sp: u64,
+    rax: u64,
+) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(call) = thread_call_returned(pid_tgid, entry_sp) else {
         return 0;
+    };
+    let cookie = if MODE == FAST {
+        cookie
+    } else {
+        u64::from(call.fd_flags >> compat::ID_SHIFT)
     };
     let Some(spec) = PROBE_SPECS.get(cookie as u32).copied() else {
         return 0;
@@ -790,7 +872,7 @@ fn call_returned(cookie: u64, entry_sp: u64, rax: u64) -> u32 {
     if call.fd < 0 && spec.direction == direction::READ {
         infer_read_fd(pid_tgid, &mut call, fresh_read_fd);
     }
-    emit_call(cookie, &spec, &call, pid_tgid, call_len)
+    emit_call::<MODE>(ctx, cookie, &spec, &call, pid_tgid, call_len)
 }
 
 /// The bytes of plaintext a returned call moved: from its return value or its length
@@ -957,7 +1039,8 @@ fn thread_call_returned(pid_tgid: u64, entry_sp: u64) -> Option<ActiveCall> {
 
 /// Emits the chunks of a call that moved `call_len` bytes (> 0).
 #[inline(always)]
-fn emit_call(
+fn emit_call<const MODE: u8>(
+    ctx: &impl EbpfContext,
     cookie: u64,
     spec: &ProbeSpec,
     call: &ActiveCall,
@@ -968,6 +1051,11 @@ fn emit_call(
         call_len
     } else {
         read_config(&MAX_CAPTURE_BYTES)
+    };
+    let capture_len = if MODE == FAST || spec.vector_count_arg != ARG_NONE {
+        capture_len
+    } else {
+        compat::bounded_capture(capture_len)
     };
 
     let tgid = (pid_tgid >> 32) as u32;
@@ -1052,17 +1140,23 @@ fn emit_call(
         state.segment_left = 0;
         iterations += 2 * entries;
     }
-    // bpf_loop: the verifier checks the body once (to convergence), whatever the number of
-    // chunks.
-    // SAFETY: the callback is a static BPF function with the helper's signature; it takes no
-    // context.
-    unsafe {
-        bpf_loop(
-            iterations as u32,
-            emit_next_chunk as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
+    if MODE == FAST {
+        // bpf_loop: the verifier checks the body once (to convergence), whatever the number
+        // of chunks.
+        // SAFETY: the callback is a static BPF function with the helper's signature; it takes
+        // no context.
+        unsafe {
+            bpf_loop(
+                iterations as u32,
+                emit_next_chunk as *mut c_void,
+                core::ptr::null_mut(),
+                0,
+            );
+        }
+    } else {
+        // The chunk program takes it from here (and removes the entry).
+        compat::next_chunks(ctx, pid_tgid);
+        return 0;
     }
     let _ = CHUNK_LOOPS.remove(&pid_tgid);
     0
@@ -1082,14 +1176,22 @@ fn loop_state(pid_tgid: u64) -> Option<*mut ChunkLoop> {
     CHUNK_LOOPS.get_ptr_mut(&pid_tgid)
 }
 
+/// The chunk program of the fallback modes (see compat.rs): never attached, only tail-called
+/// by the data programs and by itself.
+#[uprobe]
+pub fn probectl_chunks(ctx: ProbeContext) -> u32 {
+    compat::chunk_round(&ctx);
+    0
+}
+
 /// What the chunk loop's body needs: the call, how far it got, and the buffer it reads.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct ChunkLoop {
+pub(crate) struct ChunkLoop {
     header: ChunkHeader,
-    capture_len: u64,
+    pub(crate) capture_len: u64,
     /// Bytes of the call covered so far.
-    emitted: u64,
+    pub(crate) emitted: u64,
     /// The current buffer: address of its next byte and bytes left in it.
     segment: u64,
     segment_left: u64,
@@ -1106,7 +1208,7 @@ struct ChunkLoop {
 
 /// Body of the chunk loop: loads the next buffer of a list when the current one is used up,
 /// else emits the next chunk. Returns 1 (stop) when the call is covered.
-extern "C" fn emit_next_chunk(_index: u64, _context: *mut c_void) -> i64 {
+pub(crate) extern "C" fn emit_next_chunk(_index: u64, _context: *mut c_void) -> i64 {
     let Some(state) = CHUNK_LOOPS.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
         return 1;
     };
@@ -1335,7 +1437,7 @@ pub fn probectl_sys_enter(ctx: RawTracePointContext) -> i32 {
             id,
             syscall_nr::READ | syscall_nr::READV | syscall_nr::RECVFROM | syscall_nr::RECVMSG
         );
-        syscall_fd(pid_tgid, fd as i32, read);
+        syscall_fd(pid_tgid, fd as i32, read, regs);
         if hello::watching() {
             hello::socket_io(pid_tgid, fd as i32, id, regs);
         }
@@ -1345,9 +1447,9 @@ pub fn probectl_sys_enter(ctx: RawTracePointContext) -> i32 {
 
 /// A socket I/O syscall made inside a traced TLS call tells the call's fd.
 #[inline(always)]
-fn syscall_fd(pid_tgid: u64, fd: i32, read: bool) {
+fn syscall_fd(pid_tgid: u64, fd: i32, read: bool, regs: *const pt_regs) {
     let Some(threads) = THREADS.get_ptr_mut(pid_tgid) else {
-        go_syscall_fd(pid_tgid, fd);
+        go_syscall_fd(pid_tgid, fd, regs);
         return;
     };
     // SAFETY: pointer from a successful map lookup, valid for this program run.
@@ -1355,11 +1457,11 @@ fn syscall_fd(pid_tgid: u64, fd: i32, read: bool) {
     let depth = threads.depth as usize;
     if depth == 0 {
         neighbouring_syscall(pid_tgid, threads, fd, read);
-        go_syscall_fd(pid_tgid, fd);
+        go_syscall_fd(pid_tgid, fd, regs);
         return;
     }
     if depth > MAX_NESTING {
-        go_syscall_fd(pid_tgid, fd);
+        go_syscall_fd(pid_tgid, fd, regs);
         return;
     }
     // The innermost call in flight is the one making this syscall.
@@ -1427,11 +1529,22 @@ fn end_connection(tgid: u32, connection: u64, fd: Option<i32>, cause: u32) {
 /// starts a new connection, also when no fd was ever seen (memory BIOs).
 #[uprobe]
 pub fn probectl_end(ctx: ProbeContext) -> u32 {
+    end::<FAST>(ctx)
+}
+
+/// `probectl_end` for kernels without uprobe cookies (see compat.rs).
+#[uprobe]
+pub fn probectl_end_address(ctx: ProbeContext) -> u32 {
+    end::<ADDRESS>(ctx)
+}
+
+#[inline(always)]
+fn end<const MODE: u8>(ctx: ProbeContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if !in_scope(tgid) {
         return 0;
     }
-    let Some(spec) = spec_for(&ctx) else {
+    let Some((spec, _)) = spec_for::<MODE>(&ctx, code_kind::END) else {
         return 0;
     };
     let registers = argument_registers(&ctx, spec.abi);
@@ -1451,12 +1564,32 @@ pub fn probectl_end(ctx: ProbeContext) -> u32 {
 /// stack copy). A program of its own, so that the data programs' stack stays as it is.
 #[uprobe]
 pub fn probectl_secret(ctx: ProbeContext) -> u32 {
+    secret::<FAST>(ctx)
+}
+
+/// `probectl_secret` for kernels without uprobe cookies (see compat.rs).
+#[uprobe]
+pub fn probectl_secret_address(ctx: ProbeContext) -> u32 {
+    secret::<ADDRESS>(ctx)
+}
+
+#[inline(always)]
+fn secret<const MODE: u8>(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !in_scope((pid_tgid >> 32) as u32) {
         return 0;
     }
-    // SAFETY: the context is a valid uprobe context; the helper only reads the link's cookie.
-    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let cookie = if MODE == ADDRESS {
+        let id = compat::attach_id_at(compat::probed_address(&ctx), code_kind::SECRET);
+        if id == compat::NO_ID {
+            return 0;
+        }
+        id
+    } else {
+        // SAFETY: the context is a valid uprobe context; the helper only reads the link's
+        // cookie.
+        unsafe { bpf_get_attach_cookie(ctx.as_ptr()) }
+    };
     let Some(spec) = SECRET_SPECS.get(cookie as u32).copied() else {
         return 0;
     };

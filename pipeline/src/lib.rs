@@ -73,6 +73,11 @@ pub struct KernelStats {
     pub secrets_lost: u64,
     /// Processes the kernel admitted at exec into a run's selection (`--container`, ...).
     pub selected_at_exec: u64,
+    /// Calls (and bytes) cut by the bounded chunk loop of a kernel without `bpf_loop`.
+    pub calls_cut: u64,
+    pub bytes_cut: u64,
+    /// Probe hits whose attach point was not found by address (a kernel without cookies).
+    pub address_unknown: u64,
     /// Counters that could not be read: the losses they count are unknown, not zero.
     pub counters_unreadable: u64,
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use probectl_common::KernelOffsets;
+use probectl_common::{AddressOffsets, KernelOffsets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -221,6 +221,33 @@ impl Btf {
             signal_live: self.member_offset("signal_struct", "live")?,
         })
     }
+}
+
+impl Btf {
+    /// The offsets the address fallback follows (ebpf/src/compat.rs): from the task's VMA
+    /// cache to the mapped file's inode number. Kernels from 6.1 on have no VMA cache.
+    pub fn address_offsets(&self) -> Result<AddressOffsets, BtfError> {
+        Ok(AddressOffsets {
+            task_vmacache_vmas: self.member_offset("task_struct", "vmacache")?
+                + self.member_offset("vmacache", "vmas")?,
+            vma_start: self.member_offset("vm_area_struct", "vm_start")?,
+            vma_end: self.member_offset("vm_area_struct", "vm_end")?,
+            vma_pgoff: self.member_offset("vm_area_struct", "vm_pgoff")?,
+            vma_file: self.member_offset("vm_area_struct", "vm_file")?,
+            file_inode: self.member_offset("file", "f_inode")?,
+            inode_ino: self.member_offset("inode", "i_ino")?,
+            _padding: 0,
+        })
+    }
+}
+
+/// The running kernel's offsets for the address fallback, from its BTF.
+pub fn running_address_offsets() -> Result<AddressOffsets, BtfError> {
+    let bytes = std::fs::read(VMLINUX_BTF).map_err(|source| BtfError::Read {
+        path: VMLINUX_BTF,
+        source,
+    })?;
+    Btf::parse(&bytes)?.address_offsets()
 }
 
 /// The running kernel's offsets, from its BTF.

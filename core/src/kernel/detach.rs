@@ -62,6 +62,13 @@ pub fn detach_child_started() -> bool {
 /// are closed. The kernel refuses (EBUSY) while it still tears the events down: a few tries.
 /// Makes only async-signal-safe syscalls.
 fn remove_tracefs_events(removal: &[u8]) {
+    // One command per line, each written on its own (see scoped::removal_command_of).
+    for line in removal.split_inclusive(|&byte| byte == b'\n') {
+        remove_tracefs_event(line);
+    }
+}
+
+fn remove_tracefs_event(removal: &[u8]) {
     const TRIES: usize = 40;
     for _ in 0..TRIES {
         // SAFETY: a valid NUL-terminated path; the descriptor is closed below.

@@ -25,6 +25,7 @@ use ring::EventRing;
 
 use std::collections::BTreeSet;
 
+use crate::kernel::features::Mode;
 use crate::kernel::scoped::ScopedProbes;
 use crate::plan::Plan;
 use crate::spec::Role;
@@ -34,20 +35,77 @@ use crate::targets::FileId;
 /// The BPF programs built from `ebpf/` by build.rs.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probectl"));
 
-const ENTRY_PROGRAM: &str = "probectl_entry";
-const RETURN_PROGRAM: &str = "probectl_return";
-const EXIT_PROGRAM: &str = "probectl_exit";
 const SYS_ENTER_PROGRAM: &str = "probectl_sys_enter";
 /// The raw `sys_exit` tracepoint's program: ClientHellos a process reads (`--keylog`,
 /// `--packets` only).
 const SYS_EXIT_PROGRAM: &str = "probectl_sys_exit";
-const END_PROGRAM: &str = "probectl_end";
-const SECRET_PROGRAM: &str = "probectl_secret";
+/// The chunk program of the fallback modes (tail-called, never attached).
+const CHUNKS_PROGRAM: &str = "probectl_chunks";
 const NEWTASK_PROGRAM: &str = "probectl_newtask";
 const THREAD_EXIT_PROGRAM: &str = "probectl_thread_exit";
 const EXEC_PROGRAM: &str = "probectl_exec";
 const MMAP_ENTER_PROGRAM: &str = "probectl_mmap_enter";
 const MMAP_EXIT_PROGRAM: &str = "probectl_mmap_exit";
+
+/// The uprobe programs of one mode (`features::Mode`, ebpf/src/compat.rs): the object holds an
+/// instance of each per mode that differs.
+#[derive(Debug, Clone, Copy)]
+struct UprobePrograms {
+    entry: &'static str,
+    ret: &'static str,
+    exit: &'static str,
+    end: &'static str,
+    secret: &'static str,
+}
+
+impl UprobePrograms {
+    fn of(mode: Mode) -> UprobePrograms {
+        match mode {
+            Mode::Fast => UprobePrograms {
+                entry: "probectl_entry",
+                ret: "probectl_return",
+                exit: "probectl_exit",
+                end: "probectl_end",
+                secret: "probectl_secret",
+            },
+            Mode::Bounded => UprobePrograms {
+                entry: "probectl_entry_bounded",
+                ret: "probectl_return_bounded",
+                exit: "probectl_exit_bounded",
+                end: "probectl_end",
+                secret: "probectl_secret",
+            },
+            Mode::Address => UprobePrograms {
+                entry: "probectl_entry_address",
+                ret: "probectl_return_bounded",
+                exit: "probectl_exit_address",
+                end: "probectl_end_address",
+                secret: "probectl_secret_address",
+            },
+        }
+    }
+
+    fn all(&self) -> [&'static str; 5] {
+        [self.entry, self.ret, self.exit, self.end, self.secret]
+    }
+
+    /// The `code_kind` of a program's probes in `ATTACH_IDS`; None for the return program
+    /// (a uretprobe's spec comes from its call's entry).
+    fn code_kind(&self, name: &str) -> Option<u64> {
+        use probectl_common::code_kind;
+        if name == self.entry {
+            Some(code_kind::ENTRY)
+        } else if name == self.exit {
+            Some(code_kind::EXIT)
+        } else if name == self.end {
+            Some(code_kind::END)
+        } else if name == self.secret {
+            Some(code_kind::SECRET)
+        } else {
+            None
+        }
+    }
+}
 
 /// Where tracefs is (mounted there if it is not).
 pub(crate) const TRACEFS: &str = "/sys/kernel/tracing";
@@ -206,6 +264,13 @@ pub struct Tracer {
     links: Vec<AttachedLink>,
     /// With a pid filter, uprobes are process-scoped (no breakpoint in other processes).
     scoped: Option<ScopedProbes>,
+    /// The programs chosen for this kernel (features.rs) and what the run says of them.
+    mode: Mode,
+    programs: UprobePrograms,
+    pub kernel_notices: Vec<String>,
+    /// Without cookies: the probed addresses given to the kernel so far (`ATTACH_IDS`), to
+    /// refuse a second probe at an address the kernel could not tell from the first.
+    code_addresses: std::collections::BTreeMap<probectl_common::CodeKey, u32>,
 }
 
 /// One attached link: its program and its id there.
@@ -226,7 +291,15 @@ impl Tracer {
     pub fn load(options: &LoadOptions) -> Result<Tracer, BpfError> {
         check_privileges()?;
         // Before the object: a kernel that lacks a feature gets one line, not a verifier log.
-        crate::kernel::features::KernelFeatures::probe()?.require()?;
+        let forced = std::env::var(crate::kernel::features::FORCE_VARIABLE).ok();
+        let kernel = crate::kernel::features::KernelFeatures::probe()?.select(forced.as_deref())?;
+        let programs = UprobePrograms::of(kernel.mode);
+        let address_offsets = if kernel.mode == Mode::Address {
+            crate::kernel::btf::running_address_offsets()
+                .map_err(|error| BpfError::Load(error_chain(&error)))?
+        } else {
+            probectl_common::AddressOffsets::default()
+        };
         let mut attribution_problems = Vec::new();
         let filter = u8::from(options.filter_by_pid);
         let offsets = crate::kernel::btf::running_kernel_offsets().unwrap_or_else(|error| {
@@ -273,6 +346,15 @@ impl Tracer {
             .override_global("SELECT_AT_EXEC", &select_bits, true)
             .override_global("SELECT_COMM", &select_comm, true)
             .override_global("WATCH_HELLOS", &u8::from(options.watch_hellos), true)
+            .override_global("ADDRESS_OFFSETS", &address_offsets, true)
+            .map_max_entries(
+                "ATTACH_IDS",
+                if kernel.mode == Mode::Address {
+                    capacity::CODE_ADDRESSES
+                } else {
+                    1
+                },
+            )
             .map_max_entries(
                 "SELECTED_CGROUPS",
                 if select_bits & probectl_common::select::CGROUP != 0 {
@@ -316,13 +398,7 @@ impl Tracer {
             .map_err(|error| load_error(&error))?;
         // The verifier takes most of a start (tenths of a second for each of the three large
         // uprobe programs): they are verified side by side, one thread each.
-        let uprobe_names = [
-            ENTRY_PROGRAM,
-            RETURN_PROGRAM,
-            EXIT_PROGRAM,
-            END_PROGRAM,
-            SECRET_PROGRAM,
-        ];
+        let uprobe_names = programs.all();
         let mut uprobes: Vec<(&str, &mut UProbe)> = Vec::new();
         for (name, program) in ebpf.programs_mut() {
             if let Some(&name) = uprobe_names.iter().find(|wanted| **wanted == name) {
@@ -353,6 +429,31 @@ impl Tracer {
                 Err(_) => Err(BpfError::Load("a program's load panicked".to_string())),
             })
         })?;
+        if kernel.mode != Mode::Fast {
+            // The chunk program the fallback modes tail-call (ebpf/src/compat.rs).
+            let program: &mut UProbe = ebpf
+                .program_mut(CHUNKS_PROGRAM)
+                .ok_or_else(|| {
+                    BpfError::Load(format!("program {CHUNKS_PROGRAM} missing from the object"))
+                })?
+                .try_into()
+                .map_err(|error: aya::programs::ProgramError| BpfError::Load(error.to_string()))?;
+            program.load().map_err(|error| load_error(&error))?;
+            let fd = program
+                .fd()
+                .map_err(|error| BpfError::Load(error_chain(&error)))?
+                .try_clone()
+                .map_err(|error| BpfError::Load(error_chain(&error)))?;
+            let map = ebpf.map_mut("CHUNK_PROGRAMS").ok_or(BpfError::Map {
+                name: "CHUNK_PROGRAMS",
+                message: "missing from the object".into(),
+            })?;
+            let mut programs: aya::maps::ProgramArray<&mut MapData> =
+                aya::maps::ProgramArray::try_from(map).map_err(map_error("CHUNK_PROGRAMS"))?;
+            programs
+                .set(0, &fd, 0)
+                .map_err(map_error("CHUNK_PROGRAMS"))?;
+        }
         // The selected cgroups are in their table before the exec tracepoint runs.
         if let Some(selection) = selection.filter(|s| s.by_cgroup) {
             let map = ebpf.map_mut("SELECTED_CGROUPS").ok_or(BpfError::Map {
@@ -488,6 +589,10 @@ impl Tracer {
             attribution_problems,
             links,
             scoped: (options.filter_by_pid && options.scoped).then(ScopedProbes::open),
+            mode: kernel.mode,
+            programs,
+            kernel_notices: kernel.notices,
+            code_addresses: std::collections::BTreeMap::new(),
         })
     }
 
@@ -585,6 +690,8 @@ impl Tracer {
         let mut failures = Vec::new();
         let mut unscoped = Vec::new();
         let mut attached_files = BTreeSet::new();
+        let programs = self.programs;
+        let cookies = self.mode != Mode::Address;
         for (offset, &index) in probes.iter().enumerate() {
             let planned = &plan.probes[index];
             let attach_id = first_id + offset as u32;
@@ -593,45 +700,59 @@ impl Tracer {
             // (program, file offset) of every uprobe of this attach point.
             let uprobes: Vec<(&str, u64)> = match (&planned.placement, planned.probe.role) {
                 // A lifecycle function is only entered: its entry point, wherever it is.
-                (Placement::Classic { .. }, Role::End) => vec![(END_PROGRAM, planned.offset)],
+                (Placement::Classic { .. }, Role::End) => vec![(programs.end, planned.offset)],
                 (Placement::Emulated { entry, .. }, Role::End) => {
-                    vec![(END_PROGRAM, entry.file_offset)]
+                    vec![(programs.end, entry.file_offset)]
                 }
                 // A call captured at entry: nothing waits for its return.
                 (Placement::Classic { .. } | Placement::Returns { .. }, Role::Data)
                     if planned.probe.entry_only() =>
                 {
-                    vec![(ENTRY_PROGRAM, planned.offset)]
+                    vec![(programs.entry, planned.offset)]
                 }
                 (Placement::Emulated { entry, .. }, Role::Data) if planned.probe.entry_only() => {
-                    vec![(ENTRY_PROGRAM, entry.file_offset)]
+                    vec![(programs.entry, entry.file_offset)]
                 }
                 (Placement::Classic { .. }, Role::Data) => vec![
-                    (ENTRY_PROGRAM, planned.offset),
-                    (RETURN_PROGRAM, planned.offset),
+                    (programs.entry, planned.offset),
+                    (programs.ret, planned.offset),
                 ],
                 (Placement::Emulated { entry, exits }, Role::Data) => {
-                    std::iter::once((ENTRY_PROGRAM, entry.file_offset))
-                        .chain(exits.iter().map(|exit| (EXIT_PROGRAM, exit.file_offset)))
+                    std::iter::once((programs.entry, entry.file_offset))
+                        .chain(exits.iter().map(|exit| (programs.exit, exit.file_offset)))
                         .collect()
                 }
-                (Placement::Returns { .. }, Role::End) => vec![(END_PROGRAM, planned.offset)],
+                (Placement::Returns { .. }, Role::End) => vec![(programs.end, planned.offset)],
                 // A key-log function: its entry's arguments are all it takes.
                 (Placement::Classic { .. } | Placement::Returns { .. }, Role::Secret) => {
-                    vec![(SECRET_PROGRAM, planned.offset)]
+                    vec![(programs.secret, planned.offset)]
                 }
                 (Placement::Emulated { entry, .. }, Role::Secret) => {
-                    vec![(SECRET_PROGRAM, entry.file_offset)]
+                    vec![(programs.secret, entry.file_offset)]
                 }
                 // Entry at the first instruction, the exit program on every `ret`.
                 (Placement::Returns { exits }, Role::Data) => {
-                    std::iter::once((ENTRY_PROGRAM, planned.offset))
-                        .chain(exits.iter().map(|exit| (EXIT_PROGRAM, exit.file_offset)))
+                    std::iter::once((programs.entry, planned.offset))
+                        .chain(exits.iter().map(|exit| (programs.exit, exit.file_offset)))
                         .collect()
                 }
                 // Planning skips these; nothing is attached.
                 (Placement::Refused { .. }, _) => Vec::new(),
             };
+            if !cookies {
+                // Without cookies the programs find the attach id by address: every address is
+                // in the kernel's table before its probe can fire.
+                if let Err(message) =
+                    self.register_addresses(&file.file.host_path, &uprobes, attach_id)
+                {
+                    failures.push(AttachFailure {
+                        path: file.file.path.clone(),
+                        symbol: planned.probe.symbol.clone(),
+                        message,
+                    });
+                    continue;
+                }
+            }
             for (name, file_offset) in uprobes {
                 let Some(program) = self.ebpf.program_mut(name) else {
                     continue;
@@ -653,8 +774,8 @@ impl Tracer {
                                     fd.as_fd(),
                                     &file.file.host_path,
                                     file_offset,
-                                    name == RETURN_PROGRAM,
-                                    u64::from(attach_id),
+                                    name == programs.ret,
+                                    cookies.then_some(u64::from(attach_id)),
                                     &tasks,
                                 )
                                 .map_err(|error| error_chain(&error))
@@ -673,7 +794,7 @@ impl Tracer {
                 }
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(file_offset),
-                    cookie: Some(u64::from(attach_id)),
+                    cookie: cookies.then_some(u64::from(attach_id)),
                 };
                 match program.attach(point, &file.file.host_path, UProbeScope::AllProcesses) {
                     Ok(link) => self.links.push(AttachedLink::UProbe(name, link)),
@@ -706,6 +827,54 @@ impl Tracer {
             probes,
             files: new_files.into_iter().collect(),
         })
+    }
+
+    /// Puts the attach id of every probed address of an attach point (but the uretprobe's) into
+    /// `ATTACH_IDS`, keyed as the address programs see it (ebpf/src/compat.rs): the file's inode
+    /// number and the file offset, with the program's kind. Refuses an address another attach
+    /// point has for the same kind of program: without cookies the two could not be told apart.
+    fn register_addresses(
+        &mut self,
+        path: &std::path::Path,
+        uprobes: &[(&'static str, u64)],
+        attach_id: u32,
+    ) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(path)
+            .map_err(|error| format!("reading the inode of the file: {error}"))?
+            .ino();
+        let keys: Vec<probectl_common::CodeKey> = uprobes
+            .iter()
+            .filter_map(|(name, file_offset)| {
+                let kind = self.programs.code_kind(name)?;
+                Some(probectl_common::CodeKey {
+                    inode,
+                    file_offset: file_offset | (kind << probectl_common::code_kind::SHIFT),
+                })
+            })
+            .collect();
+        if let Some(taken) = keys
+            .iter()
+            .find_map(|key| self.code_addresses.get(key).filter(|id| **id != attach_id))
+        {
+            return Err(format!(
+                "attach point {taken} probes the same address, and this kernel has no uprobe \
+                 cookies to tell the two apart"
+            ));
+        }
+        let map = self
+            .ebpf
+            .map_mut("ATTACH_IDS")
+            .ok_or("BPF map ATTACH_IDS is missing")?;
+        let mut table: HashMap<&mut MapData, probectl_common::CodeKey, u32> =
+            HashMap::try_from(map).map_err(|error| format!("BPF map ATTACH_IDS: {error}"))?;
+        for key in keys {
+            table
+                .insert(key, attach_id, 0)
+                .map_err(|error| format!("BPF map ATTACH_IDS (full?): {error}"))?;
+            self.code_addresses.insert(key, attach_id);
+        }
+        Ok(())
     }
 
     /// Binds the scoped probes made from `first` on to tasks that appeared while they were
@@ -787,6 +956,9 @@ impl Tracer {
             bytes_unscanned: read(stat::BYTES_UNSCANNED),
             secrets_lost: read(stat::SECRETS_LOST),
             selected_at_exec: read(stat::SELECTED_AT_EXEC),
+            calls_cut: read(stat::CALLS_CUT),
+            bytes_cut: read(stat::BYTES_CUT),
+            address_unknown: read(stat::ADDRESS_UNKNOWN),
             counters_unreadable: 0,
             // Counted by the reader of the ring (the event loop), not by the kernel.
             records_oversized: 0,

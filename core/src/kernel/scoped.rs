@@ -73,10 +73,28 @@ pub fn group_name() -> String {
     group_of(std::process::id())
 }
 
-/// What removes every event of `pid`'s group, as written to `uprobe_events` (an empty event
-/// name matches the whole group).
+/// What removes every event of `pid`'s group, as written to `uprobe_events`: one line per
+/// event of the group there now (Linux 5.10 refuses the whole-group form, `-:group/`, with
+/// EINVAL: an empty event name matches the group only since 5.13). Each line is written on its
+/// own (`write_removal`).
 fn removal_command_of(pid: u32) -> String {
-    format!("-:{}/\n", group_of(pid))
+    let group = group_of(pid);
+    let events = std::fs::read_to_string(UPROBE_EVENTS).unwrap_or_default();
+    let mut command = String::new();
+    for line in events.lines() {
+        // "p:probectl_12/p0 /usr/lib/...:0x..."
+        let Some((_, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let name = rest.split_whitespace().next().unwrap_or_default();
+        if name
+            .strip_prefix(&group)
+            .is_some_and(|event| event.starts_with('/') && event.len() > 1)
+        {
+            command.push_str(&format!("-:{name}\n"));
+        }
+    }
+    command
 }
 
 /// What removes every event of this process's group.
@@ -90,8 +108,9 @@ pub const UPROBE_EVENTS_C: &std::ffi::CStr = c"/sys/kernel/tracing/uprobe_events
 /// One probe: its tracefs event, the anchor holding the program, and the per-task events.
 pub struct ScopedProbe {
     id: u64,
-    /// Declared before the anchor: the link goes first.
-    _link: OwnedFd,
+    /// Declared before the anchor: the link goes first. None when the program was set on the
+    /// anchor itself (it goes with the anchor).
+    _link: Option<OwnedFd>,
     _anchor: OwnedFd,
     tasks: Vec<OwnedFd>,
 }
@@ -126,13 +145,15 @@ impl ScopedProbes {
 
     /// Makes a probe at `offset` of `path` (a uretprobe if `retprobe`) running `program` with
     /// `cookie`, and binds it to `tasks`. It fires in no process until it covers a task.
+    /// Without a cookie (a kernel older than 5.15, which has neither cookies nor perf links),
+    /// the program is set on the anchor with `PERF_EVENT_IOC_SET_BPF`.
     pub fn attach(
         &mut self,
         program: BorrowedFd<'_>,
         path: &Path,
         offset: u64,
         retprobe: bool,
-        cookie: u64,
+        cookie: Option<u64>,
         tasks: &[u32],
     ) -> Result<usize, ScopedError> {
         // tracefs splits its commands at whitespace: such a path is given through a descriptor
@@ -171,11 +192,13 @@ impl ScopedProbes {
             let own = std::process::id();
             let anchor = open_tracepoint_event(id, own, false)
                 .map_err(|source| ScopedError::PerfEvent { task: own, source })?;
-            let link = link_program(program, anchor.as_fd(), cookie).map_err(|source| {
-                ScopedError::Link {
-                    event: event.clone(),
-                    source,
-                }
+            let link = match cookie {
+                Some(cookie) => link_program(program, anchor.as_fd(), cookie).map(Some),
+                None => set_program(program, anchor.as_fd()).map(|()| None),
+            }
+            .map_err(|source| ScopedError::Link {
+                event: event.clone(),
+                source,
             })?;
             Ok(ScopedProbe {
                 id,
@@ -263,10 +286,18 @@ pub fn tasks_of(tgids: impl IntoIterator<Item = u32>) -> BTreeSet<u32> {
 }
 
 fn write_uprobe_events(command: &str) -> std::io::Result<()> {
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(UPROBE_EVENTS)?
-        .write_all(command.as_bytes())
+    let mut result = Ok(());
+    // One write per line: the kernel stops a write at its first failing command.
+    for line in command.split_inclusive('\n') {
+        let written = std::fs::OpenOptions::new()
+            .append(true)
+            .open(UPROBE_EVENTS)
+            .and_then(|mut file| file.write_all(line.as_bytes()));
+        if written.is_err() {
+            result = written;
+        }
+    }
+    result
 }
 
 /// Removes the groups of probectl processes that no longer run (killed before they could).
@@ -361,6 +392,26 @@ fn open_tracepoint_event(id: u64, task: u32, covering: bool) -> std::io::Result<
     }
     // SAFETY: the kernel returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `PERF_EVENT_IOC_SET_BPF` (`_IOW('$', 8, __u32)`).
+const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
+
+/// Sets `program` on the perf event `event` (the attach of kernels without perf links): it
+/// stays until the event is closed.
+fn set_program(program: BorrowedFd<'_>, event: BorrowedFd<'_>) -> std::io::Result<()> {
+    // SAFETY: the ioctl takes the program's descriptor by value; both descriptors are open.
+    let result = unsafe {
+        libc::ioctl(
+            event.as_raw_fd(),
+            PERF_EVENT_IOC_SET_BPF as _,
+            program.as_raw_fd(),
+        )
+    };
+    if result < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `union bpf_attr`'s `link_create` for a perf event, padded with zeros (the kernel checks

@@ -501,6 +501,9 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     if let Some(note) = plan.tree.as_ref().and_then(|tree| tree.note()) {
         notice::info(Topic::Tracing, note);
     }
+    for fallback in &tracer.kernel_notices {
+        notice::warning(Topic::Tracing, fallback.clone());
+    }
     for problem in &tracer.attribution_problems {
         notice::warning(
             Topic::Attribution,

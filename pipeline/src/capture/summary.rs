@@ -208,6 +208,9 @@ impl Summary {
                 "chunks_ring_full": k.chunks_lost,
                 "bytes_ring_full": k.bytes_lost,
                 "calls_chunk_loop_table_full": k.loops_not_stored,
+                "calls_cut_bounded_loop": k.calls_cut,
+                "bytes_cut_bounded_loop": k.bytes_cut,
+                "calls_address_unknown": k.address_unknown,
                 "buffers_unreadable": k.read_faults,
                 "lengths_unreadable": k.length_faults,
                 "calls_not_stored": k.calls_not_stored,
@@ -312,6 +315,22 @@ impl Summary {
             format!(
                 "{} chunks ({} bytes) found the ring buffer full (or the chunk-loop table full: {} calls)",
                 kernel.chunks_lost, kernel.bytes_lost, kernel.loops_not_stored
+            ),
+        );
+        add(
+            kernel.calls_cut,
+            format!(
+                "{} calls cut ({} bytes): longer than this kernel's bounded chunk loop copies \
+                 (no bpf_loop, Linux 5.17+)",
+                kernel.calls_cut, kernel.bytes_cut
+            ),
+        );
+        add(
+            kernel.address_unknown,
+            format!(
+                "{} calls not traced: their probe was not found by code address (no uprobe \
+                 cookies, Linux 5.15+)",
+                kernel.address_unknown
             ),
         );
         add(
