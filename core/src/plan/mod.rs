@@ -10,7 +10,7 @@ use crate::plugin::{plugin_for, Verdict};
 use crate::spec::{Group, Probe};
 use crate::symbols::locate::Found;
 use crate::symbols::placement::Placement;
-use crate::symbols::{ElfFile, Resolution, SymbolCache};
+use crate::symbols::{ElfFile, Machine, Resolution, SymbolCache};
 use crate::targets::FileId;
 use crate::targets::{self, DiscoveryError, TargetFile};
 
@@ -536,13 +536,19 @@ pub fn assess(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -> Asse
     let outcome = if !missing_required.is_empty() {
         Outcome::MissingRequired(missing_required)
     } else {
-        match plugin_for(&group.name)
-            .map(|plugin| ElfFile::open(&file.host_path).map(|elf| plugin.inspect(&elf)))
-        {
-            None => Outcome::Traced { version: None },
-            Some(Err(error)) => Outcome::Unreadable(error.to_string()),
-            Some(Ok(Verdict::Reject { reason })) => Outcome::Rejected(reason),
-            Some(Ok(Verdict::Accept { version })) => Outcome::Traced { version },
+        match ElfFile::open(&file.host_path) {
+            Err(error) => Outcome::Unreadable(error.to_string()),
+            // The BPF programs read the registers of the architecture probectl is built for.
+            Ok(elf) if elf.machine() != Machine::native() => Outcome::Rejected(format!(
+                "{} code: this probectl is built for {}",
+                elf.machine(),
+                Machine::native()
+            )),
+            Ok(elf) => match plugin_for(&group.name).map(|plugin| plugin.inspect(&elf)) {
+                None => Outcome::Traced { version: None },
+                Some(Verdict::Reject { reason }) => Outcome::Rejected(reason),
+                Some(Verdict::Accept { version }) => Outcome::Traced { version },
+            },
         }
     };
     Assessment {
