@@ -5,8 +5,11 @@
 //! start of an instruction *if it is code*. What is not proven by alignment is that a word is
 //! code: Go's arm64 assembler puts literal pools (constants loaded with `LDR (literal)`) inside
 //! a function's bytes, and a uprobe's `BRK` over a constant would change what the program
-//! loads. So a `ret` counts only when it is reached by control flow from the function's first
-//! instruction, over instructions decoded here, and is no literal load's data:
+//! loads. So a `ret` counts only when it is reached by control flow, over instructions decoded
+//! here, from the function's first instruction or from a point where the Go runtime resumes
+//! it: the call of `runtime.deferreturn`, where a goroutine that recovered from a panic goes
+//! on (the `deferreturn` offset of the function's `_func`; that call is reached by no branch),
+//! and is no literal load's data:
 //! - `B`, `B.cond`, `CBZ`/`CBNZ`, `TBZ`/`TBNZ`: their target (which must be inside the
 //!   function: a jump out of it would be a return path without a `ret`, refused), and the next
 //!   word for the conditional ones;
@@ -107,10 +110,12 @@ fn literal_data(word: u32) -> Option<(i64, usize)> {
     Some((signed_field(word, 5, 19), bytes / 4))
 }
 
-/// The byte offsets of the `ret` instructions of the Go function whose code is `code` (see
-/// the module docs), or why they cannot all be proven.
-pub fn go_returns(code: &[u8]) -> Result<Vec<u64>, String> {
-    if code.len() % 4 != 0 {
+/// The byte offsets of the `ret` instructions of the Go function whose code is `code`, at
+/// `address` (see the module docs), or why they cannot all be proven. `deferreturn`: the
+/// address of `runtime.deferreturn`, whose calls are where the runtime resumes a function
+/// after a recovered panic (`None`: the executable has none, so nothing calls it).
+pub fn go_returns(code: &[u8], address: u64, deferreturn: Option<u64>) -> Result<Vec<u64>, String> {
+    if !code.len().is_multiple_of(4) {
         return Err("the function's size is not a multiple of 4 bytes".into());
     }
     let words: Vec<u32> = code
@@ -132,6 +137,15 @@ pub fn go_returns(code: &[u8]) -> Result<Vec<u64>, String> {
     let offset = |index: usize| index as u64 * 4;
     let mut seen = vec![false; words.len()];
     let mut work = vec![0usize];
+    if let Some(deferreturn) = deferreturn {
+        for (index, &word) in words.iter().enumerate() {
+            let target =
+                (address + offset(index)).wrapping_add_signed(4 * signed_field(word, 0, 26));
+            if word & 0xfc00_0000 == 0x9400_0000 && target == deferreturn && !data[index] {
+                work.push(index);
+            }
+        }
+    }
     let mut returns = Vec::new();
     while let Some(index) = work.pop() {
         if std::mem::replace(&mut seen[index], true) {
@@ -198,6 +212,11 @@ mod tests {
         words.iter().flat_map(|word| word.to_le_bytes()).collect()
     }
 
+    /// [`go_returns`] of a function at 0x1000 in an executable without `runtime.deferreturn`.
+    fn go_returns_at(code: &[u8]) -> Result<Vec<u64>, String> {
+        go_returns(code, 0x1000, None)
+    }
+
     const RET: u32 = 0xd65f_03c0;
     const NOP: u32 = 0xd503_201f;
     /// `b.eq` to 8 bytes (two words) ahead.
@@ -252,34 +271,44 @@ mod tests {
     #[test]
     fn finds_every_reachable_ret() {
         // 0: b.eq +8; 4: ret; 8: bl; c: ret
-        let found = go_returns(&code(&[BEQ_2, RET, BL, RET])).expect("proven");
+        let found = go_returns_at(&code(&[BEQ_2, RET, BL, RET])).expect("proven");
         assert_eq!(found, vec![0x4, 0xc]);
     }
 
     #[test]
     fn a_ret_in_a_literal_pool_is_not_an_exit() {
         // 0: ldr x0, +8; 4: ret; 8-c: the constant, which reads as `ret` and is never run.
-        let found = go_returns(&code(&[LDR_LITERAL_2, RET, RET, 0])).expect("proven");
+        let found = go_returns_at(&code(&[LDR_LITERAL_2, RET, RET, 0])).expect("proven");
         assert_eq!(found, vec![0x4]);
         // The same constant reached as code: refused.
-        assert!(go_returns(&code(&[LDR_LITERAL_2, NOP, RET, 0]))
+        assert!(go_returns_at(&code(&[LDR_LITERAL_2, NOP, RET, 0]))
             .expect_err("both")
             .contains("literal data at +0x8"));
     }
 
     #[test]
     fn refuses_what_it_cannot_follow() {
-        assert!(go_returns(&code(&[0xd61f_0200]))
+        assert!(go_returns_at(&code(&[0xd61f_0200]))
             .expect_err("br")
             .contains("indirect jump at +0x0"));
         // b .+0x40, out of the function
-        assert!(go_returns(&code(&[0x1400_0010, RET]))
+        assert!(go_returns_at(&code(&[0x1400_0010, RET]))
             .expect_err("out")
             .contains("jump out of the function at +0x0"));
-        assert!(go_returns(&code(&[NOP]))
+        assert!(go_returns_at(&code(&[NOP]))
             .expect_err("past")
             .contains("past the function's end"));
-        assert!(go_returns(&code(&[BL])).expect_err("none") == "no ret instruction");
-        assert!(go_returns(&[0xc0, 0x03, 0x5f]).is_err());
+        assert!(go_returns_at(&code(&[BL])).expect_err("none") == "no ret instruction");
+        assert!(go_returns(&[0xc0, 0x03, 0x5f], 0x1000, None).is_err());
+    }
+
+    #[test]
+    fn a_deferreturn_call_is_where_the_runtime_resumes() {
+        // 0: b +0xc (over the landing point); 4: bl runtime.deferreturn (at 0x1004 + 0x40);
+        // 8: ret; c: ret. Reached by no branch, the `bl` at 4 is run after a recovered panic.
+        let words = [0x1400_0003, 0x9400_0010, RET, RET];
+        assert_eq!(go_returns_at(&code(&words)).expect("proven"), vec![0xc]);
+        let with = go_returns(&code(&words), 0x1000, Some(0x1044)).expect("proven");
+        assert_eq!(with, vec![0x8, 0xc]);
     }
 }

@@ -312,7 +312,13 @@ fn go_placement(path: &Path, symbol: &str) -> Placement {
     match elf.functions(&[symbol]) {
         Ok(mut found) => match found.remove(symbol) {
             Some(function) if machine == Machine::Aarch64 => {
-                place_returns_arm64(elf.bytes(), &function)
+                // Where the runtime resumes a function after a recovered panic (arm64.rs).
+                let deferreturn = elf
+                    .functions(&[DEFERRETURN])
+                    .ok()
+                    .and_then(|mut found| found.remove(DEFERRETURN))
+                    .map(|function| function.address);
+                place_returns_arm64(elf.bytes(), &function, deferreturn)
             }
             Some(_) if machine != Machine::X86_64 => refuse(format!(
                 "{machine} code: Go's returns are found in x86-64 and arm64 code only"
@@ -452,14 +458,22 @@ pub fn place_returns(file: &[u8], function: &FunctionSymbol) -> Placement {
     Placement::Returns { exits }
 }
 
+/// The Go runtime's function whose calls are where it resumes a function that recovered from
+/// a panic.
+const DEFERRETURN: &str = "runtime.deferreturn";
+
 /// [`place_returns`] for arm64 code: the `ret` instructions reached from the function's first
 /// instruction (see [`crate::symbols::arm64`]).
-pub fn place_returns_arm64(file: &[u8], function: &FunctionSymbol) -> Placement {
+pub fn place_returns_arm64(
+    file: &[u8],
+    function: &FunctionSymbol,
+    deferreturn: Option<u64>,
+) -> Placement {
     let refuse = |reason: String| Placement::Refused { reason };
     if function.size == 0 {
         return refuse("the symbol has no size".into());
     }
-    if function.address % 4 != 0 {
+    if !function.address.is_multiple_of(4) {
         return refuse("the function does not start on a 4-byte boundary".into());
     }
     let start = function.file_offset as usize;
@@ -470,7 +484,7 @@ pub fn place_returns_arm64(file: &[u8], function: &FunctionSymbol) -> Placement 
     else {
         return refuse("the function's code is not all in the file".into());
     };
-    match crate::symbols::arm64::go_returns(code) {
+    match crate::symbols::arm64::go_returns(code, function.address, deferreturn) {
         Ok(offsets) => Placement::Returns {
             exits: offsets
                 .into_iter()
