@@ -693,3 +693,35 @@ pub fn library_match_of(group: &Group, path: &Path) -> Option<Via> {
 pub fn executable_matches(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -> bool {
     group.executables && defines_required(group, file, cache)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::SpecFile;
+
+    /// The BPF programs read the registers of probectl's own architecture: an executable of
+    /// another one is not traced, and the reason says why.
+    #[test]
+    fn an_executable_of_another_architecture_is_not_traced() {
+        let dir = std::env::temp_dir().join(format!("probectl-plan-arm64-{}", std::process::id()));
+        let program = crate::symbols::arm64::build_go_peer(&dir);
+        let specs = SpecFile::load(None).expect("built-in specs");
+        let go = specs
+            .groups
+            .iter()
+            .find(|group| group.name == "go")
+            .expect("go group");
+        let id = FileId::of_metadata(&std::fs::metadata(&program).expect("metadata"));
+        let file = TargetFile::on_host(program.clone(), id);
+        let outcome = assess(go, &file, &mut SymbolCache::default()).outcome;
+        let _ = std::fs::remove_dir_all(&dir);
+        if Machine::native() == Machine::Aarch64 {
+            assert_eq!(outcome.reason_not_traced(), None);
+        } else {
+            assert_eq!(
+                outcome.reason_not_traced().as_deref(),
+                Some("arm64 code: this probectl is built for x86-64")
+            );
+        }
+    }
+}

@@ -204,6 +204,28 @@ pub fn go_returns(code: &[u8], address: u64, deferreturn: Option<u64>) -> Result
     Ok(returns)
 }
 
+/// tests/peers/guest_peer.go built by Debian's Go for arm64 into `dir`, for tests on the
+/// x86-64 host: its path.
+#[cfg(test)]
+pub(crate) fn build_go_peer(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).expect("dir");
+    let program = dir.join("guest_peer");
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/guest_peer.go");
+    let built = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&program)
+        .arg(&source)
+        .env("GOARCH", "arm64")
+        .env("CGO_ENABLED", "0")
+        .env("GO111MODULE", "off")
+        .env("GOCACHE", dir.join("cache"))
+        .status()
+        .expect("go build");
+    assert!(built.success(), "go build for arm64");
+    program
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

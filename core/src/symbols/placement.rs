@@ -1081,20 +1081,7 @@ mod tests {
     #[test]
     fn go_returns_in_an_arm64_executable() {
         let dir = std::env::temp_dir().join(format!("probectl-arm64-go-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let program = dir.join("guest_peer");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/guest_peer.go");
-        let built = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&program)
-            .arg(&source)
-            .env("GOARCH", "arm64")
-            .env("CGO_ENABLED", "0")
-            .env("GO111MODULE", "off")
-            .env("GOCACHE", dir.join("cache"))
-            .status()
-            .expect("go build");
-        assert!(built.success(), "go build for arm64");
+        let program = crate::symbols::arm64::build_go_peer(&dir);
         let path = program.to_str().expect("path");
         let elf = ElfFile::open(&program).expect("elf");
         assert_eq!(elf.machine(), Machine::Aarch64);
