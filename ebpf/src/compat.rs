@@ -102,7 +102,7 @@ static ATTACH_IDS: HashMap<CodeKey, u32> =
 
 /// `VMACACHE_SIZE` (include/linux/vmacache.h).
 const VMA_CACHE_SLOTS: u64 = 4;
-/// x86-64's page size (`vm_pgoff` counts pages).
+/// The page size of x86-64 and of Debian's arm64 kernels (`vm_pgoff` counts pages).
 const PAGE_SHIFT: u64 = 12;
 /// What [`attach_id_at`] returns when it finds none.
 pub const NO_ID: u64 = u64::MAX;
@@ -110,8 +110,7 @@ pub const NO_ID: u64 = u64::MAX;
 /// The probed address of a uprobe hit (see the module's comment).
 #[inline(always)]
 pub fn probed_address(ctx: &ProbeContext) -> u64 {
-    // SAFETY: ctx.regs points at the probed thread's saved registers.
-    unsafe { (*ctx.regs).rip }
+    crate::arch::instruction_pointer(ctx.regs)
 }
 
 /// Reads a u64 of kernel memory, 0 when unreadable.

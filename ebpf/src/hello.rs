@@ -9,9 +9,7 @@
 
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, raw_tracepoint},
     maps::LruHashMap,
     programs::RawTracePointContext,
@@ -65,11 +63,10 @@ pub fn watching() -> bool {
 /// returns. A subprogram of its own: the syscall hook's stack stays as it is.
 #[inline(never)]
 pub fn socket_io(pid_tgid: u64, fd: i32, id: u64, regs: *const pt_regs) {
-    // SAFETY: `regs` is the syscall's saved user registers; bpf_probe_read_kernel checks the
-    // address. The second and third arguments are in %rsi and %rdx.
-    let (Ok(second), Ok(third)) = (
-        unsafe { bpf_probe_read_kernel(&raw const (*regs).rsi) },
-        unsafe { bpf_probe_read_kernel(&raw const (*regs).rdx) },
+    // `regs` is the syscall's saved user registers (the architecture's argument registers).
+    let (Some(second), Some(third)) = (
+        crate::arch::syscall_argument::<1>(regs),
+        crate::arch::syscall_argument::<2>(regs),
     ) else {
         return;
     };

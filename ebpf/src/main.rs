@@ -13,6 +13,7 @@
 // byte (see `emit_connection`).
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod arch;
 mod compat;
 mod hello;
 mod socket;
@@ -38,8 +39,8 @@ use probectl_common::{
     record_kind, return_width, secret_flags, select, stat, Chunk, ChunkHeader, CloseRecord,
     ConnectionKey, ConnectionState, ExecRecord, FdKey, GoroutineKey, KernelOffsets, ProbeSpec,
     ProcessRecord, SecretRecord, SecretSpec, ARG_NONE, CHUNK_CLASSES, CHUNK_DATA_MAX,
-    MAX_ARGUMENTS, MAX_ARGUMENT_REGISTERS, NO_FIELD, SECRET_LABEL_MAX, SECRET_MAX,
-    SECRET_RANDOM_MAX, TLS13_PADDING_SCAN, TLS_APPLICATION_DATA, VECTOR_MAX_ENTRIES,
+    MAX_ARGUMENTS, NO_FIELD, SECRET_LABEL_MAX, SECRET_MAX, SECRET_RANDOM_MAX, TLS13_PADDING_SCAN,
+    TLS_APPLICATION_DATA, VECTOR_MAX_ENTRIES,
 };
 
 /// Capture limit per call, in bytes; set by user space at load time.
@@ -353,45 +354,7 @@ fn attach_id_of<const MODE: u8>(ctx: &ProbeContext, found: u32) -> u64 {
     }
 }
 
-/// The argument registers of the spec's ABI, in argument order, read at constant context
-/// offsets: the verifier rejects a context load at a computed offset, so a register chosen at
-/// run time is selected among values, not addressed. System V x86-64 has six (the rest are 0);
-/// Go's register ABI nine.
-#[inline(always)]
-fn argument_registers(ctx: &ProbeContext, calling_convention: u8) -> Registers {
-    let regs = ctx.regs;
-    // SAFETY: ctx.regs points at the probed thread's saved registers; each read is a constant
-    // offset into the context, which the verifier allows.
-    unsafe {
-        if calling_convention == abi::GO {
-            [
-                core::ptr::read_volatile(&raw const (*regs).rax),
-                core::ptr::read_volatile(&raw const (*regs).rbx),
-                core::ptr::read_volatile(&raw const (*regs).rcx),
-                core::ptr::read_volatile(&raw const (*regs).rdi),
-                core::ptr::read_volatile(&raw const (*regs).rsi),
-                core::ptr::read_volatile(&raw const (*regs).r8),
-                core::ptr::read_volatile(&raw const (*regs).r9),
-                core::ptr::read_volatile(&raw const (*regs).r10),
-                core::ptr::read_volatile(&raw const (*regs).r11),
-            ]
-        } else {
-            [
-                core::ptr::read_volatile(&raw const (*regs).rdi),
-                core::ptr::read_volatile(&raw const (*regs).rsi),
-                core::ptr::read_volatile(&raw const (*regs).rdx),
-                core::ptr::read_volatile(&raw const (*regs).rcx),
-                core::ptr::read_volatile(&raw const (*regs).r8),
-                core::ptr::read_volatile(&raw const (*regs).r9),
-                0,
-                0,
-                0,
-            ]
-        }
-    }
-}
-
-type Registers = [u64; MAX_ARGUMENT_REGISTERS];
+use arch::{argument_registers, Registers};
 
 #[inline(always)]
 fn select_arg(registers: &Registers, index: u8) -> u64 {
@@ -409,17 +372,15 @@ fn select_arg(registers: &Registers, index: u8) -> u64 {
     }
 }
 
-/// Argument `index` of a call, at its entry: a register, or (System V, from `arg6` on) the
-/// stack, where the caller left it above the return address. `entry_sp` is the stack pointer
-/// at the function's first instruction.
+/// Argument `index` of a call, at its entry: a register, or (C, past the architecture's
+/// register arguments) the stack, where the caller left it (`arch::stack_argument`).
+/// `entry_sp` is the stack pointer at the function's first instruction.
 #[inline(always)]
 fn argument(spec: &ProbeSpec, registers: &Registers, entry_sp: u64, index: u8) -> u64 {
-    if spec.abi == abi::GO || index < 6 || index as usize >= MAX_ARGUMENTS {
+    if arch::in_register(spec.abi, index) || index as usize >= MAX_ARGUMENTS {
         return select_arg(registers, index);
     }
-    let at = entry_sp.wrapping_add(8 * (index as u64 - 5));
-    // SAFETY: bpf_probe_read_user checks the address; an unreadable stack reads as 0.
-    unsafe { bpf_probe_read_user(at as *const u64) }.unwrap_or(0)
+    arch::stack_argument(entry_sp, index)
 }
 
 /// What a record-layer call's additional data (the record header) says: whether the record
@@ -550,8 +511,7 @@ fn entry<const MODE: u8>(ctx: ProbeContext) -> u32 {
     let Some((spec, id)) = spec_for::<MODE>(&ctx, code_kind::ENTRY) else {
         return 0;
     };
-    // SAFETY: ctx.regs points at the probed thread's saved registers.
-    let probed_sp = unsafe { (*ctx.regs).rsp };
+    let probed_sp = arch::stack_pointer(ctx.regs);
     // Keyed by the stack pointer at the function's first instruction, wherever the entry
     // point is (an emulated placement probes a few instructions in, after the prologue).
     let stack_pointer = probed_sp.wrapping_sub(spec.entry_stack_offset as i64 as u64);
@@ -560,8 +520,7 @@ fn entry<const MODE: u8>(ctx: ProbeContext) -> u32 {
         return 0;
     }
     if spec.abi == abi::GO {
-        // SAFETY: ctx.regs points at the probed thread's saved registers.
-        let goroutine = unsafe { (*ctx.regs).r14 };
+        let goroutine = arch::goroutine(ctx.regs);
         go_entered(&spec, &registers, pid_tgid, goroutine);
         return 0;
     }
@@ -730,7 +689,9 @@ fn go_syscall_fd(pid_tgid: u64, fd: i32, regs: *const pt_regs) {
         return;
     }
     // SAFETY: bpf_probe_read_kernel checks the address.
-    let goroutine = unsafe { bpf_probe_read_kernel(&raw const (*regs).r14) };
+    let goroutine = unsafe {
+        bpf_probe_read_kernel((regs as u64 + arch::GOROUTINE_OFFSET as u64) as *const u64)
+    };
     let Ok(goroutine) = goroutine else {
         return;
     };
@@ -756,21 +717,19 @@ fn go_syscall_fd(pid_tgid: u64, fd: i32, regs: *const pt_regs) {
 
 #[uretprobe]
 pub fn probectl_return(ctx: RetProbeContext) -> u32 {
-    // SAFETY: ctx.regs points at the thread's registers after the return.
-    let (sp, rax) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rax) };
+    let (sp, rax) = (arch::stack_pointer(ctx.regs), arch::return_value(ctx.regs));
     // SAFETY: the context is a valid uprobe context; the helper only reads the link's cookie.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    // The return popped the return address: the entry stack pointer is 8 bytes below.
-    call_returned::<FAST>(&ctx, cookie, sp.wrapping_sub(8), rax)
+    // The entry stack pointer, less what the return popped (x86-64's return address).
+    call_returned::<FAST>(&ctx, cookie, sp.wrapping_sub(arch::RETURN_POPS), rax)
 }
 
 /// `probectl_return` for the fallback modes (see compat.rs): the spec's id comes from the
 /// call's entry, for both (a uretprobe has no probed address of its own).
 #[uretprobe]
 pub fn probectl_return_bounded(ctx: RetProbeContext) -> u32 {
-    // SAFETY: ctx.regs points at the thread's registers after the return.
-    let (sp, rax) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rax) };
-    call_returned::<BOUNDED>(&ctx, 0, sp.wrapping_sub(8), rax)
+    let (sp, rax) = (arch::stack_pointer(ctx.regs), arch::return_value(ctx.regs));
+    call_returned::<BOUNDED>(&ctx, 0, sp.wrapping_sub(arch::RETURN_POPS), rax)
 }
 
 /// A plain uprobe on an exit point of an emulated placement (see core/src/plan/placement.rs): an
@@ -794,8 +753,7 @@ pub fn probectl_exit_address(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn exit<const MODE: u8>(ctx: ProbeContext) -> u32 {
-    // SAFETY: ctx.regs points at the probed thread's saved registers.
-    let (sp, rax) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rax) };
+    let (sp, rax) = (arch::stack_pointer(ctx.regs), arch::return_value(ctx.regs));
     let Some((spec, id)) = spec_for::<MODE>(&ctx, code_kind::EXIT) else {
         return 0;
     };
@@ -803,10 +761,9 @@ fn exit<const MODE: u8>(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // One emit_call site per program: each inlined copy adds to the verifier's work and stack.
     let call = if spec.abi == abi::GO {
-        // A `ret` of a Go function: the call is the goroutine's (R14), whatever the thread or
-        // the stack pointer now.
-        // SAFETY: ctx.regs points at the probed thread's saved registers.
-        go_call_returned(pid_tgid, unsafe { (*ctx.regs).r14 })
+        // A `ret` of a Go function: the call is the goroutine's (R14 on x86-64, R28 on arm64),
+        // whatever the thread or the stack pointer now.
+        go_call_returned(pid_tgid, arch::goroutine(ctx.regs))
     } else {
         thread_call_returned(
             pid_tgid,
@@ -1378,19 +1335,7 @@ fn track_connection(
     (fd, stream_offset)
 }
 
-/// x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl): the socket I/O calls whose
-/// first argument is the fd, and close.
-mod syscall_nr {
-    pub const READ: u64 = 0;
-    pub const WRITE: u64 = 1;
-    pub const CLOSE: u64 = 3;
-    pub const READV: u64 = 19;
-    pub const WRITEV: u64 = 20;
-    pub const SENDTO: u64 = 44;
-    pub const RECVFROM: u64 = 45;
-    pub const SENDMSG: u64 = 46;
-    pub const RECVMSG: u64 = 47;
-}
+use arch::syscall_nr;
 
 /// The raw `sys_enter` tracepoint: every syscall of every process on the host comes here, so
 /// it leaves at once unless the syscall is one of the few it wants. A raw tracepoint instead
@@ -1425,9 +1370,8 @@ pub fn probectl_sys_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let regs: *const pt_regs = ctx.arg(0);
-    // SAFETY: `regs` is the syscall's saved user registers (the tracepoint's first argument);
-    // bpf_probe_read_kernel checks the address. The first argument is in %rdi.
-    let Ok(fd) = (unsafe { bpf_probe_read_kernel(&raw const (*regs).rdi) }) else {
+    // `regs` is the syscall's saved user registers (the tracepoint's first argument).
+    let Some(fd) = arch::syscall_first_argument(regs) else {
         return 0;
     };
     if close {
@@ -1551,8 +1495,8 @@ fn end<const MODE: u8>(ctx: ProbeContext) -> u32 {
     if spec.filter_arg != ARG_NONE && !filter_passes(&spec, &registers) {
         return 0;
     }
-    // SAFETY: ctx.regs points at the probed thread's saved registers.
-    let entry_sp = unsafe { (*ctx.regs).rsp }.wrapping_sub(spec.entry_stack_offset as i64 as u64);
+    let entry_sp =
+        arch::stack_pointer(ctx.regs).wrapping_sub(spec.entry_stack_offset as i64 as u64);
     let connection = argument(&spec, &registers, entry_sp, spec.connection_arg);
     end_connection(tgid, connection, None, close_cause::HANDLE_ENDED);
     0

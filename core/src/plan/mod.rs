@@ -10,7 +10,7 @@ use crate::plugin::{plugin_for, Verdict};
 use crate::spec::{Group, Probe};
 use crate::symbols::locate::Found;
 use crate::symbols::placement::Placement;
-use crate::symbols::{ElfFile, Resolution, SymbolCache};
+use crate::symbols::{ElfFile, Machine, Resolution, SymbolCache};
 use crate::targets::FileId;
 use crate::targets::{self, DiscoveryError, TargetFile};
 
@@ -537,13 +537,19 @@ pub fn assess(group: &Group, file: &TargetFile, cache: &mut SymbolCache) -> Asse
     let outcome = if !missing_required.is_empty() {
         Outcome::MissingRequired(missing_required)
     } else {
-        match plugin_for(&group.name)
-            .map(|plugin| ElfFile::open(&file.host_path).map(|elf| plugin.inspect(&elf)))
-        {
-            None => Outcome::Traced { version: None },
-            Some(Err(error)) => Outcome::Unreadable(error.to_string()),
-            Some(Ok(Verdict::Reject { reason })) => Outcome::Rejected(reason),
-            Some(Ok(Verdict::Accept { version })) => Outcome::Traced { version },
+        match ElfFile::open(&file.host_path) {
+            Err(error) => Outcome::Unreadable(error.to_string()),
+            // The BPF programs read the registers of the architecture probectl is built for.
+            Ok(elf) if elf.machine() != Machine::native() => Outcome::Rejected(format!(
+                "{} code: this probectl is built for {}",
+                elf.machine(),
+                Machine::native()
+            )),
+            Ok(elf) => match plugin_for(&group.name).map(|plugin| plugin.inspect(&elf)) {
+                None => Outcome::Traced { version: None },
+                Some(Verdict::Reject { reason }) => Outcome::Rejected(reason),
+                Some(Verdict::Accept { version }) => Outcome::Traced { version },
+            },
         }
     };
     Assessment {
@@ -706,5 +712,37 @@ pub(crate) fn random_source(
             )),
             None => Err(reason),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::SpecFile;
+
+    /// The BPF programs read the registers of probectl's own architecture: an executable of
+    /// another one is not traced, and the reason says why.
+    #[test]
+    fn an_executable_of_another_architecture_is_not_traced() {
+        let dir = std::env::temp_dir().join(format!("probectl-plan-arm64-{}", std::process::id()));
+        let program = crate::symbols::arm64::build_go_peer(&dir);
+        let specs = SpecFile::load(None).expect("built-in specs");
+        let go = specs
+            .groups
+            .iter()
+            .find(|group| group.name == "go")
+            .expect("go group");
+        let id = FileId::of_metadata(&std::fs::metadata(&program).expect("metadata"));
+        let file = TargetFile::on_host(program.clone(), id);
+        let outcome = assess(go, &file, &mut SymbolCache::default()).outcome;
+        let _ = std::fs::remove_dir_all(&dir);
+        if Machine::native() == Machine::Aarch64 {
+            assert_eq!(outcome.reason_not_traced(), None);
+        } else {
+            assert_eq!(
+                outcome.reason_not_traced().as_deref(),
+                Some("arm64 code: this probectl is built for x86-64")
+            );
+        }
     }
 }

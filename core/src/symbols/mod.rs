@@ -5,6 +5,7 @@
 //! (stripped with `-ldflags "-s -w"`) are looked up in its pclntab (`crate::symbols::gosym`). A symbol's virtual address becomes a file offset
 //! through the PT_LOAD program header that contains it. Results are cached per (inode, symbol).
 
+pub mod arm64;
 pub mod gosym;
 pub mod locate;
 pub mod placement;
@@ -40,6 +41,40 @@ pub enum SymbolError {
     },
     #[error("{path} is not an ELF file we can read: {message}")]
     NotElf { path: PathBuf, message: String },
+}
+
+/// The CPU architecture of an ELF file's code: what its probes' placement, the registers of
+/// its calling conventions and the analysis of its code depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    X86_64,
+    Aarch64,
+    /// Another `e_machine` (`EM_NONE` for a header that cannot be read).
+    Other(u16),
+}
+
+impl Machine {
+    /// The architecture this probectl is built for: its BPF programs read that architecture's
+    /// registers, so it traces programs of that architecture only.
+    pub const fn native() -> Machine {
+        if cfg!(target_arch = "aarch64") {
+            Machine::Aarch64
+        } else if cfg!(target_arch = "x86_64") {
+            Machine::X86_64
+        } else {
+            Machine::Other(goblin::elf::header::EM_NONE)
+        }
+    }
+}
+
+impl std::fmt::Display for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Machine::X86_64 => f.write_str("x86-64"),
+            Machine::Aarch64 => f.write_str("arm64"),
+            Machine::Other(machine) => write!(f, "ELF machine {machine}"),
+        }
+    }
 }
 
 /// An ELF file mapped read-only: goblin only touches the pages it parses, so that probing a
@@ -160,6 +195,16 @@ impl ElfFile {
     pub fn position_independent(&self) -> bool {
         Elf::parse_header(&self.map)
             .is_ok_and(|header| header.e_type == goblin::elf::header::ET_DYN)
+    }
+
+    /// The CPU architecture the file's code is for (its ELF header's `e_machine`).
+    pub fn machine(&self) -> Machine {
+        match Elf::parse_header(&self.map).map(|header| header.e_machine) {
+            Ok(goblin::elf::header::EM_X86_64) => Machine::X86_64,
+            Ok(goblin::elf::header::EM_AARCH64) => Machine::Aarch64,
+            Ok(other) => Machine::Other(other),
+            Err(_) => Machine::Other(goblin::elf::header::EM_NONE),
+        }
     }
 
     /// The function at `address` whose code spans `size` bytes, as a symbol would give it.
@@ -619,6 +664,12 @@ impl SymbolCache {
                 .get(usize::from(argument))
                 .ok_or_else(|| format!("arg{argument} is not a register argument"))?;
             let elf = ElfFile::open(path).map_err(|error| error.to_string())?;
+            if elf.machine() != Machine::X86_64 {
+                return Err(format!(
+                    "{} code: field offsets are read from x86-64 code only",
+                    elf.machine()
+                ));
+            }
             let functions = elf
                 .functions(&[accessor])
                 .map_err(|error| error.to_string())?;

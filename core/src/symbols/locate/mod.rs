@@ -213,6 +213,19 @@ pub fn locate(
     if to_analyse.is_empty() {
         return outcomes;
     }
+    // The analysis decodes x86-64 code (code.rs).
+    let machine = elf.machine();
+    if machine != crate::symbols::Machine::X86_64 {
+        for (symbol, _) in to_analyse {
+            outcomes.insert(
+                symbol.to_string(),
+                Err(format!(
+                    "{machine} code: functions are located by analysing x86-64 code only"
+                )),
+            );
+        }
+        return outcomes;
+    }
     let code = Code::new(
         elf.bytes(),
         elf.load_segments(),
