@@ -2,7 +2,11 @@
 //! ones the program writes itself (its own SSLKEYLOGFILE / -keylogfile / --tls-keylog), line for
 //! line, for TLS 1.2 and 1.3, resumed sessions and a HelloRetryRequest; each is tied to its
 //! connection in the JSON output and the report, and a connection joined after its handshake
-//! is "keys not seen".
+//! is "keys not seen". Stripped BoringSSL (Bun's fetch and server, Chromium) takes its client
+//! random from the ClientHello its socket sent or read; Go's secrets are tied to their
+//! connection by it (the oracle: the addresses the peer itself reports). `--packets` is
+//! decrypted by tshark from probectl's file alone, on loopback and on a veth pair into a
+//! network namespace.
 
 mod common;
 
