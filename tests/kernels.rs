@@ -286,3 +286,30 @@ fn fallback_programs_copy_many_chunks_and_count_what_they_cut() {
     );
     assert!(run.stderr.contains("1 calls cut ("), "{}", run.stderr);
 }
+
+/// `probectl check` names the fallbacks a run on this kernel loads, with the feature's kernel
+/// version, on stderr (forced here: on a kernel with every feature it says nothing).
+#[test]
+fn check_names_the_fallbacks_with_their_kernel_versions() {
+    let mut sleeper = Command::new("sleep").arg("30").spawn().expect("sleep");
+    let output = Command::new(PROBECTL)
+        .args(["check", "--pid", &sleeper.id().to_string()])
+        .env("PROBECTL_FALLBACKS", "bounded")
+        .stdin(Stdio::null())
+        .output()
+        .expect("probectl check");
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("bpf_loop (Linux 5.17+): a chain of tail calls copies a call instead"),
+        "{stderr}"
+    );
+    if !features_of_this_kernel().uprobe_cookies {
+        assert!(
+            stderr.contains("lacks BPF cookies on uprobes (Linux 5.15+): attach points are told apart by their code address"),
+            "{stderr}"
+        );
+    }
+}
