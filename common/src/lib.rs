@@ -30,11 +30,13 @@ pub mod direction {
 /// The calling convention of a probed function: which registers hold its arguments and results,
 /// and how a call is matched to its return.
 pub mod abi {
-    /// System V x86-64: arguments in RDI, RSI, RDX, RCX, R8, R9, the result in RAX; calls are
-    /// per thread, matched by the stack pointer.
+    /// The C calling convention: System V on x86-64 (arguments in RDI, RSI, RDX, RCX, R8, R9,
+    /// the result in RAX), AAPCS64 on arm64 (X0-X7, the result in X0); calls are per thread,
+    /// matched by the stack pointer.
     pub const SYSV: u8 = 0;
     /// Go's register ABI (amd64, Go >= 1.17): integer arguments and results in RAX, RBX, RCX,
-    /// RDI, RSI, R8, R9, R10, R11; the current goroutine in R14. Calls are per goroutine (a
+    /// RDI, RSI, R8, R9, R10, R11; the current goroutine in R14 (arm64, Go >= 1.18: R0-R15, the
+    /// goroutine in R28). Calls are per goroutine (a
     /// goroutine blocked in a call may resume on another thread, and its stack may move), and
     /// return where the function's `ret` instructions are probed (never a uretprobe).
     pub const GO: u8 = 1;
