@@ -411,37 +411,45 @@ impl Trust {
     }
 }
 
+/// Builds an OTLP exporter of `options`: `$exporter` is `SpanExporter` or `LogExporter`
+/// (builders of different types with the same methods, hence a macro), `$http_url` the URL
+/// of its signal for OTLP/HTTP.
+macro_rules! build_exporter {
+    ($exporter:ident, $options:expr, $trust:expr, $http_url:expr) => {{
+        let (options, trust): (&ExportOptions, &Trust) = ($options, $trust);
+        let built = match options.protocol {
+            Protocol::HttpProtobuf => opentelemetry_otlp::$exporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint($http_url)
+                .with_timeout(REQUEST_TIMEOUT)
+                .with_http_client(trust.http_client(&options.endpoint)?)
+                .build(),
+            Protocol::Grpc => {
+                let builder = opentelemetry_otlp::$exporter::builder()
+                    .with_tonic()
+                    .with_endpoint(options.endpoint.clone())
+                    .with_timeout(REQUEST_TIMEOUT);
+                if options.endpoint.starts_with("https://") {
+                    builder.with_tls_config(trust.grpc_tls()).build()
+                } else {
+                    builder.build()
+                }
+            }
+        };
+        built.map_err(|error| ExportError::Build {
+            endpoint: options.endpoint.clone(),
+            message: error.to_string(),
+        })
+    }};
+}
+
 /// Builds the OTLP span exporter of `options`.
 fn build(
     options: &ExportOptions,
     trust: &Trust,
 ) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
-    let built = match options.protocol {
-        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(options.http_url())
-            .with_timeout(REQUEST_TIMEOUT)
-            .with_http_client(trust.http_client(&options.endpoint)?)
-            .build(),
-        Protocol::Grpc if options.endpoint.starts_with("https://") => {
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(options.endpoint.clone())
-                .with_timeout(REQUEST_TIMEOUT)
-                .with_tls_config(trust.grpc_tls())
-                .build()
-        }
-        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(options.endpoint.clone())
-            .with_timeout(REQUEST_TIMEOUT)
-            .build(),
-    };
-    built.map_err(|error| ExportError::Build {
-        endpoint: options.endpoint.clone(),
-        message: error.to_string(),
-    })
+    build_exporter!(SpanExporter, options, trust, options.http_url())
 }
 
 /// Builds the OTLP log exporter of `options` (`--export-payloads`).
@@ -449,32 +457,7 @@ fn build_logs(
     options: &ExportOptions,
     trust: &Trust,
 ) -> Result<opentelemetry_otlp::LogExporter, ExportError> {
-    let built = match options.protocol {
-        Protocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(options.http_logs_url())
-            .with_timeout(REQUEST_TIMEOUT)
-            .with_http_client(trust.http_client(&options.endpoint)?)
-            .build(),
-        Protocol::Grpc if options.endpoint.starts_with("https://") => {
-            opentelemetry_otlp::LogExporter::builder()
-                .with_tonic()
-                .with_endpoint(options.endpoint.clone())
-                .with_timeout(REQUEST_TIMEOUT)
-                .with_tls_config(trust.grpc_tls())
-                .build()
-        }
-        Protocol::Grpc => opentelemetry_otlp::LogExporter::builder()
-            .with_tonic()
-            .with_endpoint(options.endpoint.clone())
-            .with_timeout(REQUEST_TIMEOUT)
-            .build(),
-    };
-    built.map_err(|error| ExportError::Build {
-        endpoint: options.endpoint.clone(),
-        message: error.to_string(),
-    })
+    build_exporter!(LogExporter, options, trust, options.http_logs_url())
 }
 
 impl ExchangeSink for ExportSink {
