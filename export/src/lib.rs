@@ -774,14 +774,7 @@ async fn send_loop(
             }
             continue;
         }
-        let mut by_process: BTreeMap<Process, Vec<SpanRecord>> = BTreeMap::new();
-        for record in batch {
-            by_process
-                .entry(record.process.clone())
-                .or_default()
-                .push(record);
-        }
-        for (process, records) in by_process {
+        for (process, records) in by_process(batch, |record| &record.process) {
             let count = records.len() as u64;
             let data: Vec<SpanData> = records
                 .into_iter()
@@ -798,6 +791,18 @@ async fn send_loop(
             }
         }
     }
+}
+
+/// A batch grouped by process: one request each, under that process's resource.
+fn by_process<T>(batch: Vec<T>, process: impl Fn(&T) -> &Process) -> BTreeMap<Process, Vec<T>> {
+    let mut groups: BTreeMap<Process, Vec<T>> = BTreeMap::new();
+    for record in batch {
+        groups
+            .entry(process(&record).clone())
+            .or_default()
+            .push(record);
+    }
+    groups
 }
 
 /// Sends `export` until it succeeds: `ATTEMPTS` times with a doubling backoff, once when
@@ -842,14 +847,7 @@ async fn send_payloads(
     counters: &Counters,
     stop: &AtomicBool,
 ) {
-    let mut by_process: BTreeMap<Process, Vec<payload::PayloadRecord>> = BTreeMap::new();
-    for record in batch {
-        by_process
-            .entry(record.process.clone())
-            .or_default()
-            .push(record);
-    }
-    for (process, records) in by_process {
+    for (process, records) in by_process(batch, |record| &record.process) {
         let count = records.len() as u64;
         let bytes: u64 = records.iter().map(payload::PayloadRecord::body_bytes).sum();
         let records: Vec<_> = records
