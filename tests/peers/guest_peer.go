@@ -10,11 +10,12 @@
 //	                                writes DIR/ready once listening
 //	guest_peer client PORT PREFIX   sends a request, reads the response to EOF; writes
 //	                                PREFIX.sent and PREFIX.recv
-//	guest_peer compare EVENTS DIRECTION FILE
+//	guest_peer compare EVENTS DIRECTION FILE [LIBRARY]
 //	                                joins the data of probectl's `--format json` events of that
 //	                                direction, in order, and compares it with FILE's bytes;
-//	                                prints "compare DIRECTION FILE: ok N bytes" or a FAIL line
-//	                                (exit 1)
+//	                                with LIBRARY, each of those events must also come from that
+//	                                file (its "library"); prints "compare DIRECTION FILE: ok N
+//	                                bytes" or a FAIL line (exit 1)
 package main
 
 import (
@@ -110,10 +111,11 @@ func client(port, prefix string) {
 	must(os.WriteFile(prefix+".recv", received, 0o644))
 }
 
-func compare(events, direction, file string) {
+func compare(events, direction, file, library string) {
 	text, err := os.ReadFile(events)
 	must(err)
 	var joined []byte
+	var elsewhere []string
 	for _, line := range strings.Split(string(text), "\n") {
 		if strings.TrimSpace(line) == "" {
 			continue
@@ -121,10 +123,14 @@ func compare(events, direction, file string) {
 		var event struct {
 			Direction string `json:"direction"`
 			Data      string `json:"data_b64"`
+			Library   string `json:"library"`
 		}
 		must(json.Unmarshal([]byte(line), &event))
 		if event.Direction != direction {
 			continue
+		}
+		if library != "" && event.Library != library {
+			elsewhere = append(elsewhere, event.Library)
 		}
 		data, err := base64.StdEncoding.DecodeString(event.Data)
 		must(err)
@@ -134,6 +140,10 @@ func compare(events, direction, file string) {
 	must(err)
 	if len(want) == 0 || !bytes.Equal(joined, want) {
 		fmt.Printf("compare %s %s: FAIL captured %d bytes, the peer's record has %d\n", direction, file, len(joined), len(want))
+		os.Exit(1)
+	}
+	if len(elsewhere) > 0 {
+		fmt.Printf("compare %s %s: FAIL %d events from %s, not %s\n", direction, file, len(elsewhere), strings.Join(elsewhere, ", "), library)
 		os.Exit(1)
 	}
 	fmt.Printf("compare %s %s: ok %d bytes\n", direction, file, len(want))
@@ -147,9 +157,11 @@ func main() {
 	case len(args) == 3 && args[0] == "client":
 		client(args[1], args[2])
 	case len(args) == 4 && args[0] == "compare":
-		compare(args[1], args[2], args[3])
+		compare(args[1], args[2], args[3], "")
+	case len(args) == 5 && args[0] == "compare":
+		compare(args[1], args[2], args[3], args[4])
 	default:
-		fmt.Fprintln(os.Stderr, "usage: guest_peer server PORT DIR | client PORT PREFIX | compare EVENTS DIRECTION FILE")
+		fmt.Fprintln(os.Stderr, "usage: guest_peer server PORT DIR | client PORT PREFIX | compare EVENTS DIRECTION FILE [LIBRARY]")
 		os.Exit(2)
 	}
 }
