@@ -30,6 +30,9 @@ pub struct Config {
     pub output: Output,
     #[serde(default)]
     pub export: Export,
+    /// The container runtime's CRI socket that names pods (`--cri-socket`; default: the
+    /// runtimes' default sockets, where one exists).
+    pub cri_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -146,6 +149,7 @@ impl Config {
                 hosts: self.select.host.clone(),
             },
             export,
+            cri_socket: self.cri_socket.clone(),
             append: true,
             stop,
         })

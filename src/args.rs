@@ -250,6 +250,11 @@ pub struct RunArgs {
     /// Collector's CA), besides the system's roots.
     #[arg(long, value_name = "FILE", requires = "export")]
     export_ca: Option<PathBuf>,
+    /// Name pods (name, namespace, container) with this container runtime's CRI socket.
+    /// Without it, the default sockets of containerd, CRI-O, k3s and cri-dockerd are tried
+    /// where they exist.
+    #[arg(long, value_name = "PATH")]
+    cri_socket: Option<PathBuf>,
     /// Start this command and trace it (and only it) from its first TLS byte.
     #[arg(last = true)]
     command: Vec<OsString>,
@@ -474,6 +479,7 @@ impl RunArgs {
                 ca_file: self.export_ca,
                 ..export
             }),
+            cri_socket: self.cri_socket,
             append: false,
             stop: None,
         })

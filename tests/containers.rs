@@ -109,19 +109,6 @@ fn exchanges_by_path(lines: &[Value]) -> Vec<(String, Option<String>, Option<Str
         .collect()
 }
 
-/// Waits until a container's loop has made a request (its curl has run at least once).
-fn wait_for_file(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Two containers: each runs a loop of curl (started before probectl: traced from the pid
 /// filter seeded at start) and gets one curl by `podman exec` (admitted at exec).
 struct Setup {

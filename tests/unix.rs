@@ -24,19 +24,6 @@ fn command_pid(stderr: &str) -> u32 {
         .expect("pid")
 }
 
-/// Waits (at most 20 s) for `path` to exist.
-fn wait_for_file(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_command_killed_by_sigterm_makes_probectl_exit_143() {
     let (code, _stdout, stderr) = probectl(&["run", "openssl", "--", "sh", "-c", "kill -TERM $$"]);

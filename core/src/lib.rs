@@ -7,6 +7,7 @@
 //! - [`targets`]: processes, their process trees and the files they map;
 //! - [`selection`]: `--container`, `--cgroup`, `--comm`, `--port`, `--host` resolved against
 //!   the processes running now;
+//! - [`cri`]: pod names, namespaces and container names from the node's container runtime;
 //! - [`symbols`]: functions in ELF files (by symbol, Go's pclntab, or located by analysis) and
 //!   where in them probes can go (placement by disassembly);
 //! - [`plugin`]: what a library needs beyond its spec (telling it apart, its version);
@@ -22,6 +23,8 @@ pub mod spec;
 pub mod targets;
 
 pub mod selection;
+
+pub mod cri;
 
 pub mod symbols;
 

@@ -43,7 +43,8 @@ impl Selection {
 pub enum SelectionError {
     #[error(
         "no running container matches --container {0}: give the id (or a prefix of at least 4 \
-         digits) or the name of a container that runs now (its processes name it in their cgroup)"
+         digits) or the name of a container that runs now (Podman's or Docker's name, or a CRI \
+         runtime's CONTAINER, POD/CONTAINER or NAMESPACE/POD/CONTAINER)"
     )]
     NoContainer(String),
     #[error("--container {given} matches several containers: {ids}")]
@@ -159,6 +160,7 @@ fn running() -> Vec<(u32, Identity)> {
 pub fn resolve(
     selection: &Selection,
     within: Option<&[u32]>,
+    cri: Option<&crate::cri::Cri>,
 ) -> Result<KernelSelection, SelectionError> {
     let mut resolved = KernelSelection::default();
     if let Some(comm) = &selection.comm {
@@ -178,7 +180,11 @@ pub fn resolve(
             .filter_map(|(_, identity)| identity.container.as_deref())
             .filter(|id| by_id(id))
             .collect();
-        let names = container_names();
+        let mut names = container_names();
+        if let Some(cri) = cri {
+            // The runtime failing leaves the names of the runtimes' files.
+            names.extend(cri.container_names().unwrap_or_default());
+        }
         if ids.is_empty() {
             let running_ids: BTreeSet<&str> = processes
                 .iter()

@@ -3,7 +3,10 @@
 //! OTLP/HTTP to a receiver that answers every request at once without decoding it (a child
 //! process: its CPU is not counted). Prints a Markdown table: exchanges/s exported, the CPU
 //! (user + system) probectl's side spent per 10,000 exchanges, and, with no receiver at all,
-//! the peak RSS against the queue's bound.
+//! the peak RSS against the queue's bound. With `PROBECTL_COLLECTOR=PATH` (a Collector built by
+//! scripts/setup), the same rates also go to a real OpenTelemetry Collector that decodes every
+//! request (OTLP receiver, batch processor, debug exporter at basic verbosity), and its CPU is
+//! reported too.
 //!
 //!   cargo run --release -p probectl-export --example export_cost [SECONDS] [DOWN_SECONDS]
 
@@ -95,6 +98,99 @@ fn cpu_seconds() -> f64 {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let time = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// A process's CPU (user + system) in seconds, from `/proc/PID/stat`.
+fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) close with ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime: fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
+}
+
+/// The same rates through a real Collector (`PROBECTL_COLLECTOR`), as a second table.
+fn through_collector(binary: &str, seconds: f64) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = std::env::temp_dir().join(format!("probectl-bench-otelcol-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("config dir");
+    let config = dir.join("otelcol.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{port}
+processors:
+  batch: {{}}
+exporters:
+  debug:
+    verbosity: basic
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [debug]
+"
+        ),
+    )
+    .expect("config");
+    let mut collector = Command::new(binary)
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the Collector");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the Collector did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("otlp=http://127.0.0.1:{port}");
+    println!();
+    println!("To the real Collector ({binary}):");
+    println!();
+    println!("| offered (exchanges/s) | seconds | offered | delivered | dropped | exported/s | CPU s per 10,000 | Collector CPU s per 10,000 |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for rate in [20_000u64, 40_000] {
+        let before = cpu_seconds_of(collector.id());
+        let r = run(&url, rate, seconds);
+        let collector_cpu = cpu_seconds_of(collector.id()) - before;
+        println!(
+            "| {rate} | {:.1} | {} | {} | {} | {:.0} | {:.3} | {:.3} |",
+            r.seconds,
+            r.offered,
+            r.delivered,
+            r.dropped,
+            r.delivered as f64 / r.seconds,
+            r.cpu / (r.offered as f64 / 10_000.0),
+            collector_cpu / (r.offered as f64 / 10_000.0),
+        );
+    }
+    // SAFETY: kill(2) on our own child, not reaped yet.
+    unsafe { libc::kill(collector.id() as i32, libc::SIGTERM) };
+    let _ = collector.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn status_kib(field: &str) -> u64 {
@@ -191,6 +287,9 @@ fn main() {
     }
     let _ = child.kill();
     let _ = child.wait();
+    if let Ok(binary) = std::env::var("PROBECTL_COLLECTOR") {
+        through_collector(&binary, seconds);
+    }
     // The receiver down: a port nothing listens on.
     let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead = format!(

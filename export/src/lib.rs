@@ -170,6 +170,7 @@ struct Process {
     comm: String,
     container: Option<String>,
     pod_uid: Option<String>,
+    pod: Option<probectl_pipeline::capture::identity::PodNames>,
 }
 
 /// An exchange as a span, owned, small, made on the pipeline's thread.
@@ -650,6 +651,7 @@ fn span_of(exchange: &Exchange, client: Option<bool>, ids: &RandomIdGenerator) -
             comm: origin.comm.clone(),
             container: origin.process.as_ref().and_then(|p| p.container.clone()),
             pod_uid: origin.process.as_ref().and_then(|p| p.pod_uid.clone()),
+            pod: origin.process.as_ref().and_then(|p| p.pod.clone()),
         },
         trace_id,
         span_id: ids.new_span_id(),
@@ -685,6 +687,13 @@ fn resource(process: &Process, host: &str) -> Resource {
     }
     if let Some(uid) = &process.pod_uid {
         attributes.push(KeyValue::new("k8s.pod.uid", uid.clone()));
+    }
+    if let Some(pod) = &process.pod {
+        attributes.push(KeyValue::new("k8s.pod.name", pod.name.clone()));
+        attributes.push(KeyValue::new("k8s.namespace.name", pod.namespace.clone()));
+        if let Some(container) = &pod.container {
+            attributes.push(KeyValue::new("k8s.container.name", container.clone()));
+        }
     }
     Resource::builder_empty()
         .with_attributes(attributes)

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
+pub mod otlp;
 pub mod recording;
 
 pub const PROBECTL: &str = env!("CARGO_BIN_EXE_probectl");
@@ -226,6 +227,19 @@ pub fn wait_for_mapping(pid: u32, name: &str) {
             "process {pid} never mapped {name}"
         );
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits (at most 60 s) for `path` to exist (a peer's marker file).
+pub fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

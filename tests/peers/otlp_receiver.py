@@ -13,6 +13,7 @@ attributes and resource attributes as objects), every log record to OUT.logs (it
 "body" when a string, as "body_b64" when bytes); "listening" is printed once it accepts.
 """
 import base64
+import gzip
 import json
 import sys
 import threading
@@ -88,6 +89,9 @@ def serve_http(port, out, tls=None):
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            # The Collector's otlp_http exporter compresses with gzip by default.
+            if self.headers.get("Content-Encoding", "") == "gzip":
+                body = gzip.decompress(body)
             if self.path not in ("/v1/traces", "/v1/logs") \
                     or "protobuf" not in self.headers.get("Content-Type", ""):
                 self.send_response(404)

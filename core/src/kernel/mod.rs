@@ -1126,7 +1126,8 @@ fn detach_in_parallel(links: Vec<Box<dyn Send>>) {
     });
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its causes, on one line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -7,7 +7,7 @@ pub mod replay;
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
@@ -58,6 +58,9 @@ pub enum RunError {
     Selection(#[from] crate::selection::SelectionError),
     #[error(transparent)]
     Export(#[from] probectl_export::ExportError),
+    /// Said with its causes (which socket, why): the error printer shows the top only.
+    #[error("--cri-socket: {}", crate::kernel::error_chain(.0))]
+    Cri(#[source] crate::cri::CriError),
     /// Writing the output failed: the run stopped there, and its summary is still told.
     #[error("{}", write_failure(.path.as_deref(), .source))]
     WriteFailed {
@@ -130,6 +133,9 @@ pub struct RunOptions {
     pub selection: crate::selection::Selection,
     /// `--export otlp=URL`: a span per decoded HTTP exchange.
     pub export: Option<probectl_export::ExportOptions>,
+    /// `--cri-socket PATH`: the container runtime that names pods (none: the runtimes'
+    /// default sockets, where one exists).
+    pub cri_socket: Option<PathBuf>,
     /// The output file is appended to (created 0600 if missing; the agent's runs).
     pub append: bool,
     /// Ends the run when notified, as SIGTERM does: everything in flight is delivered (the
@@ -377,12 +383,15 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     }
     // The process selection, against what runs now: with --pid, the tree narrowed to it;
     // system-wide, the processes that match now, and the kernel admits later ones at exec.
+    // Before anything is loaded: a --cri-socket that does not answer ends the run here. The
+    // runtime also names containers for --container NAME.
+    let cri = open_cri(options.cri_socket.as_deref())?;
     let kernel_selection = if options.selection.selects_processes() {
         let within = match &scope {
             Scope::Tree { members, .. } => Some(members.as_slice()),
             _ => None,
         };
-        let resolved = crate::selection::resolve(&options.selection, within)?;
+        let resolved = crate::selection::resolve(&options.selection, within, cri.as_ref())?;
         if let Scope::Tree { members, .. } = &mut scope {
             members.retain(|pid| resolved.pids.contains(pid));
             if members.is_empty() {
@@ -642,10 +651,35 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     if let Some(packets) = &packets {
         pipeline.packets_into(packets.secrets());
     }
+    let cri_counts = cri.as_ref().map(crate::cri::Cri::counts);
+    // Both the resolver and the pod namer run on the pipeline's thread.
+    let cri = cri.map(|cri| std::sync::Arc::new(std::sync::Mutex::new(cri)));
     let mut resolver = crate::capture::identity::LiveResolver::default();
+    let cri_of_resolver = cri.clone();
     pipeline.resolve_identities_with(Box::new(move |pid, cgroup_id| {
-        resolver.resolve(pid, cgroup_id)
+        let mut identity = resolver.resolve(pid, cgroup_id)?;
+        if let (Some(cri), Some(id)) = (cri_of_resolver.as_ref(), identity.container.as_deref()) {
+            if let Some(pod) = lock_cri(cri).pod_of(id) {
+                identity.pod_uid.get_or_insert(pod.uid.clone());
+                identity.pod = Some(pod.names());
+            }
+        }
+        Some(identity)
     }));
+    if let Some(cri) = cri {
+        pipeline.name_pods_with(Box::new(move || {
+            let mut cri = lock_cri(&cri);
+            let named = cri
+                .take_named()
+                .into_iter()
+                .map(|(id, pod)| {
+                    let names = pod.names();
+                    (id, names, pod.uid)
+                })
+                .collect();
+            (named, cri.awaiting())
+        }));
+    }
     if let Some(addresses) = addresses {
         pipeline.select_addresses(addresses);
     }
@@ -681,6 +715,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         packets,
         selection: selection_summary,
         exporter,
+        cri_counts,
         stop: options.stop.clone(),
     };
     // The probes are in place: let the command exec.
@@ -728,6 +763,8 @@ struct Running {
     selection: crate::capture::summary::SelectionSummary,
     /// `--export`: told the run is over after the pipeline's last exchange.
     exporter: Option<probectl_export::Exporter>,
+    /// The pod names' lookups, for the summary.
+    cri_counts: Option<std::sync::Arc<std::sync::Mutex<crate::capture::summary::CriCounts>>>,
     /// Ends the run when notified (the agent's reload).
     stop: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
@@ -837,6 +874,14 @@ impl Running {
         if let Some(exporter) = self.exporter.take() {
             summary.export = Some(exporter.finish(EXPORT_DEADLINE));
         }
+        if let Some(counts) = &self.cri_counts {
+            summary.cri = Some(
+                counts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+            );
+        }
         // Every probe goes when its last descriptor closes: a child closes them after we
         // exit, so that probectl does not wait for the kernel's detach (see
         // `detach_in_background`).
@@ -890,6 +935,38 @@ fn writer_for(
     })
 }
 
+fn lock_cri(cri: &std::sync::Mutex<crate::cri::Cri>) -> std::sync::MutexGuard<'_, crate::cri::Cri> {
+    // Poisoned: a panic in a lookup; the cache is still a cache.
+    cri.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The container runtime that names pods: the socket given (it must answer), else the first
+/// default socket that exists and answers; one that exists and fails is said (not warned), and
+/// the run goes on without pod names.
+fn open_cri(socket: Option<&Path>) -> Result<Option<crate::cri::Cri>, RunError> {
+    match crate::cri::Cri::open(socket) {
+        Ok(Some(cri)) => {
+            notice::info(
+                Topic::Attribution,
+                format!("pod names from {}", cri.describe()),
+            );
+            Ok(Some(cri))
+        }
+        Ok(None) => Ok(None),
+        Err(error) if socket.is_some() => Err(RunError::Cri(error)),
+        // Said, not warned: a Docker host's containerd has no CRI service, and its users want
+        // no pod names.
+        Err(error) => {
+            notice::info(
+                Topic::Attribution,
+                format!("pods are not named: {}", crate::kernel::error_chain(&error)),
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// A finished pipeline's summary, with what the end of the run said (live or recorded).
 fn summarize(
     pipeline: &Pipeline,
@@ -927,6 +1004,7 @@ fn summarize(
         containers_other: pipeline.containers_other.clone(),
         selection: end.selection.clone(),
         export: None,
+        cri: None,
     }
 }
 

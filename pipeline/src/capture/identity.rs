@@ -55,10 +55,35 @@ pub struct Identity {
     /// The Kubernetes pod's uid (from `kubepods` paths).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
+    /// The pod's name, namespace and the container's name within it, as the node's container
+    /// runtime says (over CRI), when its socket is reachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodNames>,
     /// The systemd unit (`nginx.service`, `session-3.scope`) the process runs in, when it is
     /// in no container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+}
+
+/// The names of a container's pod, from the container runtime.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PodNames {
+    pub name: String,
+    pub namespace: String,
+    /// The container's name within the pod (none for the pod's sandbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+impl PodNames {
+    /// `NAMESPACE/NAME`, and `/CONTAINER` for a container of the pod (as `kubectl` names
+    /// them).
+    pub fn path(&self) -> String {
+        match &self.container {
+            Some(container) => format!("{}/{}/{}", self.namespace, self.name, container),
+            None => format!("{}/{}", self.namespace, self.name),
+        }
+    }
 }
 
 impl Identity {
@@ -203,6 +228,10 @@ pub fn read_identity(pid: u32) -> Option<Identity> {
     from_proc_cgroup(&text)
 }
 
+/// The pods a container runtime named since it was last asked: (container id, names, pod
+/// uid), and whether answers are still awaited.
+pub type PodNamer = Box<dyn FnMut() -> (Vec<(String, PodNames, String)>, bool) + Send>;
+
 /// Looks up a process's identity from its pid and, at exec, its cgroup v2 id (0: not known)
 /// (live: [`LiveResolver`]; replay: nothing, the recording has them).
 pub type Resolver = Box<dyn FnMut(u32, u64) -> Option<Identity> + Send>;
@@ -324,6 +353,26 @@ impl Identities {
         self.by_pid.insert(pid, (self.serial, identity));
     }
 
+    /// Names the pod of every process of container `id` that has no pod names yet; returns
+    /// those processes with their new identity.
+    pub fn name_pod(&mut self, id: &str, pod: &PodNames, uid: &str) -> Vec<(u32, Identity)> {
+        let mut patched = Vec::new();
+        for (pid, (_, identity)) in self.by_pid.iter_mut() {
+            let Some(known) = identity.as_ref() else {
+                continue;
+            };
+            if known.container.as_deref() != Some(id) || known.pod.is_some() {
+                continue;
+            }
+            let mut named = Identity::clone(known);
+            named.pod = Some(pod.clone());
+            named.pod_uid.get_or_insert_with(|| uid.to_string());
+            patched.push((*pid, named.clone()));
+            *identity = Some(Arc::new(named));
+        }
+        patched
+    }
+
     pub fn remove(&mut self, pid: u32) {
         self.by_pid.remove(&pid);
     }
@@ -335,6 +384,43 @@ mod tests {
 
     const ID: &str = "3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
     const POD: &str = "0f6e3a4b-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+
+    #[test]
+    fn a_pod_named_late_names_the_processes_of_its_container_only() {
+        let mut identities = Identities::default();
+        let path = format!("/kubepods/besteffort/pod{POD}/{ID}");
+        let other = format!("/kubepods/besteffort/pod{POD}/{}", "a".repeat(64));
+        identities.insert(1, Some(Arc::new(from_cgroup_path(&path))));
+        identities.insert(2, Some(Arc::new(from_cgroup_path(&path))));
+        identities.insert(3, Some(Arc::new(from_cgroup_path(&other))));
+        identities.insert(4, None);
+        let pod = PodNames {
+            name: "checkout-7d9f".into(),
+            namespace: "shop".into(),
+            container: Some("client".into()),
+        };
+        let mut patched: Vec<u32> = identities
+            .name_pod(ID, &pod, POD)
+            .into_iter()
+            .map(|(pid, identity)| {
+                assert_eq!(identity.pod.as_ref(), Some(&pod));
+                pid
+            })
+            .collect();
+        patched.sort();
+        assert_eq!(patched, [1, 2]);
+        for pid in [1, 2] {
+            let identity = identities.get(pid).expect("identity");
+            assert_eq!(identity.pod.as_ref(), Some(&pod));
+            assert_eq!(
+                identity.pod.as_ref().map(PodNames::path).as_deref(),
+                Some("shop/checkout-7d9f/client")
+            );
+        }
+        assert_eq!(identities.get(3).and_then(|i| i.pod.as_ref()), None);
+        // Named already: not again.
+        assert!(identities.name_pod(ID, &pod, POD).is_empty());
+    }
 
     fn check(path: &str, runtime: Option<Runtime>, pod: Option<&str>) {
         let identity = from_cgroup_path(path);

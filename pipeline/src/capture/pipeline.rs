@@ -17,7 +17,7 @@ use probectl_common::{
 
 use crate::capture::connections::{ConnectionTable, StreamRun};
 use crate::capture::hellos::Hellos;
-use crate::capture::identity::{Identities, Identity, Resolver};
+use crate::capture::identity::{Identities, Identity, PodNamer, Resolver};
 use crate::capture::recording::{End, Recorder};
 use crate::capture::selection::{AddressSelection, Verdict};
 use crate::capture::{Call, Reassembler};
@@ -108,6 +108,8 @@ pub struct PipelineCounts {
 pub struct ContainerCounts {
     pub runtime: Option<crate::capture::identity::Runtime>,
     pub pod_uid: Option<String>,
+    /// The pod's names, from the container runtime.
+    pub pod: Option<crate::capture::identity::PodNames>,
     pub events: u64,
     pub bytes_captured: u64,
     /// Processes of the container met (pids, counted once per identity lookup).
@@ -184,6 +186,12 @@ pub struct Pipeline {
     identities: Identities,
     /// How a live run reads a process's identity (`None`: a replay, whose recording has them).
     resolver: Option<Resolver>,
+    /// Names pods whose runtime answered after their first process was met.
+    pod_namer: Option<PodNamer>,
+    /// Records since the pod namer was last asked.
+    since_pod_namer: u32,
+    /// The pod namer awaits answers: it is asked at every record until they came.
+    pods_pending: bool,
     /// Per container id: what was captured in it (at most `capacity::CONTAINERS`; the rest in
     /// `containers_other`).
     pub containers: HashMap<String, ContainerCounts>,
@@ -194,6 +202,9 @@ pub struct Pipeline {
 
 /// How long the calls of a connection without an fd wait for it (ns).
 const HOLD_FOR_NS: u64 = 200_000_000;
+
+/// The pod namer is asked at least once in this many records (and when a process is met).
+const POD_NAMER_EVERY: u32 = 256;
 /// Bytes of chunk records held at most, over all connections: past it the oldest connection's
 /// calls go out as they are.
 const HOLD_MAX_BYTES: usize = 4 << 20;
@@ -279,6 +290,9 @@ impl Pipeline {
             packets: None,
             identities: Identities::default(),
             resolver: None,
+            pod_namer: None,
+            since_pod_namer: 0,
+            pods_pending: false,
             containers: HashMap::new(),
             containers_other: ContainerCounts::default(),
             addresses: None,
@@ -303,6 +317,34 @@ impl Pipeline {
         self.resolver = Some(resolver);
     }
 
+    /// Asks `namer`, now and then, for the pods the container runtime named late (after the
+    /// first process of their container was met), and names that container's processes.
+    pub fn name_pods_with(&mut self, namer: PodNamer) {
+        self.pod_namer = Some(namer);
+    }
+
+    /// The pods named late: every process met of their container gets the names.
+    fn name_pods(&mut self) {
+        let Some(namer) = self.pod_namer.as_mut() else {
+            return;
+        };
+        self.since_pod_namer = 0;
+        let (named, pending) = namer();
+        self.pods_pending = pending;
+        for (id, pod, uid) in named {
+            let patched = self.identities.name_pod(&id, &pod, &uid);
+            if let Some(recorder) = self.recorder.as_mut() {
+                for (pid, identity) in &patched {
+                    recorder.process(*pid, Some(identity));
+                }
+            }
+            if let Some(counts) = self.containers.get_mut(&id) {
+                counts.pod = Some(pod);
+                counts.pod_uid.get_or_insert(uid);
+            }
+        }
+    }
+
     /// Writes only the events of connections that `selection` selects (`--port`, `--host`).
     pub fn select_addresses(&mut self, selection: AddressSelection) {
         self.addresses = Some(selection);
@@ -317,6 +359,10 @@ impl Pipeline {
     /// (so that a replay has it when it needs it): at exec (a pid may be reused, and the
     /// process is surely alive) and at its first record otherwise.
     fn learn(&mut self, record: &[u8]) {
+        self.since_pod_namer += 1;
+        if self.pods_pending || self.since_pod_namer >= POD_NAMER_EVERY {
+            self.name_pods();
+        }
         let Some(resolver) = self.resolver.as_mut() else {
             return;
         };
@@ -352,6 +398,8 @@ impl Pipeline {
             recorder.process(pid, identity.as_ref());
         }
         self.adopt(pid, identity);
+        // After the adoption: a late answer for this process's container names it too.
+        self.name_pods();
     }
 
     /// Keeps a process's identity, counted per container.
@@ -372,6 +420,7 @@ impl Pipeline {
                 counts.processes += 1;
                 counts.runtime = identity.runtime;
                 counts.pod_uid.clone_from(&identity.pod_uid);
+                counts.pod.clone_from(&identity.pod);
             }
         }
         self.identities.insert(pid, identity.map(Arc::new));

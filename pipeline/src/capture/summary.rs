@@ -53,6 +53,30 @@ pub struct Summary {
     pub selection: SelectionSummary,
     /// `--export`: what became of the spans.
     pub export: Option<ExportCounts>,
+    /// Pod names from the container runtime's CRI socket (when one answered).
+    pub cri: Option<CriCounts>,
+}
+
+/// What the lookups of pod names on the container runtime's CRI socket did: each container
+/// met is asked about once, and is named, unknown to the runtime, or failed.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct CriCounts {
+    /// The socket, and the runtime that answers on it (`containerd v1.6.20`).
+    pub socket: String,
+    pub runtime: String,
+    /// Containers asked about (each once).
+    pub containers_asked: u64,
+    /// Of those, in a pod the runtime named.
+    pub pods_named: u64,
+    /// Of those, unknown to the runtime (a container of another runtime on the node).
+    pub unknown: u64,
+    /// Of those, whose call failed or timed out: their processes carry no pod name.
+    pub failed: u64,
+    /// Containers met within 30 s of a failure, not asked then (asked when met again after).
+    pub not_asked_runtime_failing: u64,
+    /// Times the cache of answers was full and started again.
+    pub cache_cleared: u64,
 }
 
 /// What an exporter did with the exchanges it was given: every one is delivered or dropped
@@ -188,6 +212,7 @@ impl Summary {
                 "id": id,
                 "runtime": c.runtime.map(|r| r.as_str()),
                 "pod_uid": c.pod_uid,
+                "pod": c.pod,
                 "processes": c.processes,
                 "events": c.events,
                 "bytes_captured": c.bytes_captured,
@@ -288,6 +313,7 @@ impl Summary {
                 .collect::<Vec<_>>(),
             "containers_not_listed": container(None, &self.containers_other),
             "export": self.export,
+            "cri": self.cri,
             "selection": {
                 "processes": self.selection.processes,
                 "in_kernel": self.selection.in_kernel,
@@ -566,6 +592,19 @@ impl std::fmt::Display for Summary {
                 packets.secrets_blocks,
                 packets.packets_dropped_by_socket,
                 packets.packets_untraced,
+            )?;
+        }
+        if let Some(cri) = &self.cri {
+            write!(
+                f,
+                "\nprobectl: pod names from {} at {}: {} containers asked, {} in a pod it named, {} unknown to it, {} failed, {} not asked (the runtime had just failed)",
+                cri.runtime,
+                cri.socket,
+                cri.containers_asked,
+                cri.pods_named,
+                cri.unknown,
+                cri.failed,
+                cri.not_asked_runtime_failing,
             )?;
         }
         if !self.selection.processes.is_empty() {

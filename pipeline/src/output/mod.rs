@@ -569,6 +569,9 @@ pub struct JsonContainer<'a> {
     pub runtime: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<&'a str>,
+    /// The pod's name and namespace and the container's name, from the container runtime.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<&'a crate::capture::identity::PodNames>,
 }
 
 impl<'a> JsonContainer<'a> {
@@ -578,12 +581,14 @@ impl<'a> JsonContainer<'a> {
             id: identity.container.as_deref()?,
             runtime: identity.runtime.map(|r| r.as_str()),
             pod_uid: identity.pod_uid.as_deref(),
+            pod: identity.pod.as_ref(),
         })
     }
 }
 
 /// What a text header says about where the process runs: ` container=ID12` (and
-/// ` pod=UID`), nothing for a process in no container.
+/// ` pod=UID`, or with the runtime's names ` pod=NAMESPACE/NAME/CONTAINER`), nothing for a
+/// process in no container.
 pub fn identity_suffix(identity: Option<&crate::capture::identity::Identity>) -> String {
     let Some(identity) = identity else {
         return String::new();
@@ -593,7 +598,10 @@ pub fn identity_suffix(identity: Option<&crate::capture::identity::Identity>) ->
         text.push_str(" container=");
         text.push_str(id);
     }
-    if let Some(pod) = identity.pod_uid.as_deref() {
+    if let Some(pod) = identity.pod.as_ref() {
+        text.push_str(" pod=");
+        text.push_str(&pod.path());
+    } else if let Some(pod) = identity.pod_uid.as_deref() {
         text.push_str(" pod=");
         text.push_str(pod);
     }

@@ -591,6 +591,9 @@ impl PcapngWriter {
             if let Some(pod) = process.pod_uid.as_deref() {
                 comment.push_str(&format!(" pod={pod}"));
             }
+            if let Some(pod) = process.pod.as_ref() {
+                comment.push_str(&format!(" pod_name={}", pod.path()));
+            }
             comment.push_str(&format!(" cgroup={}", process.cgroup));
         }
         if event.truncated > 0 {
