@@ -1,7 +1,8 @@
 //! Containers and selections through real BPF: two Podman containers (runc, a rootfs directory,
 //! no image) run curl against a real HTTPS server; every exchange is attributed to its
 //! container by id, `--container` traces one container and not the other (selected in the
-//! kernel, at start and at exec), and `--port`, `--comm` select connections and programs.
+//! kernel, at start and at exec), and `--port`, `--host`, `--comm` and `--cgroup` select
+//! connections and programs.
 //!
 //! The oracles are independent of probectl: the ids Podman gives (`podman inspect`), the paths
 //! each container's curl asked for (each path names its container and is unique to the run),
@@ -410,4 +411,147 @@ fn port_and_comm_select_connections_and_programs() {
     let report = &run.report;
     assert!(report_number(report, "/selection/events_not_selected", &run.stderr) >= 2);
     assert!(report_number(report, "/selection/processes_admitted_at_exec", &run.stderr) >= 2);
+}
+
+/// The request paths of a run's decoded requests, in order.
+fn request_paths(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|line| line["type"] == "http_head" && line["part"] == "request")
+        .filter_map(|line| line["path"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// curl's body for `url` (from the local address `from`), which must be `content` (the file
+/// the server served).
+fn fetch(url: &str, from: &str, content: &str) {
+    let output = Command::new("curl")
+        .args(["-sk", "--http1.1", "--interface", from, url])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), content, "{url}");
+}
+
+/// `--host NAME`: the name is resolved once at start (localhost: 127.0.0.1, ::1), and only the
+/// connections with one of its addresses at an end (local or remote) are written; the others'
+/// events are dropped, counted. The other connection goes from 127.0.0.3 to 127.0.0.2, so that
+/// neither of its ends is localhost.
+#[test]
+fn host_selects_connections_by_a_resolved_name() {
+    let _lock = exclusive();
+    let site = Site::new();
+    let (_near, near_port) = www_server(&site.root, "127.0.0.1");
+    let (_far, far_port) = www_server(&site.root, "127.0.0.2");
+    let (near_path, near_content) = site.file("near");
+    let (far_path, far_content) = site.file("far");
+    let trace = Trace::start(
+        &[
+            "openssl",
+            "--decode",
+            "http",
+            "--comm",
+            "curl",
+            "--host",
+            "localhost",
+        ],
+        &[],
+    );
+    fetch(
+        &format!("https://127.0.0.1:{near_port}{near_path}"),
+        "127.0.0.1",
+        &near_content,
+    );
+    fetch(
+        &format!("https://127.0.0.2:{far_port}{far_path}"),
+        "127.0.0.3",
+        &far_content,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let run = trace.stop_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    let paths = request_paths(&run.lines);
+    assert!(paths.contains(&near_path), "{paths:?}\n{}", run.stderr);
+    assert!(!paths.contains(&far_path), "{paths:?}\n{}", run.stderr);
+    let report = &run.report;
+    // The request and the response of the 127.0.0.2 connection at least.
+    assert!(report_number(report, "/selection/events_not_selected", &run.stderr) >= 2);
+    assert_eq!(
+        report_number(report, "/selection/events_address_unknown", &run.stderr),
+        0
+    );
+}
+
+/// A cgroup v2 made for the test, removed (with its processes gone) when dropped.
+struct TestCgroup {
+    dir: PathBuf,
+    /// Its path under the cgroup v2 root, as `--cgroup` takes it.
+    path: String,
+}
+
+impl TestCgroup {
+    fn new() -> TestCgroup {
+        let root = probectl_core::selection::cgroup2_root().expect("a cgroup v2 hierarchy");
+        let path = format!("/probectl-test-{}", std::process::id());
+        let dir = root.join(&path[1..]);
+        std::fs::create_dir_all(&dir).expect("mkdir cgroup");
+        TestCgroup { dir, path }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// `--cgroup PATH`, system-wide: a program started in the cgroup after the run began is admitted
+/// by the kernel at its exec and traced; the same program outside it is not traced, and none of
+/// its calls is copied (nothing of it reaches the output or the address filter).
+#[test]
+fn cgroup_selects_the_processes_of_one_cgroup_in_the_kernel() {
+    let _lock = exclusive();
+    let site = Site::new();
+    let (_server, port) = www_server(&site.root, "127.0.0.1");
+    let (inside_path, inside_content) = site.file("inside");
+    let (outside_path, outside_content) = site.file("outside");
+    let cgroup = TestCgroup::new();
+    let trace = Trace::start(
+        &["openssl", "--decode", "http", "--cgroup", &cgroup.path],
+        &[],
+    );
+    // sh moves itself into the cgroup, then starts curl there: the exec the kernel admits.
+    let procs = cgroup.dir.join("cgroup.procs");
+    let inside = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} && exec curl -sk --http1.1 https://127.0.0.1:{port}{inside_path}",
+            procs.display()
+        ))
+        .output()
+        .expect("sh");
+    assert_eq!(String::from_utf8_lossy(&inside.stdout), inside_content);
+    let outside = Command::new("curl")
+        .args(["-sk", "--http1.1"])
+        .arg(format!("https://127.0.0.1:{port}{outside_path}"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let outside_pid = outside.id();
+    let outside = outside.wait_with_output().expect("curl");
+    assert_eq!(String::from_utf8_lossy(&outside.stdout), outside_content);
+    std::thread::sleep(Duration::from_millis(300));
+    let run = trace.stop_lines();
+    assert!(run.status.success(), "{}", run.stderr);
+    let paths = request_paths(&run.lines);
+    assert!(!paths.contains(&outside_path), "{paths:?}\n{}", run.stderr);
+    assert!(
+        !run.lines
+            .iter()
+            .any(|line| line["pid"].as_u64() == Some(u64::from(outside_pid))),
+        "nothing of the curl outside the cgroup"
+    );
+    // Exactly the request of the curl inside, once.
+    assert_eq!(paths, [inside_path], "{}", run.stderr);
+    let report = &run.report;
+    assert!(report_number(report, "/selection/processes_admitted_at_exec", &run.stderr) >= 1);
 }

@@ -991,13 +991,17 @@ fn a_tcpdump_capture_decrypts_with_the_key_log() {
             .and_then(|line| line.split(' ').next()?.parse::<u64>().ok())
             .unwrap_or_else(|| panic!("no \"{what}\" in {said}"))
     };
-    assert_eq!(count("packets dropped by kernel"), 0, "{said}");
     // On loopback the filter sees each packet twice (sent, then received): tcpdump keeps one.
-    assert_eq!(
-        2 * count("packets captured"),
-        count("packets received by filter"),
-        "{said}"
-    );
+    // Not asserted: a packet the filter saw as tcpdump was told to stop may not be written
+    // (seen once in a full run: 4 of 122 not written, at the end). The bodies' sha256 below
+    // is the check; a hole only explains its failure.
+    let capture_note = if count("packets dropped by kernel") == 0
+        && 2 * count("packets captured") == count("packets received by filter")
+    {
+        String::new()
+    } else {
+        format!(" (tcpdump's capture may have holes: {said})")
+    };
     let capture_arg = capture.display().to_string();
     let keys = format!("tls.keylog_file:{keylog_arg}");
     // HTTP/1.1: the first TLS stream, decrypted; what the server sent is the response.
@@ -1018,8 +1022,12 @@ fn a_tcpdump_capture_decrypts_with_the_key_log() {
     let at = response
         .windows(4)
         .position(|window| window == b"\r\n\r\n")
-        .expect("the response's head, decrypted");
-    assert_eq!(sha256(&response[at + 4..]), sha256(&content));
+        .unwrap_or_else(|| panic!("no response head decrypted{capture_note}"));
+    assert_eq!(
+        sha256(&response[at + 4..]),
+        sha256(&content),
+        "HTTP/1.1 body{capture_note}"
+    );
     // HTTP/2: the DATA frames of the second connection, decrypted and dissected.
     let frames = tshark(&[
         "-r",
@@ -1041,7 +1049,7 @@ fn a_tcpdump_capture_decrypts_with_the_key_log() {
         .collect();
     assert!(
         reassembled.contains(&sha256(&content)),
-        "no reassembled body is the file ({} values)",
+        "no reassembled body is the file ({} values){capture_note}",
         reassembled.len()
     );
     // Without the key log, nothing is decrypted: the capture alone is no oracle.
