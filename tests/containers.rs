@@ -346,7 +346,7 @@ fn port_and_comm_select_connections_and_programs() {
             .expect("curl");
         assert_eq!(String::from_utf8_lossy(&output.stdout), content);
     };
-    // --port: the events of the other port's connection are dropped, counted.
+    // --port: the calls of the other port's connection are not copied, counted.
     let trace = Trace::start(
         &[
             "openssl",
@@ -409,7 +409,21 @@ fn port_and_comm_select_connections_and_programs() {
         "openssl s_client is not curl"
     );
     let report = &run.report;
-    assert!(report_number(report, "/selection/events_not_selected", &run.stderr) >= 2);
+    // The other port's connection cost no copy: the kernel knew its socket from curl's first
+    // SSL_write (its write(2) is made inside the call), and left out its request and response.
+    assert!(
+        report_number(
+            report,
+            "/selection/calls_not_selected_in_kernel",
+            &run.stderr
+        ) >= 2,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        report_number(report, "/selection/events_not_selected", &run.stderr),
+        0
+    );
     assert!(report_number(report, "/selection/processes_admitted_at_exec", &run.stderr) >= 2);
 }
 
@@ -434,8 +448,8 @@ fn fetch(url: &str, from: &str, content: &str) {
 
 /// `--host NAME`: the name is resolved once at start (localhost: 127.0.0.1, ::1), and only the
 /// connections with one of its addresses at an end (local or remote) are written; the others'
-/// events are dropped, counted. The other connection goes from 127.0.0.3 to 127.0.0.2, so that
-/// neither of its ends is localhost.
+/// calls are not copied (the kernel's count). The other connection goes from 127.0.0.3 to
+/// 127.0.0.2, so that neither of its ends is localhost.
 #[test]
 fn host_selects_connections_by_a_resolved_name() {
     let _lock = exclusive();
@@ -473,8 +487,21 @@ fn host_selects_connections_by_a_resolved_name() {
     assert!(paths.contains(&near_path), "{paths:?}\n{}", run.stderr);
     assert!(!paths.contains(&far_path), "{paths:?}\n{}", run.stderr);
     let report = &run.report;
-    // The request and the response of the 127.0.0.2 connection at least.
-    assert!(report_number(report, "/selection/events_not_selected", &run.stderr) >= 2);
+    // The request and the response of the 127.0.0.2 connection at least, not copied.
+    assert_eq!(report["selection"]["addresses_in_kernel"], true);
+    assert!(
+        report_number(
+            report,
+            "/selection/calls_not_selected_in_kernel",
+            &run.stderr
+        ) >= 2,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        report_number(report, "/selection/events_not_selected", &run.stderr),
+        0
+    );
     assert_eq!(
         report_number(report, "/selection/events_address_unknown", &run.stderr),
         0

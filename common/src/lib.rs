@@ -302,11 +302,31 @@ pub mod select {
     pub const COMM: u8 = 2;
 }
 
+/// `--port`/`--host` as the BPF side applies them (the `ADDRESS_FILTER` global): when a
+/// connection's socket is first seen, its addresses are matched, and the calls of a connection
+/// that does not match are not copied (counted in `stat::CALLS_NOT_SELECTED`). Conservative:
+/// a connection whose addresses are not known is copied, and user space decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddressFilter {
+    /// Either end's port must be one of the first `port_count` (0: any port).
+    pub ports: [u16; capacity::FILTER_PORTS],
+    /// Either end's address must be one of the first `host_count` (0: any address): its 16
+    /// bytes as `ConnectionRecord` holds them (IPv4 in the first 4, the rest zero; IPv6 in
+    /// all), read as two native-endian u64 (so that the BPF side compares two words).
+    pub hosts: [[u64; 2]; capacity::FILTER_HOSTS],
+    pub port_count: u32,
+    pub host_count: u32,
+}
+
 /// Flags of a connection handle (`ConnectionState::flags`, `ConnectionRecord::flags`).
 pub mod connection_flags {
     /// The handle carries one direction of a connection (a record-layer key context): user
     /// space joins the handles seen on one fd into one connection.
     pub const PER_DIRECTION: u32 = 1;
+    /// `ConnectionRecord` only: the kernel's `AddressFilter` does not select the connection's
+    /// addresses, so its calls from here on are not copied (not a loss: left out on purpose).
+    pub const NOT_SELECTED: u32 = 2;
 }
 
 /// Why a connection ended (`CloseRecord::cause`).
@@ -369,6 +389,13 @@ pub mod capacity {
     /// call at most: `CHUNK_LOOP_BOUND` × `CHUNK_DATA_MAX` bytes (4 MiB) of a single buffer;
     /// the rest is cut, counted (`stat::BYTES_CUT`).
     pub const CHUNK_LOOP_BOUND: u32 = 256;
+    /// `--port` values the BPF side matches connections with (`AddressFilter`); a run with
+    /// more matches its ports in user space only.
+    pub const FILTER_PORTS: usize = 16;
+    /// Addresses the BPF side matches connections with (`AddressFilter`): each `--host`
+    /// address takes one, an IPv4 one two (also as IPv4-mapped IPv6); a run with more matches
+    /// its hosts in user space only.
+    pub const FILTER_HOSTS: usize = 16;
 }
 
 /// Header of a chunk record: one chunk of one TLS call's plaintext. The data follows the
@@ -583,6 +610,10 @@ pub struct ConnectionState {
     pub flags: u32,
     /// Bytes moved so far, per direction: the stream offset of the next call.
     pub position: [u64; 2],
+    /// 1: the socket's addresses do not match `--port`/`--host` (`AddressFilter`): its calls
+    /// are not copied.
+    pub not_selected: u32,
+    pub _padding: u32,
 }
 
 /// Byte offsets of the kernel struct members the BPF side follows from a task to a socket's
@@ -709,11 +740,17 @@ pub mod stat {
     /// Probe hits whose attach point could not be told from the code address, on a kernel
     /// without uprobe cookies (see `ebpf/src/compat.rs`): the call is not captured.
     pub const ADDRESS_UNKNOWN: u32 = 20;
+    /// Calls (and their bytes) of connections whose addresses `--port`/`--host` do not
+    /// select (`AddressFilter`): not copied.
+    pub const CALLS_NOT_SELECTED: u32 = 21;
+    pub const BYTES_NOT_SELECTED: u32 = 22;
     /// Number of counters.
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 23;
 }
 
 const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40);
+const _: () = assert!(core::mem::size_of::<AddressFilter>() == 32 + 256 + 8);
+const _: () = assert!(core::mem::size_of::<ConnectionState>() == 32);
 const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 96);
 const _: () = assert!(core::mem::size_of::<SecretSpec>() == 24);
 const _: () = assert!(core::mem::size_of::<SecretRecord>() == 208);
@@ -726,7 +763,6 @@ const _: () = assert!(core::mem::size_of::<ExecRecord>() == 24);
 const _: () = assert!(core::mem::size_of::<ConnectionKey>() == 16);
 const _: () = assert!(core::mem::size_of::<GoroutineKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FdKey>() == 8);
-const _: () = assert!(core::mem::size_of::<ConnectionState>() == 24);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 const _: () = assert!(core::mem::size_of::<CodeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<AddressOffsets>() == 32);
@@ -784,3 +820,6 @@ unsafe impl aya::Pod for CodeKey {}
 // SAFETY: repr(C), u32 fields only.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for AddressOffsets {}
+// SAFETY: repr(C), only integers and arrays of them, no padding (size checked above).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for AddressFilter {}

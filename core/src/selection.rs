@@ -291,6 +291,56 @@ fn container_cgroup(process_cgroup: &str, id: &str) -> Option<String> {
     None
 }
 
+/// `--port`/`--host` as the BPF side matches them when a connection's socket is first seen
+/// (`probectl_common::AddressFilter`), and whether they fit it. When either kind has more
+/// values than the filter holds, the filter is empty and the pipeline alone selects (the
+/// kernel then copies every connection's calls, as without it). An IPv4 host takes two entries: the address, and the
+/// same as IPv4-mapped IPv6 (a dual-stack socket's), as the pipeline matches either.
+pub fn kernel_address_filter(
+    selection: &AddressSelection,
+) -> (probectl_common::AddressFilter, bool) {
+    use probectl_common::capacity::{FILTER_HOSTS, FILTER_PORTS};
+    let mut filter = probectl_common::AddressFilter::default();
+    let mut whole = true;
+    if selection.ports.len() <= FILTER_PORTS {
+        for (slot, port) in filter.ports.iter_mut().zip(&selection.ports) {
+            *slot = *port;
+        }
+        filter.port_count = selection.ports.len() as u32;
+    } else {
+        whole = false;
+    }
+    let mut hosts: Vec<[u8; 16]> = Vec::new();
+    for host in &selection.hosts {
+        match host {
+            IpAddr::V4(v4) => {
+                let mut bytes = [0; 16];
+                bytes[..4].copy_from_slice(&v4.octets());
+                hosts.push(bytes);
+                hosts.push(v4.to_ipv6_mapped().octets());
+            }
+            IpAddr::V6(v6) => hosts.push(v6.octets()),
+        }
+    }
+    hosts.sort_unstable();
+    hosts.dedup();
+    if hosts.len() <= FILTER_HOSTS {
+        for (slot, bytes) in filter.hosts.iter_mut().zip(&hosts) {
+            let (low, high) = bytes.split_at(8);
+            let word = |half: &[u8]| u64::from_ne_bytes(half.try_into().unwrap_or_default());
+            *slot = [word(low), word(high)];
+        }
+        filter.host_count = hosts.len() as u32;
+    } else {
+        whole = false;
+    }
+    if !whole {
+        // One rule for the summary to state: past either capacity the kernel copies all.
+        return (probectl_common::AddressFilter::default(), false);
+    }
+    (filter, true)
+}
+
 /// Resolves `--port`/`--host` into what the pipeline matches connections with.
 pub fn addresses(selection: &Selection) -> Result<Option<AddressSelection>, SelectionError> {
     if selection.ports.is_empty() && selection.hosts.is_empty() {
@@ -328,6 +378,42 @@ pub fn addresses(selection: &Selection) -> Result<Option<AddressSelection>, Sele
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_filter_holds_ipv4_hosts_twice_and_is_empty_past_its_capacity() {
+        let selection = AddressSelection {
+            ports: vec![443, 8443],
+            hosts: vec!["10.0.0.7".parse().expect("ip"), "::1".parse().expect("ip")],
+        };
+        let (filter, whole) = kernel_address_filter(&selection);
+        assert!(whole);
+        assert_eq!(&filter.ports[..2], &[443, 8443]);
+        assert_eq!(filter.port_count, 2);
+        assert_eq!(filter.host_count, 3);
+        let bytes = |words: [u64; 2]| {
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&words[0].to_ne_bytes());
+            bytes[8..].copy_from_slice(&words[1].to_ne_bytes());
+            bytes
+        };
+        let held: Vec<[u8; 16]> = filter.hosts[..3].iter().copied().map(bytes).collect();
+        let v4 = [10, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mapped = std::net::Ipv4Addr::new(10, 0, 0, 7)
+            .to_ipv6_mapped()
+            .octets();
+        let loopback = std::net::Ipv6Addr::LOCALHOST.octets();
+        for address in [v4, mapped, loopback] {
+            assert!(held.contains(&address), "{address:?} in {held:?}");
+        }
+        // Too many ports: the kernel matches nothing, the pipeline all.
+        let many = AddressSelection {
+            ports: (1..=17).collect(),
+            hosts: vec!["10.0.0.7".parse().expect("ip")],
+        };
+        let (filter, whole) = kernel_address_filter(&many);
+        assert!(!whole);
+        assert_eq!((filter.port_count, filter.host_count), (0, 0));
+    }
 
     #[test]
     fn a_container_cgroup_is_cut_at_the_component_naming_it() {

@@ -962,7 +962,8 @@ fn neighbouring_syscall(pid_tgid: u64, threads: &mut ThreadCalls, fd: i32, read:
     }
     state.fd = fd;
     let _ = SOCKET_FDS.insert(&FdKey { tgid, fd }, &connection, 0);
-    socket::emit_connection(tgid, socket::fd_and_flags(fd, state.flags), connection);
+    state.not_selected =
+        socket::emit_connection(tgid, socket::fd_and_flags(fd, state.flags), connection);
     count(stat::FD_INFERRED, 1);
 }
 
@@ -1021,7 +1022,14 @@ fn emit_call<const MODE: u8>(
     } else {
         connection_flags::PER_DIRECTION
     };
-    let (fd, stream_offset) = track_connection(tgid, call, spec.direction, call_len, handle_flags);
+    let (fd, stream_offset, not_selected) =
+        track_connection(tgid, call, spec.direction, call_len, handle_flags);
+    if not_selected {
+        // Not copied; its stream offsets moved on above, as for a copied call.
+        count(stat::CALLS_NOT_SELECTED, 1);
+        count(stat::BYTES_NOT_SELECTED, call_len);
+        return 0;
+    }
     let mut flags = 0;
     if call.fd_flags & FD_MISMATCH != 0 {
         flags |= chunk_flags::FD_MISMATCH;
@@ -1282,7 +1290,8 @@ fn emit_chunk<const N: usize>(
 }
 
 /// Updates what the kernel side knows of the call's connection handle; returns the call's fd
-/// (-1 if unknown) and the stream offset of its first byte.
+/// (-1 if unknown), the stream offset of its first byte, and whether `--port`/`--host` leave
+/// its connection out (see `socket::emit_connection`).
 #[inline(always)]
 fn track_connection(
     tgid: u32,
@@ -1290,7 +1299,7 @@ fn track_connection(
     direction: u8,
     call_len: u64,
     handle_flags: u32,
-) -> (i32, u64) {
+) -> (i32, u64, bool) {
     let key = ConnectionKey {
         connection: call.connection,
         tgid,
@@ -1303,12 +1312,14 @@ fn track_connection(
                 fd: -1,
                 flags: handle_flags,
                 position: [0; 2],
+                not_selected: 0,
+                _padding: 0,
             };
             let _ = CONNECTIONS.insert(&key, &fresh, 0);
             let _ = TGIDS_WITH_CONNECTIONS.insert(&tgid, &1, 0);
             match CONNECTIONS.get_ptr_mut(&key) {
                 Some(state) => state,
-                None => return (call.fd, 0),
+                None => return (call.fd, 0, false),
             }
         }
     };
@@ -1325,14 +1336,15 @@ fn track_connection(
         }
         state.fd = fd;
         let _ = SOCKET_FDS.insert(&FdKey { tgid, fd }, &call.connection, 0);
-        socket::emit_connection(tgid, socket::fd_and_flags(fd, state.flags), call.connection);
+        state.not_selected =
+            socket::emit_connection(tgid, socket::fd_and_flags(fd, state.flags), call.connection);
     } else if fd < 0 {
         fd = state.fd;
     }
     let index = (direction & 1) as usize;
     let stream_offset = state.position[index];
     state.position[index] = stream_offset + call_len;
-    (fd, stream_offset)
+    (fd, stream_offset, state.not_selected != 0)
 }
 
 use arch::syscall_nr;

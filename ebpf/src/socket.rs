@@ -3,7 +3,19 @@
 //! this works on any kernel with BTF, without kprobes and without races against close().
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel};
-use probectl_common::{family, record_kind, ConnectionRecord, KernelOffsets};
+use probectl_common::{
+    capacity, family, record_kind, AddressFilter, ConnectionRecord, KernelOffsets,
+};
+
+/// `--port`/`--host` as the kernel applies them; set by user space at load time (nothing to
+/// match: every connection is copied).
+#[no_mangle]
+static ADDRESS_FILTER: AddressFilter = AddressFilter {
+    ports: [0; capacity::FILTER_PORTS],
+    hosts: [[0; 2]; capacity::FILTER_HOSTS],
+    port_count: 0,
+    host_count: 0,
+};
 
 /// S_IFMT and S_IFSOCK from linux/stat.h.
 const S_IFMT: u16 = 0o170000;
@@ -58,10 +70,12 @@ pub fn fd_and_flags(fd: i32, flags: u32) -> u64 {
     ((flags as u64) << 32) | fd as u32 as u64
 }
 
-/// Emits a [`ConnectionRecord`] for `fd` of the current process. A function of its own (a BPF
-/// subprogram): its stack frame is not added to the return probe's.
+/// Emits a [`ConnectionRecord`] for `fd` of the current process, and returns 1 when its
+/// addresses are known and `ADDRESS_FILTER` does not select them (its calls are then not
+/// copied), else 0. A function of its own (a BPF subprogram): its stack frame is not added to
+/// the return probe's.
 #[inline(never)]
-pub fn emit_connection(tgid: u32, fd_and_flags: u64, connection: u64) {
+pub fn emit_connection(tgid: u32, fd_and_flags: u64, connection: u64) -> u32 {
     // The fd (low half) and the handle's flags (high half) come in one argument: each
     // argument is kept in a register or on the stack across the ring buffer reservation, and
     // 6.1's combined stack limit has no room for one more slot.
@@ -71,7 +85,8 @@ pub fn emit_connection(tgid: u32, fd_and_flags: u64, connection: u64) {
     let offsets = &crate::KERNEL_OFFSETS;
     let Some(mut entry) = crate::reserve::<ConnectionRecord>() else {
         crate::count(probectl_common::stat::RECORDS_LOST, 1);
-        return;
+        // Not told to user space: copied, so that what it drops is counted there.
+        return 0;
     };
     let record = entry.as_mut_ptr();
     // SAFETY: `record` points at a reserved, writable ConnectionRecord in the ring buffer; it is
@@ -87,10 +102,82 @@ pub fn emit_connection(tgid: u32, fd_and_flags: u64, connection: u64) {
     record.flags = flags;
     // SAFETY: helper without preconditions.
     record.ts_ns = unsafe { bpf_ktime_get_ns() };
+    let mut not_selected = 0;
     if offset(&offsets.valid) == 1 {
         describe_socket(offsets, fd, record);
+        if !selected(record) {
+            not_selected = 1;
+            record.flags |= probectl_common::connection_flags::NOT_SELECTED;
+        }
     }
     entry.submit(crate::wakeup_flags());
+    not_selected
+}
+
+/// Whether `ADDRESS_FILTER` selects the connection `record` describes: either end's port is a
+/// selected one, and either end's address is a selected one (each when any is given). A record
+/// without inet addresses is selected: user space, which knows it has none, decides.
+#[inline(always)]
+fn selected(record: &ConnectionRecord) -> bool {
+    let filter = &ADDRESS_FILTER;
+    // SAFETY: valid references to fields of a static; volatile so that the load-time values
+    // user space sets are seen.
+    let (port_count, host_count) = unsafe {
+        (
+            core::ptr::read_volatile(&filter.port_count),
+            core::ptr::read_volatile(&filter.host_count),
+        )
+    };
+    if port_count == 0 && host_count == 0 {
+        return true;
+    }
+    if record.family != family::INET && record.family != family::INET6 {
+        return true;
+    }
+    if port_count != 0 {
+        let mut found = false;
+        for i in 0..capacity::FILTER_PORTS {
+            if i as u32 >= port_count {
+                break;
+            }
+            // SAFETY: as above.
+            let port = unsafe { core::ptr::read_volatile(&filter.ports[i]) };
+            if port == record.local_port || port == record.remote_port {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return false;
+        }
+    }
+    if host_count != 0 {
+        let words = |address: &[u8; 16]| {
+            let (low, high) = address.split_at(8);
+            (
+                u64::from_ne_bytes(low.try_into().unwrap_or_default()),
+                u64::from_ne_bytes(high.try_into().unwrap_or_default()),
+            )
+        };
+        let local = words(&record.local_addr);
+        let remote = words(&record.remote_addr);
+        let mut found = false;
+        for i in 0..capacity::FILTER_HOSTS {
+            if i as u32 >= host_count {
+                break;
+            }
+            // SAFETY: as above.
+            let host = unsafe { core::ptr::read_volatile(&filter.hosts[i]) };
+            if (host[0], host[1]) == local || (host[0], host[1]) == remote {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return false;
+        }
+    }
+    true
 }
 
 #[inline(always)]

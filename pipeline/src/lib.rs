@@ -78,6 +78,9 @@ pub struct KernelStats {
     pub bytes_cut: u64,
     /// Probe hits whose attach point was not found by address (a kernel without cookies).
     pub address_unknown: u64,
+    /// Calls (and bytes) of connections `--port`/`--host` do not select, not copied.
+    pub calls_not_selected: u64,
+    pub bytes_not_selected: u64,
     /// Counters that could not be read: the losses they count are unknown, not zero.
     pub counters_unreadable: u64,
 }

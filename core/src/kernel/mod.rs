@@ -174,6 +174,8 @@ pub struct LoadOptions {
     pub scoped: bool,
     /// Admit processes at exec by cgroup and command name (`crate::selection`).
     pub select_at_exec: Option<crate::selection::KernelSelection>,
+    /// `--port`/`--host`: the connections whose calls are copied (all when empty).
+    pub address_filter: probectl_common::AddressFilter,
     /// Report the TLS ClientHellos processes in scope write to sockets (`HelloRecord`): with
     /// secret probes (`--keylog`, `--packets`), to tie secrets to sockets.
     pub watch_hellos: bool,
@@ -345,6 +347,7 @@ impl Tracer {
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .override_global("SELECT_AT_EXEC", &select_bits, true)
             .override_global("SELECT_COMM", &select_comm, true)
+            .override_global("ADDRESS_FILTER", &options.address_filter, true)
             .override_global("WATCH_HELLOS", &u8::from(options.watch_hellos), true)
             .override_global("ADDRESS_OFFSETS", &address_offsets, true)
             .map_max_entries(
@@ -959,6 +962,8 @@ impl Tracer {
             calls_cut: read(stat::CALLS_CUT),
             bytes_cut: read(stat::BYTES_CUT),
             address_unknown: read(stat::ADDRESS_UNKNOWN),
+            calls_not_selected: read(stat::CALLS_NOT_SELECTED),
+            bytes_not_selected: read(stat::BYTES_NOT_SELECTED),
             counters_unreadable: 0,
             // Counted by the reader of the ring (the event loop), not by the kernel.
             records_oversized: 0,

@@ -406,6 +406,10 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         None
     };
     let addresses = crate::selection::addresses(&options.selection)?;
+    let (address_filter, addresses_in_kernel) = addresses.as_ref().map_or(
+        (Default::default(), false),
+        crate::selection::kernel_address_filter,
+    );
     let selecting_at_exec =
         matches!(options.target, Target::AllProcesses) && kernel_selection.is_some();
     // The output is opened and probed before anything is traced: a file that may not or cannot
@@ -465,6 +469,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         go: groups.iter().any(|group| group.abi == crate::spec::Abi::Go),
         scoped: !selecting_at_exec,
         select_at_exec: kernel_selection.clone().filter(|_| selecting_at_exec),
+        address_filter,
         // Secrets are tied to sockets by the ClientHellos the processes send.
         watch_hellos: options.keylog.is_some() || options.packets.is_some(),
     })?;
@@ -703,6 +708,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
                     .map(|host| format!("host {host}")),
             )
             .collect(),
+        addresses_in_kernel,
     };
     let groups: Vec<Group> = groups.into_iter().cloned().collect();
     let mut running = Running {

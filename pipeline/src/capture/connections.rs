@@ -40,6 +40,9 @@ pub struct Connection {
     pub keys: Keys,
     /// Who its process is (cgroup, container), as the pipeline knew it at its first event.
     pub identity: Option<std::sync::Arc<crate::capture::identity::Identity>>,
+    /// `--port`/`--host` do not select it, and the kernel copied none of its calls from its
+    /// socket on (`connection_flags::NOT_SELECTED`): what it moved is not a loss.
+    pub not_selected: bool,
 }
 
 /// The secrets of one connection, as its library's key-log function saw them.
@@ -89,12 +92,16 @@ impl Connection {
             captured: [0; 2],
             keys: Keys::default(),
             identity: None,
+            not_selected: false,
         }
     }
 
     /// Per direction: bytes moved and not captured (calls or chunks lost, bytes over the
-    /// capture limit, unreadable buffers).
+    /// capture limit, unreadable buffers); none for a connection left out by `--port`/`--host`.
     pub fn lost(&self) -> [u64; 2] {
+        if self.not_selected {
+            return [0, 0];
+        }
         [
             self.moved[0].saturating_sub(self.captured[0]),
             self.moved[1].saturating_sub(self.captured[1]),
@@ -180,6 +187,8 @@ pub struct Folded {
     pub lost: [u64; 2],
     /// Of the connections, those with bytes not captured.
     pub lossy: u64,
+    /// Of the connections, those `--port`/`--host` left out.
+    pub not_selected: u64,
 }
 
 #[derive(Default)]
@@ -385,6 +394,7 @@ impl ConnectionTable {
             None => self.create(record.pid, record.connection),
         };
         connection.fd = Some(record.fd);
+        connection.not_selected = record.flags & connection_flags::NOT_SELECTED != 0;
         let (transport, local, remote) = describe_socket(record);
         connection.transport = transport;
         connection.local = local;
@@ -546,6 +556,9 @@ impl ConnectionTable {
             }
             if lost != [0, 0] {
                 self.folded.lossy += 1;
+            }
+            if connection.not_selected {
+                self.folded.not_selected += 1;
             }
         }
         // No fd keeps pointing at a connection that is gone (a restarted one is never closed).

@@ -1,7 +1,9 @@
 //! `--port` and `--host`: which connections' events are written, by their addresses. The
-//! kernel copies the calls of every connection of the selected processes (it learns a
-//! connection's addresses after its first calls); the pipeline drops the events of the other
-//! connections before the output, counted (`events_not_selected`, `bytes_not_selected`).
+//! kernel matches a connection's addresses when it first sees its socket and copies nothing
+//! more of one that does not match (`probectl_common::AddressFilter`, counted there); what it
+//! copied before (calls whose socket was not known yet), or all when the selection is larger
+//! than its filter, the pipeline drops here before the output, counted (`events_not_selected`,
+//! `bytes_not_selected`).
 
 use std::net::{IpAddr, SocketAddr};
 

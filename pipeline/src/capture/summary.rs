@@ -141,6 +141,9 @@ pub struct SelectionSummary {
     pub processes_at_start: u64,
     /// The connection selections (`port N`, `host ADDR`).
     pub addresses: Vec<String>,
+    /// All of them are matched in the kernel too, when a connection's socket is first seen
+    /// (false: more than its filter holds; matched after the copy only).
+    pub addresses_in_kernel: bool,
 }
 
 /// probectl's memory, from `/proc/self/status` (KiB; 0 where it could not be read).
@@ -194,6 +197,7 @@ impl Summary {
                 "not_captured_written": lost[0],
                 "not_captured_read": lost[1],
                 "closed": c.closed,
+                "not_selected": c.not_selected,
                 "keys": self.keys_traced.then(|| if c.keys.secrets == 0 {
                     serde_json::json!("not seen")
                 } else {
@@ -264,6 +268,8 @@ impl Summary {
                 "total": self.connections.len() as u64 + self.folded.connections,
                 "closed": closed,
                 "ended_with_their_process": self.ended_by_exit,
+                "not_selected": self.connections.iter().filter(|c| c.not_selected).count() as u64
+                    + self.folded.not_selected,
                 "folded": {
                     "connections": self.folded.connections,
                     "written": self.folded.moved[0],
@@ -271,6 +277,7 @@ impl Summary {
                     "not_captured_written": self.folded.lost[0],
                     "not_captured_read": self.folded.lost[1],
                     "with_losses": self.folded.lossy,
+                    "not_selected": self.folded.not_selected,
                 },
                 "kept": self.connections.iter().map(connection).collect::<Vec<_>>(),
             },
@@ -320,6 +327,9 @@ impl Summary {
                 "processes_at_start": self.selection.processes_at_start,
                 "processes_admitted_at_exec": k.selected_at_exec,
                 "addresses": self.selection.addresses,
+                "addresses_in_kernel": self.selection.addresses_in_kernel,
+                "calls_not_selected_in_kernel": k.calls_not_selected,
+                "bytes_not_selected_in_kernel": k.bytes_not_selected,
                 "events_not_selected": self.counts.events_not_selected,
                 "bytes_not_selected": self.counts.bytes_not_selected,
                 "events_address_unknown": self.counts.events_address_unknown,
@@ -487,9 +497,16 @@ impl std::fmt::Display for Summary {
         }
         let closed =
             self.connections.iter().filter(|c| c.closed).count() as u64 + self.folded.connections;
+        let not_selected = self.connections.iter().filter(|c| c.not_selected).count() as u64
+            + self.folded.not_selected;
+        let not_selected = if not_selected > 0 {
+            format!("; {not_selected} of them not selected by --port/--host, not copied")
+        } else {
+            String::new()
+        };
         write!(
             f,
-            "\nprobectl: {} connections ({closed} closed), {} events without a known fd, {} calls on two fds",
+            "\nprobectl: {} connections ({closed} closed{not_selected}), {} events without a known fd, {} calls on two fds",
             self.connections.len() as u64 + self.folded.connections,
             self.counts.events_without_fd,
             self.kernel.fd_mismatches,
@@ -508,6 +525,9 @@ impl std::fmt::Display for Summary {
         // Every connection with a loss, and the first few of the others: one record each.
         let mut listed = 0;
         for connection in &self.connections {
+            if connection.not_selected {
+                continue;
+            }
             let lost = connection.lost();
             let lossy = lost != [0, 0];
             if !lossy && listed >= SUMMARY_CONNECTIONS {
@@ -553,11 +573,13 @@ impl std::fmt::Display for Summary {
                 }
             }
         }
-        if listed < self.connections.len() {
+        // The connections --port/--host left out are told in the count above, not here.
+        let listable = self.connections.iter().filter(|c| !c.not_selected).count();
+        if listed < listable {
             write!(
                 f,
                 "\nprobectl: ... and {} more connections",
-                self.connections.len() - listed
+                listable - listed
             )?;
         }
         if self.keys_traced {
@@ -619,8 +641,26 @@ impl std::fmt::Display for Summary {
         if !self.selection.addresses.is_empty() {
             write!(
                 f,
-                "\nprobectl: selected connections: {}: {} events ({} bytes) of other connections dropped after the copy ({} with addresses unknown)",
+                "\nprobectl: selected connections: {}: ",
                 self.selection.addresses.join(", "),
+            )?;
+            if self.selection.addresses_in_kernel {
+                write!(
+                    f,
+                    "{} calls ({} bytes) of other connections not copied; ",
+                    self.kernel.calls_not_selected, self.kernel.bytes_not_selected,
+                )?;
+            } else {
+                write!(
+                    f,
+                    "more than the kernel's filter holds ({} ports, {} addresses, an IPv4 one taking two), matched after the copy only; ",
+                    probectl_common::capacity::FILTER_PORTS,
+                    probectl_common::capacity::FILTER_HOSTS,
+                )?;
+            }
+            write!(
+                f,
+                "{} events ({} bytes) dropped after the copy (calls before the socket was known), {} with addresses unknown",
                 self.counts.events_not_selected,
                 self.counts.bytes_not_selected,
                 self.counts.events_address_unknown,
