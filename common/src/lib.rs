@@ -324,8 +324,9 @@ pub mod connection_flags {
     /// The handle carries one direction of a connection (a record-layer key context): user
     /// space joins the handles seen on one fd into one connection.
     pub const PER_DIRECTION: u32 = 1;
-    /// `ConnectionRecord` only: the kernel's `AddressFilter` does not select the connection's
-    /// addresses, so its calls from here on are not copied (not a loss: left out on purpose).
+    /// The kernel's `AddressFilter` does not select the connection's addresses, so its calls
+    /// from here on are not copied (not a loss: left out on purpose). Set in
+    /// `ConnectionState::flags` and in the connection's `ConnectionRecord`.
     pub const NOT_SELECTED: u32 = 2;
 }
 
@@ -610,10 +611,6 @@ pub struct ConnectionState {
     pub flags: u32,
     /// Bytes moved so far, per direction: the stream offset of the next call.
     pub position: [u64; 2],
-    /// 1: the socket's addresses do not match `--port`/`--host` (`AddressFilter`): its calls
-    /// are not copied.
-    pub not_selected: u32,
-    pub _padding: u32,
 }
 
 /// Byte offsets of the kernel struct members the BPF side follows from a task to a socket's
@@ -750,7 +747,7 @@ pub mod stat {
 
 const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40);
 const _: () = assert!(core::mem::size_of::<AddressFilter>() == 32 + 256 + 8);
-const _: () = assert!(core::mem::size_of::<ConnectionState>() == 32);
+const _: () = assert!(core::mem::size_of::<ConnectionState>() == 24);
 const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 96);
 const _: () = assert!(core::mem::size_of::<SecretSpec>() == 24);
 const _: () = assert!(core::mem::size_of::<SecretRecord>() == 208);

@@ -70,9 +70,9 @@ pub fn fd_and_flags(fd: i32, flags: u32) -> u64 {
     ((flags as u64) << 32) | fd as u32 as u64
 }
 
-/// Emits a [`ConnectionRecord`] for `fd` of the current process, and returns 1 when its
-/// addresses are known and `ADDRESS_FILTER` does not select them (its calls are then not
-/// copied), else 0. A function of its own (a BPF subprogram): its stack frame is not added to
+/// Emits a [`ConnectionRecord`] for `fd` of the current process, and returns
+/// `connection_flags::NOT_SELECTED` when its addresses are known and `ADDRESS_FILTER` does not
+/// select them (its calls are then not copied), else 0. A function of its own (a BPF subprogram): its stack frame is not added to
 /// the return probe's.
 #[inline(never)]
 pub fn emit_connection(tgid: u32, fd_and_flags: u64, connection: u64) -> u32 {
@@ -89,10 +89,17 @@ pub fn emit_connection(tgid: u32, fd_and_flags: u64, connection: u64) -> u32 {
         return 0;
     };
     let record = entry.as_mut_ptr();
-    // SAFETY: `record` points at a reserved, writable ConnectionRecord in the ring buffer; it is
-    // zeroed first so that no byte reaches user space uninitialised.
+    // SAFETY: `record` points at a reserved, writable ConnectionRecord in the ring buffer, 8-byte
+    // aligned (as the ring gives every record) and a whole number of words long (its size is
+    // checked in common); it is zeroed first so that no byte reaches user space uninitialised.
+    // Word by word, volatile: `write_bytes` becomes a call of memset, a BPF subprogram whose
+    // frame (32 bytes, the least) would push the return probe's calls together past the
+    // kernel's 512.
     let record = unsafe {
-        core::ptr::write_bytes(record, 0, 1);
+        let words = record as *mut u64;
+        for i in 0..core::mem::size_of::<ConnectionRecord>() / 8 {
+            core::ptr::write_volatile(words.add(i), 0);
+        }
         &mut *record
     };
     record.kind = record_kind::CONNECTION;
@@ -102,14 +109,18 @@ pub fn emit_connection(tgid: u32, fd_and_flags: u64, connection: u64) -> u32 {
     record.flags = flags;
     // SAFETY: helper without preconditions.
     record.ts_ns = unsafe { bpf_ktime_get_ns() };
-    let mut not_selected = 0;
     if offset(&offsets.valid) == 1 {
         describe_socket(offsets, fd, record);
-        if !selected(record) {
-            not_selected = 1;
-            record.flags |= probectl_common::connection_flags::NOT_SELECTED;
-        }
     }
+    // Decided from the record alone (a socket not described has family 0: selected), and no
+    // value of it is held across describe_socket: one more live register there costs a stack
+    // slot, and 6.1's limit for the return probe's calls together has none to spare.
+    let not_selected = if selected(record) {
+        0
+    } else {
+        probectl_common::connection_flags::NOT_SELECTED
+    };
+    record.flags |= not_selected;
     entry.submit(crate::wakeup_flags());
     not_selected
 }
@@ -152,15 +163,10 @@ fn selected(record: &ConnectionRecord) -> bool {
         }
     }
     if host_count != 0 {
-        let words = |address: &[u8; 16]| {
-            let (low, high) = address.split_at(8);
-            (
-                u64::from_ne_bytes(low.try_into().unwrap_or_default()),
-                u64::from_ne_bytes(high.try_into().unwrap_or_default()),
-            )
-        };
-        let local = words(&record.local_addr);
-        let remote = words(&record.remote_addr);
+        // The record's addresses are read in place, as words, at each comparison (not held
+        // across the loop, for the same reason).
+        let local = record.local_addr.as_ptr() as *const u64;
+        let remote = record.remote_addr.as_ptr() as *const u64;
         let mut found = false;
         for i in 0..capacity::FILTER_HOSTS {
             if i as u32 >= host_count {
@@ -168,7 +174,16 @@ fn selected(record: &ConnectionRecord) -> bool {
             }
             // SAFETY: as above.
             let host = unsafe { core::ptr::read_volatile(&filter.hosts[i]) };
-            if (host[0], host[1]) == local || (host[0], host[1]) == remote {
+            // SAFETY: `local` and `remote` point at 16 bytes of the record, which the ring
+            // buffer reserved 8-byte aligned; both fields are at 8-byte offsets in it
+            // (`ConnectionRecord` is repr(C), its size checked in common).
+            let matches = unsafe {
+                (core::ptr::read_volatile(local) == host[0]
+                    && core::ptr::read_volatile(local.add(1)) == host[1])
+                    || (core::ptr::read_volatile(remote) == host[0]
+                        && core::ptr::read_volatile(remote.add(1)) == host[1])
+            };
+            if matches {
                 found = true;
                 break;
             }

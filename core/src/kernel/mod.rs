@@ -174,7 +174,8 @@ pub struct LoadOptions {
     pub scoped: bool,
     /// Admit processes at exec by cgroup and command name (`crate::selection`).
     pub select_at_exec: Option<crate::selection::KernelSelection>,
-    /// `--port`/`--host`: the connections whose calls are copied (all when empty).
+    /// `--port`/`--host`: the connections whose calls are copied (all when empty; ignored by
+    /// the address programs, see [`Tracer::filters_addresses`]).
     pub address_filter: probectl_common::AddressFilter,
     /// Report the TLS ClientHellos processes in scope write to sockets (`HelloRecord`): with
     /// secret probes (`--keylog`, `--packets`), to tie secrets to sockets.
@@ -337,6 +338,14 @@ impl Tracer {
             bits
         });
         let select_comm: [u8; 16] = selection.and_then(|s| s.comm).unwrap_or([0; 16]);
+        // The address programs (no cookies: Linux before 5.15) copy every connection's calls:
+        // their return probe has no stack left for the filter's verdict (ebpf/src/main.rs,
+        // `track_connection`), so the pipeline alone selects.
+        let address_filter = if kernel.mode == Mode::Address {
+            probectl_common::AddressFilter::default()
+        } else {
+            options.address_filter
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global("MAX_CAPTURE_BYTES", &options.max_capture_bytes, true)
             .override_global("FILTER_BY_PID", &filter, true)
@@ -347,7 +356,7 @@ impl Tracer {
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .override_global("SELECT_AT_EXEC", &select_bits, true)
             .override_global("SELECT_COMM", &select_comm, true)
-            .override_global("ADDRESS_FILTER", &options.address_filter, true)
+            .override_global("ADDRESS_FILTER", &address_filter, true)
             .override_global("WATCH_HELLOS", &u8::from(options.watch_hellos), true)
             .override_global("ADDRESS_OFFSETS", &address_offsets, true)
             .map_max_entries(
@@ -926,6 +935,12 @@ impl Tracer {
     /// The ring buffer of chunks (taken once, by the event loop).
     pub fn take_events(&mut self) -> Option<EventRing> {
         self.events.take()
+    }
+
+    /// Whether the kernel applies `LoadOptions::address_filter` (not with the address
+    /// programs: the pipeline alone selects there).
+    pub fn filters_addresses(&self) -> bool {
+        self.mode != Mode::Address
     }
 
     pub fn kernel_stats(&self) -> KernelStats {

@@ -708,7 +708,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
                     .map(|host| format!("host {host}")),
             )
             .collect(),
-        addresses_in_kernel,
+        addresses_in_kernel: addresses_in_kernel && tracer.filters_addresses(),
     };
     let groups: Vec<Group> = groups.into_iter().cloned().collect();
     let mut running = Running {

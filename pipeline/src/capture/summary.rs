@@ -653,7 +653,7 @@ impl std::fmt::Display for Summary {
             } else {
                 write!(
                     f,
-                    "more than the kernel's filter holds ({} ports, {} addresses, an IPv4 one taking two), matched after the copy only; ",
+                    "matched after the copy only (more than the kernel's filter holds, {} ports and {} addresses with an IPv4 one taking two, or a kernel without uprobe cookies); ",
                     probectl_common::capacity::FILTER_PORTS,
                     probectl_common::capacity::FILTER_HOSTS,
                 )?;
