@@ -72,8 +72,8 @@ pub fn fd_and_flags(fd: i32, flags: u32) -> u64 {
 
 /// Emits a [`ConnectionRecord`] for `fd` of the current process, and returns
 /// `connection_flags::NOT_SELECTED` when its addresses are known and `ADDRESS_FILTER` does not
-/// select them (its calls are then not copied), else 0. A function of its own (a BPF subprogram): its stack frame is not added to
-/// the return probe's.
+/// select them (its calls are then not copied), else 0. A function of its own (a BPF
+/// subprogram): its stack frame is not added to the return probe's.
 #[inline(never)]
 pub fn emit_connection(tgid: u32, fd_and_flags: u64, connection: u64) -> u32 {
     // The fd (low half) and the handle's flags (high half) come in one argument: each
