@@ -85,6 +85,58 @@ impl UprobePrograms {
         }
     }
 
+    /// (program, file offset) of every uprobe of an attach point: `offset` is the function's
+    /// first instruction in the file. The entry comes last: a call whose entry is seen must
+    /// find its return probes in place, or a call made while the attach is under way would be
+    /// counted as a missed return (a return whose entry was not seen is ignored), and a child
+    /// forked meanwhile would inherit an entry without its returns (scoped.rs).
+    fn uprobes_of(
+        &self,
+        placement: &Placement,
+        role: Role,
+        entry_only: bool,
+        offset: u64,
+    ) -> Vec<(&'static str, u64)> {
+        let mut uprobes: Vec<(&'static str, u64)> = match (placement, role) {
+            // A lifecycle function is only entered: its entry point, wherever it is.
+            (Placement::Classic { .. }, Role::End) => vec![(self.end, offset)],
+            (Placement::Emulated { entry, .. }, Role::End) => {
+                vec![(self.end, entry.file_offset)]
+            }
+            // A call captured at entry: nothing waits for its return.
+            (Placement::Classic { .. } | Placement::Returns { .. }, Role::Data) if entry_only => {
+                vec![(self.entry, offset)]
+            }
+            (Placement::Emulated { entry, .. }, Role::Data) if entry_only => {
+                vec![(self.entry, entry.file_offset)]
+            }
+            (Placement::Classic { .. }, Role::Data) => {
+                vec![(self.entry, offset), (self.ret, offset)]
+            }
+            (Placement::Emulated { entry, exits }, Role::Data) => {
+                std::iter::once((self.entry, entry.file_offset))
+                    .chain(exits.iter().map(|exit| (self.exit, exit.file_offset)))
+                    .collect()
+            }
+            (Placement::Returns { .. }, Role::End) => vec![(self.end, offset)],
+            // A key-log function: its entry's arguments are all it takes.
+            (Placement::Classic { .. } | Placement::Returns { .. }, Role::Secret) => {
+                vec![(self.secret, offset)]
+            }
+            (Placement::Emulated { entry, .. }, Role::Secret) => {
+                vec![(self.secret, entry.file_offset)]
+            }
+            // Entry at the first instruction, the exit program on every `ret`.
+            (Placement::Returns { exits }, Role::Data) => std::iter::once((self.entry, offset))
+                .chain(exits.iter().map(|exit| (self.exit, exit.file_offset)))
+                .collect(),
+            // Planning skips these; nothing is attached.
+            (Placement::Refused { .. }, _) => Vec::new(),
+        };
+        uprobes.sort_by_key(|&(name, _)| name == self.entry);
+        uprobes
+    }
+
     fn all(&self) -> [&'static str; 5] {
         [self.entry, self.ret, self.exit, self.end, self.secret]
     }
@@ -157,6 +209,10 @@ pub fn check_privileges() -> Result<(), BpfError> {
         missing: missing.join(", "),
     })
 }
+
+/// Rounds of binding process-scoped probes to tasks created while they were attached: each
+/// round covers the tasks the previous one found new (see `Tracer::cover_new_tasks`).
+const COVER_ROUNDS: usize = 16;
 
 pub struct LoadOptions {
     /// Bytes captured per call at most; the rest is counted as truncated.
@@ -709,48 +765,12 @@ impl Tracer {
             let attach_id = first_id + offset as u32;
             let file = plan.file_of(planned);
             let mut result = Ok(());
-            // (program, file offset) of every uprobe of this attach point.
-            let uprobes: Vec<(&str, u64)> = match (&planned.placement, planned.probe.role) {
-                // A lifecycle function is only entered: its entry point, wherever it is.
-                (Placement::Classic { .. }, Role::End) => vec![(programs.end, planned.offset)],
-                (Placement::Emulated { entry, .. }, Role::End) => {
-                    vec![(programs.end, entry.file_offset)]
-                }
-                // A call captured at entry: nothing waits for its return.
-                (Placement::Classic { .. } | Placement::Returns { .. }, Role::Data)
-                    if planned.probe.entry_only() =>
-                {
-                    vec![(programs.entry, planned.offset)]
-                }
-                (Placement::Emulated { entry, .. }, Role::Data) if planned.probe.entry_only() => {
-                    vec![(programs.entry, entry.file_offset)]
-                }
-                (Placement::Classic { .. }, Role::Data) => vec![
-                    (programs.entry, planned.offset),
-                    (programs.ret, planned.offset),
-                ],
-                (Placement::Emulated { entry, exits }, Role::Data) => {
-                    std::iter::once((programs.entry, entry.file_offset))
-                        .chain(exits.iter().map(|exit| (programs.exit, exit.file_offset)))
-                        .collect()
-                }
-                (Placement::Returns { .. }, Role::End) => vec![(programs.end, planned.offset)],
-                // A key-log function: its entry's arguments are all it takes.
-                (Placement::Classic { .. } | Placement::Returns { .. }, Role::Secret) => {
-                    vec![(programs.secret, planned.offset)]
-                }
-                (Placement::Emulated { entry, .. }, Role::Secret) => {
-                    vec![(programs.secret, entry.file_offset)]
-                }
-                // Entry at the first instruction, the exit program on every `ret`.
-                (Placement::Returns { exits }, Role::Data) => {
-                    std::iter::once((programs.entry, planned.offset))
-                        .chain(exits.iter().map(|exit| (programs.exit, exit.file_offset)))
-                        .collect()
-                }
-                // Planning skips these; nothing is attached.
-                (Placement::Refused { .. }, _) => Vec::new(),
-            };
+            let uprobes = programs.uprobes_of(
+                &planned.placement,
+                planned.probe.role,
+                planned.probe.entry_only(),
+                planned.offset,
+            );
             if !cookies {
                 // Without cookies the programs find the attach id by address: every address is
                 // in the kernel's table before its probe can fire.
@@ -890,23 +910,23 @@ impl Tracer {
     }
 
     /// Binds the scoped probes made from `first` on to tasks that appeared while they were
-    /// made: a child forked by a thread before that thread was covered inherited nothing. Ends
-    /// when a look finds no new task (a few rounds at most; a task created after its creator
-    /// was covered inherited the probes anyway).
+    /// made: a child forked by a thread before that thread was covered inherited only the probes
+    /// bound by then. Ends when a look finds no new task (a task created after its creator was
+    /// covered inherited every probe). A program that forks faster than the probes are bound
+    /// for [`COVER_ROUNDS`] rounds is told as a failure, with the tasks left partly covered.
     fn cover_new_tasks(
         &mut self,
         first: usize,
         covered: &mut BTreeSet<u32>,
         failures: &mut Vec<AttachFailure>,
     ) {
-        const ROUNDS: usize = 4;
         let Some(end) = self.scoped.as_ref().map(ScopedProbes::len) else {
             return;
         };
         if end == first {
             return;
         }
-        for _ in 0..ROUNDS {
+        for _ in 0..COVER_ROUNDS {
             let new: Vec<u32> = self.traced_tasks().difference(covered).copied().collect();
             if new.is_empty() {
                 return;
@@ -924,6 +944,17 @@ impl Tracer {
                 });
                 return;
             }
+        }
+        let left = self.traced_tasks().difference(covered).count();
+        if left > 0 {
+            failures.push(AttachFailure {
+                path: PathBuf::from("(traced processes)"),
+                symbol: "new tasks".into(),
+                message: format!(
+                    "{left} tasks were created faster than the probes could be bound to them \
+                     ({COVER_ROUNDS} rounds); they may lack some of the probes"
+                ),
+            });
         }
     }
 
@@ -1173,4 +1204,46 @@ fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) S ...": the comm may hold anything; the state follows its last ')'.
     stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbols::placement::Site;
+
+    /// Every data placement of every mode puts its entry uprobe last, after all of its return
+    /// probes (see `UprobePrograms::uprobes_of`).
+    #[test]
+    fn a_call_entry_is_attached_after_its_returns() {
+        let site = |file_offset| Site {
+            offset: file_offset - 0x1000,
+            file_offset,
+            stack_offset: 0,
+        };
+        let placements = [
+            Placement::Classic {
+                reason: String::new(),
+            },
+            Placement::Emulated {
+                entry: site(0x1004),
+                exits: vec![site(0x1010), site(0x1020)],
+            },
+            Placement::Returns {
+                exits: vec![site(0x1030), site(0x1040)],
+            },
+        ];
+        for mode in [Mode::Fast, Mode::Bounded, Mode::Address] {
+            let programs = UprobePrograms::of(mode);
+            for placement in &placements {
+                let uprobes = programs.uprobes_of(placement, Role::Data, false, 0x1000);
+                assert!(uprobes.len() >= 2, "{placement:?}: {uprobes:?}");
+                let (last, returns) = uprobes.split_last().expect("uprobes");
+                assert_eq!(last.0, programs.entry, "{placement:?}: {uprobes:?}");
+                assert!(
+                    returns.iter().all(|(name, _)| *name != programs.entry),
+                    "{uprobes:?}"
+                );
+            }
+        }
+    }
 }
