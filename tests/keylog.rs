@@ -718,6 +718,9 @@ fn chromium_keys_are_its_own_tls12_and_tls13() {
     // that moved data has its keys, all of them in Chromium's key log; a connection Chromium
     // opened and never used (a preconnect) moved no data, so its handle's socket, and with it
     // its ClientHello's random, is never known: those secrets are counted, not written.
+    // Every run must trace: about one in ten traced nothing before probectl bound its probes to
+    // each process that execs (the network service lost its breakpoints; see
+    // `ScopedProbes::rebind`).
     let chromium = Path::new("/usr/lib/chromium/chromium");
     assert!(
         chromium.exists(),
@@ -728,103 +731,88 @@ fn chromium_keys_are_its_own_tls12_and_tls13() {
         ("-tls1_2", &["CLIENT_RANDOM"][..]),
         ("-tls1_3", &TLS13_LABELS[..]),
     ] {
-        const ATTEMPTS: u32 = 3;
-        for attempt in 1..=ATTEMPTS {
-            let server_keys = scratch_file("chromium-server.keys");
-            let (server, port) = s_server_keylog(version, &server_keys);
-            let oracle = scratch_file("chromium.keys");
-            let profile = scratch_file("chromium-profile");
-            let keylog = scratch_file("chromium-probectl.keys");
-            let keylog_arg = keylog.display().to_string();
-            let oracle_flag = format!("--ssl-key-log-file={}", oracle.display());
-            let profile_flag = format!("--user-data-dir={}", profile.display());
-            let url = format!("https://127.0.0.1:{port}/");
-            // The flags that work on these machines (no GPU, no sandbox as root, no network
-            // beyond the page).
-            let run = Trace::start_with_env(
-                &["boringssl", "--keylog", &keylog_arg],
-                &[
-                    chromium.to_str().expect("path"),
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--ignore-certificate-errors",
-                    &profile_flag,
-                    &oracle_flag,
-                    "--dump-dom",
-                    &url,
-                ],
-                &[("PROBECTL_CACHE_DIR", cache.as_os_str())],
-            )
-            .wait_lines();
-            drop(server);
-            if attempt < ATTEMPTS
-                && run.report["events"] == 0
-                && run.report["keylog"]["secrets"] == 0
-            {
-                // A defect not understood yet (see the founders' note of this stop): in about
-                // one Chromium run in ten here, its network service process (which the browser
-                // forks and execs) has none of the breakpoints, so no call is traced (its
-                // ClientHellos are seen). Said, and run again: the last run must trace.
-                eprintln!("chromium {version}: no call of run {attempt} was traced; once more");
-                continue;
-            }
-            assert!(run.status.success(), "{}", run.stderr);
-            let ours = lines(&keylog);
-            let theirs = lines(&oracle);
-            assert!(!theirs.is_empty(), "Chromium wrote no key log");
-            assert!(ours.is_subset(&theirs), "{ours:?}\n{theirs:?}");
-            let keylog_report = &run.report["keylog"];
-            assert_eq!(
-                keylog_report["written"],
-                ours.len() as u64,
-                "{}",
-                run.report
-            );
-            assert_eq!(keylog_report["unusable"], 0);
-            // Every secret is written, or counted as without its ClientHello's random.
-            assert_eq!(
-                keylog_report["secrets"],
-                theirs.len() as u64,
-                "{}\n{}",
-                run.report,
-                run.stderr
-            );
-            assert_eq!(
-                keylog_report["without_client_random"],
-                (theirs.len() - ours.len()) as u64,
-                "{}",
-                run.report
-            );
-            // Each connection that moved data has its handshake's keys, all of them.
-            let connections = run.report["connections"]["kept"]
-                .as_array()
-                .expect("connections");
-            let used: Vec<&serde_json::Value> = connections
+        let server_keys = scratch_file("chromium-server.keys");
+        let (server, port) = s_server_keylog(version, &server_keys);
+        let oracle = scratch_file("chromium.keys");
+        let profile = scratch_file("chromium-profile");
+        let keylog = scratch_file("chromium-probectl.keys");
+        let keylog_arg = keylog.display().to_string();
+        let oracle_flag = format!("--ssl-key-log-file={}", oracle.display());
+        let profile_flag = format!("--user-data-dir={}", profile.display());
+        let url = format!("https://127.0.0.1:{port}/");
+        // The flags that work on these machines (no GPU, no sandbox as root, no network
+        // beyond the page).
+        let run = Trace::start_with_env(
+            &["boringssl", "--keylog", &keylog_arg],
+            &[
+                chromium.to_str().expect("path"),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--ignore-certificate-errors",
+                &profile_flag,
+                &oracle_flag,
+                "--dump-dom",
+                &url,
+            ],
+            &[("PROBECTL_CACHE_DIR", cache.as_os_str())],
+        )
+        .wait_lines();
+        drop(server);
+        assert!(run.status.success(), "{}", run.stderr);
+        let ours = lines(&keylog);
+        let theirs = lines(&oracle);
+        assert!(!theirs.is_empty(), "Chromium wrote no key log");
+        assert!(ours.is_subset(&theirs), "{ours:?}\n{theirs:?}");
+        let keylog_report = &run.report["keylog"];
+        assert_eq!(
+            keylog_report["written"],
+            ours.len() as u64,
+            "{}",
+            run.report
+        );
+        assert_eq!(keylog_report["unusable"], 0);
+        // Every secret is written, or counted as without its ClientHello's random.
+        assert_eq!(
+            keylog_report["secrets"],
+            theirs.len() as u64,
+            "{}\n{}",
+            run.report,
+            run.stderr
+        );
+        assert_eq!(
+            keylog_report["without_client_random"],
+            (theirs.len() - ours.len()) as u64,
+            "{}",
+            run.report
+        );
+        // Each connection that moved data has its handshake's keys, all of them.
+        let connections = run.report["connections"]["kept"]
+            .as_array()
+            .expect("connections");
+        let used: Vec<&serde_json::Value> = connections
+            .iter()
+            .filter(|connection| connection["written"].as_u64() > Some(0))
+            .collect();
+        assert!(!used.is_empty(), "{}", run.report);
+        for connection in used {
+            assert_eq!(connection["remote"], format!("127.0.0.1:{port}"));
+            let random = connection["keys"]["client_random"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no keys: {connection}"));
+            let of_random: BTreeSet<String> = theirs
                 .iter()
-                .filter(|connection| connection["written"].as_u64() > Some(0))
+                .filter(|line| line.split(' ').nth(1) == Some(random))
+                .cloned()
                 .collect();
-            assert!(!used.is_empty(), "{}", run.report);
-            for connection in used {
-                assert_eq!(connection["remote"], format!("127.0.0.1:{port}"));
-                let random = connection["keys"]["client_random"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("no keys: {connection}"));
-                let of_random: BTreeSet<String> = theirs
-                    .iter()
-                    .filter(|line| line.split(' ').nth(1) == Some(random))
-                    .cloned()
-                    .collect();
-                assert!(of_random.is_subset(&ours), "{connection}");
-                let wanted: BTreeSet<String> = expected.iter().map(|l| l.to_string()).collect();
-                assert_eq!(labels(&of_random), wanted, "{connection}");
-            }
-            break;
+            assert!(of_random.is_subset(&ours), "{connection}");
+            let wanted: BTreeSet<String> = expected.iter().map(|l| l.to_string()).collect();
+            assert_eq!(labels(&of_random), wanted, "{connection}");
         }
     }
 }

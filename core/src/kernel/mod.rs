@@ -958,6 +958,19 @@ impl Tracer {
         }
     }
 
+    /// Binds the process-scoped probes to `pid`, which has just exec'd, with events only
+    /// probectl frees (see `ScopedProbes::rebind`). None without process scope; Some(false)
+    /// when the table of such processes is full.
+    pub fn rebind_after_exec(&mut self, pid: u32) -> Result<Option<bool>, String> {
+        match self.scoped.as_mut() {
+            Some(scoped) if !scoped.is_empty() => scoped
+                .rebind(pid)
+                .map(Some)
+                .map_err(|error| error_chain(&error)),
+            _ => Ok(None),
+        }
+    }
+
     /// Attach points whose both programs are attached.
     pub fn attached(&self) -> usize {
         self.attached
@@ -1035,6 +1048,9 @@ impl Tracer {
                 !reused
             })
             .collect();
+        if let Some(scoped) = self.scoped.as_mut() {
+            scoped.forget(&tgids);
+        }
         if tgids.is_empty() {
             return swept;
         }

@@ -22,7 +22,7 @@
 //! Events are named `probectl_<pid>/...`; the group is removed when the probes go, and groups
 //! left by a probectl that was killed are removed by the next one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -30,6 +30,9 @@ use std::path::Path;
 use crate::kernel::TRACEFS;
 /// Also as `UPROBE_EVENTS_C`, for the detach child.
 const UPROBE_EVENTS: &str = "/sys/kernel/tracing/uprobe_events";
+/// Processes that exec'd while traced whose direct events are held at once (each holds a
+/// descriptor per probe and thread; see `ScopedProbes::rebind`).
+pub const REBOUND_PROCESSES: usize = 1024;
 /// Prefix of the tracefs group of every probectl process.
 const GROUP_PREFIX: &str = "probectl_";
 
@@ -118,6 +121,9 @@ pub struct ScopedProbe {
 /// Every process-scoped probe of one probectl process.
 pub struct ScopedProbes {
     probes: Vec<ScopedProbe>,
+    /// The direct events of processes that exec'd while traced, by pid; at most
+    /// [`REBOUND_PROCESSES`], each dropped when its process is swept.
+    rebound: BTreeMap<u32, Vec<OwnedFd>>,
     /// Event names are never reused (a removal may fail while the kernel tears one down).
     next_name: u32,
 }
@@ -130,6 +136,7 @@ impl ScopedProbes {
         raise_descriptor_limit();
         ScopedProbes {
             probes: Vec::new(),
+            rebound: BTreeMap::new(),
             next_name: 0,
         }
     }
@@ -190,7 +197,7 @@ impl ScopedProbes {
                     source,
                 })?;
             let own = std::process::id();
-            let anchor = open_tracepoint_event(id, own, false)
+            let anchor = open_tracepoint_event(id, own, Binding::Anchor)
                 .map_err(|source| ScopedError::PerfEvent { task: own, source })?;
             let link = match cookie {
                 Some(cookie) => link_program(program, anchor.as_fd(), cookie).map(Some),
@@ -233,7 +240,7 @@ impl ScopedProbes {
     ) -> Result<(), ScopedError> {
         for probe in self.probes.get_mut(range).unwrap_or_default() {
             for &task in tasks {
-                match open_tracepoint_event(probe.id, task, true) {
+                match open_tracepoint_event(probe.id, task, Binding::Covering) {
                     Ok(fd) => probe.tasks.push(fd),
                     Err(error) if error.raw_os_error() == Some(libc::ESRCH) => {}
                     Err(source) => return Err(ScopedError::PerfEvent { task, source }),
@@ -243,9 +250,54 @@ impl ScopedProbes {
         Ok(())
     }
 
+    /// Binds every probe to the tasks of `pid`, which has just exec'd, with events that are
+    /// not inherited. Why: the kernel's filter accepts a process while a perf event bound to
+    /// one of its tasks exists, and inherited events do not stay with their task. Between
+    /// processes cloned from the same parent, perf swaps whole contexts at a context switch
+    /// (its "context switch optimization"), so a process that exits can free a sibling's
+    /// events; when they were the sibling's last, the kernel takes the breakpoints out of it,
+    /// and an exec after that maps the file without them. (That is our reading of what about
+    /// one headless Chromium run in ten showed: its network service had no breakpoints and
+    /// traced nothing. No kernel tracing was at hand to see it happen.) A direct event is
+    /// freed only when probectl closes it, so the process stays accepted; if the filter did
+    /// not accept it, opening one makes the kernel put the breakpoints in; and it gives the
+    /// process a perf context of its own, which is never swapped. False when
+    /// [`REBOUND_PROCESSES`] processes are held already.
+    pub fn rebind(&mut self, pid: u32) -> Result<bool, ScopedError> {
+        if self.rebound.len() >= REBOUND_PROCESSES && !self.rebound.contains_key(&pid) {
+            return Ok(false);
+        }
+        let tasks = tasks_of([pid]);
+        let mut events = Vec::with_capacity(self.probes.len() * tasks.len());
+        for probe in &self.probes {
+            for &task in &tasks {
+                match open_tracepoint_event(probe.id, task, Binding::Direct) {
+                    Ok(fd) => events.push(fd),
+                    Err(error) if error.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(source) => return Err(ScopedError::PerfEvent { task, source }),
+                }
+            }
+        }
+        // An earlier exec's events go after the new ones are open: closing them first could
+        // leave the process unaccepted for a moment, and the kernel would take the
+        // breakpoints out.
+        self.rebound.insert(pid, events);
+        Ok(true)
+    }
+
+    /// Drops the direct events of processes that exited.
+    pub fn forget(&mut self, pids: &BTreeSet<u32>) {
+        self.rebound.retain(|pid, _| !pids.contains(pid));
+    }
+
     /// Takes the probes out (to be closed elsewhere, e.g. in parallel); `remove_events` then
-    /// removes their tracefs events.
+    /// removes their tracefs events. The direct events go with the first probe: a tracefs
+    /// event cannot be removed while a descriptor of it is open.
     pub fn take_probes(&mut self) -> Vec<ScopedProbe> {
+        let rebound = std::mem::take(&mut self.rebound);
+        if let Some(first) = self.probes.first_mut() {
+            first.tasks.extend(rebound.into_values().flatten());
+        }
         std::mem::take(&mut self.probes)
     }
 
@@ -361,18 +413,29 @@ const PERF_FLAG_DISABLED: u64 = 1 << 0;
 const PERF_FLAG_INHERIT: u64 = 1 << 1;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 
-/// A perf event of tracepoint `id` bound to `task` (any CPU). A covering event is disabled and
-/// inherited; the anchor is neither.
-fn open_tracepoint_event(id: u64, task: u32, covering: bool) -> std::io::Result<OwnedFd> {
+/// What a perf event of a probe is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Binding {
+    /// Carries the program (probectl's own thread): enabled, not inherited.
+    Anchor,
+    /// Widens the filter to a task and, through inheritance, its descendants: disabled.
+    Covering,
+    /// Widens the filter to one process that exec'd, for as long as probectl holds it:
+    /// disabled and not inherited (see `ScopedProbes::rebind`).
+    Direct,
+}
+
+/// A perf event of tracepoint `id` bound to `task` (any CPU).
+fn open_tracepoint_event(id: u64, task: u32, binding: Binding) -> std::io::Result<OwnedFd> {
     let attr = PerfEventAttr {
         kind: PERF_TYPE_TRACEPOINT,
         size: std::mem::size_of::<PerfEventAttr>() as u32,
         config: id,
         sample_period: 1,
-        flags: if covering {
-            PERF_FLAG_DISABLED | PERF_FLAG_INHERIT
-        } else {
-            0
+        flags: match binding {
+            Binding::Anchor => 0,
+            Binding::Covering => PERF_FLAG_DISABLED | PERF_FLAG_INHERIT,
+            Binding::Direct => PERF_FLAG_DISABLED,
         },
         ..PerfEventAttr::default()
     };

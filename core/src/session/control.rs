@@ -94,6 +94,7 @@ impl ControlPlane {
                     table,
                     late_attach_failures: 0,
                     late_files: 0,
+                    rebind_failure_said: false,
                     swept: Swept::default(),
                 };
                 worker.serve(&inbox);
@@ -165,6 +166,8 @@ struct Worker {
     table: AttachTable,
     late_attach_failures: usize,
     late_files: usize,
+    /// A failed rebind after an exec was said (once).
+    rebind_failure_said: bool,
     /// What exited processes left in the kernel's tables, removed.
     swept: Swept,
 }
@@ -231,12 +234,39 @@ impl Worker {
         }
     }
 
+    /// Binds the process-scoped probes to `pid`, which has just exec'd, before anything else
+    /// is looked at (see `ScopedProbes::rebind`). A failure, or a full table, is said once and
+    /// counted as a failed attach.
+    fn rebind(&mut self, pid: u32) {
+        let failure = match self.tracer.rebind_after_exec(pid) {
+            Ok(Some(false)) => Some(format!(
+                "pid {pid}: {} processes that exec'd hold probes already; its probes rest on \
+                 inherited events alone",
+                crate::kernel::scoped::REBOUND_PROCESSES
+            )),
+            Ok(_) => None,
+            Err(error) => Some(format!(
+                "binding the probes to pid {pid} after its exec: {error}"
+            )),
+        };
+        if let Some(message) = failure {
+            self.late_attach_failures += 1;
+            if !self.rebind_failure_said {
+                self.rebind_failure_said = true;
+                crate::notice::warning(crate::notice::Topic::Attach, message);
+            }
+        }
+    }
+
     /// Attaches the files of `pid` that are not attached yet (a program started after
     /// probectl, a library loaded with dlopen). A process with nothing to trace is no error.
     /// Says how long after the exec or mmap the probes were in place: calls the process made
     /// in that window are not captured.
     fn attach_new_files(&mut self, lookup: &Lookup) {
         let pid = lookup.pid;
+        if lookup.why == LookupCause::Exec {
+            self.rebind(pid);
+        }
         let groups: Vec<&Group> = self.groups.iter().collect();
         let Ok(plan) = plan(&groups, &Scope::Process(pid), &mut self.cache) else {
             return;
