@@ -280,8 +280,12 @@ impl ScopedProbes {
         }
         // An earlier exec's events go after the new ones are open: closing them first could
         // leave the process unaccepted for a moment, and the kernel would take the
-        // breakpoints out.
-        self.rebound.insert(pid, events);
+        // breakpoints out. A process already gone holds nothing.
+        if events.is_empty() {
+            self.rebound.remove(&pid);
+        } else {
+            self.rebound.insert(pid, events);
+        }
         Ok(true)
     }
 
