@@ -33,6 +33,8 @@ const UPROBE_EVENTS: &str = "/sys/kernel/tracing/uprobe_events";
 /// Processes that exec'd while traced whose direct events are held at once (each holds a
 /// descriptor per probe and thread; see `ScopedProbes::rebind`).
 pub const REBOUND_PROCESSES: usize = 1024;
+/// `ScopedProbes::rebound`'s size at which it is first pruned.
+const PRUNE_FIRST: usize = 64;
 /// Prefix of the tracefs group of every probectl process.
 const GROUP_PREFIX: &str = "probectl_";
 
@@ -121,9 +123,12 @@ pub struct ScopedProbe {
 /// Every process-scoped probe of one probectl process.
 pub struct ScopedProbes {
     probes: Vec<ScopedProbe>,
-    /// The direct events of processes that exec'd while traced, by pid; at most
-    /// [`REBOUND_PROCESSES`], each dropped when its process is swept.
-    rebound: BTreeMap<u32, Vec<OwnedFd>>,
+    /// The direct events of processes that exec'd while traced, by pid, with the process's
+    /// start time (to tell a reused pid); at most [`REBOUND_PROCESSES`]. An entry goes when
+    /// its process is swept (one that had connections) or found gone by `prune`.
+    rebound: BTreeMap<u32, (u64, Vec<OwnedFd>)>,
+    /// `rebound`'s size at which the next `prune` looks for processes that are gone.
+    prune_at: usize,
     /// Event names are never reused (a removal may fail while the kernel tears one down).
     next_name: u32,
 }
@@ -137,6 +142,7 @@ impl ScopedProbes {
         ScopedProbes {
             probes: Vec::new(),
             rebound: BTreeMap::new(),
+            prune_at: PRUNE_FIRST,
             next_name: 0,
         }
     }
@@ -264,9 +270,17 @@ impl ScopedProbes {
     /// process a perf context of its own, which is never swapped. False when
     /// [`REBOUND_PROCESSES`] processes are held already.
     pub fn rebind(&mut self, pid: u32) -> Result<bool, ScopedError> {
+        if self.rebound.len() >= self.prune_at {
+            self.prune();
+        }
         if self.rebound.len() >= REBOUND_PROCESSES && !self.rebound.contains_key(&pid) {
             return Ok(false);
         }
+        let Some(start) = start_time(pid) else {
+            // Gone already: it holds nothing.
+            self.rebound.remove(&pid);
+            return Ok(true);
+        };
         let tasks = tasks_of([pid]);
         let mut events = Vec::with_capacity(self.probes.len() * tasks.len());
         for probe in &self.probes {
@@ -280,13 +294,22 @@ impl ScopedProbes {
         }
         // An earlier exec's events go after the new ones are open: closing them first could
         // leave the process unaccepted for a moment, and the kernel would take the
-        // breakpoints out. A process already gone holds nothing.
+        // breakpoints out.
         if events.is_empty() {
             self.rebound.remove(&pid);
         } else {
-            self.rebound.insert(pid, events);
+            self.rebound.insert(pid, (start, events));
         }
         Ok(true)
+    }
+
+    /// Drops the entries of processes that are gone (most exit with no connection, so no
+    /// sweep names them), and sets the next size to look at: twice what is left, so that the
+    /// looks cost a constant per rebind.
+    fn prune(&mut self) {
+        self.rebound
+            .retain(|pid, (start, _)| start_time(*pid) == Some(*start));
+        self.prune_at = (self.rebound.len() * 2).clamp(PRUNE_FIRST, REBOUND_PROCESSES);
     }
 
     /// Drops the direct events of processes that exited.
@@ -300,7 +323,9 @@ impl ScopedProbes {
     pub fn take_probes(&mut self) -> Vec<ScopedProbe> {
         let rebound = std::mem::take(&mut self.rebound);
         if let Some(first) = self.probes.first_mut() {
-            first.tasks.extend(rebound.into_values().flatten());
+            first
+                .tasks
+                .extend(rebound.into_values().flat_map(|(_, events)| events));
         }
         std::mem::take(&mut self.probes)
     }
@@ -323,6 +348,19 @@ impl Drop for ScopedProbes {
             self.remove_events();
         }
     }
+}
+
+/// When process `pid` started (clock ticks after boot, `/proc/PID/stat`'s 22nd field): with
+/// the pid, it names one process. None when there is no such process, or it is a zombie.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": the comm may hold anything; the fields follow its last ')'.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    // The state was field 3; the start time is field 22.
+    fields.nth(18)?.parse().ok()
 }
 
 /// The threads of every process in `tgids` that exist now.
@@ -526,4 +564,24 @@ fn link_program(
     // SAFETY: the kernel returned a new descriptor that nothing else owns (it is close-on-exec
     // by default for BPF links).
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The start time is `/proc/PID/stat`'s 22nd field (this test binary's comm has no
+    /// space, so a plain split finds it too), and a pid with no process has none.
+    #[test]
+    fn start_time_is_the_22nd_field_of_stat() {
+        let pid = std::process::id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let field: u64 = stat
+            .split_whitespace()
+            .nth(21)
+            .and_then(|field| field.parse().ok())
+            .expect("field 22");
+        assert_eq!(start_time(pid), Some(field));
+        assert_eq!(start_time(u32::MAX), None);
+    }
 }
