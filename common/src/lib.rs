@@ -747,6 +747,9 @@ pub mod stat {
 
 const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40);
 const _: () = assert!(core::mem::size_of::<AddressFilter>() == 32 + 256 + 8);
+// The BPF side reads a ConnectionRecord's addresses as u64 words (`socket::selected`).
+const _: () = assert!(core::mem::offset_of!(ConnectionRecord, local_addr) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(ConnectionRecord, remote_addr) % 8 == 0);
 const _: () = assert!(core::mem::size_of::<ConnectionState>() == 24);
 const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 96);
 const _: () = assert!(core::mem::size_of::<SecretSpec>() == 24);

@@ -294,21 +294,17 @@ fn container_cgroup(process_cgroup: &str, id: &str) -> Option<String> {
 /// `--port`/`--host` as the BPF side matches them when a connection's socket is first seen
 /// (`probectl_common::AddressFilter`), and whether they fit it. When either kind has more
 /// values than the filter holds, the filter is empty and the pipeline alone selects (the
-/// kernel then copies every connection's calls, as without it). An IPv4 host takes two entries: the address, and the
-/// same as IPv4-mapped IPv6 (a dual-stack socket's), as the pipeline matches either.
+/// kernel then copies every connection's calls, as without it). An IPv4 host takes two
+/// entries: the address, and the same as IPv4-mapped IPv6 (a dual-stack socket's), as the
+/// pipeline matches either.
 pub fn kernel_address_filter(
     selection: &AddressSelection,
 ) -> (probectl_common::AddressFilter, bool) {
     use probectl_common::capacity::{FILTER_HOSTS, FILTER_PORTS};
-    let mut filter = probectl_common::AddressFilter::default();
-    let mut whole = true;
-    if selection.ports.len() <= FILTER_PORTS {
-        for (slot, port) in filter.ports.iter_mut().zip(&selection.ports) {
-            *slot = *port;
-        }
-        filter.port_count = selection.ports.len() as u32;
-    } else {
-        whole = false;
+    // One rule for the summary to state: past either capacity the kernel copies all.
+    let too_many = (probectl_common::AddressFilter::default(), false);
+    if selection.ports.len() > FILTER_PORTS {
+        return too_many;
     }
     let mut hosts: Vec<[u8; 16]> = Vec::new();
     for host in &selection.hosts {
@@ -324,20 +320,20 @@ pub fn kernel_address_filter(
     }
     hosts.sort_unstable();
     hosts.dedup();
-    if hosts.len() <= FILTER_HOSTS {
-        for (slot, bytes) in filter.hosts.iter_mut().zip(&hosts) {
-            let (low, high) = bytes.split_at(8);
-            let word = |half: &[u8]| u64::from_ne_bytes(half.try_into().unwrap_or_default());
-            *slot = [word(low), word(high)];
-        }
-        filter.host_count = hosts.len() as u32;
-    } else {
-        whole = false;
+    if hosts.len() > FILTER_HOSTS {
+        return too_many;
     }
-    if !whole {
-        // One rule for the summary to state: past either capacity the kernel copies all.
-        return (probectl_common::AddressFilter::default(), false);
+    let mut filter = probectl_common::AddressFilter::default();
+    for (slot, port) in filter.ports.iter_mut().zip(&selection.ports) {
+        *slot = *port;
     }
+    filter.port_count = selection.ports.len() as u32;
+    for (slot, bytes) in filter.hosts.iter_mut().zip(&hosts) {
+        let (low, high) = bytes.split_at(8);
+        let word = |half: &[u8]| u64::from_ne_bytes(half.try_into().unwrap_or_default());
+        *slot = [word(low), word(high)];
+    }
+    filter.host_count = hosts.len() as u32;
     (filter, true)
 }
 

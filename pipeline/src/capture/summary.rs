@@ -178,6 +178,11 @@ impl MemoryUse {
 pub const REPORT_FORMAT: u32 = 2;
 
 impl Summary {
+    /// Connections `--port`/`--host` left out in the kernel, kept and folded.
+    fn connections_not_selected(&self) -> u64 {
+        self.connections.iter().filter(|c| c.not_selected).count() as u64 + self.folded.not_selected
+    }
+
     /// The summary as one JSON object (`--report FILE`): what tests and scripts read, instead
     /// of the prose on stderr. Counts are numbers; every cause of loss has its own field.
     pub fn to_json(&self) -> serde_json::Value {
@@ -268,8 +273,7 @@ impl Summary {
                 "total": self.connections.len() as u64 + self.folded.connections,
                 "closed": closed,
                 "ended_with_their_process": self.ended_by_exit,
-                "not_selected": self.connections.iter().filter(|c| c.not_selected).count() as u64
-                    + self.folded.not_selected,
+                "not_selected": self.connections_not_selected(),
                 "folded": {
                     "connections": self.folded.connections,
                     "written": self.folded.moved[0],
@@ -497,8 +501,7 @@ impl std::fmt::Display for Summary {
         }
         let closed =
             self.connections.iter().filter(|c| c.closed).count() as u64 + self.folded.connections;
-        let not_selected = self.connections.iter().filter(|c| c.not_selected).count() as u64
-            + self.folded.not_selected;
+        let not_selected = self.connections_not_selected();
         let not_selected = if not_selected > 0 {
             format!("; {not_selected} of them not selected by --port/--host, not copied")
         } else {
